@@ -1,0 +1,205 @@
+"""Typed, frozen configuration loaded from TOML.
+
+Every setting lives in one dataclass field with its default and a one-line help
+(``field(metadata={"help": ...})``); `load_config` validates each value and names the key,
+the bad value and what is allowed when it refuses one. Paths follow the XDG base
+directories, read from the ``environ`` mapping passed in so tests can relocate everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used: names the file, the key, the value and what is allowed."""
+
+
+def setting(default: Any, help: str, *, choices: tuple[Any, ...] = (), min: float | None = None,
+            max: float | None = None) -> Any:
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class LibrarySettings:
+    folders: list[str] = setting(["~/Pictures"], "Folders to index, recursively.")
+    skip_dirs: list[str] = setting([".*", "@eaDir", "#recycle", "__pycache__"],
+                                   "Glob patterns of directory names never entered.")
+    follow_symlinks: bool = setting(False, "Follow symbolic links to directories while scanning.")
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    data_dir: str = setting("", "Catalog and indexes; empty means $XDG_DATA_HOME/pixdex.")
+    model_dir: str = setting("", "Model directory; empty means <data_dir>/models.")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    clip: str = setting("ViT-B-32__openai", "CLIP model: a folder under <model_dir>/clip/.")
+    tagger: str = setting("wd-vit-tagger-v3",
+                          "WD14-style tagger: a folder under <model_dir>/tagger/; empty disables tagging.")
+    threads: int = setting(0, "ONNX Runtime intra-op threads; 0 lets it use every core.", min=0, max=256)
+    batch_size: int = setting(16, "Images per inference batch.", min=1, max=512)
+
+
+@dataclass(frozen=True)
+class TaggerSettings:
+    general_threshold: float = setting(0.35, "Minimum confidence for a general tag.", min=0.0, max=1.0)
+    character_threshold: float = setting(0.85, "Minimum confidence for a character tag.", min=0.0, max=1.0)
+    exclude: list[str] = setting([], "Tags never stored or written, as they appear in selected_tags.csv.")
+    max_tags: int = setting(30, "At most this many tags per image, highest confidence first.", min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    max_pixels: int = setting(150_000_000, "Images with more pixels are refused as decompression bombs.",
+                              min=1_000_000)
+    workers: int = setting(2, "Decoding threads.", min=1, max=64)
+    lookahead_batches: int = setting(3, "Batches decoded ahead of the model.", min=1, max=64)
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    write: bool = setting(True, "Write tags into an XMP sidecar beside each image (IMG.ext.xmp).")
+    tag_parent: str = setting("pixdex", "Parent of pixdex's tags in lr:hierarchicalSubject / digiKam:TagsList.")
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    dtype: str = setting("f16", "Scalar type of stored vectors.", choices=("f32", "f16", "i8"))
+    connectivity: int = setting(16, "HNSW connectivity of the vector index.", min=2, max=256)
+    expansion_search: int = setting(128, "HNSW search expansion (recall versus speed).", min=8, max=4096)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    k: int = setting(20, "Results shown by default.", min=1, max=10_000)
+    rrf_k: int = setting(60, "Reciprocal Rank Fusion constant k.", min=1, max=10_000)
+    vector_weight: float = setting(1.0, "Weight of the vector (CLIP) side in the fusion.", min=0.0, max=100.0)
+    text_weight: float = setting(1.0, "Weight of the text (BM25) side in the fusion.", min=0.0, max=100.0)
+    candidates: int = setting(200, "Candidates taken from each side before fusing.", min=10, max=100_000)
+
+
+@dataclass(frozen=True)
+class Config:
+    library: LibrarySettings = field(default_factory=LibrarySettings)
+    paths: PathSettings = field(default_factory=PathSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    tagger: TaggerSettings = field(default_factory=TaggerSettings)
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    sidecar: SidecarSettings = field(default_factory=SidecarSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
+
+    @property
+    def data_dir(self) -> Path:
+        if self.paths.data_dir:
+            return self._expand(self.paths.data_dir)
+        base = self.environ.get("XDG_DATA_HOME") or str(self._home() / ".local" / "share")
+        return Path(base) / "pixdex"
+
+    @property
+    def model_dir(self) -> Path:
+        return self._expand(self.paths.model_dir) if self.paths.model_dir else self.data_dir / "models"
+
+    @property
+    def folders(self) -> list[Path]:
+        return [self._expand(f) for f in self.library.folders]
+
+    def _home(self) -> Path:
+        return Path(self.environ.get("HOME") or Path.home())
+
+    def _expand(self, value: str) -> Path:
+        if value == "~" or value.startswith("~/"):
+            value = str(self._home()) + value[1:]
+        return Path(os.path.expandvars(value)).absolute()
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    home = environ.get("HOME") or str(Path.home())
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return Path(base) / "pixdex" / "config.toml"
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load `path` (or the XDG default, which may be absent) over the embedded defaults."""
+    environ = dict(os.environ if environ is None else environ)
+    explicit = path is not None
+    path = path or default_config_path(environ)
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"{path}: config file not found (omit --config to use the defaults)")
+        return Config(environ=environ)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    return config_from_dict(raw, environ, source=str(path))
+
+
+def config_from_dict(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "config") -> Config:
+    sections: dict[str, Any] = {}
+    hints = typing.get_type_hints(Config)
+    known = {f.name for f in dataclasses.fields(Config) if f.name != "environ"}
+    for name, value in raw.items():
+        if name not in known:
+            raise ConfigError(f"{source}: unknown section [{name}]; allowed: {', '.join(sorted(known))}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table of settings, got {value!r}")
+        sections[name] = _build_section(hints[name], name, value, source)
+    return Config(**sections, environ=environ)
+
+
+def _build_section(cls: type, section: str, values: Mapping[str, Any], source: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key {section}.{key}; allowed: {', '.join(fields)}")
+        _check(f"{section}.{key}", value, hints[key], fields[key].metadata, source)
+    return cls(**values)
+
+
+def _check(key: str, value: Any, hint: Any, meta: Mapping[str, Any], source: str) -> None:
+    def refuse(allowed: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {allowed}")
+
+    if hint is bool and not isinstance(value, bool):
+        raise refuse("true or false")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise refuse("a whole number")
+    if hint is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise refuse("a number")
+    if hint is str and not isinstance(value, str):
+        raise refuse("a string")
+    if typing.get_origin(hint) is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise refuse("a list of strings")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise refuse("one of " + ", ".join(repr(c) for c in meta["choices"]))
+    low, high = meta.get("min"), meta.get("max")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise refuse(f"a value from {low} to {high}")
+
+
+def describe_settings() -> list[tuple[str, Any, str]]:
+    """Every setting as (dotted key, default, help), for `pixdex config` and the docs test."""
+    rows = []
+    for section in dataclasses.fields(Config):
+        if section.name == "environ":
+            continue
+        default = section.default_factory()  # type: ignore[misc]
+        for f in dataclasses.fields(default):
+            rows.append((f"{section.name}.{f.name}", getattr(default, f.name), f.metadata["help"]))
+    return rows

@@ -1,0 +1,159 @@
+"""Cheap, safe decoding: Pillow with draft-mode JPEG, EXIF orientation and every mode made RGB.
+
+`decode_image` refuses an image whose header claims more than `max_pixels` before any pixel is
+decoded (a decompression bomb gets a reason, not a crash), asks libjpeg for the smallest DCT
+scale that still covers `min_side` on both sides, applies the EXIF orientation and flattens
+transparency onto white. `read_exif` pulls the camera and the capture date for the indexes.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:  # HEIC/HEIF (and AVIF on older Pillow) when the optional plugin is installed
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF = True
+except ImportError:  # pragma: no cover - depends on the optional extra
+    HEIF = False
+
+from PIL import features
+
+from pixdex.indexer.errors import ReadError
+
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".gif", ".bmp"}
+                       | ({".heic", ".heif"} if HEIF else set())
+                       | ({".avif"} if HEIF or features.check("avif") else set()))
+
+EXIF_IFD = 0x8769
+MAKE, MODEL, DATETIME = 0x010F, 0x0110, 0x0132
+DATETIME_ORIGINAL, DATETIME_DIGITIZED = 0x9003, 0x9004
+
+
+@dataclass(frozen=True)
+class ExifFacts:
+    camera: str | None = None
+    taken: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: Image.Image  # RGB, orientation applied, possibly reduced by draft mode
+    width: int  # full size, after orientation
+    height: int
+    exif: ExifFacts
+
+
+def decode_image(data: bytes, path: str, min_side: int, max_pixels: int) -> Decoded:
+    """Decode `data` (the bytes of the file at `path`) into an RGB image at least `min_side` wide and high."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _refuse_bombs(image, path, max_pixels)
+            exif = read_exif(image)
+            width, height = _oriented_size(image)
+            if image.format == "JPEG":
+                image.draft("RGB", (min_side, min_side))
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return Decoded(to_rgb(image), width, height, exif)
+    except ReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ReadError(path, "not an image Pillow can read (unknown or unsupported format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ReadError(path, f"refused as a decompression bomb: {exc}") from None
+    except Image.DecompressionBombWarning as exc:
+        raise ReadError(path, f"refused as a decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
+        raise ReadError(path, f"cannot decode: {exc or type(exc).__name__}") from None
+
+
+def _refuse_bombs(image: Image.Image, path: str, max_pixels: int) -> None:
+    w, h = image.size
+    if w <= 0 or h <= 0:
+        raise ReadError(path, f"image claims an empty size {w}x{h}")
+    if w * h > max_pixels:
+        raise ReadError(path, f"image is {w}x{h} = {w * h:,} pixels, over decode.max_pixels = {max_pixels:,}; "
+                              "raise that setting to index it")
+
+
+def _oriented_size(image: Image.Image) -> tuple[int, int]:
+    w, h = image.size
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # broken EXIF never stops the decode
+        orientation = 1
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode → RGB: transparency over white, 16-bit and float scaled, CMYK converted."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P" and "transparency" in image.info or mode in ("PA", "LA", "La", "RGBa"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    if mode.startswith("I") or mode == "F":
+        return _scale_to_8bit(image).convert("RGB")
+    return image.convert("RGB")
+
+
+def _scale_to_8bit(image: Image.Image) -> Image.Image:
+    pixels = np.asarray(image).astype(np.float64)
+    top = pixels.max(initial=0.0)
+    if image.mode == "F" and top <= 1.0:
+        scaled = pixels * 255.0
+    elif top > 255.0:
+        scaled = pixels / 257.0
+    else:
+        scaled = pixels
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def read_exif(image: Image.Image) -> ExifFacts:
+    try:
+        exif = image.getexif()
+        sub = exif.get_ifd(EXIF_IFD)
+    except Exception:  # a broken EXIF block costs the facts, never the image
+        return ExifFacts()
+    make = _text(exif.get(MAKE))
+    model = _text(exif.get(MODEL))
+    camera = model if make and model and model.lower().startswith(make.split()[0].lower()) else \
+        " ".join(p for p in (make, model) if p) or None
+    stamp = sub.get(DATETIME_ORIGINAL) or sub.get(DATETIME_DIGITIZED) or exif.get(DATETIME)
+    return ExifFacts(camera, parse_exif_date(_text(stamp)))
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", "").strip()
+    return value or None
+
+
+def parse_exif_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y:%m:%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d"):
+        try:
+            return datetime.strptime(value[:19], fmt)
+        except ValueError:
+            continue
+    return None

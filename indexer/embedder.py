@@ -1,0 +1,119 @@
+"""The CLIP model: image tower, text tower and tokenizer from one model directory.
+
+The directory layout is Immich's, so its published exports drop in unchanged:
+
+    <model_dir>/clip/<name>/config.json                 open_clip model config (embed_dim, text_cfg)
+    <model_dir>/clip/<name>/visual/model.onnx           input "image": float32 (N, 3, S, S)
+    <model_dir>/clip/<name>/visual/preprocess_cfg.json  size, mean, std, interpolation, resize_mode
+    <model_dir>/clip/<name>/textual/model.onnx          input "text": int32 or int64 (N, context_length)
+    <model_dir>/clip/<name>/textual/tokenizer.json      a `tokenizers` tokenizer
+    <model_dir>/clip/<name>/textual/tokenizer_config.json  pad_token
+
+Embeddings are L2-normalised, so cosine similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+from tokenizers import Tokenizer
+
+from pixdex.indexer.errors import ModelError
+from pixdex.indexer.preprocess import ClipTransform, clip_preprocess
+from pixdex.indexer.session import OnnxSession, fingerprint
+
+CLIP_FILES = ("config.json", "visual/model.onnx", "visual/preprocess_cfg.json",
+              "textual/model.onnx", "textual/tokenizer.json")
+STANDIN_MARKER = "STANDIN.txt"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read model file: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return value
+
+
+def check_files(directory: Path, names: tuple[str, ...], kind: str) -> None:
+    missing = [n for n in names if not (directory / n).is_file()]
+    if missing:
+        raise ModelError(
+            f"{kind} model {directory.name!r} is incomplete or absent in {directory}: missing "
+            f"{', '.join(missing)}. Put a model there (Immich's layout), set models.{kind} in the config, "
+            "or run `pixdex models standin` for small stand-in models that give meaningless results.")
+
+
+def normalize_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def clean_text(text: str) -> str:
+    """open_clip's basic_clean + whitespace_clean (lower-casing is the tokenizer's normaliser's job)."""
+    text = html.unescape(html.unescape(text))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class ClipModel:
+    def __init__(self, directory: Path, threads: int = 0) -> None:
+        check_files(directory, CLIP_FILES, "clip")
+        self.directory = directory
+        self.name = directory.name
+        self.config = read_json(directory / "config.json")
+        try:
+            self.dim = int(self.config["embed_dim"])
+            self.transform = ClipTransform.from_cfg(read_json(directory / "visual" / "preprocess_cfg.json"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{directory}: bad CLIP model config: {exc}") from exc
+        self.context_length = int(self.config.get("text_cfg", {}).get("context_length", 77))
+        self.visual = OnnxSession(directory / "visual" / "model.onnx", threads)
+        self.textual = OnnxSession(directory / "textual" / "model.onnx", threads)
+        self.standin = (directory / STANDIN_MARKER).exists()
+
+    @cached_property
+    def id(self) -> str:
+        return f"{self.name}@{fingerprint(self.visual.path, self.textual.path)}"
+
+    @property
+    def image_size(self) -> int:
+        return self.transform.size
+
+    def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
+        return clip_preprocess(image, self.transform)
+
+    def embed_images(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        return normalize_rows(self.visual.run(batch))
+
+    def embed_texts(self, texts: list[str]) -> NDArray[np.float32]:
+        return normalize_rows(self.textual.run(self.tokenize(texts)))
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        textual = self.directory / "textual"
+        tokenizer = Tokenizer.from_file(str(textual / "tokenizer.json"))
+        pad_token = "<|endoftext|>"
+        if (textual / "tokenizer_config.json").is_file():
+            pad_token = read_json(textual / "tokenizer_config.json").get("pad_token", pad_token)
+        if isinstance(pad_token, dict):  # HF writes AddedToken objects too
+            pad_token = pad_token.get("content", "<|endoftext|>")
+        pad_id = tokenizer.token_to_id(pad_token)
+        tokenizer.enable_padding(length=self.context_length, pad_token=pad_token,
+                                 pad_id=0 if pad_id is None else pad_id)
+        tokenizer.enable_truncation(max_length=self.context_length)
+        return tokenizer
+
+    def tokenize(self, texts: list[str]) -> NDArray[np.int64]:
+        encodings = self.tokenizer.encode_batch([clean_text(t) for t in texts])
+        dtype = np.int64 if "int64" in self.textual.input.type else np.int32
+        return np.array([e.ids for e in encodings], dtype=dtype)

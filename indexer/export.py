@@ -1,0 +1,238 @@
+"""open_clip / torch → ONNX, in the model directory layout the indexer loads.
+
+Needs the ``export`` extra (torch, open-clip-torch, onnx); nothing else in pixdex imports torch.
+`export_clip` is the one exporter, used both for real open_clip models (`pixdex models export`)
+and for the stand-ins (`pixdex models standin`): a tiny open_clip config with random weights
+and a tiny torch multi-label classifier in the WD14 layout. Stand-ins prove the code path and
+the numerics, never search quality.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+from pixdex.indexer.embedder import STANDIN_MARKER
+
+log = logging.getLogger(__name__)
+
+STANDIN_CLIP = "pixdex-standin-clip"
+STANDIN_TAGGER = "pixdex-standin-tagger"
+STANDIN_NOTE = ("STAND-IN MODEL: random weights (fixed seed) in the real format. It exists to test pixdex's "
+                "code paths; its tags and rankings are meaningless.\n")
+STANDIN_CLIP_CONFIG: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+STANDIN_TAGGER_SIZE = 64
+STANDIN_GENERAL_TAGS = (
+    "outdoors", "indoors", "sky", "cloud", "tree", "grass", "water", "beach", "sunset", "night", "snow",
+    "mountain", "flower", "dog", "cat", "bird", "car", "building", "city", "road", "food", "cup", "book",
+    "text", "red_theme", "blue_theme", "green_theme", "monochrome", "portrait", "landscape", "window",
+    "chair", "table", "lamp", "bicycle", "boat", "bridge", "river", "forest", "^_^",
+)
+STANDIN_CHARACTERS = ("hatsune_miku", "pikachu")
+RATINGS = ("general", "sensitive", "questionable", "explicit")
+
+
+def import_open_clip() -> Any:
+    """Import open_clip, working around a torchvision build whose C++ ops cannot load.
+
+    A CUDA build of torchvision beside a CPU build of torch fails at import while registering fake
+    kernels for ``torchvision::nms``; pixdex never calls those ops, so declaring their schemas
+    lets the pure-Python parts that open_clip uses import.
+    """
+    import torch
+
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+        for name in [m for m in sys.modules if m.startswith("torchvision")]:
+            del sys.modules[name]
+        library = torch.library.Library("torchvision", "DEF")  # kept alive by torch's registry
+        for op in ("nms", "qnms"):
+            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import_open_clip._library = library  # type: ignore[attr-defined]
+        import torchvision  # noqa: F401,F811
+    import open_clip
+
+    return open_clip
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Build a directory beside `final` and swap it in only when complete."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield stage
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            stage.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            stage.rename(final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _onnx_export(module: Any, example: Any, path: Path, input_name: str) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17,
+                          input_names=[input_name], output_names=["embedding"],
+                          dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}})
+
+
+def write_clip_tokenizer(textual_dir: Path) -> None:
+    """open_clip's BPE vocabulary (shipped in its package) as a `tokenizers` tokenizer.json."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    open_clip = import_open_clip()
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    with gzip.open(default_bpe(), "rt", encoding="utf-8") as handle:
+        merges = [tuple(line.split()) for line in handle.read().split("\n")[1:49152 - 256 - 2 + 1]]
+    alphabet = list(bytes_to_unicode().values())
+    tokens = alphabet + [t + "</w>" for t in alphabet] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    bpe = models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", unk_token="<|endoftext|>")
+    tokenizer = Tokenizer(bpe)
+    tokenizer.add_special_tokens(["<|startoftext|>", "<|endoftext|>"])
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                                 normalizers.Lowercase()])
+    pattern = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(pattern), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    tokenizer.post_processor = processors.RobertaProcessing(
+        sep=("<|endoftext|>", vocab["<|endoftext|>"]), cls=("<|startoftext|>", vocab["<|startoftext|>"]),
+        add_prefix_space=False, trim_offsets=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.save(str(textual_dir / "tokenizer.json"))
+    (textual_dir / "tokenizer_config.json").write_text(json.dumps({"pad_token": "!"}))
+    del open_clip
+
+
+def export_clip(model: Any, model_cfg: dict[str, Any], out: Path) -> None:
+    """Write an open_clip model's towers, configs and tokenizer into `out` (Immich's layout)."""
+    import torch
+
+    class Visual(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: Any) -> Any:
+            return self.model.encode_image(image)
+
+    class Textual(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, text: Any) -> Any:
+            return self.model.encode_text(text)
+
+    model.eval()
+    preprocess = dict(model.visual.preprocess_cfg)
+    size = preprocess["size"]
+    side = size[0] if isinstance(size, list | tuple) else size
+    context = model_cfg.get("text_cfg", {}).get("context_length", 77)
+    with torch.no_grad():
+        _onnx_export(Visual(), torch.zeros(1, 3, side, side), out / "visual" / "model.onnx", "image")
+        _onnx_export(Textual(), torch.zeros(1, context, dtype=torch.int32), out / "textual" / "model.onnx", "text")
+    (out / "config.json").write_text(json.dumps(model_cfg, indent=2))
+    preprocess["size"] = [side, side]
+    (out / "visual" / "preprocess_cfg.json").write_text(json.dumps(preprocess, indent=2))
+    write_clip_tokenizer(out / "textual")
+
+
+def export_pretrained_clip(name: str, pretrained: str, model_dir: Path) -> Path:
+    """Export open_clip model `name` with weights `pretrained` (downloaded by open_clip) to the model dir."""
+    open_clip = import_open_clip()
+    model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+    final = model_dir / "clip" / f"{name}__{pretrained}"
+    with staged_dir(final) as stage:
+        export_clip(model, open_clip.get_model_config(name), stage)
+    return final
+
+
+def write_standin_clip(model_dir: Path, seed: int = 0) -> Path:
+    import torch
+
+    open_clip = import_open_clip()
+    final = model_dir / "clip" / STANDIN_CLIP
+    with staged_dir(final) as stage, tempfile.TemporaryDirectory() as cfg_dir:
+        Path(cfg_dir, f"{STANDIN_CLIP}.json").write_text(json.dumps(STANDIN_CLIP_CONFIG))
+        open_clip.add_model_config(cfg_dir)
+        torch.manual_seed(seed)
+        logging.getLogger().disabled, was = True, logging.getLogger().disabled  # "no pretrained weights"
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(STANDIN_CLIP)
+        finally:
+            logging.getLogger().disabled = was
+        export_clip(model, STANDIN_CLIP_CONFIG, stage)
+        (stage / STANDIN_MARKER).write_text(STANDIN_NOTE)
+    return final
+
+
+def write_standin_tagger(model_dir: Path, seed: int = 0) -> Path:
+    """A tiny torch multi-label classifier exported to ONNX in the WD14 layout."""
+    import torch
+
+    names = [(n, 9) for n in RATINGS] + [(n, 0) for n in STANDIN_GENERAL_TAGS] + \
+            [(n, 4) for n in STANDIN_CHARACTERS]
+
+    class StandinTagger(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = torch.nn.Sequential(
+                torch.nn.Conv2d(3, 16, 5, stride=4), torch.nn.ReLU(),
+                torch.nn.Conv2d(16, 32, 3, stride=2), torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+            self.head = torch.nn.Linear(32, len(names))
+
+        def forward(self, image: Any) -> Any:  # (N, S, S, 3) BGR 0..255, like WD14
+            x = image.permute(0, 3, 1, 2) / 127.5 - 1.0
+            return torch.sigmoid(self.head(self.features(x)) * 4.0)
+
+    torch.manual_seed(seed)
+    module = StandinTagger().eval()
+    final = model_dir / "tagger" / STANDIN_TAGGER
+    with staged_dir(final) as stage, torch.no_grad():
+        example = torch.zeros(1, STANDIN_TAGGER_SIZE, STANDIN_TAGGER_SIZE, 3)
+        path = stage / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        with (stage / "selected_tags.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["tag_id", "name", "category", "count"])
+            for i, (name, category) in enumerate(names):
+                writer.writerow([1000 + i, name, category, 10_000 - i])
+        (stage / STANDIN_MARKER).write_text(STANDIN_NOTE)
+    return final

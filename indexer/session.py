@@ -1,0 +1,85 @@
+"""ONNX Runtime sessions: provider choice, thread count, lazy loading and call counting.
+
+The model classes (`embedder`, `tagger`) own what the numbers mean; this module owns only how
+a graph is run. `calls` and `items` count inference work so a run can report (and tests can
+check) that an unchanged tree costs no model time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from pixdex.indexer.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CoreMLExecutionProvider",
+                       "CPUExecutionProvider")
+
+
+class OnnxSession:
+    """One ONNX graph, loaded on first use."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        if not path.is_file():
+            raise ModelError(f"{path}: model file is missing")
+        self.path = path
+        self.threads = threads
+        self.calls = 0
+        self.items = 0
+        self._session: ort.InferenceSession | None = None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            self._session = self._load()
+        return self._session
+
+    def _load(self) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = set(ort.get_available_providers())
+        providers = [p for p in PREFERRED_PROVIDERS if p in available]
+        try:
+            session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from exc
+        log.info("loaded %s with %s", self.path, session.get_providers())
+        return session
+
+    @property
+    def input(self) -> Any:
+        return self.session.get_inputs()[0]
+
+    def run(self, array: NDArray[Any]) -> NDArray[np.float32]:
+        """Feed `array` to the graph's first input and return its first output."""
+        self.calls += 1
+        self.items += int(array.shape[0])
+        output = self.session.run(None, {self.input.name: array})[0]
+        return np.asarray(output, dtype=np.float32)
+
+    def unload(self) -> None:
+        self._session = None
+
+
+def fingerprint(*paths: Path) -> str:
+    """A short id of model files: their sizes plus the first and last MiB, cheap even for 1 GB graphs."""
+    digest = hashlib.blake2b(digest_size=8)
+    for path in paths:
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(1 << 20))
+            if size > 2 << 20:
+                handle.seek(-(1 << 20), 2)
+                digest.update(handle.read())
+    return digest.hexdigest()
