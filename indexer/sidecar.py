@@ -1,0 +1,178 @@
+"""XMP sidecars beside images (``IMG.ext.xmp``): merge pixdex's tags in, never lose a person's.
+
+Tags go where digiKam, darktable, Lightroom, Immich and exiftool look: flat in ``dc:subject``,
+under ``<tag_parent>|`` in ``lr:hierarchicalSubject`` and under ``<tag_parent>/`` in
+``digiKam:TagsList``. ``pixdex:Tags`` records which ``dc:subject`` entries pixdex itself added,
+so a later run replaces only those; every other property of the sidecar is kept as it was.
+
+pyexiv2 edits in memory (`ImageData`), and the result replaces the file atomically
+(temp file + fsync + rename). pyexiv2 shares global state and holds the GIL, so every call goes
+through `_LOCK` and callers keep it off the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyexiv2
+
+from pixdex.indexer.errors import SidecarError
+from pixdex.indexer.files import atomic_write
+
+PIXDEX_NS = "https://pixdex.dev/ns/1.0/"
+SEED_PACKET = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+               '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+               'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>'
+               '<?xpacket end="w"?>').encode()
+SUBJECT, HIERARCHICAL, TAGS_LIST = "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject", "Xmp.digiKam.TagsList"
+OURS, MODEL = "Xmp.pixdex.Tags", "Xmp.pixdex.Model"
+
+_LOCK = threading.Lock()
+_ready = False
+
+
+def _setup() -> None:
+    global _ready
+    if not _ready:
+        pyexiv2.set_log_level(3)  # level 4 would hide corrupt XML and we would overwrite it
+        pyexiv2.registerNs(PIXDEX_NS, "pixdex")
+        _ready = True
+
+
+def sidecar_path(image: Path) -> Path:
+    return image.with_name(image.name + ".xmp")
+
+
+@dataclass(frozen=True)
+class PersonMetadata:
+    """What a person (or another program) wrote: indexed as text, never changed by pixdex."""
+
+    keywords: list[str] = field(default_factory=list)
+    title: str = ""
+    description: str = ""
+
+    def text(self) -> str:
+        return " ".join([*self.keywords, self.title, self.description]).strip()
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [] if value.startswith("type=") else [value]
+    if isinstance(value, dict):
+        return [str(v) for v in value.values()]
+    return [str(v) for v in value]
+
+
+def _lang_alt(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get('lang="x-default"') or next(iter(value.values()), ""))
+    return str(value or "")
+
+
+def person_metadata(xmp: dict[str, Any], iptc: dict[str, Any] | None = None) -> PersonMetadata:
+    ours = set(_as_list(xmp.get(OURS)))
+    keywords = [k for k in _as_list(xmp.get(SUBJECT)) if k not in ours]
+    keywords += [k for k in _as_list((iptc or {}).get("Iptc.Application2.Keywords")) if k not in keywords]
+    title = _lang_alt(xmp.get("Xmp.dc.title")) or str((iptc or {}).get("Iptc.Application2.ObjectName") or "")
+    description = _lang_alt(xmp.get("Xmp.dc.description")) or \
+        str((iptc or {}).get("Iptc.Application2.Caption") or "")
+    return PersonMetadata(keywords, title, description)
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The XMP properties of an existing sidecar ({} when there is none)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SidecarError(path, f"cannot read sidecar: {exc.strerror}") from exc
+    with _LOCK:
+        _setup()
+        try:
+            return dict(pyexiv2.ImageData(data).read_xmp())
+        except RuntimeError as exc:
+            raise SidecarError(path, f"sidecar is not valid XMP ({exc}); left untouched") from exc
+
+
+def read_embedded(path: Path) -> PersonMetadata:
+    """Keywords, title and description already inside the image (XMP and IPTC)."""
+    with _LOCK:
+        _setup()
+        try:
+            data = pyexiv2.ImageData(path.read_bytes())
+            try:
+                return person_metadata(data.read_xmp(), data.read_iptc())
+            finally:
+                data.close()
+        except (OSError, RuntimeError, UnicodeDecodeError):
+            return PersonMetadata()  # unreadable metadata costs the keywords, not the image
+
+
+def merge_tags(xmp: dict[str, Any], tags: Iterable[str], parent: str) -> dict[str, Any]:
+    """The properties to write so the sidecar holds `tags` as pixdex's, all else unchanged."""
+    tags = list(dict.fromkeys(tags))
+    previously_added = set(_as_list(xmp.get(OURS)))
+    subject = [s for s in _as_list(xmp.get(SUBJECT)) if s not in previously_added]
+    added = [t for t in tags if t not in subject]
+    hierarchical = [h for h in _as_list(xmp.get(HIERARCHICAL)) if not h.startswith(parent + "|")]
+    tags_list = [t for t in _as_list(xmp.get(TAGS_LIST)) if not t.startswith(parent + "/")]
+    return {
+        SUBJECT: subject + added,
+        HIERARCHICAL: hierarchical + [f"{parent}|{t}" for t in tags],
+        TAGS_LIST: tags_list + [f"{parent}/{t}" for t in tags],
+        OURS: added,
+    }
+
+
+def _bag(key: str, values: list[str]) -> dict[str, str]:
+    if not values:
+        return {}
+    out = {key: 'type="Bag"'}
+    out.update({f"{key}[{i}]": v for i, v in enumerate(values, 1)})
+    return out
+
+
+def write_tags(image: Path, tags: list[str], parent: str, model_id: str) -> Path | None:
+    """Merge `tags` into the image's sidecar; returns its path, or None when nothing needed writing."""
+    path = sidecar_path(image)
+    exists = path.exists()
+    if not tags and not exists:
+        return None
+    try:
+        data = path.read_bytes() if exists else SEED_PACKET
+    except OSError as exc:
+        raise SidecarError(path, f"cannot read sidecar: {exc.strerror}") from exc
+    with _LOCK:
+        _setup()
+        try:
+            doc = pyexiv2.ImageData(data)
+            xmp = dict(doc.read_xmp())
+            merged = merge_tags(xmp, tags, parent)
+            if all(_as_list(xmp.get(k)) == v for k, v in merged.items()) and xmp.get(MODEL) == model_id:
+                return path
+            doc.clear_iptc()  # else exiv2 brings deleted dc:subject entries back from IPTC
+            doc.clear_exif()
+            doc.modify_xmp({k: None for k in [*merged, MODEL] if k in xmp})
+            values: dict[str, Any] = {MODEL: model_id} if tags or exists else {}
+            for key, items in merged.items():
+                values.update(_bag(key, items))
+            doc.modify_xmp(values)
+            payload = doc.get_bytes()
+        except RuntimeError as exc:
+            raise SidecarError(path, f"sidecar is not valid XMP ({exc}); left untouched") from exc
+    _replace(path, payload)
+    return path
+
+
+def _replace(path: Path, payload: bytes) -> None:
+    try:
+        atomic_write(path, payload)
+    except OSError as exc:
+        raise SidecarError(path, f"cannot write sidecar: {exc.strerror or exc}") from exc
