@@ -126,9 +126,9 @@ def write_clip_tokenizer(textual_dir: Path) -> None:
         pre_tokenizers.Split(Regex(pattern), behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False),
     ])
-    tokenizer.post_processor = processors.RobertaProcessing(
-        sep=("<|endoftext|>", vocab["<|endoftext|>"]), cls=("<|startoftext|>", vocab["<|startoftext|>"]),
-        add_prefix_space=False, trim_offsets=False)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>",
+        special_tokens=[("<|startoftext|>", vocab["<|startoftext|>"]), ("<|endoftext|>", vocab["<|endoftext|>"])])
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.save(str(textual_dir / "tokenizer.json"))
     (textual_dir / "tokenizer_config.json").write_text(json.dumps({"pad_token": "!"}))

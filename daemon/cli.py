@@ -1,0 +1,283 @@
+"""The `pixdex` command: index, search, similar, status, failures, models, config, run.
+
+Library code raises typed errors; this module is the one place that turns them into a
+one-line message on stderr and an exit status (0 fine, 1 nothing found / files failed, 2 bad
+input or setup).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pixdex.daemon.config import Config, ConfigError, default_config_path, describe_settings, load_config
+
+log = logging.getLogger("pixdex")
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixdex", description="Local image tagging, indexing and hybrid search.")
+    parser.add_argument("--config", type=Path, help="config file (default: $XDG_CONFIG_HOME/pixdex/config.toml)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="index the configured folders, then search (interactive on a terminal)")
+    run.add_argument("query", nargs="?", help="one-shot query to run after indexing")
+    run.add_argument("-k", type=int, help="results to show")
+
+    index = sub.add_parser("index", help="index folders (default: the configured ones)")
+    index.add_argument("dirs", nargs="*", type=Path, metavar="DIR")
+    index.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    search = sub.add_parser("search", help="hybrid text + vector search")
+    search.add_argument("query", help='e.g. "beach + sunset - people tag:dog after:2020-01-01"')
+    _result_options(search)
+
+    similar = sub.add_parser("similar", help="images that look like the given ones")
+    similar.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    similar.add_argument("--filter", default="", help='filters, e.g. "folder:~/Pictures ext:jpg"')
+    _result_options(similar)
+
+    status = sub.add_parser("status", help="counts, models, index sizes and paths")
+    status.add_argument("--json", action="store_true")
+    failures = sub.add_parser("failures", help="files that could not be indexed, with the reason")
+    failures.add_argument("--json", action="store_true")
+
+    sub.add_parser("config", help="every setting with its default and help")
+
+    models = sub.add_parser("models", help="install or list models")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    standin = msub.add_parser("standin", help="write small stand-in models (meaningless results; for trying and testing)")
+    standin.add_argument("--dir", type=Path, help="model directory (default: the configured one)")
+    export = msub.add_parser("export", help="export an open_clip model to ONNX (needs the export extra and its weights)")
+    export.add_argument("name", help="open_clip model name, e.g. ViT-B-32")
+    export.add_argument("--pretrained", required=True, help="open_clip pretrained tag, e.g. openai")
+    export.add_argument("--dir", type=Path, help="model directory (default: the configured one)")
+    msub.add_parser("list", help="models present in the model directory")
+    return parser
+
+
+def _result_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-k", type=int, help="results to show (default: search.k)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("-0", dest="null", action="store_true", help="print only paths, NUL-separated")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from pixdex.indexer.catalog import CatalogError
+    from pixdex.indexer.errors import PixdexError
+    from pixdex.query.parse import QueryError
+
+    try:
+        config = load_config(args.config)
+        return int(COMMANDS[args.command](args, config))
+    except (ConfigError, PixdexError, QueryError, CatalogError) as exc:
+        print(f"pixdex: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("pixdex: interrupted; finished work is saved, the rest is indexed next time", file=sys.stderr)
+        return 130
+
+
+# Commands ------------------------------------------------------------------------------------
+
+
+def cmd_index(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.library import IndexSession
+
+    roots = [Path(os.path.abspath(d)) for d in args.dirs] or config.folders
+    _check_roots(roots)
+    with IndexSession(config) as session:
+        stats = session.index(roots, progress=not args.json)
+    summary = summary_dict(stats)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(summary_line(summary))
+        for path, reason in summary["failures"][:20]:
+            print(f"  failed: {path}: {reason}", file=sys.stderr)
+        if len(summary["failures"]) > 20:
+            print(f"  … and {len(summary['failures']) - 20} more: see `pixdex failures`", file=sys.stderr)
+        for path, reason in summary["folder_errors"]:
+            print(f"  skipped folder: {path}: {reason}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _check_roots(roots: list[Path]) -> None:
+    from pixdex.indexer.errors import PixdexError
+
+    for root in roots:
+        if not root.exists():
+            raise PixdexError(f"{root}: no such folder; pass existing folders or set library.folders in "
+                              f"{default_config_path(os.environ)}")
+        if not root.is_dir():
+            raise PixdexError(f"{root}: not a folder; pass the folder that holds it")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise PixdexError(f"{root}: permission denied; pixdex needs to read this folder")
+
+
+def summary_dict(stats: Any) -> dict[str, Any]:
+    keys = ("new", "changed", "unchanged", "moved", "removed", "failed", "decoded", "embedded", "tagged",
+            "inference_calls")
+    out: dict[str, Any] = {k: getattr(stats, k) for k in keys}
+    out["seconds"] = {k: round(v, 3) for k, v in stats.seconds.items()}
+    out["failures"] = stats.failures
+    out["folder_errors"] = stats.folder_errors
+    return out
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    return (f"{s['new']} new, {s['changed']} changed, {s['unchanged']} unchanged, {s['moved']} moved, "
+            f"{s['removed']} removed, {s['failed']} failed")
+
+
+def cmd_search(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.library import SearchSession
+
+    with SearchSession(config) as session:
+        results = session.service.search(args.query, args.k)
+    return print_results(results, args)
+
+
+def cmd_similar(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.library import SearchSession
+
+    with SearchSession(config) as session:
+        results = session.service.similar(args.images, args.k, args.filter)
+    return print_results(results, args)
+
+
+def print_results(results: Any, args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(results.as_dict(), indent=2, ensure_ascii=False))
+    elif args.null:
+        sys.stdout.write("".join(h.path + "\0" for h in results.hits))
+    else:
+        for note in results.notes:
+            print(f"note: {note}", file=sys.stderr)
+        for n, hit in enumerate(results.hits, 1):
+            parts = []
+            if hit.vector_rank is not None:
+                parts.append(f"vector #{hit.vector_rank} {hit.vector_score:.3f}")
+            if hit.text_rank is not None:
+                parts.append(f"text #{hit.text_rank} {hit.text_score:.2f}")
+            print(f"{n:3d}  {hit.score:.5f}  {hit.path}" + (f"   [{', '.join(parts)}]" if parts else ""))
+        if not results.hits:
+            print("no results", file=sys.stderr)
+    return EXIT_OK if results.hits else EXIT_SOME_FAILED
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.library import status
+
+    info = status(config)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    counts = info["counts"]
+    print(f"images: {counts['done']} indexed, {counts['pending']} pending, {counts['failed']} failed")
+    for kind, model in info["models"].items():
+        print(f"{kind} model: {model['name'] or '(disabled)'}: {model['state']}")
+    for name, size in info["sizes"].items():
+        print(f"{name}: {size:,} bytes")
+    for name, path in info["paths"].items():
+        print(f"{name}: {path}")
+    return EXIT_OK
+
+
+def cmd_failures(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.library import failures
+
+    rows = failures(config)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        for row in rows:
+            print(f"{row['path']}: {row['kind']}: {row['reason']}")
+        if not rows:
+            print("no failures", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace, config: Config) -> int:
+    section = ""
+    for key, default, help_text in describe_settings():
+        name, _, setting = key.partition(".")
+        if name != section:
+            print(f"\n[{name}]")
+            section = name
+        print(f"# {help_text}\n{setting} = {json.dumps(default)}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace, config: Config) -> int:
+    model_dir = getattr(args, "dir", None) or config.model_dir
+    if args.models_command == "list":
+        for kind in ("clip", "tagger"):
+            found = sorted(p.name for p in (model_dir / kind).iterdir() if p.is_dir() and not p.name.startswith(".")) \
+                if (model_dir / kind).is_dir() else []
+            print(f"{kind}: {', '.join(found) or '(none)'}")
+        return EXIT_OK
+    try:
+        from pixdex.indexer import export
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        print(f"pixdex: error: model export needs the export extra (pip install 'pixdex[export]'): {exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.models_command == "export":
+        path = export.export_pretrained_clip(args.name, args.pretrained, model_dir)
+        print(f"exported {path}; set [models] clip = \"{path.name}\" in {default_config_path(os.environ)}")
+        return EXIT_OK
+    clip = export.write_standin_clip(model_dir)
+    tagger = export.write_standin_tagger(model_dir)
+    print(f"wrote {clip}\nwrote {tagger}")
+    print("WARNING: these are STAND-IN models with random weights. They exercise every code path, but their "
+          "tags and rankings are meaningless. To use them, put this in your config:\n"
+          f"[models]\nclip = \"{clip.name}\"\ntagger = \"{tagger.name}\"", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.library import IndexSession, SearchSession
+
+    roots = [f for f in config.folders if f.is_dir()]
+    missing = [f for f in config.folders if not f.is_dir()]
+    for folder in missing:
+        print(f"pixdex: skipping {folder}: not a folder (set library.folders in the config)", file=sys.stderr)
+    if roots:
+        with IndexSession(config) as session:
+            print(summary_line(summary_dict(session.index(roots, progress=True))), file=sys.stderr)
+    with SearchSession(config) as session:
+        if args.query:
+            return print_results(session.service.search(args.query, args.k), argparse.Namespace(json=False, null=False))
+        if not sys.stdin.isatty():
+            return EXIT_OK
+        print("type a query (filters: tag: folder: ext: after: before: camera:), empty line to quit", file=sys.stderr)
+        while (line := input("pixdex> ").strip()):
+            from pixdex.query.parse import QueryError
+
+            try:
+                print_results(session.service.search(line, args.k), argparse.Namespace(json=False, null=False))
+            except QueryError as exc:
+                print(f"pixdex: {exc}", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "run": cmd_run, "index": cmd_index, "search": cmd_search, "similar": cmd_similar, "status": cmd_status,
+    "failures": cmd_failures, "config": cmd_config, "models": cmd_models,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The vector side: text and image queries as one normalised CLIP embedding.
+
+``beach + sunset - people`` embeds each segment and takes (beach + sunset) − people, like rclip;
+several query images are averaged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pixdex.indexer.embedder import ClipModel, normalize_rows
+from pixdex.query.parse import Query
+
+
+def query_embedding(clip: ClipModel, query: Query) -> NDArray[np.float32]:
+    segments = list(query.positive) + list(query.negative)
+    embedded = clip.embed_texts(segments)
+    signs = np.array([1.0] * len(query.positive) + [-1.0] * len(query.negative), dtype=np.float32)
+    return normalize_rows((signs[:, None] * embedded).sum(axis=0, keepdims=True))[0]
+
+
+def mean_embedding(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+    return normalize_rows(normalize_rows(vectors).mean(axis=0, keepdims=True))[0]
