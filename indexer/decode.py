@@ -54,6 +54,7 @@ class Decoded:
 
 def decode_image(data: bytes, path: str, min_side: int, max_pixels: int) -> Decoded:
     """Decode `data` (the bytes of the file at `path`) into an RGB image at least `min_side` wide and high."""
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check (at open) must agree with ours
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -70,10 +71,9 @@ def decode_image(data: bytes, path: str, min_side: int, max_pixels: int) -> Deco
         raise
     except UnidentifiedImageError:
         raise ReadError(path, "not an image Pillow can read (unknown or unsupported format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ReadError(path, f"refused as a decompression bomb: {exc}") from None
-    except Image.DecompressionBombWarning as exc:
-        raise ReadError(path, f"refused as a decompression bomb: {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ReadError(path, f"refused as a decompression bomb: {exc} (limit: decode.max_pixels = "
+                              f"{max_pixels:,}; raise it to index this image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
         raise ReadError(path, f"cannot decode: {exc or type(exc).__name__}") from None
 

@@ -106,14 +106,19 @@ class FullText:
             out.add_date("date", doc.date)
         return out
 
+    def _delete(self, image_id: int) -> None:
+        # delete_documents_by_term("id", n) silently deletes nothing on an unsigned field (tantivy-py
+        # 0.27 builds a signed term); a term query on the same field does match.
+        self.writer.delete_documents_by_query(tantivy.Query.term_query(self.schema, "id", image_id))
+
     def upsert(self, docs: list[TextDoc]) -> None:
         for doc in docs:
-            self.writer.delete_documents_by_term("id", doc.id)
+            self._delete(doc.id)
             self.writer.add_document(self.document(doc))
 
     def remove(self, ids: list[int]) -> None:
         for image_id in ids:
-            self.writer.delete_documents_by_term("id", image_id)
+            self._delete(image_id)
 
     def commit(self) -> None:
         if self._writer is not None:

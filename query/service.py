@@ -65,7 +65,7 @@ class SearchService:
         self.clip = clip
 
     def search(self, raw: str, k: int | None = None, cwd: Path | None = None) -> Results:
-        k = check_k(k or self.config.search.k)
+        k = check_k(self.config.search.k if k is None else k)
         query = parse_query(raw, cwd)
         if not query.has_text:
             found = newest(self.stores.fulltext, query.filters, k)
@@ -77,7 +77,7 @@ class SearchService:
 
     def similar(self, images: list[Path], k: int | None = None, raw_filters: str = "",
                 cwd: Path | None = None) -> Results:
-        k = check_k(k or self.config.search.k)
+        k = check_k(self.config.search.k if k is None else k)
         if not images:
             raise QueryError("similar needs at least one image")
         filters = parse_query(raw_filters, cwd).filters if raw_filters else Filters()
