@@ -149,6 +149,9 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str) -> Path
         data = path.read_bytes() if exists else SEED_PACKET
     except OSError as exc:
         raise SidecarError(path, f"cannot read sidecar: {exc.strerror}") from exc
+    if b"rdf:nodeID" in data:
+        raise SidecarError(path, "sidecar uses rdf:nodeID, which XMP does not allow and exiv2 would drop; "
+                                 "left untouched")
     with _LOCK:
         _setup()
         try:
@@ -157,18 +160,31 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str) -> Path
             merged = merge_tags(xmp, tags, parent)
             if all(_as_list(xmp.get(k)) == v for k, v in merged.items()) and xmp.get(MODEL) == model_id:
                 return path
-            doc.clear_iptc()  # else exiv2 brings deleted dc:subject entries back from IPTC
+            # exiv2 mirrors a sidecar's XMP into EXIF and IPTC on read and back on write, which
+            # resurrects deleted dc:subject entries and mangles exif:ExifVersion. Clearing EXIF first,
+            # then IPTC, stops both (the other order lets the IPTC write copy EXIF back).
             doc.clear_exif()
+            doc.clear_iptc()
             doc.modify_xmp({k: None for k in [*merged, MODEL] if k in xmp})
             values: dict[str, Any] = {MODEL: model_id} if tags or exists else {}
             for key, items in merged.items():
                 values.update(_bag(key, items))
             doc.modify_xmp(values)
             payload = doc.get_bytes()
+            _check_kept(path, xmp, dict(pyexiv2.ImageData(payload).read_xmp()), set(merged) | {MODEL})
         except RuntimeError as exc:
             raise SidecarError(path, f"sidecar is not valid XMP ({exc}); left untouched") from exc
     _replace(path, payload)
     return path
+
+
+def _check_kept(path: Path, before: dict[str, Any], after: dict[str, Any], ours: set[str]) -> None:
+    """Refuse a rewrite in which exiv2 would change anything pixdex did not mean to change."""
+    changed = sorted(k for k in before.keys() | after.keys()
+                     if k.split("[")[0] not in ours and before.get(k) != after.get(k))
+    if changed:
+        raise SidecarError(path, "exiv2 cannot rewrite this sidecar without changing "
+                                 f"{', '.join(changed[:5])}; left untouched")
 
 
 def _replace(path: Path, payload: bytes) -> None:

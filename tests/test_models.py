@@ -1,0 +1,149 @@
+"""The stand-in models made by the real export code: ONNX Runtime against open_clip itself.
+
+These prove the export path, the preprocessing and the numerics (parity with open_clip), not
+search quality: the weights are random."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixdex.daemon.config import TaggerSettings
+from pixdex.indexer.embedder import ClipModel
+from pixdex.indexer.errors import ModelError
+from pixdex.indexer.export import STANDIN_CLIP, STANDIN_CLIP_CONFIG, import_open_clip
+from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
+from pixdex.indexer.tagger import Tagger, display_name
+
+from conftest import gradient, noise
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def open_clip_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object, object]:
+    """The same tiny open_clip model the stand-in was exported from (same config, same seed)."""
+    open_clip = import_open_clip()
+    cfg_dir = tmp_path_factory.mktemp("cfg")
+    (cfg_dir / f"{STANDIN_CLIP}.json").write_text(json.dumps(STANDIN_CLIP_CONFIG))
+    open_clip.add_model_config(str(cfg_dir))
+    torch.manual_seed(0)
+    model, _, transform = open_clip.create_model_and_transforms(STANDIN_CLIP)
+    return model.eval(), transform, open_clip.get_tokenizer(STANDIN_CLIP)
+
+
+@pytest.fixture(scope="module")
+def clip(model_dir: Path) -> ClipModel:
+    return ClipModel(model_dir / "clip" / STANDIN_CLIP)
+
+
+SIZES = [(64, 64), (300, 200), (200, 300), (65, 1000), (17, 23), (640, 481)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_clip_preprocess_matches_open_clip_transform(open_clip_model: tuple[object, ...], clip: ClipModel,
+                                                     size: tuple[int, int]) -> None:
+    _, transform, _ = open_clip_model
+    image = noise(size[0] * 7 + size[1], size)
+    ours = clip_preprocess(image, clip.transform)
+    theirs = transform(image).numpy()  # type: ignore[operator]
+    assert ours.shape == theirs.shape == (3, 64, 64)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_squash_resize_mode_matches_a_plain_resize() -> None:
+    t = ClipTransform(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic", "squash")
+    image = gradient(3, (100, 40))
+    expected = (np.asarray(image.resize((32, 32), Image.Resampling.BICUBIC), np.float32) / 255 - 0.5) / 0.5
+    np.testing.assert_allclose(clip_preprocess(image, t), expected.transpose(2, 0, 1), atol=1e-6)
+
+
+def test_unknown_resize_mode_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="resize_mode 'longest'"):
+        ClipTransform.from_cfg({"size": 224, "mean": [0, 0, 0], "std": [1, 1, 1], "resize_mode": "longest"})
+
+
+def test_image_tower_parity_with_open_clip(open_clip_model: tuple[object, ...], clip: ClipModel) -> None:
+    model, transform, _ = open_clip_model
+    images = [noise(i, (80 + i, 70)) for i in range(5)]
+    batch = np.stack([clip.preprocess(im) for im in images])
+    ours = clip.embed_images(batch)
+    with torch.no_grad():
+        theirs = model.encode_image(torch.stack([transform(im) for im in images]), normalize=True).numpy()  # type: ignore[attr-defined,operator]
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+TEXTS = ["a photo of a dog", "Beach + SUNSET, at 6pm!", "  lots   of\twhitespace  ", "café déjà vu",
+         "고양이가 소파에서", "it's a long " + "very " * 100 + "long text", "&amp; html &lt;escaped&gt;", ""]
+
+
+def test_tokenizer_matches_open_clip(open_clip_model: tuple[object, ...], clip: ClipModel) -> None:
+    _, _, tokenizer = open_clip_model
+    ours = clip.tokenize(TEXTS)
+    theirs = tokenizer(TEXTS).numpy()  # type: ignore[operator]
+    assert ours.shape == theirs.shape == (len(TEXTS), 77)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_text_tower_parity_with_open_clip(open_clip_model: tuple[object, ...], clip: ClipModel) -> None:
+    model, _, tokenizer = open_clip_model
+    ours = clip.embed_texts(TEXTS)
+    with torch.no_grad():
+        theirs = model.encode_text(tokenizer(TEXTS), normalize=True).numpy()  # type: ignore[attr-defined,operator]
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_inference_calls_are_counted(clip: ClipModel) -> None:
+    before = (clip.visual.calls, clip.visual.items)
+    clip.embed_images(np.zeros((3, 3, 64, 64), np.float32))
+    assert (clip.visual.calls, clip.visual.items) == (before[0] + 1, before[1] + 3)
+
+
+def test_tagger_layout_thresholds_and_exclude(model_dir: Path) -> None:
+    directory = model_dir / "tagger" / "pixdex-standin-tagger"
+    images = np.stack([wd14_preprocess(noise(i), 64) for i in range(6)])
+    loose = Tagger(directory, TaggerSettings(general_threshold=0.0, character_threshold=1.0, max_tags=1000))
+    probs = loose.session.run(images)
+    everything = loose.tag(images)
+    general = sum(1 for c in loose.categories if c == 0)
+    assert all(len(tags) == general for tags in everything)  # ratings never, characters not at 1.0
+    strict = Tagger(directory, TaggerSettings(general_threshold=0.3, exclude=[everything[0][0].name.replace(" ", "_")]))
+    for row, tags in zip(probs, strict.tag(images)):
+        names = [t.name for t in tags]
+        assert everything[0][0].name not in names
+        assert all(t.confidence >= 0.3 for t in tags)
+        assert [t.confidence for t in tags] == sorted((t.confidence for t in tags), reverse=True)
+        expected = {loose.names[i] for i, p in enumerate(row) if p >= 0.3 and loose.categories[i] == 0}
+        assert set(names) == expected - {everything[0][0].name}
+    capped = Tagger(directory, TaggerSettings(general_threshold=0.0, max_tags=2))
+    assert all(len(t) == 2 for t in capped.tag(images))
+
+
+def test_wd14_preprocess_pads_on_white_and_swaps_to_bgr() -> None:
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    array = wd14_preprocess(image, 40)
+    assert array.shape == (40, 40, 3) and array.dtype == np.float32
+    assert array[0, 0].tolist() == [255.0, 255.0, 255.0]  # padding is white
+    assert array[20, 20].tolist() == [0.0, 0.0, 255.0]  # red in BGR order
+
+
+def test_tag_names_lose_underscores_but_kaomoji_keep_them() -> None:
+    assert display_name("long_hair") == "long hair"
+    assert display_name("^_^") == "^_^" and display_name("(o)_(o)") == "(o)_(o)"
+
+
+def test_missing_model_names_the_directory_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"missing config.json.*pixdex models standin"):
+        ClipModel(tmp_path / "clip" / "ViT-B-32__openai")
+    broken = tmp_path / "tagger" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "model.onnx").write_bytes(b"not onnx")
+    (broken / "selected_tags.csv").write_text("tag_id,name,category,count\n1,dog,0,5\n")
+    tagger = Tagger(broken, TaggerSettings())
+    with pytest.raises(ModelError, match="cannot load this model"):
+        tagger.tag(np.zeros((1, 448, 448, 3), np.float32))
