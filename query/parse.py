@@ -19,7 +19,7 @@ from pixdex.indexer.fulltext import normalize_ext, normalize_tag
 
 FILTER_KEYS = ("tag", "folder", "ext", "after", "before", "camera")
 TOKEN = re.compile(
-    r'(?P<filter>-?(?:' + "|".join(FILTER_KEYS) + r'):(?:"[^"]*"|\S+))'
+    r'(?P<filter>-?(?:' + "|".join(FILTER_KEYS) + r'):(?:"[^"]*"|\S*))'
     r'|(?P<phrase>"[^"]*")'
     r'|(?P<op>(?<!\S)[+-](?!\S))'
     r'|(?P<word>\S+)')

@@ -1,0 +1,54 @@
+"""The SQLite catalog: versioned schema, exact byte paths, prefix queries."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pixdex.indexer.catalog import SCHEMA_VERSION, Catalog, CatalogError, FileStat
+
+
+def stat(path: bytes, size: int = 10) -> FileStat:
+    return FileStat(path, 1, 2, size, 3)
+
+
+def test_schema_is_versioned_and_reopened(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite3")
+    image_id = catalog.insert(stat(b"/a/b.jpg"), "h")
+    catalog.close()
+    again = Catalog(tmp_path / "c.sqlite3")
+    assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    row = again.get(image_id)
+    assert row is not None and row.path == b"/a/b.jpg" and row.state == "pending"
+
+
+def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "c.sqlite3")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(CatalogError, match="newer than this pixdex"):
+        Catalog(tmp_path / "c.sqlite3")
+
+
+def test_non_utf8_paths_round_trip(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite3")
+    raw = b"/pics/caf\xe9/\xff.jpg"
+    image_id = catalog.insert(stat(raw), None)
+    found = catalog.by_path(raw)
+    assert found is not None and found.id == image_id and found.path == raw
+
+
+def test_under_is_a_folder_prefix_not_a_string_prefix(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite3")
+    for path in (b"/p/a/1.jpg", b"/p/a/b/2.jpg", b"/p/ab/3.jpg", b"/p/a"):
+        catalog.insert(stat(path), None)
+    assert sorted(r.path for r in catalog.under(b"/p/a")) == [b"/p/a", b"/p/a/1.jpg", b"/p/a/b/2.jpg"]
+
+
+def test_ids_are_positive_63_bit_and_unique(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite3")
+    ids = {catalog.insert(stat(f"/{i}.jpg".encode()), None) for i in range(200)}
+    assert len(ids) == 200 and all(0 < i < 2**63 for i in ids)

@@ -1,0 +1,46 @@
+"""The installed package: import names live under one `pixdex` namespace, and a built wheel
+imports on its own, away from the source tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+MODULES = ["pixdex.daemon.cli", "pixdex.daemon.config", "pixdex.indexer.pipeline", "pixdex.indexer.sidecar",
+           "pixdex.query.service"]
+
+
+def test_installed_package_imports_outside_the_checkout(tmp_path: Path) -> None:
+    code = "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code, *MODULES], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    leaked = subprocess.run([sys.executable, "-c", "import indexer"], cwd=tmp_path, capture_output=True, text=True)
+    assert leaked.returncode != 0  # no top-level `indexer`, `daemon` or `query` is installed
+
+
+@pytest.mark.slow
+def test_wheel_contains_the_namespace_and_imports_alone(tmp_path: Path) -> None:
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True)
+    if built.returncode != 0 and "setuptools" in built.stderr:
+        pytest.skip("setuptools is not installed in this environment")
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("pixdex-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pixdex/daemon/cli.py" in names and "pixdex/indexer/pipeline.py" in names
+    assert "pixdex/query/service.py" in names
+    assert not any(n.startswith(("daemon/", "indexer/", "query/", "tests/")) for n in names)
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    code = ("import sys, pixdex.indexer.pipeline as p, pixdex.daemon.cli as c; "
+            "assert p.__file__.startswith(sys.argv[1]), p.__file__; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code, str(target)], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
