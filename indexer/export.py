@@ -96,6 +96,19 @@ def _onnx_export(module: Any, example: Any, path: Path, input_name: str) -> None
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention, taken by
+    # full-size ViTs in eval mode) has no ONNX symbolic: trace the plain path instead.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        _trace(module, example, path, input_name)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _trace(module: Any, example: Any, path: Path, input_name: str) -> None:
+    import torch
+
     with warnings.catch_warnings(), redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17,

@@ -225,7 +225,9 @@ class Pipeline:
                 tags = [[{"name": t.name, "confidence": t.confidence, "category": t.category} for t in row]
                         for row in found]
                 self.stats.tagged += len(ready)
-        except (ModelError, RuntimeError, ValueError) as exc:
+        except ModelError:
+            raise  # the model's fault, not the files': stop the run, keep them pending
+        except (RuntimeError, ValueError) as exc:
             for item in ready:
                 item.error = f"model failed on this batch: {exc}"
             return {}

@@ -26,7 +26,10 @@ OUR_KEYS = {"XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsLis
 def exiftool() -> str:
     found = shutil.which("exiftool")
     if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "libimage-exiftool-perl"], capture_output=True)
+        install = ["apt-get", "install", "-y", "-q", "libimage-exiftool-perl"]
+        if subprocess.run(install, capture_output=True).returncode != 0:  # a fresh machine has no lists yet
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+            subprocess.run(install, capture_output=True)
         found = shutil.which("exiftool")
     if found is None:
         pytest.skip("exiftool is not installed (Debian package libimage-exiftool-perl)")
