@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from pixdex.indexer.catalog import Catalog, FileStat, ImageRow
 from pixdex.indexer.decode import EXTENSIONS
-from pixdex.indexer.errors import display_path
 
 
 def content_hash(data: bytes) -> str:
@@ -131,6 +130,3 @@ def _try_hash(path: bytes) -> str | None:
     except OSError:
         return None
 
-
-def describe_error(path: bytes, reason: str) -> str:
-    return f"{display_path(path)}: {reason}"

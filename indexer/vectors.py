@@ -45,6 +45,7 @@ class VectorIndex:
     def _open(self) -> Index:
         index = self._new()
         if not self.file.exists():
+            self.reset_reason = f"no vector index at {self.file} yet: embedding"
             return index
         try:
             stored = json.loads(self.manifest_file.read_text())

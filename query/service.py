@@ -73,7 +73,13 @@ class SearchService:
             return Results(raw, self._hits([Fused(i, 0.0, None, None) for i, _ in found]), [note])
         vector = self._vector_side(query_embedding(self.clip, query), query.filters)
         text = text_hits(self.stores.fulltext, query.text, query.filters, self.config.search.candidates)
-        return Results(raw, self._fuse(vector, text, k))
+        return Results(raw, self._fuse(vector, text, k), self._stale_notes())
+
+    def _stale_notes(self) -> list[str]:
+        reason = self.stores.vectors.reset_reason
+        if reason and self.stores.catalog.counts()["done"]:
+            return [f"{reason.split(':')[0]}; text results only until `pixdex index` runs"]
+        return []
 
     def similar(self, images: list[Path], k: int | None = None, raw_filters: str = "",
                 cwd: Path | None = None) -> Results:

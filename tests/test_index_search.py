@@ -298,3 +298,15 @@ def test_unreadable_folder_is_reported_not_fatal(env: Env, capsys: pytest.Captur
     assert "Permission denied" in summary["folder_errors"][0][1]
     again = env.index_json(capsys)  # readable again: nothing was removed meanwhile, now the rest comes in
     assert again["new"] == 3 and again["removed"] == 0
+
+
+def test_lost_vector_index_is_rebuilt_not_ignored(env: Env, library: dict[str, Path],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (env.data / "vectors" / "vectors.usearch").unlink()
+    status, out, _ = env.cli("search", "tram", "--json", capsys=capsys)
+    result = json.loads(out)
+    assert "text results only" in result["notes"][0]
+    assert all(h["vector_rank"] is None for h in result["hits"])
+    summary = env.index_json(capsys)
+    assert summary["embedded"] == len(library) and summary["failed"] == 0
+    assert search(env, capsys, "tram")[0]["vector_rank"] is not None
