@@ -6,18 +6,19 @@ catalog on exit; `status` and `failures` read the catalog without loading any mo
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from tqdm import tqdm
 
 from pixdex.daemon.config import Config, default_config_path
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.embedder import ClipModel
-from pixdex.indexer.errors import ModelError, display_path
+from pixdex.indexer.errors import ModelError, PixdexError, display_path
 from pixdex.indexer.pipeline import Pipeline, RunStats, load_models
 from pixdex.indexer.writer import Stores, open_stores
 from pixdex.query.service import SearchService
@@ -38,10 +39,17 @@ class _Session:
 
 
 class IndexSession(_Session):
+    """Exclusive: one indexer per data directory (tantivy and the writer allow no second one)."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.models = load_models(config)
+        self._lock = _lock_data_dir(config.data_dir)
         self.stores = open_stores(config.data_dir, self.models.clip.id, self.models.clip.dim, config.index)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        super().__exit__(kind, exc, tb)
+        self._lock.close()
 
     def index(self, roots: list[Path], progress: bool = False) -> RunStats:
         bar = tqdm(total=0, unit="img", disable=not (progress and os.isatty(2)), leave=False, desc="indexing")
@@ -63,6 +71,23 @@ class SearchSession(_Session):
         clip = ClipModel(config.model_dir / "clip" / config.models.clip, config.models.threads)
         self.stores = open_stores(config.data_dir, clip.id, clip.dim, config.index)
         self.service = SearchService(config, self.stores, clip)
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "index.lock", "a+")  # noqa: SIM115 - held until the session ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise PixdexError(f"{data_dir}: already being indexed by pid {holder}; wait for it to finish") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _model_state(directory: Path, marker_files: tuple[str, ...]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -96,13 +97,19 @@ class RunStats:
     failures: list[tuple[str, str]] = field(default_factory=list)
     folder_errors: list[tuple[str, str]] = field(default_factory=list)
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     @contextmanager
     def timing(self, stage: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            self.add_time(stage, time.perf_counter() - start)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        with self._lock:  # decode threads report too
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 class Pipeline:
@@ -183,7 +190,6 @@ class Pipeline:
             item.clip_input = self.models.clip.preprocess(decoded.image)
             if self.models.tagger:
                 item.tag_input = self.models.tagger.preprocess(decoded.image)
-            self.stats.decoded += 1
         except ReadError as exc:
             item.error = exc.reason
         except OSError as exc:
@@ -192,13 +198,14 @@ class Pipeline:
             log.exception("unexpected error decoding %s", display_path(path))
             item.error = f"unexpected {type(exc).__name__}: {exc}"
         finally:
-            self.stats.seconds["decode"] = self.stats.seconds.get("decode", 0.0) + time.perf_counter() - start
+            self.stats.add_time("decode", time.perf_counter() - start)
         return item
 
     def batch(self, items: Iterable[Prepared]) -> Iterator[list[Prepared]]:
         size = self.config.models.batch_size
         current: list[Prepared] = []
         for item in items:
+            self.stats.decoded += item.clip_input is not None
             current.append(item)
             if len(current) == size:
                 yield current

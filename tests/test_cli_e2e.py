@@ -95,3 +95,17 @@ def test_broken_model_stops_the_run_and_blames_the_model(tmp_path: Path, env: En
     assert json.loads(env.run("failures", "--json").stdout) == []  # no file is blamed
     write_config(env.config, model_dir, [env.pics])
     assert json.loads(env.run("index", "--json").stdout)["embedded"] == 9  # and all are indexed once fixed
+
+
+def test_second_indexer_on_the_same_data_is_refused(env: Env) -> None:
+    import fcntl
+
+    make_library(env.pics)
+    env.data.mkdir(parents=True, exist_ok=True)
+    with open(env.data / "index.lock", "w") as held:
+        held.write("4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = env.run("index", check=False)
+    assert proc.returncode == 2 and "already being indexed by pid 4242" in proc.stderr
+    assert json.loads(env.run("index", "--json").stdout)["new"] == 9  # free again
