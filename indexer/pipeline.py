@@ -25,13 +25,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pixdex.daemon.config import Config
-from pixdex.indexer.catalog import FileStat
+from pixdex.indexer.catalog import FileStat, ImageRow
 from pixdex.indexer.decode import ExifFacts, decode_image
 from pixdex.indexer.embedder import ClipModel
 from pixdex.indexer.errors import ModelError, ReadError, SidecarError, display_path
 from pixdex.indexer.scan import Diff, content_hash, diff_tree
-from pixdex.indexer.sidecar import PersonMetadata, person_metadata, read_embedded, read_sidecar, sidecar_path, \
-    write_tags
+from pixdex.indexer.sidecar import PersonMetadata, carry_over, person_metadata, read_embedded, read_sidecar, \
+    sidecar_path, write_tags
 from pixdex.indexer.tagger import Tagger
 from pixdex.indexer.writer import Indexed, Stores, Writer
 
@@ -155,6 +155,8 @@ class Pipeline:
             writer.move(row, st)
             if row.state != "done" or (row.clip_model, row.tagger_model) != self.models.ids:
                 jobs.append(Job(row.id, st))
+            elif self.config.sidecar.write:
+                self._carry_sidecar(row, st)
         jobs += [Job(writer.add_pending(st), st) for st in diff.new]
         for row, st in diff.changed:
             writer.mark_changed(row, st)
@@ -162,6 +164,19 @@ class Pipeline:
             jobs.append(Job(row.id, st, row.hash if current else None))
         jobs += [Job(row.id, FileStat(row.path, row.dev, row.ino, row.size, row.mtime_ns)) for row in diff.stale]
         return jobs
+
+    def _carry_sidecar(self, row: ImageRow, st: FileStat) -> None:
+        """A moved image gets its sidecar at the new name: the old one's content plus pixdex's tags."""
+        try:
+            carry_over(row.fspath, st.fspath)
+            write_tags(st.fspath, [str(t["name"]) for t in row.tag_list], self.config.sidecar.tag_parent,
+                       self._sidecar_model)
+        except SidecarError as exc:
+            log.warning("%s", exc)
+
+    @property
+    def _sidecar_model(self) -> str:
+        return self.models.tagger.id if self.models.tagger else self.models.clip.id
 
     # Stage: decode + preprocess on a thread pool, at most `lookahead_batches` batches ahead.
     def decode(self, jobs: Iterable[Job]) -> Iterator[Prepared]:
@@ -258,7 +273,7 @@ class Pipeline:
             existing = person_metadata(read_sidecar(sidecar_path(image)))
             if self.config.sidecar.write:
                 write_tags(image, [str(t["name"]) for t in item.tags], self.config.sidecar.tag_parent,
-                           self.models.clip.id if not self.models.tagger else self.models.tagger.id)
+                           self._sidecar_model)
         except SidecarError as exc:
             item.sidecar_error = exc.reason
             log.warning("%s", exc)

@@ -178,6 +178,18 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str) -> Path
     return path
 
 
+def carry_over(old_image: Path, new_image: Path) -> Path | None:
+    """After a move, start the new image's sidecar from the old one's (which stays where it is)."""
+    old, new = sidecar_path(old_image), sidecar_path(new_image)
+    if new.exists() or not old.is_file():
+        return None
+    try:
+        atomic_write(new, old.read_bytes())
+    except OSError as exc:
+        raise SidecarError(new, f"cannot write sidecar: {exc.strerror or exc}") from exc
+    return new
+
+
 def _check_kept(path: Path, before: dict[str, Any], after: dict[str, Any], ours: set[str]) -> None:
     """Refuse a rewrite in which exiv2 would change anything pixdex did not mean to change."""
     changed = sorted(k for k in before.keys() | after.keys()

@@ -96,6 +96,12 @@ def test_renamed_file_keeps_its_id_without_inference(env: Env, library: dict[str
     assert summary["inference_calls"] == 0
     rows = catalog_rows(env)
     assert rows[str(new)]["id"] == old_id and str(old) not in rows
+    tags = [t["name"] for t in json.loads(str(rows[str(new)]["tags"]))]
+    assert tags  # the stand-in tags every generated image
+    from pixdex.indexer.sidecar import read_sidecar
+
+    assert read_sidecar(Path(str(new) + ".xmp"))["Xmp.dc.subject"] == tags  # the sidecar follows the image
+    assert Path(str(old) + ".xmp").exists()  # and the old one is left where it was
     assert "fishing_boats.jpg" in paths(search(env, capsys, "fishing"))
     assert "fishing_boats.jpg" in paths(search(env, capsys, "folder:" + str(new.parent)))
 
