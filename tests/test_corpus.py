@@ -45,3 +45,16 @@ def test_corpus_camera_and_date_are_filters(env: Env, corpus: dict[str, object],
     before = {Path(h["path"]).name for h in json.loads(out)["hits"]}
     assert before and all(dated.get(n, "9999") < cut for n in before)
     assert before == {n for n, t in dated.items() if t < cut}
+
+
+def test_other_containers_index_and_a_stub_heic_gets_a_reason(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    names = ["ExifTool.tif", "GeoTiff.tif", "PNG.png", "RIFF.webp", "QuickTime.heic"]
+    for name in names:
+        shutil.copyfile(CORPUS / name, env.pics / name)
+    summary = env.index_json(capsys)
+    failures = {Path(p).name: reason for p, reason in summary["failures"]}
+    # QuickTime.heic is a metadata-only stub with no image data: refused with the decoder's reason.
+    assert list(failures) == ["QuickTime.heic"] and "cannot decode" in failures["QuickTime.heic"]
+    assert summary["embedded"] == 4
+    status, out, _ = env.cli("search", "camera:rebel", "--json", capsys=capsys)
+    assert [Path(h["path"]).name for h in json.loads(out)["hits"]] == ["ExifTool.tif"]

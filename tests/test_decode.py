@@ -109,3 +109,13 @@ def test_animated_gif_uses_its_first_frame() -> None:
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     r, g, _ = decode_image(buffer.getvalue(), "a.gif", 8, 10**8).image.getpixel((5, 5))
     assert r > 200 and g < 50
+
+
+def test_heic_decodes_when_pillow_heif_is_installed() -> None:
+    pytest.importorskip("pillow_heif")
+    from pixdex.indexer.decode import EXTENSIONS
+
+    assert ".heic" in EXTENSIONS
+    data = encode(gradient(4, (128, 96)), "HEIF", quality=90)
+    decoded = decode_image(data, "x.heic", 32, 10**8)
+    assert decoded.image.mode == "RGB" and (decoded.width, decoded.height) == (128, 96)
