@@ -123,8 +123,7 @@ class Pipeline:
 
     def run(self, roots: list[Path]) -> RunStats:
         s = self.stats
-        clip_id, tagger_id = self.models.ids
-        with Writer(self.stores, clip_id, tagger_id) as writer:
+        with Writer(self.stores, *self.models.ids) as writer:
             with s.timing("scan"):
                 diff = diff_tree(self.stores.catalog, [os.fsencode(r) for r in roots],
                                  self.config.library.skip_dirs, self.config.library.follow_symlinks,
