@@ -229,11 +229,16 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
             print(f"{kind}: {', '.join(found) or '(none)'}")
         return EXIT_OK
     try:
-        from pixdex.indexer import export
-    except ImportError as exc:  # pragma: no cover - depends on the extra
+        return _export_models(args, model_dir)
+    except ImportError as exc:  # torch and open_clip come with the export extra only
         print(f"pixdex: error: model export needs the export extra (pip install 'pixdex[export]'): {exc}",
               file=sys.stderr)
         return EXIT_USAGE
+
+
+def _export_models(args: argparse.Namespace, model_dir: Path) -> int:
+    from pixdex.indexer import export
+
     if args.models_command == "export":
         path = export.export_pretrained_clip(args.name, args.pretrained, model_dir)
         print(f"exported {path}; set [models] clip = \"{path.name}\" in {default_config_path(os.environ)}")

@@ -109,3 +109,13 @@ def test_second_indexer_on_the_same_data_is_refused(env: Env) -> None:
         proc = env.run("index", check=False)
     assert proc.returncode == 2 and "already being indexed by pid 4242" in proc.stderr
     assert json.loads(env.run("index", "--json").stdout)["new"] == 9  # free again
+
+
+def test_standin_without_the_export_extra_says_what_to_install(env: Env, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "torch.py").write_text("raise ImportError('No module named torch (hidden by the test)')\n")
+    environ = dict(env.environ, PYTHONPATH=str(blocker))
+    proc = subprocess.run([str(PIXDEX), "models", "standin", "--dir", str(tmp_path / "m")], env=environ,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "pixdex[export]" in proc.stderr and "Traceback" not in proc.stderr
