@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MIGRATIONS: list[str] = [
-    # 1: images and a key/value table for index-wide facts.
+    # 1: one row per image.
     """
     CREATE TABLE images (
         id INTEGER PRIMARY KEY,
@@ -36,7 +36,6 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX images_hash ON images (size, hash);
     CREATE INDEX images_state ON images (state);
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -152,9 +151,6 @@ class Catalog:
         prefix = root.rstrip(b"/") + b"/"
         yield from self._rows("WHERE path = ? OR substr(path, 1, ?) = ?", (root, len(prefix), prefix))
 
-    def by_content(self, size: int, digest: str) -> list[ImageRow]:
-        return self._rows("WHERE size = ? AND hash = ?", (size, digest))
-
     def with_state(self, state: str) -> list[ImageRow]:
         return self._rows("WHERE state = ? ORDER BY path", (state,))
 
@@ -165,13 +161,6 @@ class Catalog:
         counts = {"pending": 0, "done": 0, "failed": 0}
         counts.update(dict(self.db.execute("SELECT state, count(*) FROM images GROUP BY state").fetchall()))
         return counts
-
-    def all_ids(self, state: str = "done") -> list[int]:
-        return [r[0] for r in self.db.execute("SELECT id FROM images WHERE state = ?", (state,))]
-
-    def meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
 
     # Writes (the writer's only) ----------------------------------------------------------------
     def new_id(self) -> int:
@@ -214,10 +203,6 @@ class Catalog:
 
     def delete(self, ids: Iterable[int]) -> None:
         self.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
 
 class _Transaction:

@@ -133,9 +133,6 @@ class FullText:
     def num_docs(self) -> int:
         return int(self.searcher().num_docs)
 
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
-
     def text_query(self, text: str) -> tantivy.Query:
         fields = list(TEXT_FIELDS) + (["cjk"] if CJK.search(text) else [])
         query, _errors = self.index.parse_query_lenient(text, fields, field_boosts=BOOSTS)

@@ -67,9 +67,6 @@ class OnnxSession:
         output = self.session.run(None, {self.input.name: array})[0]
         return np.asarray(output, dtype=np.float32)
 
-    def unload(self) -> None:
-        self._session = None
-
 
 def fingerprint(*paths: Path) -> str:
     """A short id of model files: their sizes plus the first and last MiB, cheap even for 1 GB graphs."""

@@ -106,11 +106,14 @@ def read_embedded(path: Path) -> PersonMetadata:
     with _LOCK:
         _setup()
         try:
-            data = pyexiv2.ImageData(path.read_bytes())
             try:
-                return person_metadata(data.read_xmp(), data.read_iptc())
+                image = pyexiv2.Image(str(path))  # exiv2 reads the metadata segments, not the pixels
+            except UnicodeEncodeError:  # a name that is not UTF-8: hand exiv2 the bytes instead
+                image = pyexiv2.ImageData(path.read_bytes())
+            try:
+                return person_metadata(image.read_xmp(), image.read_iptc())
             finally:
-                data.close()
+                image.close()
         except (OSError, RuntimeError, UnicodeDecodeError):
             return PersonMetadata()  # unreadable metadata costs the keywords, not the image
 

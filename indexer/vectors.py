@@ -119,5 +119,3 @@ class VectorIndex:
             temp.unlink(missing_ok=True)
         atomic_write(self.manifest_file, json.dumps(self.manifest).encode())
 
-    def size_bytes(self) -> int:
-        return self.file.stat().st_size if self.file.exists() else 0

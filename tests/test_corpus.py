@@ -58,3 +58,14 @@ def test_other_containers_index_and_a_stub_heic_gets_a_reason(env: Env, capsys: 
     assert summary["embedded"] == 4
     status, out, _ = env.cli("search", "camera:rebel", "--json", capsys=capsys)
     assert [Path(h["path"]).name for h in json.loads(out)["hits"]] == ["ExifTool.tif"]
+
+
+def test_existing_keywords_titles_and_captions_are_searchable(env: Env, corpus: dict[str, object],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    def text_hits(query: str) -> set[str]:
+        status, out, _ = env.cli("search", query, "-k", "100", "--json", capsys=capsys)
+        return {Path(h["path"]).name for h in json.loads(out)["hits"] if h["text_rank"] is not None}
+
+    assert "IPTC.jpg" in text_hits("witty")  # IPTC caption
+    assert "PhotoMechanic.jpg" in text_hits("three")  # IPTC keyword
+    assert "XMP.jpg" in text_hits('"UTF-16 (big-endian) encoded"')  # XMP dc:description
