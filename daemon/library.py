@@ -69,7 +69,7 @@ class SearchSession(_Session):
     def __init__(self, config: Config) -> None:
         self.config = config
         clip = ClipModel(config.model_dir / "clip" / config.models.clip, config.models.threads)
-        self.stores = open_stores(config.data_dir, clip.id, clip.dim, config.index)
+        self.stores = open_stores(config.data_dir, clip.id, clip.dim, config.index, read_only=True)
         self.service = SearchService(config, self.stores, clip)
 
 

@@ -29,14 +29,18 @@ EXACT_LIMIT = 50_000  # filtered searches over at most this many candidates are 
 
 
 class VectorIndex:
-    def __init__(self, directory: Path, model_id: str, ndim: int, settings: IndexSettings) -> None:
+    def __init__(self, directory: Path, model_id: str, ndim: int, settings: IndexSettings,
+                 read_only: bool = False) -> None:
+        """`read_only` memory-maps the file (usearch's view) instead of loading it; such an index never saves."""
         directory.mkdir(parents=True, exist_ok=True)
         self.file = directory / "vectors.usearch"
         self.manifest_file = directory / "vectors.json"
         self.manifest = {"model": model_id, "ndim": ndim, "metric": METRIC, "dtype": settings.dtype}
         self.settings = settings
+        self.read_only = read_only
         self.reset_reason: str | None = None
         self.index = self._open()
+        self.dirty = self.reset_reason is not None  # a reset index must reach disk with its new manifest
 
     def _new(self) -> Index:
         return Index(ndim=self.manifest["ndim"], metric=METRIC, dtype=self.settings.dtype,
@@ -56,7 +60,10 @@ class VectorIndex:
             log.warning("%s", self.reset_reason)
             return index
         try:
-            index.load(str(self.file))
+            if self.read_only:
+                index.view(str(self.file))
+            else:
+                index.load(str(self.file))
         except Exception as exc:  # usearch raises plain RuntimeError/ValueError on a bad file
             self.reset_reason = f"vector index {self.file} is unreadable ({exc}): re-embedding"
             log.warning("%s", self.reset_reason)
@@ -73,11 +80,13 @@ class VectorIndex:
         self.remove(ids)
         if ids:
             self.index.add(np.array(ids, dtype=np.uint64), vectors)
+            self.dirty = True
 
     def remove(self, ids: Iterable[int]) -> None:
         present = [i for i in ids if self.index.contains(i)]
         if present:
             self.index.remove(np.array(present, dtype=np.uint64))
+            self.dirty = True
 
     def get(self, ids: list[int]) -> NDArray[np.float32]:
         """The stored vectors of `ids` (all must be present), as float32 rows."""
@@ -111,6 +120,11 @@ class VectorIndex:
         return [(ids[i], float(scores[i])) for i in order]
 
     def save(self) -> None:
+        """Write the index if it changed since it was opened or last saved (a full rewrite: seconds at 1M)."""
+        if not self.dirty:
+            return
+        if self.read_only:
+            raise RuntimeError(f"{self.file} was opened read-only")
         temp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
         try:
             self.index.save(str(temp))
@@ -118,4 +132,5 @@ class VectorIndex:
         finally:
             temp.unlink(missing_ok=True)
         atomic_write(self.manifest_file, json.dumps(self.manifest).encode())
+        self.dirty = False
 

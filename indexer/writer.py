@@ -10,7 +10,7 @@ any of their data reaches an index.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -97,9 +97,7 @@ class Writer:
         self._begin()
         self.stores.catalog.update_file(row.id, st, row.hash)
         if row.state == "done":
-            moved = self.stores.catalog.get(row.id)
-            assert moved is not None
-            self.stores.fulltext.upsert([text_doc_of_row(moved)])
+            self.stores.fulltext.upsert([text_doc_of_row(replace(row, path=st.path, mtime_ns=st.mtime_ns))])
 
     def remove(self, rows: list[ImageRow]) -> None:
         self._begin()
@@ -153,7 +151,8 @@ def _mtime(mtime_ns: int) -> datetime:
     return datetime.fromtimestamp(mtime_ns / 1e9)
 
 
-def open_stores(data_dir: Path, clip_id: str, dim: int, index_settings: IndexSettings) -> Stores:
+def open_stores(data_dir: Path, clip_id: str, dim: int, index_settings: IndexSettings,
+                read_only: bool = False) -> Stores:
     return Stores(Catalog(data_dir / "catalog.sqlite3"),
-                  VectorIndex(data_dir / "vectors", clip_id, dim, index_settings),
+                  VectorIndex(data_dir / "vectors", clip_id, dim, index_settings, read_only),
                   FullText(data_dir / "fulltext"))

@@ -59,7 +59,11 @@ def test_first_run_indexes_everything_and_writes_sidecars(env: Env, library: dic
 
 def test_second_run_over_unchanged_tree_does_no_decoding_or_model_work(
         env: Env, library: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    vectors = env.data / "vectors" / "vectors.usearch"
+    before = vectors.stat()
     summary = env.index_json(capsys)
+    after = vectors.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
     assert summary["unchanged"] == len(library)
     assert (summary["new"], summary["changed"], summary["decoded"]) == (0, 0, 0)
     assert (summary["embedded"], summary["tagged"], summary["inference_calls"]) == (0, 0, 0)
