@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     args = parser.parse_args()
 
-    from pixdex.daemon.config import config_from_dict
+    from pixdex.indexer.settings import config_from_dict
     from pixdex.daemon.library import IndexSession
     from pixdex.indexer import export
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pixdex.daemon.config import Config, ConfigError, default_config_path, describe_settings, load_config
+from pixdex.indexer.settings import Config, default_config_path, describe_settings, load_config
 
 log = logging.getLogger("pixdex")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -71,35 +71,44 @@ def _result_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_negative_k(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from pixdex.indexer.catalog import CatalogError
     from pixdex.indexer.errors import PixdexError
-    from pixdex.query.parse import QueryError
 
     try:
         config = load_config(args.config)
         return int(COMMANDS[args.command](args, config))
-    except (ConfigError, PixdexError, QueryError, CatalogError) as exc:
+    except PixdexError as exc:  # ConfigError, QueryError, CatalogError, ModelError, ReadError, …
         print(f"pixdex: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("pixdex: interrupted; finished work is saved, the rest is indexed next time", file=sys.stderr)
+        print("pixdex: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `pixdex status | head -1`: the reader left; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _negative_k(argv: list[str]) -> list[str]:
+    """`-k -1` reaches the range check (one clear message) instead of argparse's usage error: with a
+    `-0` option defined, argparse takes `-1` for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "-k" and arg.lstrip("-").isdigit():
+            out[-1] = f"-k={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 # Commands ------------------------------------------------------------------------------------
 
 
 def cmd_index(args: argparse.Namespace, config: Config) -> int:
-    from pixdex.daemon.library import IndexSession
-
     roots = [Path(os.path.abspath(d)) for d in args.dirs] or config.folders
     _check_roots(roots)
-    with IndexSession(config) as session:
-        stats = session.index(roots, progress=not args.json)
-    summary = summary_dict(stats)
+    summary = index_folders(config, roots, progress=not args.json)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -111,6 +120,31 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
         for path, reason in summary["folder_errors"]:
             print(f"  skipped folder: {path}: {reason}", file=sys.stderr)
     return EXIT_OK
+
+
+def index_folders(config: Config, roots: list[Path], progress: bool) -> dict[str, Any]:
+    """Scan → queue → drain, as a thin client of the indexing core."""
+    from tqdm import tqdm
+
+    from pixdex.indexer.core import Indexer
+
+    with Indexer(config) as indexer:
+        start = indexer.stats.committed
+        try:
+            report = indexer.scan(roots)
+            bar = tqdm(total=report.queued, unit="img", disable=not (progress and os.isatty(2)), leave=False,
+                       desc="indexing")
+            try:
+                indexer.drain(lambda s: bar.update(s.committed + s.failed + s.touched - bar.n))
+            finally:
+                bar.close()
+        except KeyboardInterrupt:
+            indexer.close()  # commits what is finished
+            done = indexer.stats.committed - start
+            print(f"pixdex: interrupted: {done} image(s) were committed; the rest stays queued and is "
+                  "indexed at the next `pixdex index`", file=sys.stderr)
+            raise
+        return summary_dict(report, indexer.stats)
 
 
 def _check_roots(roots: list[Path]) -> None:
@@ -126,14 +160,16 @@ def _check_roots(roots: list[Path]) -> None:
             raise PixdexError(f"{root}: permission denied; pixdex needs to read this folder")
 
 
-def summary_dict(stats: Any) -> dict[str, Any]:
-    keys = ("new", "changed", "unchanged", "moved", "removed", "failed", "decoded", "embedded", "tagged",
-            "inference_calls")
-    out: dict[str, Any] = {k: getattr(stats, k) for k in keys}
-    out["seconds"] = {k: round(v, 3) for k, v in stats.seconds.items()}
-    out["failures"] = stats.failures
-    out["folder_errors"] = stats.folder_errors
-    return out
+def summary_dict(report: Any, stats: Any) -> dict[str, Any]:
+    return {
+        "new": report.new, "changed": report.changed - stats.touched, "unchanged": report.unchanged + stats.touched,
+        "moved": report.moved, "removed": report.removed, "failed": stats.failed + report.failed_before,
+        "decoded": stats.decoded, "embedded": stats.embedded, "tagged": stats.tagged,
+        "inference_calls": stats.inference_calls,
+        "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
+        "failures": stats.failures, "folder_errors": report.folder_errors,
+        "sidecar_errors": report.sidecar_errors,
+    }
 
 
 def summary_line(s: dict[str, Any]) -> str:
@@ -142,39 +178,42 @@ def summary_line(s: dict[str, Any]) -> str:
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
-    from pixdex.daemon.library import SearchSession
+    from pixdex.daemon.library import open_search
 
-    with SearchSession(config) as session:
-        results = session.service.search(args.query, args.k)
-    return print_results(results, args)
+    return print_results(open_search(config).search(args.query, args.k), args)
 
 
 def cmd_similar(args: argparse.Namespace, config: Config) -> int:
-    from pixdex.daemon.library import SearchSession
+    from pixdex.daemon.library import open_search
 
-    with SearchSession(config) as session:
-        results = session.service.similar(args.images, args.k, args.filter)
-    return print_results(results, args)
+    return print_results(open_search(config).similar(args.images, args.k, args.filter), args)
 
 
 def print_results(results: Any, args: argparse.Namespace) -> int:
+    for note in results.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(results.as_dict(), indent=2, ensure_ascii=False))
     elif args.null:
-        sys.stdout.write("".join(h.path + "\0" for h in results.hits))
+        sys.stdout.flush()
+        sys.stdout.buffer.write(b"".join(h.raw_path + b"\0" for h in results.hits))  # the exact bytes
+        sys.stdout.buffer.flush()
     else:
-        for note in results.notes:
-            print(f"note: {note}", file=sys.stderr)
         for n, hit in enumerate(results.hits, 1):
             parts = []
             if hit.vector_rank is not None:
                 parts.append(f"vector #{hit.vector_rank} {hit.vector_score:.3f}")
             if hit.text_rank is not None:
                 parts.append(f"text #{hit.text_rank} {hit.text_score:.2f}")
-            print(f"{n:3d}  {hit.score:.5f}  {hit.path}" + (f"   [{', '.join(parts)}]" if parts else ""))
-        if not results.hits:
-            print("no results", file=sys.stderr)
+            print(f"{n:3d}  {hit.score:.5f}  {printable(hit.path)}" + (f"   [{', '.join(parts)}]" if parts else ""))
+    if not results.hits:
+        print("no results", file=sys.stderr)
     return EXIT_OK if results.hits else EXIT_SOME_FAILED
+
+
+def printable(text: str) -> str:
+    """A path for a terminal line: control characters (a newline in a name) escaped, one line per hit."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
@@ -186,6 +225,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     counts = info["counts"]
     print(f"images: {counts['done']} indexed, {counts['pending']} pending, {counts['failed']} failed")
+    print("queue: " + ", ".join(f"{n} {name}" for name, n in info["queue"].items()))
     for kind, model in info["models"].items():
         print(f"{kind} model: {model['name'] or '(disabled)'}: {model['state']}")
     for name, size in info["sizes"].items():
@@ -203,7 +243,7 @@ def cmd_failures(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
         for row in rows:
-            print(f"{row['path']}: {row['kind']}: {row['reason']}")
+            print(f"{printable(row['path'])}: {row['kind']}: {row['reason']}")
         if not rows:
             print("no failures", file=sys.stderr)
     return EXIT_OK
@@ -253,28 +293,27 @@ def _export_models(args: argparse.Namespace, model_dir: Path) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from pixdex.daemon.library import IndexSession, SearchSession
+    from pixdex.daemon.library import open_search
+    from pixdex.query.parse import QueryError
 
     roots = [f for f in config.folders if f.is_dir()]
-    missing = [f for f in config.folders if not f.is_dir()]
-    for folder in missing:
-        print(f"pixdex: skipping {folder}: not a folder (set library.folders in the config)", file=sys.stderr)
+    for folder in config.folders:
+        if not folder.is_dir():
+            print(f"pixdex: skipping {folder}: not a folder (set library.folders in the config)", file=sys.stderr)
     if roots:
-        with IndexSession(config) as session:
-            print(summary_line(summary_dict(session.index(roots, progress=True))), file=sys.stderr)
-    with SearchSession(config) as session:
-        if args.query:
-            return print_results(session.service.search(args.query, args.k), argparse.Namespace(json=False, null=False))
-        if not sys.stdin.isatty():
-            return EXIT_OK
-        print("type a query (filters: tag: folder: ext: after: before: camera:), empty line to quit", file=sys.stderr)
-        while (line := input("pixdex> ").strip()):
-            from pixdex.query.parse import QueryError
-
-            try:
-                print_results(session.service.search(line, args.k), argparse.Namespace(json=False, null=False))
-            except QueryError as exc:
-                print(f"pixdex: {exc}", file=sys.stderr)
+        print(summary_line(index_folders(config, roots, progress=True)), file=sys.stderr)
+    service = open_search(config)
+    plain = argparse.Namespace(json=False, null=False)
+    if args.query:
+        return print_results(service.search(args.query, args.k), plain)
+    if not sys.stdin.isatty():
+        return EXIT_OK
+    print("type a query (filters: tag: folder: ext: after: before: camera:), empty line to quit", file=sys.stderr)
+    while (line := input("pixdex> ").strip()):
+        try:
+            print_results(service.search(line, args.k), plain)
+        except QueryError as exc:
+            print(f"pixdex: {exc}", file=sys.stderr)
     return EXIT_OK
 
 

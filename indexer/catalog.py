@@ -1,9 +1,16 @@
-"""The SQLite catalog of files: one row per image, keyed by a stable 64-bit id.
+"""The SQLite catalog: the source of truth for files, the work queue, embeddings and generations.
 
-The id is the key in both indexes and survives renames and moves. Paths are stored as bytes,
-so names that are not valid UTF-8 are kept exactly. The schema is versioned in
-``PRAGMA user_version`` and upgraded step by step by `MIGRATIONS`. Only the writer
-(`indexer.writer`) calls the mutating methods.
+One row per image, keyed by a stable 63-bit id that is the key in both indexes and survives
+renames and moves. Paths are bytes, so names that are not valid UTF-8 are kept exactly. A row's
+stat, hash and data describe the content that is *indexed*; a file whose bytes changed keeps its
+old row (still searchable) plus a `queue` entry until the new content commits in one transaction.
+
+Every commit bumps ``meta.generation`` and stamps the rows it touched with it (``images.gen``);
+deleted ids leave a ``tombstones`` row. The vector and text indexes record the generation they
+reflect, so either can be topped up from here with exactly what it lacks, without inference.
+
+The schema is versioned in ``PRAGMA user_version`` and upgraded step by step by `MIGRATIONS`.
+Only the writer (`indexer.writer`) calls the mutating methods; readers open it read-only.
 """
 
 from __future__ import annotations
@@ -16,6 +23,13 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pixdex.indexer.errors import CatalogError
+
+if TYPE_CHECKING:  # numpy is imported where vectors are touched: `status` and `failures` stay light
+    import numpy as np
+    from numpy.typing import NDArray
 
 MIGRATIONS: list[str] = [
     # 1: one row per image.
@@ -37,8 +51,38 @@ MIGRATIONS: list[str] = [
     CREATE INDEX images_hash ON images (size, hash);
     CREATE INDEX images_state ON images (state);
     """,
+    # 2: the persisted work queue, embeddings as the source of truth, generations and tombstones.
+    """
+    ALTER TABLE images ADD COLUMN gen INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX images_gen ON images (gen);
+    CREATE TABLE queue (
+        image_id INTEGER PRIMARY KEY,
+        priority INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        enqueued REAL NOT NULL
+    );
+    CREATE INDEX queue_order ON queue (priority, seq);
+    CREATE TABLE embeddings (image_id INTEGER PRIMARY KEY, model TEXT NOT NULL, vector BLOB NOT NULL);
+    CREATE TABLE tombstones (image_id INTEGER NOT NULL, gen INTEGER NOT NULL);
+    CREATE INDEX tombstones_gen ON tombstones (gen);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta VALUES ('generation', 1), ('queue_seq', 0);
+    INSERT INTO queue SELECT id, 1, 'pending before the upgrade', 0, updated FROM images WHERE state = 'pending';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# Queue priorities, most urgent first.
+ASKED, CHANGED, BACKFILL = 0, 1, 2
+PRIORITY_NAMES = {ASKED: "asked", CHANGED: "new/changed", BACKFILL: "backfill"}
+
+INT64_MAX = 2**63 - 1
+
+
+def clamp_ns(value: int) -> int:
+    """File times past 2262 or before 1677 do not fit SQLite's integers: keep them at the edge."""
+    return max(-INT64_MAX - 1, min(INT64_MAX, value))
 
 
 @dataclass(frozen=True)
@@ -51,7 +95,7 @@ class FileStat:
 
     @classmethod
     def of(cls, path: bytes, st: os.stat_result) -> FileStat:
-        return cls(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return cls(path, st.st_dev, st.st_ino, st.st_size, clamp_ns(st.st_mtime_ns))
 
     @property
     def fspath(self) -> Path:
@@ -80,10 +124,15 @@ class ImageRow:
     sidecar_error: str | None
     created: float
     updated: float
+    gen: int
 
     @property
     def fspath(self) -> Path:
         return Path(os.fsdecode(self.path))
+
+    @property
+    def stat(self) -> FileStat:
+        return FileStat(self.path, self.dev, self.ino, self.size, self.mtime_ns)
 
     @property
     def tag_list(self) -> list[dict[str, object]]:
@@ -93,28 +142,56 @@ class ImageRow:
         return (self.size, self.mtime_ns) == (st.size, st.mtime_ns)
 
 
-COLUMNS = ", ".join(ImageRow.__dataclass_fields__)
+@dataclass(frozen=True)
+class QueueEntry:
+    row: ImageRow
+    priority: int
+    seq: int
+    reason: str
 
 
-class CatalogError(Exception):
-    pass
+COLUMNS = ", ".join(f"images.{name}" for name in ImageRow.__dataclass_fields__)
+
+
+def vector_blob(vector: NDArray[np.float32]) -> bytes:
+    import numpy as np
+
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def blob_vector(blob: bytes) -> NDArray[np.float32]:
+    import numpy as np
+
+    return np.frombuffer(blob, dtype=np.float32)
 
 
 class Catalog:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.execute("PRAGMA busy_timeout = 10000")
-        self._migrate()
+        self.read_only = read_only
+        try:
+            if read_only:
+                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
+                                          isolation_level=None)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.execute("PRAGMA busy_timeout = 10000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"{path}: cannot open the catalog ({exc}); move the data directory away to "
+                               "start afresh") from exc
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise CatalogError(f"{self.path}: catalog schema {version} is newer than this pixdex "
                                f"({SCHEMA_VERSION}); upgrade pixdex or move the data directory away")
+        if version < SCHEMA_VERSION and self.read_only:
+            raise CatalogError(f"{self.path}: catalog schema {version} is older than this pixdex "
+                               f"({SCHEMA_VERSION}); run `pixdex index` once to upgrade it")
         for number in range(version, SCHEMA_VERSION):
             self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; "
                                   "COMMIT;")
@@ -122,8 +199,8 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
-    def transaction(self) -> sqlite3.Connection:
-        return _Transaction(self.db)  # type: ignore[return-value]
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
 
     # Reads -----------------------------------------------------------------------------------
     def _rows(self, sql: str, params: Iterable[object] = ()) -> list[ImageRow]:
@@ -162,47 +239,127 @@ class Catalog:
         counts.update(dict(self.db.execute("SELECT state, count(*) FROM images GROUP BY state").fetchall()))
         return counts
 
-    # Writes (the writer's only) ----------------------------------------------------------------
+    def queue_counts(self) -> dict[str, int]:
+        found = dict(self.db.execute("SELECT priority, count(*) FROM queue GROUP BY priority").fetchall())
+        return {name: int(found.get(p, 0)) for p, name in PRIORITY_NAMES.items()}
+
+    def queued(self, limit: int, skip: Iterable[int] = ()) -> list[QueueEntry]:
+        """The next `limit` queue entries by priority then age, leaving out the ids in `skip`."""
+        skip = set(skip)
+        rows = self.db.execute(
+            f"SELECT {COLUMNS}, queue.priority, queue.seq, queue.reason FROM queue "
+            "JOIN images ON images.id = queue.image_id ORDER BY queue.priority, queue.seq LIMIT ?",
+            (limit + len(skip),)).fetchall()
+        width = len(ImageRow.__dataclass_fields__)
+        entries = [QueueEntry(ImageRow(*r[:width]), *r[width:]) for r in rows]
+        return [e for e in entries if e.row.id not in skip][:limit]
+
+    def generation(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+    def changed_since(self, generation: int) -> tuple[list[ImageRow], list[int]]:
+        """Rows stamped after `generation`, and ids deleted after it."""
+        rows = self._rows("WHERE gen > ?", (generation,))
+        gone = [int(i) for (i,) in self.db.execute("SELECT image_id FROM tombstones WHERE gen > ?", (generation,))]
+        return rows, gone
+
+    def embeddings(self, model: str, ids: Iterable[int] | None = None,
+                   since: int | None = None) -> Iterator[tuple[int, NDArray[np.float32]]]:
+        """(id, vector) of done rows embedded by `model`: all, those in `ids`, or those stamped after `since`."""
+        sql = ("SELECT e.image_id, e.vector FROM embeddings e JOIN images i ON i.id = e.image_id "
+               "WHERE e.model = ? AND i.state = 'done'")
+        if since is not None:
+            yield from ((int(i), blob_vector(v)) for i, v in self.db.execute(sql + " AND i.gen > ?", (model, since)))
+            return
+        if ids is None:
+            yield from ((int(i), blob_vector(v)) for i, v in self.db.execute(sql, (model,)))
+            return
+        chunk_ids = list(ids)
+        for start in range(0, len(chunk_ids), 500):
+            chunk = chunk_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            yield from ((int(i), blob_vector(v))
+                        for i, v in self.db.execute(sql + f" AND e.image_id IN ({marks})", (model, *chunk)))
+
+    def missing_embeddings(self, model: str) -> list[int]:
+        """Done rows with no embedding by `model` (catalogs from before embeddings were stored)."""
+        return [int(i) for (i,) in self.db.execute(
+            "SELECT id FROM images WHERE state = 'done' AND id NOT IN "
+            "(SELECT image_id FROM embeddings WHERE model = ?)", (model,))]
+
+    # Writes (the writer's only, inside its transaction) ---------------------------------------
+    def set_generation(self, generation: int) -> None:
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (generation,))
+
     def new_id(self) -> int:
         while True:
             candidate = secrets.randbits(63) or 1
             if self.db.execute("SELECT 1 FROM images WHERE id = ?", (candidate,)).fetchone() is None:
                 return candidate
 
-    def insert(self, st: FileStat, digest: str | None, state: str = "pending") -> int:
+    def insert(self, st: FileStat, gen: int) -> int:
         now = time.time()
         image_id = self.new_id()
         self.db.execute(
-            "INSERT INTO images (id, path, dev, ino, size, mtime_ns, hash, state, created, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (image_id, st.path, st.dev, st.ino, st.size, st.mtime_ns, digest, state, now, now))
+            "INSERT INTO images (id, path, dev, ino, size, mtime_ns, hash, state, created, updated, gen) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?)",
+            (image_id, st.path, st.dev, st.ino, st.size, st.mtime_ns, now, now, gen))
         return image_id
 
-    def update_file(self, image_id: int, st: FileStat, digest: str | None) -> None:
+    def enqueue(self, image_id: int, priority: int, reason: str, again: bool = False) -> None:
+        """Queue `image_id`. An entry already there keeps the more urgent priority; with `again` it also
+        gets a new seq, so a worker holding the old one leaves it queued (the file changed under it)."""
+        self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'queue_seq'")
+        self.db.execute(
+            "INSERT INTO queue (image_id, priority, reason, seq, enqueued) "
+            "VALUES (?, ?, ?, (SELECT value FROM meta WHERE key = 'queue_seq'), ?) "
+            "ON CONFLICT (image_id) DO UPDATE SET priority = min(priority, excluded.priority), "
+            "seq = CASE WHEN ? THEN excluded.seq ELSE seq END",
+            (image_id, priority, reason, time.time(), again))
+
+    def dequeue(self, image_id: int, seq: int) -> None:
+        """Drop the entry that was worked on; one re-queued meanwhile (a newer seq) stays."""
+        self.db.execute("DELETE FROM queue WHERE image_id = ? AND seq <= ?", (image_id, seq))
+
+    def set_file(self, image_id: int, st: FileStat, digest: str | None, gen: int) -> None:
         self.db.execute("UPDATE images SET path = ?, dev = ?, ino = ?, size = ?, mtime_ns = ?, hash = ?, "
-                        "updated = ? WHERE id = ?",
-                        (st.path, st.dev, st.ino, st.size, st.mtime_ns, digest, time.time(), image_id))
+                        "updated = ?, gen = ? WHERE id = ?",
+                        (st.path, st.dev, st.ino, st.size, st.mtime_ns, digest, time.time(), gen, image_id))
 
     def mark_done(self, image_id: int, *, clip_model: str, tagger_model: str | None, width: int, height: int,
                   taken: str | None, camera: str | None, tags: list[dict[str, object]],
-                  metadata: str, sidecar_error: str | None) -> None:
+                  metadata: str, sidecar_error: str | None, embedding: NDArray[np.float32]) -> None:
         self.db.execute(
             "UPDATE images SET state = 'done', reason = NULL, clip_model = ?, tagger_model = ?, width = ?, "
             "height = ?, taken = ?, camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ? "
             "WHERE id = ?",
             (clip_model, tagger_model, width, height, taken, camera, json.dumps(tags), metadata, sidecar_error,
              time.time(), image_id))
+        self.db.execute("INSERT OR REPLACE INTO embeddings (image_id, model, vector) VALUES (?, ?, ?)",
+                        (image_id, clip_model, vector_blob(embedding)))
+
+    def put_embedding(self, image_id: int, model: str, embedding: NDArray[np.float32]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO embeddings (image_id, model, vector) VALUES (?, ?, ?)",
+                        (image_id, model, vector_blob(embedding)))
 
     def mark_failed(self, image_id: int, reason: str) -> None:
         self.db.execute("UPDATE images SET state = 'failed', reason = ?, updated = ? WHERE id = ?",
                         (reason, time.time(), image_id))
+        self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
 
-    def mark_all_pending(self, reason: str) -> int:
-        cursor = self.db.execute("UPDATE images SET state = 'pending', reason = ? WHERE state = 'done'", (reason,))
-        return cursor.rowcount
+    def set_sidecar_error(self, image_id: int, error: str | None) -> None:
+        self.db.execute("UPDATE images SET sidecar_error = ? WHERE id = ?", (error, image_id))
 
-    def delete(self, ids: Iterable[int]) -> None:
-        self.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+    def delete(self, ids: Iterable[int], gen: int) -> None:
+        pairs = [(i,) for i in ids]
+        self.db.executemany("DELETE FROM images WHERE id = ?", pairs)
+        self.db.executemany("DELETE FROM embeddings WHERE image_id = ?", pairs)
+        self.db.executemany("DELETE FROM queue WHERE image_id = ?", pairs)
+        self.db.executemany("INSERT INTO tombstones (image_id, gen) VALUES (?, ?)", [(i, gen) for (i,) in pairs])
+
+    def forget_tombstones(self, upto: int) -> None:
+        """Tombstones both indexes have applied are no longer needed."""
+        self.db.execute("DELETE FROM tombstones WHERE gen <= ?", (upto,))
 
 
 class _Transaction:

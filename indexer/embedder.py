@@ -27,6 +27,7 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from pixdex.indexer.errors import ModelError
+from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess
 from pixdex.indexer.session import OnnxSession, fingerprint
 
@@ -66,7 +67,7 @@ def clean_text(text: str) -> str:
 
 
 class ClipModel:
-    def __init__(self, directory: Path, threads: int = 0) -> None:
+    def __init__(self, directory: Path, threads: int = 0, cache: ModelCache | None = None) -> None:
         check_files(directory, CLIP_FILES, "clip")
         self.directory = directory
         self.name = directory.name
@@ -77,8 +78,8 @@ class ClipModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{directory}: bad CLIP model config: {exc}") from exc
         self.context_length = int(self.config.get("text_cfg", {}).get("context_length", 77))
-        self.visual = OnnxSession(directory / "visual" / "model.onnx", threads)
-        self.textual = OnnxSession(directory / "textual" / "model.onnx", threads)
+        self.visual = OnnxSession(directory / "visual" / "model.onnx", threads, cache)
+        self.textual = OnnxSession(directory / "textual" / "model.onnx", threads, cache)
         self.standin = (directory / STANDIN_MARKER).exists()
 
     @cached_property

@@ -24,6 +24,9 @@ class ReadError(PixdexError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type, tuple[Path | str, str]]:  # crosses process boundaries intact
+        return type(self), (self.path, self.reason)
+
 
 class SidecarError(PixdexError):
     """An XMP sidecar that cannot be read, merged or written."""
@@ -33,6 +36,17 @@ class SidecarError(PixdexError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type, tuple[Path | str, str]]:  # crosses process boundaries intact
+        return type(self), (self.path, self.reason)
+
 
 class ModelError(PixdexError):
-    """A model directory that is missing, incomplete or inconsistent."""
+    """A model that is missing, incomplete or cannot be loaded: stops work, blames no file."""
+
+
+class InferenceError(PixdexError):
+    """A model that loaded but failed on a batch (ONNX Runtime's own exceptions become this)."""
+
+
+class CatalogError(PixdexError):
+    """A catalog that cannot be opened or used as it is (newer schema, not a database)."""

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import os
-import threading
+import secrets
+import time
 from pathlib import Path
+
+# Temp files are named by pid and a short token, never by the target's name: a name near the
+# 255-byte limit must not make its temp file's name too long. `remove_stale_temps` finds them again.
+TEMP_PREFIX = ".pixdex-tmp-"
+STALE_AFTER = 3600.0  # a temp file of a live process older than this is stale as well
+
+
+def temp_name(directory: Path) -> Path:
+    return directory / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -12,7 +22,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
     Keeps the permission bits of the file it replaces. Raises OSError; the temp file never stays.
     """
-    temp = path.with_name(f".{path.name}.pixdex-{os.getpid()}-{threading.get_ident()}.tmp")
+    temp = temp_name(path.parent)
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
@@ -35,3 +45,33 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_stale_temps(directory: bytes, names: list[bytes]) -> int:
+    """Delete pixdex's temp files among `names` (in `directory`) left by a process that died."""
+    removed = 0
+    for name in names:
+        if not name.startswith(TEMP_PREFIX.encode()):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            pid = int(name[len(TEMP_PREFIX):].split(b"-")[0])
+            if _alive(pid) and time.time() - os.lstat(path).st_mtime < STALE_AFTER:
+                continue
+            os.unlink(path)
+            removed += 1
+        except (ValueError, OSError):
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

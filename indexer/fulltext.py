@@ -4,16 +4,37 @@ Tokenized fields carry the words; raw fields (``tag``, ``folders``, ``ext``) car
 for filters; ``date`` (EXIF capture time, else the file's mtime) is a fast date field for ranges
 and ordering; ``cjk`` repeats the text through a 2-gram tokenizer, because tantivy has no CJK
 tokenizer and "고양이" must find "고양이가". Documents are keyed by the catalog id (``id``).
+
+``fulltext/pixdex.json`` records the schema version and the catalog generation the index reflects.
+A missing or different schema version means the index is moved aside and rebuilt from the
+catalog (no inference) — never an error at open; the writer tops up whatever the catalog
+committed after the recorded generation. Readers open it with `open_for_reading`, which creates
+nothing.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import tantivy
+
+from pixdex.indexer.catalog import ImageRow
+from pixdex.indexer.errors import display_path
+from pixdex.indexer.files import atomic_write
+from pixdex.indexer.layout import Layout
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
+# tantivy keeps dates as i64 nanoseconds: 1677-09-21 … 2262-04-11. Dates outside are dropped.
+DATE_MIN, DATE_MAX = datetime(1678, 1, 1), datetime(2262, 1, 1)
 
 TEXT_FIELDS = ("name", "folder", "tags", "description", "ocr", "metadata", "camera")
 BOOSTS = {"tags": 2.0, "name": 1.5, "description": 1.2}
@@ -36,6 +57,20 @@ def words_of_name(name: str) -> str:
     return " ".join(re.split(r"[\W_]+", spaced)).strip()
 
 
+def in_date_range(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    value = value.replace(tzinfo=None)
+    return value if DATE_MIN <= value < DATE_MAX else None
+
+
+def mtime_date(mtime_ns: int) -> datetime | None:
+    try:
+        return in_date_range(datetime.fromtimestamp(mtime_ns / 1e9))
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 @dataclass
 class TextDoc:
     id: int
@@ -46,6 +81,18 @@ class TextDoc:
     metadata: str = ""
     camera: str = ""
     date: datetime | None = None
+
+
+def doc_of_row(row: ImageRow) -> TextDoc:
+    """The text document of a catalog row: everything tantivy holds is derived from the catalog."""
+    taken = None
+    if row.taken:
+        try:
+            taken = in_date_range(datetime.fromisoformat(row.taken))
+        except ValueError:
+            taken = None
+    return TextDoc(id=row.id, path=display_path(row.path), tags=[str(t["name"]) for t in row.tag_list],
+                   metadata=row.metadata, camera=row.camera or "", date=taken or mtime_date(row.mtime_ns))
 
 
 def _schema() -> tantivy.Schema:
@@ -69,12 +116,48 @@ def _register_tokenizers(index: tantivy.Index) -> None:
     index.register_tokenizer("cjk_bigram", analyzer)
 
 
+def read_manifest(layout: Layout) -> dict[str, int]:
+    try:
+        value = json.loads(layout.fulltext_manifest.read_text())
+        return {"schema": int(value["schema"]), "generation": int(value["generation"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"schema": 0, "generation": 0}
+
+
+def open_for_reading(layout: Layout) -> tantivy.Index | None:
+    """The text index as it is on disk, or None when it is absent or of another schema (creates nothing)."""
+    if read_manifest(layout)["schema"] != SCHEMA_VERSION:
+        return None
+    try:
+        index = tantivy.Index.open(str(layout.fulltext))
+    except ValueError:
+        return None
+    _register_tokenizers(index)
+    return index
+
+
 class FullText:
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
+    """The writer's side of the text index."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
         self.schema = _schema()
-        self.index = tantivy.Index(self.schema, path=str(directory), reuse=True)
+        manifest = read_manifest(layout)
+        self.reset_reason: str | None = None
+        if manifest["schema"] != SCHEMA_VERSION:
+            if layout.fulltext.exists():
+                self.reset_reason = (f"text index schema {manifest['schema'] or 'unknown'} is not "
+                                     f"{SCHEMA_VERSION}: rebuilding it from the catalog")
+                log.warning("%s", self.reset_reason)
+                aside = layout.fulltext.with_name(f"fulltext.old-{time.time_ns()}")
+                layout.fulltext.rename(aside)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                self.reset_reason = "no text index yet: building it from the catalog"
+            manifest = {"schema": SCHEMA_VERSION, "generation": 0}
+        layout.fulltext.mkdir(parents=True, exist_ok=True)
+        self.generation = manifest["generation"]
+        self.index = tantivy.Index(self.schema, path=str(layout.fulltext), reuse=True)
         _register_tokenizers(self.index)
         self._writer: tantivy.IndexWriter | None = None
 
@@ -102,8 +185,9 @@ class FullText:
         out.add_text("metadata", doc.metadata)
         out.add_text("camera", doc.camera)
         out.add_text("cjk", " ".join([path.name, *doc.tags, doc.description, doc.ocr, doc.metadata]))
-        if doc.date is not None:
-            out.add_date("date", doc.date)
+        date = in_date_range(doc.date)
+        if date is not None:
+            out.add_date("date", date)
         return out
 
     def _delete(self, image_id: int) -> None:
@@ -120,11 +204,23 @@ class FullText:
         for image_id in ids:
             self._delete(image_id)
 
-    def commit(self) -> None:
+    def clear(self) -> None:
+        self.writer.delete_all_documents()
+
+    def rollback(self) -> None:
+        if self._writer is not None:
+            self._writer.rollback()
+
+    def commit(self, generation: int) -> None:
+        """Make the changes durable, then record that the index reflects the catalog at `generation`."""
         if self._writer is not None:
             self._writer.commit()
             self._writer.wait_merging_threads()
             self._writer = None
+        if generation != self.generation:
+            atomic_write(self.layout.fulltext_manifest,
+                         json.dumps({"schema": SCHEMA_VERSION, "generation": generation}).encode())
+            self.generation = generation
         self.index.reload()
 
     def searcher(self) -> tantivy.Searcher:
@@ -133,7 +229,8 @@ class FullText:
     def num_docs(self) -> int:
         return int(self.searcher().num_docs)
 
-    def text_query(self, text: str) -> tantivy.Query:
-        fields = list(TEXT_FIELDS) + (["cjk"] if CJK.search(text) else [])
-        query, _errors = self.index.parse_query_lenient(text, fields, field_boosts=BOOSTS)
-        return query
+
+def text_query(index: tantivy.Index, text: str) -> tantivy.Query:
+    fields = list(TEXT_FIELDS) + (["cjk"] if CJK.search(text) else [])
+    query, _errors = index.parse_query_lenient(text, fields, field_boosts=BOOSTS)
+    return query

@@ -1,300 +1,402 @@
-"""The indexing pipeline, as an explicit list of stages joined by generators.
+"""The long-lived indexing pipeline, fed by the catalog's work queue: an explicit list of stages.
 
-    scan (diff the tree) → decode + preprocess (thread pool, bounded look-ahead)
-        → batch → infer (CLIP image tower, tagger) → sidecar (+ existing metadata) → write
+    feed (queue rows, by priority) → decode (process pool) → batch (size or wait) → infer (model
+        worker) → sidecar (process pool) → write (the writer thread commits)
 
-A file that cannot be read, decoded or tagged is recorded as failed with its reason and left
-out of its batch; the batch stays aligned and the run goes on. Each stage adds its wall time
-to `RunStats.seconds` (decode counts worker time), which the benchmark reports.
+Each stage is a thread; stages are joined by bounded queues, so a slow model holds decoding back
+(back-pressure) and a single new file goes through at once (a partial batch waits `batch_wait`
+seconds at most). A queue entry stays in the catalog until the writer commits its result, so a
+crash at any moment leaves it queued and it is redone; ids in flight are not fed twice.
+
+A file that cannot be read or decoded — or that kills its worker process — is recorded as failed
+with the reason, and the rest goes on. A batch the model fails on is retried one file at a time
+before any file is blamed. A model that cannot load (`ModelError`) stops the pipeline and blames
+no file: their entries stay queued.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import queue
+import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from pixdex.daemon.config import Config
-from pixdex.indexer.catalog import FileStat, ImageRow
-from pixdex.indexer.decode import ExifFacts, decode_image
-from pixdex.indexer.embedder import ClipModel
-from pixdex.indexer.errors import ModelError, ReadError, SidecarError, display_path
-from pixdex.indexer.scan import Diff, content_hash, diff_tree
-from pixdex.indexer.sidecar import PersonMetadata, carry_over, person_metadata, read_embedded, read_sidecar, \
-    sidecar_path, write_tags
-from pixdex.indexer.tagger import Tagger
-from pixdex.indexer.writer import Indexed, Stores, Writer
+from pixdex.indexer.catalog import Catalog, QueueEntry
+from pixdex.indexer.errors import InferenceError, ModelError, ReadError, display_path
+from pixdex.indexer.settings import Config
+from pixdex.indexer.workers import DecodeSpec, Inferred, ModelInfo, ModelSpec, Prepared, carry_sidecar, infer, \
+    prepare, write_sidecar
+from pixdex.indexer.writer import Indexed, Writer
 
 log = logging.getLogger(__name__)
-COMMIT_EVERY = 256  # images between commits of the three stores
+STOP = object()  # passed down the stages when the pipeline stops
 
 
 @dataclass
-class Models:
-    clip: ClipModel
-    tagger: Tagger | None
+class Work:
+    """One queue entry on its way through the stages."""
 
-    @property
-    def ids(self) -> tuple[str, str | None]:
-        return self.clip.id, self.tagger.id if self.tagger else None
-
-    @property
-    def min_side(self) -> int:
-        return max(self.clip.image_size, self.tagger.image_size if self.tagger else 0)
-
-
-def load_models(config: Config) -> Models:
-    clip = ClipModel(config.model_dir / "clip" / config.models.clip, config.models.threads)
-    tagger = None
-    if config.models.tagger:
-        tagger = Tagger(config.model_dir / "tagger" / config.models.tagger, config.tagger, config.models.threads)
-    return Models(clip, tagger)
-
-
-@dataclass
-class Job:
-    image_id: int
-    stat: FileStat
-    indexed_hash: str | None = None  # content already indexed under this id, if still valid
-
-
-@dataclass
-class Prepared:
-    job: Job
-    digest: str = ""
-    width: int = 0
-    height: int = 0
-    exif: ExifFacts = field(default_factory=ExifFacts)
-    clip_input: NDArray[np.float32] | None = None
-    tag_input: NDArray[np.float32] | None = None
+    entry: QueueEntry
+    prepared: Prepared | None = None
     error: str | None = None
-    same_content: bool = False
+    embedding: Any = None
+    tags: list[dict[str, object]] = field(default_factory=list)
+    sidecar_error: str | None = None
+
+    @property
+    def needs_model(self) -> bool:
+        return self.error is None and self.prepared is not None and not self.prepared.same_content
 
 
 @dataclass
-class RunStats:
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    moved: int = 0
-    removed: int = 0
-    failed: int = 0
+class Stats:
     decoded: int = 0
     embedded: int = 0
     tagged: int = 0
     inference_calls: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
+    committed: int = 0
+    touched: int = 0
+    failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
-    folder_errors: list[tuple[str, str]] = field(default_factory=list)
-
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @contextmanager
-    def timing(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add_time(stage, time.perf_counter() - start)
+    seconds: dict[str, float] = field(default_factory=dict)
+    current: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_time(self, stage: str, seconds: float) -> None:
-        with self._lock:  # decode threads report too
+        with self.lock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 class Pipeline:
-    def __init__(self, config: Config, models: Models, stores: Stores,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+    def __init__(self, config: Config, info: ModelInfo, spec: ModelSpec, writer: Writer,
+                 decode_pool: Any, infer_pool: Any) -> None:
         self.config = config
-        self.models = models
-        self.stores = stores
-        self.progress = progress or (lambda done, total: None)
-        self.stats = RunStats()
+        self.info = info
+        self.spec = spec
+        self.writer = writer
+        self.decode_pool = decode_pool
+        self.infer_pool = infer_pool
+        self.stats = Stats()
+        self.fatal: BaseException | None = None
+        self.inflight: set[int] = set()
+        self._inflight_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        window = config.decode.lookahead_batches * config.models.batch_size
+        self._window = window
+        self._queue_db = Catalog(writer.catalog.path, read_only=True)
 
-    def run(self, roots: list[Path]) -> RunStats:
-        s = self.stats
-        with Writer(self.stores, *self.models.ids) as writer:
-            with s.timing("scan"):
-                diff = diff_tree(self.stores.catalog, [os.fsencode(r) for r in roots],
-                                 self.config.library.skip_dirs, self.config.library.follow_symlinks,
-                                 self.models.ids)
-            s.folder_errors = [(display_path(p), reason) for p, reason in diff.errors]
-            jobs = self._register(diff, writer)
-            writer.commit()
-            stream: Iterable[object] = jobs
-            for stage in self.stages(writer):
-                stream = stage(stream)  # type: ignore[arg-type]
-            done = 0
-            for written in stream:
-                done += written  # type: ignore[operator]
-                self.progress(done, len(jobs))
-        s.failed += len(diff.failed)
-        return s
+    def stages(self) -> list[Callable[[queue.Queue[Any], queue.Queue[Any]], None]]:
+        return [self.feed, self.decode, self.batch, self.infer, self.sidecar, self.write]
 
-    def stages(self, writer: Writer) -> list[Callable[[Iterable[object]], Iterator[object]]]:
-        return [self.decode, self.batch, self.infer, self.sidecars, lambda batches: self.write(batches, writer)]  # type: ignore[list-item]
+    def start(self) -> None:
+        inbox: queue.Queue[Any] = queue.Queue()
+        for stage in self.stages():
+            outbox: queue.Queue[Any] = queue.Queue(maxsize=self._window)
+            thread = threading.Thread(target=self._guard, args=(stage, inbox, outbox),
+                                      name=f"pixdex-{stage.__name__}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            inbox = outbox
 
-    def _register(self, diff: Diff, writer: Writer) -> list[Job]:
-        s = self.stats
-        s.unchanged, s.removed, s.moved = len(diff.unchanged), len(diff.removed), len(diff.moved)
-        s.new, s.changed = len(diff.new), len(diff.changed) + len(diff.stale)
-        writer.remove(diff.removed)
-        jobs: list[Job] = []
-        for row, st in diff.moved:
-            writer.move(row, st)
-            if row.state != "done" or (row.clip_model, row.tagger_model) != self.models.ids:
-                jobs.append(Job(row.id, st))
-            elif self.config.sidecar.write:
-                self._carry_sidecar(row, st)
-        jobs += [Job(writer.add_pending(st), st) for st in diff.new]
-        for row, st in diff.changed:
-            writer.mark_changed(row, st)
-            current = row.state == "done" and (row.clip_model, row.tagger_model) == self.models.ids
-            jobs.append(Job(row.id, st, row.hash if current else None))
-        jobs += [Job(row.id, FileStat(row.path, row.dev, row.ino, row.size, row.mtime_ns)) for row in diff.stale]
-        return jobs
+    def wake(self) -> None:
+        """New work was queued: feed it now."""
+        self._wake.set()
 
-    def _carry_sidecar(self, row: ImageRow, st: FileStat) -> None:
-        """A moved image gets its sidecar at the new name: the old one's content plus pixdex's tags."""
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._queue_db.close()
+
+    def idle(self) -> bool:
+        """No queue entry is waiting and none is in flight (or the pipeline stopped on an error)."""
+        with self._inflight_lock:
+            if self.inflight:
+                return False
+        return self.fatal is not None or not self._queue_db.queued(1)
+
+    def _guard(self, stage: Callable[[queue.Queue[Any], queue.Queue[Any]], None],
+               inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
         try:
-            carry_over(row.fspath, st.fspath)
-            write_tags(st.fspath, [str(t["name"]) for t in row.tag_list], self.config.sidecar.tag_parent,
-                       self._sidecar_model)
-        except SidecarError as exc:
-            log.warning("%s", exc)
+            stage(inbox, outbox)
+        except BaseException as exc:  # a bug in a stage must not leave the others waiting forever
+            log.exception("pipeline stage %s failed", stage.__name__)
+            self.fatal = self.fatal or exc
+            self._stopping.set()
+            outbox.put(STOP)
 
-    @property
-    def _sidecar_model(self) -> str:
-        return self.models.tagger.id if self.models.tagger else self.models.clip.id
+    def _put(self, outbox: queue.Queue[Any], item: Any) -> bool:
+        """Put with back-pressure, but give up when the pipeline stops."""
+        while not self._stopping.is_set():
+            try:
+                outbox.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-    # Stage: decode + preprocess on a thread pool, at most `lookahead_batches` batches ahead.
-    def decode(self, jobs: Iterable[Job]) -> Iterator[Prepared]:
-        window = self.config.decode.lookahead_batches * self.config.models.batch_size
-        with ThreadPoolExecutor(self.config.decode.workers, thread_name_prefix="pixdex-decode") as pool:
-            pending: deque[Future[Prepared]] = deque()
-            for job in jobs:
-                pending.append(pool.submit(self._prepare, job))
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+    def _release(self, works: list[Work]) -> None:
+        with self._inflight_lock:
+            self.inflight.difference_update(w.entry.row.id for w in works)
 
-    def _prepare(self, job: Job) -> Prepared:
+    # Stage: the queue's next entries, most urgent first, never one already in flight.
+    def feed(self, _inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
+        while not self._stopping.is_set():
+            with self._inflight_lock:
+                room = self._window * 2 - len(self.inflight)
+                skip = set(self.inflight)
+            entries = self._queue_db.queued(room, skip) if room > 0 and self.fatal is None else []
+            if not entries:
+                self._wake.wait(0.25)
+                self._wake.clear()
+                continue
+            with self._inflight_lock:
+                self.inflight.update(e.row.id for e in entries)
+            for entry in entries:
+                if not self._put(outbox, Work(entry)):
+                    break
+        outbox.put(STOP)
+
+    # Stage: read + hash + decode + preprocess in the process pool, results in order.
+    def decode(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
+        pending: deque[tuple[Work, Future[Prepared]]] = deque()
+        timeout = self.config.decode.timeout
+        while True:
+            item = inbox.get() if not pending else _get_nowait(inbox)
+            if item is STOP:
+                break
+            if item is not None:
+                spec = DecodeSpec(self.info.min_side, self.config.decode.max_pixels, self.info.transform,
+                                  self.info.tagger_size, self._known_hash(item.entry))
+                pending.append((item, self.decode_pool.schedule(prepare, (item.entry.row.path, spec), timeout=timeout)))
+            if pending and (item is None or len(pending) >= self._window or pending[0][1].done()):
+                work, future = pending.popleft()
+                self._finish_decode(work, future)
+                if not self._put(outbox, work):
+                    break
+        for work, future in pending:
+            future.cancel()
+        outbox.put(STOP)
+
+    def _known_hash(self, entry: QueueEntry) -> str | None:
+        row = entry.row
+        current = row.state == "done" and (row.clip_model, row.tagger_model) == self.info.ids
+        return row.hash if current else None
+
+    def _finish_decode(self, work: Work, future: Future[Prepared]) -> None:
+        from pebble import ProcessExpired
+
         start = time.perf_counter()
-        item = Prepared(job)
-        path = job.stat.fspath
         try:
-            data = path.read_bytes()
-            item.digest = content_hash(data)
-            if item.digest == job.indexed_hash:
-                item.same_content = True
-                return item
-            decoded = decode_image(data, str(path), self.models.min_side, self.config.decode.max_pixels)
-            item.width, item.height, item.exif = decoded.width, decoded.height, decoded.exif
-            item.clip_input = self.models.clip.preprocess(decoded.image)
-            if self.models.tagger:
-                item.tag_input = self.models.tagger.preprocess(decoded.image)
+            work.prepared = future.result()
         except ReadError as exc:
-            item.error = exc.reason
-        except OSError as exc:
-            item.error = f"cannot read file: {exc.strerror or exc}"
+            work.error = exc.reason
+        except ProcessExpired as exc:
+            work.error = f"the decoder process died on this file ({_signal_name(exc.exitcode)})"
+        except FutureTimeout:
+            work.error = f"decoding took longer than decode.timeout = {self.config.decode.timeout:g} s"
+        except OSError as exc:  # vanished, unreadable, name too long: this file's failure
+            work.error = f"cannot read file: {exc.strerror or exc}"
         except Exception as exc:  # a hostile file must never stop the run
-            log.exception("unexpected error decoding %s", display_path(path))
-            item.error = f"unexpected {type(exc).__name__}: {exc}"
-        finally:
-            self.stats.add_time("decode", time.perf_counter() - start)
-        return item
+            log.warning("unexpected error decoding %s: %r", display_path(work.entry.row.path), exc)
+            work.error = f"unexpected {type(exc).__name__}: {exc}"
+        self.stats.add_time("decode wait", time.perf_counter() - start)
+        if work.prepared is not None and not work.prepared.same_content:
+            with self.stats.lock:
+                self.stats.decoded += 1
 
-    def batch(self, items: Iterable[Prepared]) -> Iterator[list[Prepared]]:
-        size = self.config.models.batch_size
-        current: list[Prepared] = []
-        for item in items:
-            self.stats.decoded += item.clip_input is not None
-            current.append(item)
-            if len(current) == size:
-                yield current
+    # Stage: group images for the model; flush on size, or once the first has waited batch_wait.
+    def batch(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
+        size, wait = self.config.models.batch_size, self.config.pipeline.batch_wait
+        current: list[Work] = []
+        deadline = 0.0
+        while True:
+            try:
+                item = inbox.get(timeout=max(0.0, deadline - time.monotonic()) if current else None)
+            except queue.Empty:
+                item = None
+            if item is STOP:
+                break
+            if item is not None:
+                if not current:
+                    deadline = time.monotonic() + wait
+                current.append(item)
+            if current and (len(current) >= size or time.monotonic() >= deadline):
+                if not self._put(outbox, current):
+                    return
                 current = []
         if current:
-            yield current
+            self._put(outbox, current)
+        outbox.put(STOP)
 
-    def infer(self, batches: Iterable[list[Prepared]]) -> Iterator[list[Prepared | Indexed]]:
-        for batch in batches:
-            ready = [i for i in batch if i.error is None and not i.same_content]
-            results: dict[int, Indexed] = {}
-            if ready:
-                with self.stats.timing("infer"):
-                    results = self._infer(ready)
-            yield [results.get(id(i), i) for i in batch]
+    # Stage: the model worker embeds and tags; a failed batch is retried one file at a time.
+    def infer(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
+        while (batch := inbox.get()) is not STOP:
+            ready = [w for w in batch if w.needs_model]
+            if ready and self.fatal is None:
+                start = time.perf_counter()
+                try:
+                    self._infer(ready)
+                except ModelError as exc:  # the model's fault: stop, blame no file, keep them queued
+                    self.fatal = exc
+                    self._stopping.set()
+                self.stats.add_time("infer", time.perf_counter() - start)
+            if self.fatal is not None:
+                self._release(batch)
+                continue
+            if not self._put(outbox, batch):
+                break
+        outbox.put(STOP)
 
-    def _infer(self, ready: list[Prepared]) -> dict[int, Indexed]:
+    def _infer(self, ready: list[Work]) -> None:
         try:
-            embeddings = self.models.clip.embed_images(np.stack([i.clip_input for i in ready]))  # type: ignore[misc]
-            self.stats.embedded += len(ready)
-            tags: list[list[dict[str, object]]] = [[] for _ in ready]
-            if self.models.tagger:
-                found = self.models.tagger.tag(np.stack([i.tag_input for i in ready]))  # type: ignore[misc]
-                tags = [[{"name": t.name, "confidence": t.confidence, "category": t.category} for t in row]
-                        for row in found]
-                self.stats.tagged += len(ready)
-        except ModelError:
-            raise  # the model's fault, not the files': stop the run, keep them pending
-        except (RuntimeError, ValueError) as exc:
-            for item in ready:
-                item.error = f"model failed on this batch: {exc}"
-            return {}
-        self.stats.inference_calls += 2 if self.models.tagger else 1
-        return {id(item): Indexed(item.job.image_id, item.job.stat, item.digest, item.width, item.height,
-                                  item.exif.taken, item.exif.camera, tags[n], embeddings[n])
-                for n, item in enumerate(ready)}
+            self._run_model(ready)
+        except (InferenceError, _WorkerDied) as exc:
+            if len(ready) == 1:
+                ready[0].error = str(exc)
+                return
+            log.warning("a batch of %d failed (%s); retrying one file at a time", len(ready), exc)
+            for work in ready:
+                try:
+                    self._run_model([work])
+                except (InferenceError, _WorkerDied) as single:
+                    work.error = str(single)
 
-    def sidecars(self, batches: Iterable[list[Prepared | Indexed]]) -> Iterator[list[Prepared | Indexed]]:
-        for batch in batches:
-            with self.stats.timing("sidecar"):
-                for item in batch:
-                    if isinstance(item, Indexed):
-                        self._sidecar(item)
-            yield batch
+    def _run_model(self, works: list[Work]) -> None:
+        from pebble import ProcessExpired
 
-    def _sidecar(self, item: Indexed) -> None:
-        image = item.stat.fspath
-        person = read_embedded(image)
+        clip = np.stack([w.prepared.clip_input for w in works])  # type: ignore[union-attr]
+        tags = np.stack([w.prepared.tag_input for w in works]) if self.info.tagger_size else None  # type: ignore[union-attr]
         try:
-            existing = person_metadata(read_sidecar(sidecar_path(image)))
-            if self.config.sidecar.write:
-                write_tags(image, [str(t["name"]) for t in item.tags], self.config.sidecar.tag_parent,
-                           self._sidecar_model)
-        except SidecarError as exc:
-            item.sidecar_error = exc.reason
-            log.warning("%s", exc)
-            existing = PersonMetadata()
-        item.metadata = " ".join(dict.fromkeys(filter(None, [person.text(), existing.text()])))
+            result: Inferred = self.infer_pool.schedule(infer, (self.spec, clip, tags)).result()
+        except ProcessExpired as exc:
+            raise _WorkerDied(f"the inference process died on this file ({_signal_name(exc.exitcode)})") from exc
+        except InferenceError as exc:
+            raise InferenceError(f"model failed on this file: {exc}") from exc
+        with self.stats.lock:
+            self.stats.embedded += len(works)
+            self.stats.tagged += len(works) if tags is not None else 0
+            self.stats.inference_calls += result.calls
+        for n, work in enumerate(works):
+            work.embedding = result.embeddings[n]
+            work.tags = result.tags[n]
 
-    def write(self, batches: Iterable[list[Prepared | Indexed]], writer: Writer) -> Iterator[int]:
-        since_commit = 0
-        for batch in batches:
-            with self.stats.timing("write"):
-                writer.store([i for i in batch if isinstance(i, Indexed)])
-                for item in batch:
-                    if isinstance(item, Prepared) and item.same_content:
-                        writer.touch(item.job.image_id, item.job.stat, item.digest)
-                        self.stats.changed -= 1
-                        self.stats.unchanged += 1
-                    elif isinstance(item, Prepared):
-                        writer.fail(item.job.image_id, item.job.stat, item.error or "unknown error")
+    # Stage: merge the tags into each image's sidecar, in the process pool.
+    def sidecar(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
+        settings = self.config.sidecar
+        model = self.info.tagger_id or self.info.clip_id
+        while (batch := inbox.get()) is not STOP:
+            if settings.write:
+                start = time.perf_counter()
+                done = [w for w in batch if w.error is None and w.embedding is not None]
+                futures = [self.decode_pool.schedule(
+                    write_sidecar, (w.entry.row.path, [str(t["name"]) for t in w.tags], settings.tag_parent, model),
+                    timeout=60) for w in done]
+                for work, future in zip(done, futures, strict=True):
+                    work.sidecar_error = _sidecar_result(future)
+                self.stats.add_time("sidecar", time.perf_counter() - start)
+            if not self._put(outbox, batch):
+                break
+        outbox.put(STOP)
+
+    # Stage: hand the results to the writer; entries leave the flight once committed.
+    def write(self, inbox: queue.Queue[Any], _outbox: queue.Queue[Any]) -> None:
+        while (batch := inbox.get()) is not STOP:
+            futures: list[Future[Any]] = []
+            indexed = []
+            for work in batch:
+                entry, prepared = work.entry, work.prepared
+                if work.error is not None:
+                    stat = prepared.stat if prepared else None
+                    futures.append(self.writer.fail(entry.row.id, entry.seq, stat,
+                                                    prepared.digest if prepared else None, work.error))
+                    with self.stats.lock:
                         self.stats.failed += 1
-                        self.stats.failures.append((display_path(item.job.stat.path), item.error or ""))
-                since_commit += len(batch)
-                if since_commit >= COMMIT_EVERY:
-                    writer.commit()
-                    since_commit = 0
-            yield len(batch)
+                        self.stats.failures.append((display_path(entry.row.path), work.error))
+                elif prepared is not None and prepared.same_content:
+                    futures.append(self.writer.touch(entry.row.id, entry.seq, prepared.stat, prepared.digest))
+                    with self.stats.lock:
+                        self.stats.touched += 1
+                elif prepared is not None:
+                    indexed.append(Indexed(entry.row.id, entry.seq, prepared.stat, prepared.digest,
+                                           prepared.width, prepared.height, prepared.exif.taken,
+                                           prepared.exif.camera, work.tags, work.embedding, prepared.metadata,
+                                           work.sidecar_error))
+            if indexed:
+                futures.append(self.writer.store(indexed))
+            self.stats.current = display_path(batch[-1].entry.row.path) if batch else ""
+            _when_all(futures, lambda ok, b=batch, n=len(indexed): self._committed(b, n, ok))
+
+    def _committed(self, batch: list[Work], stored: int, ok: bool) -> None:
+        if ok:
+            with self.stats.lock:
+                self.stats.committed += stored
+        self._release(batch)
+        self._wake.set()
+
+
+class _WorkerDied(Exception):
+    pass
+
+
+def carry_sidecars(pool: Any, moves: list[tuple[bytes, bytes, list[str]]], parent: str, model: str) -> list[str]:
+    """After moves: each new image's sidecar starts from its old one's. Returns the errors."""
+    futures = [pool.schedule(carry_sidecar, (old, new, tags, parent, model), timeout=60) for old, new, tags in moves]
+    return [f"{display_path(new)}: {error}" for (_, new, _), future in zip(moves, futures, strict=True)
+            if (error := _sidecar_result(future))]
+
+
+def _sidecar_result(future: Future[str | None]) -> str | None:
+    from pebble import ProcessExpired
+
+    try:
+        return future.result()
+    except ProcessExpired as exc:
+        return f"the sidecar process died on this file ({_signal_name(exc.exitcode)})"
+    except FutureTimeout:
+        return "writing the sidecar took longer than 60 s"
+
+
+def _when_all(futures: list[Future[Any]], callback: Callable[[bool], None]) -> None:
+    if not futures:
+        callback(True)
+        return
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(future: Future[Any]) -> None:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            callback(all(f.exception() is None for f in futures))
+
+    for future in futures:
+        future.add_done_callback(one_done)
+
+
+def _get_nowait(inbox: queue.Queue[Any]) -> Any:
+    try:
+        return inbox.get(timeout=0.005)
+    except queue.Empty:
+        return None
+
+
+def _signal_name(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            pass
+    return f"exit code {exitcode}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from pixdex.indexer.catalog import Catalog, FileStat, ImageRow
 from pixdex.indexer.decode import EXTENSIONS
+from pixdex.indexer.files import remove_stale_temps
 
 
 def content_hash(data: bytes) -> str:
@@ -46,19 +47,31 @@ def is_image_name(name: bytes) -> bool:
     return os.path.splitext(name)[1].decode("ascii", "ignore").lower() in EXTENSIONS
 
 
-def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple[bytes, str]]) -> Iterator[FileStat]:
-    """Every image file under `root`, depth first; unreadable folders go to `errors`."""
+def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple[bytes, str]],
+         visited: set[tuple[int, int]] | None = None) -> Iterator[FileStat]:
+    """Every image file under `root`, depth first; unreadable folders go to `errors`.
+
+    Each folder is entered once by (device, inode), so a symlink loop (or a link to an ancestor)
+    cannot multiply the tree. pixdex's own temp files left by a crash are removed on the way.
+    """
+    visited = set() if visited is None else visited
     try:
+        here = os.stat(root)
         entries = list(os.scandir(root))
     except OSError as exc:
         errors.append((root, f"cannot list folder: {exc.strerror or exc}"))
         return
+    if (here.st_dev, here.st_ino) in visited:
+        errors.append((root, "already scanned under another path (a symlink loop or a second link); skipped"))
+        return
+    visited.add((here.st_dev, here.st_ino))
+    remove_stale_temps(root, [e.name for e in entries])
     for entry in sorted(entries, key=lambda e: e.name):
         name = os.fsdecode(entry.name)
         try:
             if entry.is_dir(follow_symlinks=follow_symlinks):
                 if not any(fnmatch.fnmatchcase(name, pattern) for pattern in skip):
-                    yield from walk(entry.path, skip, follow_symlinks, errors)
+                    yield from walk(entry.path, skip, follow_symlinks, errors, visited)
             elif entry.is_file() and is_image_name(entry.name) and not name.startswith("."):
                 yield FileStat.of(entry.path, entry.stat())
         except OSError as exc:
@@ -79,12 +92,13 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
               model_ids: tuple[str, str | None]) -> Diff:
     diff = Diff()
     known: dict[bytes, ImageRow] = {}
+    visited: set[tuple[int, int]] = set()
     for root in normalize_roots(roots):
         known.update((row.path, row) for row in catalog.under(root))
         if not os.path.isdir(root):
             diff.errors.append((root, "not a folder (missing, or a file)"))
             continue
-        for st in walk(root, skip, follow_symlinks, diff.errors):
+        for st in walk(root, skip, follow_symlinks, diff.errors, visited):
             row = known.pop(st.path, None)
             if row is None:
                 diff.new.append(st)

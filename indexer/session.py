@@ -1,8 +1,9 @@
-"""ONNX Runtime sessions: provider choice, thread count, lazy loading and call counting.
+"""ONNX Runtime sessions: provider choice, thread count, loading through a model cache, call counting.
 
 The model classes (`embedder`, `tagger`) own what the numbers mean; this module owns only how
-a graph is run. `calls` and `items` count inference work so a run can report (and tests can
-check) that an unchanged tree costs no model time.
+a graph is run. A session is loaded on first use through a `ModelCache` (unloaded again after its
+idle TTL). A graph that cannot be loaded raises `ModelError`; ONNX Runtime's own exceptions while
+running (they are not `RuntimeError`) become `InferenceError`. `calls` and `items` count work.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from pixdex.indexer.errors import ModelError
+from pixdex.indexer.errors import InferenceError, ModelError
+from pixdex.indexer.modelcache import ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +29,16 @@ PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CoreML
 class OnnxSession:
     """One ONNX graph, loaded on first use."""
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    def __init__(self, path: Path, threads: int = 0, cache: ModelCache | None = None) -> None:
         if not path.is_file():
             raise ModelError(f"{path}: model file is missing")
         self.path = path
         self.threads = threads
+        self.cache = cache or ModelCache(ttl=0)
+        self.key = (str(path), threads)
         self.calls = 0
         self.items = 0
-        self._session: ort.InferenceSession | None = None
-
-    @property
-    def session(self) -> ort.InferenceSession:
-        if self._session is None:
-            self._session = self._load()
-        return self._session
+        self._input: Any = None
 
     def _load(self) -> ort.InferenceSession:
         options = ort.SessionOptions()
@@ -58,13 +56,20 @@ class OnnxSession:
 
     @property
     def input(self) -> Any:
-        return self.session.get_inputs()[0]
+        if self._input is None:
+            with self.cache.use(self.key, self._load) as session:
+                self._input = session.get_inputs()[0]
+        return self._input
 
     def run(self, array: NDArray[Any]) -> NDArray[np.float32]:
         """Feed `array` to the graph's first input and return its first output."""
-        self.calls += 1
-        self.items += int(array.shape[0])
-        output = self.session.run(None, {self.input.name: array})[0]
+        with self.cache.use(self.key, self._load) as session:
+            self.calls += 1
+            self.items += int(array.shape[0])
+            try:
+                output = session.run(None, {session.get_inputs()[0].name: array})[0]
+            except Exception as exc:  # onnxruntime's Fail, InvalidArgument, … derive from Exception only
+                raise InferenceError(f"{self.path}: inference failed: {exc}") from exc
         return np.asarray(output, dtype=np.float32)
 
 

@@ -101,20 +101,17 @@ def read_sidecar(path: Path) -> dict[str, Any]:
             raise SidecarError(path, f"sidecar is not valid XMP ({exc}); left untouched") from exc
 
 
-def read_embedded(path: Path) -> PersonMetadata:
-    """Keywords, title and description already inside the image (XMP and IPTC)."""
+def read_embedded_bytes(data: bytes) -> PersonMetadata:
+    """Keywords, title and description already inside an image (XMP and IPTC), from its bytes."""
     with _LOCK:
         _setup()
         try:
-            try:
-                image = pyexiv2.Image(str(path))  # exiv2 reads the metadata segments, not the pixels
-            except UnicodeEncodeError:  # a name that is not UTF-8: hand exiv2 the bytes instead
-                image = pyexiv2.ImageData(path.read_bytes())
+            image = pyexiv2.ImageData(data)
             try:
                 return person_metadata(image.read_xmp(), image.read_iptc())
             finally:
                 image.close()
-        except (OSError, RuntimeError, UnicodeDecodeError):
+        except (RuntimeError, UnicodeDecodeError):
             return PersonMetadata()  # unreadable metadata costs the keywords, not the image
 
 

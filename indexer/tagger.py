@@ -19,9 +19,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pixdex.daemon.config import TaggerSettings
+from pixdex.indexer.settings import TaggerSettings
 from pixdex.indexer.embedder import STANDIN_MARKER, check_files
 from pixdex.indexer.errors import ModelError
+from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import wd14_preprocess
 from pixdex.indexer.session import OnnxSession, fingerprint
 
@@ -42,12 +43,13 @@ def display_name(raw: str) -> str:
 
 
 class Tagger:
-    def __init__(self, directory: Path, settings: TaggerSettings, threads: int = 0) -> None:
+    def __init__(self, directory: Path, settings: TaggerSettings, threads: int = 0,
+                 cache: ModelCache | None = None) -> None:
         check_files(directory, TAGGER_FILES, "tagger")
         self.directory = directory
         self.name = directory.name
         self.settings = settings
-        self.session = OnnxSession(directory / "model.onnx", threads)
+        self.session = OnnxSession(directory / "model.onnx", threads, cache)
         self.names, self.categories = self._read_tags(directory / "selected_tags.csv")
         self.standin = (directory / STANDIN_MARKER).exists()
 

@@ -1,9 +1,17 @@
-"""The usearch vector index on disk, with a manifest that says what its vectors mean.
+"""The usearch vector index: a cache of the catalog's embeddings, for the writer and for readers.
 
-``vectors.usearch`` holds one normalised CLIP embedding per catalog id (cosine metric);
-``vectors.json`` records model id, dimension, metric and scalar type. A manifest that does
-not match the model in use means the vectors are discarded and re-embedded — never a crash.
-Saves go to a temp file that replaces the old one, so a reader never sees half a file.
+The catalog holds every embedding (the source of truth). ``vectors.usearch`` is an HNSW file
+(cosine, keyed by catalog id) and ``vectors.json`` its manifest: model id, dimension, metric,
+scalar type and the catalog generation the file reflects. The writer keeps the whole index in
+memory, applies each commit to it, and saves it now and then (temp file + rename: a reader's
+memory map of the old file stays valid). On open it tops the index up from the catalog with what
+changed after the file's generation; a broken or mismatched file is moved aside and rebuilt from
+the stored embeddings, with no inference.
+
+Readers (`VectorView`) memory-map the file and add the *delta*: embeddings of rows the catalog
+stamped after the file's generation, searched exactly, while those rows' stale entries in the file
+are ignored. So a reader in any process sees every commit without the file being rewritten per
+commit, and the cost of a commit stays proportional to the change.
 """
 
 from __future__ import annotations
@@ -11,64 +19,85 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from usearch.index import Index
 
-from pixdex.daemon.config import IndexSettings
+from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.files import atomic_write
+from pixdex.indexer.layout import Layout
+from pixdex.indexer.settings import IndexSettings
 
 log = logging.getLogger(__name__)
 
 METRIC = "cos"
 EXACT_LIMIT = 50_000  # filtered searches over at most this many candidates are exact
+ADD_CHUNK = 10_000
+
+
+def identity(model_id: str, ndim: int, settings: IndexSettings) -> dict[str, Any]:
+    return {"model": model_id, "ndim": ndim, "metric": METRIC, "dtype": settings.dtype}
+
+
+def read_manifest(layout: Layout) -> dict[str, Any] | None:
+    try:
+        value = json.loads(layout.vector_manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def new_index(ndim: int, settings: IndexSettings) -> Index:
+    return Index(ndim=ndim, metric=METRIC, dtype=settings.dtype, connectivity=settings.connectivity,
+                 expansion_search=settings.expansion_search)
 
 
 class VectorIndex:
-    def __init__(self, directory: Path, model_id: str, ndim: int, settings: IndexSettings,
-                 read_only: bool = False) -> None:
-        """`read_only` memory-maps the file (usearch's view) instead of loading it; such an index never saves."""
-        directory.mkdir(parents=True, exist_ok=True)
-        self.file = directory / "vectors.usearch"
-        self.manifest_file = directory / "vectors.json"
-        self.manifest = {"model": model_id, "ndim": ndim, "metric": METRIC, "dtype": settings.dtype}
-        self.settings = settings
-        self.read_only = read_only
-        self.reset_reason: str | None = None
-        self.index = self._open()
-        self.dirty = self.reset_reason is not None  # a reset index must reach disk with its new manifest
+    """The writer's index: all vectors of the current model in memory, saved as a cache."""
 
-    def _new(self) -> Index:
-        return Index(ndim=self.manifest["ndim"], metric=METRIC, dtype=self.settings.dtype,
-                     connectivity=self.settings.connectivity, expansion_search=self.settings.expansion_search)
+    def __init__(self, layout: Layout, model_id: str, ndim: int, settings: IndexSettings) -> None:
+        layout.vectors.mkdir(parents=True, exist_ok=True)
+        self.layout = layout
+        self.model_id = model_id
+        self.ndim = ndim
+        self.settings = settings
+        self.identity = identity(model_id, ndim, settings)
+        self.reset_reason: str | None = None
+        self.generation = 0  # the catalog generation this index reflects
+        self.saved_generation = 0
+        self.unsaved = 0  # vectors added or removed since the last save
+        self.last_save = time.monotonic()
+        self.index = self._open()
 
     def _open(self) -> Index:
-        index = self._new()
-        if not self.file.exists():
-            self.reset_reason = f"no vector index at {self.file} yet: embedding"
-            return index
+        file = self.layout.vector_file
+        if not file.exists():
+            self.reset_reason = "no vector index file yet: building it from the catalog"
+            return new_index(self.ndim, self.settings)
+        stored = read_manifest(self.layout) or {}
+        if {k: stored.get(k) for k in self.identity} != self.identity:
+            self.reset_reason = (f"vector index was built for {stored.get('model')} ({stored.get('ndim')}-d, "
+                                 f"{stored.get('dtype')}), now {self.model_id}: rebuilding it from the catalog")
+            return self._aside("mismatch")
+        index = new_index(self.ndim, self.settings)
         try:
-            stored = json.loads(self.manifest_file.read_text())
-        except (OSError, ValueError):
-            stored = None
-        if stored != self.manifest:
-            self.reset_reason = f"vector index was built for {stored}, now {self.manifest}: re-embedding"
-            log.warning("%s", self.reset_reason)
-            return index
-        try:
-            if self.read_only:
-                index.view(str(self.file))
-            else:
-                index.load(str(self.file))
+            index.load(str(file))
         except Exception as exc:  # usearch raises plain RuntimeError/ValueError on a bad file
-            self.reset_reason = f"vector index {self.file} is unreadable ({exc}): re-embedding"
-            log.warning("%s", self.reset_reason)
-            return self._new()
+            self.reset_reason = f"vector index {file} is unreadable ({exc}): rebuilding it from the catalog"
+            return self._aside("broken")
+        self.generation = self.saved_generation = int(stored.get("generation", 0))
         return index
+
+    def _aside(self, why: str) -> Index:
+        log.warning("%s", self.reset_reason)
+        file = self.layout.vector_file
+        os.replace(file, file.with_name(f"{file.name}.{why}"))  # kept for inspection; replaced next time
+        self.layout.vector_manifest.unlink(missing_ok=True)
+        return new_index(self.ndim, self.settings)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -80,57 +109,185 @@ class VectorIndex:
         self.remove(ids)
         if ids:
             self.index.add(np.array(ids, dtype=np.uint64), vectors)
-            self.dirty = True
+            self.unsaved += len(ids)
 
     def remove(self, ids: Iterable[int]) -> None:
         present = [i for i in ids if self.index.contains(i)]
         if present:
             self.index.remove(np.array(present, dtype=np.uint64))
-            self.dirty = True
+            self.unsaved += len(present)
 
-    def get(self, ids: list[int]) -> NDArray[np.float32]:
-        """The stored vectors of `ids` (all must be present), as float32 rows."""
-        vectors: Any = self.index.get(np.array(ids, dtype=np.uint64))
-        return np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+    def top_up(self, catalog: Catalog) -> int:
+        """Apply what the catalog committed after this index's generation; returns how many ids it touched."""
+        target = catalog.generation()
+        if self.generation == 0:  # empty: bulk load every stored embedding of this model
+            touched = 0
+            batch_ids: list[int] = []
+            batch: list[NDArray[np.float32]] = []
+            for image_id, vector in catalog.embeddings(self.model_id):
+                batch_ids.append(image_id)
+                batch.append(vector)
+                if len(batch_ids) == ADD_CHUNK:
+                    self.add(batch_ids, np.stack(batch))
+                    touched += len(batch_ids)
+                    batch_ids, batch = [], []
+            if batch_ids:
+                self.add(batch_ids, np.stack(batch))
+                touched += len(batch_ids)
+        else:
+            rows, gone = catalog.changed_since(self.generation)
+            fresh = dict(catalog.embeddings(self.model_id, ids=[r.id for r in rows]))
+            self.remove([*gone, *(r.id for r in rows if r.id not in fresh)])
+            if fresh:
+                self.add(list(fresh), np.stack(list(fresh.values())))
+            touched = len(rows) + len(gone)
+        self.generation = target
+        return touched
+
+    def due(self) -> bool:
+        """Whether the file should be saved now (changes piled up, or changes and time passed)."""
+        if self.generation == self.saved_generation and not self.unsaved:
+            return False
+        return self.unsaved >= self.settings.save_changes or \
+            time.monotonic() - self.last_save >= self.settings.save_seconds
+
+    def save(self) -> None:
+        """Write the file (temp + rename) and its manifest, if anything changed since the last save."""
+        if self.generation == self.saved_generation and not self.unsaved and self.layout.vector_file.exists():
+            return
+        file = self.layout.vector_file
+        temp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        try:
+            self.index.save(str(temp))
+            os.replace(temp, file)
+        finally:
+            temp.unlink(missing_ok=True)
+        atomic_write(self.layout.vector_manifest, json.dumps({**self.identity, "generation": self.generation}).encode())
+        self.saved_generation = self.generation
+        self.unsaved = 0
+        self.last_save = time.monotonic()
+
+
+class VectorView:
+    """A reader's vectors: the saved file (memory-mapped) plus the catalog's newer embeddings."""
+
+    def __init__(self, layout: Layout, model_id: str, ndim: int, settings: IndexSettings) -> None:
+        self.layout = layout
+        self.model_id = model_id
+        self.ndim = ndim
+        self.settings = settings
+        self.identity = identity(model_id, ndim, settings)
+        self.exact_limit = EXACT_LIMIT
+        self.base: Index | None = None
+        self.base_generation = 0
+        self.base_stamp: tuple[int, int] | None = None
+        self.note: str | None = None
+        self.delta: dict[int, NDArray[np.float32]] = {}
+        self.stale: set[int] = set()  # ids whose entry in the base file is out of date or gone
+        self.seen = -1
+
+    def refresh(self, catalog: Catalog, generation: int) -> None:
+        """Catch up with the catalog at `generation` (cheap when nothing changed)."""
+        if self._file_stamp() != self.base_stamp:
+            self._open_base()
+            self.seen = -1
+        if generation == self.seen:
+            return
+        since = self.base_generation if self.seen < 0 else self.seen
+        if self.seen < 0:
+            self.delta, self.stale = {}, set()
+        rows, gone = catalog.changed_since(since)
+        ids = [r.id for r in rows]
+        fresh = dict(catalog.embeddings(self.model_id, ids=ids))
+        for image_id in [*ids, *gone]:
+            self.stale.add(image_id)
+            vector = fresh.get(image_id)
+            if vector is None:
+                self.delta.pop(image_id, None)
+            else:
+                self.delta[image_id] = vector
+        self.seen = generation
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.layout.vector_manifest.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _open_base(self) -> None:
+        self.base, self.base_generation, self.note = None, 0, None
+        self.base_stamp = self._file_stamp()
+        stored = read_manifest(self.layout)
+        if stored is None or not self.layout.vector_file.exists():
+            self.note = "no vector index file yet"
+            return
+        if {k: stored.get(k) for k in self.identity} != self.identity:
+            self.note = f"the vector index file was built for {stored.get('model')}, not {self.model_id}"
+            return
+        index = new_index(self.ndim, self.settings)
+        try:
+            index.view(str(self.layout.vector_file))
+        except Exception as exc:  # a broken file: the writer rebuilds it; until then the delta serves
+            self.note = f"the vector index file is unreadable ({exc})"
+            return
+        self.base, self.base_generation = index, int(stored.get("generation", 0))
+
+    def __len__(self) -> int:
+        base = len(self.base) if self.base is not None else 0
+        return base + len(self.delta) - sum(1 for i in self.stale if self._in_base(i))
+
+    def _in_base(self, image_id: int) -> bool:
+        return self.base is not None and bool(self.base.contains(image_id))
+
+    def __contains__(self, image_id: int) -> bool:
+        return image_id in self.delta or (image_id not in self.stale and self._in_base(image_id))
+
+    def get(self, image_id: int) -> NDArray[np.float32]:
+        if image_id in self.delta:
+            return self.delta[image_id]
+        assert self.base is not None
+        return np.asarray(self.base.get(np.uint64(image_id)), dtype=np.float32).reshape(-1)
 
     def search(self, query: NDArray[np.float32], count: int, allowed: set[int] | None = None,
                ) -> list[tuple[int, float]]:
         """The `count` nearest ids with cosine similarity, restricted to `allowed` when given."""
-        if len(self.index) == 0 or count <= 0:
+        if count <= 0:
+            return []
+        hits = self._search_base(query, count, allowed) + self._search_delta(query, allowed)
+        hits.sort(key=lambda h: -h[1])
+        return hits[:count]
+
+    def _search_delta(self, query: NDArray[np.float32], allowed: set[int] | None) -> list[tuple[int, float]]:
+        ids = [i for i in self.delta if allowed is None or i in allowed]
+        if not ids:
+            return []
+        scores = np.stack([self.delta[i] for i in ids]) @ query.astype(np.float32)
+        return [(i, float(s)) for i, s in zip(ids, scores, strict=True)]
+
+    def _search_base(self, query: NDArray[np.float32], count: int, allowed: set[int] | None,
+                     ) -> list[tuple[int, float]]:
+        base = self.base
+        if base is None or len(base) == 0:
             return []
         if allowed is not None:
-            allowed = {i for i in allowed if self.index.contains(i)}
-            if len(allowed) <= EXACT_LIMIT:
-                return self._exact(query, count, sorted(allowed))
-        fetch = count
+            candidates = sorted(i for i in allowed if i not in self.stale and base.contains(i))
+            if len(candidates) <= self.exact_limit:
+                return self._exact(base, query, count, candidates)
+        fetch = count + len(self.stale)
         while True:
-            matches = self.index.search(query, min(fetch, len(self.index)))
-            hits = [(int(k), 1.0 - float(d)) for k, d in zip(matches.keys, matches.distances, strict=True)]
-            if allowed is not None:
-                hits = [h for h in hits if h[0] in allowed]
-            if len(hits) >= count or fetch >= len(self.index):
+            matches = base.search(query, min(fetch, len(base)))
+            hits = [(int(k), 1.0 - float(d)) for k, d in zip(matches.keys, matches.distances, strict=True)
+                    if int(k) not in self.stale and (allowed is None or int(k) in allowed)]
+            if len(hits) >= count or fetch >= len(base):
                 return hits[:count]
             fetch *= 4
 
-    def _exact(self, query: NDArray[np.float32], count: int, ids: list[int]) -> list[tuple[int, float]]:
+    @staticmethod
+    def _exact(base: Index, query: NDArray[np.float32], count: int, ids: list[int]) -> list[tuple[int, float]]:
         if not ids:
             return []
-        scores = self.get(ids) @ query.astype(np.float32)
+        vectors: Any = base.get(np.array(ids, dtype=np.uint64))
+        scores = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1) @ query.astype(np.float32)
         order = np.argsort(-scores, kind="stable")[:count]
         return [(ids[i], float(scores[i])) for i in order]
-
-    def save(self) -> None:
-        """Write the index if it changed since it was opened or last saved (a full rewrite: seconds at 1M)."""
-        if not self.dirty:
-            return
-        if self.read_only:
-            raise RuntimeError(f"{self.file} was opened read-only")
-        temp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        try:
-            self.index.save(str(temp))
-            os.replace(temp, self.file)
-        finally:
-            temp.unlink(missing_ok=True)
-        atomic_write(self.manifest_file, json.dumps(self.manifest).encode())
-        self.dirty = False
-

@@ -1,37 +1,49 @@
-"""The single writer: every mutation of the catalog, the vector index and the text index.
+"""The single writer: one thread that owns every mutation of the catalog, the text and the vector index.
 
-Changes collect in an open SQLite transaction, the tantivy writer and the in-memory usearch
-index; `commit` persists them in the order text index → vectors → catalog. A crash before the
-catalog commit leaves those rows pending, and redoing them is idempotent (update = delete + add),
-so the three stores never disagree about what is done. New rows are committed as pending before
-any of their data reaches an index.
+Callers submit commands (`register`, `store`, `fail`, `touch`, `enqueue`, …) and get a future, as
+datasette's write thread hands out. The thread gathers commands and commits them together when
+`commit_items` changed or `commit_seconds` passed since the first one — a short transaction that
+only runs SQL, never held open while anything else (decoding, inference) happens.
+
+A commit bumps the catalog's generation and stamps every row it touched. Only after the catalog
+committed are the two indexes brought up to that generation, from what the catalog now says
+(`changed_since`): tantivy documents are rebuilt from rows, vectors from stored embeddings. So a
+failed commit is rolled back in SQLite and nothing else ever saw it, and an index that missed a
+commit (crash, error) catches up at the next one or at open. Then the generation is published.
+A command that fails inside a group is retried alone, so only it fails.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from types import TracebackType
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from pixdex.daemon.config import IndexSettings
-from pixdex.indexer.catalog import Catalog, FileStat, ImageRow
-from pixdex.indexer.errors import display_path
-from pixdex.indexer.fulltext import FullText, TextDoc
+from pixdex.indexer.catalog import BACKFILL, CHANGED, Catalog, FileStat, ImageRow
+from pixdex.indexer.fulltext import FullText, doc_of_row
+from pixdex.indexer.settings import PipelineSettings
 from pixdex.indexer.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
+Command = Callable[[Catalog, int], Any]  # runs inside the transaction, given the new generation
+
 
 @dataclass
 class Indexed:
-    """Everything the pipeline learnt about one image."""
+    """Everything the pipeline learnt about one image, ready to commit."""
 
     image_id: int
+    seq: int
     stat: FileStat
     digest: str
     width: int
@@ -45,114 +57,239 @@ class Indexed:
 
 
 @dataclass
-class Stores:
-    catalog: Catalog
-    vectors: VectorIndex
-    fulltext: FullText
+class Registered:
+    """What a scan put in the catalog and the queue."""
+
+    new: int = 0
+    changed: int = 0
+    stale: int = 0
+    moved: list[tuple[ImageRow, FileStat]] | None = None
+    removed: int = 0
 
 
-@dataclass
 class Writer:
-    stores: Stores
-    clip_model: str
-    tagger_model: str | None
-    _open: bool = field(default=False, init=False)
+    def __init__(self, catalog: Catalog, fulltext: FullText, vectors: VectorIndex, settings: PipelineSettings,
+                 models: tuple[str, str | None]) -> None:
+        self.catalog = catalog
+        self.fulltext = fulltext
+        self.vectors = vectors
+        self.settings = settings
+        self.models = models
+        self.commits = 0
+        self._commands: queue.Queue[tuple[Command | None, Future[Any]]] = queue.Queue()
+        self._published = threading.Condition()
+        self.generation = catalog.generation()
+        self._adopt_old_vectors()
+        self._catch_up()
+        self._thread = threading.Thread(target=self._run, name="pixdex-writer", daemon=True)
+        self._thread.start()
 
-    def __post_init__(self) -> None:
-        reason = self.stores.vectors.reset_reason
-        if reason and self.stores.catalog.counts()["done"]:
-            with self.stores.catalog.transaction():
-                self.stores.catalog.mark_all_pending(reason)
+    # Commands ---------------------------------------------------------------------------------
+    def submit(self, command: Command) -> Future[Any]:
+        future: Future[Any] = Future()
+        if not self._thread.is_alive():
+            future.set_exception(RuntimeError("the writer is closed"))
+            return future
+        self._commands.put((command, future))
+        return future
 
-    def _begin(self) -> None:
-        if not self._open:
-            self.stores.catalog.db.execute("BEGIN IMMEDIATE")
-            self._open = True
+    def flush(self) -> int:
+        """Commit everything submitted so far; returns the generation that holds it."""
+        future: Future[Any] = Future()
+        self._commands.put((None, future))
+        return int(future.result())
 
-    def __enter__(self) -> Writer:
-        return self
+    def close(self) -> None:
+        """Commit what is pending, save the vector index, stop the thread."""
+        if self._thread.is_alive():
+            self.flush()
+            self._commands.put((_STOP, Future()))
+            self._thread.join()
+        self.vectors.save()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if kind is None:
-            self.commit()
-        elif self._open:
-            self.stores.catalog.db.execute("ROLLBACK")
-            self._open = False
+    def wait_for(self, generation: int, timeout: float | None = None) -> bool:
+        with self._published:
+            return self._published.wait_for(lambda: self.generation >= generation, timeout)
 
-    def add_pending(self, st: FileStat, digest: str | None = None) -> int:
-        self._begin()
-        return self.stores.catalog.insert(st, digest)
+    def register(self, new: list[FileStat], changed: list[tuple[ImageRow, FileStat]], stale: list[ImageRow],
+                 moved: list[tuple[ImageRow, FileStat]], removed: list[ImageRow]) -> Future[Any]:
+        def run(catalog: Catalog, gen: int) -> None:
+            catalog.delete([r.id for r in removed], gen)
+            for st in new:
+                catalog.enqueue(catalog.insert(st, gen), CHANGED, "new file")
+            for row, _st in changed:
+                catalog.enqueue(row.id, CHANGED, "content changed")
+            for row in stale:
+                catalog.enqueue(row.id, BACKFILL if row.state == "done" else CHANGED,
+                                "indexed by other models" if row.state == "done" else "not indexed yet")
+            for row, st in moved:
+                catalog.set_file(row.id, st, row.hash, gen)
+                if row.state != "done" or (row.clip_model, row.tagger_model) != self.models:
+                    catalog.enqueue(row.id, CHANGED, "moved, not indexed by the current models")
+        return self.submit(run)
 
-    def mark_changed(self, row: ImageRow, st: FileStat) -> None:
-        self._begin()
-        self.stores.catalog.update_file(row.id, st, row.hash)
+    def enqueue(self, ids: list[int], priority: int, reason: str) -> Future[Any]:
+        def run(catalog: Catalog, gen: int) -> None:
+            for image_id in ids:
+                catalog.enqueue(image_id, priority, reason)
+        return self.submit(run)
 
-    def touch(self, image_id: int, st: FileStat, digest: str) -> None:
+    def store(self, items: list[Indexed]) -> Future[Any]:
+        def run(catalog: Catalog, gen: int) -> None:
+            for item in items:
+                catalog.dequeue(item.image_id, item.seq)
+                if not _content_changed(catalog, item.image_id, item.stat, item.digest, gen):
+                    continue
+                catalog.mark_done(
+                    item.image_id, clip_model=self.models[0], tagger_model=self.models[1], width=item.width,
+                    height=item.height, taken=item.taken.isoformat() if item.taken else None, camera=item.camera,
+                    tags=item.tags, metadata=item.metadata, sidecar_error=item.sidecar_error,
+                    embedding=item.embedding)
+        return self.submit(run)
+
+    def touch(self, image_id: int, seq: int, st: FileStat, digest: str) -> Future[Any]:
         """A file whose mtime changed but whose content did not: only the catalog learns the new stat."""
-        self._begin()
-        self.stores.catalog.update_file(image_id, st, digest)
+        def run(catalog: Catalog, gen: int) -> None:
+            catalog.dequeue(image_id, seq)
+            _content_changed(catalog, image_id, st, digest, gen)
+        return self.submit(run)
 
-    def move(self, row: ImageRow, st: FileStat) -> None:
-        """A file that moved with unchanged content: new path, same id, no inference."""
-        self._begin()
-        self.stores.catalog.update_file(row.id, st, row.hash)
-        if row.state == "done":
-            self.stores.fulltext.upsert([text_doc_of_row(replace(row, path=st.path, mtime_ns=st.mtime_ns))])
+    def fail(self, image_id: int, seq: int, st: FileStat | None, digest: str | None, reason: str) -> Future[Any]:
+        def run(catalog: Catalog, gen: int) -> None:
+            catalog.dequeue(image_id, seq)
+            if st is not None:
+                _content_changed(catalog, image_id, st, digest, gen)
+            catalog.db.execute("UPDATE images SET gen = ? WHERE id = ?", (gen, image_id))
+            catalog.mark_failed(image_id, reason)
+        return self.submit(run)
 
-    def remove(self, rows: list[ImageRow]) -> None:
-        self._begin()
-        ids = [r.id for r in rows]
-        self.stores.catalog.delete(ids)
-        self.stores.vectors.remove(ids)
-        self.stores.fulltext.remove(ids)
+    def set_sidecar_error(self, image_id: int, error: str | None) -> Future[Any]:
+        return self.submit(lambda catalog, gen: catalog.set_sidecar_error(image_id, error))
 
-    def store(self, items: list[Indexed]) -> None:
-        if not items:
+    # The thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        group: list[tuple[Command, Future[Any]]] = []
+        first = 0.0
+        while True:
+            timeout = None
+            if group:
+                timeout = max(0.0, first + self.settings.commit_seconds - time.monotonic())
+            elif self.vectors.unsaved:
+                timeout = self.vectors.settings.save_seconds
+            try:
+                command, future = self._commands.get(timeout=timeout)
+            except queue.Empty:
+                command, future = None, None  # type: ignore[assignment]
+            if command is _STOP:
+                return
+            if command is not None:
+                if not group:
+                    first = time.monotonic()
+                group.append((command, future))
+            flush_asked = command is None and future is not None
+            if group and (flush_asked or len(group) >= self.settings.commit_items
+                          or time.monotonic() - first >= self.settings.commit_seconds):
+                self._commit(group)
+                group = []
+            if flush_asked:
+                future.set_result(self.generation)
+            if self.vectors.due() or (command is None and future is None and self.vectors.unsaved):
+                self._save_vectors()
+
+    def _commit(self, group: list[tuple[Command, Future[Any]]]) -> None:
+        try:
+            results = self._transaction([c for c, _ in group])
+        except Exception as exc:
+            if len(group) > 1:
+                for one in group:
+                    self._commit([one])
+                return
+            log.error("commit failed: %s", exc)
+            group[0][1].set_exception(exc)
             return
-        self._begin()
-        self.stores.vectors.add([i.image_id for i in items], np.stack([i.embedding for i in items]))
-        self.stores.fulltext.upsert([text_doc(i) for i in items])
-        for item in items:
-            self.stores.catalog.update_file(item.image_id, item.stat, item.digest)
-            self.stores.catalog.mark_done(
-                item.image_id, clip_model=self.clip_model, tagger_model=self.tagger_model,
-                width=item.width, height=item.height,
-                taken=item.taken.isoformat() if item.taken else None, camera=item.camera, tags=item.tags,
-                metadata=item.metadata, sidecar_error=item.sidecar_error)
+        self._catch_up()
+        for (_, future), result in zip(group, results, strict=True):
+            future.set_result(result)
 
-    def fail(self, image_id: int, stat: FileStat, reason: str) -> None:
-        self._begin()
-        self.stores.catalog.update_file(image_id, stat, None)
-        self.stores.catalog.mark_failed(image_id, reason)
-        self.stores.vectors.remove([image_id])
-        self.stores.fulltext.remove([image_id])
+    def _transaction(self, commands: list[Command]) -> list[Any]:
+        db = self.catalog.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            before = db.total_changes
+            gen = self.catalog.generation() + 1
+            results = [command(self.catalog, gen) for command in commands]
+            if db.total_changes == before:  # nothing changed: no new generation, nothing to catch up
+                db.execute("ROLLBACK")
+                return results
+            self.catalog.set_generation(gen)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        return results
 
-    def commit(self) -> None:
-        self.stores.fulltext.commit()
-        self.stores.vectors.save()
-        if self._open:
-            self.stores.catalog.db.execute("COMMIT")
-            self._open = False
+    def _catch_up(self) -> None:
+        """Bring both indexes to the catalog's generation, then publish it."""
+        generation = self.catalog.generation()
+        try:
+            if self.fulltext.generation < generation:
+                sync_text(self.catalog, self.fulltext)
+        except Exception as exc:  # the text index stays behind and catches up at the next commit
+            log.error("text index commit failed (it catches up later): %s", exc)
+            self.fulltext.rollback()
+        self.vectors.top_up(self.catalog)
+        with self._published:
+            self.generation = generation
+            self._published.notify_all()
+
+    def _adopt_old_vectors(self) -> None:
+        """Once per catalog: done rows without a stored embedding (a catalog from before embeddings were
+        kept) take theirs from the vector file when it has them, and are queued for embedding otherwise."""
+        catalog = self.catalog
+        if catalog.db.execute("SELECT 1 FROM meta WHERE key = 'embeddings_checked'").fetchone():
+            return
+        missing = catalog.missing_embeddings(self.models[0])
+        with catalog.transaction():
+            for image_id in missing:
+                if image_id in self.vectors:
+                    vector = np.asarray(self.vectors.index.get(np.uint64(image_id)), dtype=np.float32)
+                    catalog.put_embedding(image_id, self.models[0], vector.reshape(-1))
+                else:
+                    catalog.enqueue(image_id, BACKFILL, "no stored embedding")
+            catalog.db.execute("INSERT INTO meta VALUES ('embeddings_checked', 1)")
+
+    def _save_vectors(self) -> None:
+        try:
+            self.vectors.save()
+        except OSError as exc:
+            log.error("cannot save the vector index (kept in memory, retried later): %s", exc)
+            return
+        upto = min(self.fulltext.generation, self.vectors.saved_generation)
+        with self.catalog.transaction():
+            self.catalog.forget_tombstones(upto)
 
 
-def text_doc(item: Indexed) -> TextDoc:
-    return TextDoc(id=item.image_id, path=display_path(item.stat.path),
-                   tags=[str(t["name"]) for t in item.tags], metadata=item.metadata,
-                   camera=item.camera or "", date=item.taken or _mtime(item.stat.mtime_ns))
+_STOP: Command = lambda catalog, gen: None  # noqa: E731 - a sentinel that is never run
 
 
-def text_doc_of_row(row: ImageRow) -> TextDoc:
-    taken = datetime.fromisoformat(row.taken) if row.taken else None
-    return TextDoc(id=row.id, path=display_path(row.path), tags=[str(t["name"]) for t in row.tag_list],
-                   metadata=row.metadata, camera=row.camera or "", date=taken or _mtime(row.mtime_ns))
+def _content_changed(catalog: Catalog, image_id: int, st: FileStat, digest: str | None, gen: int) -> bool:
+    """Record the content the pipeline read (stat taken from the open file); False if the row is gone.
+
+    The path is not taken from `st`: the file may have moved while it was being processed.
+    """
+    found = catalog.db.execute("SELECT path FROM images WHERE id = ?", (image_id,)).fetchone()
+    if found is None:
+        return False
+    catalog.set_file(image_id, FileStat(found[0], st.dev, st.ino, st.size, st.mtime_ns), digest, gen)
+    return True
 
 
-def _mtime(mtime_ns: int) -> datetime:
-    return datetime.fromtimestamp(mtime_ns / 1e9)
-
-
-def open_stores(data_dir: Path, clip_id: str, dim: int, index_settings: IndexSettings,
-                read_only: bool = False) -> Stores:
-    return Stores(Catalog(data_dir / "catalog.sqlite3"),
-                  VectorIndex(data_dir / "vectors", clip_id, dim, index_settings, read_only),
-                  FullText(data_dir / "fulltext"))
+def sync_text(catalog: Catalog, fulltext: FullText) -> None:
+    """Rebuild the text documents of everything the catalog changed after the index's generation."""
+    generation = catalog.generation()
+    rows, gone = catalog.changed_since(fulltext.generation)
+    fulltext.remove([*gone, *(r.id for r in rows if r.state != "done")])
+    fulltext.upsert([doc_of_row(r) for r in rows if r.state == "done"])
+    fulltext.commit(generation)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.fulltext import normalize_ext, normalize_tag
 
 FILTER_KEYS = ("tag", "folder", "ext", "after", "before", "camera")
@@ -25,7 +26,10 @@ TOKEN = re.compile(
     r'|(?P<word>\S+)')
 
 
-class QueryError(ValueError):
+UNKNOWN_FILTER = re.compile(r"-?([A-Za-z]+):\S")
+
+
+class QueryError(PixdexError, ValueError):
     """A query that cannot be run, with what to write instead."""
 
 
@@ -52,6 +56,12 @@ class Query:
     negative: tuple[str, ...] = ()  # segments after '-'
     text: str = ""  # what the text side searches: positive words and "phrases"
     filters: Filters = field(default_factory=Filters)
+    unknown: tuple[str, ...] = ()  # words shaped like filters pixdex does not know (searched as words)
+
+    @property
+    def notes(self) -> list[str]:
+        return [f"{word}: not a filter pixdex knows ({', '.join(k + ':' for k in FILTER_KEYS)}); searched as words"
+                for word in self.unknown]
 
     @property
     def has_text(self) -> bool:
@@ -64,6 +74,7 @@ def parse_query(raw: str, cwd: Path | None = None) -> Query:
     dates: dict[str, datetime] = {}
     segments: list[tuple[str, list[str]]] = [("+", [])]
     text_parts: list[str] = []
+    unknown: list[str] = []
     for match in TOKEN.finditer(raw):
         kind, value = match.lastgroup, match.group()
         if kind == "filter":
@@ -78,6 +89,8 @@ def parse_query(raw: str, cwd: Path | None = None) -> Query:
                     text_parts.append(f'"{phrase}"')
         else:
             word = value.strip('"')
+            if UNKNOWN_FILTER.match(word) and "://" not in word:
+                unknown.append(word)
             if word:
                 segments[-1][1].append(word)
                 if segments[-1][0] == "+":
@@ -89,7 +102,7 @@ def parse_query(raw: str, cwd: Path | None = None) -> Query:
     built = Filters(**{k: tuple(v) for k, v in filters.items()}, **dates)  # type: ignore[arg-type]
     if built.after and built.before and built.after >= built.before:
         raise QueryError(f"{raw!r}: after:{built.after.date()} is not before before:{built.before.date()}")
-    return Query(positive, negative, " ".join(text_parts), built)
+    return Query(positive, negative, " ".join(text_parts), built, tuple(unknown))
 
 
 def _add_filter(token: str, filters: dict[str, list[str]], dates: dict[str, datetime], cwd: Path) -> None:

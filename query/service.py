@@ -1,7 +1,10 @@
 """Hybrid search: parse → vector side + text side under the same filters → fuse → results.
 
-`SearchService` is what the CLI (and later the daemon's routes) call; it reads the stores and
-never writes them.
+`SearchService` is what the CLI (and the daemon's routes) call. It reads through a `Reader` and
+never writes; the query-time text tower is its own (few threads, unloaded when idle), separate
+from the indexing worker's image tower. With no CLIP model, or none of its vectors yet, the
+answer is text-only and says so. Over a data directory where nothing was indexed, it answers
+empty and creates nothing.
 """
 
 from __future__ import annotations
@@ -14,15 +17,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pixdex.daemon.config import Config
-from pixdex.indexer.decode import decode_image
-from pixdex.indexer.embedder import ClipModel
-from pixdex.indexer.errors import ReadError, display_path
-from pixdex.indexer.writer import Stores
+from pixdex.indexer.errors import ModelError, ReadError, display_path
+from pixdex.indexer.settings import Config
 from pixdex.query.fuse import Fused, rrf
-from pixdex.query.parse import Filters, Query, QueryError, parse_query
+from pixdex.query.parse import Filters, QueryError, parse_query
+from pixdex.query.reader import Reader, TextSnapshot
 from pixdex.query.text import matching_ids, newest, text_hits
-from pixdex.query.vector import mean_embedding, query_embedding
 
 MAX_K = 10_000
 
@@ -37,9 +37,10 @@ class Hit:
     text_rank: int | None
     text_score: float | None
     tags: list[str]
+    raw_path: bytes = field(default=b"", repr=False)  # the exact bytes, for `-0` output
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "raw_path"}
 
 
 @dataclass
@@ -59,27 +60,49 @@ def check_k(k: int) -> int:
 
 
 class SearchService:
-    def __init__(self, config: Config, stores: Stores, clip: ClipModel) -> None:
+    def __init__(self, config: Config, reader: Reader) -> None:
         self.config = config
-        self.stores = stores
-        self.clip = clip
+        self.reader = reader
+        self._clip: Any = None
+        self._clip_error: str | None = None
+
+    def clip(self) -> Any:
+        """The CLIP model for queries (text tower on `models.query_threads`), or None with a reason."""
+        if self._clip is None and self._clip_error is None:
+            from pixdex.indexer.embedder import ClipModel
+            from pixdex.indexer.modelcache import ModelCache
+
+            try:
+                self._clip = ClipModel(self.config.model_dir / "clip" / self.config.models.clip,
+                                       self.config.models.query_threads, ModelCache(self.config.models.idle_ttl))
+            except ModelError as exc:
+                self._clip_error = str(exc)
+        return self._clip
 
     def search(self, raw: str, k: int | None = None, cwd: Path | None = None) -> Results:
         k = check_k(self.config.search.k if k is None else k)
         query = parse_query(raw, cwd)
+        notes = query.notes
+        text = self.reader.text() if self.reader.exists() else None
+        if text is None:
+            return Results(raw, [], notes + [self._nothing_note()])
         if not query.has_text:
-            found = newest(self.stores.fulltext, query.filters, k)
-            note = "only filters given: listing the matching images, newest first"
-            return Results(raw, self._hits([Fused(i, 0.0, None, None) for i, _ in found]), [note])
-        vector = self._vector_side(query_embedding(self.clip, query), query.filters)
-        text = text_hits(self.stores.fulltext, query.text, query.filters, self.config.search.candidates)
-        return Results(raw, self._fuse(vector, text, k), self._stale_notes())
+            found = newest(text, query.filters, k)
+            notes.append("only filters given: listing the matching images, newest first")
+            return Results(raw, self._hits([Fused(i, 0.0, None, None) for i, _ in found]), notes)
+        vector: list[tuple[int, float]] = []
+        clip = self.clip()
+        if clip is None:
+            notes.append(f"text results only: {self._clip_error}")
+        else:
+            from pixdex.query.vector import query_embedding
 
-    def _stale_notes(self) -> list[str]:
-        reason = self.stores.vectors.reset_reason
-        if reason and self.stores.catalog.counts()["done"]:
-            return [f"{reason.split(':')[0]}; text results only until `pixdex index` runs"]
-        return []
+            vector = self._vector_side(clip, text, query_embedding(clip, query), query.filters, notes=notes)
+        words = text_hits(text, query.text, query.filters, self.config.search.candidates)
+        return Results(raw, self._fuse(vector, words, k), notes)
+
+    def _nothing_note(self) -> str:
+        return f"nothing is indexed in {self.reader.layout.root} yet; run `pixdex index`"
 
     def similar(self, images: list[Path], k: int | None = None, raw_filters: str = "",
                 cwd: Path | None = None) -> Results:
@@ -87,34 +110,53 @@ class SearchService:
         if not images:
             raise QueryError("similar needs at least one image")
         filters = parse_query(raw_filters, cwd).filters if raw_filters else Filters()
-        vectors, own_ids = self._image_vectors(images)
-        found = self._vector_side(mean_embedding(vectors), filters, exclude=own_ids)
+        clip = self.clip()
+        if clip is None:
+            raise ModelError(f"similar needs the CLIP model: {self._clip_error}")
+        text = self.reader.text() if self.reader.exists() else None
+        vectors, own_ids = self._image_vectors(clip, images)
+        if text is None:
+            return Results(" ".join(display_path(p) for p in images), [], [self._nothing_note()])
+        from pixdex.query.vector import mean_embedding
+
+        found = self._vector_side(clip, text, mean_embedding(vectors), filters, exclude=own_ids)
         return Results(" ".join(display_path(p) for p in images), self._fuse(found, [], k))
 
-    def _vector_side(self, embedding: NDArray[np.float32], filters: Filters,
-                     exclude: set[int] | None = None) -> list[tuple[int, float]]:
-        allowed = matching_ids(self.stores.fulltext, filters)
+    def _vector_side(self, clip: Any, text: TextSnapshot, embedding: NDArray[np.float32], filters: Filters,
+                     exclude: set[int] | None = None, notes: list[str] | None = None) -> list[tuple[int, float]]:
+        allowed = matching_ids(text, filters)
         if allowed is not None and exclude:
             allowed -= exclude
         count = self.config.search.candidates + len(exclude or ())
-        hits = self.stores.vectors.search(embedding, count, allowed)
+        with self.reader.vector_lock:
+            view = self.reader.vectors(clip.id, clip.dim)
+            hits = view.search(embedding, count, allowed)
+            if notes is not None and view.note and not len(view):
+                notes.append(f"{view.note}; text results only until `pixdex index` embeds the images")
         return [h for h in hits if h[0] not in (exclude or ())][: self.config.search.candidates]
 
-    def _image_vectors(self, images: list[Path]) -> tuple[NDArray[np.float32], set[int]]:
+    def _image_vectors(self, clip: Any, images: list[Path]) -> tuple[NDArray[np.float32], set[int]]:
+        from pixdex.indexer.decode import decode_image
+        from pixdex.indexer.workers import read_regular
+
         rows, own = [], set()
+        catalog = self.reader.catalog() if self.reader.exists() else None
         for image in images:
             path = Path(os.path.abspath(image))
-            row = self.stores.catalog.by_path(os.fsencode(path))
-            if row is not None and row.state == "done" and row.id in self.stores.vectors:
-                rows.append(self.stores.vectors.get([row.id])[0])
-                own.add(row.id)
-                continue
+            row = catalog.by_path(os.fsencode(path)) if catalog else None
+            if row is not None and row.state == "done":
+                with self.reader.vector_lock:
+                    view = self.reader.vectors(clip.id, clip.dim)
+                    if row.id in view:
+                        rows.append(view.get(row.id))
+                        own.add(row.id)
+                        continue
             try:
-                data = path.read_bytes()
+                data, _ = read_regular(os.fsencode(path))
             except OSError as exc:
                 raise ReadError(path, f"cannot read query image: {exc.strerror or exc}") from exc
-            decoded = decode_image(data, str(path), self.clip.image_size, self.config.decode.max_pixels)
-            rows.append(self.clip.embed_images(self.clip.preprocess(decoded.image)[None])[0])
+            decoded = decode_image(data, str(path), clip.image_size, self.config.decode.max_pixels)
+            rows.append(clip.embed_images(clip.preprocess(decoded.image)[None])[0])
         return np.stack(rows), own
 
     def _fuse(self, vector: list[tuple[int, float]], text: list[tuple[int, float]], k: int) -> list[Hit]:
@@ -123,7 +165,7 @@ class SearchService:
         return self._hits(fused, k)
 
     def _hits(self, fused: list[Fused], k: int | None = None) -> list[Hit]:
-        rows = self.stores.catalog.get_many(f.id for f in fused)
+        rows = self.reader.catalog().get_many(f.id for f in fused)
         hits = []
         for f in fused:
             row = rows.get(f.id)
@@ -133,7 +175,7 @@ class SearchService:
                             f.vector.rank if f.vector else None,
                             round(f.vector.score, 6) if f.vector else None,
                             f.text.rank if f.text else None, round(f.text.score, 6) if f.text else None,
-                            [str(t["name"]) for t in row.tag_list]))
+                            [str(t["name"]) for t in row.tag_list], row.path))
             if k is not None and len(hits) == k:
                 break
         return hits

@@ -2,23 +2,34 @@
 
 The same filter query restricts the text side (as a MUST clause) and, through `matching_ids`,
 the vector side, so a filter never lets a hit in on one side that the other would refuse.
+Every function searches one `TextSnapshot` (one searcher per query).
 """
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import tantivy
 
-from pixdex.indexer.fulltext import FullText
+from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, text_query
 from pixdex.query.parse import Filters
+from pixdex.query.reader import TextSnapshot
 
 Occur = tantivy.Occur
 
 
-def filter_query(fulltext: FullText, filters: Filters) -> tantivy.Query | None:
-    schema = fulltext.schema
+def _date_range(schema: tantivy.Schema, after: datetime | None, before: datetime | None) -> tantivy.Query:
+    """Dates beyond what the index can hold (1678–2261) are clamped to its edges: no date in the
+    index lies outside them, so the query means the same."""
+    lower = min(max(after, DATE_MIN), DATE_MAX) if after else None
+    upper = min(max(before, DATE_MIN), DATE_MAX) - timedelta(microseconds=1) if before else None
+    if lower is not None and upper is not None and lower > upper:
+        return tantivy.Query.boolean_query([(Occur.MustNot, tantivy.Query.all_query())])
+    return tantivy.Query.range_query(schema, "date", tantivy.FieldType.Date, lower, upper)
+
+
+def filter_query(schema: tantivy.Schema, filters: Filters) -> tantivy.Query | None:
     must: list[tantivy.Query] = []
     must_not: list[tantivy.Query] = []
 
@@ -38,8 +49,7 @@ def filter_query(fulltext: FullText, filters: Filters) -> tantivy.Query | None:
         words = re.findall(r"\w+", camera)
         must += [tantivy.Query.term_query(schema, "camera", w) for w in words]
     if filters.after or filters.before:
-        upper = filters.before - timedelta(microseconds=1) if filters.before else None
-        must.append(tantivy.Query.range_query(schema, "date", tantivy.FieldType.Date, filters.after, upper))
+        must.append(_date_range(schema, filters.after, filters.before))
     if not must and not must_not:
         return None
     if not must:
@@ -47,37 +57,34 @@ def filter_query(fulltext: FullText, filters: Filters) -> tantivy.Query | None:
     return tantivy.Query.boolean_query([(Occur.Must, q) for q in must] + [(Occur.MustNot, q) for q in must_not])
 
 
-def _ids(fulltext: FullText, searcher: tantivy.Searcher, query: tantivy.Query, limit: int,
-         **order: object) -> list[tuple[int, float]]:
-    result = searcher.search(query, limit, count=False, **order)
+def _ids(text: TextSnapshot, query: tantivy.Query, limit: int, **order: object) -> list[tuple[int, float]]:
+    result = text.searcher.search(query, limit, count=False, **order)
     addresses = [address for _, address in result.hits]
-    ids = searcher.fast_field_values("id", addresses) if addresses else []
+    ids = text.searcher.fast_field_values("id", addresses) if addresses else []
     return [(int(i), float(score) if isinstance(score, float) else 0.0)
             for i, (score, _) in zip(ids, result.hits, strict=True)]
 
 
-def text_hits(fulltext: FullText, text: str, filters: Filters, count: int) -> list[tuple[int, float]]:
-    """BM25 hits for `text`, restricted by `filters`, best first."""
-    if not text.strip():
+def text_hits(text: TextSnapshot, words: str, filters: Filters, count: int) -> list[tuple[int, float]]:
+    """BM25 hits for `words`, restricted by `filters`, best first."""
+    if not words.strip():
         return []
-    searcher = fulltext.searcher()
-    query = fulltext.text_query(text)
-    restrict = filter_query(fulltext, filters)
+    query = text_query(text.index, words)
+    restrict = filter_query(text.schema, filters)
     if restrict is not None:
         query = tantivy.Query.boolean_query([(Occur.Must, query), (Occur.Must, restrict)])
-    return _ids(fulltext, searcher, query, count)
+    return _ids(text, query, count)
 
 
-def matching_ids(fulltext: FullText, filters: Filters) -> set[int] | None:
+def matching_ids(text: TextSnapshot, filters: Filters) -> set[int] | None:
     """Every id the filters let through, or None when there are no filters."""
-    restrict = filter_query(fulltext, filters)
+    restrict = filter_query(text.schema, filters)
     if restrict is None:
         return None
-    searcher = fulltext.searcher()
-    return {i for i, _ in _ids(fulltext, searcher, restrict, max(1, searcher.num_docs))}
+    return {i for i, _ in _ids(text, restrict, max(1, text.searcher.num_docs))}
 
 
-def newest(fulltext: FullText, filters: Filters, count: int) -> list[tuple[int, float]]:
+def newest(text: TextSnapshot, filters: Filters, count: int) -> list[tuple[int, float]]:
     """Filter-only queries: the matching images, newest first."""
-    restrict = filter_query(fulltext, filters) or tantivy.Query.all_query()
-    return _ids(fulltext, fulltext.searcher(), restrict, count, order_by_field="date")
+    restrict = filter_query(text.schema, filters) or tantivy.Query.all_query()
+    return _ids(text, restrict, count, order_by_field="date")

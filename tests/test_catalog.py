@@ -16,7 +16,7 @@ def stat(path: bytes, size: int = 10) -> FileStat:
 
 def test_schema_is_versioned_and_reopened(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite3")
-    image_id = catalog.insert(stat(b"/a/b.jpg"), "h")
+    image_id = catalog.insert(stat(b"/a/b.jpg"), 1)
     catalog.close()
     again = Catalog(tmp_path / "c.sqlite3")
     assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -36,7 +36,7 @@ def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
 def test_non_utf8_paths_round_trip(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite3")
     raw = b"/pics/caf\xe9/\xff.jpg"
-    image_id = catalog.insert(stat(raw), None)
+    image_id = catalog.insert(stat(raw), 1)
     found = catalog.by_path(raw)
     assert found is not None and found.id == image_id and found.path == raw
 
@@ -44,11 +44,11 @@ def test_non_utf8_paths_round_trip(tmp_path: Path) -> None:
 def test_under_is_a_folder_prefix_not_a_string_prefix(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite3")
     for path in (b"/p/a/1.jpg", b"/p/a/b/2.jpg", b"/p/ab/3.jpg", b"/p/a"):
-        catalog.insert(stat(path), None)
+        catalog.insert(stat(path), 1)
     assert sorted(r.path for r in catalog.under(b"/p/a")) == [b"/p/a", b"/p/a/1.jpg", b"/p/a/b/2.jpg"]
 
 
 def test_ids_are_positive_63_bit_and_unique(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite3")
-    ids = {catalog.insert(stat(f"/{i}.jpg".encode()), None) for i in range(200)}
+    ids = {catalog.insert(stat(f"/{i}.jpg".encode()), 1) for i in range(200)}
     assert len(ids) == 200 and all(0 < i < 2**63 for i in ids)

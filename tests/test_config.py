@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pixdex.daemon.config import Config, ConfigError, describe_settings, load_config
+from pixdex.indexer.settings import Config, ConfigError, describe_settings, load_config
 
 
 def test_defaults_follow_xdg_variables(tmp_path: Path) -> None:

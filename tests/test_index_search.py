@@ -135,11 +135,14 @@ def test_deleted_file_leaves_both_indexes(env: Env, library: dict[str, Path],
     assert summary["removed"] == 1
     index = Index.restore(str(env.data / "vectors" / "vectors.usearch"))
     assert not index.contains(gone_id) and len(index) == len(library) - 1
-    from pixdex.indexer.fulltext import FullText
+    from pixdex.indexer.fulltext import _schema, open_for_reading
+    from pixdex.indexer.layout import Layout
 
-    fulltext = FullText(env.data / "fulltext")
-    hits = fulltext.searcher().search(tantivy.Query.term_query(fulltext.schema, "id", gone_id), 10).hits
-    assert hits == [] and fulltext.num_docs() == len(library) - 1
+    text = open_for_reading(Layout(env.data))
+    assert text is not None
+    searcher = text.searcher()
+    assert searcher.search(tantivy.Query.term_query(_schema(), "id", gone_id), 10).hits == []
+    assert searcher.num_docs == len(library) - 1
     assert "beach_sunset_02.jpg" not in paths(search(env, capsys, "beach sunset"))
 
 
@@ -310,13 +313,28 @@ def test_unreadable_folder_is_reported_not_fatal(env: Env, capsys: pytest.Captur
     assert again["new"] == 3 and again["removed"] == 0
 
 
-def test_lost_vector_index_is_rebuilt_not_ignored(env: Env, library: dict[str, Path],
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    (env.data / "vectors" / "vectors.usearch").unlink()
-    status, out, _ = env.cli("search", "tram", "--json", capsys=capsys)
-    result = json.loads(out)
-    assert "text results only" in result["notes"][0]
-    assert all(h["vector_rank"] is None for h in result["hits"])
+def test_lost_vector_file_is_rebuilt_from_the_catalog_without_inference(
+        env: Env, library: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    vector_file = env.data / "vectors" / "vectors.usearch"
+    before = search(env, capsys, "tram")
+    vector_file.unlink()
+    during = search(env, capsys, "tram")  # the catalog holds every embedding: the vector side still answers
+    assert [(h["path"], h["vector_rank"]) for h in during] == [(h["path"], h["vector_rank"]) for h in before]
     summary = env.index_json(capsys)
-    assert summary["embedded"] == len(library) and summary["failed"] == 0
-    assert search(env, capsys, "tram")[0]["vector_rank"] is not None
+    assert (summary["embedded"], summary["inference_calls"], summary["decoded"]) == (0, 0, 0)
+    assert vector_file.exists()
+    assert search(env, capsys, "tram") == before
+
+
+def test_broken_vector_file_is_moved_aside_and_rebuilt_without_inference(
+        env: Env, library: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    vector_file = env.data / "vectors" / "vectors.usearch"
+    before = search(env, capsys, "tram")
+    vector_file.write_bytes(b"\0garbage" * 100)
+    summary = env.index_json(capsys)
+    assert (summary["embedded"], summary["inference_calls"]) == (0, 0)
+    assert (env.data / "vectors" / "vectors.usearch.broken").read_bytes().startswith(b"\0garbage")
+    from usearch.index import Index
+
+    assert len(Index.restore(str(vector_file))) == len(library)
+    assert search(env, capsys, "tram") == before

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO
 
-MODULES = ["pixdex.daemon.cli", "pixdex.daemon.config", "pixdex.indexer.pipeline", "pixdex.indexer.sidecar",
+MODULES = ["pixdex.daemon.cli", "pixdex.indexer.settings", "pixdex.indexer.pipeline", "pixdex.indexer.sidecar",
            "pixdex.query.service"]
 
 

@@ -1,4 +1,4 @@
-"""Typed, frozen configuration loaded from TOML.
+"""Typed, frozen configuration loaded from TOML (a neutral module: the indexer, query and daemon read it).
 
 Every setting lives in one dataclass field with its default and a one-line help
 (``field(metadata={"help": ...})``); `load_config` validates each value and names the key,
@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.layout import Layout
 
-class ConfigError(ValueError):
+
+class ConfigError(PixdexError, ValueError):
     """A setting that cannot be used: names the file, the key, the value and what is allowed."""
 
 
@@ -49,8 +52,11 @@ class ModelSettings:
     clip: str = setting("ViT-B-32__openai", "CLIP model: a folder under <model_dir>/clip/.")
     tagger: str = setting("wd-vit-tagger-v3",
                           "WD14-style tagger: a folder under <model_dir>/tagger/; empty disables tagging.")
-    threads: int = setting(0, "ONNX Runtime intra-op threads; 0 lets it use every core.", min=0, max=256)
+    threads: int = setting(0, "ONNX Runtime intra-op threads for indexing; 0 lets it use every core.", min=0, max=256)
+    query_threads: int = setting(1, "ONNX Runtime threads of the query-time text tower.", min=1, max=256)
     batch_size: int = setting(16, "Images per inference batch.", min=1, max=512)
+    idle_ttl: float = setting(300.0, "Seconds a loaded model may sit unused before it is unloaded.", min=0.0,
+                              max=86_400.0)
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,21 @@ class TaggerSettings:
 class DecodeSettings:
     max_pixels: int = setting(150_000_000, "Images with more pixels are refused as decompression bombs.",
                               min=1_000_000)
-    workers: int = setting(2, "Decoding threads.", min=1, max=64)
+    workers: int = setting(2, "Decoding worker processes (read, hash, decode, preprocess, sidecars).", min=1, max=64)
     lookahead_batches: int = setting(3, "Batches decoded ahead of the model.", min=1, max=64)
+    timeout: float = setting(120.0, "Seconds one file may take to decode before it is recorded as failed.",
+                             min=1.0, max=3600.0)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    batch_wait: float = setting(0.2, "Seconds a partial batch waits for more images before inference.",
+                                min=0.0, max=60.0)
+    commit_items: int = setting(256, "Commit after this many changed images.", min=1, max=100_000)
+    commit_seconds: float = setting(0.5, "Commit at the latest this many seconds after the first change.",
+                                    min=0.01, max=600.0)
+    nice: int = setting(10, "CPU niceness added to the worker processes (0 keeps it).", min=0, max=19)
+    idle_io: bool = setting(True, "Give the worker processes the idle I/O scheduling class.")
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,10 @@ class IndexSettings:
     dtype: str = setting("f16", "Scalar type of stored vectors.", choices=("f32", "f16", "i8"))
     connectivity: int = setting(16, "HNSW connectivity of the vector index.", min=2, max=256)
     expansion_search: int = setting(128, "HNSW search expansion (recall versus speed).", min=8, max=4096)
+    save_seconds: float = setting(60.0, "Save the vector index file at most this often while it changes.",
+                                  min=1.0, max=86_400.0)
+    save_changes: int = setting(5000, "Save the vector index file once this many vectors changed since the last save.",
+                                min=1, max=10_000_000)
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,7 @@ class Config:
     models: ModelSettings = field(default_factory=ModelSettings)
     tagger: TaggerSettings = field(default_factory=TaggerSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
@@ -109,6 +133,10 @@ class Config:
             return self._expand(self.paths.data_dir)
         base = self.environ.get("XDG_DATA_HOME") or str(self._home() / ".local" / "share")
         return Path(base) / "pixdex"
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.data_dir)
 
     @property
     def model_dir(self) -> Path:

@@ -1,0 +1,173 @@
+"""The indexing core that runs for as long as its owner wants: `pixdex index` drains it once, the
+daemon keeps it open.
+
+`Indexer` takes the data directory's lock, starts the inference worker (which loads the models
+and says what the decoders must produce), opens the stores, starts the writer thread, the decode
+pool and the pipeline. `scan` diffs folders against the catalog and turns what it finds into
+queue entries; `reindex` queues files a person asked for; `drain` waits until the queue is
+empty; `close` stops the pipeline, commits what is finished and saves the vector index.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from pixdex.indexer.catalog import ASKED, Catalog
+from pixdex.indexer.errors import PixdexError, display_path
+from pixdex.indexer.fulltext import FullText
+from pixdex.indexer.pipeline import Pipeline, Stats, carry_sidecars
+from pixdex.indexer.scan import diff_tree
+from pixdex.indexer.settings import Config
+from pixdex.indexer.vectors import VectorIndex
+from pixdex.indexer.workers import ModelInfo, ModelSpec, describe, make_pool
+from pixdex.indexer.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+def model_spec(config: Config) -> ModelSpec:
+    tagger = config.model_dir / "tagger" / config.models.tagger if config.models.tagger else None
+    return ModelSpec(config.model_dir / "clip" / config.models.clip, tagger, config.tagger, config.models.threads,
+                     config.models.idle_ttl)
+
+
+@dataclass
+class ScanReport:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed_before: int = 0
+    queued: int = 0
+    folder_errors: list[tuple[str, str]] = field(default_factory=list)
+    sidecar_errors: list[str] = field(default_factory=list)
+
+
+class Indexer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.layout = config.layout
+        self._lock = lock_data_dir(self.layout.root, self.layout.lock)
+        self._opened: list[Callable[[], Any]] = [self._lock.close]
+        try:
+            self._open()
+        except BaseException:
+            self._close_opened()
+            raise
+
+    def _open(self) -> None:
+        self.spec = model_spec(self.config)
+        self.infer_pool = make_pool(1, self.config.pipeline)
+        self._opened.append(lambda: _stop_pool(self.infer_pool))
+        self.info: ModelInfo = self.infer_pool.schedule(describe, (self.spec,)).result()  # ModelError: stop here
+        catalog = Catalog(self.layout.catalog)
+        self._opened.append(catalog.close)
+        fulltext = FullText(self.layout)
+        vectors = VectorIndex(self.layout, self.info.clip_id, self.info.dim, self.config.index)
+        self.writer = Writer(catalog, fulltext, vectors, self.config.pipeline, self.info.ids)
+        self._opened.append(self.writer.close)
+        self.decode_pool = make_pool(self.config.decode.workers, self.config.pipeline)
+        self._opened.append(lambda: _stop_pool(self.decode_pool))
+        self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool)
+        self.pipeline.start()
+        self._opened.append(self.pipeline.stop)
+
+    def __enter__(self) -> Indexer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def stats(self) -> Stats:
+        return self.pipeline.stats
+
+    def scan(self, roots: list[Path]) -> ScanReport:
+        """Diff `roots` against the catalog and queue what changed; returns what was found."""
+        reader = Catalog(self.layout.catalog, read_only=True)
+        try:
+            diff = diff_tree(reader, [os.fsencode(r) for r in roots], self.config.library.skip_dirs,
+                             self.config.library.follow_symlinks, self.info.ids)
+        finally:
+            reader.close()
+        self.writer.register(diff.new, diff.changed, diff.stale, diff.moved, diff.removed).result()
+        self.writer.flush()
+        self.pipeline.wake()
+        report = ScanReport(new=len(diff.new), changed=len(diff.changed), unchanged=len(diff.unchanged),
+                            moved=len(diff.moved), removed=len(diff.removed), failed_before=len(diff.failed),
+                            queued=len(diff.new) + len(diff.changed) + len(diff.stale),
+                            folder_errors=[(display_path(p), reason) for p, reason in diff.errors])
+        done_moves = [(row.path, st.path, [str(t["name"]) for t in row.tag_list])
+                      for row, st in diff.moved if row.state == "done"]
+        if done_moves and self.config.sidecar.write:
+            report.sidecar_errors = carry_sidecars(self.decode_pool, done_moves, self.config.sidecar.tag_parent,
+                                                   self.info.tagger_id or self.info.clip_id)
+        return report
+
+    def reindex(self, paths: list[Path]) -> int:
+        """Queue these files (or every indexed file below these folders) ahead of everything else."""
+        reader = Catalog(self.layout.catalog, read_only=True)
+        try:
+            ids = {row.id for p in paths for row in reader.under(os.fsencode(os.path.abspath(p)))}
+        finally:
+            reader.close()
+        self.writer.enqueue(sorted(ids), ASKED, "asked for").result()
+        self.writer.flush()
+        self.pipeline.wake()
+        return len(ids)
+
+    def drain(self, progress: Callable[[Stats], None] | None = None, poll: float = 0.05) -> None:
+        """Wait until nothing is queued or in flight; raises the error that stopped the pipeline, if any."""
+        while True:
+            if progress:
+                progress(self.stats)
+            if self.pipeline.idle():
+                self.writer.flush()
+                if self.pipeline.idle():
+                    break
+            time.sleep(poll)
+        if self.pipeline.fatal is not None:
+            raise self.pipeline.fatal
+
+    def close(self) -> None:
+        self._close_opened()
+
+    def _close_opened(self) -> None:
+        while self._opened:
+            closer = self._opened.pop()
+            try:
+                closer()
+            except Exception:  # closing the rest matters more than one failure
+                log.exception("error while closing the indexer")
+
+
+def _stop_pool(pool: Any) -> None:
+    pool.stop()
+    pool.join(timeout=10)
+
+
+def lock_data_dir(root: Path, lock: Path) -> IO[str]:
+    """One writer per data directory: an flock held for the writer's life, with the holder's pid in it."""
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(lock, "a+")  # noqa: SIM115 - held until the indexer closes
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise PixdexError(f"{root}: already being indexed by pid {holder}; wait for it to finish") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

@@ -1,0 +1,252 @@
+"""What runs in worker processes: top-level functions that take paths and specs and return arrays.
+
+Two pools, both pebble `ProcessPool`s started with *spawn* and lowered to idle CPU and I/O
+priority from inside (so it holds outside systemd too):
+
+- the decode pool (`decode.workers` processes) runs `prepare` — read, hash, decode, preprocess,
+  embedded metadata — and the pyexiv2 sidecar work (`write_sidecar`, `carry_sidecar`), so neither
+  pyexiv2 nor Pillow ever runs in the process that serves queries;
+- the inference worker (one process) owns the model sessions (`infer`, `describe`), cached
+  with an idle TTL.
+
+pebble replaces a worker that dies (a decoder segfault) and fails only the task it held, with
+`ProcessExpired`; a task that runs past its timeout is killed the same way. The caller turns
+those into the file's failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pixdex.indexer.catalog import FileStat
+from pixdex.indexer.decode import ExifFacts, decode_image
+from pixdex.indexer.errors import ReadError, SidecarError
+from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
+from pixdex.indexer.scan import content_hash
+from pixdex.indexer.settings import PipelineSettings, TaggerSettings
+
+log = logging.getLogger(__name__)
+
+# Fault injection for the crash tests: a worker that opens a file whose name contains this text
+# dies by SIGSEGV, as a decoder bug would make it. Unset in normal use.
+CRASH_ENV = "PIXDEX_TEST_CRASH_ON"
+
+
+def make_pool(workers: int, settings: PipelineSettings) -> Any:
+    from pebble import ProcessPool
+
+    return ProcessPool(max_workers=workers, initializer=lower_priority, initargs=(settings.nice, settings.idle_io),
+                       context=multiprocessing.get_context("spawn"))
+
+
+def lower_priority(nice: int, idle_io: bool) -> None:
+    """Run in each worker as it starts: lower CPU priority by `nice`, I/O to the idle class."""
+    if nice:
+        os.nice(nice)
+    if idle_io:
+        try:
+            import psutil
+
+            psutil.Process().ionice(psutil.IOPRIO_CLASS_IDLE)
+        except (OSError, AttributeError) as exc:  # not Linux, or not allowed: priority is a courtesy
+            log.debug("cannot set idle I/O priority: %s", exc)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+# Decoding ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecodeSpec:
+    min_side: int
+    max_pixels: int
+    clip: ClipTransform
+    tagger_size: int | None
+    known_hash: str | None = None  # content already indexed under this id: skip decoding if unchanged
+
+
+@dataclass
+class Prepared:
+    stat: FileStat
+    digest: str
+    same_content: bool = False
+    width: int = 0
+    height: int = 0
+    exif: ExifFacts = field(default_factory=ExifFacts)
+    metadata: str = ""
+    clip_input: NDArray[np.float32] | None = None
+    tag_input: NDArray[np.float32] | None = None
+
+
+def read_regular(path: bytes) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file and the stat of what was read. A FIFO, device or folder is refused
+    at once (opened non-blocking, so a FIFO cannot hang the reader)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReadError(os.fsdecode(path), "not a regular file (a pipe, device or folder); pixdex reads only "
+                                               "image files")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def prepare(path: bytes, spec: DecodeSpec) -> Prepared:
+    """Read, hash, decode and preprocess one image. Raises ReadError (or OSError) for this file."""
+    crash_on = os.environ.get(CRASH_ENV)
+    if crash_on and crash_on.encode() in os.path.basename(path):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    data, st = read_regular(path)
+    item = Prepared(FileStat.of(path, st), content_hash(data))
+    if item.digest == spec.known_hash:
+        item.same_content = True
+        return item
+    decoded = decode_image(data, os.fsdecode(path), spec.min_side, spec.max_pixels)
+    item.width, item.height, item.exif = decoded.width, decoded.height, decoded.exif
+    item.clip_input = clip_preprocess(decoded.image, spec.clip)
+    if spec.tagger_size:
+        item.tag_input = wd14_preprocess(decoded.image, spec.tagger_size)
+    item.metadata = embedded_text(data, path)
+    return item
+
+
+def embedded_text(data: bytes, path: bytes) -> str:
+    """Keywords, title and description in the image's own XMP/IPTC, and its sidecar's, as text."""
+    from pixdex.indexer.sidecar import read_embedded_bytes, read_sidecar, sidecar_path
+
+    image = Path(os.fsdecode(path))
+    embedded = read_embedded_bytes(data)
+    try:
+        from pixdex.indexer.sidecar import person_metadata
+
+        person = person_metadata(read_sidecar(sidecar_path(image)))
+    except (SidecarError, OSError):
+        person = None
+    words = [embedded.text(), person.text() if person else ""]
+    return " ".join(dict.fromkeys(w for w in words if w)).strip()
+
+
+# Sidecars ------------------------------------------------------------------------------------
+def write_sidecar(path: bytes, tags: list[str], parent: str, model_id: str) -> str | None:
+    """Merge pixdex's tags into the image's sidecar; returns the error to record, or None."""
+    from pixdex.indexer.sidecar import write_tags
+
+    try:
+        write_tags(Path(os.fsdecode(path)), tags, parent, model_id)
+    except SidecarError as exc:
+        return exc.reason
+    except OSError as exc:  # a name too long for a sidecar beside it, a read-only folder, …
+        return f"cannot write sidecar: {exc.strerror or exc}"
+    return None
+
+
+def carry_sidecar(old: bytes, new: bytes, tags: list[str], parent: str, model_id: str) -> str | None:
+    """After a move: the new image's sidecar starts from the old one's content, plus pixdex's tags."""
+    from pixdex.indexer.sidecar import carry_over
+
+    try:
+        carry_over(Path(os.fsdecode(old)), Path(os.fsdecode(new)))
+    except SidecarError as exc:
+        return exc.reason
+    except OSError as exc:
+        return f"cannot write sidecar: {exc.strerror or exc}"
+    return write_sidecar(new, tags, parent, model_id)
+
+
+# Inference -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSpec:
+    clip_dir: Path
+    tagger_dir: Path | None
+    tagger: TaggerSettings
+    threads: int
+    idle_ttl: float
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    clip_id: str
+    dim: int
+    transform: ClipTransform
+    tagger_id: str | None
+    tagger_size: int | None
+
+    @property
+    def ids(self) -> tuple[str, str | None]:
+        return self.clip_id, self.tagger_id
+
+    @property
+    def min_side(self) -> int:
+        return max(self.transform.size, self.tagger_size or 0)
+
+
+@dataclass
+class Inferred:
+    embeddings: NDArray[np.float32]
+    tags: list[list[dict[str, object]]]
+    calls: int
+
+
+_models: dict[str, Any] = {}  # by repr(spec): the tagger settings hold a list
+
+
+def _loaded(spec: ModelSpec) -> Any:
+    """This worker's models for `spec` (their sessions load on first use and unload after the TTL)."""
+    key = repr(spec)
+    if key not in _models:
+        from pixdex.indexer.embedder import ClipModel
+        from pixdex.indexer.modelcache import ModelCache
+        from pixdex.indexer.tagger import Tagger
+
+        cache = ModelCache(spec.idle_ttl)
+        clip = ClipModel(spec.clip_dir, spec.threads, cache)
+        tagger = Tagger(spec.tagger_dir, spec.tagger, spec.threads, cache) if spec.tagger_dir else None
+        _models[key] = (clip, tagger, cache)
+    return _models[key]
+
+
+def describe(spec: ModelSpec) -> ModelInfo:
+    """Check that the models load, and say what the decoders must produce for them."""
+    clip, tagger, _cache = _loaded(spec)
+    clip.visual.input  # noqa: B018 - loads the image tower now: a broken model stops work before any file
+    return ModelInfo(clip.id, clip.dim, clip.transform, tagger.id if tagger else None,
+                     tagger.image_size if tagger else None)
+
+
+def infer(spec: ModelSpec, clip_batch: NDArray[np.float32], tag_batch: NDArray[np.float32] | None) -> Inferred:
+    clip, tagger, _cache = _loaded(spec)
+    embeddings = clip.embed_images(clip_batch)
+    tags: list[list[dict[str, object]]] = [[] for _ in range(len(clip_batch))]
+    calls = 1
+    if tagger is not None and tag_batch is not None:
+        tags = [[{"name": t.name, "confidence": t.confidence, "category": t.category} for t in found]
+                for found in tagger.tag(tag_batch)]
+        calls += 1
+    return Inferred(embeddings, tags, calls)
+
+
+def loaded_models(spec: ModelSpec) -> list[str]:
+    """The model files this worker holds in memory now (for status and the TTL test)."""
+    if repr(spec) not in _models:
+        return []
+    return [str(key[0]) for key in _models[repr(spec)][2].loaded()]
+
+
+def rss_bytes() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
