@@ -99,18 +99,21 @@ class Indexer:
                              self.config.library.follow_symlinks, self.info.ids)
         finally:
             reader.close()
-        self.writer.register(diff.new, diff.changed, diff.stale, diff.moved, diff.removed).result()
-        self.writer.flush()
-        self.pipeline.wake()
         report = ScanReport(new=len(diff.new), changed=len(diff.changed), unchanged=len(diff.unchanged),
                             moved=len(diff.moved), removed=len(diff.removed), failed_before=len(diff.failed),
                             queued=len(diff.new) + len(diff.changed) + len(diff.stale),
                             folder_errors=[(display_path(p), reason) for p, reason in diff.errors])
+        # A moved image's sidecar follows it before the move commits: after a crash the move is found
+        # again and the carry-over (which never overwrites) is redone.
         done_moves = [(row.path, st.path, [str(t["name"]) for t in row.tag_list])
                       for row, st in diff.moved if row.state == "done"]
         if done_moves and self.config.sidecar.write:
             report.sidecar_errors = carry_sidecars(self.decode_pool, done_moves, self.config.sidecar.tag_parent,
                                                    self.info.tagger_id or self.info.clip_id)
+        registered = self.writer.register(diff.new, diff.changed, diff.stale, diff.moved, diff.removed)
+        self.writer.flush()
+        registered.result()
+        self.pipeline.wake()
         return report
 
     def reindex(self, paths: list[Path]) -> int:
@@ -120,8 +123,9 @@ class Indexer:
             ids = {row.id for p in paths for row in reader.under(os.fsencode(os.path.abspath(p)))}
         finally:
             reader.close()
-        self.writer.enqueue(sorted(ids), ASKED, "asked for").result()
+        queued = self.writer.enqueue(sorted(ids), ASKED, "asked for")
         self.writer.flush()
+        queued.result()
         self.pipeline.wake()
         return len(ids)
 

@@ -50,6 +50,7 @@ class Work:
     embedding: Any = None
     tags: list[dict[str, object]] = field(default_factory=list)
     sidecar_error: str | None = None
+    vanished: bool = False  # the file was not at the path we had: moved or deleted meanwhile
 
     @property
     def needs_model(self) -> bool:
@@ -208,6 +209,7 @@ class Pipeline:
             work.error = f"decoding took longer than decode.timeout = {self.config.decode.timeout:g} s"
         except OSError as exc:  # vanished, unreadable, name too long: this file's failure
             work.error = f"cannot read file: {exc.strerror or exc}"
+            work.vanished = isinstance(exc, FileNotFoundError)
         except Exception as exc:  # a hostile file must never stop the run
             log.warning("unexpected error decoding %s: %r", display_path(work.entry.row.path), exc)
             work.error = f"unexpected {type(exc).__name__}: {exc}"
@@ -319,11 +321,10 @@ class Pipeline:
                 entry, prepared = work.entry, work.prepared
                 if work.error is not None:
                     stat = prepared.stat if prepared else None
-                    futures.append(self.writer.fail(entry.row.id, entry.seq, stat,
-                                                    prepared.digest if prepared else None, work.error))
-                    with self.stats.lock:
-                        self.stats.failed += 1
-                        self.stats.failures.append((display_path(entry.row.path), work.error))
+                    failed = self.writer.fail(entry.row.id, entry.seq, stat, prepared.digest if prepared else None,
+                                              work.error, tried=entry.row.path if work.vanished else None)
+                    failed.add_done_callback(lambda f, w=work: self._count_failure(f, w))
+                    futures.append(failed)
                 elif prepared is not None and prepared.same_content:
                     futures.append(self.writer.touch(entry.row.id, entry.seq, prepared.stat, prepared.digest))
                     with self.stats.lock:
@@ -337,6 +338,12 @@ class Pipeline:
                 futures.append(self.writer.store(indexed))
             self.stats.current = display_path(batch[-1].entry.row.path) if batch else ""
             _when_all(futures, lambda ok, b=batch, n=len(indexed): self._committed(b, n, ok))
+
+    def _count_failure(self, future: Future[Any], work: Work) -> None:
+        if future.exception() is None and future.result():  # False: it moved meanwhile, tried again
+            with self.stats.lock:
+                self.stats.failed += 1
+                self.stats.failures.append((display_path(work.entry.row.path), work.error or ""))
 
     def _committed(self, batch: list[Work], stored: int, ok: bool) -> None:
         if ok:

@@ -154,13 +154,21 @@ class Writer:
             _content_changed(catalog, image_id, st, digest, gen)
         return self.submit(run)
 
-    def fail(self, image_id: int, seq: int, st: FileStat | None, digest: str | None, reason: str) -> Future[Any]:
-        def run(catalog: Catalog, gen: int) -> None:
+    def fail(self, image_id: int, seq: int, st: FileStat | None, digest: str | None, reason: str,
+             tried: bytes | None = None) -> Future[Any]:
+        """Record a file's failure. `tried` is the path that was found missing: when the catalog has moved
+        the row elsewhere since, the entry stays queued and is tried again at its new path."""
+        def run(catalog: Catalog, gen: int) -> bool:
+            if tried is not None:
+                found = catalog.db.execute("SELECT path FROM images WHERE id = ?", (image_id,)).fetchone()
+                if found is not None and found[0] != tried:
+                    return False
             catalog.dequeue(image_id, seq)
             if st is not None:
                 _content_changed(catalog, image_id, st, digest, gen)
             catalog.db.execute("UPDATE images SET gen = ? WHERE id = ?", (gen, image_id))
             catalog.mark_failed(image_id, reason)
+            return True
         return self.submit(run)
 
     def set_sidecar_error(self, image_id: int, error: str | None) -> Future[Any]:

@@ -1,0 +1,87 @@
+"""A checker that catalog, vector file, text index, sidecars and the files on disk agree.
+
+Used after kill -9 trials: everything on disk is indexed with its current content, every index
+holds exactly the ids the catalog calls done, nothing is queued, no temp file remains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import tantivy
+from usearch.index import Index
+
+from pixdex.indexer.fulltext import _schema, open_for_reading
+from pixdex.indexer.layout import Layout
+from pixdex.indexer.sidecar import read_sidecar, sidecar_path
+
+IMAGE_SUFFIXES = {".jpg", ".png"}
+
+
+def disk_images(root: Path) -> dict[bytes, str]:
+    """Path → content hash of every image under `root` (what the catalog must hold)."""
+    found = {}
+    for directory, _dirs, files in os.walk(os.fsencode(root)):
+        for name in files:
+            if name.startswith(b".") or os.path.splitext(name)[1].decode().lower() not in IMAGE_SUFFIXES:
+                continue
+            path = os.path.join(directory, name)
+            with open(path, "rb") as handle:
+                found[path] = hashlib.blake2b(handle.read(), digest_size=16).hexdigest()
+    return found
+
+
+def temp_files(*roots: Path) -> list[str]:
+    left = []
+    for root in roots:
+        for directory, _dirs, files in os.walk(root):
+            left += [os.path.join(directory, f) for f in files if f.startswith(".pixdex-tmp-") or f.endswith(".tmp")]
+    return left
+
+
+def check_consistent(data: Path, pics: Path) -> dict[bytes, int]:
+    """Assert that every store agrees with the disk; returns path → id."""
+    db = sqlite3.connect(data / "catalog.sqlite3")
+    rows = {r[0]: r[1:] for r in db.execute("SELECT path, id, state, hash, tags, gen FROM images")}
+    queued = db.execute("SELECT count(*) FROM queue").fetchone()[0]
+    embedded = {i for (i,) in db.execute("SELECT image_id FROM embeddings")}
+    generation = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
+    db.close()
+
+    disk = disk_images(pics)
+    assert set(rows) == set(disk), (set(rows) ^ set(disk))
+    assert queued == 0
+    stale = [p for p, (_, state, digest, _, _) in rows.items() if state != "done" or digest != disk[p]]
+    assert not stale, f"not indexed with their current content: {stale[:5]}"
+    done = {image_id for image_id, *_ in rows.values()}
+    assert embedded == done
+
+    manifest = json.loads((data / "vectors" / "vectors.json").read_text())
+    assert manifest["generation"] == generation
+    vectors = Index.restore(str(data / "vectors" / "vectors.usearch"))
+    keys = {int(k) for k in vectors.keys} if len(vectors) else set()
+    assert keys == done, f"vector file: {len(keys - done)} extra, {len(done - keys)} missing"
+
+    text = open_for_reading(Layout(data))
+    assert text is not None
+    searcher = text.searcher()
+    result = searcher.search(tantivy.Query.all_query(), len(done) + 10)
+    docs = [searcher.doc(address) for _, address in result.hits]
+    by_id = {int(d["id"][0]): d["path"][0] for d in docs}
+    assert len(docs) == len(by_id), "duplicate text documents"
+    assert set(by_id) == done, f"text index: {len(set(by_id) - done)} extra, {len(done - set(by_id))} missing"
+    for path, (image_id, *_rest) in rows.items():
+        assert by_id[image_id] == os.fsdecode(path)
+    assert searcher.search(tantivy.Query.term_query(_schema(), "id", 0), 1).hits == []
+
+    for path, (_, _, _, tags, _) in rows.items():
+        names = [t["name"] for t in json.loads(tags)]
+        if names:
+            xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path))))
+            assert sorted(xmp.get("Xmp.digiKam.TagsList", [])) == sorted(f"pixdex/{n}" for n in names), path
+    assert temp_files(pics, data) == []
+    return {p: r[0] for p, r in rows.items()}
