@@ -182,8 +182,8 @@ class Writer:
             timeout = None
             if group:
                 timeout = max(0.0, first + self.settings.commit_seconds - time.monotonic())
-            elif self.vectors.unsaved:
-                timeout = self.vectors.settings.save_seconds
+            elif self.vectors.unsaved:  # wake up when the vector file is due for a save
+                timeout = max(0.0, self.vectors.last_save + self.vectors.settings.save_seconds - time.monotonic())
             try:
                 command, future = self._commands.get(timeout=timeout)
             except queue.Empty:
@@ -201,7 +201,7 @@ class Writer:
                 group = []
             if flush_asked:
                 future.set_result(self.generation)
-            if self.vectors.due() or (command is None and future is None and self.vectors.unsaved):
+            if self.vectors.due():
                 self._save_vectors()
 
     def _commit(self, group: list[tuple[Command, Future[Any]]]) -> None:

@@ -2,7 +2,7 @@
 another) and to share between threads.
 
 - the catalog: one read-only SQLite connection per thread;
-- the text side: one tantivy searcher per query, the index reloaded when the catalog's generation
+- the text side: one tantivy searcher per query, the index reloaded when its manifest's generation
   moved since the last query;
 - the vector side: a `VectorView` — the saved usearch file memory-mapped, plus the embeddings the
   catalog committed after the file's generation — caught up at each query's generation.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import tantivy
 
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.fulltext import _schema, open_for_reading
+from pixdex.indexer.fulltext import _schema, open_for_reading, read_manifest
 from pixdex.indexer.layout import Layout
 from pixdex.indexer.settings import IndexSettings
 from pixdex.indexer.vectors import VectorView
@@ -60,8 +60,12 @@ class Reader:
         return self.catalog().generation()
 
     def text(self) -> TextSnapshot | None:
-        """A searcher over the text index as of the latest commit (None when there is no usable index)."""
-        generation = self.generation()
+        """A searcher over the text index as of its latest commit (None when there is no usable index).
+
+        Reloads when the index's own manifest moved on: the catalog commits first, so its generation
+        can be ahead of what tantivy holds for a moment, and reloading on that would miss the commit.
+        """
+        generation = read_manifest(self.layout)["generation"]
         with self._lock:
             if self._text is None or generation != self._text_generation:
                 if self._text is None:
