@@ -19,17 +19,19 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 from tokenizers import Tokenizer
 
 from pixdex.indexer.errors import ModelError
 from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess
 from pixdex.indexer.session import OnnxSession, fingerprint
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 CLIP_FILES = ("config.json", "visual/model.onnx", "visual/preprocess_cfg.json",
               "textual/model.onnx", "textual/tokenizer.json")
