@@ -69,7 +69,9 @@ def test_draft_mode_decodes_big_jpegs_small_but_covering_the_model() -> None:
     assert (decoded.width, decoded.height) == (4000, 3000)
     assert decoded.image.size == (500, 375)  # 1/8 scale, still ≥ 224 on both sides
     decoded = decode_image(data, "big.jpg", 448, 10**8)
-    assert decoded.image.size == (500, 375) or min(decoded.image.size) >= 448
+    assert decoded.image.size == (1000, 750)  # 1/8 would be 375 high, too small for 448: 1/4 it is
+    decoded = decode_image(data, "big.jpg", 3000, 10**8)
+    assert decoded.image.size == (4000, 3000)  # nothing smaller covers 3000
 
 
 def test_camera_and_capture_date_from_exif() -> None:

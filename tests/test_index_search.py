@@ -32,6 +32,12 @@ def paths(hits: list[dict[str, object]]) -> set[str]:
     return {Path(str(h["path"])).name for h in hits}
 
 
+def text_side(hits: list[dict[str, object]]) -> list[str]:
+    """The names the text side found, in its own rank order (with 9 images every name is a vector hit)."""
+    found = sorted((int(str(h["text_rank"])), Path(str(h["path"])).name) for h in hits if h["text_rank"] is not None)
+    return [name for _, name in found]
+
+
 @pytest.fixture()
 def library(env: Env, capsys: pytest.CaptureFixture[str]) -> dict[str, Path]:
     files = make_library(env.pics)
@@ -106,8 +112,9 @@ def test_renamed_file_keeps_its_id_without_inference(env: Env, library: dict[str
 
     assert read_sidecar(Path(str(new) + ".xmp"))["Xmp.dc.subject"] == tags  # the sidecar follows the image
     assert Path(str(old) + ".xmp").exists()  # and the old one is left where it was
-    assert "fishing_boats.jpg" in paths(search(env, capsys, "fishing"))
-    assert "fishing_boats.jpg" in paths(search(env, capsys, "folder:" + str(new.parent)))
+    assert text_side(search(env, capsys, "fishing")) == ["fishing_boats.jpg"]
+    assert paths(search(env, capsys, "folder:" + str(new.parent))) == {"fishing_boats.jpg"}
+    assert text_side(search(env, capsys, "harbour")) == []  # the old name is gone from the text index
 
 
 def test_copied_then_deleted_original_is_a_move_by_content(env: Env, library: dict[str, Path],
@@ -173,7 +180,6 @@ def test_text_side_finds_by_tag_folder_and_file_name(env: Env, library: dict[str
     assert paths(by_filter) == tagged
     by_word = [h for h in search(env, capsys, tag) if h["text_rank"] is not None]
     assert {Path(str(h["path"])).name for h in by_word} >= tagged
-    assert Path(path).name in paths(search(env, capsys, tag, k=len(rows)))
     garden = [h for h in search(env, capsys, "garden") if h["text_rank"] is not None]
     assert {Path(str(h["path"])).name for h in garden} == {"red_flower.png", "green_leaves.png", "blue_pond.webp"}
     tram = search(env, capsys, "tram")
@@ -201,8 +207,6 @@ def test_filters_restrict_both_sides(env: Env, library: dict[str, Path],
     assert paths(search(env, capsys, "beach after:2020-01-01 folder:" + str(env.pics / "holiday"))) == {
         "beach_sunset_02.jpg", "harbour_boats.jpg"}
     assert paths(search(env, capsys, "beach before:2020 camera:canon")) == {"beach_sunset_01.jpg"}
-    assert paths(search(env, capsys, '"beach sunset"')) == {"beach_sunset_01.jpg", "beach_sunset_02.jpg"} | \
-        {p for p in paths(search(env, capsys, '"beach sunset"')) if p not in ("beach_sunset_01.jpg",)}
     phrase_text = [h for h in search(env, capsys, '"beach sunset"') if h["text_rank"] is not None]
     assert {Path(str(h["path"])).name for h in phrase_text} == {"beach_sunset_01.jpg", "beach_sunset_02.jpg"}
     rows = catalog_rows(env)
@@ -267,9 +271,8 @@ def test_korean_and_non_utf8_names(env: Env, capsys: pytest.CaptureFixture[str])
         solid((10, 100, 50)).save(handle, format="PNG")
     summary = env.index_json(capsys)
     assert summary["new"] == 2 and summary["failed"] == 0, summary
-    assert "고양이가_소파에서.png" in paths(search(env, capsys, "고양이"))
-    hits = search(env, capsys, "latin1")
-    assert any(h["path"].endswith("caf\\xe9_latin1.png") for h in hits)
+    assert text_side(search(env, capsys, "고양이")) == ["고양이가_소파에서.png"]
+    assert text_side(search(env, capsys, "latin1")) == ["caf\\xe9_latin1.png"]
     assert os.path.exists(raw + b".xmp") or not json.loads(
         str(catalog_rows(env)[os.fsdecode(raw)]["tags"]))
 
