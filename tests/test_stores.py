@@ -1,0 +1,159 @@
+"""The stores directly: diff_tree against a real catalog, the writer's transactions and generations,
+the text index's manifest and rebuild."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import tantivy
+
+from conftest import gradient, noise
+from pixdex.indexer.catalog import Catalog, FileStat
+from pixdex.indexer.fulltext import SCHEMA_VERSION, FullText, open_for_reading
+from pixdex.indexer.layout import Layout
+from pixdex.indexer.scan import content_hash, diff_tree
+from pixdex.indexer.settings import IndexSettings, PipelineSettings
+from pixdex.indexer.vectors import VectorIndex
+from pixdex.indexer.writer import Indexed, Writer
+
+MODELS = ("clip@1", None)
+
+
+def open_writer(root: Path) -> Writer:
+    layout = Layout(root / "data")
+    return Writer(Catalog(layout.catalog), FullText(layout), VectorIndex(layout, "clip@1", 4, IndexSettings()),
+                  PipelineSettings(commit_seconds=0.05), MODELS)
+
+
+def index_all(writer: Writer, pics: Path) -> None:
+    """What the pipeline would commit: every queued file done, with its real hash."""
+    catalog = writer.catalog
+    entries = Catalog(catalog.path, read_only=True).queued(1000)
+    items = []
+    for e in entries:
+        data = e.row.fspath.read_bytes()
+        st = FileStat.of(e.row.path, os.stat(e.row.path))
+        items.append(Indexed(e.row.id, e.seq, st, content_hash(data), 1, 1, None, None, [], _unit()))
+    writer.store(items).result()
+
+
+def _unit() -> object:
+    import numpy as np
+
+    return np.array([1, 0, 0, 0], np.float32)
+
+
+def diff(writer: Writer, pics: Path) -> object:
+    return diff_tree(Catalog(writer.catalog.path, read_only=True), [os.fsencode(pics)], [".*"], False, MODELS)
+
+
+def test_diff_tree_sorts_every_file_into_exactly_one_kind(tmp_path: Path) -> None:
+    pics = tmp_path / "pics"
+    (pics / "a").mkdir(parents=True)
+    for n, name in enumerate(["keep.png", "touch.png", "change.png", "rename.png", "copy.png", "gone.png", "bad.png"]):
+        gradient(n).save(pics / "a" / name)
+    writer = open_writer(tmp_path)
+    first = diff(writer, pics)
+    assert len(first.new) == 7 and not (first.changed or first.unchanged or first.moved or first.removed)
+    writer.register(first.new, [], [], [], []).result()
+    index_all(writer, pics)
+    writer.flush()
+    bad = writer.catalog.by_path(os.fsencode(pics / "a" / "bad.png"))
+    writer.fail(bad.id, 0, bad.stat, bad.hash, "broken").result()
+    writer.flush()
+
+    os.utime(pics / "a" / "touch.png", ns=(1, 1))  # new mtime, same content: changed by stat
+    noise(9).save(pics / "a" / "change.png")
+    (pics / "a" / "rename.png").rename(pics / "renamed.png")  # same inode
+    shutil.copyfile(pics / "a" / "copy.png", pics / "copied.png")  # new inode, same bytes
+    (pics / "a" / "copy.png").unlink()
+    (pics / "a" / "gone.png").unlink()
+    gradient(99).save(pics / "new.png")
+    found = diff(writer, pics)
+    name = lambda p: Path(os.fsdecode(p)).name  # noqa: E731
+    assert [name(st.path) for st in found.new] == ["new.png"]
+    assert sorted(name(st.path) for _, st in found.changed) == ["change.png", "touch.png"]
+    assert [name(r.path) for r in found.unchanged] == ["keep.png"]
+    assert [name(r.path) for r in found.failed] == ["bad.png"]
+    assert sorted((name(r.path), name(st.path)) for r, st in found.moved) == [
+        ("copy.png", "copied.png"), ("rename.png", "renamed.png")]
+    assert [name(r.path) for r in found.removed] == ["gone.png"]
+    assert found.stale == [] and found.errors == []
+    writer.close()
+
+
+def test_models_changing_makes_done_rows_stale_not_new(tmp_path: Path) -> None:
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    gradient(1).save(pics / "x.png")
+    writer = open_writer(tmp_path)
+    writer.register(diff(writer, pics).new, [], [], [], []).result()
+    index_all(writer, pics)
+    writer.flush()
+    other = diff_tree(Catalog(writer.catalog.path, read_only=True), [os.fsencode(pics)], [], False, ("clip@2", None))
+    assert len(other.stale) == 1 and not other.new and not other.unchanged
+    writer.close()
+
+
+def test_a_failing_command_rolls_back_alone_and_others_in_its_group_commit(tmp_path: Path) -> None:
+    writer = open_writer(tmp_path)
+    generation = writer.generation
+    good = writer.register([FileStat(b"/p/ok.jpg", 1, 1, 1, 1)], [], [], [], [])
+
+    def broken(catalog: Catalog, gen: int) -> None:
+        catalog.insert(FileStat(b"/p/half.jpg", 1, 2, 1, 1), gen)
+        raise RuntimeError("disk on fire")
+
+    bad = writer.submit(broken)
+    writer.flush()
+    good.result()
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        bad.result()
+    catalog = Catalog(writer.catalog.path, read_only=True)
+    assert [r.path for r in catalog.under(b"/p")] == [b"/p/ok.jpg"]  # half.jpg was rolled back
+    assert writer.generation > generation
+    before = writer.generation
+    writer.register([], [], [], [], []).result()  # a commit that changes nothing
+    writer.flush()
+    assert writer.generation == before and catalog.generation() == before
+    writer.close()
+
+
+def test_text_index_records_its_generation_and_a_reader_creates_nothing(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "data")
+    assert open_for_reading(layout) is None and not layout.root.exists()
+    writer = open_writer(tmp_path)
+    writer.register([FileStat(b"/p/sunny_beach.jpg", 1, 1, 1, 10**18)], [], [], [], []).result()
+    row = next(writer.catalog.under(b"/p"))
+    writer.store([Indexed(row.id, 0, row.stat, "h", 1, 1, None, None, [{"name": "sand"}], _unit())]).result()
+    generation = writer.flush()
+    manifest = json.loads(layout.fulltext_manifest.read_text())
+    assert manifest == {"schema": SCHEMA_VERSION, "generation": generation}
+    index = open_for_reading(layout)
+    assert index is not None
+    searcher = index.searcher()
+    hits = searcher.search(index.parse_query("sand", ["tags"]), 5).hits
+    assert [searcher.doc(a)["path"][0] for _, a in hits] == ["/p/sunny_beach.jpg"]
+    writer.close()
+
+
+def test_text_index_of_another_schema_is_moved_aside_and_rebuilt_from_the_catalog(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "data")
+    writer = open_writer(tmp_path)
+    writer.register([FileStat(b"/p/dune.jpg", 1, 1, 1, 10**18)], [], [], [], []).result()
+    row = next(writer.catalog.under(b"/p"))
+    writer.store([Indexed(row.id, 0, row.stat, "h", 1, 1, None, None, [], _unit())]).result()
+    writer.close()
+    layout.fulltext_manifest.write_text(json.dumps({"schema": SCHEMA_VERSION - 1, "generation": 3}))
+    (layout.fulltext / "stale-file-of-the-old-schema").write_text("x")
+    reopened = open_writer(tmp_path)
+    assert reopened.fulltext.reset_reason and "rebuilding" in reopened.fulltext.reset_reason
+    assert not (layout.fulltext / "stale-file-of-the-old-schema").exists()
+    index = open_for_reading(layout)
+    assert index is not None and index.searcher().num_docs == 1
+    assert index.searcher().search(tantivy.Query.all_query(), 1).hits
+    reopened.close()
