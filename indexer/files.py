@@ -66,12 +66,20 @@ def remove_stale_temps(directory: bytes, names: list[bytes]) -> int:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+    """Whether `pid` runs (a zombie — killed, not yet reaped — does not)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:
         return True
-    return True
+
+
+def remove_stale_temps_in(directory: Path) -> int:
+    try:
+        names = os.listdir(os.fsencode(directory))
+    except OSError:
+        return 0
+    return remove_stale_temps(os.fsencode(directory), names)

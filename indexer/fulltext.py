@@ -27,7 +27,7 @@ import tantivy
 
 from pixdex.indexer.catalog import ImageRow
 from pixdex.indexer.errors import display_path
-from pixdex.indexer.files import atomic_write
+from pixdex.indexer.files import atomic_write, remove_stale_temps_in
 from pixdex.indexer.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ class FullText:
                 self.reset_reason = "no text index yet: building it from the catalog"
             manifest = {"schema": SCHEMA_VERSION, "generation": 0}
         layout.fulltext.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps_in(layout.fulltext)  # a manifest write cut short by a crash
         self.generation = manifest["generation"]
         self.index = tantivy.Index(self.schema, path=str(layout.fulltext), reuse=True)
         _register_tokenizers(self.index)

@@ -301,16 +301,23 @@ class Pipeline:
         while (batch := inbox.get()) is not STOP:
             if settings.write:
                 start = time.perf_counter()
-                done = [w for w in batch if w.error is None and w.embedding is not None]
+                # Same content as indexed: no new tags, but the sidecar may have gone meanwhile (the merge
+                # writes nothing when it already holds them).
+                done = [w for w in batch if w.error is None and
+                        (w.embedding is not None or (w.prepared is not None and w.prepared.same_content))]
                 futures = [self.decode_pool.schedule(
-                    write_sidecar, (w.entry.row.path, [str(t["name"]) for t in w.tags], settings.tag_parent, model),
-                    timeout=60) for w in done]
+                    write_sidecar, (w.entry.row.path, [str(t["name"]) for t in self._tags_of(w)], settings.tag_parent,
+                                    model), timeout=60) for w in done]
                 for work, future in zip(done, futures, strict=True):
                     work.sidecar_error = _sidecar_result(future)
                 self.stats.add_time("sidecar", time.perf_counter() - start)
             if not self._put(outbox, batch):
                 break
         outbox.put(STOP)
+
+    @staticmethod
+    def _tags_of(work: Work) -> list[dict[str, object]]:
+        return work.tags if work.embedding is not None else work.entry.row.tag_list
 
     # Stage: hand the results to the writer; entries leave the flight once committed.
     def write(self, inbox: queue.Queue[Any], _outbox: queue.Queue[Any]) -> None:
@@ -326,7 +333,8 @@ class Pipeline:
                     failed.add_done_callback(lambda f, w=work: self._count_failure(f, w))
                     futures.append(failed)
                 elif prepared is not None and prepared.same_content:
-                    futures.append(self.writer.touch(entry.row.id, entry.seq, prepared.stat, prepared.digest))
+                    futures.append(self.writer.touch(entry.row.id, entry.seq, prepared.stat, prepared.digest,
+                                                     work.sidecar_error))
                     with self.stats.lock:
                         self.stats.touched += 1
                 elif prepared is not None:

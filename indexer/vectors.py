@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from usearch.index import Index
 
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.files import atomic_write
+from pixdex.indexer.files import atomic_write, remove_stale_temps_in, temp_name
 from pixdex.indexer.layout import Layout
 from pixdex.indexer.settings import IndexSettings
 
@@ -61,6 +61,7 @@ class VectorIndex:
 
     def __init__(self, layout: Layout, model_id: str, ndim: int, settings: IndexSettings) -> None:
         layout.vectors.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps_in(layout.vectors)  # a save cut short by a crash
         self.layout = layout
         self.model_id = model_id
         self.ndim = ndim
@@ -156,7 +157,7 @@ class VectorIndex:
         if self.generation == self.saved_generation and not self.unsaved and self.layout.vector_file.exists():
             return
         file = self.layout.vector_file
-        temp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        temp = temp_name(file.parent)
         try:
             self.index.save(str(temp))
             os.replace(temp, file)

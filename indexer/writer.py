@@ -147,11 +147,13 @@ class Writer:
                     embedding=item.embedding)
         return self.submit(run)
 
-    def touch(self, image_id: int, seq: int, st: FileStat, digest: str) -> Future[Any]:
+    def touch(self, image_id: int, seq: int, st: FileStat, digest: str, sidecar_error: str | None = None,
+              ) -> Future[Any]:
         """A file whose mtime changed but whose content did not: only the catalog learns the new stat."""
         def run(catalog: Catalog, gen: int) -> None:
             catalog.dequeue(image_id, seq)
-            _content_changed(catalog, image_id, st, digest, gen)
+            if _content_changed(catalog, image_id, st, digest, gen):
+                catalog.set_sidecar_error(image_id, sidecar_error)
         return self.submit(run)
 
     def fail(self, image_id: int, seq: int, st: FileStat | None, digest: str | None, reason: str,

@@ -218,3 +218,19 @@ def test_temp_files_left_by_a_crash_are_removed_on_the_next_visit(env: Env, mode
     assert not leftover.exists() and alive.exists()
     alive.unlink()
     assert temp_files(env.pics) == []
+
+
+def test_a_file_rewritten_with_the_same_bytes_gets_its_missing_sidecar_back(env: Env, model_dir: Path) -> None:
+    """Found by the kill trials: same content is not decoded again, but the sidecar must still be there."""
+    files = make_tree(env.pics, random.Random(5), 4)
+    fast_config(env, model_dir)
+    run_index(env)
+    image = files[0]
+    sidecar = image.with_name(image.name + ".xmp")
+    kept = sidecar.read_bytes()
+    sidecar.unlink()
+    image.write_bytes(image.read_bytes())  # same bytes, new mtime
+    summary = json.loads(env.run("index", "--json").stdout)
+    assert summary["decoded"] == 0 and summary["unchanged"] == 4
+    assert sidecar.read_bytes() == kept
+    check_consistent(env.data, env.pics)
