@@ -13,7 +13,8 @@ import pytest
 
 from conftest import REPO
 
-MODULES = ["pixdex.daemon.cli", "pixdex.indexer.settings", "pixdex.indexer.pipeline", "pixdex.indexer.sidecar",
+MODULES = ["pixdex.daemon.cli", "pixdex.indexer.settings", "pixdex.indexer.core", "pixdex.indexer.workers",
+           "pixdex.indexer.pipeline", "pixdex.indexer.sidecar", "pixdex.query.reader",
            "pixdex.query.service"]
 
 
@@ -47,3 +48,37 @@ def test_wheel_contains_the_namespace_and_imports_alone(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(target)], cwd=tmp_path, capture_output=True, text=True,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_indexer_and_query_never_import_the_daemon() -> None:
+    """Layering: the daemon builds on the core, never the other way round."""
+    import ast
+
+    offenders = []
+    for folder in ("indexer", "query"):
+        for source in sorted((REPO / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(source.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                offenders += [f"{folder}/{source.name}: {n}" for n in names if n.startswith("pixdex.daemon")]
+    assert offenders == []
+
+
+def test_the_data_directory_layout_is_known_in_one_place() -> None:
+    """Only indexer/layout.py names the store files in code; everyone else asks a Layout."""
+    import ast
+
+    names = ("catalog.sqlite3", "vectors.usearch", "vectors.json", "index.lock", "fulltext", "pixdex.json")
+    found = []
+    for folder in ("indexer", "query", "daemon"):
+        for source in sorted((REPO / folder).glob("*.py")):
+            if source.name == "layout.py":
+                continue
+            tree = ast.parse(source.read_text())
+            docs = {id(n.body[0].value) for n in ast.walk(tree)
+                    if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef) and n.body
+                    and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+            found += [f"{folder}/{source.name}: {node.value}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+                      and node.value in names]
+    assert found == []
