@@ -94,7 +94,8 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         window = config.decode.lookahead_batches * config.models.batch_size
         self._window = window
-        self._queue_db = Catalog(writer.catalog.path, read_only=True)
+        self._queue_db = Catalog(writer.catalog.path, read_only=True)  # the feed's; idle() shares it
+        self._queue_lock = threading.Lock()
 
     def stages(self) -> list[Callable[[queue.Queue[Any], queue.Queue[Any]], None]]:
         return [self.feed, self.decode, self.batch, self.infer, self.sidecar, self.write]
@@ -125,7 +126,8 @@ class Pipeline:
         with self._inflight_lock:
             if self.inflight:
                 return False
-        return self.fatal is not None or not self._queue_db.queued(1)
+        with self._queue_lock:
+            return self.fatal is not None or not self._queue_db.queued(1)
 
     def _guard(self, stage: Callable[[queue.Queue[Any], queue.Queue[Any]], None],
                inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
@@ -157,7 +159,8 @@ class Pipeline:
             with self._inflight_lock:
                 room = self._window * 2 - len(self.inflight)
                 skip = set(self.inflight)
-            entries = self._queue_db.queued(room, skip) if room > 0 and self.fatal is None else []
+            with self._queue_lock:
+                entries = self._queue_db.queued(room, skip) if room > 0 and self.fatal is None else []
             if not entries:
                 self._wake.wait(0.25)
                 self._wake.clear()

@@ -121,6 +121,10 @@ class VectorIndex:
     def top_up(self, catalog: Catalog) -> int:
         """Apply what the catalog committed after this index's generation; returns how many ids it touched."""
         target = catalog.generation()
+        if self.generation > target:  # a file newer than its catalog (restored from a backup): start over
+            log.warning("vector index file is at generation %d, the catalog at %d: rebuilding it",
+                        self.generation, target)
+            self.index, self.generation = new_index(self.ndim, self.settings), 0
         if self.generation == 0:  # empty: bulk load every stored embedding of this model
             touched = 0
             batch_ids: list[int] = []

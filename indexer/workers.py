@@ -124,17 +124,13 @@ def prepare(path: bytes, spec: DecodeSpec) -> Prepared:
 
 def embedded_text(data: bytes, path: bytes) -> str:
     """Keywords, title and description in the image's own XMP/IPTC, and its sidecar's, as text."""
-    from pixdex.indexer.sidecar import read_embedded_bytes, read_sidecar, sidecar_path
+    from pixdex.indexer.sidecar import person_metadata, read_embedded_bytes, read_sidecar, sidecar_path
 
-    image = Path(os.fsdecode(path))
-    embedded = read_embedded_bytes(data)
+    words = [read_embedded_bytes(data).text()]
     try:
-        from pixdex.indexer.sidecar import person_metadata
-
-        person = person_metadata(read_sidecar(sidecar_path(image)))
+        words.append(person_metadata(read_sidecar(sidecar_path(Path(os.fsdecode(path))))).text())
     except (SidecarError, OSError):
-        person = None
-    words = [embedded.text(), person.text() if person else ""]
+        pass  # an unreadable sidecar is reported when pixdex writes it
     return " ".join(dict.fromkeys(w for w in words if w)).strip()
 
 

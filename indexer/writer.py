@@ -244,7 +244,7 @@ class Writer:
         """Bring both indexes to the catalog's generation, then publish it."""
         generation = self.catalog.generation()
         try:
-            if self.fulltext.generation < generation:
+            if self.fulltext.generation != generation:
                 sync_text(self.catalog, self.fulltext)
         except Exception as exc:  # the text index stays behind and catches up at the next commit
             log.error("text index commit failed (it catches up later): %s", exc)
@@ -299,6 +299,9 @@ def _content_changed(catalog: Catalog, image_id: int, st: FileStat, digest: str 
 def sync_text(catalog: Catalog, fulltext: FullText) -> None:
     """Rebuild the text documents of everything the catalog changed after the index's generation."""
     generation = catalog.generation()
+    if fulltext.generation > generation:  # an index newer than its catalog (restored from a backup)
+        fulltext.clear()
+        fulltext.generation = 0
     rows, gone = catalog.changed_since(fulltext.generation)
     fulltext.remove([*gone, *(r.id for r in rows if r.state != "done")])
     fulltext.upsert([doc_of_row(r) for r in rows if r.state == "done"])
