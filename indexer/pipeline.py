@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pixdex.indexer.catalog import Catalog, QueueEntry
+from pixdex.indexer.catalog import ASKED, Catalog, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError, ReadError, display_path
 from pixdex.indexer.settings import Config
 from pixdex.indexer.workers import DecodeSpec, Inferred, ModelInfo, ModelSpec, Prepared, carry_sidecar, infer, \
@@ -194,9 +194,10 @@ class Pipeline:
         outbox.put(STOP)
 
     def _known_hash(self, entry: QueueEntry) -> str | None:
+        """The hash under which unchanged content may skip decoding — never for a file a person asked for."""
         row = entry.row
         current = row.state == "done" and (row.clip_model, row.tagger_model) == self.info.ids
-        return row.hash if current else None
+        return row.hash if current and entry.priority != ASKED else None
 
     def _finish_decode(self, work: Work, future: Future[Prepared]) -> None:
         from pebble import ProcessExpired

@@ -157,3 +157,40 @@ def test_text_index_of_another_schema_is_moved_aside_and_rebuilt_from_the_catalo
     assert index is not None and index.searcher().num_docs == 1
     assert index.searcher().search(tantivy.Query.all_query(), 1).hits
     reopened.close()
+
+
+def test_queue_order_is_asked_then_new_or_changed_then_backfill_and_entries_merge(tmp_path: Path) -> None:
+    from pixdex.indexer.catalog import ASKED, BACKFILL, CHANGED
+
+    writer = open_writer(tmp_path)
+    writer.register([FileStat(f"/p/{n}.jpg".encode(), 1, n, 1, 1) for n in range(6)], [], [], [], []).result()
+    writer.flush()
+    catalog = Catalog(writer.catalog.path, read_only=True)
+    ids = [r.id for r in sorted(catalog.under(b"/p"), key=lambda r: r.ino)]
+    seqs = {e.row.id: e.seq for e in catalog.queued(10)}
+    writer.store([Indexed(i, seqs[i], FileStat(b"", 1, n, 1, 1), "h", 1, 1, None, None, [], _unit())
+                  for n, i in enumerate(ids[:4])]).result()
+    writer.enqueue(ids[:2], BACKFILL, "model changed").result()
+    writer.enqueue([ids[3]], ASKED, "asked for").result()
+    writer.enqueue([ids[4]], BACKFILL, "already queued as new: keeps the more urgent priority").result()
+    writer.flush()
+    order = [(e.row.id, e.priority) for e in catalog.queued(10)]
+    assert order == [(ids[3], ASKED), (ids[4], CHANGED), (ids[5], CHANGED), (ids[0], BACKFILL), (ids[1], BACKFILL)]
+    assert catalog.queue_counts() == {"asked": 1, "new/changed": 2, "backfill": 2}
+    writer.close()
+
+
+def test_reindex_asks_for_inference_even_when_the_content_is_unchanged(env: object, capsys: object) -> None:
+    from conftest import make_library
+    from pixdex.indexer.core import Indexer
+    from pixdex.indexer.settings import load_config
+
+    config = load_config(env.config, env.environ)  # type: ignore[attr-defined]
+    make_library(env.pics)  # type: ignore[attr-defined]
+    with Indexer(config) as indexer:
+        indexer.scan([env.pics])  # type: ignore[attr-defined]
+        indexer.drain()
+        before = indexer.stats.embedded
+        assert indexer.reindex([env.pics / "garden"]) == 3  # type: ignore[attr-defined]
+        indexer.drain()
+        assert indexer.stats.embedded - before == 3
