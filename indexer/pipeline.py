@@ -361,6 +361,11 @@ class Pipeline:
         if ok:
             with self.stats.lock:
                 self.stats.committed += stored
+        else:  # the catalog refuses writes (disk full, …): stop rather than redo the same work forever
+            from pixdex.indexer.errors import PixdexError
+
+            self.fatal = self.fatal or PixdexError(f"{self.writer.catalog.path}: cannot commit results; see the log")
+            self._stopping.set()
         self._release(batch)
         self._wake.set()
 

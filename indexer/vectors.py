@@ -124,8 +124,10 @@ class VectorIndex:
         if self.generation > target:  # a file newer than its catalog (restored from a backup): start over
             log.warning("vector index file is at generation %d, the catalog at %d: rebuilding it",
                         self.generation, target)
-            self.index, self.generation = new_index(self.ndim, self.settings), 0
-        if self.generation == 0:  # empty: bulk load every stored embedding of this model
+            self.generation = 0
+        if self.generation == 0:  # from scratch: bulk load every stored embedding of this model
+            if len(self.index):
+                self.index = new_index(self.ndim, self.settings)
             touched = 0
             batch_ids: list[int] = []
             batch: list[NDArray[np.float32]] = []

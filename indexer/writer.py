@@ -199,7 +199,13 @@ class Writer:
             flush_asked = command is None and future is not None
             if group and (flush_asked or len(group) >= self.settings.commit_items
                           or time.monotonic() - first >= self.settings.commit_seconds):
-                self._commit(group)
+                try:
+                    self._commit(group)
+                except Exception as exc:  # the thread must outlive any one commit
+                    log.exception("commit failed")
+                    for _, waiting in group:
+                        if not waiting.done():
+                            waiting.set_exception(exc)
                 group = []
             if flush_asked:
                 future.set_result(self.generation)
@@ -249,7 +255,11 @@ class Writer:
         except Exception as exc:  # the text index stays behind and catches up at the next commit
             log.error("text index commit failed (it catches up later): %s", exc)
             self.fulltext.rollback()
-        self.vectors.top_up(self.catalog)
+        try:
+            self.vectors.top_up(self.catalog)
+        except Exception:  # rebuilt from the catalog's embeddings at the next commit
+            log.exception("vector index update failed; rebuilding it from the catalog")
+            self.vectors.generation = 0
         with self._published:
             self.generation = generation
             self._published.notify_all()

@@ -17,9 +17,9 @@ from usearch.index import Index
 
 from pixdex.indexer.fulltext import _schema, open_for_reading
 from pixdex.indexer.layout import Layout
+from pixdex.indexer.scan import is_image_name
 from pixdex.indexer.sidecar import read_sidecar, sidecar_path
 
-IMAGE_SUFFIXES = {".jpg", ".png"}
 
 
 def disk_images(root: Path) -> dict[bytes, str]:
@@ -27,7 +27,7 @@ def disk_images(root: Path) -> dict[bytes, str]:
     found = {}
     for directory, _dirs, files in os.walk(os.fsencode(root)):
         for name in files:
-            if name.startswith(b".") or os.path.splitext(name)[1].decode().lower() not in IMAGE_SUFFIXES:
+            if name.startswith(b".") or not is_image_name(name):
                 continue
             path = os.path.join(directory, name)
             with open(path, "rb") as handle:

@@ -194,3 +194,30 @@ def test_reindex_asks_for_inference_even_when_the_content_is_unchanged(env: obje
         assert indexer.reindex([env.pics / "garden"]) == 3  # type: ignore[attr-defined]
         indexer.drain()
         assert indexer.stats.embedded - before == 3
+
+
+def test_a_data_directory_from_the_foundation_is_upgraded_without_reembedding(env: object, capsys: object) -> None:
+    """Schema 1 had no stored embeddings, queue or generations: its vector file's vectors are adopted."""
+    import sqlite3
+
+    from conftest import make_library
+
+    make_library(env.pics)  # type: ignore[attr-defined]
+    env.index_json(capsys)  # type: ignore[attr-defined]
+    _, before, _ = env.cli("search", "tram", "--json", capsys=capsys)  # type: ignore[attr-defined]
+    data = env.data  # type: ignore[attr-defined]
+    db = sqlite3.connect(data / "catalog.sqlite3")  # back to what pixdex 0.1's index left
+    db.executescript("DROP TABLE queue; DROP TABLE embeddings; DROP TABLE tombstones; DROP TABLE meta; "
+                     "DROP INDEX images_gen; ALTER TABLE images DROP COLUMN gen; PRAGMA user_version = 1;")
+    db.close()
+    manifest = json.loads((data / "vectors" / "vectors.json").read_text())
+    del manifest["generation"]
+    (data / "vectors" / "vectors.json").write_text(json.dumps(manifest))
+    (data / "fulltext" / "pixdex.json").unlink()
+    summary = env.index_json(capsys)  # type: ignore[attr-defined]
+    assert (summary["embedded"], summary["decoded"], summary["unchanged"]) == (0, 0, 9)
+    _, after, _ = env.cli("search", "tram", "--json", capsys=capsys)  # type: ignore[attr-defined]
+    assert json.loads(after)["hits"] == json.loads(before)["hits"]
+    from consistency import check_consistent
+
+    check_consistent(data, env.pics)  # type: ignore[attr-defined]
