@@ -96,7 +96,8 @@ class Indexer:
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
             diff = diff_tree(reader, [os.fsencode(r) for r in roots], self.config.library.skip_dirs,
-                             self.config.library.follow_symlinks, self.info.ids)
+                             self.config.library.follow_symlinks, self.info.ids,
+                             [os.fsencode(f) for f in self.config.folders])
         finally:
             reader.close()
         report = ScanReport(new=len(diff.new), changed=len(diff.changed), unchanged=len(diff.unchanged),
@@ -120,7 +121,7 @@ class Indexer:
         """Queue these files (or every indexed file below these folders) ahead of everything else."""
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
-            ids = {row.id for p in paths for row in reader.under(os.fsencode(os.path.abspath(p)))}
+            ids = {row.id for p in paths for row in reader.under(os.fsencode(os.path.realpath(p)))}
         finally:
             reader.close()
         queued = self.writer.enqueue(sorted(ids), ASKED, "asked for")

@@ -48,13 +48,17 @@ def is_image_name(name: bytes) -> bool:
 
 
 def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple[bytes, str]],
-         visited: set[tuple[int, int]] | None = None) -> Iterator[FileStat]:
+         visited: set[tuple[int, int]] | None = None, library: list[bytes] | None = None) -> Iterator[FileStat]:
     """Every image file under `root`, depth first; unreadable folders go to `errors`.
 
     Each folder is entered once by (device, inode), so a symlink loop (or a link to an ancestor)
-    cannot multiply the tree. pixdex's own temp files left by a crash are removed on the way.
+    cannot multiply the tree. With `follow_symlinks`, a link is followed only when its target lies
+    outside the `library` roots (real paths): what lies inside is indexed under its own path, once.
+    Without it, links to folders and files are skipped. pixdex's own temp files left by a crash are
+    removed on the way.
     """
     visited = set() if visited is None else visited
+    library = library if library is not None else [os.path.realpath(root)]
     try:
         here = os.stat(root)
         entries = list(os.scandir(root))
@@ -69,36 +73,52 @@ def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple
     for entry in sorted(entries, key=lambda e: e.name):
         name = os.fsdecode(entry.name)
         try:
-            if entry.is_dir(follow_symlinks=follow_symlinks):
+            if entry.is_symlink() and not _follow(entry.path, follow_symlinks, library):
+                continue
+            if entry.is_dir():
                 if not any(fnmatch.fnmatchcase(name, pattern) for pattern in skip):
-                    yield from walk(entry.path, skip, follow_symlinks, errors, visited)
+                    yield from walk(entry.path, skip, follow_symlinks, errors, visited, library)
             elif entry.is_file() and is_image_name(entry.name) and not name.startswith("."):
                 yield FileStat.of(entry.path, entry.stat())
         except OSError as exc:
             errors.append((entry.path, f"cannot stat: {exc.strerror or exc}"))
 
 
+def _follow(link: bytes, follow_symlinks: bool, library: list[bytes]) -> bool:
+    """Follow a link only when asked to, and when its target neither lies in the library nor holds it."""
+    if not follow_symlinks:
+        return False
+    target = os.path.realpath(link)
+    return not _below_any(target, library, itself=True) and not any(_below_any(f, [target]) for f in library)
+
+
 def normalize_roots(roots: list[bytes]) -> list[bytes]:
-    """Absolute, without trailing slashes, and without roots nested in other roots."""
-    absolute = sorted({os.path.abspath(r).rstrip(b"/") or b"/" for r in roots})
+    """Real paths (symlinks resolved), without trailing slashes, and without roots nested in other roots."""
+    real = sorted({os.path.realpath(r).rstrip(b"/") or b"/" for r in roots})
     kept: list[bytes] = []
-    for root in absolute:
+    for root in real:
         if not any(root == k or root.startswith(k.rstrip(b"/") + b"/") for k in kept):
             kept.append(root)
     return kept
 
 
 def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_symlinks: bool,
-              model_ids: tuple[str, str | None]) -> Diff:
+              model_ids: tuple[str, str | None], library: list[bytes] | None = None) -> Diff:
+    """Diff the trees under `roots` against the catalog. `library` (default: the roots) are all the
+    folders pixdex indexes; links into them are not followed, their files have their own paths."""
     diff = Diff()
+    library = normalize_roots(list(roots) + list(library or []))
     known: dict[bytes, ImageRow] = {}
     visited: set[tuple[int, int]] = set()
+    # Rows stored under a root's unresolved path (before paths were resolved) are found and moved.
+    for alias in {os.path.abspath(r).rstrip(b"/") or b"/" for r in roots} - set(normalize_roots(roots)):
+        known.update((row.path, row) for row in catalog.under(alias))
     for root in normalize_roots(roots):
         known.update((row.path, row) for row in catalog.under(root))
         if not os.path.isdir(root):
             diff.errors.append((root, "not a folder (missing, or a file)"))
             continue
-        for st in walk(root, skip, follow_symlinks, diff.errors, visited):
+        for st in walk(root, skip, follow_symlinks, diff.errors, visited, library):
             row = known.pop(st.path, None)
             if row is None:
                 diff.new.append(st)
@@ -116,8 +136,8 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
     return diff
 
 
-def _below_any(path: bytes, folders: list[bytes]) -> bool:
-    return any(path.startswith(f.rstrip(b"/") + b"/") for f in folders)
+def _below_any(path: bytes, folders: list[bytes], itself: bool = False) -> bool:
+    return any(path.startswith(f.rstrip(b"/") + b"/") or (itself and path == f) for f in folders)
 
 
 def _find_moves(diff: Diff, gone: list[ImageRow]) -> None:

@@ -129,8 +129,9 @@ _EXAMPLES = {"tag": "dog", "folder": "~/Pictures/2020", "ext": "png", "after": "
 
 
 def _folder(value: str, cwd: Path) -> str:
+    """A folder as the catalog stores it: absolute, symlinks resolved."""
     expanded = os.path.expanduser(value)
-    return os.path.normpath(expanded if os.path.isabs(expanded) else os.path.join(cwd, expanded))
+    return os.path.realpath(expanded if os.path.isabs(expanded) else os.path.join(cwd, expanded))
 
 
 def parse_date(key: str, value: str) -> datetime:

@@ -89,8 +89,7 @@ def test_symlink_loops_do_not_multiply_the_tree(env: Env) -> None:
     proc = env.run("index", "--json", timeout=120)
     summary = json.loads(proc.stdout)
     assert summary["new"] == 9 and summary["failed"] == 0
-    assert {reason for _, reason in summary["folder_errors"]} == {
-        "already scanned under another path (a symlink loop or a second link); skipped"}
+    assert summary["folder_errors"] == []  # links into the library are not followed: nothing to loop over
     assert len(rows(env)) == 9
 
 
@@ -121,3 +120,44 @@ def _cmdline(pid: str) -> str:
         return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_links_into_the_library_never_index_a_file_twice(env: Env, capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path) -> None:
+    make_library(env.pics)
+    env.config.write_text(env.config.read_text().replace("[library]\n", "[library]\nfollow_symlinks = true\n"))
+    (env.pics / "garden" / "up").symlink_to("..")  # a link to the root from inside
+    alias = tmp_path / "alias"
+    alias.symlink_to(env.pics / "holiday")  # a root given through a link
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    gradient(7).save(outside / "elsewhere.png")
+    (env.pics / "linked").symlink_to(outside)  # a link out of the library: followed
+    (outside / "back").symlink_to(outside)  # … and a loop out there: entered once
+    first = env.index_json(capsys)
+    assert first["new"] == 10
+    assert [reason for _, reason in first["folder_errors"]] == [
+        "already scanned under another path (a symlink loop or a second link); skipped"]
+    sub = env.index_json(capsys, env.pics / "garden")  # a root below a link to its ancestor
+    assert sub["new"] == 0 and sub["unchanged"] == 3
+    again = env.index_json(capsys, alias)
+    assert again["new"] == 0 and again["unchanged"] == 3 and again["embedded"] == 0
+    assert len(rows(env)) == 10
+    assert str(env.pics / "linked" / "elsewhere.png") in rows(env)
+
+
+def test_a_root_that_is_a_link_keeps_its_rows_when_paths_become_resolved(env: Env, capsys: pytest.CaptureFixture[str],
+                                                                         tmp_path: Path) -> None:
+    """Rows stored under the link's path (as pixdex 0.1 stored them) are moved, not indexed again."""
+    real = tmp_path / "real"
+    env.pics.rename(real)
+    env.pics.symlink_to(real)
+    make_library(real)
+    env.index_json(capsys)
+    db = sqlite3.connect(env.data / "catalog.sqlite3")
+    db.execute("UPDATE images SET path = replace(CAST(path AS TEXT), ?, ?)", (str(real), str(env.pics)))
+    db.execute("UPDATE images SET path = CAST(path AS BLOB)")
+    db.commit()
+    summary = env.index_json(capsys)
+    assert (summary["moved"], summary["new"], summary["embedded"]) == (9, 0, 0)
+    assert all(p.startswith(str(real)) for p in rows(env))
