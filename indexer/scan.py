@@ -141,21 +141,36 @@ def _below_any(path: bytes, folders: list[bytes], itself: bool = False) -> bool:
 
 
 def _find_moves(diff: Diff, gone: list[ImageRow]) -> None:
-    remaining = {r.id: r for r in gone}
-    by_inode = {(r.dev, r.ino, r.size, r.mtime_ns): r.id for r in gone}
+    """Find known rows among the files that arrived: new paths, and indexed paths that now hold another
+    file (`mv a.jpg b.jpg` over an indexed b.jpg). A gone row is matched by inode, else by content; a row
+    whose path now holds another file, by inode. A row that arrives on an indexed path takes it over:
+    the row that was there is removed, unless it moved elsewhere too (then its path holds a new file)."""
+    replaced = [(row, st) for row, st in diff.changed if (row.dev, row.ino) != (st.dev, st.ino)]
+    candidates = {r.id: r for r in [*gone, *(row for row, _ in replaced)]}
+    by_inode = {(r.dev, r.ino, r.size, r.mtime_ns): r.id for r in candidates.values()}
     sizes = {r.size for r in gone if r.hash}
-    still_new: list[FileStat] = []
-    for st in diff.new:
-        match = by_inode.get((st.dev, st.ino, st.size, st.mtime_ns))
-        if match not in remaining and st.size in sizes:
+    moved: dict[int, FileStat] = {}
+
+    def arrival(st: FileStat, occupant: ImageRow | None) -> bool:
+        found = by_inode.get((st.dev, st.ino, st.size, st.mtime_ns))
+        if found is None and occupant is None and st.size in sizes:
             digest = _try_hash(st.path)
-            match = next((i for i, r in remaining.items() if r.size == st.size and r.hash == digest), None)
-        if match is not None and match in remaining:
-            diff.moved.append((remaining.pop(match), st))
-        else:
-            still_new.append(st)
-    diff.new = still_new
-    diff.removed = list(remaining.values())
+            found = next((r.id for r in gone if r.id not in moved and r.size == st.size and r.hash == digest), None)
+        if found is None or found in moved or (occupant is not None and found == occupant.id):
+            return False
+        moved[found] = st
+        return True
+
+    arrived_new = [st for st in diff.new if arrival(st, None)]
+    taken_over = [row for row, st in replaced if arrival(st, row)]
+    diff.moved = [(candidates[i], st) for i, st in moved.items()]
+    arrived_paths = {id(st) for st in arrived_new}
+    diff.new = [st for st in diff.new if id(st) not in arrived_paths]
+    # The path of a row that moved away holds a new file, unless another row arrived on it.
+    taken_ids = {row.id for row in taken_over}
+    diff.new += [st for row, st in replaced if row.id in moved and row.id not in taken_ids]
+    diff.changed = [(row, st) for row, st in diff.changed if row.id not in moved and row.id not in taken_ids]
+    diff.removed = [r for r in gone if r.id not in moved] + [r for r in taken_over if r.id not in moved]
 
 
 def _try_hash(path: bytes) -> str | None:

@@ -12,6 +12,8 @@ through `_LOCK` and callers keep it off the event loop.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -179,14 +181,32 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str) -> Path
 
 
 def carry_over(old_image: Path, new_image: Path) -> Path | None:
-    """After a move, start the new image's sidecar from the old one's (which stays where it is)."""
+    """After a move, the image's sidecar goes with it. One already at the destination is never
+    replaced (pixdex's tags are merged into it instead) and the old one then stays where it is.
+    A sidecar left behind would otherwise describe whatever image appears at the old name next."""
     old, new = sidecar_path(old_image), sidecar_path(new_image)
-    if new.exists() or not old.is_file():
+    if not old.is_file():
         return None
     try:
-        atomic_write(new, old.read_bytes())
+        os.link(old, new)  # fails if `new` exists: no clobbering, unlike rename
+    except FileExistsError:
+        if not os.path.samefile(old, new):
+            return None  # a sidecar of the destination's own; the old one stays
+        # the same file: a move cut short between link and unlink; finish it
     except OSError as exc:
-        raise SidecarError(new, f"cannot write sidecar: {exc.strerror or exc}") from exc
+        if exc.errno != errno.EXDEV:
+            raise SidecarError(new, f"cannot move sidecar here: {exc.strerror or exc}") from exc
+        try:  # another filesystem: copy (atomically, only if still absent), then remove the old one
+            if new.exists():
+                return None
+            atomic_write(new, old.read_bytes())
+        except OSError as copy_exc:
+            raise SidecarError(new, f"cannot move sidecar here: {copy_exc.strerror or copy_exc}") from copy_exc
+    try:
+        old.unlink()
+    except OSError as exc:
+        raise SidecarError(old, f"sidecar copied to {new.name} but the old one cannot be removed: "
+                                f"{exc.strerror or exc}") from exc
     return new
 
 

@@ -115,6 +115,12 @@ class Writer:
                  moved: list[tuple[ImageRow, FileStat]], removed: list[ImageRow]) -> Future[Any]:
         def run(catalog: Catalog, gen: int) -> None:
             catalog.delete([r.id for r in removed], gen)
+            for row, _st in moved:  # two steps, so rows can trade paths without a clash
+                catalog.db.execute("UPDATE images SET path = ? WHERE id = ?", (b"\0moving %d" % row.id, row.id))
+            for row, st in moved:
+                catalog.set_file(row.id, st, row.hash, gen)
+                if row.state != "done" or (row.clip_model, row.tagger_model) != self.models:
+                    catalog.enqueue(row.id, CHANGED, "moved, not indexed by the current models")
             for st in new:
                 catalog.enqueue(catalog.insert(st, gen), CHANGED, "new file")
             for row, _st in changed:
@@ -122,10 +128,6 @@ class Writer:
             for row in stale:
                 catalog.enqueue(row.id, BACKFILL if row.state == "done" else CHANGED,
                                 "indexed by other models" if row.state == "done" else "not indexed yet")
-            for row, st in moved:
-                catalog.set_file(row.id, st, row.hash, gen)
-                if row.state != "done" or (row.clip_model, row.tagger_model) != self.models:
-                    catalog.enqueue(row.id, CHANGED, "moved, not indexed by the current models")
         return self.submit(run)
 
     def enqueue(self, ids: list[int], priority: int, reason: str) -> Future[Any]:

@@ -111,7 +111,7 @@ def test_renamed_file_keeps_its_id_without_inference(env: Env, library: dict[str
     from pixdex.indexer.sidecar import read_sidecar
 
     assert read_sidecar(Path(str(new) + ".xmp"))["Xmp.dc.subject"] == tags  # the sidecar follows the image
-    assert Path(str(old) + ".xmp").exists()  # and the old one is left where it was
+    assert not Path(str(old) + ".xmp").exists()  # moved, not copied: no stale sidecar for a future file
     assert text_side(search(env, capsys, "fishing")) == ["fishing_boats.jpg"]
     assert paths(search(env, capsys, "folder:" + str(new.parent))) == {"fishing_boats.jpg"}
     assert text_side(search(env, capsys, "harbour")) == []  # the old name is gone from the text index
@@ -341,3 +341,29 @@ def test_broken_vector_file_is_moved_aside_and_rebuilt_without_inference(
 
     assert len(Index.restore(str(vector_file))) == len(library)
     assert search(env, capsys, "tram") == before
+
+
+PERSON_SIDECAR = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">
+<dc:subject><rdf:Bag><rdf:li>grandma</rdf:li></rdf:Bag></dc:subject>
+</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>"""
+
+
+def test_a_moved_images_sidecar_goes_with_it_and_no_new_file_inherits_it(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    files = make_library(env.pics)
+    original = files["garden/red_flower.png"]
+    Path(str(original) + ".xmp").write_text(PERSON_SIDECAR)
+    env.index_json(capsys)
+    assert text_side(search(env, capsys, "grandma")) == ["red_flower.png"]
+    moved = env.pics / "family" / "red_flower.png"
+    moved.parent.mkdir()
+    original.rename(moved)
+    solid((1, 1, 250)).save(original)  # an unrelated picture takes the old name
+    summary = env.index_json(capsys)
+    assert summary["moved"] == 1 and summary["new"] == 1
+    assert "grandma" in Path(str(moved) + ".xmp").read_text()
+    assert not Path(str(original) + ".xmp").exists() or "grandma" not in Path(str(original) + ".xmp").read_text()
+    found = [h["path"] for h in search(env, capsys, "grandma") if h["text_rank"] is not None]
+    assert found == [str(moved)]

@@ -221,3 +221,30 @@ def test_a_data_directory_from_the_foundation_is_upgraded_without_reembedding(en
     from consistency import check_consistent
 
     check_consistent(data, env.pics)  # type: ignore[attr-defined]
+
+
+def test_a_file_moved_over_an_indexed_one_keeps_its_id_and_ends_the_other(tmp_path: Path) -> None:
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for n in range(4):
+        gradient(n).save(pics / f"p{n}.png")
+    writer = open_writer(tmp_path)
+    writer.register(diff(writer, pics).new, [], [], [], []).result()
+    index_all(writer, pics)
+    writer.flush()
+    ids = {r.fspath.name: r.id for r in writer.catalog.under(os.fsencode(pics))}
+    (pics / "p1.png").rename(pics / "p0.png")  # over an indexed file
+    (pics / "p2.png").rename(pics / "tmp.png")  # a swap through a third name
+    (pics / "p3.png").rename(pics / "p2.png")
+    (pics / "tmp.png").rename(pics / "p3.png")
+    found = diff(writer, pics)
+    name = lambda p: Path(os.fsdecode(p)).name  # noqa: E731
+    assert sorted((name(r.path), name(st.path)) for r, st in found.moved) == [
+        ("p1.png", "p0.png"), ("p2.png", "p3.png"), ("p3.png", "p2.png")]
+    assert [name(r.path) for r in found.removed] == ["p0.png"]
+    assert found.new == [] and found.changed == []
+    writer.register(found.new, found.changed, found.stale, found.moved, found.removed).result()
+    writer.flush()
+    after = {r.fspath.name: r.id for r in writer.catalog.under(os.fsencode(pics))}
+    assert after == {"p0.png": ids["p1.png"], "p2.png": ids["p3.png"], "p3.png": ids["p2.png"]}
+    writer.close()
