@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -128,6 +129,8 @@ def index_folders(config: Config, roots: list[Path], progress: bool) -> dict[str
 
     from pixdex.indexer.core import Indexer
 
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as Ctrl-C does: finished work is committed
+
     with Indexer(config) as indexer:
         start = indexer.stats.committed
         try:
@@ -143,7 +146,7 @@ def index_folders(config: Config, roots: list[Path], progress: bool) -> dict[str
             done = indexer.stats.committed - start
             print(f"pixdex: interrupted: {done} image(s) were committed; the rest stays queued and is "
                   "indexed at the next `pixdex index`", file=sys.stderr)
-            raise
+            raise SystemExit(130) from None
         return summary_dict(report, indexer.stats)
 
 
@@ -158,6 +161,10 @@ def _check_roots(roots: list[Path]) -> None:
             raise PixdexError(f"{root}: not a folder; pass the folder that holds it")
         if not os.access(root, os.R_OK | os.X_OK):
             raise PixdexError(f"{root}: permission denied; pixdex needs to read this folder")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def summary_dict(report: Any, stats: Any) -> dict[str, Any]:

@@ -79,7 +79,14 @@ class Indexer:
         self._opened.append(lambda: _stop_pool(self.decode_pool))
         self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool)
         self.pipeline.start()
-        self._opened.append(self.pipeline.stop)
+        self._opened.append(self._stop_pipeline)
+
+    def _stop_pipeline(self) -> None:
+        """Stop feeding, stop the workers (what they hold stays queued), then let the stages finish."""
+        self.pipeline.request_stop()
+        _stop_pool(self.decode_pool)
+        _stop_pool(self.infer_pool)
+        self.pipeline.stop()
 
     def __enter__(self) -> Indexer:
         return self

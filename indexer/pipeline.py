@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,9 +115,13 @@ class Pipeline:
         """New work was queued: feed it now."""
         self._wake.set()
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Stop taking work: stages drop what they hold (it stays queued) and exit."""
         self._stopping.set()
         self._wake.set()
+
+    def stop(self) -> None:
+        self.request_stop()
         for thread in self._threads:
             thread.join(timeout=30)
         self._queue_db.close()
@@ -134,10 +139,14 @@ class Pipeline:
         try:
             stage(inbox, outbox)
         except BaseException as exc:  # a bug in a stage must not leave the others waiting forever
+            if self._stopping.is_set():  # the pools were stopped under it: expected, nothing is lost
+                log.debug("pipeline stage %s ended while stopping: %r", stage.__name__, exc)
+                _send_stop(outbox)
+                return
             log.exception("pipeline stage %s failed", stage.__name__)
             self.fatal = self.fatal or exc
             self._stopping.set()
-            outbox.put(STOP)
+            _send_stop(outbox)
 
     def _put(self, outbox: queue.Queue[Any], item: Any) -> bool:
         """Put with back-pressure, but give up when the pipeline stops."""
@@ -148,6 +157,35 @@ class Pipeline:
             except queue.Full:
                 continue
         return False
+
+    def _await(self, future: Future[Any]) -> Any:
+        """A worker's result; raises `_Stopped` when the pipeline stops first (a stopped pool's futures
+        may never resolve, and what they say then is not the file's fault)."""
+        while True:
+            if self._stopping.is_set():
+                raise _Stopped
+            try:
+                return future.result(timeout=0.1)
+            except FutureTimeout:
+                if future.done():
+                    raise  # the task itself ran past its timeout
+            except BrokenProcessPool as exc:  # every worker gone (SIGTERM to the group, OOM): no file's fault
+                from pixdex.indexer.errors import PixdexError
+
+                if not self._stopping.is_set():
+                    self.fatal = self.fatal or PixdexError(
+                        f"the worker processes stopped ({exc or 'broken pool'}); no file was blamed and the queue "
+                        "resumes at the next run")
+                self.request_stop()
+                raise _Stopped from None
+
+    def _await_done(self, future: Future[Any]) -> None:
+        try:
+            self._await(future)
+        except _Stopped:
+            raise
+        except BaseException:  # noqa: BLE001 - the caller reads the outcome
+            pass
 
     def _release(self, works: list[Work]) -> None:
         with self._inflight_lock:
@@ -170,7 +208,7 @@ class Pipeline:
             for entry in entries:
                 if not self._put(outbox, Work(entry)):
                     break
-        outbox.put(STOP)
+        _send_stop(outbox)
 
     # Stage: read + hash + decode + preprocess in the process pool, results in order.
     def decode(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
@@ -187,11 +225,11 @@ class Pipeline:
             if pending and (item is None or len(pending) >= self._window or pending[0][1].done()):
                 work, future = pending.popleft()
                 self._finish_decode(work, future)
-                if not self._put(outbox, work):
+                if self._stopping.is_set() or not self._put(outbox, work):
                     break
         for work, future in pending:
             future.cancel()
-        outbox.put(STOP)
+        _send_stop(outbox)
 
     def _known_hash(self, entry: QueueEntry) -> str | None:
         """The hash under which unchanged content may skip decoding — never for a file a person asked for."""
@@ -204,7 +242,9 @@ class Pipeline:
 
         start = time.perf_counter()
         try:
-            work.prepared = future.result()
+            work.prepared = self._await(future)
+        except _Stopped:
+            raise
         except ReadError as exc:
             work.error = exc.reason
         except ProcessExpired as exc:
@@ -244,12 +284,14 @@ class Pipeline:
                 current = []
         if current:
             self._put(outbox, current)
-        outbox.put(STOP)
+        _send_stop(outbox)
 
     # Stage: the model worker embeds and tags; a failed batch is retried one file at a time.
     def infer(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
         while (batch := inbox.get()) is not STOP:
             ready = [w for w in batch if w.needs_model]
+            if self._stopping.is_set():
+                break
             if ready and self.fatal is None:
                 start = time.perf_counter()
                 try:
@@ -263,7 +305,7 @@ class Pipeline:
                 continue
             if not self._put(outbox, batch):
                 break
-        outbox.put(STOP)
+        _send_stop(outbox)
 
     def _infer(self, ready: list[Work]) -> None:
         try:
@@ -271,6 +313,8 @@ class Pipeline:
         except (InferenceError, _WorkerDied) as exc:
             if len(ready) == 1:
                 ready[0].error = str(exc)
+                return
+            if self._stopping.is_set():
                 return
             log.warning("a batch of %d failed (%s); retrying one file at a time", len(ready), exc)
             for work in ready:
@@ -285,7 +329,7 @@ class Pipeline:
         clip = np.stack([w.prepared.clip_input for w in works])  # type: ignore[union-attr]
         tags = np.stack([w.prepared.tag_input for w in works]) if self.info.tagger_size else None  # type: ignore[union-attr]
         try:
-            result: Inferred = self.infer_pool.schedule(infer, (self.spec, clip, tags)).result()
+            result: Inferred = self._await(self.infer_pool.schedule(infer, (self.spec, clip, tags)))
         except ProcessExpired as exc:
             raise _WorkerDied(f"the inference process died on this file ({_signal_name(exc.exitcode)})") from exc
         except InferenceError as exc:
@@ -303,6 +347,8 @@ class Pipeline:
         settings = self.config.sidecar
         model = self.info.tagger_id or self.info.clip_id
         while (batch := inbox.get()) is not STOP:
+            if self._stopping.is_set():
+                break
             if settings.write:
                 start = time.perf_counter()
                 # Same content as indexed: no new tags, but the sidecar may have gone meanwhile (the merge
@@ -313,11 +359,12 @@ class Pipeline:
                     write_sidecar, (w.entry.row.path, [str(t["name"]) for t in self._tags_of(w)], settings.tag_parent,
                                     model), timeout=60) for w in done]
                 for work, future in zip(done, futures, strict=True):
+                    self._await_done(future)
                     work.sidecar_error = _sidecar_result(future)
                 self.stats.add_time("sidecar", time.perf_counter() - start)
             if not self._put(outbox, batch):
                 break
-        outbox.put(STOP)
+        _send_stop(outbox)
 
     @staticmethod
     def _tags_of(work: Work) -> list[dict[str, object]]:
@@ -374,6 +421,10 @@ class _WorkerDied(Exception):
     pass
 
 
+class _Stopped(Exception):
+    """The pipeline stopped while a stage waited on a worker."""
+
+
 def carry_sidecars(pool: Any, moves: list[tuple[bytes, bytes, list[str]]], parent: str, model: str) -> list[str]:
     """After moves: each new image's sidecar starts from its old one's. Returns the errors."""
     futures = [pool.schedule(carry_sidecar, (old, new, tags, parent, model), timeout=60) for old, new, tags in moves]
@@ -408,6 +459,20 @@ def _when_all(futures: list[Future[Any]], callback: Callable[[bool], None]) -> N
 
     for future in futures:
         future.add_done_callback(one_done)
+
+
+def _send_stop(outbox: queue.Queue[Any]) -> None:
+    """Pass STOP on without blocking: the next stage may have ended already (the pipeline only stops
+    when asked to, and then what the queues hold is dropped; it stays queued in the catalog)."""
+    while True:
+        try:
+            outbox.put_nowait(STOP)
+            return
+        except queue.Full:
+            try:
+                outbox.get_nowait()
+            except queue.Empty:
+                pass
 
 
 def _get_nowait(inbox: queue.Queue[Any]) -> Any:

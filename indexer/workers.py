@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,23 @@ CRASH_ENV = "PIXDEX_TEST_CRASH_ON"
 
 
 def make_pool(workers: int, settings: PipelineSettings) -> Any:
+    """A pool whose workers never see the terminal's Ctrl-C: SIGINT is blocked while the pool (and its
+    threads, which start the workers, now and when they replace one) are created, and a blocked
+    signal stays blocked across exec. Stopping them is the parent's job."""
     from pebble import ProcessPool
 
-    return ProcessPool(max_workers=workers, initializer=lower_priority, initargs=(settings.nice, settings.idle_io),
-                       context=multiprocessing.get_context("spawn"))
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited as "ignored"
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # for pebble's threads' later spawns
+    try:
+        pool = ProcessPool(max_workers=workers, initializer=lower_priority,
+                           initargs=(settings.nice, settings.idle_io), context=multiprocessing.get_context("spawn"))
+        pool.active  # noqa: B018 - pebble starts its threads and workers lazily: start them in this window
+        return pool
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if main:
+            signal.signal(signal.SIGINT, handler)
 
 
 def lower_priority(nice: int, idle_io: bool) -> None:
