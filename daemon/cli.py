@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="index the configured folders, then search (interactive on a terminal)")
-    run.add_argument("query", nargs="?", help="one-shot query to run after indexing")
+    run.add_argument("query", nargs="?", help="one-shot query to run after indexing (all remaining words)")
     run.add_argument("-k", type=int, help="results to show")
 
     index = sub.add_parser("index", help="index folders (default: the configured ones)")
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     search = sub.add_parser("search", help="hybrid text + vector search")
-    search.add_argument("query", help='e.g. "beach + sunset - people tag:dog after:2020-01-01"')
+    search.add_argument("query", help='e.g. beach + sunset - people tag:dog -tag:cat after:2020-01-01 '
+                                      '(all remaining words; quotes optional)')
     _result_options(search)
 
     similar = sub.add_parser("similar", help="images that look like the given ones")
@@ -91,16 +92,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+QUERY_COMMANDS = {"search", "run"}
+QUERY_OPTIONS = {"-k": True, "--json": False, "-0": False, "-h": False, "--help": False}  # option: takes a value
+
+
 def _negative_k(argv: list[str]) -> list[str]:
-    """`-k -1` reaches the range check (one clear message) instead of argparse's usage error: with a
-    `-0` option defined, argparse takes `-1` for an option."""
+    """Arguments argparse would misread, made plain: `-k -1` reaches the range check (one clear message;
+    with a `-0` option defined, argparse takes `-1` for an option), and a query that starts with `-`
+    (`pixdex search -tag:cat`) is the query, not an unknown option."""
     out: list[str] = []
-    for arg in argv:
-        if out and out[-1] == "-k" and arg.lstrip("-").isdigit():
-            out[-1] = f"-k={arg}"
-        else:
+    words: list[str] = []
+    command = None
+    args = iter(argv)
+    for arg in args:
+        if command is None:
             out.append(arg)
-    return out
+            if arg in QUERY_COMMANDS and (len(out) == 1 or out[-2] != "--config"):
+                command = arg
+            continue
+        option, _, _ = arg.partition("=")
+        if option in QUERY_OPTIONS:
+            out.append(arg)
+            if QUERY_OPTIONS[option] and "=" not in arg:
+                out[-1] = f"{arg}={next(args, '')}"
+        elif arg == "--":
+            words += list(args)
+        else:
+            words.append(arg)
+    return out + (["--", " ".join(words)] if words else [])
 
 
 # Commands ------------------------------------------------------------------------------------
@@ -174,14 +193,20 @@ def summary_dict(report: Any, stats: Any) -> dict[str, Any]:
         "decoded": stats.decoded, "embedded": stats.embedded, "tagged": stats.tagged,
         "inference_calls": stats.inference_calls,
         "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
+        "resumed": report.resumed, "sidecar_failures": stats.sidecar_failures + len(report.sidecar_errors),
         "failures": stats.failures, "folder_errors": report.folder_errors,
-        "sidecar_errors": report.sidecar_errors,
+        "sidecar_errors": report.sidecar_errors + stats.sidecar_errors,
     }
 
 
 def summary_line(s: dict[str, Any]) -> str:
-    return (f"{s['new']} new, {s['changed']} changed, {s['unchanged']} unchanged, {s['moved']} moved, "
+    line = (f"{s['new']} new, {s['changed']} changed, {s['unchanged']} unchanged, {s['moved']} moved, "
             f"{s['removed']} removed, {s['failed']} failed")
+    if s["resumed"]:
+        line += f"; {s['resumed']} resumed from an earlier run"
+    if s["sidecar_failures"]:
+        line += f"; {s['sidecar_failures']} sidecar(s) not written (see `pixdex failures`)"
+    return line
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:

@@ -74,7 +74,8 @@ def status(config: Config) -> dict[str, Any]:
             "vector index": _size([layout.vector_file]),
             "text index": _size(list(layout.fulltext.iterdir())) if layout.fulltext.is_dir() else 0,
         },
-        "paths": {"config": str(default_config_path(config.environ)), "data": str(config.data_dir),
+        "paths": {"config": str(config.source) if config.source else
+                  f"{default_config_path(config.environ)} (absent: built-in defaults)", "data": str(config.data_dir),
                   "models": str(config.model_dir), "folders": ", ".join(str(f) for f in config.folders)},
     }
 

@@ -48,6 +48,7 @@ class ScanReport:
     removed: int = 0
     failed_before: int = 0
     queued: int = 0
+    resumed: int = 0  # queue entries left by an earlier run
     folder_errors: list[tuple[str, str]] = field(default_factory=list)
     sidecar_errors: list[str] = field(default_factory=list)
 
@@ -102,6 +103,7 @@ class Indexer:
         """Diff `roots` against the catalog and queue what changed; returns what was found."""
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
+            resumed = sum(reader.queue_counts().values())
             diff = diff_tree(reader, [os.fsencode(r) for r in roots], self.config.library.skip_dirs,
                              self.config.library.follow_symlinks, self.info.ids,
                              [os.fsencode(f) for f in self.config.folders])
@@ -109,7 +111,7 @@ class Indexer:
             reader.close()
         report = ScanReport(new=len(diff.new), changed=len(diff.changed), unchanged=len(diff.unchanged),
                             moved=len(diff.moved), removed=len(diff.removed), failed_before=len(diff.failed),
-                            queued=len(diff.new) + len(diff.changed) + len(diff.stale),
+                            queued=len(diff.new) + len(diff.changed) + len(diff.stale), resumed=resumed,
                             folder_errors=[(display_path(p), reason) for p, reason in diff.errors])
         # A moved image's sidecar follows it before the move commits: after a crash the move is found
         # again and the carry-over (which never overwrites) is redone.

@@ -68,6 +68,8 @@ class Stats:
     touched: int = 0
     failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    sidecar_failures: int = 0
+    sidecar_errors: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     current: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -361,6 +363,11 @@ class Pipeline:
                 for work, future in zip(done, futures, strict=True):
                     self._await_done(future)
                     work.sidecar_error = _sidecar_result(future)
+                    if work.sidecar_error:
+                        with self.stats.lock:
+                            self.stats.sidecar_failures += 1
+                            self.stats.sidecar_errors.append(f"{display_path(work.entry.row.path)}: "
+                                                             f"{work.sidecar_error}")
                 self.stats.add_time("sidecar", time.perf_counter() - start)
             if not self._put(outbox, batch):
                 break

@@ -126,6 +126,7 @@ class Config:
     index: IndexSettings = field(default_factory=IndexSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
+    source: Path | None = field(default=None, repr=False, compare=False)  # the file it was read from
 
     @property
     def data_dir(self) -> Path:
@@ -174,13 +175,13 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    return config_from_dict(raw, environ, source=str(path))
+    return dataclasses.replace(config_from_dict(raw, environ, source=str(path)), source=path)
 
 
 def config_from_dict(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "config") -> Config:
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
-    known = {f.name for f in dataclasses.fields(Config) if f.name != "environ"}
+    known = {f.name for f in dataclasses.fields(Config) if f.name not in ("environ", "source")}
     for name, value in raw.items():
         if name not in known:
             raise ConfigError(f"{source}: unknown section [{name}]; allowed: {', '.join(sorted(known))}")
@@ -225,7 +226,7 @@ def describe_settings() -> list[tuple[str, Any, str]]:
     """Every setting as (dotted key, default, help), for `pixdex config` and the docs test."""
     rows = []
     for section in dataclasses.fields(Config):
-        if section.name == "environ":
+        if section.name in ("environ", "source"):
             continue
         default = section.default_factory()  # type: ignore[misc]
         for f in dataclasses.fields(default):

@@ -97,8 +97,9 @@ class SearchService:
         else:
             from pixdex.query.vector import query_embedding
 
-            vector = self._vector_side(clip, text, query_embedding(clip, query), query.filters, notes=notes)
-        words = text_hits(text, query.text, query.filters, self.config.search.candidates)
+            vector = self._vector_side(clip, text, query_embedding(clip, query), query.filters, notes=notes,
+                                       count=max(k, self.config.search.candidates))
+        words = text_hits(text, query.text, query.filters, max(k, self.config.search.candidates))
         return Results(raw, self._fuse(vector, words, k), notes)
 
     def _nothing_note(self) -> str:
@@ -119,21 +120,24 @@ class SearchService:
             return Results(" ".join(display_path(p) for p in images), [], [self._nothing_note()])
         from pixdex.query.vector import mean_embedding
 
-        found = self._vector_side(clip, text, mean_embedding(vectors), filters, exclude=own_ids)
+        found = self._vector_side(clip, text, mean_embedding(vectors), filters, exclude=own_ids,
+                                  count=max(k, self.config.search.candidates))
         return Results(" ".join(display_path(p) for p in images), self._fuse(found, [], k))
 
     def _vector_side(self, clip: Any, text: TextSnapshot, embedding: NDArray[np.float32], filters: Filters,
-                     exclude: set[int] | None = None, notes: list[str] | None = None) -> list[tuple[int, float]]:
+                     exclude: set[int] | None = None, notes: list[str] | None = None, count: int = 0,
+                     ) -> list[tuple[int, float]]:
         allowed = matching_ids(text, filters)
         if allowed is not None and exclude:
             allowed -= exclude
-        count = self.config.search.candidates + len(exclude or ())
+        wanted = count or self.config.search.candidates
+        count = wanted + len(exclude or ())
         with self.reader.vector_lock:
             view = self.reader.vectors(clip.id, clip.dim)
             hits = view.search(embedding, count, allowed)
             if notes is not None and view.note and not len(view):
                 notes.append(f"{view.note}; text results only until `pixdex index` embeds the images")
-        return [h for h in hits if h[0] not in (exclude or ())][: self.config.search.candidates]
+        return [h for h in hits if h[0] not in (exclude or ())][:wanted]
 
     def _image_vectors(self, clip: Any, images: list[Path]) -> tuple[NDArray[np.float32], set[int]]:
         from pixdex.indexer.decode import decode_image

@@ -91,3 +91,41 @@ def test_search_loads_no_image_library_or_exporter(indexed: Env) -> None:
     modules = imported_by(["search", "tram"], indexed)
     assert "onnxruntime" in modules  # the query's text tower
     assert modules & {"PIL", "pyexiv2", "torch", "open_clip", "pebble"} == set()
+
+
+def test_a_query_may_start_with_a_minus_and_need_no_quotes(indexed: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = indexed.cli("search", "-ext:png", "-k", "50", "--json", capsys=capsys)
+    assert status == 0, err
+    assert {Path(h["path"]).suffix for h in json.loads(out)["hits"]} == {".jpg", ".webp", ".gif", ".bmp", ".tiff"}
+    status, out, _ = indexed.cli("search", "old", "tram", "-k", "1", capsys=capsys)
+    assert status == 0 and "old_tram.bmp" in out
+    status, out, _ = indexed.cli("search", "-k", "2", "--", "-ext:png", "tram", capsys=capsys)
+    assert status == 0 and len(out.splitlines()) == 2
+
+
+def test_k_above_the_candidate_count_is_honoured(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    for n in range(12):
+        gradient(n).save(env.pics / f"g{n}.png")
+    env.config.write_text(env.config.read_text() + "[search]\ncandidates = 10\n")
+    env.index_json(capsys)
+    status, out, _ = env.cli("search", "anything", "-k", "12", "--json", capsys=capsys)
+    assert len(json.loads(out)["hits"]) == 12
+
+
+def test_status_names_the_config_file_in_use(indexed: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = indexed.cli("status", "--json", capsys=capsys)
+    assert json.loads(out)["paths"]["config"] == str(indexed.config)
+
+
+def test_index_summary_counts_resumed_work_and_unwritten_sidecars(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    make_library(env.pics)
+    gradient(9).save(env.pics / ("d" * 251 + ".png"))  # its sidecar's name would be too long
+    first = env.index_json(capsys)
+    assert first["sidecar_failures"] == 1 and "too long" in first["sidecar_errors"][0].lower()
+    db = sqlite3.connect(env.data / "catalog.sqlite3")  # as a crash leaves it: work queued, not done
+    db.execute("INSERT INTO queue SELECT id, 1, 'left by a crash', 1000 + rowid, 0 FROM images LIMIT 3")
+    db.commit()
+    status, out, err = env.cli("index", capsys=capsys)
+    assert status == 0 and "3 resumed from an earlier run" in out
