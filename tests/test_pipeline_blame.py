@@ -4,6 +4,7 @@ a rule, to make one file fail on demand (the crash and load paths run for real i
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 from typing import Any
 
@@ -51,6 +52,7 @@ def pipeline(pool: RulePool) -> Pipeline:
     p.spec = None  # type: ignore[assignment]
     p.infer_pool = pool
     p.stats = Stats()
+    p._stopping = threading.Event()
     return p
 
 
