@@ -1,8 +1,8 @@
 """The `pixdex` command: index, search, similar, status, failures, models, config, run.
 
 Library code raises typed errors; this module is the one place that turns them into a
-one-line message on stderr and an exit status (0 fine, 1 nothing found / files failed, 2 bad
-input or setup).
+one-line message on stderr and an exit status: 0 fine (an index run whose bad files were recorded
+is fine: `pixdex failures` lists them), 1 nothing found, 2 bad input or setup, 130 interrupted.
 """
 
 from __future__ import annotations
