@@ -101,7 +101,7 @@ class IndexSettings:
     expansion_search: int = setting(128, "HNSW search expansion (recall versus speed).", min=8, max=4096)
     save_seconds: float = setting(60.0, "Save the vector index file at most this often while it changes.",
                                   min=1.0, max=86_400.0)
-    save_changes: int = setting(5000, "Save the vector index file once this many vectors changed since the last save.",
+    save_changes: int = setting(2000, "Save the vector index file once this many vectors changed since the last save.",
                                 min=1, max=10_000_000)
 
 

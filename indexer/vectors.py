@@ -190,7 +190,10 @@ class VectorView:
         self.base_stamp: tuple[int, int] | None = None
         self.note: str | None = None
         self.delta: dict[int, NDArray[np.float32]] = {}
-        self.stale: set[int] = set()  # ids whose entry in the base file is out of date or gone
+        self.stale: set[int] = set()  # ids stamped after the base file: its entries for them are not current
+        self.shadowed: set[int] = set()  # those of them the base file holds (what a base search must skip)
+        self._delta_ids: list[int] = []
+        self._delta_matrix: NDArray[np.float32] | None = None  # the delta stacked once per refresh
         self.seen = -1
 
     def refresh(self, catalog: Catalog, generation: int) -> None:
@@ -202,17 +205,21 @@ class VectorView:
             return
         since = self.base_generation if self.seen < 0 else self.seen
         if self.seen < 0:
-            self.delta, self.stale = {}, set()
+            self.delta, self.stale, self.shadowed = {}, set(), set()
         rows, gone = catalog.changed_since(since)
         ids = [r.id for r in rows]
         fresh = dict(catalog.embeddings(self.model_id, ids=ids))
         for image_id in [*ids, *gone]:
             self.stale.add(image_id)
+            if self._in_base(image_id):
+                self.shadowed.add(image_id)
             vector = fresh.get(image_id)
             if vector is None:
                 self.delta.pop(image_id, None)
             else:
                 self.delta[image_id] = vector
+        self._delta_ids = list(self.delta)
+        self._delta_matrix = np.stack([self.delta[i] for i in self._delta_ids]) if self.delta else None
         self.seen = generation
 
     def _file_stamp(self) -> tuple[int, int] | None:
@@ -242,7 +249,7 @@ class VectorView:
 
     def __len__(self) -> int:
         base = len(self.base) if self.base is not None else 0
-        return base + len(self.delta) - sum(1 for i in self.stale if self._in_base(i))
+        return base + len(self.delta) - len(self.shadowed)
 
     def _in_base(self, image_id: int) -> bool:
         return self.base is not None and bool(self.base.contains(image_id))
@@ -261,16 +268,20 @@ class VectorView:
         """The `count` nearest ids with cosine similarity, restricted to `allowed` when given."""
         if count <= 0:
             return []
-        hits = self._search_base(query, count, allowed) + self._search_delta(query, allowed)
+        hits = self._search_base(query, count, allowed) + self._search_delta(query, count, allowed)
         hits.sort(key=lambda h: -h[1])
         return hits[:count]
 
-    def _search_delta(self, query: NDArray[np.float32], allowed: set[int] | None) -> list[tuple[int, float]]:
-        ids = [i for i in self.delta if allowed is None or i in allowed]
-        if not ids:
+    def _search_delta(self, query: NDArray[np.float32], count: int, allowed: set[int] | None,
+                      ) -> list[tuple[int, float]]:
+        if self._delta_matrix is None:
             return []
-        scores = np.stack([self.delta[i] for i in ids]) @ query.astype(np.float32)
-        return [(i, float(s)) for i, s in zip(ids, scores, strict=True)]
+        scores = self._delta_matrix @ query.astype(np.float32)
+        if allowed is not None:
+            keep = np.fromiter((i in allowed for i in self._delta_ids), dtype=bool, count=len(self._delta_ids))
+            scores = np.where(keep, scores, -np.inf)
+        order = np.argsort(-scores, kind="stable")[:count]
+        return [(self._delta_ids[n], float(scores[n])) for n in order if np.isfinite(scores[n])]
 
     def _search_base(self, query: NDArray[np.float32], count: int, allowed: set[int] | None,
                      ) -> list[tuple[int, float]]:
@@ -281,7 +292,7 @@ class VectorView:
             candidates = sorted(i for i in allowed if i not in self.stale and base.contains(i))
             if len(candidates) <= self.exact_limit:
                 return self._exact(base, query, count, candidates)
-        fetch = count + len(self.stale)
+        fetch = count + len(self.shadowed)  # only entries the file holds can crowd out current ones
         while True:
             matches = base.search(query, min(fetch, len(base)))
             hits = [(int(k), 1.0 - float(d)) for k, d in zip(matches.keys, matches.distances, strict=True)
