@@ -68,11 +68,12 @@ def replace_section(path: Path, name: str, text: str) -> None:
     begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
     old = path.read_text() if path.exists() else ""
-    if begin not in old:
-        old = HEADER  # first run with markers: earlier unmarked figures are replaced
+    if ": begin -->" not in old:
+        old = HEADER  # a page from before the sections had markers: its figures are replaced
     if begin in old and end in old:
         head, rest = old.split(begin, 1)
-        new = head + block + rest.split(end, 1)[1].lstrip("\n")
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        new = head + block + ("\n" + tail if tail else "")
     else:
         new = old.rstrip() + "\n\n" + block
     path.parent.mkdir(parents=True, exist_ok=True)

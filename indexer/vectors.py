@@ -292,7 +292,8 @@ class VectorView:
             candidates = sorted(i for i in allowed if i not in self.stale and base.contains(i))
             if len(candidates) <= self.exact_limit:
                 return self._exact(base, query, count, candidates)
-        fetch = count + len(self.shadowed)  # only entries the file holds can crowd out current ones
+        # Shadowed entries are spread at random over the file: over-fetch by their share, widen if short.
+        fetch = min(len(base), int(count * len(base) / max(1, len(base) - len(self.shadowed))) + 16)
         while True:
             matches = base.search(query, min(fetch, len(base)))
             hits = [(int(k), 1.0 - float(d)) for k, d in zip(matches.keys, matches.distances, strict=True)

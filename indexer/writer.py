@@ -315,6 +315,12 @@ def sync_text(catalog: Catalog, fulltext: FullText) -> None:
         fulltext.clear()
         fulltext.generation = 0
     rows, gone = catalog.changed_since(fulltext.generation)
-    fulltext.remove([*gone, *(r.id for r in rows if r.state != "done")])
-    fulltext.upsert([doc_of_row(r) for r in rows if r.state == "done"])
+    # A row that was never done (a file just registered) has no document to remove.
+    removed = [*gone, *(r.id for r in rows if r.state != "done" and (r.state == "failed" or r.hash is not None))]
+    docs = [doc_of_row(r) for r in rows if r.state == "done"]
+    if not removed and not docs and fulltext.generation:
+        fulltext.generation = generation  # nothing changes in tantivy; a restart replays these rows for free
+        return
+    fulltext.remove(removed)
+    fulltext.upsert(docs)
     fulltext.commit(generation)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import tantivy
 
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.fulltext import _schema, open_for_reading, read_manifest
+from pixdex.indexer.fulltext import _schema, open_for_reading
 from pixdex.indexer.layout import Layout
 from pixdex.indexer.settings import IndexSettings
 from pixdex.indexer.vectors import VectorView
@@ -41,7 +41,7 @@ class Reader:
         self._lock = threading.Lock()
         self._vector_lock = threading.Lock()
         self._text: tantivy.Index | None = None
-        self._text_generation = -1
+        self._text_generation: tuple[int, int] = (-1, -1)
         self._views: dict[tuple[str, int], VectorView] = {}
         self._schema = _schema()
 
@@ -65,7 +65,7 @@ class Reader:
         Reloads when the index's own manifest moved on: the catalog commits first, so its generation
         can be ahead of what tantivy holds for a moment, and reloading on that would miss the commit.
         """
-        generation = read_manifest(self.layout)["generation"]
+        generation = self._text_stamp()
         with self._lock:
             if self._text is None or generation != self._text_generation:
                 if self._text is None:
@@ -76,6 +76,14 @@ class Reader:
             if self._text is None:
                 return None
             return TextSnapshot(self._text, self._text.searcher(), self._schema)
+
+    def _text_stamp(self) -> tuple[int, int]:
+        """The text manifest's identity: it is replaced (new inode) after each tantivy commit."""
+        try:
+            st = self.layout.fulltext_manifest.stat()
+        except OSError:
+            return (0, 0)
+        return st.st_ino, st.st_mtime_ns
 
     def vectors(self, model_id: str, ndim: int) -> VectorView:
         """The vectors of `model_id`, caught up with the latest commit. Use under `vector_lock`."""
