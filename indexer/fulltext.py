@@ -224,12 +224,6 @@ class FullText:
             self.generation = generation
         self.index.reload()
 
-    def searcher(self) -> tantivy.Searcher:
-        return self.index.searcher()
-
-    def num_docs(self) -> int:
-        return int(self.searcher().num_docs)
-
 
 def text_query(index: tantivy.Index, text: str) -> tantivy.Query:
     fields = list(TEXT_FIELDS) + (["cjk"] if CJK.search(text) else [])

@@ -245,18 +245,3 @@ def infer(spec: ModelSpec, clip_batch: NDArray[np.float32], tag_batch: NDArray[n
                 for found in tagger.tag(tag_batch)]
         calls += 1
     return Inferred(embeddings, tags, calls)
-
-
-def loaded_models(spec: ModelSpec) -> list[str]:
-    """The model files this worker holds in memory now (for status and the TTL test)."""
-    if repr(spec) not in _models:
-        return []
-    return [str(key[0]) for key in _models[repr(spec)][2].loaded()]
-
-
-def rss_bytes() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-

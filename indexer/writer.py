@@ -175,9 +175,6 @@ class Writer:
             return True
         return self.submit(run)
 
-    def set_sidecar_error(self, image_id: int, error: str | None) -> Future[Any]:
-        return self.submit(lambda catalog, gen: catalog.set_sidecar_error(image_id, error))
-
     # The thread -------------------------------------------------------------------------------
     def _run(self) -> None:
         group: list[tuple[Command, Future[Any]]] = []
