@@ -49,18 +49,20 @@ def make_pool(workers: int, settings: PipelineSettings) -> Any:
     signal stays blocked across exec. Stopping them is the parent's job."""
     from pebble import ProcessPool
 
+    # Blocked first, then ignored (children are started ignoring it); Linux keeps a blocked signal pending
+    # even while it is ignored, so a Ctrl-C in this window reaches this process once the handler is back.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     main = threading.current_thread() is threading.main_thread()
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited as "ignored"
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # for pebble's threads' later spawns
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         pool = ProcessPool(max_workers=workers, initializer=lower_priority,
                            initargs=(settings.nice, settings.idle_io), context=multiprocessing.get_context("spawn"))
         pool.active  # noqa: B018 - pebble starts its threads and workers lazily: start them in this window
         return pool
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if main:
             signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def lower_priority(nice: int, idle_io: bool) -> None:
