@@ -70,6 +70,10 @@ MIGRATIONS: list[str] = [
     INSERT INTO meta VALUES ('generation', 1), ('queue_seq', 0);
     INSERT INTO queue SELECT id, 1, 'pending before the upgrade', 0, updated FROM images WHERE state = 'pending';
     """,
+    # 3: folders added with `pixdex watch add` (named collections), beside the config file's.
+    """
+    CREATE TABLE collections (name TEXT PRIMARY KEY, path BLOB NOT NULL UNIQUE, added REAL NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -137,6 +141,17 @@ class ImageRow:
     @property
     def tag_list(self) -> list[dict[str, object]]:
         return list(json.loads(self.tags))
+
+    def current_for(self, models: tuple[str, str | None]) -> bool:
+        """Indexed as these models would index it. Without models (reduced mode, `models[0]` empty) any
+        finished row is as current as it can get: what models made stays until models are back."""
+        if self.state != "done":
+            return False
+        return not models[0] or (self.clip_model, self.tagger_model) == models
+
+    @property
+    def waits_for_models(self) -> bool:
+        return self.state == "done" and self.clip_model is None
 
     def same_file(self, st: FileStat) -> bool:
         return (self.size, self.mtime_ns) == (st.size, st.mtime_ns)
@@ -239,6 +254,11 @@ class Catalog:
         counts.update(dict(self.db.execute("SELECT state, count(*) FROM images GROUP BY state").fetchall()))
         return counts
 
+    def waiting_for_models(self) -> int:
+        """Images indexed without models (reduced mode): their names and metadata only."""
+        return int(self.db.execute("SELECT count(*) FROM images WHERE state = 'done' AND clip_model IS NULL")
+                   .fetchone()[0])
+
     def queue_counts(self) -> dict[str, int]:
         found = dict(self.db.execute("SELECT priority, count(*) FROM queue GROUP BY priority").fetchall())
         return {name: int(found.get(p, 0)) for p, name in PRIORITY_NAMES.items()}
@@ -253,6 +273,14 @@ class Catalog:
         width = len(ImageRow.__dataclass_fields__)
         entries = [QueueEntry(ImageRow(*r[:width]), *r[width:]) for r in rows]
         return [e for e in entries if e.row.id not in skip][:limit]
+
+    def meta(self, key: str, default: int = 0) -> int:
+        found = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(found[0]) if found else default
+
+    def collections(self) -> list[tuple[str, bytes]]:
+        """Folders added with `pixdex watch add`, as (name, real path)."""
+        return [(str(n), bytes(p)) for n, p in self.db.execute("SELECT name, path FROM collections ORDER BY name")]
 
     def generation(self) -> int:
         return int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
@@ -288,6 +316,16 @@ class Catalog:
             "(SELECT image_id FROM embeddings WHERE model = ?)", (model,))]
 
     # Writes (the writer's only, inside its transaction) ---------------------------------------
+    def set_meta(self, key: str, value: int) -> None:
+        self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value))
+
+    def add_collection(self, name: str, path: bytes) -> None:
+        self.db.execute("INSERT INTO collections VALUES (?, ?, ?)", (name, path, time.time()))
+
+    def remove_collection(self, name: str) -> None:
+        self.db.execute("DELETE FROM collections WHERE name = ?", (name,))
+
     def set_generation(self, generation: int) -> None:
         self.db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (generation,))
 
@@ -326,15 +364,19 @@ class Catalog:
                         "updated = ?, gen = ? WHERE id = ?",
                         (st.path, st.dev, st.ino, st.size, st.mtime_ns, digest, time.time(), gen, image_id))
 
-    def mark_done(self, image_id: int, *, clip_model: str, tagger_model: str | None, width: int, height: int,
+    def mark_done(self, image_id: int, *, clip_model: str | None, tagger_model: str | None, width: int, height: int,
                   taken: str | None, camera: str | None, tags: list[dict[str, object]],
-                  metadata: str, sidecar_error: str | None, embedding: NDArray[np.float32]) -> None:
+                  metadata: str, sidecar_error: str | None, embedding: NDArray[np.float32] | None) -> None:
+        """Record an indexed image; without an embedding (no models) it waits for models (clip_model NULL)."""
         self.db.execute(
             "UPDATE images SET state = 'done', reason = NULL, clip_model = ?, tagger_model = ?, width = ?, "
             "height = ?, taken = ?, camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ? "
             "WHERE id = ?",
             (clip_model, tagger_model, width, height, taken, camera, json.dumps(tags), metadata, sidecar_error,
              time.time(), image_id))
+        if embedding is None or clip_model is None:
+            self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
+            return
         self.db.execute("INSERT OR REPLACE INTO embeddings (image_id, model, vector) VALUES (?, ?, ?)",
                         (image_id, clip_model, vector_blob(embedding)))
 

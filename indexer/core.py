@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from pixdex.indexer.catalog import ASKED, Catalog
-from pixdex.indexer.errors import PixdexError, display_path
+from pixdex.indexer.errors import ModelError, PixdexError, display_path
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.pipeline import Pipeline, Stats, carry_sidecars
 from pixdex.indexer.scan import diff_tree
@@ -54,8 +54,13 @@ class ScanReport:
 
 
 class Indexer:
-    def __init__(self, config: Config) -> None:
+    """With `reduced_ok`, models that cannot load do not stop it: it runs in reduced mode (`info.missing`
+    says why), indexing names, folders and each file's own metadata; those images wait for models."""
+
+    def __init__(self, config: Config, reduced_ok: bool = False) -> None:
         self.config = config
+        self.reduced_ok = reduced_ok
+        self.library: list[Path] = list(config.folders)  # every folder indexed: links into them are not followed
         self.layout = config.layout
         self._lock = lock_data_dir(self.layout.root, self.layout.lock)
         self._opened: list[Callable[[], Any]] = [self._lock.close]
@@ -69,11 +74,12 @@ class Indexer:
         self.spec = model_spec(self.config)
         self.infer_pool = make_pool(1, self.config.pipeline)
         self._opened.append(lambda: _stop_pool(self.infer_pool))
-        self.info: ModelInfo = self.infer_pool.schedule(describe, (self.spec,)).result()  # ModelError: stop here
+        self.info = self._describe_models()
         catalog = Catalog(self.layout.catalog)
         self._opened.append(catalog.close)
         fulltext = FullText(self.layout)
-        vectors = VectorIndex(self.layout, self.info.clip_id, self.info.dim, self.config.index)
+        vectors = (VectorIndex(self.layout, self.info.clip_id, self.info.dim, self.config.index)
+                   if self.info.has_models else None)
         self.writer = Writer(catalog, fulltext, vectors, self.config.pipeline, self.info.ids)
         self._opened.append(self.writer.close)
         self.decode_pool = make_pool(self.config.decode.workers, self.config.pipeline)
@@ -81,6 +87,16 @@ class Indexer:
         self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool)
         self.pipeline.start()
         self._opened.append(self._stop_pipeline)
+
+    def _describe_models(self) -> ModelInfo:
+        try:
+            info: ModelInfo = self.infer_pool.schedule(describe, (self.spec,)).result()
+            return info
+        except ModelError as exc:
+            if not self.reduced_ok:
+                raise
+            log.warning("reduced mode: %s", exc)
+            return ModelInfo.reduced(str(exc))
 
     def _stop_pipeline(self) -> None:
         """Stop feeding, stop the workers (what they hold stays queued), then let the stages finish."""
@@ -99,14 +115,15 @@ class Indexer:
     def stats(self) -> Stats:
         return self.pipeline.stats
 
-    def scan(self, roots: list[Path]) -> ScanReport:
-        """Diff `roots` against the catalog and queue what changed; returns what was found."""
+    def scan(self, roots: list[Path] | list[bytes], shallow: list[bytes] = ()) -> ScanReport:  # type: ignore[assignment]
+        """Diff `roots` against the catalog and queue what changed; returns what was found. The watcher
+        passes the folders it saw change (`shallow` ones without their subfolders)."""
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
             resumed = sum(reader.queue_counts().values())
             diff = diff_tree(reader, [os.fsencode(r) for r in roots], self.config.library.skip_dirs,
                              self.config.library.follow_symlinks, self.info.ids,
-                             [os.fsencode(f) for f in self.config.folders])
+                             [os.fsencode(f) for f in self.library], shallow, self.config.library.exclude)
         finally:
             reader.close()
         report = ScanReport(new=len(diff.new), changed=len(diff.changed), unchanged=len(diff.unchanged),
@@ -138,6 +155,17 @@ class Indexer:
         queued.result()
         self.pipeline.wake()
         return len(ids)
+
+    def forget(self, roots: list[Path]) -> int:
+        """Remove what is indexed below folders that are no longer watched (their files stay on disk)."""
+        reader = Catalog(self.layout.catalog, read_only=True)
+        try:
+            rows = [row for root in roots for row in reader.under(os.fsencode(os.path.realpath(root)))]
+        finally:
+            reader.close()
+        self.writer.register([], [], [], [], rows)
+        self.writer.flush()
+        return len(rows)
 
     def drain(self, progress: Callable[[Stats], None] | None = None, poll: float = 0.05) -> None:
         """Wait until nothing is queued or in flight; raises the error that stopped the pipeline, if any."""

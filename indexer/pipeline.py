@@ -55,7 +55,7 @@ class Work:
 
     @property
     def needs_model(self) -> bool:
-        return self.error is None and self.prepared is not None and not self.prepared.same_content
+        return self.error is None and self.prepared is not None and self.prepared.clip_input is not None
 
 
 @dataclass
@@ -72,6 +72,7 @@ class Stats:
     sidecar_errors: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     current: str = ""
+    at: dict[str, str] = field(default_factory=dict)  # stage → the file it last took
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_time(self, stage: str, seconds: float) -> None:
@@ -94,6 +95,8 @@ class Pipeline:
         self._inflight_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self.paused = threading.Event()  # set: nothing new is fed (what is in flight finishes)
+        self.listener: Callable[[str, dict[str, Any]], None] | None = None  # the daemon's event stream
         self._threads: list[threading.Thread] = []
         window = config.decode.lookahead_batches * config.models.batch_size
         self._window = window
@@ -129,10 +132,13 @@ class Pipeline:
         self._queue_db.close()
 
     def idle(self) -> bool:
-        """No queue entry is waiting and none is in flight (or the pipeline stopped on an error)."""
+        """No queue entry is waiting and none is in flight (or the pipeline stopped on an error, or is
+        paused with nothing in flight)."""
         with self._inflight_lock:
             if self.inflight:
                 return False
+            if self.paused.is_set():
+                return True
         with self._queue_lock:
             return self.fatal is not None or not self._queue_db.queued(1)
 
@@ -199,6 +205,10 @@ class Pipeline:
             with self._inflight_lock:
                 room = self._window * 2 - len(self.inflight)
                 skip = set(self.inflight)
+            if self.paused.is_set():
+                self._wake.wait(0.25)
+                self._wake.clear()
+                continue
             with self._queue_lock:
                 entries = self._queue_db.queued(room, skip) if room > 0 and self.fatal is None else []
             if not entries:
@@ -224,6 +234,7 @@ class Pipeline:
                 spec = DecodeSpec(self.info.min_side, self.config.decode.max_pixels, self.info.transform,
                                   self.info.tagger_size, self._known_hash(item.entry))
                 pending.append((item, self.decode_pool.schedule(prepare, (item.entry.row.path, spec), timeout=timeout)))
+                self.stats.at["decode"] = display_path(item.entry.row.path)
             if pending and (item is None or len(pending) >= self._window or pending[0][1].done()):
                 work, future = pending.popleft()
                 self._finish_decode(work, future)
@@ -236,7 +247,7 @@ class Pipeline:
     def _known_hash(self, entry: QueueEntry) -> str | None:
         """The hash under which unchanged content may skip decoding — never for a file a person asked for."""
         row = entry.row
-        current = row.state == "done" and (row.clip_model, row.tagger_model) == self.info.ids
+        current = row.current_for(self.info.ids)
         return row.hash if current and entry.priority != ASKED else None
 
     def _finish_decode(self, work: Work, future: Future[Prepared]) -> None:
@@ -295,6 +306,7 @@ class Pipeline:
             if self._stopping.is_set():
                 break
             if ready and self.fatal is None:
+                self.stats.at["infer"] = display_path(ready[-1].entry.row.path)
                 start = time.perf_counter()
                 try:
                     self._infer(ready)
@@ -302,6 +314,7 @@ class Pipeline:
                     self.fatal = exc
                     self._stopping.set()
                 self.stats.add_time("infer", time.perf_counter() - start)
+                self._stage_done("infer", ready)
             if self.fatal is not None:
                 self._release(batch)
                 continue
@@ -369,6 +382,7 @@ class Pipeline:
                             self.stats.sidecar_errors.append(f"{display_path(work.entry.row.path)}: "
                                                              f"{work.sidecar_error}")
                 self.stats.add_time("sidecar", time.perf_counter() - start)
+                self._stage_done("sidecar", done)
             if not self._put(outbox, batch):
                 break
         _send_stop(outbox)
@@ -405,6 +419,29 @@ class Pipeline:
             self.stats.current = display_path(batch[-1].entry.row.path) if batch else ""
             _when_all(futures, lambda ok, b=batch, n=len(indexed): self._committed(b, n, ok))
 
+    def _tell(self, batch: list[Work]) -> None:
+        listener = self.listener
+        if listener is None:
+            return
+        try:
+            for work in batch:
+                data = {"id": work.entry.row.id, "path": display_path(work.entry.row.path)}
+                if work.error is not None:
+                    listener("failed", {**data, "reason": work.error})
+                else:
+                    listener("indexed", {**data, "embedded": work.embedding is not None,
+                                         "tags": [str(t["name"]) for t in work.tags]})
+        except Exception:  # a listener's bug must not stop indexing
+            log.exception("event listener failed")
+
+    def _stage_done(self, stage: str, works: list[Work]) -> None:
+        if self.listener is not None and works:
+            try:
+                self.listener("stage", {"stage": stage, "count": len(works),
+                                        "last": display_path(works[-1].entry.row.path)})
+            except Exception:
+                log.exception("event listener failed")
+
     def _count_failure(self, future: Future[Any], work: Work) -> None:
         if future.exception() is None and future.result():  # False: it moved meanwhile, tried again
             with self.stats.lock:
@@ -415,6 +452,7 @@ class Pipeline:
         if ok:
             with self.stats.lock:
                 self.stats.committed += stored
+            self._tell(batch)
         else:  # the catalog refuses writes (disk full, …): stop rather than redo the same work forever
             from pixdex.indexer.errors import PixdexError
 

@@ -47,8 +47,23 @@ def is_image_name(name: bytes) -> bool:
     return os.path.splitext(name)[1].decode("ascii", "ignore").lower() in EXTENSIONS
 
 
+IGNORE_MARKERS = (b".nomedia", b".pixdexignore")  # a folder holding one is not indexed, nor what is below
+
+
+def excluded(path: bytes, exclude: list[str]) -> bool:
+    """Whether a path matches one of the `library.exclude` globs."""
+    text = os.fsdecode(path)
+    return any(fnmatch.fnmatchcase(text, pattern) for pattern in exclude)
+
+
+def skipped_dir(name: bytes, skip: list[str]) -> bool:
+    text = os.fsdecode(name)
+    return any(fnmatch.fnmatchcase(text, pattern) for pattern in skip)
+
+
 def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple[bytes, str]],
-         visited: set[tuple[int, int]] | None = None, library: list[bytes] | None = None) -> Iterator[FileStat]:
+         visited: set[tuple[int, int]] | None = None, library: list[bytes] | None = None,
+         recursive: bool = True, exclude: list[str] | None = None) -> Iterator[FileStat]:
     """Every image file under `root`, depth first; unreadable folders go to `errors`.
 
     Each folder is entered once by (device, inode), so a symlink loop (or a link to an ancestor)
@@ -69,15 +84,19 @@ def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple
         errors.append((root, "already scanned under another path (a symlink loop or a second link); skipped"))
         return
     visited.add((here.st_dev, here.st_ino))
+    if any(e.name in IGNORE_MARKERS for e in entries):
+        return
     remove_stale_temps(root, [e.name for e in entries])
     for entry in sorted(entries, key=lambda e: e.name):
         name = os.fsdecode(entry.name)
         try:
             if entry.is_symlink() and not _follow(entry.path, follow_symlinks, library):
                 continue
+            if exclude and excluded(entry.path, exclude):
+                continue
             if entry.is_dir():
-                if not any(fnmatch.fnmatchcase(name, pattern) for pattern in skip):
-                    yield from walk(entry.path, skip, follow_symlinks, errors, visited, library)
+                if recursive and not skipped_dir(entry.name, skip):
+                    yield from walk(entry.path, skip, follow_symlinks, errors, visited, library, True, exclude)
             elif entry.is_file() and is_image_name(entry.name) and not name.startswith("."):
                 yield FileStat.of(entry.path, entry.stat())
         except OSError as exc:
@@ -103,22 +122,37 @@ def normalize_roots(roots: list[bytes]) -> list[bytes]:
 
 
 def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_symlinks: bool,
-              model_ids: tuple[str, str | None], library: list[bytes] | None = None) -> Diff:
+              model_ids: tuple[str, str | None], library: list[bytes] | None = None,
+              shallow: list[bytes] = (), exclude: list[str] | None = None) -> Diff:  # type: ignore[assignment]
     """Diff the trees under `roots` against the catalog. `library` (default: the roots) are all the
-    folders pixdex indexes; links into them are not followed, their files have their own paths."""
+    folders pixdex indexes; links into them are not followed, their files have their own paths.
+
+    The watcher passes the folders it saw change instead of whole roots: `shallow` ones are diffed
+    without their subfolders, and a changed folder that is gone (deleted, or moved out) while its
+    parent is still there had everything below it removed. A root that is gone is an error and its
+    rows stay: an unmounted disk is not a deletion.
+    """
     diff = Diff()
     library = normalize_roots(list(roots) + list(library or []))
+    shallow_set = {os.path.realpath(s).rstrip(b"/") for s in shallow}
     known: dict[bytes, ImageRow] = {}
     visited: set[tuple[int, int]] = set()
+    seen: set[bytes] = set()
     # Rows stored under a root's unresolved path (before paths were resolved) are found and moved.
     for alias in {os.path.abspath(r).rstrip(b"/") or b"/" for r in roots} - set(normalize_roots(roots)):
         known.update((row.path, row) for row in catalog.under(alias))
-    for root in normalize_roots(roots):
-        known.update((row.path, row) for row in catalog.under(root))
+    for root in _ordered_roots(roots, shallow_set):
+        recursive = root not in shallow_set
+        known.update((row.path, row) for row in catalog.under(root)
+                     if recursive or os.path.dirname(row.path) == root)
         if not os.path.isdir(root):
-            diff.errors.append((root, "not a folder (missing, or a file)"))
+            if root in library or not os.path.isdir(os.path.dirname(root)) or os.path.lexists(root):
+                diff.errors.append((root, "not a folder (missing, or a file)"))
             continue
-        for st in walk(root, skip, follow_symlinks, diff.errors, visited, library):
+        for st in walk(root, skip, follow_symlinks, diff.errors, visited, library, recursive, exclude):
+            if st.path in seen:
+                continue
+            seen.add(st.path)
             row = known.pop(st.path, None)
             if row is None:
                 diff.new.append(st)
@@ -126,7 +160,7 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
                 diff.changed.append((row, st))
             elif row.state == "failed":
                 diff.failed.append(row)
-            elif row.state == "pending" or (row.clip_model, row.tagger_model) != model_ids:
+            elif not row.current_for(model_ids):
                 diff.stale.append(row)
             else:
                 diff.unchanged.append(row)
@@ -134,6 +168,13 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
     gone = [row for row in known.values() if not _below_any(row.path, unreadable)]
     _find_moves(diff, gone)
     return diff
+
+
+def _ordered_roots(roots: list[bytes], shallow: set[bytes]) -> list[bytes]:
+    """Recursive roots without those inside another, then shallow ones no recursive root covers."""
+    deep = normalize_roots([r for r in roots if os.path.realpath(r).rstrip(b"/") not in shallow])
+    flat = sorted({s for s in shallow if not _below_any(s, deep, itself=True)})
+    return deep + flat
 
 
 def _below_any(path: bytes, folders: list[bytes], itself: bool = False) -> bool:

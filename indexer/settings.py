@@ -36,8 +36,10 @@ def setting(default: Any, help: str, *, choices: tuple[Any, ...] = (), min: floa
 @dataclass(frozen=True)
 class LibrarySettings:
     folders: list[str] = setting(["~/Pictures"], "Folders to index, recursively.")
-    skip_dirs: list[str] = setting([".*", "@eaDir", "#recycle", "__pycache__"],
-                                   "Glob patterns of directory names never entered.")
+    skip_dirs: list[str] = setting([".*", "@eaDir", "#recycle", "__pycache__", "node_modules"],
+                                   "Glob patterns of directory names never entered (hidden ones, .git, …); a "
+                                   "folder holding a .nomedia or .pixdexignore file is skipped too.")
+    exclude: list[str] = setting([], "Glob patterns of paths never indexed, e.g. '*/exports/*' or '*_thumb.jpg'.")
     follow_symlinks: bool = setting(False, "Follow symbolic links to directories while scanning.")
 
 
@@ -115,6 +117,28 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class WatchSettings:
+    settle: float = setting(1.0, "Seconds a file's size and time must stay unchanged (when no close-after-write "
+                            "is seen) before it is taken.", min=0.05, max=3600.0)
+    debounce: float = setting(0.3, "Seconds of quiet after the last event before changed folders are rescanned.",
+                              min=0.0, max=60.0)
+    reconcile: float = setting(3600.0, "Seconds between full rescans of every folder (randomised ±25%); 0 never.",
+                               min=0.0, max=7 * 86_400.0)
+    poll: list[str] = setting([], "Folders watched by polling instead of inotify (network and FUSE folders are "
+                              "polled anyway).")
+    poll_interval: float = setting(30.0, "Seconds between two polls of a polled folder.", min=1.0, max=86_400.0)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    socket: str = setting("", "Unix socket; empty means $XDG_RUNTIME_DIR/pixdex/pixdex.sock.")
+    tcp: bool = setting(True, "Also listen on loopback TCP (bearer token required).")
+    port: int = setting(7817, "Loopback TCP port.", min=1, max=65535)
+    max_upload_mb: float = setting(32.0, "Largest image upload a query may send, in MiB.", min=0.1, max=1024.0)
+    max_query_chars: int = setting(2000, "Longest query string accepted.", min=10, max=1_000_000)
+
+
+@dataclass(frozen=True)
 class Config:
     library: LibrarySettings = field(default_factory=LibrarySettings)
     paths: PathSettings = field(default_factory=PathSettings)
@@ -125,6 +149,8 @@ class Config:
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
     source: Path | None = field(default=None, repr=False, compare=False)  # the file it was read from
 
@@ -146,6 +172,27 @@ class Config:
     @property
     def folders(self) -> list[Path]:
         return [self._expand(f) for f in self.library.folders]
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Where the socket lives: $XDG_RUNTIME_DIR/pixdex, else a private folder under /tmp."""
+        base = self.environ.get("XDG_RUNTIME_DIR")
+        return Path(base) / "pixdex" if base else Path(f"/tmp/pixdex-{os.getuid()}")
+
+    @property
+    def socket_path(self) -> Path:
+        return self._expand(self.server.socket) if self.server.socket else self.runtime_dir / "pixdex.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        """$XDG_STATE_HOME/pixdex: the TCP tokens."""
+        base = self.environ.get("XDG_STATE_HOME") or str(self._home() / ".local" / "state")
+        return Path(base) / "pixdex"
+
+    @property
+    def cache_dir(self) -> Path:
+        base = self.environ.get("XDG_CACHE_HOME") or str(self._home() / ".cache")
+        return Path(base) / "pixdex"
 
     def _home(self) -> Path:
         return Path(self.environ.get("HOME") or Path.home())

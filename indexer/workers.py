@@ -84,7 +84,7 @@ def lower_priority(nice: int, idle_io: bool) -> None:
 class DecodeSpec:
     min_side: int
     max_pixels: int
-    clip: ClipTransform
+    clip: ClipTransform | None  # None without models: read size, dates and metadata only
     tagger_size: int | None
     known_hash: str | None = None  # content already indexed under this id: skip decoding if unchanged
 
@@ -131,8 +131,9 @@ def prepare(path: bytes, spec: DecodeSpec) -> Prepared:
         return item
     decoded = decode_image(data, os.fsdecode(path), spec.min_side, spec.max_pixels)
     item.width, item.height, item.exif = decoded.width, decoded.height, decoded.exif
-    item.clip_input = clip_preprocess(decoded.image, spec.clip)
-    if spec.tagger_size:
+    if spec.clip is not None:
+        item.clip_input = clip_preprocess(decoded.image, spec.clip)
+    if spec.clip is not None and spec.tagger_size:
         item.tag_input = wd14_preprocess(decoded.image, spec.tagger_size)
     item.metadata = embedded_text(data, path)
     return item
@@ -191,17 +192,27 @@ class ModelSpec:
 class ModelInfo:
     clip_id: str
     dim: int
-    transform: ClipTransform
+    transform: ClipTransform | None
     tagger_id: str | None
     tagger_size: int | None
+    missing: str = ""  # reduced mode: why the models could not load, and the command that fixes it
+
+    @classmethod
+    def reduced(cls, why: str) -> ModelInfo:
+        """No models: names, folders and the files' own metadata are indexed; images wait for models."""
+        return cls("", 0, None, None, None, why)
 
     @property
     def ids(self) -> tuple[str, str | None]:
         return self.clip_id, self.tagger_id
 
     @property
+    def has_models(self) -> bool:
+        return self.transform is not None
+
+    @property
     def min_side(self) -> int:
-        return max(self.transform.size, self.tagger_size or 0)
+        return max(self.transform.size if self.transform else 64, self.tagger_size or 0)
 
 
 @dataclass
@@ -247,3 +258,13 @@ def infer(spec: ModelSpec, clip_batch: NDArray[np.float32], tag_batch: NDArray[n
                 for found in tagger.tag(tag_batch)]
         calls += 1
     return Inferred(embeddings, tags, calls)
+
+
+def worker_state(spec: ModelSpec) -> dict[str, Any]:
+    """The inference worker's loaded model sessions and its memory (for status)."""
+    import psutil
+
+    loaded: list[str] = []
+    if repr(spec) in _models:
+        loaded = [str(k[0] if isinstance(k, tuple) else k) for k in _models[repr(spec)][2].loaded()]
+    return {"pid": os.getpid(), "rss": psutil.Process().memory_info().rss, "loaded": loaded}

@@ -51,7 +51,7 @@ class Indexed:
     taken: datetime | None
     camera: str | None
     tags: list[dict[str, object]]
-    embedding: NDArray[np.float32]
+    embedding: NDArray[np.float32] | None  # None without models (reduced mode)
     metadata: str = ""
     sidecar_error: str | None = None
 
@@ -68,7 +68,7 @@ class Registered:
 
 
 class Writer:
-    def __init__(self, catalog: Catalog, fulltext: FullText, vectors: VectorIndex, settings: PipelineSettings,
+    def __init__(self, catalog: Catalog, fulltext: FullText, vectors: VectorIndex | None, settings: PipelineSettings,
                  models: tuple[str, str | None]) -> None:
         self.catalog = catalog
         self.fulltext = fulltext
@@ -105,7 +105,8 @@ class Writer:
             self.flush()
             self._commands.put((_STOP, Future()))
             self._thread.join()
-        self.vectors.save()
+        if self.vectors is not None:
+            self.vectors.save()
 
     def wait_for(self, generation: int, timeout: float | None = None) -> bool:
         with self._published:
@@ -119,15 +120,14 @@ class Writer:
                 catalog.db.execute("UPDATE images SET path = ? WHERE id = ?", (b"\0moving %d" % row.id, row.id))
             for row, st in moved:
                 catalog.set_file(row.id, st, row.hash, gen)
-                if row.state != "done" or (row.clip_model, row.tagger_model) != self.models:
+                if not row.current_for(self.models):
                     catalog.enqueue(row.id, CHANGED, "moved, not indexed by the current models")
             for st in new:
                 catalog.enqueue(catalog.insert(st, gen), CHANGED, "new file")
             for row, _st in changed:
                 catalog.enqueue(row.id, CHANGED, "content changed")
             for row in stale:
-                catalog.enqueue(row.id, BACKFILL if row.state == "done" else CHANGED,
-                                "indexed by other models" if row.state == "done" else "not indexed yet")
+                catalog.enqueue(row.id, BACKFILL if row.state == "done" else CHANGED, _stale_reason(row))
         return self.submit(run)
 
     def enqueue(self, ids: list[int], priority: int, reason: str) -> Future[Any]:
@@ -143,7 +143,8 @@ class Writer:
                 if not _content_changed(catalog, item.image_id, item.stat, item.digest, gen):
                     continue
                 catalog.mark_done(
-                    item.image_id, clip_model=self.models[0], tagger_model=self.models[1], width=item.width,
+                    item.image_id, clip_model=self.models[0] if item.embedding is not None else None,
+                    tagger_model=self.models[1] if item.embedding is not None else None, width=item.width,
                     height=item.height, taken=item.taken.isoformat() if item.taken else None, camera=item.camera,
                     tags=item.tags, metadata=item.metadata, sidecar_error=item.sidecar_error,
                     embedding=item.embedding)
@@ -183,7 +184,7 @@ class Writer:
             timeout = None
             if group:
                 timeout = max(0.0, first + self.settings.commit_seconds - time.monotonic())
-            elif self.vectors.unsaved:  # wake up when the vector file is due for a save
+            elif self.vectors is not None and self.vectors.unsaved:  # wake up when the vector file is due for a save
                 timeout = max(0.0, self.vectors.last_save + self.vectors.settings.save_seconds - time.monotonic())
             try:
                 command, future = self._commands.get(timeout=timeout)
@@ -208,7 +209,7 @@ class Writer:
                 group = []
             if flush_asked:
                 future.set_result(self.generation)
-            if self.vectors.due():
+            if self.vectors is not None and self.vectors.due():
                 self._save_vectors()
 
     def _commit(self, group: list[tuple[Command, Future[Any]]]) -> None:
@@ -255,7 +256,8 @@ class Writer:
             log.error("text index commit failed (it catches up later): %s", exc)
             self.fulltext.rollback()
         try:
-            self.vectors.top_up(self.catalog)
+            if self.vectors is not None:
+                self.vectors.top_up(self.catalog)
         except Exception:  # rebuilt from the catalog's embeddings at the next commit
             log.exception("vector index update failed; rebuilding it from the catalog")
             self.vectors.generation = 0
@@ -267,7 +269,8 @@ class Writer:
         """Once per catalog: done rows without a stored embedding (a catalog from before embeddings were
         kept) take theirs from the vector file when it has them, and are queued for embedding otherwise."""
         catalog = self.catalog
-        if catalog.db.execute("SELECT 1 FROM meta WHERE key = 'embeddings_checked'").fetchone():
+        if self.vectors is None or catalog.db.execute(
+                "SELECT 1 FROM meta WHERE key = 'embeddings_checked'").fetchone():
             return
         missing = catalog.missing_embeddings(self.models[0])
         with catalog.transaction():
@@ -280,6 +283,7 @@ class Writer:
             catalog.db.execute("INSERT INTO meta VALUES ('embeddings_checked', 1)")
 
     def _save_vectors(self) -> None:
+        assert self.vectors is not None
         try:
             self.vectors.save()
         except OSError as exc:
@@ -291,6 +295,12 @@ class Writer:
 
 
 _STOP: Command = lambda catalog, gen: None  # noqa: E731 - a sentinel that is never run
+
+
+def _stale_reason(row: ImageRow) -> str:
+    if row.state != "done":
+        return "not indexed yet"
+    return "waiting for models" if row.clip_model is None else "indexed by other models"
 
 
 def _content_changed(catalog: Catalog, image_id: int, st: FileStat, digest: str | None, gen: int) -> bool:

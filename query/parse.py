@@ -1,7 +1,9 @@
 """Query strings → `Query`: free text, "exact phrases", +/- arithmetic and filters.
 
     beach + sunset - people tag:dog -tag:cat folder:~/Pictures ext:png after:2020-01-01
-    before:2021 camera:canon "golden hour"
+    before:2021 camera:canon "golden hour" in:holidays
+
+``in:NAME`` narrows to a collection (a named watched folder); the service resolves names to folders.
 
 Filters restrict both the vector side and the text side. ``after:`` is inclusive from the start
 of its day (or month, or year); ``before:`` is exclusive from the start of its period.
@@ -18,7 +20,7 @@ from pathlib import Path
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.fulltext import normalize_ext, normalize_tag
 
-FILTER_KEYS = ("tag", "folder", "ext", "after", "before", "camera")
+FILTER_KEYS = ("tag", "folder", "in", "ext", "after", "before", "camera")
 TOKEN = re.compile(
     r'(?P<filter>-?(?:' + "|".join(FILTER_KEYS) + r'):(?:"[^"]*"|\S*))'
     r'|(?P<phrase>"[^"]*")'
@@ -42,6 +44,9 @@ class Filters:
     exts: tuple[str, ...] = ()
     not_exts: tuple[str, ...] = ()
     cameras: tuple[str, ...] = ()
+    collections: tuple[str, ...] = ()  # in:NAME, resolved by the service into `within`
+    not_collections: tuple[str, ...] = ()
+    within: tuple[tuple[str, ...], ...] = ()  # each group: one of these folders (in:, a token's scope)
     after: datetime | None = None
     before: datetime | None = None
 
@@ -70,7 +75,8 @@ class Query:
 
 def parse_query(raw: str, cwd: Path | None = None) -> Query:
     cwd = cwd or Path.cwd()
-    filters: dict[str, list[str]] = {k: [] for k in Filters.__dataclass_fields__ if k not in ("after", "before")}
+    filters: dict[str, list[str]] = {k: [] for k in Filters.__dataclass_fields__
+                                     if k not in ("after", "before", "within")}
     dates: dict[str, datetime] = {}
     segments: list[tuple[str, list[str]]] = [("+", [])]
     text_parts: list[str] = []
@@ -116,15 +122,15 @@ def _add_filter(token: str, filters: dict[str, list[str]], dates: dict[str, date
             raise QueryError(f"{token!r}: a date filter cannot be negated; use the other one ({'before' if key == 'after' else 'after'}:)")
         dates[key] = parse_date(key, value)
         return
-    normal = {"tag": normalize_tag, "ext": normalize_ext, "camera": str.lower,
+    normal = {"tag": normalize_tag, "ext": normalize_ext, "camera": str.lower, "in": str,
               "folder": lambda v: _folder(v, cwd)}[key](value)
-    plural = {"tag": "tags", "folder": "folders", "ext": "exts", "camera": "cameras"}[key]
+    plural = {"tag": "tags", "folder": "folders", "ext": "exts", "camera": "cameras", "in": "collections"}[key]
     if negated and key == "camera":
         raise QueryError(f"{token!r}: a camera filter cannot be negated")
     filters[("not_" if negated else "") + plural].append(normal)
 
 
-_EXAMPLES = {"tag": "dog", "folder": "~/Pictures/2020", "ext": "png", "after": "2020-01-01",
+_EXAMPLES = {"tag": "dog", "folder": "~/Pictures/2020", "in": "holidays", "ext": "png", "after": "2020-01-01",
              "before": "2021-06", "camera": "canon"}
 
 

@@ -9,6 +9,7 @@ empty and creates nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pixdex.indexer.collections import Collection, all_collections, find
 from pixdex.indexer.errors import ModelError, ReadError, display_path
 from pixdex.indexer.settings import Config
 from pixdex.query.fuse import Fused, rrf
@@ -79,9 +81,29 @@ class SearchService:
                 self._clip_error = str(exc)
         return self._clip
 
-    def search(self, raw: str, k: int | None = None, cwd: Path | None = None) -> Results:
+    def collections(self) -> list[Collection]:
+        return all_collections(self.config, self.reader.catalog() if self.reader.exists() else None)
+
+    def resolve(self, filters: Filters, scope: tuple[str, ...] | None = None) -> Filters:
+        """`in:NAME` filters become folder groups; `scope` (a token's folders) is one more group."""
+        if not filters.collections and not filters.not_collections and scope is None:
+            return filters
+        known = self.collections()
+        within = list(filters.within)
+        if filters.collections:
+            within.append(tuple(display_path(find(known, n).path) for n in filters.collections))
+        if scope is not None:
+            within.append(scope)
+        not_folders = filters.not_folders + tuple(display_path(find(known, n).path) for n in filters.not_collections)
+        return dataclasses.replace(filters, collections=(), not_collections=(), within=tuple(within),
+                                   not_folders=not_folders)
+
+    def search(self, raw: str, k: int | None = None, cwd: Path | None = None,
+               scope: tuple[str, ...] | None = None) -> Results:
+        """`scope`: the only folders the caller may see (a limited token), or None for all."""
         k = check_k(self.config.search.k if k is None else k)
         query = parse_query(raw, cwd)
+        query = dataclasses.replace(query, filters=self.resolve(query.filters, scope))
         notes = query.notes
         text = self.reader.text() if self.reader.exists() else None
         if text is None:
@@ -106,11 +128,11 @@ class SearchService:
         return f"nothing is indexed in {self.reader.layout.root} yet; run `pixdex index`"
 
     def similar(self, images: list[Path], k: int | None = None, raw_filters: str = "",
-                cwd: Path | None = None) -> Results:
+                cwd: Path | None = None, scope: tuple[str, ...] | None = None) -> Results:
         k = check_k(self.config.search.k if k is None else k)
         if not images:
             raise QueryError("similar needs at least one image")
-        filters = parse_query(raw_filters, cwd).filters if raw_filters else Filters()
+        filters = self.resolve(parse_query(raw_filters, cwd).filters if raw_filters else Filters(), scope)
         clip = self.clip()
         if clip is None:
             raise ModelError(f"similar needs the CLIP model: {self._clip_error}")

@@ -42,6 +42,9 @@ def filter_query(schema: tantivy.Schema, filters: Filters) -> tantivy.Query | No
     if filters.folders:
         must.append(any_of("folders", filters.folders))
     must_not += [tantivy.Query.term_query(schema, "folders", f) for f in filters.not_folders]
+    for group in filters.within:  # a group with no folder (a token limited to nothing) matches nothing
+        must.append(any_of("folders", group) if group else tantivy.Query.boolean_query(
+            [(Occur.MustNot, tantivy.Query.all_query())]))
     if filters.exts:
         must.append(any_of("ext", filters.exts))
     must_not += [tantivy.Query.term_query(schema, "ext", e) for e in filters.not_exts]

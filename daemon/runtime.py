@@ -1,0 +1,342 @@
+"""What `pixdex serve` keeps running: the indexing core, the watcher and one scanner thread.
+
+The scanner thread is the only caller of the core's scan: it turns the watcher's dirty folders,
+the periodic (randomised) reconcile, `reindex` requests, config reloads and added or removed
+collections into catalog changes, one at a time, so two diffs never race. Everything else the
+core does on its own threads and worker processes; the event loop only reads and submits.
+
+Without models the core runs in reduced mode; this thread looks for them every few seconds and
+reopens the core when they appear (or the config changes), and the images that waited are then
+queued as backfill.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pixdex.daemon.events import EventBus
+from pixdex.daemon.watcher import Watcher
+from pixdex.indexer.catalog import ASKED, Catalog
+from pixdex.indexer.collections import Collection, CollectionError, all_collections, check_name, default_name, find
+from pixdex.indexer.core import Indexer, ScanReport
+from pixdex.indexer.errors import display_path
+from pixdex.indexer.settings import Config
+
+log = logging.getLogger(__name__)
+
+TICK = 0.2  # the scanner thread's longest sleep
+CHECK_EVERY = 5.0  # seconds between looks for models and for watched folders that came back
+MODEL_FIX = ("install the models into {dir}: `pixdex models export ViT-B-32 --pretrained openai` (needs "
+             "`pip install 'pixdex[export]'` and its weights), Immich's ONNX exports copied there, or "
+             "`pixdex models standin` to try pixdex with meaningless stand-ins")
+
+
+@dataclass
+class Job:
+    kind: str  # reconcile | scan | reindex | reload | watch-add | watch-remove
+    args: tuple[Any, ...]
+    future: Future[Any]
+
+
+class Daemon:
+    def __init__(self, config: Config, bus: EventBus) -> None:
+        self.config = config
+        self.bus = bus
+        self.started = time.time()
+        self.indexer: Indexer | None = None
+        self.collections: list[Collection] = []
+        self._jobs: queue.Queue[Job] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_reconcile = 0.0
+        self._next_check = 0.0
+        self._done: deque[tuple[float, int]] = deque(maxlen=600)  # (time, files finished) for the rate
+        self.last_scan: dict[str, Any] = {}
+        self.scanning = ""
+        self.watcher = Watcher(config.watch, config.library.skip_dirs, config.library.exclude,
+                               [os.fsencode(os.path.realpath(config.data_dir))], self._lost_events)
+
+    # Lifecycle --------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the core (reduced mode without models) and start watching; the first reconcile is queued."""
+        self._open_indexer()
+        self._refresh_roots()
+        self.submit("reconcile", "start")
+        self._thread = threading.Thread(target=self._run, name="pixdex-scanner", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching and scanning, then let the core commit what is finished and save its indexes."""
+        self._stop.set()
+        self.watcher.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self.indexer is not None:
+            self.indexer.close()
+            self.indexer = None
+
+    def _open_indexer(self) -> None:
+        indexer = Indexer(self.config, reduced_ok=True)
+        indexer.pipeline.listener = self._pipeline_event
+        if self._catalog_meta("paused"):
+            indexer.pipeline.paused.set()
+        self.indexer = indexer
+        if not indexer.info.has_models:
+            log.warning("reduced mode: names, folders and metadata are indexed; images wait for models. %s. Fix: %s",
+                        indexer.info.missing, self.model_fix)
+
+    @property
+    def model_fix(self) -> str:
+        return MODEL_FIX.format(dir=self.config.model_dir)
+
+    def _catalog_meta(self, key: str) -> int:
+        catalog = Catalog(self.config.layout.catalog, read_only=True)
+        try:
+            return catalog.meta(key)
+        finally:
+            catalog.close()
+
+    # Requests (any thread) --------------------------------------------------------------------
+    def submit(self, kind: str, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._jobs.put(Job(kind, args, future))
+        return future
+
+    def pause(self, paused: bool) -> None:
+        """Stop (or restart) feeding the pipeline; remembered in the catalog across restarts."""
+        indexer = self._core()
+        (indexer.pipeline.paused.set if paused else indexer.pipeline.paused.clear)()
+        done = indexer.writer.submit(lambda catalog, gen: catalog.set_meta("paused", int(paused)))
+        indexer.writer.flush()
+        done.result()
+        indexer.pipeline.wake()
+        self.bus.publish("paused" if paused else "resumed")
+
+    @property
+    def paused(self) -> bool:
+        return self.indexer is not None and self.indexer.pipeline.paused.is_set()
+
+    def _core(self) -> Indexer:
+        if self.indexer is None:
+            raise RuntimeError("the indexing core is not open")
+        return self.indexer
+
+    # The scanner thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception:  # this thread must outlive any one failure
+                log.exception("scanner step failed; going on")
+                self._stop.wait(1.0)
+
+    def _step(self) -> None:
+        try:
+            job = self._jobs.get_nowait()
+        except queue.Empty:
+            job = None
+        if job is not None:
+            self._do(job)
+            return
+        dirty = self.watcher.take(TICK)
+        if dirty:
+            self._scan(sorted(dirty.deep | dirty.shallow), sorted(dirty.shallow), "changed")
+        now = time.monotonic()
+        if self.config.watch.reconcile and now >= self._next_reconcile:
+            self.submit("reconcile", "periodic")
+        if now >= self._next_check:
+            self._next_check = now + CHECK_EVERY
+            self._check()
+        self._done.append((time.monotonic(), self._finished()))
+
+    def _do(self, job: Job) -> None:
+        handlers: dict[str, Callable[..., Any]] = {
+            "reconcile": self._reconcile, "scan": self._scan, "reindex": self._reindex, "reload": self._reload,
+            "watch-add": self._watch_add, "watch-remove": self._watch_remove}
+        try:
+            job.future.set_result(handlers[job.kind](*job.args))
+        except Exception as exc:
+            if not isinstance(exc, (CollectionError, ValueError)):
+                log.exception("%s failed", job.kind)
+            job.future.set_exception(exc)
+
+    def _reconcile(self, why: str) -> ScanReport:
+        """Diff every watched folder against the catalog (at start, periodically, after lost events)."""
+        low, high = 0.75 * self.config.watch.reconcile, 1.25 * self.config.watch.reconcile
+        self._next_reconcile = time.monotonic() + random.uniform(low, high)  # noqa: S311 - spreading, not secrecy
+        roots = [c.path for c in self.collections if os.path.isdir(c.path)]
+        log.info("reconciling %d folder(s): %s", len(roots), why)
+        return self._scan(roots, [], why)
+
+    def _scan(self, roots: list[bytes], shallow: list[bytes], why: str) -> ScanReport:
+        indexer = self._core()
+        self.scanning = why
+        try:
+            report = indexer.scan(roots, shallow)
+        finally:
+            self.scanning = ""
+        self.last_scan = {"why": why, "at": time.time(), "new": report.new, "changed": report.changed,
+                          "moved": report.moved, "removed": report.removed, "queued": report.queued}
+        if report.new or report.changed or report.moved or report.removed or report.queued:
+            self.bus.publish("queued", **self.last_scan)
+            log.info("%s: %d new, %d changed, %d moved, %d removed", why, report.new, report.changed, report.moved,
+                     report.removed)
+        for path, reason in report.folder_errors:
+            log.warning("%s: %s", path, reason)
+        return report
+
+    def _reindex(self, paths: list[Path]) -> int:
+        indexer = self._core()
+        if not paths:
+            paths = [c.fspath for c in self.collections]
+        count = indexer.reindex(paths)
+        self.bus.publish("queued", why="reindex", queued=count, priority="asked")
+        return count
+
+    def _reload(self, config: Config) -> dict[str, Any]:
+        """A new config (SIGHUP): roots added or removed take effect; other changes reopen the core."""
+        old_roots = {c.path for c in self.collections}
+        core_changed = _core_settings(config) != _core_settings(self.config)
+        self.config = config
+        self.watcher.settings = config.watch
+        self.watcher.skip, self.watcher.exclude = config.library.skip_dirs, config.library.exclude
+        if core_changed:
+            self._reopen("the config changed")
+        self._refresh_roots()
+        new_roots = {c.path for c in self.collections}
+        self._forget(old_roots - new_roots)
+        if new_roots - old_roots:
+            self._scan(sorted(new_roots - old_roots), [], "folders added")
+        self.bus.publish("config", added=[display_path(p) for p in new_roots - old_roots],
+                         removed=[display_path(p) for p in old_roots - new_roots], reopened=core_changed)
+        return {"added": len(new_roots - old_roots), "removed": len(old_roots - new_roots), "reopened": core_changed}
+
+    def _reopen(self, why: str) -> None:
+        log.info("reopening the indexing core: %s", why)
+        if self.indexer is not None:
+            self.indexer.close()
+            self.indexer = None
+        self._open_indexer()
+        self._refresh_roots()
+
+    def _watch_add(self, path: Path, name: str | None) -> dict[str, str]:
+        real = os.fsencode(os.path.realpath(path))
+        if not os.path.isdir(real):
+            raise CollectionError(f"{display_path(real)}: not a folder; give a folder to watch")
+        for c in self.collections:
+            if c.path == real or real.startswith(c.path.rstrip(b"/") + b"/"):
+                raise CollectionError(f"{display_path(real)}: already watched as part of collection {c.name!r}")
+        taken = {c.name.lower() for c in self.collections}
+        name = check_name(name) if name else default_name(real, taken)
+        if name.lower() in taken:
+            raise CollectionError(f"collection name {name!r} is taken; choose another with --name")
+        indexer = self._core()
+        inside = [c for c in self.collections if c.path.startswith(real.rstrip(b"/") + b"/")]
+        added = indexer.writer.submit(lambda catalog, gen: (
+            [catalog.remove_collection(c.name) for c in inside if c.source == "added"],
+            catalog.add_collection(name, real)))
+        indexer.writer.flush()
+        added.result()
+        self._refresh_roots()
+        self._scan([real], [], f"collection {name} added")
+        self.bus.publish("watch", added=name, path=display_path(real))
+        return Collection(name, real, "added").as_dict()
+
+    def _watch_remove(self, key: str) -> dict[str, Any]:
+        real = os.fsencode(os.path.realpath(key)) if "/" in key else b""
+        collection = next((c for c in self.collections if c.path == real), None) or find(self.collections, key)
+        if collection.source == "config":
+            where = self.config.source or "the config file"
+            raise CollectionError(f"{collection.name} ({display_path(collection.path)}) is listed in {where} "
+                                  "(library.folders); remove it there and send SIGHUP (systemctl --user reload pixdex)")
+        indexer = self._core()
+        done = indexer.writer.submit(lambda catalog, gen: catalog.remove_collection(collection.name))
+        indexer.writer.flush()
+        done.result()
+        self._refresh_roots()
+        forgotten = self._forget({collection.path})
+        self.bus.publish("watch", removed=collection.name, path=display_path(collection.path))
+        return {**collection.as_dict(), "forgotten": forgotten}
+
+    def _forget(self, roots: set[bytes]) -> int:
+        if not roots:
+            return 0
+        count = self._core().forget([Path(os.fsdecode(r)) for r in roots])
+        if count:
+            self.bus.publish("removed", count=count, why="no longer watched")
+        return count
+
+    def _refresh_roots(self) -> None:
+        catalog = Catalog(self.config.layout.catalog, read_only=True)
+        try:
+            self.collections = all_collections(self.config, catalog)
+        finally:
+            catalog.close()
+        roots = [c.path for c in self.collections]
+        self._core().library = [Path(os.fsdecode(r)) for r in roots]
+        self.watcher.watch(roots)
+
+    def _check(self) -> None:
+        """Watched folders that came back are rescanned; models that appeared end reduced mode."""
+        for root in self.watcher.check():
+            self.submit("scan", [root], [], "folder came back")
+        indexer = self._core()
+        if indexer.pipeline.fatal is not None:
+            log.error("the indexing core stopped (%s); reopening it", indexer.pipeline.fatal)
+            self._reopen("it stopped on an error")
+            self.submit("reconcile", "after reopening")
+        elif not indexer.info.has_models and _models_present(self.config):
+            self._reopen("models appeared")
+            self.bus.publish("models", state="loaded", clip=indexer.info.clip_id)
+            self.submit("reconcile", "models appeared")
+
+    def _lost_events(self, why: str) -> None:
+        log.warning("file events may have been lost (%s); reconciling every folder", why)
+        self.submit("reconcile", why)
+
+    def _pipeline_event(self, kind: str, data: dict[str, Any]) -> None:
+        self.bus.publish(kind, **data)
+
+    def _finished(self) -> int:
+        if self.indexer is None:
+            return 0
+        stats = self.indexer.stats
+        return stats.committed + stats.failed + stats.touched
+
+    # Status -----------------------------------------------------------------------------------
+    def progress(self, queued: int) -> dict[str, Any]:
+        """Files per second over the last minute, and the time the queue would take at that rate."""
+        now = time.monotonic()
+        window = [(t, n) for t, n in self._done if now - t <= 60]
+        rate = 0.0
+        if len(window) >= 2 and window[-1][0] > window[0][0]:
+            rate = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+        eta = queued / rate if rate > 0 and queued else None
+        stats = self.indexer.stats if self.indexer is not None else None
+        return {"rate": round(rate, 2), "eta_seconds": round(eta) if eta is not None else None,
+                "current": dict(stats.at) if stats else {}, "last_committed": stats.current if stats else "",
+                "committed": stats.committed if stats else 0, "failed": stats.failed if stats else 0,
+                "scanning": self.scanning, "dirty_folders": self.watcher.pending()}
+
+
+def _core_settings(config: Config) -> tuple[Any, ...]:
+    """The settings whose change needs the core reopened (folders, watching and serving do not)."""
+    return (config.paths, config.models, config.tagger, config.decode, config.pipeline, config.sidecar, config.index)
+
+
+def _models_present(config: Config) -> bool:
+    from pixdex.daemon.library import CLIP_FILES
+
+    clip = config.model_dir / "clip" / config.models.clip
+    return all((clip / f).is_file() for f in CLIP_FILES)

@@ -1,0 +1,84 @@
+"""Bearer tokens for the loopback TCP listener, kept in `$XDG_STATE_HOME/pixdex/tokens.json` (0600).
+
+The first token is made on the daemon's first start and sees everything; `pixdex token --new
+--only NAME` makes one limited to some collections (a phone or a script then sees only those).
+The Unix socket needs no token: its 0600 mode in a 0700 folder and the peer's uid guard it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixdex.indexer.errors import PixdexError
+
+
+@dataclass(frozen=True)
+class Token:
+    secret: str
+    collections: tuple[str, ...] | None  # None: every collection
+    label: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"token": self.secret, "collections": list(self.collections) if self.collections is not None else None,
+                "label": self.label}
+
+
+class Tokens:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tokens: list[Token] = []
+        self._stamp: tuple[int, int] | None = None
+
+    def load(self, create: bool = False) -> list[Token]:
+        """The tokens on disk (re-read when the file changed); with `create`, the first one is made."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            if not create:
+                return []
+            self.add(None, "full access (made on first start)")
+            return self._tokens
+        if (st.st_mtime_ns, st.st_size) != self._stamp:
+            try:
+                raw = json.loads(self.path.read_text())
+                self._tokens = [Token(t["token"], tuple(t["collections"]) if t.get("collections") is not None else None,
+                                      t.get("label", "")) for t in raw["tokens"]]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise PixdexError(f"{self.path}: cannot read the tokens ({exc}); move it away and restart pixdex "
+                                  "to make a new one") from exc
+            self._stamp = (st.st_mtime_ns, st.st_size)
+        return self._tokens
+
+    def find(self, presented: str) -> Token | None:
+        for token in self.load():
+            if hmac.compare_digest(token.secret.encode(), presented.encode()):
+                return token
+        return None
+
+    def add(self, collections: tuple[str, ...] | None, label: str = "") -> Token:
+        token = Token(secrets.token_urlsafe(32), collections, label)
+        tokens = [*(self.load() if self.path.exists() else []), token]
+        self._write(tokens)
+        return token
+
+    def _write(self, tokens: list[Token]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, temp = tempfile.mkstemp(prefix=".pixdex-tmp-", dir=self.path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"tokens": [t.as_dict() for t in tokens]}, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            os.unlink(temp)
+            raise
+        self._tokens = tokens
+        st = self.path.stat()
+        self._stamp = (st.st_mtime_ns, st.st_size)

@@ -1,0 +1,306 @@
+"""Debounced file events: which folders changed, and when they are ready to be rescanned.
+
+watchdog watches every root recursively (inotify; polling for roots the config names, network
+and FUSE filesystems, or when the folders outnumber the inotify watch limit). Events only mark
+folders *dirty*: a file event its folder (without subfolders), a folder event the whole folder.
+The daemon rescans dirty folders with the scanner (`diff_tree`), which keeps a file's identity
+across renames and moves, so an event never has to be trusted about what happened — only about
+where to look. Everything in one quiet moment is rescanned together: a move's two ends meet.
+
+A file is taken once it is complete: a close-after-write (inotify's IN_CLOSE_WRITE) releases it
+at once; without one (polling, or a writer that keeps the file open), its folder waits until the
+file has not changed for `watch.settle` seconds. Partial downloads (`.part`, `.crdownload`, …)
+are not image names, so only their final rename counts.
+
+Events can be lost: past the watch limit inotify silently watches nothing more, and a queue
+overflow is only logged by watchdog. So the limit is checked before watching, the overflow log
+line is caught, and both ask the daemon for a full reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
+                             FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEvent,
+                             FileSystemEventHandler)
+
+from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, skipped_dir
+from pixdex.indexer.settings import WatchSettings
+
+log = logging.getLogger(__name__)
+
+EVENTS = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent, DirCreatedEvent,
+          DirDeletedEvent, DirMovedEvent]  # not opens, close-without-write or attribute changes
+NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "davfs", "sshfs", "lustre"}
+MAX_WAIT = 3.0  # events that never stop (a long copy) still get rescanned this often
+WATCHES_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
+
+
+@dataclass
+class RootWatch:
+    path: bytes
+    mode: str = "starting"  # inotify | polling | degraded
+    why: str = ""
+    observer: Any = None
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": os.fsdecode(self.path), "mode": self.mode, "why": self.why}
+
+
+@dataclass
+class Dirty:
+    """Folders to rescan: `deep` ones with their subfolders, `shallow` ones without."""
+
+    deep: set[bytes] = field(default_factory=set)
+    shallow: set[bytes] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.deep or self.shallow)
+
+
+class Watcher(FileSystemEventHandler):
+    def __init__(self, settings: WatchSettings, skip: list[str], exclude: list[str], ignore: list[bytes],
+                 on_lost: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.skip = skip
+        self.exclude = exclude
+        self.ignore = [p.rstrip(b"/") + b"/" for p in ignore]  # pixdex's own folders (the data directory)
+        self.on_lost = on_lost
+        self.roots: dict[bytes, RootWatch] = {}
+        self._dirty = Dirty()
+        self._writing: dict[bytes, float] = {}  # file → last write seen, until closed
+        self._first = 0.0
+        self._last = 0.0
+        self._lock = threading.Condition()
+        self._overflow = _OverflowCatcher(lambda: on_lost("the inotify event queue overflowed"))
+        logging.getLogger("watchdog.observers.inotify_c").addHandler(self._overflow)
+        self.events = 0
+
+    # Roots ------------------------------------------------------------------------------------
+    def watch(self, roots: list[bytes]) -> None:
+        """Watch exactly these roots: new ones are added, ones no longer listed are dropped."""
+        for path in [p for p in self.roots if p not in roots]:
+            self._unwatch(self.roots.pop(path))
+        budget = _watch_budget() - sum(_count_dirs(r.path, self.skip) for r in self.roots.values()
+                                       if r.mode == "inotify")
+        for path in roots:
+            if path in self.roots and self.roots[path].observer is not None:
+                continue
+            root = self.roots.setdefault(path, RootWatch(path))
+            budget -= self._start(root, budget)
+
+    def _start(self, root: RootWatch, budget: int) -> int:
+        from watchdog.observers.inotify import InotifyObserver
+        from watchdog.observers.polling import PollingObserver
+
+        if not os.path.isdir(root.path):
+            root.mode, root.why = "degraded", "the folder is missing (unmounted?); retried every few seconds"
+            return 0
+        dirs = _count_dirs(root.path, self.skip)
+        reason = self._poll_reason(root.path, dirs, budget)
+        try:
+            observer = PollingObserver(timeout=self.settings.poll_interval) if reason else InotifyObserver()
+            observer.schedule(self, os.fsdecode(root.path), recursive=True, event_filter=EVENTS)
+            observer.daemon = True
+            observer.start()
+        except OSError as exc:  # inotify itself refused (instances limit, …): poll instead
+            if reason:
+                raise
+            log.warning("%s: cannot watch with inotify (%s); polling every %g s", os.fsdecode(root.path), exc,
+                        self.settings.poll_interval)
+            root.mode, root.why = "polling", f"inotify refused: {exc}"
+            observer = PollingObserver(timeout=self.settings.poll_interval)
+            observer.schedule(self, os.fsdecode(root.path), recursive=True, event_filter=EVENTS)
+            observer.daemon = True
+            observer.start()
+            root.observer = observer
+            return 0
+        root.observer = observer
+        root.mode, root.why = ("polling", reason) if reason else ("inotify", f"{dirs} folder(s) watched")
+        (log.warning if reason and "config" not in reason else log.info)(
+            "%s: %s (%s)", os.fsdecode(root.path), root.mode, root.why)
+        return 0 if reason else dirs
+
+    def _poll_reason(self, path: bytes, dirs: int, budget: int) -> str:
+        text = os.fsdecode(path)
+        if any(os.path.realpath(os.path.expanduser(p)).rstrip("/") in (text, "/") or text.startswith(
+                os.path.realpath(os.path.expanduser(p)).rstrip("/") + "/") for p in self.settings.poll):
+            return "watch.poll in the config asks for polling"
+        fstype = filesystem_type(path)
+        if fstype in NETWORK_FS or fstype.startswith("fuse"):
+            return f"a {fstype} filesystem: inotify does not see changes made on other machines"
+        if dirs > budget:
+            return (f"{dirs} folders exceed the inotify watches left ({max(budget, 0)} of "
+                    f"fs.inotify.max_user_watches); raise it with `sudo sysctl fs.inotify.max_user_watches=524288` "
+                    "(and in /etc/sysctl.d/) and send pixdex SIGHUP")
+        return ""
+
+    def _unwatch(self, root: RootWatch) -> None:
+        if root.observer is not None:
+            root.observer.stop()
+            root.observer.join(timeout=5)
+            root.observer = None
+
+    def check(self) -> list[bytes]:
+        """Restart observers that died or whose folder came back; returns roots that came back."""
+        back = []
+        for root in self.roots.values():
+            alive = root.observer is not None and root.observer.is_alive()
+            if alive and os.path.isdir(root.path):
+                continue
+            if root.observer is not None:
+                self._unwatch(root)
+                root.mode, root.why = "degraded", "the folder went away, or its watcher stopped; retrying"
+                log.warning("%s: %s", os.fsdecode(root.path), root.why)
+            elif os.path.isdir(root.path):
+                self._start(root, _watch_budget())
+                back.append(root.path)
+        return back
+
+    def stop(self) -> None:
+        for root in self.roots.values():
+            self._unwatch(root)
+        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._overflow)
+
+    # Events -----------------------------------------------------------------------------------
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        paths = [os.fsencode(event.src_path)]
+        if isinstance(event, (FileMovedEvent, DirMovedEvent)):
+            paths.append(os.fsencode(event.dest_path))
+        now = time.monotonic()
+        with self._lock:
+            touched = False
+            for n, path in enumerate(paths):
+                if self._ignored(path):
+                    continue
+                if event.is_directory:
+                    self._dirty.deep.add(path)
+                    if isinstance(event, DirMovedEvent) and n == 0:
+                        self._writing = {p: t for p, t in self._writing.items() if not p.startswith(path + b"/")}
+                    touched = True
+                    continue
+                name = os.path.basename(path)
+                if name in IGNORE_MARKERS:
+                    self._dirty.deep.add(os.path.dirname(path))
+                    touched = True
+                    continue
+                if not is_image_name(name) or name.startswith(b"."):
+                    continue
+                if isinstance(event, (FileModifiedEvent, FileCreatedEvent)):
+                    self._writing[path] = now
+                elif isinstance(event, FileClosedEvent) or n == 0:
+                    self._writing.pop(path, None)
+                self._dirty.shallow.add(os.path.dirname(path))
+                touched = True
+            if touched:
+                self.events += 1
+                self._first = self._first or now
+                self._last = now
+                self._lock.notify_all()
+
+    def _ignored(self, path: bytes) -> bool:
+        if any(path.startswith(i) or path + b"/" == i for i in self.ignore):
+            return True
+        root = next((r for r in self.roots if path.startswith(r.rstrip(b"/") + b"/")), None)
+        if root is None:
+            return False
+        parts = path[len(root.rstrip(b"/")) + 1:].split(b"/")
+        if any(skipped_dir(part, self.skip) for part in parts[:-1]):
+            return True
+        return bool(self.exclude) and excluded(path, self.exclude)
+
+    def take(self, timeout: float) -> Dirty | None:
+        """Wait up to `timeout` for folders that are ready to rescan; None when there are none yet.
+
+        Ready: `debounce` seconds passed without a new event (or MAX_WAIT since the first), and no file
+        in the folder is still being written (changed within `settle`, no close seen)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                if self._dirty and (now - self._last >= self.settings.debounce or now - self._first >= MAX_WAIT):
+                    ready = self._ready(now)
+                    if ready:
+                        return ready
+                wait = deadline - now
+                if wait <= 0:
+                    return None
+                self._lock.wait(min(wait, max(0.02, self.settings.debounce / 2)))
+
+    def _ready(self, now: float) -> Dirty | None:
+        settle = self.settings.settle
+        self._writing = {p: t for p, t in self._writing.items() if now - t < settle}
+        busy = {os.path.dirname(p) for p in self._writing}
+        ready = Dirty({d for d in self._dirty.deep if not any(b == d or b.startswith(d + b"/") for b in busy)},
+                      {d for d in self._dirty.shallow if d not in busy})
+        if not ready:
+            return None
+        self._dirty.deep -= ready.deep
+        self._dirty.shallow -= ready.shallow
+        if not self._dirty:
+            self._first = 0.0
+        return ready
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._dirty.deep) + len(self._dirty.shallow)
+
+
+class _OverflowCatcher(logging.Handler):
+    """watchdog only logs an inotify queue overflow; this turns the log line into a reconcile."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self.on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.on_overflow()
+
+
+def filesystem_type(path: bytes) -> str:
+    """The type of the filesystem holding `path`, from /proc/self/mounts (longest mount point wins)."""
+    best, fstype = b"", ""
+    try:
+        with open("/proc/self/mounts", "rb") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace(b"\\040", b" ")
+                if (path == point or path.startswith(point.rstrip(b"/") + b"/")) and len(point) >= len(best):
+                    best, fstype = point, fields[2].decode(errors="replace")
+    except OSError:
+        pass
+    return fstype
+
+
+def _watch_budget() -> int:
+    """inotify watches pixdex may use: the per-user limit less a tenth for other programs."""
+    try:
+        limit = int(Path(WATCHES_SYSCTL).read_text())
+    except (OSError, ValueError):
+        limit = 8192
+    return int(limit * 0.9)
+
+
+def _count_dirs(root: bytes, skip: list[str]) -> int:
+    count = 0
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        count += 1
+        try:
+            with os.scandir(folder) as entries:
+                stack += [e.path for e in entries if e.is_dir(follow_symlinks=False) and not skipped_dir(e.name, skip)]
+        except OSError:
+            continue
+    return count

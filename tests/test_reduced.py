@@ -1,0 +1,77 @@
+"""Reduced mode: with no models, names, folders and each file's own metadata are indexed and
+searchable, and the images wait for models; once models are there, they are embedded and tagged
+without being registered again, and nothing made by models is thrown away while they are missing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from conftest import Env, make_library
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.core import Indexer
+from pixdex.indexer.settings import load_config
+
+
+def _config(env: Env, model_dir: Path | None = None):  # type: ignore[no-untyped-def]
+    config = load_config(env.config, env.environ)
+    if model_dir is not None:
+        config = dataclasses.replace(config, paths=dataclasses.replace(config.paths, model_dir=str(model_dir)))
+    return config
+
+
+def _index(config, roots: list[Path]) -> Indexer:  # type: ignore[no-untyped-def]
+    indexer = Indexer(config, reduced_ok=True)
+    indexer.scan(roots)
+    indexer.drain()
+    return indexer
+
+
+def test_without_models_names_and_metadata_are_searchable_then_models_embed_them(env: Env, tmp_path: Path) -> None:
+    make_library(env.pics)
+    reduced = _config(env, tmp_path / "no-models")
+    with _index(reduced, [env.pics]) as indexer:
+        assert not indexer.info.has_models
+        assert "no-models" in indexer.info.missing
+    catalog = Catalog(env.data / "catalog.sqlite3", read_only=True)
+    assert catalog.waiting_for_models() == 9
+    assert catalog.counts()["done"] == 9
+    assert sum(catalog.queue_counts().values()) == 0
+    assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 0
+    sunset = catalog.by_path(str(env.pics / "holiday" / "beach_sunset_01.jpg").encode())
+    assert sunset is not None and sunset.camera and sunset.taken and sunset.width == 120
+
+    from pixdex.daemon.library import open_search
+
+    results = open_search(reduced).search("beach camera:canon", k=20)
+    assert sorted(Path(h.path).name for h in results.hits) == ["beach_sunset_01.jpg", "beach_sunset_02.jpg"]
+    assert any("text results only" in n for n in results.notes)
+
+    # A second reduced run finds nothing to do: the waiting images are as indexed as they can be.
+    with Indexer(reduced, reduced_ok=True) as indexer:
+        report = indexer.scan([env.pics])
+        assert report.queued == 0 and report.unchanged == 9
+
+    with Indexer(_config(env), reduced_ok=True) as indexer:
+        assert indexer.info.has_models
+        report = indexer.scan([env.pics])
+        assert report.queued == 9 and report.new == 0
+        assert catalog.queue_counts()["backfill"] == 9
+        indexer.drain()
+    assert catalog.waiting_for_models() == 0
+    assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 9
+
+    # Models gone again: embedded images keep their vectors and tags; nothing is queued.
+    with Indexer(reduced, reduced_ok=True) as indexer:
+        assert indexer.scan([env.pics]).queued == 0
+    assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 9
+    catalog.close()
+
+
+def test_without_reduced_ok_a_missing_model_stops_with_its_path(env: Env, tmp_path: Path) -> None:
+    import pytest
+
+    from pixdex.indexer.errors import ModelError
+
+    with pytest.raises(ModelError, match="no-models"):
+        Indexer(_config(env, tmp_path / "no-models"))
