@@ -1,5 +1,8 @@
-"""The `pixdex` command: index, search, similar, status, failures, models, config, run.
+"""The `pixdex` command: serve, search, similar, status, failures, pause, resume, reindex, watch,
+token, service, index, models, config, run.
 
+When a daemon answers on the socket, the commands ask it (the client stays light: no numpy, no
+index opened); when none runs, they work on the data directory directly, with the same output.
 Library code raises typed errors; this module is the one place that turns them into a
 one-line message on stderr and an exit status: 0 fine (an index run whose bad files were recorded
 is fine: `pixdex failures` lists them), 1 nothing found, 2 bad input or setup, 130 interrupted.
@@ -53,6 +56,31 @@ def build_parser() -> argparse.ArgumentParser:
     failures.add_argument("--json", action="store_true")
 
     sub.add_parser("config", help="every setting with its default and help")
+
+    sub.add_parser("serve", help="run the daemon: watch the folders, keep the indexes true, answer queries")
+    sub.add_parser("pause", help="pause indexing (kept across restarts); queries go on")
+    sub.add_parser("resume", help="resume indexing")
+    reindex = sub.add_parser("reindex", help="index these files or folders again, ahead of everything else")
+    reindex.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="default: every watched folder")
+    watch = sub.add_parser("watch", help="add, remove or list watched folders (collections)")
+    wsub = watch.add_subparsers(dest="watch_command", required=True, metavar="ACTION")
+    wadd = wsub.add_parser("add", help="watch a folder; --name names the collection (in:NAME in queries)")
+    wadd.add_argument("dir", type=Path, metavar="DIR")
+    wadd.add_argument("--name", help="collection name (default: the folder's name)")
+    wremove = wsub.add_parser("remove", help="stop watching a folder added with `watch add` (by name or path)")
+    wremove.add_argument("dir", metavar="DIR|NAME")
+    wlist = wsub.add_parser("list", help="watched folders, their names and how they are watched")
+    wlist.add_argument("--json", action="store_true")
+    token = sub.add_parser("token", help="the bearer token for the loopback TCP listener")
+    token.add_argument("--new", action="store_true", help="make another token")
+    token.add_argument("--only", default=None, metavar="NAME[,NAME]",
+                       help="with --new: limit it to these collections")
+    token.add_argument("--label", default="", help="with --new: a note saying who holds it")
+    service = sub.add_parser("service", help="install or remove the systemd user units")
+    ssub = service.add_subparsers(dest="service_command", required=True, metavar="ACTION")
+    ssub.add_parser("install", help="write pixdex.service and pixdex.socket to ~/.config/systemd/user/")
+    ssub.add_parser("uninstall", help="remove them")
+    ssub.add_parser("status", help="whether they are installed and running")
 
     models = sub.add_parser("models", help="install or list models")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -209,38 +237,91 @@ def summary_line(s: dict[str, Any]) -> str:
     return line
 
 
+def daemon_client(config: Config) -> Any:
+    from pixdex.daemon.client import Client
+
+    return Client.connect(config.socket_path)
+
+
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
+    client = daemon_client(config)
+    if client is not None:
+        data = client.get("/search", q=args.query, k=args.k, cwd=os.getcwd(), raw="1" if args.null else None)
+        return print_results(data, args)
     from pixdex.daemon.library import open_search
 
-    return print_results(open_search(config).search(args.query, args.k), args)
+    return print_results(results_dict(open_search(config).search(args.query, args.k), args.null), args)
 
 
 def cmd_similar(args: argparse.Namespace, config: Config) -> int:
+    client = daemon_client(config)
+    if client is not None:
+        return print_results(_similar_via(client, args), args)
     from pixdex.daemon.library import open_search
 
-    return print_results(open_search(config).similar(args.images, args.k, args.filter), args)
+    results = open_search(config).similar(args.images, args.k, args.filter)
+    return print_results(results_dict(results, args.null), args)
 
 
-def print_results(results: Any, args: argparse.Namespace) -> int:
-    for note in results.notes:
+def _similar_via(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """One indexed image: the daemon looks it up; otherwise the images are uploaded as a query."""
+    from pixdex.daemon.client import DaemonError
+
+    if len(args.images) == 1:
+        try:
+            return dict(client.get("/similar", path=os.path.abspath(args.images[0]), k=args.k, filter=args.filter,
+                                   raw="1" if args.null else None))
+        except DaemonError as exc:
+            if exc.status != 404:
+                raise
+    from pixdex.indexer.errors import ReadError
+
+    files = []
+    for image in args.images:
+        try:
+            files.append(("image", os.path.basename(image), Path(image).read_bytes()))
+        except OSError as exc:
+            raise ReadError(image, f"cannot read query image: {exc.strerror or exc}") from None
+    fields = {"q": args.filter} if args.filter else {}
+    if args.k is not None:
+        fields["k"] = str(args.k)
+    return dict(client.upload("/search", fields, files))
+
+
+def results_dict(results: Any, raw: bool) -> dict[str, Any]:
+    import base64
+
+    data: dict[str, Any] = results.as_dict()
+    if raw:
+        for hit, out in zip(results.hits, data["hits"], strict=True):
+            out["path_b64"] = base64.b64encode(hit.raw_path).decode()
+    return data
+
+
+def print_results(data: dict[str, Any], args: argparse.Namespace) -> int:
+    hits = data["hits"]
+    for note in data["notes"]:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps(results.as_dict(), indent=2, ensure_ascii=False))
+        print(json.dumps({k: v for k, v in data.items()} | {"hits": [
+            {k: v for k, v in h.items() if k != "path_b64"} for h in hits]}, indent=2, ensure_ascii=False))
     elif args.null:
+        import base64
+
         sys.stdout.flush()
-        sys.stdout.buffer.write(b"".join(h.raw_path + b"\0" for h in results.hits))  # the exact bytes
+        sys.stdout.buffer.write(b"".join(base64.b64decode(h["path_b64"]) + b"\0" for h in hits))  # the exact bytes
         sys.stdout.buffer.flush()
     else:
-        for n, hit in enumerate(results.hits, 1):
+        for n, hit in enumerate(hits, 1):
             parts = []
-            if hit.vector_rank is not None:
-                parts.append(f"vector #{hit.vector_rank} {hit.vector_score:.3f}")
-            if hit.text_rank is not None:
-                parts.append(f"text #{hit.text_rank} {hit.text_score:.2f}")
-            print(f"{n:3d}  {hit.score:.5f}  {printable(hit.path)}" + (f"   [{', '.join(parts)}]" if parts else ""))
-    if not results.hits:
+            if hit["vector_rank"] is not None:
+                parts.append(f"vector #{hit['vector_rank']} {hit['vector_score']:.3f}")
+            if hit["text_rank"] is not None:
+                parts.append(f"text #{hit['text_rank']} {hit['text_score']:.2f}")
+            print(f"{n:3d}  {hit['score']:.5f}  {printable(hit['path'])}" + (f"   [{', '.join(parts)}]" if parts else ""))
+    if not hits:
         print("no results", file=sys.stderr)
-    return EXIT_OK if results.hits else EXIT_SOME_FAILED
+    return EXIT_OK if hits else EXIT_SOME_FAILED
 
 
 def printable(text: str) -> str:
@@ -249,17 +330,22 @@ def printable(text: str) -> str:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    from pixdex.daemon.library import status
+    client = daemon_client(config)
+    if client is not None:
+        info = client.get("/status")
+    else:
+        from pixdex.daemon.library import status
 
-    info = status(config)
+        info = status(config)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2, ensure_ascii=False))
         return EXIT_OK
     counts = info["counts"]
     print(f"images: {counts['done']} indexed, {counts['pending']} pending, {counts['failed']} failed")
     print("queue: " + ", ".join(f"{n} {name}" for name, n in info["queue"].items()))
     for kind, model in info["models"].items():
         print(f"{kind} model: {model['name'] or '(disabled)'}: {model['state']}")
+    _print_live(info)
     for name, size in info["sizes"].items():
         print(f"{name}: {size:,} bytes")
     for name, path in info["paths"].items():
@@ -267,10 +353,42 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-def cmd_failures(args: argparse.Namespace, config: Config) -> int:
-    from pixdex.daemon.library import failures
+def _print_live(info: dict[str, Any]) -> None:
+    daemon = info.get("daemon")
+    if daemon is None:
+        print("daemon: not running (`pixdex serve`, or `pixdex service install`)")
+        return
+    state = "paused" if daemon["paused"] else "running"
+    print(f"daemon: {state}, pid {daemon['pid']}, up {daemon['uptime']:.0f} s, {daemon['mode']} mode; "
+          f"socket {daemon['socket']}, tcp {daemon['tcp']}")
+    if daemon["mode"] == "reduced":
+        print(f"  missing models: {daemon['missing']}")
+        print(f"  fix: {daemon['fix']}")
+        print(f"  {info['waiting_for_models']} image(s) indexed by name and metadata only, waiting for models")
+    progress = info["progress"]
+    eta = f", about {progress['eta_seconds']} s left" if progress["eta_seconds"] is not None else ""
+    print(f"progress: {progress['rate']} files/s{eta}; {progress['committed']} committed, "
+          f"{progress['failed']} failed since start")
+    for stage, path in progress["current"].items():
+        print(f"  {stage}: {printable(path)}")
+    if progress["scanning"]:
+        print(f"  scanning: {progress['scanning']}")
+    models = info["loaded_models"]
+    loaded = ", ".join(models["indexing"] + models["query"]) or "none (unloaded when idle)"
+    memory = ", ".join(f"{name} {rss / 2**20:.0f} MiB" for name, rss in models["rss"].items())
+    print(f"loaded models: {loaded}; memory: {memory}")
+    for root in info["watch"]:
+        print(f"watch: {printable(root['path'])}: {root['mode']} ({root['why']})")
 
-    rows = failures(config)
+
+def cmd_failures(args: argparse.Namespace, config: Config) -> int:
+    client = daemon_client(config)
+    if client is not None:
+        rows = client.get("/failures")
+    else:
+        from pixdex.daemon.library import failures
+
+        rows = failures(config)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
@@ -278,6 +396,134 @@ def cmd_failures(args: argparse.Namespace, config: Config) -> int:
             print(f"{printable(row['path'])}: {row['kind']}: {row['reason']}")
         if not rows:
             print("no failures", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.server import serve, setup_logging
+
+    setup_logging(args.verbose)
+    return serve(config, args.config)
+
+
+def cmd_pause(args: argparse.Namespace, config: Config) -> int:
+    return _set_paused(config, True)
+
+
+def cmd_resume(args: argparse.Namespace, config: Config) -> int:
+    return _set_paused(config, False)
+
+
+def _set_paused(config: Config, paused: bool) -> int:
+    client = daemon_client(config)
+    if client is not None:
+        client.post("/pause" if paused else "/resume")
+    else:
+        from pixdex.daemon.library import offline_write
+
+        offline_write(config, lambda catalog: catalog.set_meta("paused", int(paused)))
+    where = "" if client is not None else " (no daemon runs; it starts paused)" if paused else ""
+    print(("indexing paused" if paused else "indexing resumed") + where)
+    return EXIT_OK
+
+
+def cmd_reindex(args: argparse.Namespace, config: Config) -> int:
+    paths = [os.path.abspath(p) for p in args.paths]
+    for path in paths:
+        if not os.path.exists(path):
+            from pixdex.indexer.errors import PixdexError
+
+            raise PixdexError(f"{path}: no such file or folder")
+    client = daemon_client(config)
+    if client is not None:
+        count = client.post("/reindex", {"paths": paths})["queued"]
+        print(f"{count} image(s) queued ahead of everything else")
+    else:
+        from pixdex.daemon.library import offline_reindex
+
+        count = offline_reindex(config, [Path(p) for p in paths])
+        print(f"{count} image(s) queued; no daemon runs: `pixdex serve` or `pixdex index` will index them")
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace, config: Config) -> int:
+    client = daemon_client(config)
+    from pixdex.daemon import library
+
+    if args.watch_command == "list":
+        rows = client.get("/watches") if client is not None else library.offline_watches(config)
+        if args.json:
+            print(json.dumps(rows, indent=2, ensure_ascii=False))
+        for row in [] if args.json else rows:
+            print(f"{row['name']}: {printable(row['path'])} ({row['source']}; {row['watch']}"
+                  + (f": {row['why']}" if row.get("why") else "") + ")")
+        return EXIT_OK
+    if args.watch_command == "add":
+        path = os.path.abspath(args.dir)
+        added = client.request("POST", "/watches", body={"path": path, "name": args.name}) if client is not None \
+            else library.offline_watch_add(config, Path(path), args.name)
+        print(f"watching {printable(added['path'])} as {added['name']} (query with in:{added['name']})")
+        return EXIT_OK
+    key = args.dir if "/" not in args.dir else os.path.abspath(args.dir)
+    if client is not None:
+        import urllib.parse
+
+        removed = client.request("DELETE", "/watches/" + urllib.parse.quote(key, safe=""))
+    else:
+        removed = library.offline_watch_remove(config, key)
+    print(f"stopped watching {printable(removed['path'])} ({removed['name']}); its images left the index, "
+          "the files and sidecars stay")
+    return EXIT_OK
+
+
+def cmd_token(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.tokens import Tokens
+
+    tokens = Tokens(config.state_dir / "tokens.json")
+    if args.new:
+        only = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else None
+        token = tokens.add(only, args.label)
+        print(token.secret)
+        if only:
+            print(f"limited to: {', '.join(only)}", file=sys.stderr)
+        return EXIT_OK
+    if args.only:
+        from pixdex.indexer.errors import PixdexError
+
+        raise PixdexError("--only needs --new: `pixdex token --new --only NAME`")
+    found = tokens.load(create=True)
+    print(found[0].secret)
+    print(f"use it as `Authorization: Bearer <token>` on http://127.0.0.1:{config.server.port}/ "
+          f"({tokens.path}, {len(found)} token(s))", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_service(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon import units
+
+    directory = units.unit_dir(config.environ)
+    if args.service_command == "install":
+        written = units.install(directory, units.default_exec_start(), args.config)
+        for path in written:
+            print(f"wrote {path}")
+        action = "install"
+    elif args.service_command == "uninstall":
+        commands = units.next_commands("uninstall", unit_dir=directory)
+        print("if they run, stop and disable them first:\n  " + " ".join(commands[0]))
+        for path in units.uninstall(directory):
+            print(f"removed {path}")
+        print("then run:\n  " + "\n  ".join(" ".join(c) for c in commands[1:]))
+        return EXIT_OK
+    else:
+        for name in ("pixdex.service", "pixdex.socket"):
+            path = directory / name
+            print(f"{name}: {'installed at ' + str(path) if path.exists() else 'not installed'}")
+        client = daemon_client(config)
+        print("daemon: " + ("answering on " + str(config.socket_path) if client else "not running"))
+        return EXIT_OK
+    print("then run:")
+    for command in units.next_commands(action, unit_dir=directory):  # type: ignore[arg-type]
+        print("  " + " ".join(command))
     return EXIT_OK
 
 
@@ -337,13 +583,13 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     service = open_search(config)
     plain = argparse.Namespace(json=False, null=False)
     if args.query:
-        return print_results(service.search(args.query, args.k), plain)
+        return print_results(results_dict(service.search(args.query, args.k), False), plain)
     if not sys.stdin.isatty():
         return EXIT_OK
     print("type a query (filters: tag: folder: ext: after: before: camera:), empty line to quit", file=sys.stderr)
     while (line := input("pixdex> ").strip()):
         try:
-            print_results(service.search(line, args.k), plain)
+            print_results(results_dict(service.search(line, args.k), False), plain)
         except QueryError as exc:
             print(f"pixdex: {exc}", file=sys.stderr)
     return EXIT_OK
@@ -351,7 +597,8 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "run": cmd_run, "index": cmd_index, "search": cmd_search, "similar": cmd_similar, "status": cmd_status,
-    "failures": cmd_failures, "config": cmd_config, "models": cmd_models,
+    "failures": cmd_failures, "config": cmd_config, "models": cmd_models, "serve": cmd_serve, "pause": cmd_pause,
+    "resume": cmd_resume, "reindex": cmd_reindex, "watch": cmd_watch, "token": cmd_token, "service": cmd_service,
 }
 
 

@@ -92,3 +92,98 @@ def failures(config: Config) -> list[dict[str, str]]:
     finally:
         catalog.close()
     return rows
+
+
+# Without a daemon: small writes under the data directory's lock ---------------------------------
+def offline_write(config: Config, change: Any) -> Any:
+    """Run `change(catalog)` in one transaction while holding the lock a daemon or indexer would hold."""
+    from pixdex.indexer.core import lock_data_dir
+
+    lock = lock_data_dir(config.layout.root, config.layout.lock)
+    try:
+        catalog = Catalog(config.layout.catalog)
+        try:
+            with catalog.transaction():
+                return change(catalog)
+        finally:
+            catalog.close()
+    finally:
+        lock.close()
+
+
+def offline_reindex(config: Config, paths: list[Path]) -> int:
+    import os
+
+    from pixdex.indexer.catalog import ASKED
+    from pixdex.indexer.collections import all_collections
+
+    def queue(catalog: Catalog) -> int:
+        roots = paths or [c.fspath for c in all_collections(config, catalog)]
+        ids = {row.id for p in roots for row in catalog.under(os.fsencode(os.path.realpath(p)))}
+        for image_id in ids:
+            catalog.enqueue(image_id, ASKED, "asked for")
+        return len(ids)
+
+    return int(offline_write(config, queue))
+
+
+def offline_watches(config: Config) -> list[dict[str, str]]:
+    from pixdex.indexer.collections import all_collections
+
+    catalog = Catalog(config.layout.catalog, read_only=True) if config.layout.exists() else None
+    try:
+        return [{**c.as_dict(), "watch": "off (no daemon runs)", "why": ""}
+                for c in all_collections(config, catalog)]
+    finally:
+        if catalog is not None:
+            catalog.close()
+
+
+def offline_watch_add(config: Config, path: Path, name: str | None) -> dict[str, str]:
+    import os
+
+    from pixdex.indexer.collections import Collection, CollectionError, all_collections, check_name, default_name
+
+    real = os.fsencode(os.path.realpath(path))
+    if not os.path.isdir(real):
+        raise CollectionError(f"{display_path(real)}: not a folder; give a folder to watch")
+
+    def add(catalog: Catalog) -> dict[str, str]:
+        known = all_collections(config, catalog)
+        for c in known:
+            if c.path == real or real.startswith(c.path.rstrip(b"/") + b"/"):
+                raise CollectionError(f"{display_path(real)}: already watched as part of collection {c.name!r}")
+        taken = {c.name.lower() for c in known}
+        chosen = check_name(name) if name else default_name(real, taken)
+        if chosen.lower() in taken:
+            raise CollectionError(f"collection name {chosen!r} is taken; choose another with --name")
+        for c in known:
+            if c.source == "added" and c.path.startswith(real.rstrip(b"/") + b"/"):
+                catalog.remove_collection(c.name)
+        catalog.add_collection(chosen, real)
+        return Collection(chosen, real, "added").as_dict()
+
+    return dict(offline_write(config, add))
+
+
+def offline_watch_remove(config: Config, key: str) -> dict[str, Any]:
+    import os
+
+    from pixdex.indexer.collections import CollectionError, all_collections, find
+
+    def remove(catalog: Catalog) -> dict[str, Any]:
+        known = all_collections(config, catalog)
+        real = os.fsencode(os.path.realpath(key)) if "/" in key else b""
+        found = next((c for c in known if c.path == real), None) or find(known, key)
+        if found.source == "config":
+            raise CollectionError(f"{found.name} ({display_path(found.path)}) is listed in "
+                                  f"{config.source or 'the config file'} (library.folders); remove it there")
+        catalog.remove_collection(found.name)
+        return {**found.as_dict(), "forgotten": 0}
+
+    removed = dict(offline_write(config, remove))
+    from pixdex.indexer.core import Indexer  # its images leave the index now, as the daemon would do
+
+    with Indexer(config, reduced_ok=True) as indexer:
+        removed["forgotten"] = indexer.forget([Path(removed["path"])])
+    return removed

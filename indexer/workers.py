@@ -268,3 +268,12 @@ def worker_state(spec: ModelSpec) -> dict[str, Any]:
     if repr(spec) in _models:
         loaded = [str(k[0] if isinstance(k, tuple) else k) for k in _models[repr(spec)][2].loaded()]
     return {"pid": os.getpid(), "rss": psutil.Process().memory_info().rss, "loaded": loaded}
+
+
+def prepare_query_image(data: bytes, name: str, spec: DecodeSpec) -> NDArray[np.float32]:
+    """An uploaded query image, decoded and preprocessed for CLIP (in a worker: Pillow never runs in
+    the process that serves queries). Raises ReadError naming the upload."""
+    if spec.clip is None:
+        raise ReadError(name, "searching by image needs the CLIP model")
+    decoded = decode_image(data, name, spec.min_side, spec.max_pixels)
+    return clip_preprocess(decoded.image, spec.clip)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,12 @@ class SearchService:
         self.reader = reader
         self._clip: Any = None
         self._clip_error: str | None = None
+        self._clip_failed = 0.0
 
     def clip(self) -> Any:
         """The CLIP model for queries (text tower on `models.query_threads`), or None with a reason."""
+        if self._clip is None and self._clip_error is not None and time.monotonic() - self._clip_failed > 5.0:
+            self._clip_error = None  # a long-lived service (the daemon) sees models that appear later
         if self._clip is None and self._clip_error is None:
             from pixdex.indexer.embedder import ClipModel
             from pixdex.indexer.modelcache import ModelCache
@@ -79,7 +83,13 @@ class SearchService:
                                        self.config.models.query_threads, ModelCache(self.config.models.idle_ttl))
             except ModelError as exc:
                 self._clip_error = str(exc)
+                self._clip_failed = time.monotonic()
         return self._clip
+
+    def loaded_models(self) -> list[str]:
+        """The query-time model sessions loaded now (without loading any)."""
+        cache = getattr(getattr(self._clip, "textual", None), "cache", None)
+        return [str(k[0] if isinstance(k, tuple) else k) for k in cache.loaded()] if cache is not None else []
 
     def collections(self) -> list[Collection]:
         return all_collections(self.config, self.reader.catalog() if self.reader.exists() else None)
@@ -99,8 +109,10 @@ class SearchService:
                                    not_folders=not_folders)
 
     def search(self, raw: str, k: int | None = None, cwd: Path | None = None,
-               scope: tuple[str, ...] | None = None) -> Results:
-        """`scope`: the only folders the caller may see (a limited token), or None for all."""
+               scope: tuple[str, ...] | None = None,
+               images: list[tuple[NDArray[np.float32], float]] | None = None) -> Results:
+        """`scope`: the only folders the caller may see (a limited token), or None for all. `images`:
+        embeddings of query images with their weights (negative: away from it), added to the text's."""
         k = check_k(self.config.search.k if k is None else k)
         query = parse_query(raw, cwd)
         query = dataclasses.replace(query, filters=self.resolve(query.filters, scope))
@@ -108,7 +120,7 @@ class SearchService:
         text = self.reader.text() if self.reader.exists() else None
         if text is None:
             return Results(raw, [], notes + [self._nothing_note()])
-        if not query.has_text:
+        if not query.has_text and not images:
             found = newest(text, query.filters, k)
             notes.append("only filters given: listing the matching images, newest first")
             return Results(raw, self._hits([Fused(i, 0.0, None, None) for i, _ in found]), notes)
@@ -119,9 +131,13 @@ class SearchService:
         else:
             from pixdex.query.vector import query_embedding
 
-            vector = self._vector_side(clip, text, query_embedding(clip, query), query.filters, notes=notes,
+            from pixdex.query.vector import combine
+
+            wanted = query_embedding(clip, query) if query.has_text else None
+            vector = self._vector_side(clip, text, combine(wanted, images or []), query.filters, notes=notes,
                                        count=max(k, self.config.search.candidates))
-        words = text_hits(text, query.text, query.filters, max(k, self.config.search.candidates))
+        words = text_hits(text, query.text, query.filters, max(k, self.config.search.candidates)) \
+            if query.has_text else []
         return Results(raw, self._fuse(vector, words, k), notes)
 
     def _nothing_note(self) -> str:

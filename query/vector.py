@@ -22,3 +22,9 @@ def query_embedding(clip: ClipModel, query: Query) -> NDArray[np.float32]:
 
 def mean_embedding(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
     return normalize_rows(normalize_rows(vectors).mean(axis=0, keepdims=True))[0]
+
+
+def combine(text: NDArray[np.float32] | None, images: list[tuple[NDArray[np.float32], float]]) -> NDArray[np.float32]:
+    """The text query's embedding plus weighted image embeddings (each normalised first), normalised."""
+    parts = ([text] if text is not None else []) + [w * normalize_rows(v[None])[0] for v, w in images]
+    return normalize_rows(np.sum(parts, axis=0, keepdims=True).astype(np.float32))[0]

@@ -1,0 +1,184 @@
+"""The HTTP application: one aiohttp app, served on the Unix socket and on loopback TCP.
+
+Middlewares, outermost first: `errors` (pixdex's typed errors become 4xx JSON bodies naming the
+parameter; every request is counted for /metrics), then `guard` (Host must be a loopback name —
+DNS rebinding; writes must not come from another origin; TCP needs a bearer token, the Unix
+socket the same uid as ours).
+Handlers live in `pixdex.daemon.routes`; they validate, then run blocking work on a small
+thread pool so the loop keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from pixdex.daemon.events import EventBus
+from pixdex.daemon.metrics import Metrics
+from pixdex.daemon.runtime import Daemon
+from pixdex.daemon.tokens import Token, Tokens
+from pixdex.indexer.collections import CollectionError
+from pixdex.indexer.errors import ModelError, PixdexError, ReadError, display_path
+from pixdex.indexer.settings import Config
+from pixdex.query.parse import QueryError
+from pixdex.query.service import SearchService
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+LOOPBACK = {"localhost", "127.0.0.1", "[::1]", "::1", "localhost.localdomain", "ip6-localhost"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Context:
+    config: Config
+    daemon: Daemon
+    service: SearchService
+    tokens: Tokens
+    bus: EventBus
+    metrics: Metrics
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="pixdex-query"))
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: function(*args))
+
+
+CONTEXT = web.AppKey("context", Context)
+
+
+class ApiError(web.HTTPException):
+    """A refused request: its JSON body names the parameter and what is allowed."""
+
+    def __init__(self, status: int, message: str, parameter: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+        self.status_code = status
+        body = {"error": message, **({"parameter": parameter} if parameter else {}), **extra}
+        super().__init__(headers=headers, text=json.dumps(body, ensure_ascii=False), content_type="application/json")
+
+
+def bad(parameter: str, message: str) -> ApiError:
+    return ApiError(400, message, parameter)
+
+
+# Middlewares ---------------------------------------------------------------------------------
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    host = request.headers.get("Host", "")
+    name = host[:host.index("]") + 1] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+    if name.lower() not in LOOPBACK:
+        raise ApiError(403, f"Host {host!r} is not a loopback name; use localhost or 127.0.0.1", "Host")
+    if request.method not in SAFE_METHODS:
+        origin = request.headers.get("Origin")
+        if origin and _origin_host(origin) not in LOOPBACK:
+            raise ApiError(403, f"cross-origin write from {origin!r} refused", "Origin")
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            raise ApiError(403, "cross-site write refused", "Sec-Fetch-Site")
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        uid = _peer_uid(sock)
+        if uid is not None and uid != os.getuid():
+            raise ApiError(403, f"uid {uid} may not use this socket; it belongs to uid {os.getuid()}")
+        request["token"] = None
+    else:
+        request["token"] = _bearer(request)
+    return await handler(request)
+
+
+def _origin_host(origin: str) -> str:
+    rest = origin.split("://", 1)[-1]
+    return rest[:rest.index("]") + 1] if rest.startswith("[") and "]" in rest else rest.rsplit(":", 1)[0].lower()
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return int(struct.unpack("3i", creds)[1])
+
+
+def _bearer(request: web.Request) -> Token:
+    tokens: Tokens = request.app[CONTEXT].tokens
+    header = request.headers.get("Authorization", "")
+    kind, _, presented = header.partition(" ")
+    if kind.lower() != "bearer" or not presented.strip():
+        raise ApiError(401, "this listener needs `Authorization: Bearer <token>`; `pixdex token` shows it",
+                       "Authorization", headers={"WWW-Authenticate": "Bearer"})
+    token = tokens.find(presented.strip())
+    if token is None:
+        raise ApiError(401, "unknown token; `pixdex token` shows the current one", "Authorization",
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return token
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[CONTEXT].metrics
+    start = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        if isinstance(exc, ApiError) or exc.content_type == "application/json":
+            raise
+        raise ApiError(exc.status, exc.reason) from None
+    except QueryError as exc:
+        status = 400
+        raise ApiError(400, str(exc), "q") from None
+    except CollectionError as exc:
+        status = 400
+        raise ApiError(400, str(exc)) from None
+    except ModelError as exc:
+        status = 503
+        raise ApiError(503, str(exc), fix=request.app[CONTEXT].daemon.model_fix) from None
+    except ReadError as exc:
+        status = 422
+        raise ApiError(422, str(exc)) from None
+    except PixdexError as exc:
+        status = 400
+        raise ApiError(400, str(exc)) from None
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = 499
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, display_path(request.path))
+        raise ApiError(500, "internal error; see the daemon's log") from None
+    finally:
+        metrics.request(route, request.method, status, time.perf_counter() - start)
+
+
+def scope(request: web.Request) -> tuple[str, ...] | None:
+    """The folders a limited token may see, or None for everything."""
+    token: Token | None = request["token"]
+    if token is None or token.collections is None:
+        return None
+    ctx = request.app[CONTEXT]
+    names = {n.lower() for n in token.collections}
+    return tuple(display_path(c.path) for c in ctx.daemon.collections if c.name.lower() in names)
+
+
+def create_app(ctx: Context) -> web.Application:
+    from pixdex.daemon import routes
+
+    limit = int(ctx.config.server.max_upload_mb * 1024 * 1024) + 64 * 1024
+    app = web.Application(middlewares=[errors, guard], client_max_size=limit)
+    app[CONTEXT] = ctx
+    routes.add_routes(app)
+    return app

@@ -1,0 +1,107 @@
+"""The CLI's side of the socket: a small HTTP client over the daemon's Unix socket (stdlib only).
+
+It stays light on purpose — a desktop search box may run `pixdex search` on every keystroke:
+no numpy, no onnxruntime, no index opened. `connect` returns None when no daemon answers, and
+the CLI then works on the data directory itself.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import secrets
+import socket
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from pixdex.indexer.errors import PixdexError
+
+
+class DaemonError(PixdexError):
+    """The daemon refused a request: its message names the parameter and what is allowed."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(str(body.get("error") or f"HTTP {status}"))
+        self.status = status
+        self.body = body
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Client:
+    def __init__(self, socket_path: Path, timeout: float = 300.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    @classmethod
+    def connect(cls, socket_path: Path) -> Client | None:
+        """A client when a daemon answers on `socket_path`, else None (a stale socket counts as none)."""
+        if not socket_path.exists():
+            return None
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return None
+        finally:
+            probe.close()
+        return cls(socket_path)
+
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
+                content_type: str = "application/json") -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None}, doseq=True)
+        data: bytes | None = None
+        headers = {"Host": "localhost"}
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        connection = _UnixConnection(str(self.socket_path), self.timeout)
+        try:
+            connection.request(method, path + (f"?{query}" if query else ""), body=data, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+        except OSError as exc:
+            raise PixdexError(f"{self.socket_path}: the daemon stopped answering ({exc}); `pixdex status` "
+                              "tells whether it runs") from exc
+        finally:
+            connection.close()
+        parsed = json.loads(payload) if payload and response.getheader("Content-Type", "").startswith(
+            "application/json") else payload
+        if response.status >= 400:
+            raise DaemonError(response.status, parsed if isinstance(parsed, dict) else {"error": str(parsed)})
+        return parsed
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body=body if body is not None else {})
+
+    def upload(self, path: str, fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> Any:
+        """POST multipart/form-data: `fields`, and `files` as (field name, file name, bytes)."""
+        boundary = "pixdex-" + secrets.token_hex(12)
+        parts: list[bytes] = []
+        for name, value in fields.items():
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+        for name, filename, data in files:
+            safe = urllib.parse.quote(filename)
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe}"\r\n'
+                         "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+        parts.append(f"--{boundary}--\r\n".encode())
+        return self.request("POST", path, body=b"".join(parts), content_type=f"multipart/form-data; boundary={boundary}")

@@ -1,0 +1,532 @@
+"""The JSON API's handlers (documented in daemon/openapi.json; a test keeps both in step).
+
+Each handler validates its parameters (a 4xx names the parameter and what is allowed), then
+delegates: searching to `pixdex.query`, indexing requests to the daemon's scanner thread, image
+work to the core's worker processes. No handler serves a file outside the watched folders: an
+item's path is opened without following a final symlink, and the opened file's real path must lie
+in a collection the caller may see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from pixdex.daemon.app import CONTEXT, ApiError, Context, bad, scope
+from pixdex.daemon.metrics import CONTENT_TYPE
+from pixdex.indexer.catalog import ImageRow
+from pixdex.indexer.errors import ReadError, display_path
+from pixdex.query.service import MAX_K, Results
+
+OPENAPI = Path(__file__).with_name("openapi.json")
+MAX_ID = 2**63 - 1
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/heic",
+               "image/heif", "image/avif"}
+CHUNK = 256 * 1024
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_get("/search", search)
+    app.router.add_post("/search", search_upload)
+    app.router.add_get("/similar", similar)
+    app.router.add_get("/items/{id}", item)
+    app.router.add_get("/file/{id}", original)
+    app.router.add_get("/thumbnail/{id}", thumbnail)
+    app.router.add_post("/pause", pause)
+    app.router.add_post("/resume", resume)
+    app.router.add_post("/reindex", reindex)
+    app.router.add_get("/watches", watches)
+    app.router.add_post("/watches", watch_add)
+    app.router.add_delete("/watches/{name}", watch_remove)
+    app.router.add_get("/failures", failures)
+    app.router.add_get("/events", events)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+
+
+def ctx_of(request: web.Request) -> Context:
+    return request.app[CONTEXT]
+
+
+def as_json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+# Parameters -----------------------------------------------------------------------------------
+def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise bad(name, f"{name} is required: a whole number from {low} to {high}")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad(name, f"{name} = {raw[:40]!r} is not a whole number; use {low} to {high}") from None
+    if not low <= value <= high:
+        raise bad(name, f"{name} = {value} is out of range; use {low} to {high}")
+    return value
+
+
+def text_param(request: web.Request, name: str, limit: int, required: bool = True) -> str:
+    value = request.query.get(name, "")
+    if required and not value.strip():
+        raise bad(name, f"{name} is required (the query, as `pixdex search` takes it)")
+    if len(value) > limit:
+        raise bad(name, f"{name} is {len(value)} characters long; at most {limit} are allowed (server.max_query_chars)")
+    return value
+
+
+def item_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+        raise bad("id", f"id {raw[:40]!r} is not an item id (a whole number from 1 to {MAX_ID})")
+    return int(raw)
+
+
+def results_json(results: Results, raw: bool) -> dict[str, Any]:
+    data = results.as_dict()
+    if raw:  # the exact path bytes, for `pixdex search -0` through the daemon
+        for hit, out in zip(results.hits, data["hits"], strict=True):
+            out["path_b64"] = base64.b64encode(hit.raw_path).decode()
+    return data
+
+
+# Handlers -------------------------------------------------------------------------------------
+async def health(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    indexer = ctx.daemon.indexer
+    return as_json({"ok": indexer is not None, "pid": os.getpid(), "uptime": round(time.time() - ctx.daemon.started, 1),
+                    "mode": "full" if indexer and indexer.info.has_models else "reduced", "paused": ctx.daemon.paused})
+
+
+async def status(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    return as_json(await ctx.run(live_status, ctx))
+
+
+def live_status(ctx: Context) -> dict[str, Any]:
+    """Everything `pixdex status` shows: the stored counts plus what the daemon is doing now."""
+    import psutil
+
+    from pixdex.daemon.library import status as stored_status
+    from pixdex.indexer.catalog import Catalog
+
+    daemon = ctx.daemon
+    info = stored_status(ctx.config)
+    catalog = Catalog(ctx.config.layout.catalog, read_only=True)
+    try:
+        waiting = catalog.waiting_for_models()
+    finally:
+        catalog.close()
+    indexer = daemon.indexer
+    reduced = indexer is None or not indexer.info.has_models
+    queued = sum(info["queue"].values())
+    workers = _worker_state(daemon)
+    rss = {"daemon": psutil.Process().memory_info().rss}
+    if workers:
+        rss["model worker"] = workers["rss"]
+    query_models = ctx.service.loaded_models()
+    info["daemon"] = {
+        "pid": os.getpid(), "uptime": round(time.time() - daemon.started, 1), "paused": daemon.paused,
+        "mode": "reduced" if reduced else "full",
+        "missing": indexer.info.missing if indexer and reduced else "",
+        "fix": daemon.model_fix if reduced else "",
+        "socket": str(ctx.config.socket_path),
+        "tcp": f"127.0.0.1:{ctx.config.server.port}" if ctx.config.server.tcp else "off",
+        "last_scan": daemon.last_scan,
+    }
+    info["waiting_for_models"] = waiting
+    info["progress"] = daemon.progress(queued)
+    info["watch"] = [root.as_dict() for root in daemon.watcher.roots.values()]
+    info["collections"] = [c.as_dict() for c in daemon.collections]
+    info["loaded_models"] = {"indexing": workers.get("loaded", []) if workers else [],
+                             "query": query_models, "rss": rss}
+    return info
+
+
+def _worker_state(daemon: Any) -> dict[str, Any]:
+    """Ask the model worker what it holds; a busy worker answers after its batch, so wait briefly."""
+    from pixdex.indexer.workers import worker_state
+
+    indexer = daemon.indexer
+    if indexer is None:
+        return {}
+    try:
+        return dict(indexer.infer_pool.schedule(worker_state, (indexer.spec,)).result(timeout=2.0))
+    except Exception:  # busy or restarting: status must not wait for it
+        return {}
+
+
+async def search(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    q = text_param(request, "q", ctx.config.server.max_query_chars)
+    k = int_param(request, "k", ctx.config.search.k, 1, MAX_K)
+    cwd = _cwd(request)
+    results = await ctx.run(ctx.service.search, q, k, cwd, scope(request))
+    return as_json(results_json(results, request.query.get("raw") == "1"))
+
+
+def _cwd(request: web.Request) -> Path | None:
+    """The caller's folder, for relative `folder:` filters (the CLI sends it)."""
+    raw = request.query.get("cwd")
+    if raw is None:
+        return None
+    if not os.path.isabs(raw):
+        raise bad("cwd", f"cwd {raw[:80]!r} must be an absolute path")
+    return Path(raw)
+
+
+async def search_upload(request: web.Request) -> web.Response:
+    """Query by uploaded image(s) and/or text: multipart fields `q`, `k`, `image` (files) and
+    `weight` (one per image, in order; default 1, negative means 'less like this')."""
+    ctx = ctx_of(request)
+    if not request.content_type.startswith("multipart/"):
+        raise bad("body", "send multipart/form-data with `image` file parts and/or a `q` field")
+    form = await request.post()
+    q = str(form.get("q", ""))
+    if len(q) > ctx.config.server.max_query_chars:
+        raise bad("q", f"q is {len(q)} characters long; at most {ctx.config.server.max_query_chars} are allowed")
+    k = _form_int(form.get("k"), "k", ctx.config.search.k, 1, MAX_K)
+    files = [f for f in form.getall("image", []) if isinstance(f, web.FileField)]
+    weights = [str(w) for w in form.getall("weight", [])]
+    if not files and not q.strip():
+        raise bad("image", "give at least one `image` file part or a `q` text")
+    if len(files) > 16:
+        raise bad("image", f"{len(files)} images sent; at most 16 are allowed")
+    if weights and len(weights) != len(files):
+        raise bad("weight", f"{len(weights)} weights for {len(files)} images; give one per image or none")
+    images = []
+    for n, upload in enumerate(files):
+        if upload.content_type not in IMAGE_TYPES and upload.content_type != "application/octet-stream":
+            raise bad("image", f"{upload.filename!r} is {upload.content_type}; send an image "
+                               f"({', '.join(sorted(IMAGE_TYPES))})")
+        weight = _weight(weights[n]) if weights else 1.0
+        images.append((await _embed_upload(ctx, upload.file.read(), upload.filename or f"image {n + 1}"), weight))
+    results = await ctx.run(ctx.service.search, q or "", k, None, scope(request), images)
+    return as_json(results_json(results, False))
+
+
+def _form_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise bad(name, f"{name} = {str(raw)[:40]!r} is not a whole number; use {low} to {high}") from None
+    if not low <= value <= high:
+        raise bad(name, f"{name} = {value} is out of range; use {low} to {high}")
+    return value
+
+
+def _weight(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise bad("weight", f"weight {raw[:20]!r} is not a number; use -10 to 10") from None
+    if not -10 <= value <= 10 or value != value:
+        raise bad("weight", f"weight {value} is out of range; use -10 to 10")
+    return value
+
+
+async def _embed_upload(ctx: Context, data: bytes, name: str) -> Any:
+    """Decode in a decode worker, embed in the model worker: no image work in this process."""
+    from pixdex.indexer.workers import DecodeSpec, infer, prepare_query_image
+
+    indexer = ctx.daemon.indexer
+    if indexer is None or not indexer.info.has_models:
+        from pixdex.indexer.errors import ModelError
+
+        raise ModelError("searching by image needs the CLIP model, and pixdex runs without models (reduced mode)")
+    info = indexer.info
+    spec = DecodeSpec(info.transform.size if info.transform else 224, ctx.config.decode.max_pixels, info.transform, None)
+    loop = asyncio.get_running_loop()
+    prepared = await asyncio.wrap_future(indexer.decode_pool.schedule(prepare_query_image, (data, name, spec),
+                                                                      timeout=60), loop=loop)
+    inferred = await asyncio.wrap_future(indexer.infer_pool.schedule(infer, (indexer.spec, prepared[None], None),
+                                                                     timeout=120), loop=loop)
+    return inferred.embeddings[0]
+
+
+async def similar(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    k = int_param(request, "k", ctx.config.search.k, 1, MAX_K)
+    filters = text_param(request, "filter", ctx.config.server.max_query_chars, required=False)
+    if "id" in request.query:
+        raw = request.query["id"]
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+            raise bad("id", f"id {raw[:40]!r} is not an item id")
+        row = await ctx.run(_visible_row, request, int(raw))
+        path = row.fspath
+    elif "path" in request.query:
+        path = Path(request.query["path"])
+        if not path.is_absolute():
+            raise bad("path", "path must be absolute")
+        row = await ctx.run(_row_by_path, ctx, path)
+        if row is None:
+            raise ApiError(404, f"{display_path(path)} is not indexed; give an indexed image, or POST /search "
+                                "with the image", "path")
+        _check_scope(request, row)
+    else:
+        raise bad("id", "give id=ITEM or path=/absolute/path/of/an/indexed/image")
+    results = await ctx.run(ctx.service.similar, [path], k, filters, None, scope(request))
+    return as_json(results_json(results, request.query.get("raw") == "1"))
+
+
+def _row_by_path(ctx: Context, path: Path) -> ImageRow | None:
+    return ctx.service.reader.catalog().by_path(os.fsencode(os.path.realpath(path))) \
+        if ctx.service.reader.exists() else None
+
+
+def _visible_row(request: web.Request, image_id: int) -> ImageRow:
+    ctx = ctx_of(request)
+    row = ctx.service.reader.catalog().get(image_id) if ctx.service.reader.exists() else None
+    if row is None:
+        raise ApiError(404, f"no item {image_id}", "id")
+    _check_scope(request, row)
+    return row
+
+
+def _check_scope(request: web.Request, row: ImageRow) -> None:
+    """The item must lie in a watched folder the caller may see (404 either way: no probing)."""
+    allowed = scope(request)
+    roots = [c.path for c in ctx_of(request).daemon.collections]
+    if allowed is not None:
+        roots = [os.fsencode(p) for p in allowed]
+    if not any(row.path.startswith(r.rstrip(b"/") + b"/") for r in roots):
+        raise ApiError(404, f"no item {row.id}", "id")
+
+
+def _open_inside(request: web.Request, row: ImageRow) -> tuple[int, os.stat_result]:
+    """Open the item's file, refusing a final symlink, and check that what was opened lies inside."""
+    try:
+        fd = os.open(row.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ApiError(404, f"item {row.id}: the file cannot be opened ({exc.strerror}); it may have moved",
+                       "id") from None
+    try:
+        real = os.fsencode(os.readlink(f"/proc/self/fd/{fd}"))
+        st = os.fstat(fd)
+        allowed = scope(request)
+        roots = [os.fsencode(p) for p in allowed] if allowed is not None else \
+            [c.path for c in ctx_of(request).daemon.collections]
+        import stat as stat_module
+
+        if not stat_module.S_ISREG(st.st_mode) or not any(real.startswith(r.rstrip(b"/") + b"/") for r in roots):
+            raise ApiError(404, f"no item {row.id}", "id")
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+async def item(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    row = await ctx.run(_visible_row, request, item_id(request))
+    return as_json(item_json(row))
+
+
+def item_json(row: ImageRow) -> dict[str, Any]:
+    return {"id": row.id, "path": display_path(row.path), "state": row.state, "reason": row.reason,
+            "size": row.size, "mtime_ns": row.mtime_ns, "width": row.width, "height": row.height, "taken": row.taken,
+            "camera": row.camera, "tags": row.tag_list, "metadata": row.metadata, "clip_model": row.clip_model,
+            "tagger_model": row.tagger_model, "sidecar_error": row.sidecar_error,
+            "waiting_for_models": row.waits_for_models}
+
+
+async def original(request: web.Request) -> web.StreamResponse:
+    ctx = ctx_of(request)
+    row = await ctx.run(_visible_row, request, item_id(request))
+    fd, st = await ctx.run(_open_inside, request, row)
+    return await _stream_fd(request, ctx, fd, st.st_size, _mime(row.path))
+
+
+async def _stream_fd(request: web.Request, ctx: Context, fd: int, size: int, content_type: str,
+                     cache: str = "private, max-age=60") -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": content_type, "Content-Length": str(size),
+                                           "Cache-Control": cache, "X-Content-Type-Options": "nosniff"})
+    try:
+        await response.prepare(request)
+        while chunk := await ctx.run(os.read, fd, CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+    finally:
+        os.close(fd)
+    return response
+
+
+def _mime(path: bytes) -> str:
+    import mimetypes
+
+    found = mimetypes.guess_type(os.fsdecode(path))[0]
+    return found if found and found.startswith("image/") else "application/octet-stream"
+
+
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    from pixdex.indexer import thumbnails
+
+    ctx = ctx_of(request)
+    size = int_param(request, "size", 256, 1, 1024)
+    row = await ctx.run(_visible_row, request, item_id(request))
+    fd, st = await ctx.run(_open_inside, request, row)
+    os.close(fd)
+    bucket, pixels = thumbnails.bucket(size)
+    found = await ctx.run(thumbnails.find_freedesktop, row.path, st.st_mtime_ns // 1_000_000_000, size,
+                          ctx.config.environ)
+    cache_dir = ctx.config.cache_dir / "thumbnails"
+    if found is None:
+        found = await ctx.run(thumbnails.find_own, cache_dir, row.id, st.st_mtime_ns, bucket)
+    if found is None:
+        dest = thumbnails.own_cache_path(cache_dir, row.id, st.st_mtime_ns, bucket)
+        indexer = ctx.daemon.indexer
+        if indexer is None:
+            raise ApiError(503, "the indexing core is reopening; try again in a moment")
+        future = indexer.decode_pool.schedule(thumbnails.make_thumbnail,
+                                              (row.path, str(dest), pixels, ctx.config.decode.max_pixels), timeout=60)
+        try:
+            found = Path(await asyncio.wrap_future(future))
+        except ReadError as exc:
+            raise ApiError(422, f"item {row.id}: {exc.reason}", "id") from None
+    else:
+        await ctx.run(thumbnails.mark_used, found)
+    data = await ctx.run(found.read_bytes)
+    return web.Response(body=data, content_type="image/png" if found.suffix == ".png" else "image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def pause(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    _full_access(request)
+    await ctx.run(ctx.daemon.pause, True)
+    return as_json({"paused": True})
+
+
+async def resume(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    _full_access(request)
+    await ctx.run(ctx.daemon.pause, False)
+    return as_json({"paused": False})
+
+
+def _full_access(request: web.Request) -> None:
+    if scope(request) is not None:
+        raise ApiError(403, "this token is limited to some collections; this action needs the full token")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.body_exists:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise bad("body", "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise bad("body", "the body must be a JSON object")
+    return body
+
+
+async def reindex(request: web.Request) -> web.Response:
+    """Queue files (or every indexed file under folders) ahead of everything else; none: everything."""
+    ctx = ctx_of(request)
+    _full_access(request)
+    body = await _json_body(request)
+    paths = body.get("paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) and os.path.isabs(p) for p in paths):
+        raise bad("paths", "paths must be a list of absolute paths")
+    if len(paths) > 10_000:
+        raise bad("paths", "at most 10000 paths per request")
+    count = await asyncio.wrap_future(ctx.daemon.submit("reindex", [Path(p) for p in paths]))
+    return as_json({"queued": count})
+
+
+async def watches(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    allowed = scope(request)
+    shown = [c for c in ctx.daemon.collections
+             if allowed is None or display_path(c.path) in allowed]
+    modes = {r.path: r.as_dict() for r in ctx.daemon.watcher.roots.values()}
+    return as_json([{**c.as_dict(), "watch": modes.get(c.path, {}).get("mode", "off"),
+                     "why": modes.get(c.path, {}).get("why", "")} for c in shown])
+
+
+async def watch_add(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    _full_access(request)
+    body = await _json_body(request)
+    path, name = body.get("path"), body.get("name")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise bad("path", "path must be the absolute path of a folder")
+    if name is not None and not isinstance(name, str):
+        raise bad("name", "name must be a string")
+    added = await asyncio.wrap_future(ctx.daemon.submit("watch-add", Path(path), name))
+    return as_json(added, status=201)
+
+
+async def watch_remove(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    _full_access(request)
+    removed = await asyncio.wrap_future(ctx.daemon.submit("watch-remove", request.match_info["name"]))
+    return as_json(removed)
+
+
+async def failures(request: web.Request) -> web.Response:
+    from pixdex.daemon.library import failures as stored_failures
+
+    ctx = ctx_of(request)
+    rows = await ctx.run(stored_failures, ctx.config)
+    allowed = scope(request)
+    if allowed is not None:
+        rows = [r for r in rows if any(r["path"].startswith(p.rstrip("/") + "/") for p in allowed)]
+    return as_json(rows)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events; `Last-Event-ID` (header or `last_event_id`) resumes after that event."""
+    ctx = ctx_of(request)
+    raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    last: int | None = None
+    if raw is not None:
+        if not raw.isdigit():
+            raise bad("Last-Event-ID", "Last-Event-ID must be the id of an event this stream sent")
+        last = int(raw)
+    limited = scope(request) is not None
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    await response.write(b"retry: 2000\n\n")
+    after = last if last is not None else ctx.bus.last_id()
+    for event in ctx.bus.since(last):
+        if not limited or event.kind in ("progress", "paused", "resumed"):
+            await response.write(event.sse())
+        after = event.id
+    while not ctx.stopping.is_set():
+        await ctx.bus.wait(after, 15.0)
+        fresh = ctx.bus.since(after)
+        if not fresh:
+            await response.write(b": keep-alive\n\n")
+            continue
+        for event in fresh:
+            if not limited or event.kind in ("progress", "paused", "resumed"):
+                await response.write(event.sse())
+            after = event.id
+    return response
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    _full_access(request)
+    text = await ctx.run(ctx.metrics.text)
+    return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")

@@ -1,0 +1,214 @@
+"""`pixdex serve`: open the core, listen on the Unix socket and loopback TCP, tell systemd, run until
+SIGTERM/SIGINT, reload on SIGHUP.
+
+Order matters. The data directory's lock is taken first (inside the core), so a second daemon
+stops there — naming the holder — before it could touch the first one's socket; the socket's own
+lock then guards the socket path. A socket file left by a crash is removed and bound again. READY
+is sent once the indexes are open and the sites listen; WATCHDOG pings come from the event loop
+(a stuck loop stops them), STATUS lines carry progress, STOPPING the shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from pixdex.daemon import notify
+from pixdex.daemon.app import Context, create_app
+from pixdex.daemon.events import EventBus
+from pixdex.daemon.metrics import Metrics
+from pixdex.daemon.runtime import Daemon
+from pixdex.daemon.tokens import Tokens
+from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.settings import Config, ConfigError, load_config
+
+log = logging.getLogger(__name__)
+SYSLOG_LEVELS = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    """`<N>` syslog priority prefixes, which journald reads from a service's stderr; no timestamps."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", "\n    ")
+        return f"<{SYSLOG_LEVELS.get(record.levelno, 6)}>{text}"
+
+
+def setup_logging(verbose: int, environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Journald-friendly logs on stderr under systemd (JOURNAL_STREAM set), timestamped otherwise."""
+    level = [logging.INFO, logging.DEBUG][min(verbose, 1)]
+    handler = logging.StreamHandler(sys.stderr)
+    if environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("aiohttp.access", "watchdog", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def serve(config: Config, config_path: Path | None) -> int:
+    return asyncio.run(_serve(config, config_path))
+
+
+async def _serve(config: Config, config_path: Path | None) -> int:
+    loop = asyncio.get_running_loop()
+    bus = EventBus()
+    bus.attach(loop)
+    tokens = Tokens(config.state_dir / "tokens.json")
+    tokens.load(create=config.server.tcp)
+    daemon = Daemon(config, bus)
+    log.info("opening the indexes in %s", config.data_dir)
+    await loop.run_in_executor(None, daemon.open)  # PixdexError: the data directory is held by another
+    ctx: Context | None = None
+    runner: web.AppRunner | None = None
+    socket_lock: IO[str] | None = None
+    bound = False  # the Unix socket file is ours to remove (not systemd's)
+    try:
+        from pixdex.query.reader import Reader
+        from pixdex.query.service import SearchService
+
+        service = SearchService(config, Reader(config.layout, config.index))
+        ctx = Context(config, daemon, service, tokens, bus, Metrics(lambda: _metrics_snapshot(ctx)))
+        runner = web.AppRunner(create_app(ctx), handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        socket_lock, bound = await _listen(runner, config)
+        where = f"{config.socket_path}" + (f" and 127.0.0.1:{config.server.port}" if config.server.tcp else "")
+        mode = "full" if daemon.indexer and daemon.indexer.info.has_models else "reduced (no models)"
+        log.info("pixdex serving on %s, %s mode, pid %d", where, mode, os.getpid())
+        notify.ready(f"serving on {where}; {mode} mode")
+        await _run_until_stopped(ctx, config_path)
+    finally:
+        notify.stopping()
+        log.info("stopping: finishing the current batch, committing, saving the vector index")
+        if ctx is not None:
+            ctx.stopping.set()
+        if runner is not None:
+            await runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            if bound:
+                config.socket_path.unlink()
+        await loop.run_in_executor(None, daemon.close)
+        if ctx is not None:
+            ctx.pool.shutdown(wait=False, cancel_futures=True)
+        if socket_lock is not None:
+            socket_lock.close()
+        log.info("stopped")
+    return 0
+
+
+async def _listen(runner: web.AppRunner, config: Config) -> tuple[IO[str], bool]:
+    """Bind the Unix socket (0600 in a 0700 folder) and loopback TCP, or take systemd's sockets."""
+    path = config.socket_path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    lock = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 - held while serving
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise PixdexError(f"{path}: another pixdex daemon serves this socket (with another data directory?); "
+                          "stop it or set server.socket") from None
+    activated = notify.listen_fds()
+    for sock in activated:
+        await web.SockSite(runner, sock).start()
+    bound = not any(s.family == socket.AF_UNIX for s in activated)
+    if bound:
+        if path.exists() or path.is_symlink():
+            log.info("%s: removing a socket left by an earlier run", path)
+            path.unlink()
+        old = os.umask(0o177)
+        try:
+            await web.UnixSite(runner, str(path)).start()
+        finally:
+            os.umask(old)
+    if config.server.tcp and not any(s.family != socket.AF_UNIX for s in activated):
+        try:
+            await web.TCPSite(runner, "127.0.0.1", config.server.port, reuse_address=True).start()
+        except OSError as exc:
+            raise PixdexError(f"127.0.0.1:{config.server.port}: cannot listen ({exc.strerror}); set server.port "
+                              "to a free port or server.tcp = false") from None
+    return lock, bound
+
+
+async def _run_until_stopped(ctx: Context, config_path: Path | None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(ctx, config_path)))
+    interval = notify.watchdog_interval()
+    tick = min(interval, 2.0) if interval else 2.0
+    last_line = ""
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), tick)
+        if interval:
+            notify.watchdog()
+        line, busy = _status_line(ctx)
+        if line != last_line:
+            notify.status(line)
+            last_line = line
+        if busy:
+            ctx.bus.publish("progress", **ctx.daemon.progress(0), line=line)
+
+
+def _status_line(ctx: Context) -> tuple[str, bool]:
+    daemon = ctx.daemon
+    indexer = daemon.indexer
+    if indexer is None:
+        return "reopening the indexing core", True
+    progress = daemon.progress(0)
+    mode = "" if indexer.info.has_models else "reduced mode (no models); "
+    if daemon.paused:
+        return f"{mode}paused; {progress['committed']} committed", False
+    busy = not indexer.pipeline.idle() or bool(daemon.scanning)
+    if not busy:
+        return f"{mode}idle; {progress['committed']} committed, {progress['failed']} failed", False
+    return (f"{mode}indexing at {progress['rate']}/s; {progress['committed']} committed, "
+            f"{progress['failed']} failed"), True
+
+
+async def _reload(ctx: Context, config_path: Path | None) -> None:
+    """SIGHUP: read the config again; a bad one is refused (the old one stays) and the reason logged."""
+    notify.reloading("reloading the config")
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        log.error("config not reloaded, the old one stays: %s", exc)
+        ctx.bus.publish("config", refused=str(exc))
+        notify.ready("config refused; still serving with the old one")
+        return
+    try:
+        result = await asyncio.wrap_future(ctx.daemon.submit("reload", config))
+        ctx.config = config
+        ctx.service.config = config
+        log.info("config reloaded: %s", result)
+    except Exception as exc:  # the daemon keeps what it had
+        log.error("config reload failed: %s", exc)
+    notify.ready("config reloaded")
+
+
+def _metrics_snapshot(ctx: Context | None) -> dict[str, Any]:
+    from pixdex.daemon.routes import live_status
+
+    assert ctx is not None
+    info = live_status(ctx)
+    return {"queue": info["queue"], "counts": info["counts"], "waiting_for_models": info["waiting_for_models"],
+            "rate": info["progress"]["rate"], "committed": info["progress"]["committed"],
+            "failed": info["progress"]["failed"], "paused": info["daemon"]["paused"],
+            "reduced": info["daemon"]["mode"] == "reduced",
+            "loaded_models": info["loaded_models"]["indexing"] + info["loaded_models"]["query"],
+            "rss": info["loaded_models"]["rss"], "roots": info["watch"]}
