@@ -26,7 +26,7 @@ from aiohttp import web
 
 from pixdex.daemon.events import EventBus
 from pixdex.daemon.metrics import Metrics
-from pixdex.daemon.runtime import Daemon
+from pixdex.daemon.runtime import Daemon, Unavailable
 from pixdex.daemon.tokens import Token, Tokens
 from pixdex.indexer.collections import CollectionError
 from pixdex.indexer.errors import ModelError, PixdexError, ReadError, display_path
@@ -148,6 +148,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ModelError as exc:
         status = 503
         raise ApiError(503, str(exc), fix=request.app[CONTEXT].daemon.model_fix) from None
+    except Unavailable as exc:
+        status = 503
+        raise ApiError(503, str(exc)) from None
     except ReadError as exc:
         status = 422
         raise ApiError(422, str(exc)) from None

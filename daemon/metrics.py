@@ -40,6 +40,9 @@ class _Live(Collector):
     def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.snapshot = snapshot
 
+    def describe(self) -> list[Any]:  # nothing to read at registration: the daemon may not be up yet
+        return []
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         live = self.snapshot()
         queue = GaugeMetricFamily("pixdex_queue", "Files waiting in the work queue", labels=["priority"])

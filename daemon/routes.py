@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import json
 import os
 import time
@@ -30,6 +31,7 @@ MAX_ID = 2**63 - 1
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/heic",
                "image/heif", "image/avif"}
 CHUNK = 256 * 1024
+DIGITS = re.compile(r"^[0-9]{1,19}$")  # ASCII only: str.isdigit() takes '²' and Arabic-Indic digits
 
 
 def add_routes(app: web.Application) -> None:
@@ -88,7 +90,7 @@ def text_param(request: web.Request, name: str, limit: int, required: bool = Tru
 
 def item_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+    if not DIGITS.match(raw) or not 1 <= int(raw) <= MAX_ID:
         raise bad("id", f"id {raw[:40]!r} is not an item id (a whole number from 1 to {MAX_ID})")
     return int(raw)
 
@@ -111,6 +113,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
+    _full_access(request)  # it names every folder and file in flight
     return as_json(await ctx.run(live_status, ctx))
 
 
@@ -263,7 +266,7 @@ async def similar(request: web.Request) -> web.Response:
     filters = text_param(request, "filter", ctx.config.server.max_query_chars, required=False)
     if "id" in request.query:
         raw = request.query["id"]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+        if not DIGITS.match(raw) or not 1 <= int(raw) <= MAX_ID:
             raise bad("id", f"id {raw[:40]!r} is not an item id")
         row = await ctx.run(_visible_row, request, int(raw))
         path = row.fspath
@@ -278,7 +281,12 @@ async def similar(request: web.Request) -> web.Response:
         _check_scope(request, row)
     else:
         raise bad("id", "give id=ITEM or path=/absolute/path/of/an/indexed/image")
-    results = await ctx.run(ctx.service.similar, [path], k, filters, None, scope(request))
+    from pixdex.query.parse import QueryError
+
+    try:
+        results = await ctx.run(ctx.service.similar, [path], k, filters, None, scope(request))
+    except QueryError as exc:
+        raise bad("filter", str(exc)) from None
     return as_json(results_json(results, request.query.get("raw") == "1"))
 
 
@@ -306,7 +314,7 @@ def _check_scope(request: web.Request, row: ImageRow) -> None:
         raise ApiError(404, f"no item {row.id}", "id")
 
 
-def _open_inside(request: web.Request, row: ImageRow) -> tuple[int, os.stat_result]:
+def _open_inside(request: web.Request, row: ImageRow) -> tuple[int, os.stat_result, bytes]:
     """Open the item's file, refusing a final symlink, and check that what was opened lies inside."""
     try:
         fd = os.open(row.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -323,7 +331,7 @@ def _open_inside(request: web.Request, row: ImageRow) -> tuple[int, os.stat_resu
 
         if not stat_module.S_ISREG(st.st_mode) or not any(real.startswith(r.rstrip(b"/") + b"/") for r in roots):
             raise ApiError(404, f"no item {row.id}", "id")
-        return fd, st
+        return fd, st, real
     except BaseException:
         os.close(fd)
         raise
@@ -346,7 +354,7 @@ def item_json(row: ImageRow) -> dict[str, Any]:
 async def original(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     row = await ctx.run(_visible_row, request, item_id(request))
-    fd, st = await ctx.run(_open_inside, request, row)
+    fd, st, _real = await ctx.run(_open_inside, request, row)
     return await _stream_fd(request, ctx, fd, st.st_size, _mime(row.path))
 
 
@@ -377,7 +385,7 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     size = int_param(request, "size", 256, 1, 1024)
     row = await ctx.run(_visible_row, request, item_id(request))
-    fd, st = await ctx.run(_open_inside, request, row)
+    fd, st, real = await ctx.run(_open_inside, request, row)
     os.close(fd)
     bucket, pixels = thumbnails.bucket(size)
     found = await ctx.run(thumbnails.find_freedesktop, row.path, st.st_mtime_ns // 1_000_000_000, size,
@@ -391,7 +399,7 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
         if indexer is None:
             raise ApiError(503, "the indexing core is reopening; try again in a moment")
         future = indexer.decode_pool.schedule(thumbnails.make_thumbnail,
-                                              (row.path, str(dest), pixels, ctx.config.decode.max_pixels), timeout=60)
+                                              (real, str(dest), pixels, ctx.config.decode.max_pixels), timeout=60)
         try:
             found = Path(await asyncio.wrap_future(future))
         except ReadError as exc:
@@ -495,7 +503,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     last: int | None = None
     if raw is not None:
-        if not raw.isdigit():
+        if not DIGITS.match(raw):
             raise bad("Last-Event-ID", "Last-Event-ID must be the id of an event this stream sent")
         last = int(raw)
     limited = scope(request) is not None
@@ -505,8 +513,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.write(b"retry: 2000\n\n")
     after = last if last is not None else ctx.bus.last_id()
     for event in ctx.bus.since(last):
-        if not limited or event.kind in ("progress", "paused", "resumed"):
-            await response.write(event.sse())
+        await _send(response, event, limited)
         after = event.id
     while not ctx.stopping.is_set():
         await ctx.bus.wait(after, 15.0)
@@ -515,10 +522,24 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.write(b": keep-alive\n\n")
             continue
         for event in fresh:
-            if not limited or event.kind in ("progress", "paused", "resumed"):
-                await response.write(event.sse())
+            await _send(response, event, limited)
             after = event.id
     return response
+
+
+LIMITED_EVENTS = {"progress": ("rate", "eta_seconds", "committed", "failed"), "paused": (), "resumed": (),
+                  "reset": ("why",)}
+
+
+async def _send(response: web.StreamResponse, event: Any, limited: bool) -> None:
+    """A limited token sees only counts: no event that names a file or folder."""
+    if not limited:
+        await response.write(event.sse())
+    elif event.kind in LIMITED_EVENTS:
+        from pixdex.daemon.events import Event
+
+        keep = LIMITED_EVENTS[event.kind]
+        await response.write(Event(event.id, event.kind, {k: v for k, v in event.data.items() if k in keep}).sse())
 
 
 async def metrics(request: web.Request) -> web.Response:

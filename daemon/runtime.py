@@ -30,7 +30,7 @@ from pixdex.daemon.watcher import Watcher
 from pixdex.indexer.catalog import ASKED, Catalog
 from pixdex.indexer.collections import Collection, CollectionError, all_collections, check_name, default_name, find
 from pixdex.indexer.core import Indexer, ScanReport
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.errors import PixdexError, display_path
 from pixdex.indexer.settings import Config
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,10 @@ CHECK_EVERY = 5.0  # seconds between looks for models and for watched folders th
 MODEL_FIX = ("install the models into {dir}: `pixdex models export ViT-B-32 --pretrained openai` (needs "
              "`pip install 'pixdex[export]'` and its weights), Immich's ONNX exports copied there, or "
              "`pixdex models standin` to try pixdex with meaningless stand-ins")
+
+
+class Unavailable(PixdexError):
+    """The daemon cannot do this right now (its core is reopening): try again shortly."""
 
 
 @dataclass
@@ -93,8 +97,8 @@ class Daemon:
             indexer.pipeline.paused.set()
         self.indexer = indexer
         if not indexer.info.has_models:
-            log.warning("reduced mode: names, folders and metadata are indexed; images wait for models. %s. Fix: %s",
-                        indexer.info.missing, self.model_fix)
+            log.warning("reduced mode (names, folders and metadata are indexed; images wait for models): %s",
+                        indexer.info.missing)
 
     @property
     def model_fix(self) -> str:
@@ -129,7 +133,7 @@ class Daemon:
 
     def _core(self) -> Indexer:
         if self.indexer is None:
-            raise RuntimeError("the indexing core is not open")
+            raise Unavailable("the indexing core is reopening; try again in a moment")
         return self.indexer
 
     # The scanner thread -----------------------------------------------------------------------

@@ -32,6 +32,7 @@ from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, Fi
                              FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEvent,
                              FileSystemEventHandler)
 
+from pixdex.indexer.errors import display_path
 from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, skipped_dir
 from pixdex.indexer.settings import WatchSettings
 
@@ -52,7 +53,7 @@ class RootWatch:
     observer: Any = None
 
     def as_dict(self) -> dict[str, str]:
-        return {"path": os.fsdecode(self.path), "mode": self.mode, "why": self.why}
+        return {"path": display_path(self.path), "mode": self.mode, "why": self.why}
 
 
 @dataclass
@@ -179,7 +180,7 @@ class Watcher(FileSystemEventHandler):
         with self._lock:
             touched = False
             for n, path in enumerate(paths):
-                if self._ignored(path):
+                if self._ignored(path, event.is_directory):
                     continue
                 if event.is_directory:
                     self._dirty.deep.add(path)
@@ -206,14 +207,14 @@ class Watcher(FileSystemEventHandler):
                 self._last = now
                 self._lock.notify_all()
 
-    def _ignored(self, path: bytes) -> bool:
+    def _ignored(self, path: bytes, is_dir: bool) -> bool:
         if any(path.startswith(i) or path + b"/" == i for i in self.ignore):
             return True
         root = next((r for r in self.roots if path.startswith(r.rstrip(b"/") + b"/")), None)
         if root is None:
             return False
         parts = path[len(root.rstrip(b"/")) + 1:].split(b"/")
-        if any(skipped_dir(part, self.skip) for part in parts[:-1]):
+        if any(skipped_dir(part, self.skip) for part in (parts if is_dir else parts[:-1])):
             return True
         return bool(self.exclude) and excluded(path, self.exclude)
 

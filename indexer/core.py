@@ -95,7 +95,6 @@ class Indexer:
         except ModelError as exc:
             if not self.reduced_ok:
                 raise
-            log.warning("reduced mode: %s", exc)
             return ModelInfo.reduced(str(exc))
 
     def _stop_pipeline(self) -> None:

@@ -1,0 +1,172 @@
+"""The daemon keeps the indexes true while files change: each change is searchable within seconds,
+moves and renames keep the item's id (no inference), deletes leave every index."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import gradient, noise
+from consistency import check_consistent
+from served import Served, wait_for
+
+
+@pytest.fixture()
+def served(tmp_path: Path, model_dir: Path) -> Iterator[Served]:
+    pics = tmp_path / "pics"
+    (pics / "a").mkdir(parents=True)
+    (pics / "b").mkdir()
+    noise(1).save(pics / "a" / "first.jpg")
+    daemon = Served(tmp_path, model_dir, [pics]).start()
+    wait_for(lambda: len(daemon.listed()) == 1, what="the first image")
+    yield daemon
+    daemon.stop()
+
+
+def ids(served: Served) -> dict[str, int]:
+    return served.listed()
+
+
+def embedded(served: Served, image_id: int) -> bool:
+    return bool(served.get(f"/items/{image_id}")["clip_model"])
+
+
+def test_create_modify_rename_move_delete_each_show_in_search(served: Served) -> None:
+    pics = served.folders[0]
+    first = str(pics / "a" / "first.jpg")
+    first_id = ids(served)[first]
+
+    # create
+    noise(2).save(pics / "a" / "second.png")
+    wait_for(lambda: str(pics / "a" / "second.png") in ids(served), what="a created file")
+
+    # modify in place: same id, new content indexed
+    before = served.get(f"/items/{first_id}")
+    with open(first, "r+b") as handle:
+        handle.truncate(0)
+        gradient(7).save(handle, format="JPEG")
+    wait_for(lambda: served.get(f"/items/{first_id}")["size"] != before["size"], what="the modified file")
+    assert ids(served)[first] == first_id
+
+    # rename: same id, no new inference
+    embeddings_before = served.status()["progress"]["committed"]
+    os.rename(first, pics / "a" / "renamed.jpg")
+    wait_for(lambda: str(pics / "a" / "renamed.jpg") in ids(served), what="the renamed file")
+    assert ids(served)[str(pics / "a" / "renamed.jpg")] == first_id
+    assert first not in ids(served)
+
+    # move between folders
+    os.rename(pics / "a" / "renamed.jpg", pics / "b" / "moved.jpg")
+    wait_for(lambda: str(pics / "b" / "moved.jpg") in ids(served), what="the moved file")
+    assert ids(served)[str(pics / "b" / "moved.jpg")] == first_id
+    assert served.status()["progress"]["committed"] == embeddings_before  # moves commit no new inference
+
+    # delete
+    os.unlink(pics / "b" / "moved.jpg")
+    wait_for(lambda: str(pics / "b" / "moved.jpg") not in ids(served), what="the deleted file to leave")
+    served.client.request("GET", "/health")
+    with pytest.raises(Exception, match="no item"):
+        served.get(f"/items/{first_id}")
+
+
+def test_slow_chunked_write_and_editor_rename_give_one_item(served: Served) -> None:
+    pics = served.folders[0]
+    data = (pics.parent / "source.jpg")
+    noise(3, (400, 300)).save(data, quality=95)
+    payload = data.read_bytes()
+    target = pics / "a" / "slow.jpg"
+    with open(target, "wb") as handle:  # written in chunks, slower than the debounce
+        for start in range(0, len(payload), len(payload) // 5 + 1):
+            handle.write(payload[start:start + len(payload) // 5 + 1])
+            handle.flush()
+            time.sleep(0.3)
+    item = wait_for(lambda: ids(served).get(str(target)), what="the slowly written file")
+    wait_for(lambda: served.get(f"/items/{item}")["state"] == "done", what="it to be indexed")
+    assert served.get(f"/items/{item}")["size"] == len(payload)
+    assert served.get("/failures") == []
+
+    # An editor saves through a temp file renamed over the original: one update, same id.
+    temp = pics / "a" / ".slow.jpg.swp"
+    noise(4, (400, 300)).save(temp, format="JPEG")
+    os.rename(temp, target)
+    wait_for(lambda: served.get(f"/items/{item}")["size"] == target.stat().st_size, what="the editor's save")
+    assert ids(served) == {str(pics / "a" / "first.jpg"): ids(served)[str(pics / "a" / "first.jpg")],
+                           str(target): item}
+
+
+def test_directory_rename_and_move_out_and_back(served: Served, tmp_path: Path) -> None:
+    pics = served.folders[0]
+    album = pics / "album"
+    album.mkdir()
+    for n in range(5):
+        noise(10 + n).save(album / f"p{n}.jpg")
+    wait_for(lambda: sum(p.startswith(str(album) + "/") for p in ids(served)) == 5, what="the album")
+    before = {Path(p).name: i for p, i in ids(served).items() if p.startswith(str(album) + "/")}
+
+    os.rename(album, pics / "album-2024")
+    wait_for(lambda: sum(p.startswith(str(pics / "album-2024") + "/") for p in ids(served)) == 5,
+             what="the renamed folder")
+    after = {Path(p).name: i for p, i in ids(served).items() if p.startswith(str(pics / "album-2024") + "/")}
+    assert after == before  # every id kept
+
+    outside = tmp_path / "outside"
+    os.rename(pics / "album-2024", outside)
+    wait_for(lambda: not any("album-2024" in p for p in ids(served)), what="the folder moved out to leave")
+    os.rename(outside, pics / "back")
+    wait_for(lambda: sum(p.startswith(str(pics / "back") + "/") for p in ids(served)) == 5, what="it to come back")
+    assert not any(name.startswith(".") for name in os.listdir(pics / "back"))
+
+
+def test_hidden_ignored_and_partial_files_are_not_indexed(served: Served) -> None:
+    pics = served.folders[0]
+    (pics / ".hidden").mkdir()
+    noise(20).save(pics / ".hidden" / "secret.jpg")
+    (pics / "node_modules").mkdir()
+    noise(21).save(pics / "node_modules" / "icon.png")
+    (pics / "skipme").mkdir()
+    (pics / "skipme" / ".nomedia").touch()
+    noise(22).save(pics / "skipme" / "x.jpg")
+    (pics / "a" / "download.jpg.part").write_bytes(b"\xff\xd8 partial")
+    noise(23).save(pics / "a" / "visible.jpg")
+    wait_for(lambda: str(pics / "a" / "visible.jpg") in ids(served), what="the visible file")
+    time.sleep(1.0)
+    assert set(ids(served)) == {str(pics / "a" / "first.jpg"), str(pics / "a" / "visible.jpg")}
+
+    # The finished download is renamed to its real name: now it counts.
+    noise(24).save(pics / "a" / "download.jpg.part", format="JPEG")
+    os.rename(pics / "a" / "download.jpg.part", pics / "a" / "download.jpg")
+    wait_for(lambda: str(pics / "a" / "download.jpg") in ids(served), what="the finished download")
+
+    # A .nomedia appearing in an indexed folder takes its images out of the index.
+    (pics / "a" / ".nomedia").touch()
+    wait_for(lambda: not ids(served), what="the .nomedia folder to leave the index")
+
+
+@pytest.mark.slow
+def test_a_burst_of_a_thousand_changes_ends_with_the_index_equal_to_the_disk(served: Served) -> None:
+    pics = served.folders[0]
+    rng = random.Random(7)
+    live: list[Path] = []
+    for n in range(600):
+        path = pics / f"d{n % 12}" / f"burst_{n}.png"
+        path.parent.mkdir(exist_ok=True)
+        noise(1000 + n, (16, 12)).save(path)
+        live.append(path)
+    for n in range(250):  # moves, some between folders
+        source = live.pop(rng.randrange(len(live)))
+        target = pics / f"d{rng.randrange(12)}" / f"moved_{n}.png"
+        os.rename(source, target)
+        live.append(target)
+    for _ in range(150):
+        os.unlink(live.pop(rng.randrange(len(live))))
+    shutil.move(str(pics / "d3"), str(pics / "d3-renamed"))
+    wait_for(lambda: served.idle() and len(ids(served)) == sum(1 for _ in pics.rglob("*.*g")),
+             timeout=240, what="the index to equal the disk")
+    served.stop()
+    check_consistent(served.data, pics)
