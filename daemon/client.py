@@ -87,8 +87,8 @@ class Client:
             raise DaemonError(response.status, parsed if isinstance(parsed, dict) else {"error": str(parsed)})
         return parsed
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params)
+    def get(self, route: str, **params: Any) -> Any:
+        return self.request("GET", route, params)
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body=body if body is not None else {})

@@ -195,7 +195,16 @@ async def search_upload(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     if not request.content_type.startswith("multipart/"):
         raise bad("body", "send multipart/form-data with `image` file parts and/or a `q` field")
-    form = await request.post()
+    limit = request.app._client_max_size  # server.max_upload_mb
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"the upload is {request.content_length} bytes; at most {limit} are allowed "
+                            "(server.max_upload_mb)", "image")
+    try:
+        form = await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, f"the upload is larger than {limit} bytes (server.max_upload_mb)", "image") from None
+    except ValueError as exc:  # aiohttp's multipart parser: a malformed body
+        raise bad("body", f"malformed multipart/form-data body: {exc}"[:300]) from None
     q = str(form.get("q", ""))
     if len(q) > ctx.config.server.max_query_chars:
         raise bad("q", f"q is {len(q)} characters long; at most {ctx.config.server.max_query_chars} are allowed")

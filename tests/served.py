@@ -34,6 +34,7 @@ class Served:
         self.folders = folders
         self.model_dir = model_dir or root / "no-models"
         self.extra = extra
+        self.watch_extra = ""  # more [watch] settings
         self.write_config()
         self.environ = dict(environ or os.environ)
         for key, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache"),
@@ -48,7 +49,7 @@ class Served:
         if extra is not None:
             self.extra = extra
         write_config(self.config, self.model_dir, self.folders,
-                     "[watch]\ndebounce = 0.1\nsettle = 0.5\nreconcile = 0\n"
+                     "[watch]\ndebounce = 0.1\nsettle = 0.5\nreconcile = 0\n" + self.watch_extra +
                      f"[server]\nport = {self.port}\n" + self.extra)
 
     @property
@@ -107,8 +108,8 @@ class Served:
     def client(self) -> Client:
         return Client(self.socket_path, timeout=60)
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.client.get(path, **params)
+    def get(self, route: str, **params: Any) -> Any:
+        return self.client.get(route, **params)
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.client.post(path, body)
@@ -139,7 +140,10 @@ class Served:
                 connection.putheader(key, value)
             if body is not None:
                 connection.putheader("Content-Length", str(len(body)))
-            connection.endheaders(body)
+            try:
+                connection.endheaders(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered and closed before the whole body was sent (413): read its answer
             response = connection.getresponse()
             payload = response.read()
         finally:

@@ -1,0 +1,251 @@
+"""The daemon's HTTP API on the real socket and loopback TCP: answers, refusals, tokens, events,
+thumbnails and files, pause/resume and the CLI going through it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import PIXDEX, gradient, make_library, noise
+from served import Served, wait_for
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("api")
+    pics, other = root / "pics", root / "other"
+    make_library(pics)
+    other.mkdir()
+    noise(50).save(other / "elsewhere_boat.jpg")
+    (root / "secret").mkdir()
+    noise(51).save(root / "secret" / "private.jpg")
+    daemon = Served(root, model_dir, [pics, other]).start()
+    wait_for(lambda: daemon.idle() and len(daemon.listed()) == 9, timeout=60, what="the library")
+    yield daemon
+    daemon.stop()
+
+
+def test_search_status_items_over_the_socket(served: Served) -> None:
+    results = served.get("/search", q="beach sunset camera:canon", k=5)
+    names = [Path(h["path"]).name for h in results["hits"]]
+    assert names[:2] and set(names) <= {"beach_sunset_01.jpg", "beach_sunset_02.jpg"}
+    status = served.status()
+    assert status["counts"]["done"] == 10 and status["daemon"]["mode"] == "full"
+    assert [r["mode"] for r in status["watch"]] == ["inotify", "inotify"]
+    hit = results["hits"][0]
+    item = served.get(f"/items/{hit['id']}")
+    assert item["path"] == hit["path"] and item["camera"] and item["clip_model"]
+    similar = served.get("/similar", id=hit["id"], k=3)
+    assert hit["id"] not in [h["id"] for h in similar["hits"]] and len(similar["hits"]) == 3
+    assert served.get("/health")["ok"] is True
+
+
+def test_in_collection_filter_restricts_both_sides(served: Served) -> None:
+    everything = served.get("/search", q="boat", k=50)["hits"]
+    assert any("elsewhere_boat" in h["path"] for h in everything)
+    inside = served.get("/search", q="boat in:other", k=50)["hits"]
+    assert inside and all(h["path"].startswith(str(served.folders[1]) + "/") for h in inside)
+    outside = served.get("/search", q="boat -in:other", k=50)["hits"]
+    assert outside and not any(h["path"].startswith(str(served.folders[1]) + "/") for h in outside)
+    status, body = served.raw("GET", "/search?q=boat+in:nowhere", {"Host": "localhost"})
+    assert status == 400 and "no such collection" in body["error"]  # type: ignore[index]
+
+
+def test_refused_requests_get_4xx_and_the_daemon_keeps_serving(served: Served) -> None:
+    local = {"Host": "localhost"}
+    assert served.raw("GET", "/health", {"Host": "evil.example:80"})[0] == 403  # DNS rebinding
+    assert served.raw("GET", "/health", {})[0] in (400, 403)
+    assert served.raw("POST", "/pause", {**local, "Origin": "http://evil.example"})[0] == 403
+    assert served.raw("GET", "/health", {"Host": "127.0.0.1"}, tcp=True)[0] == 401  # no token
+    assert served.raw("GET", "/health", {"Host": "127.0.0.1", "Authorization": "Bearer wrong"}, tcp=True)[0] == 401
+    status, body = served.raw("GET", "/health", {"Host": "127.0.0.1",
+                                                 "Authorization": f"Bearer {served.token()}"}, tcp=True)
+    assert status == 200 and body["ok"]  # type: ignore[index]
+    assert served.raw("GET", "/thumbnail/../../etc/passwd", local)[0] in (400, 404)
+    assert served.raw("GET", "/thumbnail/%2e%2e%2f%2e%2e%2fetc%2fpasswd", local)[0] in (400, 404)
+    for bad_k in ("-1", "1000000000", "ten"):
+        status, body = served.raw("GET", f"/search?q=x&k={bad_k}", local)
+        assert status == 400 and body["parameter"] == "k"  # type: ignore[index]
+    status, body = served.raw("GET", "/search?q=" + "a" * 10_000_000, local)
+    assert status in (400, 414, 431)
+    status, body = served.raw("GET", "/items/%C2%B2", local)
+    assert status == 400 and body["parameter"] == "id"  # type: ignore[index]
+    assert served.raw("GET", "/items/123", local)[0] == 404
+    big = b"x" * (200 * 1024 * 1024)
+    status, _ = served.raw("POST", "/search", {**local, "Content-Type": "multipart/form-data; boundary=b"}, big)
+    assert status == 413
+    assert served.get("/health")["ok"]
+
+
+def test_no_endpoint_serves_a_file_outside_the_roots(served: Served, tmp_path: Path) -> None:
+    pics = served.folders[0]
+    secret = served.root / "secret" / "private.jpg"
+    # A watched image replaced by a symlink to a file outside: the item exists, its file is refused.
+    victim = pics / "garden" / "red_flower.png"
+    item = served.listed()[str(victim)]
+    assert served.raw("GET", f"/file/{item}", {"Host": "localhost"})[0] == 200
+    backup = tmp_path / "red_flower.png"
+    shutil.copy(victim, backup)
+    served.post("/pause")
+    try:
+        victim.unlink()
+        victim.symlink_to(secret)
+        for route in ("file", "thumbnail"):
+            status, body = served.raw("GET", f"/{route}/{item}", {"Host": "localhost"})
+            assert status == 404, (route, body)
+    finally:
+        victim.unlink()
+        shutil.copy(backup, victim)
+        served.post("/resume")
+
+
+def test_thumbnails_and_originals(served: Served) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    item = served.listed()[str(served.folders[0] / "holiday" / "beach_sunset_01.jpg")]
+    status, data = served.raw("GET", f"/thumbnail/{item}?size=64", {"Host": "localhost"})
+    assert status == 200
+    thumb = Image.open(BytesIO(data))  # type: ignore[arg-type]
+    assert max(thumb.size) <= 128
+    assert list((served.root / "cache" / "pixdex" / "thumbnails").rglob("*.jpg"))
+    status, data = served.raw("GET", f"/file/{item}", {"Host": "localhost"})
+    assert status == 200 and data == (served.folders[0] / "holiday" / "beach_sunset_01.jpg").read_bytes()
+    assert served.raw("GET", f"/thumbnail/{item}?size=5000", {"Host": "localhost"})[0] == 400
+
+
+def test_a_limited_token_sees_only_its_collection(served: Served) -> None:
+    made = subprocess.run([str(PIXDEX), "--config", str(served.config), "token", "--new", "--only", "other"],
+                          env=served.environ, capture_output=True, text=True, check=True)
+    token = made.stdout.strip()
+    headers = {"Host": "127.0.0.1", "Authorization": f"Bearer {token}"}
+    status, body = served.raw("GET", "/search?q=boat&k=50", headers, tcp=True)
+    assert status == 200 and body["hits"]  # type: ignore[index]
+    assert all(h["path"].startswith(str(served.folders[1]) + "/") for h in body["hits"])  # type: ignore[index]
+    inside = served.listed()[str(served.folders[0] / "holiday" / "beach_sunset_01.jpg")]
+    assert served.raw("GET", f"/items/{inside}", headers, tcp=True)[0] == 404
+    assert served.raw("GET", f"/file/{inside}", headers, tcp=True)[0] == 404
+    assert served.raw("GET", "/status", headers, tcp=True)[0] == 403
+    assert served.raw("POST", "/pause", headers, tcp=True)[0] == 403
+
+
+def test_curl_over_the_unix_socket(served: Served) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    out = subprocess.run([curl, "-s", "--unix-socket", str(served.socket_path), "http://localhost/search?q=flower&k=2"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["hits"]
+    code = subprocess.run([curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", "--path-as-is", "--unix-socket",
+                           str(served.socket_path), "http://localhost/thumbnail/../../etc/passwd"],
+                          capture_output=True, text=True).stdout
+    assert code in ("400", "404")
+
+
+def test_pause_resume_and_server_sent_events(served: Served) -> None:
+    import aiohttp
+
+    async def run() -> list[tuple[str, dict[str, object]]]:
+        seen: list[tuple[str, dict[str, object]]] = []
+        connector = aiohttp.UnixConnector(path=str(served.socket_path))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.get("http://localhost/events", timeout=aiohttp.ClientTimeout(total=60)) as response:
+                assert response.status == 200
+                await asyncio.get_running_loop().run_in_executor(None, served.post, "/pause")
+                noise(77).save(served.folders[0] / "during_pause.jpg")
+                await asyncio.sleep(2.0)
+                status = await asyncio.get_running_loop().run_in_executor(None, served.status)
+                assert status["daemon"]["paused"] and sum(status["queue"].values()) >= 1
+                await asyncio.get_running_loop().run_in_executor(None, served.post, "/resume")
+                kind = ""
+                async for line in response.content:
+                    text = line.decode().strip()
+                    if text.startswith("event: "):
+                        kind = text[7:]
+                    elif text.startswith("data: "):
+                        seen.append((kind, json.loads(text[6:])))
+                        if kind == "indexed" and "during_pause" in str(seen[-1][1].get("path")):
+                            return seen
+        return seen
+
+    seen = asyncio.run(run())
+    kinds = [k for k, _ in seen]
+    assert "paused" in kinds and "resumed" in kinds and "queued" in kinds and "indexed" in kinds
+    done = next(n for n, (k, d) in enumerate(seen) if k == "indexed" and "during_pause" in str(d.get("path")))
+    assert kinds.index("paused") < kinds.index("resumed") < done
+
+
+def test_cli_through_the_daemon_prints_what_it_prints_without_one(served: Served, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(PIXDEX), "--config", str(served.config), *args], env=served.environ,
+                              capture_output=True, text=True)
+
+    through = [cli("search", "red flower", "-k", "5"), cli("search", "--json", "tag:*", "-k", "3"),
+               cli("failures"), cli("similar", str(served.folders[0] / "garden" / "red_flower.png"), "-k", "3")]
+    assert through[0].returncode == 0 and through[0].stdout
+    # Same catalog without a daemon: a copy of the data directory, read directly.
+    copy = tmp_path / "copy"
+    shutil.copytree(served.data, copy / "data" / "pixdex")
+    environ = {**served.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run-none"), "XDG_DATA_HOME": str(copy / "data")}
+    direct = [subprocess.run([str(PIXDEX), "--config", str(served.config), *args], env=environ,
+                             capture_output=True, text=True)
+              for args in (("search", "red flower", "-k", "5"), ("search", "--json", "tag:*", "-k", "3"),
+                           ("failures",), ("similar", str(served.folders[0] / "garden" / "red_flower.png"),
+                                           "-k", "3"))]
+    for a, b in zip(through, direct, strict=True):
+        assert (a.returncode, a.stdout) == (b.returncode, b.stdout)
+
+
+def test_cli_search_through_the_daemon_stays_light(served: Served) -> None:
+    probe = ("import sys, runpy; sys.argv = ['pixdex', '--config', sys.argv[1], 'search', 'flower', '-k', '1']\n"
+             "from pixdex.daemon import cli\n"
+             "code = cli.main()\n"
+             "heavy = [m for m in ('numpy', 'onnxruntime', 'torch', 'tantivy', 'usearch', 'PIL', 'aiohttp') "
+             "if m in sys.modules]\n"
+             "print('HEAVY', heavy, code)")
+    out = subprocess.run([sys.executable, "-c", probe, str(served.config)], env=served.environ, capture_output=True,
+                         text=True, check=True).stdout
+    assert "HEAVY [] 0" in out, out
+
+
+def test_reindex_and_watch_add_remove_through_the_cli(served: Served, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(PIXDEX), "--config", str(served.config), *args], env=served.environ,
+                              capture_output=True, text=True)
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    gradient(60).save(extra / "added_later.png")
+    out = cli("watch", "add", str(extra), "--name", "trip")
+    assert out.returncode == 0 and "in:trip" in out.stdout, out.stderr
+    wait_for(lambda: served.get("/search", q="in:trip", k=10)["hits"], what="the added collection")
+    assert "trip" in cli("watch", "list").stdout
+    out = cli("watch", "remove", "pics")
+    assert out.returncode == 2 and "library.folders" in out.stderr  # the config file's, not ours to remove
+    assert cli("reindex", str(extra)).stdout.startswith("1 image(s) queued")
+    out = cli("watch", "remove", "trip")
+    assert out.returncode == 0, out.stderr
+    assert not served.get("/search", q="added later", k=10)["hits"] or all(
+        "added_later" not in h["path"] for h in served.get("/search", q="added later", k=10)["hits"])
+    status = cli("status")
+    assert "daemon: running" in status.stdout and "inotify" in status.stdout
+
+
+def test_metrics_and_openapi(served: Served) -> None:
+    status, text = served.raw("GET", "/metrics", {"Host": "localhost"})
+    assert status == 200
+    body = text.decode()  # type: ignore[union-attr]
+    assert 'pixdex_queue{priority="asked"}' in body and "pixdex_http_requests_total" in body
+    assert "pixdex_process_rss_bytes" in body
+    spec = served.get("/openapi.json")
+    assert spec["openapi"].startswith("3.")
+    assert os.getuid() >= 0

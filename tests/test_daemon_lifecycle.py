@@ -1,0 +1,191 @@
+"""The daemon's life: systemd notifications, restart and kill -9 recovery, a crashing decoder, a
+second daemon, a stale socket, SIGHUP reloads, reduced mode until models appear, forced polling."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import noise
+from consistency import check_consistent
+from served import Served, wait_for
+
+
+def tree(root: Path, count: int, seed: int = 0) -> None:
+    for n in range(count):
+        path = root / f"album{n % 5}" / f"img_{seed}_{n:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        noise(seed * 10_000 + n, (32, 24)).save(path)
+
+
+def test_notify_ready_status_watchdog_stopping_and_journal_levels(tmp_path: Path, model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    tree(pics, 3)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / "notify.sock")
+    listener.bind(address)
+    listener.settimeout(30)
+    daemon = Served(tmp_path, model_dir, [pics])
+    daemon.environ.update(NOTIFY_SOCKET=address, WATCHDOG_USEC="2000000", JOURNAL_STREAM="8:1234")
+    daemon.start(wait=False)
+    daemon.environ["WATCHDOG_PID"] = ""
+    messages: list[str] = []
+    try:
+        while not any("READY=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert daemon.socket_path.exists()  # READY only once the socket listens
+        while not any("WATCHDOG=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in messages)
+        daemon.stop()
+        listener.settimeout(1)
+        try:
+            while True:
+                messages.append(listener.recv(4096).decode())
+        except TimeoutError:
+            pass
+    finally:
+        listener.close()
+    assert any("STOPPING=1" in m for m in messages)
+    log = daemon.log.read_text()
+    assert "<6>pixdex.daemon.server: pixdex serving on" in log and "Traceback" not in log
+    assert not daemon.socket_path.exists()  # removed on the way out
+
+
+def test_restart_keeps_everything_and_a_second_daemon_refuses(tmp_path: Path, model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    tree(pics, 12)
+    daemon = Served(tmp_path, model_dir, [pics]).start()
+    wait_for(lambda: daemon.idle() and len(daemon.listed()) == 12, timeout=60, what="the first index")
+    before = daemon.listed()
+    second = Served(tmp_path, model_dir, [pics])
+    second.port = daemon.port + 1 if daemon.port < 65000 else daemon.port - 1
+    second.write_config()
+    second.start(wait=False)
+    assert second.proc is not None and second.proc.wait(60) == 2
+    assert f"already being indexed by pid {daemon.proc.pid}" in second.log.read_text()  # type: ignore[union-attr]
+    assert daemon.get("/health")["ok"]  # its socket was not touched
+    daemon.stop()
+    daemon.start()
+    assert daemon.listed() == before
+    assert daemon.status()["progress"]["committed"] == 0  # nothing redone
+
+
+def test_a_stale_socket_from_a_crash_is_replaced(tmp_path: Path, model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    tree(pics, 2)
+    daemon = Served(tmp_path, model_dir, [pics]).start()
+    daemon.kill9()
+    assert daemon.socket_path.exists()  # left behind
+    daemon.start()
+    assert daemon.get("/health")["ok"]
+    daemon.stop()
+
+
+@pytest.mark.slow
+def test_kill_9_while_indexing_then_restart_agrees_and_resumes(tmp_path: Path, model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    tree(pics, 150)
+    rng = random.Random(3)
+    daemon = Served(tmp_path, model_dir, [pics])
+    for trial in range(4):
+        daemon.start()
+        time.sleep(rng.uniform(0.2, 2.5))
+        if trial == 2:  # files change while it is down
+            tree(pics, 20, seed=trial + 1)
+            for path in sorted(pics.rglob("*.png"))[:5]:
+                path.unlink()
+        daemon.kill9()
+    daemon.start()
+    wait_for(lambda: daemon.idle() and len(daemon.listed()) == sum(1 for _ in pics.rglob("*.png")), timeout=180,
+             what="the resumed queue to drain")
+    daemon.stop()
+    check_consistent(daemon.data, pics)
+
+
+def test_a_decoder_that_dies_on_a_file_is_replaced_and_the_file_recorded(tmp_path: Path, model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    tree(pics, 4)
+    noise(9).save(pics / "crashme.png")
+    daemon = Served(tmp_path, model_dir, [pics])
+    daemon.environ["PIXDEX_TEST_CRASH_ON"] = "crashme"
+    daemon.start()
+    wait_for(lambda: daemon.idle() and len(daemon.listed()) == 4, timeout=60, what="the good files")
+    failures = daemon.get("/failures")
+    assert [Path(f["path"]).name for f in failures] == ["crashme.png"]
+    assert "SIGSEGV" in failures[0]["reason"]
+    noise(10).save(pics / "after_crash.png")
+    wait_for(lambda: str(pics / "after_crash.png") in daemon.listed(), what="a file after the crash")
+    daemon.stop()
+
+
+def test_sighup_adds_and_removes_folders_and_refuses_a_bad_config(tmp_path: Path, model_dir: Path) -> None:
+    pics, more = tmp_path / "pics", tmp_path / "more"
+    tree(pics, 3)
+    tree(more, 2, seed=5)
+    daemon = Served(tmp_path, model_dir, [pics]).start()
+    wait_for(lambda: len(daemon.listed()) == 3, what="the first folder")
+    daemon.folders = [pics, more]
+    daemon.write_config()
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(daemon.listed(more)) == 2, what="the added folder")
+    assert [r["mode"] for r in daemon.status()["watch"]] == ["inotify", "inotify"]
+
+    good = daemon.config.read_text()
+    daemon.config.write_text(good + "\n[search]\nk = -5\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config not reloaded" in daemon.log.read_text(), what="the refusal in the log")
+    assert "search.k = -5" in daemon.log.read_text()
+    assert daemon.get("/health")["ok"] and len(daemon.listed(more)) == 2  # the old config stays
+
+    daemon.folders = [more]
+    daemon.write_config()
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: not daemon.listed(pics), what="the removed folder to leave the index")
+    assert len(daemon.listed(more)) == 2
+    daemon.stop()
+
+
+@pytest.mark.slow
+def test_reduced_mode_without_models_then_models_appear(tmp_path: Path, model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    tree(pics, 6)
+    models = tmp_path / "models-later"
+    daemon = Served(tmp_path, models, [pics]).start()
+    wait_for(lambda: daemon.idle() and len(daemon.listed()) == 6, timeout=60, what="names and metadata")
+    status = daemon.status()
+    assert status["daemon"]["mode"] == "reduced" and status["waiting_for_models"] == 6
+    assert "pixdex models" in status["daemon"]["fix"] and str(models) in status["daemon"]["missing"]
+    results = daemon.get("/search", q="img", k=10)
+    assert any("text results only" in n for n in results["notes"])
+    shutil.copytree(model_dir, models)  # the models are installed while it runs
+    wait_for(lambda: daemon.status()["daemon"]["mode"] == "full", timeout=30, what="full mode")
+    wait_for(lambda: daemon.idle() and daemon.status()["waiting_for_models"] == 0, timeout=60,
+             what="the waiting images to be embedded")
+    assert not any("text results only" in n for n in daemon.get("/search", q="img", k=10)["notes"])
+    daemon.stop()
+    check_consistent(daemon.data, pics)
+
+
+def test_polling_forced_on_a_root_still_sees_changes(tmp_path: Path, model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    tree(pics, 2)
+    daemon = Served(tmp_path, model_dir, [pics])
+    daemon.watch_extra = f'poll = ["{pics}"]\npoll_interval = 1\n'
+    daemon.write_config()
+    daemon.start()
+    watch = daemon.status()["watch"]
+    assert watch[0]["mode"] == "polling" and "watch.poll" in watch[0]["why"]
+    noise(33).save(pics / "polled.png")
+    wait_for(lambda: str(pics / "polled.png") in daemon.listed(), timeout=20, what="a change seen by polling")
+    os.unlink(pics / "polled.png")
+    wait_for(lambda: str(pics / "polled.png") not in daemon.listed(), timeout=20, what="a delete seen by polling")
+    daemon.stop()
