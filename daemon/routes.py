@@ -41,6 +41,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/search", search_upload)
     app.router.add_get("/similar", similar)
     app.router.add_get("/items/{id}", item)
+    app.router.add_patch("/items/{id}", edit_item)
     app.router.add_get("/file/{id}", original)
     app.router.add_get("/thumbnail/{id}", thumbnail)
     app.router.add_post("/pause", pause)
@@ -350,6 +351,42 @@ async def item(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     row = await ctx.run(_visible_row, request, item_id(request))
     return as_json(item_json(row))
+
+
+async def edit_item(request: web.Request) -> web.Response:
+    """Add or remove keywords, set the description: written to the sidecar, then to the indexes."""
+    ctx = ctx_of(request)
+    image_id = item_id(request)
+    await ctx.run(_visible_row, request, image_id)
+    body = await _json_body(request)
+    unknown = set(body) - {"add_tags", "remove_tags", "description"}
+    if unknown:
+        raise bad(sorted(unknown)[0], "unknown field; allowed: add_tags, remove_tags, description")
+    add = _tag_list(body.get("add_tags", []), "add_tags")
+    remove = _tag_list(body.get("remove_tags", []), "remove_tags")
+    description = body.get("description")
+    if description is not None and (not isinstance(description, str) or len(description) > 10_000
+                                    or any(ord(c) < 32 and c not in "\n\t" for c in description)):
+        raise bad("description", "description must be text of at most 10000 characters")
+    if not add and not remove and description is None:
+        raise bad("add_tags", "nothing to change: give add_tags, remove_tags or description")
+    from pixdex.indexer.errors import SidecarError
+
+    try:
+        await ctx.run(ctx.daemon.edit_item, image_id, add, remove, description)
+    except SidecarError as exc:
+        raise ApiError(409, f"the sidecar was not changed: {exc}", "id") from None
+    row = await ctx.run(_visible_row, request, image_id)
+    return as_json(item_json(row))
+
+
+def _tag_list(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > 200:
+        raise bad(name, f"{name} must be a list of at most 200 keywords")
+    for tag in value:
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > 200 or any(ord(c) < 32 for c in tag):
+            raise bad(name, f"{name}: {str(tag)[:40]!r} is not a keyword (1–200 printable characters)")
+    return list(dict.fromkeys(t.strip() for t in value))
 
 
 def item_json(row: ImageRow) -> dict[str, Any]:

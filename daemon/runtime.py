@@ -273,6 +273,44 @@ class Daemon:
         self.bus.publish("watch", removed=collection.name, path=display_path(collection.path))
         return {**collection.as_dict(), "forgotten": forgotten}
 
+    def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None) -> None:
+        """A person's edit: the sidecar first (in a worker), then the catalog — tags and searchable text —
+        without decoding or inference. Raises SidecarError when the sidecar cannot be written."""
+        import json
+
+        from pixdex.indexer.errors import SidecarError
+        from pixdex.indexer.workers import edit_sidecar
+
+        indexer = self._core()
+        catalog = Catalog(self.config.layout.catalog, read_only=True)
+        try:
+            row = catalog.get(image_id)
+        finally:
+            catalog.close()
+        if row is None:
+            raise Unavailable(f"item {image_id} is gone")
+        error = indexer.decode_pool.schedule(edit_sidecar, (row.path, add, remove, description,
+                                                            self.config.sidecar.tag_parent), timeout=60).result()
+        if error:
+            raise SidecarError(row.fspath, error)
+        gone = set(remove)
+
+        def update(catalog: Catalog, gen: int) -> None:
+            found = catalog.get(image_id)
+            if found is None:
+                return
+            tags = [t for t in found.tag_list if t["name"] not in gone and t["name"] not in add]
+            tags += [{"name": t, "confidence": 1.0, "category": "person"} for t in add]
+            words = [w for w in found.metadata.split(" ") if w not in gone]
+            text = " ".join(dict.fromkeys([*words, *add, *([description] if description else [])])).strip()
+            catalog.db.execute("UPDATE images SET tags = ?, metadata = ?, gen = ? WHERE id = ?",
+                               (json.dumps(tags), text, gen, image_id))
+
+        done = indexer.writer.submit(update)
+        indexer.writer.flush()
+        done.result()
+        self.bus.publish("indexed", id=image_id, path=display_path(row.path), edited=True)
+
     def _forget(self, roots: set[bytes]) -> int:
         if not roots:
             return 0

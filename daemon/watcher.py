@@ -104,6 +104,8 @@ class Watcher(FileSystemEventHandler):
 
         if not os.path.isdir(root.path):
             root.mode, root.why = "degraded", "the folder is missing (unmounted?); retried every few seconds"
+            log.warning("%s: not watched: the folder does not exist (create it, or set library.folders in the "
+                        "config / `pixdex watch add DIR`); looking again every few seconds", display_path(root.path))
             return 0
         dirs = _count_dirs(root.path, self.skip)
         reason = self._poll_reason(root.path, dirs, budget)

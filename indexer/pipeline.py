@@ -274,6 +274,8 @@ class Pipeline:
         if work.prepared is not None and not work.prepared.same_content:
             with self.stats.lock:
                 self.stats.decoded += 1
+        if work.prepared is not None and work.prepared.warnings:
+            log.debug("%s: %s", display_path(work.entry.row.path), work.prepared.warnings)
 
     # Stage: group images for the model; flush on size, or once the first has waited batch_wait.
     def batch(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
@@ -389,7 +391,9 @@ class Pipeline:
 
     @staticmethod
     def _tags_of(work: Work) -> list[dict[str, object]]:
-        return work.tags if work.embedding is not None else work.entry.row.tag_list
+        if work.embedding is not None:
+            return work.tags
+        return [t for t in work.entry.row.tag_list if t.get("category") != "person"]  # the person's stay theirs
 
     # Stage: hand the results to the writer; entries leave the flight once committed.
     def write(self, inbox: queue.Queue[Any], _outbox: queue.Queue[Any]) -> None:

@@ -180,6 +180,54 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str) -> Path
     return path
 
 
+def edit_person(image: Path, add: list[str], remove: list[str], description: str | None, parent: str) -> Path:
+    """A person's edit through pixdex (PATCH /items): keywords added as their own (flat in dc:subject, as
+    their own path in the hierarchical fields), keywords removed from every field — pixdex's included —
+    and the description set (None: unchanged; "": emptied). Everything else in the sidecar is kept."""
+    path = sidecar_path(image)
+    try:
+        data = path.read_bytes() if path.exists() else SEED_PACKET
+    except OSError as exc:
+        raise SidecarError(path, f"cannot read sidecar: {exc.strerror}") from exc
+    if b"rdf:nodeID" in data:
+        raise SidecarError(path, "sidecar uses rdf:nodeID, which exiv2 would drop; left untouched")
+    gone = set(remove)
+    with _LOCK:
+        _setup()
+        try:
+            doc = pyexiv2.ImageData(data)
+            xmp = dict(doc.read_xmp())
+            subject = [k for k in _as_list(xmp.get(SUBJECT)) if k not in gone]
+            merged = {
+                SUBJECT: subject + [k for k in add if k not in subject],
+                HIERARCHICAL: _with_paths([h for h in _as_list(xmp.get(HIERARCHICAL))
+                                           if h not in gone and h.removeprefix(parent + "|") not in gone], add),
+                TAGS_LIST: _with_paths([t for t in _as_list(xmp.get(TAGS_LIST))
+                                        if t not in gone and t.removeprefix(parent + "/") not in gone], add),
+                OURS: [k for k in _as_list(xmp.get(OURS)) if k not in gone and k not in add],
+            }
+            owned = set(merged) | ({"Xmp.dc.description"} if description is not None else set())
+            doc.clear_exif()
+            doc.clear_iptc()
+            doc.modify_xmp({k: None for k in owned if k in xmp})
+            values: dict[str, Any] = {}
+            for key, items in merged.items():
+                values.update(_bag(key, items))
+            if description:
+                values["Xmp.dc.description"] = {'lang="x-default"': description}
+            doc.modify_xmp(values)
+            payload = doc.get_bytes()
+            _check_kept(path, xmp, dict(pyexiv2.ImageData(payload).read_xmp()), owned)
+        except RuntimeError as exc:
+            raise SidecarError(path, f"sidecar is not valid XMP ({exc}); left untouched") from exc
+    _replace(path, payload)
+    return path
+
+
+def _with_paths(kept: list[str], add: list[str]) -> list[str]:
+    return kept + [k for k in add if k not in kept]
+
+
 def carry_over(old_image: Path, new_image: Path) -> Path | None:
     """After a move, the image's sidecar goes with it. One already at the destination is never
     replaced (pixdex's tags are merged into it instead) and the old one then stays where it is.

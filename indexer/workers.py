@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import stat
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,7 @@ class Prepared:
     metadata: str = ""
     clip_input: NDArray[np.float32] | None = None
     tag_input: NDArray[np.float32] | None = None
+    warnings: str = ""  # what the libraries printed while reading it
 
 
 def read_regular(path: bytes) -> tuple[bytes, os.stat_result]:
@@ -119,8 +121,67 @@ def read_regular(path: bytes) -> tuple[bytes, os.stat_result]:
         os.close(fd)
 
 
+class Captured:
+    """What libraries said while one file was handled: Python warnings (Pillow) and whatever C code
+    wrote to stdout/stderr (exiv2, libtiff). It never reaches the terminal raw: the caller logs it
+    with the file's name, and adds it to the reason when the file fails."""
+
+    _sink: Any = None  # one temporary file per worker process, reused
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def __enter__(self) -> Captured:
+        import tempfile
+        import warnings
+
+        if Captured._sink is None:
+            Captured._sink = tempfile.TemporaryFile()
+        sink = Captured._sink
+        sink.seek(0)
+        sink.truncate()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        self._saved = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        self._warnings = warnings.catch_warnings(record=True)
+        self._caught = self._warnings.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._warnings.__exit__(*exc)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd, saved in zip((1, 2), self._saved, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+        Captured._sink.seek(0)
+        said = Captured._sink.read(4000).decode("utf-8", "replace").strip()
+        caught = [f"{w.category.__name__}: {w.message}" for w in self._caught]
+        self.text = "; ".join(dict.fromkeys([*caught, *(line.strip() for line in said.splitlines() if line.strip())]))
+
+
 def prepare(path: bytes, spec: DecodeSpec) -> Prepared:
-    """Read, hash, decode and preprocess one image. Raises ReadError (or OSError) for this file."""
+    """Read, hash, decode and preprocess one image. Raises ReadError (or OSError) for this file; what
+    the libraries printed on the way is in `Prepared.warnings` (or the error's reason)."""
+    captured = Captured()
+    failed: ReadError | None = None
+    with captured:
+        try:
+            item = _prepare(path, spec)
+        except ReadError as exc:
+            failed = exc
+    if failed is not None:
+        if captured.text:
+            raise ReadError(failed.path, f"{failed.reason} (the libraries said: {captured.text[:500]})") from None
+        raise failed
+    item.warnings = captured.text
+    return item
+
+
+def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
     crash_on = os.environ.get(CRASH_ENV)
     if crash_on and crash_on.encode() in os.path.basename(path):
         os.kill(os.getpid(), signal.SIGSEGV)
@@ -176,6 +237,20 @@ def carry_sidecar(old: bytes, new: bytes, tags: list[str], parent: str, model_id
     except OSError as exc:
         return f"cannot write sidecar: {exc.strerror or exc}"
     return write_sidecar(new, tags, parent, model_id)
+
+
+def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: str | None, parent: str) -> str | None:
+    """A person's edit (PATCH /items), in a worker: pyexiv2 never runs in the serving process."""
+    from pixdex.indexer.sidecar import edit_person
+
+    try:
+        with Captured():
+            edit_person(Path(os.fsdecode(path)), add, remove, description, parent)
+    except SidecarError as exc:
+        return exc.reason
+    except OSError as exc:
+        return f"cannot write sidecar: {exc.strerror or exc}"
+    return None
 
 
 # Inference -----------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ def free_port() -> int:
 
 
 class Served:
+    started: list[Served] = []  # every daemon a test started: `stop_all` ends those a test left running
+
     def __init__(self, root: Path, model_dir: Path | None, folders: list[Path], extra: str = "",
                  environ: dict[str, str] | None = None) -> None:
         self.root = root
@@ -65,6 +67,7 @@ class Served:
         self.proc = subprocess.Popen([str(PIXDEX), "--config", str(self.config), "serve"], env=self.environ,
                                      stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         handle.close()
+        Served.started.append(self)
         if wait:
             self.wait_ready()
         return self
@@ -96,6 +99,14 @@ class Served:
                 self.proc.wait()
                 raise AssertionError("the daemon did not stop on SIGTERM") from None
         return self.proc.returncode
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for daemon in cls.started:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                os.killpg(daemon.proc.pid, signal.SIGKILL)
+                daemon.proc.wait()
+        cls.started.clear()
 
     def kill9(self) -> None:
         """SIGKILL the daemon and every worker it started (its process group)."""

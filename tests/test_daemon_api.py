@@ -249,3 +249,39 @@ def test_metrics_and_openapi(served: Served) -> None:
     spec = served.get("/openapi.json")
     assert spec["openapi"].startswith("3.")
     assert os.getuid() >= 0
+
+
+def test_patch_item_writes_the_sidecar_and_the_indexes_without_inference(served: Served) -> None:
+    import subprocess as sp
+
+    image = served.folders[0] / "city" / "old_tram.bmp"
+    item = served.listed()[str(image)]
+    before = served.get(f"/items/{item}")
+    machine = before["tags"][0]["name"]
+    committed = served.status()["progress"]["committed"]
+    body = json.dumps({"add_tags": ["grandma's tram"], "remove_tags": [machine],
+                       "description": "Tram 7 at the depot"}).encode()
+    status, after = served.raw("PATCH", f"/items/{item}", {"Host": "localhost", "Content-Type": "application/json"},
+                               body)
+    assert status == 200, after
+    names = [t["name"] for t in after["tags"]]  # type: ignore[index]
+    assert "grandma's tram" in names and machine not in names
+    hits = served.get("/search", q='tag:"grandma\'s tram"', k=5)["hits"]
+    assert [h["id"] for h in hits] == [item]
+    depot = served.get("/search", q="depot", k=5)["hits"]
+    assert [h["id"] for h in depot if h["text_rank"] is not None] == [item]  # the text side finds only it
+    assert item not in [h["id"] for h in served.get("/search", q=f"tag:{machine}", k=50)["hits"]]
+    assert served.status()["progress"]["committed"] == committed  # no inference
+    sidecar = image.with_name(image.name + ".xmp")
+    exiftool = shutil.which("exiftool")
+    if exiftool:
+        out = sp.run([exiftool, "-j", "-Subject", "-HierarchicalSubject", "-TagsList", "-Description", str(sidecar)],
+                     capture_output=True, text=True, check=True).stdout
+        read = json.loads(out)[0]
+        assert "grandma's tram" in str(read["Subject"]) and "grandma's tram" in str(read["TagsList"])
+        assert machine not in str(read.get("Subject", "")) and f"pixdex|{machine}" not in str(
+            read.get("HierarchicalSubject", ""))
+        assert read["Description"] == "Tram 7 at the depot"
+    status, refused = served.raw("PATCH", f"/items/{item}", {"Host": "localhost", "Content-Type": "application/json"},
+                                 json.dumps({"add_tags": ["a\nb"]}).encode())
+    assert status == 400 and refused["parameter"] == "add_tags"  # type: ignore[index]

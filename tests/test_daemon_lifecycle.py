@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ import pytest
 from conftest import noise
 from consistency import check_consistent
 from served import Served, wait_for
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left() -> Iterator[None]:
+    yield
+    Served.stop_all()
 
 
 def tree(root: Path, count: int, seed: int = 0) -> None:
@@ -76,6 +83,7 @@ def test_restart_keeps_everything_and_a_second_daemon_refuses(tmp_path: Path, mo
     daemon.start()
     assert daemon.listed() == before
     assert daemon.status()["progress"]["committed"] == 0  # nothing redone
+    daemon.stop()
 
 
 def test_a_stale_socket_from_a_crash_is_replaced(tmp_path: Path, model_dir: Path) -> None:
