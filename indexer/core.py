@@ -139,6 +139,15 @@ class Indexer:
         registered = self.writer.register(diff.new, diff.changed, diff.stale, diff.moved, diff.removed)
         self.writer.flush()
         registered.result()
+        if diff.removed and self.config.sidecar.write:  # after the commit: a crash leaves a sidecar, never loses one
+            from pixdex.indexer.workers import drop_sidecar
+
+            for future in [self.decode_pool.schedule(drop_sidecar, (row.path, self.config.sidecar.tag_parent),
+                                                     timeout=60) for row in diff.removed]:
+                try:
+                    future.result()
+                except Exception as exc:  # a sidecar left behind is harmless
+                    log.debug("sidecar of a deleted image not removed: %s", exc)
         self.pipeline.wake()
         return report
 

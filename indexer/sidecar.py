@@ -32,6 +32,7 @@ SEED_PACKET = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
                '<?xpacket end="w"?>').encode()
 SUBJECT, HIERARCHICAL, TAGS_LIST = "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject", "Xmp.digiKam.TagsList"
 OURS, MODEL = "Xmp.pixdex.Tags", "Xmp.pixdex.Model"
+OWN_KEYS = {SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MODEL, "Xmp.xmp.MetadataDate"}  # what a sidecar of pixdex's holds
 
 _LOCK = threading.Lock()
 _ready = False
@@ -226,6 +227,28 @@ def edit_person(image: Path, add: list[str], remove: list[str], description: str
 
 def _with_paths(kept: list[str], add: list[str]) -> list[str]:
     return kept + [k for k in add if k not in kept]
+
+
+def remove_if_only_ours(image: Path, parent: str) -> bool:
+    """After the image was deleted: remove its sidecar only when pixdex alone wrote it — nothing in it but
+    pixdex's own tags and bookkeeping. Anything a person (or another program) put there keeps it."""
+    path = sidecar_path(image)
+    if image.exists() or not path.is_file():
+        return False
+    try:
+        xmp = read_sidecar(path)
+    except SidecarError:
+        return False
+    ours = set(_as_list(xmp.get(OURS)))
+    only_ours = (
+        all(k.split("[")[0] in OWN_KEYS for k in xmp)
+        and set(_as_list(xmp.get(SUBJECT))) <= ours
+        and all(h.startswith(parent + "|") for h in _as_list(xmp.get(HIERARCHICAL)))
+        and all(t.startswith(parent + "/") for t in _as_list(xmp.get(TAGS_LIST)))
+    )
+    if only_ours:
+        path.unlink(missing_ok=True)
+    return only_ours
 
 
 def carry_over(old_image: Path, new_image: Path) -> Path | None:

@@ -253,6 +253,17 @@ def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: st
     return None
 
 
+def drop_sidecar(path: bytes, parent: str) -> bool:
+    """The image is gone: remove its sidecar if pixdex alone wrote it (see `remove_if_only_ours`)."""
+    from pixdex.indexer.sidecar import remove_if_only_ours
+
+    try:
+        with Captured():
+            return remove_if_only_ours(Path(os.fsdecode(path)), parent)
+    except OSError:
+        return False
+
+
 # Inference -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSpec:

@@ -197,3 +197,75 @@ def test_polling_forced_on_a_root_still_sees_changes(tmp_path: Path, model_dir: 
     os.unlink(pics / "polled.png")
     wait_for(lambda: str(pics / "polled.png") not in daemon.listed(), timeout=20, what="a delete seen by polling")
     daemon.stop()
+
+
+def test_socket_activation_serves_on_the_socket_systemd_passes(tmp_path: Path, model_dir: Path) -> None:
+    """As pixdex.socket does: systemd binds the socket and passes it as fd 3 (LISTEN_FDS, LISTEN_PID)."""
+    import subprocess
+    import sys
+
+    pics = tmp_path / "pics"
+    tree(pics, 1)
+    daemon = Served(tmp_path, model_dir, [pics])
+    daemon.socket_path.parent.mkdir(parents=True, mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(daemon.socket_path))
+    listener.listen(16)
+    exec_with_fd3 = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.environ['LISTEN_FDS'] = '1'; "
+                     "os.environ['LISTEN_PID'] = str(os.getpid()); os.execv(sys.argv[2], sys.argv[2:])")
+    from conftest import PIXDEX
+
+    with open(daemon.log, "ab") as log:
+        daemon.proc = subprocess.Popen(
+            [sys.executable, "-c", exec_with_fd3, str(listener.fileno()), str(PIXDEX), "--config", str(daemon.config),
+             "serve"], env=daemon.environ, stdout=log, stderr=subprocess.STDOUT, pass_fds=[listener.fileno()],
+            start_new_session=True)
+    Served.started.append(daemon)
+    listener.close()
+    daemon.wait_ready()
+    assert daemon.get("/health")["ok"]
+    daemon.stop()
+    assert daemon.socket_path.exists()  # systemd's socket is systemd's to remove
+
+
+def test_pause_survives_a_restart_and_a_slow_client_stalls_nobody(tmp_path: Path, model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    tree(pics, 2)
+    daemon = Served(tmp_path, model_dir, [pics]).start()
+    daemon.post("/pause")
+    daemon.stop()
+    daemon.start()
+    assert daemon.status()["daemon"]["paused"] is True
+    noise(5).save(pics / "while_paused.png")
+    time.sleep(1.5)
+    assert str(pics / "while_paused.png") not in daemon.listed()
+    slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # sends half a request and waits
+    slow.connect(str(daemon.socket_path))
+    slow.sendall(b"GET /search?q=x HTTP/1.1\r\nHost: local")
+    try:
+        started = time.monotonic()
+        assert daemon.get("/health")["ok"]
+        assert time.monotonic() - started < 5
+    finally:
+        slow.close()
+    daemon.post("/resume")
+    wait_for(lambda: str(pics / "while_paused.png") in daemon.listed(), what="the file after resume")
+    daemon.stop()
+
+
+def test_service_install_writes_the_units_and_prints_the_commands(tmp_path: Path) -> None:
+    import subprocess
+
+    from conftest import PIXDEX
+
+    environ = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}
+    out = subprocess.run([str(PIXDEX), "service", "install"], env=environ, capture_output=True, text=True, check=True)
+    units = tmp_path / "config" / "systemd" / "user"
+    service = (units / "pixdex.service").read_text()
+    assert "Type=notify" in service and f"ExecStart={PIXDEX} serve" in service
+    assert (units / "pixdex.socket").exists()
+    assert "systemctl --user daemon-reload" in out.stdout and "enable --now" in out.stdout
+    status = subprocess.run([str(PIXDEX), "service", "status"], env=environ, capture_output=True, text=True).stdout
+    assert "pixdex.service: installed" in status
+    out = subprocess.run([str(PIXDEX), "service", "uninstall"], env=environ, capture_output=True, text=True, check=True)
+    assert not (units / "pixdex.service").exists() and "disable --now" in out.stdout

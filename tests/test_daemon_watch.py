@@ -170,3 +170,20 @@ def test_a_burst_of_a_thousand_changes_ends_with_the_index_equal_to_the_disk(ser
              timeout=240, what="the index to equal the disk")
     served.stop()
     check_consistent(served.data, pics)
+
+
+def test_a_deleted_images_sidecar_goes_only_if_pixdex_alone_wrote_it(served: Served) -> None:
+    pics = served.folders[0]
+    mine, theirs = pics / "a" / "mine.jpg", pics / "a" / "theirs.jpg"
+    noise(40).save(mine)
+    noise(41).save(theirs)
+    wait_for(lambda: {str(mine), str(theirs)} <= set(ids(served)), what="both images")
+    sidecars = {p: p.with_name(p.name + ".xmp") for p in (mine, theirs)}
+    wait_for(lambda: all(s.exists() for s in sidecars.values()), what="pixdex's sidecars")
+    item = ids(served)[str(theirs)]
+    served.client.request("PATCH", f"/items/{item}", body={"add_tags": ["Aunt Rosa"]})  # a person's keyword
+    os.unlink(mine)
+    os.unlink(theirs)
+    wait_for(lambda: not {str(mine), str(theirs)} & set(ids(served)), what="both to leave the index")
+    wait_for(lambda: not sidecars[mine].exists(), what="pixdex's own sidecar to go")
+    assert sidecars[theirs].exists() and b"Aunt Rosa" in sidecars[theirs].read_bytes()
