@@ -156,6 +156,13 @@ def _negative_k(argv: list[str]) -> list[str]:
 def cmd_index(args: argparse.Namespace, config: Config) -> int:
     roots = [Path(os.path.abspath(d)) for d in args.dirs] or config.folders
     _check_roots(roots)
+    client = daemon_client(config)
+    if client is not None:
+        from pixdex.indexer.errors import PixdexError
+
+        pid = client.get("/health")["pid"]
+        raise PixdexError(f"the pixdex daemon (pid {pid}) keeps the watched folders indexed; `pixdex watch add DIR` "
+                          "adds a folder, `pixdex reindex [PATH]` redoes files, `pixdex status` shows progress")
     summary = index_folders(config, roots, progress=not args.json)
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -294,12 +294,15 @@ class VectorView:
                 return self._exact(base, query, count, candidates)
         # Shadowed entries are spread at random over the file: over-fetch by their share, widen if short.
         fetch = min(len(base), int(count * len(base) / max(1, len(base) - len(self.shadowed))) + 16)
+        exact = False
         while True:
-            matches = base.search(query, min(fetch, len(base)))
+            matches = base.search(query, min(fetch, len(base)), exact=exact)
             hits = [(int(k), 1.0 - float(d)) for k, d in zip(matches.keys, matches.distances, strict=True)
                     if int(k) not in self.stale and (allowed is None or int(k) in allowed)]
-            if len(hits) >= count or fetch >= len(base):
+            if len(hits) >= count or exact:
                 return hits[:count]
+            if fetch >= len(base):  # the graph walk does not reach every node: asked for all, go exhaustive
+                exact = True
             fetch *= 4
 
     @staticmethod
