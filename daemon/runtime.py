@@ -369,7 +369,8 @@ class Daemon:
         return {"rate": round(rate, 2), "eta_seconds": round(eta) if eta is not None else None,
                 "current": dict(stats.at) if stats else {}, "last_committed": stats.current if stats else "",
                 "committed": stats.committed if stats else 0, "failed": stats.failed if stats else 0,
-                "scanning": self.scanning, "dirty_folders": self.watcher.pending()}
+                "scanning": self.scanning, "dirty_folders": self.watcher.pending(),
+                "in_flight": len(self.indexer.pipeline.inflight) if self.indexer is not None else 0}
 
 
 def _core_settings(config: Config) -> tuple[Any, ...]:

@@ -136,7 +136,7 @@ class Served:
     def idle(self) -> bool:
         status = self.status()
         return (sum(status["queue"].values()) == 0 and not status["progress"]["scanning"]
-                and status["progress"]["dirty_folders"] == 0)
+                and status["progress"]["dirty_folders"] == 0 and status["progress"]["in_flight"] == 0)
 
     def raw(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
             tcp: bool = False) -> tuple[int, dict[str, Any] | bytes]:

@@ -101,9 +101,23 @@ def test_no_endpoint_serves_a_file_outside_the_roots(served: Served, tmp_path: P
         for route in ("file", "thumbnail"):
             status, body = served.raw("GET", f"/{route}/{item}", {"Host": "localhost"})
             assert status == 404, (route, body)
-    finally:
+        # A folder on the way replaced by a link to a folder outside holding a file of the same name.
         victim.unlink()
         shutil.copy(backup, victim)
+        outside = served.root / "secret-garden"
+        outside.mkdir()
+        shutil.copy(secret, outside / victim.name)
+        os.rename(victim.parent, served.root / "garden-away")
+        victim.parent.symlink_to(outside)
+        for route in ("file", "thumbnail"):
+            status, body = served.raw("GET", f"/{route}/{item}", {"Host": "localhost"})
+            assert status == 404, (route, body)
+        victim.parent.unlink()
+        os.rename(served.root / "garden-away", victim.parent)
+    finally:
+        if victim.is_symlink():
+            victim.unlink()
+            shutil.copy(backup, victim)
         served.post("/resume")
 
 
@@ -255,6 +269,10 @@ def test_patch_item_writes_the_sidecar_and_the_indexes_without_inference(served:
     import subprocess as sp
 
     image = served.folders[0] / "city" / "old_tram.bmp"
+    import time
+
+    wait_for(lambda: served.idle() and time.time() - served.status()["daemon"]["last_scan"].get("at", 0) > 2,
+             timeout=30, what="earlier changes to settle")
     item = served.listed()[str(image)]
     before = served.get(f"/items/{item}")
     machine = before["tags"][0]["name"]
