@@ -27,7 +27,7 @@ from typing import Any
 
 from pixdex.daemon.events import EventBus
 from pixdex.daemon.watcher import Watcher
-from pixdex.indexer.catalog import ASKED, Catalog
+from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.collections import Collection, CollectionError, all_collections, check_name, default_name, find
 from pixdex.indexer.core import Indexer, ScanReport
 from pixdex.indexer.errors import PixdexError, display_path

@@ -113,6 +113,10 @@ async def _listen(runner: web.AppRunner, config: Config) -> tuple[IO[str], bool]
     """Bind the Unix socket (0600 in a 0700 folder) and loopback TCP, or take systemd's sockets."""
     path = config.socket_path
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = path.parent.lstat()
+    if folder.st_uid != os.getuid() or not path.parent.is_dir() or path.parent.is_symlink():
+        raise PixdexError(f"{path.parent}: not a folder of yours (owner uid {folder.st_uid}); pixdex will not put "
+                          "its socket there — set XDG_RUNTIME_DIR or server.socket")
     os.chmod(path.parent, 0o700)
     lock = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 - held while serving
     try:
