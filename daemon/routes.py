@@ -413,6 +413,8 @@ async def _stream_fd(request: web.Request, ctx: Context, fd: int, size: int, con
         while chunk := await ctx.run(os.read, fd, CHUNK):
             await response.write(chunk)
         await response.write_eof()
+    except ConnectionResetError:  # the client went away mid-file
+        pass
     finally:
         os.close(fd)
     return response
@@ -552,9 +554,17 @@ async def events(request: web.Request) -> web.StreamResponse:
         if not DIGITS.match(raw):
             raise bad("Last-Event-ID", "Last-Event-ID must be the id of an event this stream sent")
         last = int(raw)
-    limited = scope(request) is not None
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
+    try:
+        await _stream_events(request, ctx, response, last)
+    except ConnectionResetError:  # the client went away: nothing to answer
+        pass
+    return response
+
+
+async def _stream_events(request: web.Request, ctx: Context, response: web.StreamResponse, last: int | None) -> None:
+    limited = scope(request) is not None
     await response.prepare(request)
     await response.write(b"retry: 2000\n\n")
     after = last if last is not None else ctx.bus.last_id()
@@ -570,7 +580,6 @@ async def events(request: web.Request) -> web.StreamResponse:
         for event in fresh:
             await _send(response, event, limited)
             after = event.id
-    return response
 
 
 LIMITED_EVENTS = {"progress": ("rate", "eta_seconds", "committed", "failed"), "paused": (), "resumed": (),

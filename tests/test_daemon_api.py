@@ -303,3 +303,40 @@ def test_patch_item_writes_the_sidecar_and_the_indexes_without_inference(served:
     status, refused = served.raw("PATCH", f"/items/{item}", {"Host": "localhost", "Content-Type": "application/json"},
                                  json.dumps({"add_tags": ["a\nb"]}).encode())
     assert status == 400 and refused["parameter"] == "add_tags"  # type: ignore[index]
+
+
+def test_events_resume_after_last_event_id(served: Served) -> None:
+    import aiohttp
+
+    async def read(headers: dict[str, str], until: str) -> list[tuple[int, str]]:
+        seen: list[tuple[int, str]] = []
+        connector = aiohttp.UnixConnector(path=str(served.socket_path))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.get("http://localhost/events", headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=30)) as response:
+                event_id = 0
+                async for line in response.content:
+                    text = line.decode().strip()
+                    if text.startswith("id: "):
+                        event_id = int(text[4:])
+                    elif text.startswith("event: "):
+                        seen.append((event_id, text[7:]))
+                        if text[7:] == until:
+                            return seen
+        return seen
+
+    async def scenario() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        loop = asyncio.get_running_loop()
+        first_task = asyncio.ensure_future(read({}, "paused"))
+        await asyncio.sleep(0.5)
+        await loop.run_in_executor(None, served.post, "/pause")
+        first = await first_task
+        await loop.run_in_executor(None, served.post, "/resume")  # happens while no client listens
+        await loop.run_in_executor(None, served.post, "/pause")
+        await loop.run_in_executor(None, served.post, "/resume")
+        again = await read({"Last-Event-ID": str(first[-1][0])}, "resumed")
+        return first, again
+
+    first, again = asyncio.run(scenario())
+    assert again[0][0] > first[-1][0]  # nothing before the id given is sent again
+    assert [kind for _, kind in again if kind in ("paused", "resumed")][:1] == ["resumed"]  # missed ones arrive
