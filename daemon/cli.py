@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("config", help="every setting with its default and help")
 
     sub.add_parser("serve", help="run the daemon: watch the folders, keep the indexes true, answer queries")
+    sub.add_parser("reload", help="make the running daemon re-read its config (as SIGHUP does)")
     sub.add_parser("pause", help="pause indexing (kept across restarts); queries go on")
     sub.add_parser("resume", help="resume indexing")
     reindex = sub.add_parser("reindex", help="index these files or folders again, ahead of everything else")
@@ -253,6 +254,11 @@ def daemon_client(config: Config) -> Any:
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
     client = daemon_client(config)
     if client is not None:
+        if len(args.query) > config.server.max_query_chars:
+            from pixdex.query.parse import QueryError
+
+            raise QueryError(f"the query is {len(args.query)} characters long; at most "
+                             f"{config.server.max_query_chars} are allowed (server.max_query_chars)")
         data = client.get("/search", q=args.query, k=args.k, cwd=os.getcwd(), raw="1" if args.null else None)
         return print_results(data, args)
     from pixdex.daemon.library import open_search
@@ -413,6 +419,18 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     return serve(config, args.config)
 
 
+def cmd_reload(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.indexer.errors import PixdexError
+
+    client = daemon_client(config)
+    if client is None:
+        raise PixdexError(f"no daemon answers on {config.socket_path}; the config is read when `pixdex serve` starts")
+    pid = int(client.get("/health")["pid"])
+    os.kill(pid, signal.SIGHUP)
+    print(f"asked the daemon (pid {pid}) to re-read its config; its log says whether it was taken or refused")
+    return EXIT_OK
+
+
 def cmd_pause(args: argparse.Namespace, config: Config) -> int:
     return _set_paused(config, True)
 
@@ -556,7 +574,7 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
     try:
         return _export_models(args, model_dir)
     except ImportError as exc:  # torch and open_clip come with the export extra only
-        print(f"pixdex: error: model export needs the export extra (pip install 'pixdex[export]'): {exc}",
+        print(f"pixdex: error: model export needs the export extra (.venv/bin/pip install '.[export]' in the pixdex checkout; for a CPU-only torch install it first from https://download.pytorch.org/whl/cpu): {exc}",
               file=sys.stderr)
         return EXIT_USAGE
 
@@ -573,7 +591,9 @@ def _export_models(args: argparse.Namespace, model_dir: Path) -> int:
     print(f"wrote {clip}\nwrote {tagger}")
     print("WARNING: these are STAND-IN models with random weights. They exercise every code path, but their "
           "tags and rankings are meaningless. To use them, put this in your config:\n"
-          f"[models]\nclip = \"{clip.name}\"\ntagger = \"{tagger.name}\"", file=sys.stderr)
+          f"[models]\nclip = \"{clip.name}\"\ntagger = \"{tagger.name}\"\n"
+          f"(config file: {default_config_path(os.environ)}; a running daemon takes it with `pixdex reload`)",
+          file=sys.stderr)
     return EXIT_OK
 
 
@@ -604,7 +624,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "run": cmd_run, "index": cmd_index, "search": cmd_search, "similar": cmd_similar, "status": cmd_status,
-    "failures": cmd_failures, "config": cmd_config, "models": cmd_models, "serve": cmd_serve, "pause": cmd_pause,
+    "failures": cmd_failures, "config": cmd_config, "models": cmd_models, "serve": cmd_serve, "reload": cmd_reload, "pause": cmd_pause,
     "resume": cmd_resume, "reindex": cmd_reindex, "watch": cmd_watch, "token": cmd_token, "service": cmd_service,
 }
 

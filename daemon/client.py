@@ -84,7 +84,9 @@ class Client:
         parsed = json.loads(payload) if payload and response.getheader("Content-Type", "").startswith(
             "application/json") else payload
         if response.status >= 400:
-            raise DaemonError(response.status, parsed if isinstance(parsed, dict) else {"error": str(parsed)})
+            text = parsed.decode("utf-8", "replace")[:200] if isinstance(parsed, bytes) else str(parsed)
+            raise DaemonError(response.status, parsed if isinstance(parsed, dict) else
+                              {"error": f"the daemon refused the request (HTTP {response.status}): {text}"})
         return parsed
 
     def get(self, route: str, **params: Any) -> Any:

@@ -483,8 +483,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = await request.json()
-    except ValueError:
-        raise bad("body", "the body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise bad("body", "the body is not JSON (or nested too deeply)") from None
     if not isinstance(body, dict):
         raise bad("body", "the body must be a JSON object")
     return body
@@ -495,11 +495,18 @@ async def reindex(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     _full_access(request)
     body = await _json_body(request)
+    if set(body) - {"paths"}:
+        raise bad(sorted(set(body) - {"paths"})[0], "unknown field; allowed: paths")
     paths = body.get("paths", [])
     if not isinstance(paths, list) or not all(isinstance(p, str) and os.path.isabs(p) for p in paths):
         raise bad("paths", "paths must be a list of absolute paths")
     if len(paths) > 10_000:
         raise bad("paths", "at most 10000 paths per request")
+    roots = [c.path for c in ctx.daemon.collections]
+    for path in paths:
+        real = os.fsencode(os.path.realpath(path))
+        if not any(real == r or real.startswith(r.rstrip(b"/") + b"/") for r in roots):
+            raise bad("paths", f"{path} is not in a watched folder; `pixdex watch list` shows them")
     count = await asyncio.wrap_future(ctx.daemon.submit("reindex", [Path(p) for p in paths]))
     return as_json({"queued": count})
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 TICK = 0.2  # the scanner thread's longest sleep
 CHECK_EVERY = 5.0  # seconds between looks for models and for watched folders that came back
 MODEL_FIX = ("install the models into {dir}: `pixdex models export ViT-B-32 --pretrained openai` (needs "
-             "`pip install 'pixdex[export]'` and its weights), Immich's ONNX exports copied there, or "
+             "`.venv/bin/pip install .[export] in the pixdex checkout; for a CPU-only torch install it first from https://download.pytorch.org/whl/cpu`, and its weights), Immich's ONNX exports copied there, or "
              "`pixdex models standin` to try pixdex with meaningless stand-ins")
 
 
@@ -367,7 +367,7 @@ class Daemon:
         eta = queued / rate if rate > 0 and queued else None
         stats = self.indexer.stats if self.indexer is not None else None
         return {"rate": round(rate, 2), "eta_seconds": round(eta) if eta is not None else None,
-                "current": dict(stats.at) if stats else {}, "last_committed": stats.current if stats else "",
+                "current": dict(stats.at) if stats and self.indexer and self.indexer.pipeline.inflight else {}, "last_committed": stats.current if stats else "",
                 "committed": stats.committed if stats else 0, "failed": stats.failed if stats else 0,
                 "scanning": self.scanning, "dirty_folders": self.watcher.pending(),
                 "in_flight": len(self.indexer.pipeline.inflight) if self.indexer is not None else 0}

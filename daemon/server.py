@@ -82,7 +82,9 @@ async def _serve(config: Config, config_path: Path | None) -> int:
 
         service = SearchService(config, Reader(config.layout, config.index))
         ctx = Context(config, daemon, service, tokens, bus, Metrics(lambda: _metrics_snapshot(ctx)))
-        runner = web.AppRunner(create_app(ctx), handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        _preload()
+        runner = web.AppRunner(create_app(ctx), handle_signals=False, access_log=None, shutdown_timeout=5.0,
+                               max_line_size=64 * 1024)  # long queries reach the validator (server.max_query_chars)
         await runner.setup()
         socket_lock, bound = await _listen(runner, config)
         where = f"{config.socket_path}" + (f" and 127.0.0.1:{config.server.port}" if config.server.tcp else "")
@@ -107,6 +109,20 @@ async def _serve(config: Config, config_path: Path | None) -> int:
             socket_lock.close()
         log.info("stopped")
     return 0
+
+
+PRELOAD = ("pixdex.query.vector", "pixdex.query.text", "pixdex.query.fuse", "pixdex.indexer.embedder",
+           "pixdex.indexer.modelcache", "pixdex.indexer.session", "pixdex.indexer.thumbnails", "pixdex.indexer.workers",
+           "pixdex.daemon.routes", "pixdex.daemon.library", "mimetypes", "psutil")
+
+
+def _preload() -> None:
+    """Import now what requests import late: a package reinstalled under a running daemon (the README's
+    test command does `pip install -e` into the same .venv) must not leave it missing modules."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
 
 
 async def _listen(runner: web.AppRunner, config: Config) -> tuple[IO[str], bool]:

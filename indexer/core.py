@@ -215,7 +215,8 @@ def lock_data_dir(root: Path, lock: Path) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise PixdexError(f"{root}: already being indexed by pid {holder}; wait for it to finish") from None
+        raise PixdexError(f"{root}: already being indexed by pid {holder} (a `pixdex serve` or `pixdex index`); "
+                          "wait for an index run to finish, or stop the daemon first") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))

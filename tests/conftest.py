@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,11 @@ import pytest
 from PIL import Image
 
 from pixdex.daemon import cli
+
+# A suite started in the background by a script inherits SIGINT ignored, and so would every `pixdex` it
+# starts (an ignored signal stays ignored across exec): the Ctrl-C tests need it delivered. A handler set
+# here is reset to the default in each child.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus" / "exiftool"

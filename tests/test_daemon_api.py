@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PIXDEX, gradient, make_library, noise
-from served import Served, wait_for
+from served import Served, quote, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +340,27 @@ def test_events_resume_after_last_event_id(served: Served) -> None:
     first, again = asyncio.run(scenario())
     assert again[0][0] > first[-1][0]  # nothing before the id given is sent again
     assert [kind for _, kind in again if kind in ("paused", "resumed")][:1] == ["resumed"]  # missed ones arrive
+
+
+def test_odd_requests_get_a_clear_400_naming_what_is_wrong(served: Served, tmp_path: Path) -> None:
+    local = {"Host": "localhost", "Content-Type": "application/json"}
+    status, body = served.raw("POST", "/reindex", local, b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and body["parameter"] == "body"  # type: ignore[index]
+    status, body = served.raw("POST", "/reindex", local, json.dumps({"pathz": ["/x"]}).encode())
+    assert status == 400 and body["parameter"] == "pathz"  # type: ignore[index]
+    status, body = served.raw("POST", "/reindex", local, json.dumps({"paths": ["/etc/passwd"]}).encode())
+    assert status == 400 and "not in a watched folder" in body["error"]  # type: ignore[index]
+    cjk = "猫" * 1500  # 1,500 characters, 13.5 kB once URL-encoded: the validator answers, not the HTTP parser
+    status, body = served.raw("GET", "/search?q=" + quote(cjk), {"Host": "localhost"})
+    assert status == 200
+    out = subprocess.run([str(PIXDEX), "--config", str(served.config), "search", "a" * 10_000], env=served.environ,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "at most 2000 are allowed (server.max_query_chars)" in out.stderr
+
+
+def test_reload_command_reaches_the_daemon(served: Served) -> None:
+    out = subprocess.run([str(PIXDEX), "--config", str(served.config), "reload"], env=served.environ,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "re-read its config" in out.stdout
+    wait_for(lambda: "config reloaded" in served.log.read_text(), what="the reload in the log")
+    assert served.get("/health")["ok"]
