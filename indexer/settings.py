@@ -57,7 +57,7 @@ class ModelSettings:
     threads: int = setting(0, "ONNX Runtime intra-op threads for indexing; 0 lets it use every core.", min=0, max=256)
     query_threads: int = setting(1, "ONNX Runtime threads of the query-time text tower.", min=1, max=256)
     batch_size: int = setting(16, "Images per inference batch.", min=1, max=512)
-    idle_ttl: float = setting(300.0, "Seconds a loaded model may sit unused before it is unloaded.", min=0.0,
+    idle_ttl: float = setting(120.0, "Seconds a loaded model may sit unused before it is unloaded.", min=0.0,
                               max=86_400.0)
 
 

@@ -364,3 +364,26 @@ def test_reload_command_reaches_the_daemon(served: Served) -> None:
     assert out.returncode == 0 and "re-read its config" in out.stdout
     wait_for(lambda: "config reloaded" in served.log.read_text(), what="the reload in the log")
     assert served.get("/health")["ok"]
+
+
+def test_search_by_uploaded_images_with_weights(served: Served, tmp_path: Path) -> None:
+    """POST /search embeds the upload in the worker processes; a weight of -1 pushes its look-alikes down,
+    and `pixdex similar` on an image that is not indexed goes this way through the daemon."""
+    probe = served.folders[0] / "garden" / "red_flower.png"
+    client = served.client
+    toward = client.upload("/search", {"k": "3"}, [("image", "probe.png", probe.read_bytes())])
+    assert toward["hits"] and toward["hits"][0]["vector_rank"] == 1
+    item = served.listed()[str(probe)]
+    assert toward["hits"][0]["id"] == item  # its own indexed copy is nearest
+    away = client.upload("/search", {"k": "50", "weight": "-1"}, [("image", "probe.png", probe.read_bytes())])
+    assert away["hits"][-1]["id"] == item or item not in [h["id"] for h in away["hits"][:3]]
+    outside = tmp_path / "not_indexed.png"
+    shutil.copy(probe, outside)
+    out = subprocess.run([str(PIXDEX), "--config", str(served.config), "similar", str(outside), "-k", "2", "--json"],
+                         env=served.environ, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["hits"][0]["id"] == item
+    status, body = served.raw("POST", "/search", {"Host": "localhost", "Content-Type": "multipart/form-data; boundary=x"},
+                              b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.txt"\r\n'
+                              b"Content-Type: text/plain\r\n\r\nhello\r\n--x--\r\n")
+    assert status == 400 and body["parameter"] == "image"  # type: ignore[index]
