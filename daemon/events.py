@@ -38,6 +38,7 @@ class EventBus:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Condition | None = None
+        self._wake_pending = False  # one wake-up of the loop per burst of events, not one per event
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Subscribers live on this loop; call from it."""
@@ -46,10 +47,13 @@ class EventBus:
 
     def publish(self, kind: str, **data: Any) -> None:
         assert kind in KINDS, kind
+        loop = self._loop
         with self._lock:
             self._events.append(Event(next(self._ids), kind, data))
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
+            if self._wake_pending or loop is None:
+                return
+            self._wake_pending = True
+        if not loop.is_closed():
             try:
                 loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._notify()))
             except RuntimeError:  # the loop closed meanwhile
@@ -57,6 +61,8 @@ class EventBus:
 
     async def _notify(self) -> None:
         assert self._changed is not None
+        with self._lock:
+            self._wake_pending = False
         async with self._changed:
             self._changed.notify_all()
 
