@@ -680,6 +680,7 @@ def under_load(daemon: Daemon, memory: Memory, staging: Path, target: Path, quer
 
     events = Events(daemon.socket)
     memory.start()
+    cpu0 = cpu_split(memory.proc)
     t0 = time.monotonic()
     copier = threading.Thread(target=copy)
     copier.start()
@@ -694,6 +695,7 @@ def under_load(daemon: Daemon, memory: Memory, staging: Path, target: Path, quer
     finally:
         copier.join()
         peaks = memory.stop()
+        cpu1 = cpu_split(memory.proc)
         events.close()
     ends = [t for path, t in events.finished.items() if path in wanted]
     end = max(ends) if len(ends) == len(wanted) else time.monotonic()
@@ -711,7 +713,26 @@ def under_load(daemon: Daemon, memory: Memory, staging: Path, target: Path, quer
             "ms": [round(ms, 3) for _, ms in during],
             "missing": len(wanted) - len(ends), "counts": status["counts"],
             "first_after_commit": pct(first_after), "not_after_commit": pct(others),
-            "commit_bursts": len({round(c, 1) for c in commits})}
+            "commit_bursts": len({round(c, 1) for c in commits}),
+            "cpu_share": {k: (cpu1[k] - cpu0[k]) / (time.monotonic() - t0) for k in cpu0}}
+
+
+def cpu_split(proc: psutil.Process) -> dict[str, float]:
+    """CPU-seconds so far of the daemon process itself, of its worker processes (live and reaped), of this
+    script, and of the whole machine (/proc/stat)."""
+    import resource
+
+    t = proc.cpu_times()
+    workers = t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            workers += c.user + c.system
+        except psutil.Error:
+            pass
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {"daemon": t.user + t.system, "workers": workers, "bench": me.ru_utime + me.ru_stime,
+            "machine": cpu_seconds()}
 
 
 def idle_unloaded(daemon: Daemon, memory: Memory, timeout: float = 120) -> dict[str, Any]:
@@ -1116,7 +1137,12 @@ def report(r: dict[str, Any]) -> str:
         f"| while indexing, all rounds | | {pooled['n']} | {f1(pooled['p50'])} | {f1(pooled['p90'])} "
         f"| {f1(pooled['p99'])} | {f1(pooled['max'])} | **{ratio:.1f}×** |",
         "",
-        "(milliseconds.)",
+        "(milliseconds.) CPU while indexing, in cores (of 2), round by round: the daemon process itself (query "
+        "threads, event loop, writer, pipeline threads — one interpreter, one GIL) "
+        + " / ".join(f"{x['cpu_share']['daemon']:.2f}" for x in loads) + "; its worker processes (nice +10) "
+        + " / ".join(f"{x['cpu_share']['workers']:.2f}" for x in loads) + "; this script "
+        + " / ".join(f"{x['cpu_share']['bench']:.2f}" for x in loads) + "; the whole machine "
+        + " / ".join(f"{x['cpu_share']['machine']:.2f}" for x in loads) + ".",
         "",
         "### 3. `pixdex search` start-up",
         "",
@@ -1156,10 +1182,15 @@ def report(r: dict[str, Any]) -> str:
         lines.append(f"| {label} | {f0(s.get('daemon'))} | {f0(s.get('daemon file-backed'))} | {f0(s.get('model worker'))} | "
                      f"{f0(s.get('decode worker'))} | {f0(s.get('resource tracker'))} | {f0(s.get('total'))} |")
     un = live["unload"]
+    drop = rss_loaded["daemon"] - rss_unloaded["daemon"]
     lines += [
         "",
         f"/status listed no loaded model {un['waited_s']:.0f} s after the indexing ended"
-        + (f" — **models still loaded after the wait: {un['still_loaded']}**" if un["still_loaded"] else "") + ".",
+        + (f" — **models still loaded after the wait: {un['still_loaded']}**" if un["still_loaded"] else "")
+        + f". The daemon process shrank by {drop:.0f} MiB at the unload, although the only model it holds is the "
+        f"stand-in text tower ({r.get('textual_mib', 13):.0f} MB of ONNX): `ModelCache`'s unload also runs "
+        "`gc.collect()` and `malloc_trim(0)`, which hand back heap the indexing had left behind — the likely "
+        "reason for most of the drop.",
         "",
         "### 5. Restart to READY",
         "",
@@ -1255,7 +1286,9 @@ def main() -> None:
     rev_end = revision()
     rev = rev_start if rev_start == rev_end else f"{rev_start} at the start, {rev_end} at the end (pixdex is installed " \
         "editable: the daemons ran the working tree as it was when each started)"
-    results = {"live": live, "big": big, "command": command, "rev": rev, "disturbed": DISTURBED, "date": time.strftime("%Y-%m-%d"),
+    textual = MODELS / "clip" / export.STANDIN_CLIP / "textual" / "model.onnx"
+    results = {"live": live, "big": big, "command": command, "rev": rev, "disturbed": DISTURBED,
+               "textual_mib": textual.stat().st_size / 1e6, "date": time.strftime("%Y-%m-%d"),
                "wall_s": time.perf_counter() - started, "args": vars(args) | {"out": str(args.out)}}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "daemon_bench.json").write_text(json.dumps(results, indent=1, default=str))
