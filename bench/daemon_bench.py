@@ -97,18 +97,24 @@ def make_pngs(folder: Path, count: int, seed: int, per_dir: int = PER_DIR) -> li
 RUNNING: dict[int, psutil.Process] = {}  # daemons started and not reaped yet
 
 
+def workers_cpu(proc: psutil.Process) -> float:
+    """CPU-seconds of a daemon's worker processes: those it reaped and those still running."""
+    t = proc.cpu_times()
+    total = t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def tree_cpu(proc: psutil.Process) -> float:
-    """CPU-seconds of a live daemon, the workers it reaped and the ones still running."""
+    """CPU-seconds of a live daemon and all its workers."""
     try:
         t = proc.cpu_times()
-        total = t.user + t.system + t.children_user + t.children_system
-        for child in proc.children(recursive=True):
-            try:
-                c = child.cpu_times()
-                total += c.user + c.system
-            except psutil.Error:
-                pass
-        return total
+        return t.user + t.system + workers_cpu(proc)
     except psutil.Error:
         return 0.0
 
@@ -723,15 +729,8 @@ def cpu_split(proc: psutil.Process) -> dict[str, float]:
     import resource
 
     t = proc.cpu_times()
-    workers = t.children_user + t.children_system
-    for child in proc.children(recursive=True):
-        try:
-            c = child.cpu_times()
-            workers += c.user + c.system
-        except psutil.Error:
-            pass
     me = resource.getrusage(resource.RUSAGE_SELF)
-    return {"daemon": t.user + t.system, "workers": workers, "bench": me.ru_utime + me.ru_stime,
+    return {"daemon": t.user + t.system, "workers": workers_cpu(proc), "bench": me.ru_utime + me.ru_stime,
             "machine": cpu_seconds()}
 
 

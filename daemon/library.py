@@ -47,11 +47,12 @@ def status(config: Config) -> dict[str, Any]:
     layout = config.layout
     counts = {"pending": 0, "done": 0, "failed": 0}
     queue = {"asked": 0, "new/changed": 0, "backfill": 0}
-    generation = 0
+    generation = waiting = 0
     if layout.exists():
         catalog = Catalog(layout.catalog, read_only=True)
         try:
             counts, queue, generation = catalog.counts(), catalog.queue_counts(), catalog.generation()
+            waiting = catalog.waiting_for_models()
         finally:
             catalog.close()
     manifest: dict[str, Any] = {}
@@ -63,6 +64,7 @@ def status(config: Config) -> dict[str, Any]:
         "counts": counts,
         "queue": queue,
         "generation": generation,
+        "waiting_for_models": waiting,
         "models": {
             "clip": {"name": config.models.clip, "state": _model_state(clip_dir, CLIP_FILES),
                      "indexed_with": manifest.get("model")},
@@ -112,14 +114,13 @@ def offline_write(config: Config, change: Any) -> Any:
 
 
 def offline_reindex(config: Config, paths: list[Path]) -> int:
-    import os
 
     from pixdex.indexer.catalog import ASKED
     from pixdex.indexer.collections import all_collections
 
     def queue(catalog: Catalog) -> int:
         roots = paths or [c.fspath for c in all_collections(config, catalog)]
-        ids = {row.id for p in roots for row in catalog.under(os.fsencode(os.path.realpath(p)))}
+        ids = {row.id for row in catalog.under_paths(roots)}
         for image_id in ids:
             catalog.enqueue(image_id, ASKED, "asked for")
         return len(ids)
@@ -140,50 +141,28 @@ def offline_watches(config: Config) -> list[dict[str, str]]:
 
 
 def offline_watch_add(config: Config, path: Path, name: str | None) -> dict[str, str]:
-    import os
-
-    from pixdex.indexer.collections import Collection, CollectionError, all_collections, check_name, default_name
-
-    real = os.fsencode(os.path.realpath(path))
-    if not os.path.isdir(real):
-        raise CollectionError(f"{display_path(real)}: not a folder; give a folder to watch")
+    from pixdex.indexer.collections import all_collections, plan_add
 
     def add(catalog: Catalog) -> dict[str, str]:
-        known = all_collections(config, catalog)
-        for c in known:
-            if c.path == real or real.startswith(c.path.rstrip(b"/") + b"/"):
-                raise CollectionError(f"{display_path(real)}: already watched as part of collection {c.name!r}")
-        taken = {c.name.lower() for c in known}
-        chosen = check_name(name) if name else default_name(real, taken)
-        if chosen.lower() in taken:
-            raise CollectionError(f"collection name {chosen!r} is taken; choose another with --name")
-        for c in known:
-            if c.source == "added" and c.path.startswith(real.rstrip(b"/") + b"/"):
-                catalog.remove_collection(c.name)
-        catalog.add_collection(chosen, real)
-        return Collection(chosen, real, "added").as_dict()
+        added, inside = plan_add(all_collections(config, catalog), path, name)
+        for c in inside:
+            catalog.remove_collection(c.name)
+        catalog.add_collection(added.name, added.path)
+        return added.as_dict()
 
     return dict(offline_write(config, add))
 
 
 def offline_watch_remove(config: Config, key: str) -> dict[str, Any]:
-    import os
-
-    from pixdex.indexer.collections import CollectionError, all_collections, find
+    from pixdex.indexer.collections import all_collections, removable
+    from pixdex.indexer.core import Indexer
 
     def remove(catalog: Catalog) -> dict[str, Any]:
-        known = all_collections(config, catalog)
-        real = os.fsencode(os.path.realpath(key)) if "/" in key else b""
-        found = next((c for c in known if c.path == real), None) or find(known, key)
-        if found.source == "config":
-            raise CollectionError(f"{found.name} ({display_path(found.path)}) is listed in "
-                                  f"{config.source or 'the config file'} (library.folders); remove it there")
+        found = removable(all_collections(config, catalog), key, config.source)
         catalog.remove_collection(found.name)
         return {**found.as_dict(), "forgotten": 0}
 
     removed = dict(offline_write(config, remove))
-    from pixdex.indexer.core import Indexer  # its images leave the index now, as the daemon would do
-
-    with Indexer(config, reduced_ok=True) as indexer:
+    with Indexer(config, reduced_ok=True) as indexer:  # its images leave the index now, as the daemon does
         removed["forgotten"] = indexer.forget([Path(removed["path"])])
     return removed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import stat
 import json
 import os
 import time
@@ -65,16 +66,18 @@ def as_json(data: Any, status: int = 200) -> web.Response:
 
 
 # Parameters -----------------------------------------------------------------------------------
-def int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int:
-    raw = request.query.get(name)
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    return bounded_int(request.query.get(name), name, default, low, high)
+
+
+def bounded_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
+    """A query or form value as a whole number in [low, high]; absent or empty means `default`."""
     if raw is None or raw == "":
-        if default is None:
-            raise bad(name, f"{name} is required: a whole number from {low} to {high}")
         return default
     try:
-        value = int(raw)
+        value = int(str(raw))
     except ValueError:
-        raise bad(name, f"{name} = {raw[:40]!r} is not a whole number; use {low} to {high}") from None
+        raise bad(name, f"{name} = {str(raw)[:40]!r} is not a whole number; use {low} to {high}") from None
     if not low <= value <= high:
         raise bad(name, f"{name} = {value} is out of range; use {low} to {high}")
     return value
@@ -123,15 +126,9 @@ def live_status(ctx: Context) -> dict[str, Any]:
     import psutil
 
     from pixdex.daemon.library import status as stored_status
-    from pixdex.indexer.catalog import Catalog
 
     daemon = ctx.daemon
     info = stored_status(ctx.config)
-    catalog = Catalog(ctx.config.layout.catalog, read_only=True)
-    try:
-        waiting = catalog.waiting_for_models()
-    finally:
-        catalog.close()
     indexer = daemon.indexer
     reduced = indexer is None or not indexer.info.has_models
     queued = sum(info["queue"].values())
@@ -149,7 +146,6 @@ def live_status(ctx: Context) -> dict[str, Any]:
         "tcp": f"127.0.0.1:{ctx.config.server.port}" if ctx.config.server.tcp else "off",
         "last_scan": daemon.last_scan,
     }
-    info["waiting_for_models"] = waiting
     info["progress"] = daemon.progress(queued)
     info["watch"] = [root.as_dict() for root in daemon.watcher.roots.values()]
     info["collections"] = [c.as_dict() for c in daemon.collections]
@@ -209,7 +205,7 @@ async def search_upload(request: web.Request) -> web.Response:
     q = str(form.get("q", ""))
     if len(q) > ctx.config.server.max_query_chars:
         raise bad("q", f"q is {len(q)} characters long; at most {ctx.config.server.max_query_chars} are allowed")
-    k = _form_int(form.get("k"), "k", ctx.config.search.k, 1, MAX_K)
+    k = bounded_int(form.get("k"), "k", ctx.config.search.k, 1, MAX_K)
     files = [f for f in form.getall("image", []) if isinstance(f, web.FileField)]
     weights = [str(w) for w in form.getall("weight", [])]
     if not files and not q.strip():
@@ -227,18 +223,6 @@ async def search_upload(request: web.Request) -> web.Response:
         images.append((await _embed_upload(ctx, upload.file.read(), upload.filename or f"image {n + 1}"), weight))
     results = await ctx.run(ctx.service.search, q or "", k, None, scope(request), images)
     return as_json(results_json(results, False))
-
-
-def _form_int(raw: Any, name: str, default: int, low: int, high: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise bad(name, f"{name} = {str(raw)[:40]!r} is not a whole number; use {low} to {high}") from None
-    if not low <= value <= high:
-        raise bad(name, f"{name} = {value} is out of range; use {low} to {high}")
-    return value
 
 
 def _weight(raw: str) -> float:
@@ -314,13 +298,21 @@ def _visible_row(request: web.Request, image_id: int) -> ImageRow:
     return row
 
 
+def _visible_roots(request: web.Request) -> list[bytes]:
+    """The watched folders the caller may see: all of them, or a limited token's."""
+    allowed = scope(request)
+    if allowed is not None:
+        return [os.fsencode(p) for p in allowed]
+    return [c.path for c in ctx_of(request).daemon.collections]
+
+
+def _inside(path: bytes, roots: list[bytes]) -> bool:
+    return any(path.startswith(r.rstrip(b"/") + b"/") for r in roots)
+
+
 def _check_scope(request: web.Request, row: ImageRow) -> None:
     """The item must lie in a watched folder the caller may see (404 either way: no probing)."""
-    allowed = scope(request)
-    roots = [c.path for c in ctx_of(request).daemon.collections]
-    if allowed is not None:
-        roots = [os.fsencode(p) for p in allowed]
-    if not any(row.path.startswith(r.rstrip(b"/") + b"/") for r in roots):
+    if not _inside(row.path, _visible_roots(request)):
         raise ApiError(404, f"no item {row.id}", "id")
 
 
@@ -334,12 +326,7 @@ def _open_inside(request: web.Request, row: ImageRow) -> tuple[int, os.stat_resu
     try:
         real = os.fsencode(os.readlink(f"/proc/self/fd/{fd}"))
         st = os.fstat(fd)
-        allowed = scope(request)
-        roots = [os.fsencode(p) for p in allowed] if allowed is not None else \
-            [c.path for c in ctx_of(request).daemon.collections]
-        import stat as stat_module
-
-        if not stat_module.S_ISREG(st.st_mode) or not any(real.startswith(r.rstrip(b"/") + b"/") for r in roots):
+        if not stat.S_ISREG(st.st_mode) or not _inside(real, _visible_roots(request)):
             raise ApiError(404, f"no item {row.id}", "id")
         return fd, st, real
     except BaseException:

@@ -28,7 +28,7 @@ from typing import Any
 from pixdex.daemon.events import EventBus
 from pixdex.daemon.watcher import Watcher
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.collections import Collection, CollectionError, all_collections, check_name, default_name, find
+from pixdex.indexer.collections import Collection, CollectionError, all_collections, plan_add, removable
 from pixdex.indexer.core import Indexer, ScanReport
 from pixdex.indexer.errors import PixdexError, display_path
 from pixdex.indexer.settings import Config
@@ -235,35 +235,19 @@ class Daemon:
         self._refresh_roots()
 
     def _watch_add(self, path: Path, name: str | None) -> dict[str, str]:
-        real = os.fsencode(os.path.realpath(path))
-        if not os.path.isdir(real):
-            raise CollectionError(f"{display_path(real)}: not a folder; give a folder to watch")
-        for c in self.collections:
-            if c.path == real or real.startswith(c.path.rstrip(b"/") + b"/"):
-                raise CollectionError(f"{display_path(real)}: already watched as part of collection {c.name!r}")
-        taken = {c.name.lower() for c in self.collections}
-        name = check_name(name) if name else default_name(real, taken)
-        if name.lower() in taken:
-            raise CollectionError(f"collection name {name!r} is taken; choose another with --name")
+        added, inside = plan_add(self.collections, path, name)
         indexer = self._core()
-        inside = [c for c in self.collections if c.path.startswith(real.rstrip(b"/") + b"/")]
-        added = indexer.writer.submit(lambda catalog, gen: (
-            [catalog.remove_collection(c.name) for c in inside if c.source == "added"],
-            catalog.add_collection(name, real)))
+        done = indexer.writer.submit(lambda catalog, gen: (
+            [catalog.remove_collection(c.name) for c in inside], catalog.add_collection(added.name, added.path)))
         indexer.writer.flush()
-        added.result()
+        done.result()
         self._refresh_roots()
-        self._scan([real], [], f"collection {name} added")
-        self.bus.publish("watch", added=name, path=display_path(real))
-        return Collection(name, real, "added").as_dict()
+        self._scan([added.path], [], f"collection {added.name} added")
+        self.bus.publish("watch", added=added.name, path=display_path(added.path))
+        return added.as_dict()
 
     def _watch_remove(self, key: str) -> dict[str, Any]:
-        real = os.fsencode(os.path.realpath(key)) if "/" in key else b""
-        collection = next((c for c in self.collections if c.path == real), None) or find(self.collections, key)
-        if collection.source == "config":
-            where = self.config.source or "the config file"
-            raise CollectionError(f"{collection.name} ({display_path(collection.path)}) is listed in {where} "
-                                  "(library.folders); remove it there and send SIGHUP (systemctl --user reload pixdex)")
+        collection = removable(self.collections, key, self.config.source)
         indexer = self._core()
         done = indexer.writer.submit(lambda catalog, gen: catalog.remove_collection(collection.name))
         indexer.writer.flush()

@@ -51,6 +51,7 @@ class RootWatch:
     mode: str = "starting"  # inotify | polling | degraded
     why: str = ""
     observer: Any = None
+    dirs: int = 0  # inotify watches it took (counted when it started)
 
     def as_dict(self) -> dict[str, str]:
         return {"path": display_path(self.path), "mode": self.mode, "why": self.why}
@@ -90,15 +91,16 @@ class Watcher(FileSystemEventHandler):
         """Watch exactly these roots: new ones are added, ones no longer listed are dropped."""
         for path in [p for p in self.roots if p not in roots]:
             self._unwatch(self.roots.pop(path))
-        budget = _watch_budget() - sum(_count_dirs(r.path, self.skip) for r in self.roots.values()
-                                       if r.mode == "inotify")
         for path in roots:
             if path in self.roots and self.roots[path].observer is not None:
                 continue
-            root = self.roots.setdefault(path, RootWatch(path))
-            budget -= self._start(root, budget)
+            self._start(self.roots.setdefault(path, RootWatch(path)))
 
-    def _start(self, root: RootWatch, budget: int) -> int:
+    def _budget(self) -> int:
+        """inotify watches left for another root."""
+        return _watch_budget() - sum(r.dirs for r in self.roots.values() if r.mode == "inotify" and r.observer)
+
+    def _start(self, root: RootWatch) -> None:
         from watchdog.observers.inotify import InotifyObserver
         from watchdog.observers.polling import PollingObserver
 
@@ -106,9 +108,9 @@ class Watcher(FileSystemEventHandler):
             root.mode, root.why = "degraded", "the folder is missing (unmounted?); retried every few seconds"
             log.warning("%s: not watched: the folder does not exist (create it, or set library.folders in the "
                         "config / `pixdex watch add DIR`); looking again every few seconds", display_path(root.path))
-            return 0
+            return
         dirs = _count_dirs(root.path, self.skip)
-        reason = self._poll_reason(root.path, dirs, budget)
+        reason = self._poll_reason(root.path, dirs, self._budget())
         try:
             observer = PollingObserver(timeout=self.settings.poll_interval) if reason else InotifyObserver()
             observer.schedule(self, os.fsdecode(root.path), recursive=True, event_filter=EVENTS)
@@ -125,12 +127,12 @@ class Watcher(FileSystemEventHandler):
             observer.daemon = True
             observer.start()
             root.observer = observer
-            return 0
+            return
         root.observer = observer
+        root.dirs = 0 if reason else dirs
         root.mode, root.why = ("polling", reason) if reason else ("inotify", f"{dirs} folder(s) watched")
         (log.warning if reason and "config" not in reason else log.info)(
             "%s: %s (%s)", os.fsdecode(root.path), root.mode, root.why)
-        return 0 if reason else dirs
 
     def _poll_reason(self, path: bytes, dirs: int, budget: int) -> str:
         text = os.fsdecode(path)
@@ -164,7 +166,7 @@ class Watcher(FileSystemEventHandler):
                 root.mode, root.why = "degraded", "the folder went away, or its watcher stopped; retrying"
                 log.warning("%s: %s", os.fsdecode(root.path), root.why)
             elif os.path.isdir(root.path):
-                self._start(root, _watch_budget())
+                self._start(root)
                 back.append(root.path)
         return back
 

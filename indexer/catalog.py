@@ -243,6 +243,11 @@ class Catalog:
         prefix = root.rstrip(b"/") + b"/"
         yield from self._rows("WHERE path = ? OR substr(path, 1, ?) = ?", (root, len(prefix), prefix))
 
+    def under_paths(self, paths: Iterable[os.PathLike[str] | str]) -> list[ImageRow]:
+        """Every row at or below these files or folders (real paths), each once."""
+        rows = {row.id: row for p in paths for row in self.under(os.fsencode(os.path.realpath(p)))}
+        return list(rows.values())
+
     def with_state(self, state: str) -> list[ImageRow]:
         return self._rows("WHERE state = ? ORDER BY path", (state,))
 

@@ -77,3 +77,34 @@ def find(collections: list[Collection], name: str) -> Collection:
             return collection
     known = ", ".join(c.name for c in collections) or "none yet (pixdex watch add DIR --name NAME)"
     raise CollectionError(f"in:{name}: no such collection; known: {known}")
+
+
+def plan_add(collections: list[Collection], path: Path, name: str | None) -> tuple[Collection, list[Collection]]:
+    """What `watch add` makes of `path`: the new collection, and the added ones inside it that it replaces.
+    Refuses a folder that is missing or already watched, and a name that is invalid or taken."""
+    real = os.fsencode(os.path.realpath(path))
+    if not os.path.isdir(real):
+        raise CollectionError(f"{display_path(real)}: not a folder; give a folder to watch")
+    for c in collections:
+        if c.path == real or real.startswith(c.path.rstrip(b"/") + b"/"):
+            raise CollectionError(f"{display_path(real)}: already watched as part of collection {c.name!r}")
+    taken = {c.name.lower() for c in collections}
+    chosen = check_name(name) if name else default_name(real, taken)
+    if chosen.lower() in taken:
+        raise CollectionError(f"collection name {chosen!r} is taken; choose another with --name")
+    inside = [c for c in collections if c.source == "added" and c.path.startswith(real.rstrip(b"/") + b"/")]
+    return Collection(chosen, real, "added"), inside
+
+
+def removable(collections: list[Collection], key: str, config_file: Path | None) -> Collection:
+    """The collection `watch remove KEY` (a name, or a folder's path) removes; the config file's are
+    not pixdex's to remove."""
+    real = os.fsencode(os.path.realpath(key)) if "/" in key else b""
+    found = next((c for c in collections if c.path == real or c.name.lower() == key.lower()), None)
+    if found is None:
+        raise CollectionError(f"{key}: no watched folder by that name or path; `pixdex watch list` shows them")
+    if found.source == "config":
+        raise CollectionError(f"{found.name} ({display_path(found.path)}) is listed in "
+                              f"{config_file or 'the config file'} (library.folders); remove it there and "
+                              "`pixdex reload`")
+    return found

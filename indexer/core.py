@@ -155,7 +155,7 @@ class Indexer:
         """Queue these files (or every indexed file below these folders) ahead of everything else."""
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
-            ids = {row.id for p in paths for row in reader.under(os.fsencode(os.path.realpath(p)))}
+            ids = {row.id for row in reader.under_paths(paths)}
         finally:
             reader.close()
         queued = self.writer.enqueue(sorted(ids), ASKED, "asked for")
@@ -168,7 +168,7 @@ class Indexer:
         """Remove what is indexed below folders that are no longer watched (their files stay on disk)."""
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
-            rows = [row for root in roots for row in reader.under(os.fsencode(os.path.realpath(root)))]
+            rows = reader.under_paths(roots)
         finally:
             reader.close()
         self.writer.register([], [], [], [], rows)

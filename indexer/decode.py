@@ -59,7 +59,7 @@ def decode_image(data: bytes, path: str, min_side: int, max_pixels: int) -> Deco
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            _refuse_bombs(image, path, max_pixels)
+            refuse_bombs(image, path, max_pixels, "decode.max_pixels", "index it")
             exif = read_exif(image)
             width, height = _oriented_size(image)
             if image.format == "JPEG":
@@ -78,13 +78,14 @@ def decode_image(data: bytes, path: str, min_side: int, max_pixels: int) -> Deco
         raise ReadError(path, f"cannot decode: {exc or type(exc).__name__}") from None
 
 
-def _refuse_bombs(image: Image.Image, path: str, max_pixels: int) -> None:
+def refuse_bombs(image: Image.Image, path: str, max_pixels: int, setting: str, purpose: str) -> None:
+    """Refuse, from the header alone, an image with no pixels or more than `max_pixels` of them."""
     w, h = image.size
     if w <= 0 or h <= 0:
         raise ReadError(path, f"image claims an empty size {w}x{h}")
     if w * h > max_pixels:
-        raise ReadError(path, f"image is {w}x{h} = {w * h:,} pixels, over decode.max_pixels = {max_pixels:,}; "
-                              "raise that setting to index it")
+        raise ReadError(path, f"image is {w}x{h} = {w * h:,} pixels, over {setting} = {max_pixels:,}; "
+                              f"raise that setting to {purpose}")
 
 
 def _oriented_size(image: Image.Image) -> tuple[int, int]:
@@ -109,17 +110,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(image, mask=image.getchannel("A"))
         return background
     if mode.startswith("I") or mode == "F":
-        return _scale_to_8bit(image).convert("RGB")
+        return scale_to_8bit(image).convert("RGB")
     return image.convert("RGB")
 
 
-def _scale_to_8bit(image: Image.Image) -> Image.Image:
+def scale_to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit (and 32-bit int or float) grey → L, scaled; Pillow's own convert clips at 255 instead."""
     pixels = np.asarray(image).astype(np.float64)
     top = pixels.max(initial=0.0)
-    if image.mode == "F" and top <= 1.0:
-        scaled = pixels * 255.0
-    elif top > 255.0:
+    if image.mode.startswith("I;16") or (image.mode != "F" and top > 255.0):  # 'I' may hold 16-bit data
         scaled = pixels / 257.0
+    elif image.mode == "F" and top <= 1.0:
+        scaled = pixels * 255.0
     else:
         scaled = pixels
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")

@@ -19,7 +19,6 @@ The source's mtime in nanoseconds is in the name, so an edited image never serve
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -33,9 +32,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from pixdex.indexer.decode import refuse_bombs, scale_to_8bit  # importing it also registers HEIF
 from pixdex.indexer.errors import ReadError
 
 log = logging.getLogger(__name__)
@@ -154,13 +153,12 @@ class _Thumbnail:
 
 def _decode(path: bytes, pixels: int, max_pixels: int) -> _Thumbnail:
     name = os.fsdecode(path)
-    _register_heif()
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check at open (and at seek) must agree with ours
     try:
         with open(path, "rb") as handle, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(handle) as image:
-                _refuse_bomb(image, name, max_pixels)
+                refuse_bombs(image, name, max_pixels, "max_pixels", "get a thumbnail")
                 if image.format == "JPEG":
                     image.draft("RGB", (pixels, pixels))  # DCT scaling: decode at 1/2..1/8 when it suffices
                 image.load()
@@ -176,25 +174,6 @@ def _decode(path: bytes, pixels: int, max_pixels: int) -> _Thumbnail:
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
         hint = "; the file looks incomplete (still being copied?)" if "truncated" in str(exc) else ""
         raise ReadError(name, f"cannot decode: {exc or type(exc).__name__}{hint}") from None
-
-
-@functools.cache
-def _register_heif() -> None:
-    try:  # HEIC/HEIF when the optional plugin is installed, as in decode.py
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
-    except ImportError:  # pragma: no cover - depends on the optional extra
-        pass
-
-
-def _refuse_bomb(image: Image.Image, name: str, max_pixels: int) -> None:
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise ReadError(name, f"image claims an empty size {width}x{height}")
-    if width * height > max_pixels:
-        raise ReadError(name, f"image is {width}x{height} = {width * height:,} pixels, over max_pixels = "
-                              f"{max_pixels:,}; raise that setting to get a thumbnail")
 
 
 def _shrink(image: Image.Image, pixels: int) -> _Thumbnail:
@@ -222,21 +201,8 @@ def _to_output_mode(image: Image.Image) -> Image.Image:
     if mode == "1":
         return image.convert("L")
     if mode.startswith("I") or mode == "F":
-        return _to_8bit(image)
+        return scale_to_8bit(image)
     return image.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV
-
-
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit (and 32-bit int or float) grey → L; Pillow's own convert clips at 255 instead of scaling."""
-    values = np.asarray(image).astype(np.float64)
-    top = values.max(initial=0.0)
-    if image.mode.startswith("I;16"):
-        values = values / 257.0
-    elif image.mode == "F" and top <= 1.0:
-        values = values * 255.0
-    elif top > 255.0:  # 'I' holding 16-bit data (older Pillow opens 16-bit PNG as 'I')
-        values = values / 257.0
-    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
 def _drop_opaque_alpha(image: Image.Image) -> Image.Image:

@@ -7,7 +7,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,17 @@ def ids(served: Served) -> dict[str, int]:
     return served.listed()
 
 
+def settled(read: Callable[[], int], quiet: float = 0.5) -> int:
+    """A counter's value once it stopped moving for `quiet` seconds."""
+    value = read()
+    while True:
+        time.sleep(quiet)
+        again = read()
+        if again == value:
+            return value
+        value = again
+
+
 def embedded(served: Served, image_id: int) -> bool:
     return bool(served.get(f"/items/{image_id}")["clip_model"])
 
@@ -54,8 +65,8 @@ def test_create_modify_rename_move_delete_each_show_in_search(served: Served) ->
     wait_for(lambda: served.get(f"/items/{first_id}")["size"] != before["size"], what="the modified file")
     assert ids(served)[first] == first_id
 
-    # rename: same id, no new inference
-    embeddings_before = served.status()["progress"]["committed"]
+    # rename: same id, no new inference (the counter moves just after the commit is visible: let it settle)
+    embeddings_before = settled(lambda: served.status()["progress"]["committed"])
     os.rename(first, pics / "a" / "renamed.jpg")
     wait_for(lambda: str(pics / "a" / "renamed.jpg") in ids(served), what="the renamed file")
     assert ids(served)[str(pics / "a" / "renamed.jpg")] == first_id
