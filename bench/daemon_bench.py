@@ -637,7 +637,7 @@ def model_time_driver(sample: Path, reps: int) -> dict[str, Any]:
     from pixdex.indexer.core import model_spec
     from pixdex.indexer.export import STANDIN_CLIP, STANDIN_TAGGER
     from pixdex.indexer.settings import config_from_dict
-    from pixdex.indexer.workers import DecodeSpec, describe, infer, prepare, write_sidecar
+    from pixdex.indexer.workers import DecodeSpec, SidecarSpec, describe, infer, prepare, sync_sidecar
 
     config = config_from_dict({"paths": {"model_dir": str(MODELS)}, "models": {"clip": STANDIN_CLIP,
                                                                                "tagger": STANDIN_TAGGER}},
@@ -660,7 +660,8 @@ def model_time_driver(sample: Path, reps: int) -> dict[str, Any]:
             inferred = infer(spec, prepared.clip_input[None],
                              prepared.tag_input[None] if prepared.tag_input is not None else None)
             t2 = time.perf_counter()
-            write_sidecar(os.fsencode(copy), [str(t["name"]) for t in inferred.tags[0]], "pixdex", info.clip_id)
+            sync_sidecar(os.fsencode(copy), [str(t["name"]) for t in inferred.tags[0]], [],
+                         SidecarSpec(True, "pixdex", "image.ext.xmp", info.clip_id))
             t3 = time.perf_counter()
             if i >= 3:  # warm-up
                 for key, value in (("prepare", t1 - t0), ("infer", t2 - t1), ("sidecar", t3 - t2)):

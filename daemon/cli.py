@@ -354,7 +354,9 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return EXIT_OK
     counts = info["counts"]
-    print(f"images: {counts['done']} indexed, {counts['pending']} pending, {counts['failed']} failed")
+    sidecars = counts.get("sidecar failed", 0)
+    print(f"images: {counts['done']} indexed, {counts['pending']} pending, {counts['failed']} failed"
+          + (f"; {sidecars} sidecar(s) not written (read and indexed anyway; see `pixdex failures`)" if sidecars else ""))
     print("queue: " + ", ".join(f"{n} {name}" for name, n in info["queue"].items()))
     for kind, model in info["models"].items():
         print(f"{kind} model: {model['name'] or '(disabled)'}: {model['state']}")

@@ -258,11 +258,8 @@ class Daemon:
         return {**collection.as_dict(), "forgotten": forgotten}
 
     def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None) -> None:
-        """A person's edit: the sidecar first (in a worker), then the catalog — tags and searchable text —
-        without decoding or inference. Raises SidecarError when the sidecar cannot be written."""
-        import json
-
-        from pixdex.indexer.errors import SidecarError
+        """A person's edit: the sidecar first (in a worker), then the catalog re-reads what it says — tags and
+        searchable text — without decoding or inference. Raises SidecarError when it cannot be written."""
         from pixdex.indexer.workers import edit_sidecar
 
         indexer = self._core()
@@ -273,24 +270,10 @@ class Daemon:
             catalog.close()
         if row is None:
             raise Unavailable(f"item {image_id} is gone")
-        error = indexer.decode_pool.schedule(edit_sidecar, (row.path, add, remove, description,
-                                                            self.config.sidecar.tag_parent), timeout=60).result()
-        if error:
-            raise SidecarError(row.fspath, error)
-        gone = set(remove)
-
-        def update(catalog: Catalog, gen: int) -> None:
-            found = catalog.get(image_id)
-            if found is None:
-                return
-            tags = [t for t in found.tag_list if t["name"] not in gone and t["name"] not in add]
-            tags += [{"name": t, "confidence": 1.0, "category": "person"} for t in add]
-            words = [w for w in found.metadata.split(" ") if w not in gone]
-            text = " ".join(dict.fromkeys([*words, *add, *([description] if description else [])])).strip()
-            catalog.db.execute("UPDATE images SET tags = ?, metadata = ?, gen = ? WHERE id = ?",
-                               (json.dumps(tags), text, gen, image_id))
-
-        done = indexer.writer.submit(update)
+        side = indexer.decode_pool.schedule(edit_sidecar, (row.path, add, remove, description,
+                                                           indexer.pipeline.sidecar_spec()), timeout=60).result()
+        indexer.pipeline.remember_own(row.path, side)
+        done = indexer.writer.sidecar_read(image_id, side)
         indexer.writer.flush()
         done.result()
         self.bus.publish("indexed", id=image_id, path=display_path(row.path), edited=True)
@@ -353,6 +336,9 @@ class Daemon:
         return {"rate": round(rate, 2), "eta_seconds": round(eta) if eta is not None else None,
                 "current": dict(stats.at) if stats and self.indexer and self.indexer.pipeline.inflight else {}, "last_committed": stats.current if stats else "",
                 "committed": stats.committed if stats else 0, "failed": stats.failed if stats else 0,
+                "decoded": stats.decoded if stats else 0, "inference_calls": stats.inference_calls if stats else 0,
+                "unchanged_content": stats.touched if stats else 0,
+                "sidecar_failures": stats.sidecar_failures if stats else 0,
                 "scanning": self.scanning, "dirty_folders": self.watcher.pending(),
                 "in_flight": len(self.indexer.pipeline.inflight) if self.indexer is not None else 0}
 

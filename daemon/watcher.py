@@ -33,7 +33,7 @@ from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, Fi
                              FileSystemEventHandler)
 
 from pixdex.indexer.errors import display_path
-from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, skipped_dir
+from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, is_sidecar_name, skipped_dir
 from pixdex.indexer.settings import WatchSettings
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ class Watcher(FileSystemEventHandler):
                     self._dirty.deep.add(os.path.dirname(path))
                     touched = True
                     continue
-                if not is_image_name(name) or name.startswith(b"."):
+                if not (is_image_name(name) or is_sidecar_name(name)) or name.startswith(b"."):
                     continue
                 if isinstance(event, (FileModifiedEvent, FileCreatedEvent)):
                     self._writing[path] = now

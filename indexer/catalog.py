@@ -21,7 +21,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +74,15 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE collections (name TEXT PRIMARY KEY, path BLOB NOT NULL UNIQUE, added REAL NOT NULL);
     """,
+    # 4: sidecars are watched too. `side` is the sidecar version last read (inode:size:mtime; NULL
+    # when none), `rejected` the machine keywords a person removed, `embedded` the image's own metadata
+    # (MWG-reconciled), kept so a sidecar change re-reads only the sidecar. Rows from before have
+    # `side` NULL: their sidecars are read once more at the next scan.
+    """
+    ALTER TABLE images ADD COLUMN side TEXT;
+    ALTER TABLE images ADD COLUMN rejected TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE images ADD COLUMN embedded TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -96,10 +105,11 @@ class FileStat:
     ino: int
     size: int
     mtime_ns: int
+    side: str | None = field(default=None, compare=False)  # its sidecar's version, as the scanner saw it
 
     @classmethod
-    def of(cls, path: bytes, st: os.stat_result) -> FileStat:
-        return cls(path, st.st_dev, st.st_ino, st.st_size, clamp_ns(st.st_mtime_ns))
+    def of(cls, path: bytes, st: os.stat_result, side: str | None = None) -> FileStat:
+        return cls(path, st.st_dev, st.st_ino, st.st_size, clamp_ns(st.st_mtime_ns), side)
 
     @property
     def fspath(self) -> Path:
@@ -129,6 +139,9 @@ class ImageRow:
     created: float
     updated: float
     gen: int
+    side: str | None = None
+    rejected: str = "[]"
+    embedded: str = "{}"
 
     @property
     def fspath(self) -> Path:
@@ -141,6 +154,15 @@ class ImageRow:
     @property
     def tag_list(self) -> list[dict[str, object]]:
         return list(json.loads(self.tags))
+
+    @property
+    def machine_tags(self) -> list[dict[str, object]]:
+        """The models' keywords (a person's keywords, from the sidecar or the image, carry category "person")."""
+        return [t for t in self.tag_list if t.get("category") != "person"]
+
+    @property
+    def rejected_list(self) -> list[str]:
+        return list(json.loads(self.rejected))
 
     def current_for(self, models: tuple[str, str | None]) -> bool:
         """Indexed as these models would index it. Without models (reduced mode, `models[0]` empty) any
@@ -255,8 +277,11 @@ class Catalog:
         return self._rows("WHERE sidecar_error IS NOT NULL ORDER BY path")
 
     def counts(self) -> dict[str, int]:
+        """Images by state, and `sidecar failed`: sidecars pixdex could not write (read and indexed anyway)."""
         counts = {"pending": 0, "done": 0, "failed": 0}
         counts.update(dict(self.db.execute("SELECT state, count(*) FROM images GROUP BY state").fetchall()))
+        counts["sidecar failed"] = int(self.db.execute(
+            "SELECT count(*) FROM images WHERE sidecar_error IS NOT NULL").fetchone()[0])
         return counts
 
     def waiting_for_models(self) -> int:
@@ -371,14 +396,16 @@ class Catalog:
 
     def mark_done(self, image_id: int, *, clip_model: str | None, tagger_model: str | None, width: int, height: int,
                   taken: str | None, camera: str | None, tags: list[dict[str, object]],
-                  metadata: str, sidecar_error: str | None, embedding: NDArray[np.float32] | None) -> None:
+                  metadata: str, sidecar_error: str | None, embedding: NDArray[np.float32] | None,
+                  side: str | None = None, rejected: list[str] | None = None,
+                  embedded: dict[str, object] | None = None) -> None:
         """Record an indexed image; without an embedding (no models) it waits for models (clip_model NULL)."""
         self.db.execute(
             "UPDATE images SET state = 'done', reason = NULL, clip_model = ?, tagger_model = ?, width = ?, "
-            "height = ?, taken = ?, camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ? "
-            "WHERE id = ?",
+            "height = ?, taken = ?, camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ?, side = ?, "
+            "rejected = ?, embedded = ? WHERE id = ?",
             (clip_model, tagger_model, width, height, taken, camera, json.dumps(tags), metadata, sidecar_error,
-             time.time(), image_id))
+             time.time(), side, json.dumps(rejected or []), json.dumps(embedded or {}), image_id))
         if embedding is None or clip_model is None:
             self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
             return
@@ -393,6 +420,13 @@ class Catalog:
         self.db.execute("UPDATE images SET state = 'failed', reason = ?, updated = ? WHERE id = ?",
                         (reason, time.time(), image_id))
         self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
+
+    def set_sidecar(self, image_id: int, tags: list[dict[str, object]], metadata: str, side: str | None,
+                    rejected: list[str], error: str | None, gen: int) -> None:
+        """What a (re-)read sidecar says: the keywords and text indexed, the version read, the rejections."""
+        self.db.execute("UPDATE images SET tags = ?, metadata = ?, side = ?, rejected = ?, sidecar_error = ?, "
+                        "gen = ?, updated = ? WHERE id = ?",
+                        (json.dumps(tags), metadata, side, json.dumps(rejected), error, gen, time.time(), image_id))
 
     def set_sidecar_error(self, image_id: int, error: str | None) -> None:
         self.db.execute("UPDATE images SET sidecar_error = ? WHERE id = ?", (error, image_id))

@@ -51,6 +51,7 @@ class ScanReport:
     resumed: int = 0  # queue entries left by an earlier run
     folder_errors: list[tuple[str, str]] = field(default_factory=list)
     sidecar_errors: list[str] = field(default_factory=list)
+    sidecars: int = 0  # images whose sidecar alone changed: re-read, no decode, no model
 
 
 class Indexer:
@@ -120,30 +121,39 @@ class Indexer:
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
             resumed = sum(reader.queue_counts().values())
+            with self.pipeline._inflight_lock:
+                own = dict(self.pipeline.own_sidecars)
             diff = diff_tree(reader, [os.fsencode(r) for r in roots], self.config.library.skip_dirs,
                              self.config.library.follow_symlinks, self.info.ids,
-                             [os.fsencode(f) for f in self.library], shallow, self.config.library.exclude)
+                             [os.fsencode(f) for f in self.library], shallow, self.config.library.exclude, own)
         finally:
             reader.close()
         report = ScanReport(new=len(diff.new), changed=len(diff.changed), unchanged=len(diff.unchanged),
                             moved=len(diff.moved), removed=len(diff.removed), failed_before=len(diff.failed),
-                            queued=len(diff.new) + len(diff.changed) + len(diff.stale), resumed=resumed,
-                            folder_errors=[(display_path(p), reason) for p, reason in diff.errors])
+                            queued=len(diff.new) + len(diff.changed) + len(diff.stale) + len(diff.sidecar),
+                            resumed=resumed, folder_errors=[(display_path(p), reason) for p, reason in diff.errors],
+                            sidecars=len(diff.sidecar))
         # A moved image's sidecar follows it before the move commits: after a crash the move is found
         # again and the carry-over (which never overwrites) is redone.
-        done_moves = [(row.path, st.path, [str(t["name"]) for t in row.tag_list])
+        spec = self.pipeline.sidecar_spec()
+        done_moves = [(row.path, st.path, [str(t["name"]) for t in row.machine_tags], row.rejected_list)
                       for row, st in diff.moved if row.state == "done"]
-        if done_moves and self.config.sidecar.write:
-            report.sidecar_errors = carry_sidecars(self.decode_pool, done_moves, self.config.sidecar.tag_parent,
-                                                   self.info.tagger_id or self.info.clip_id)
-        registered = self.writer.register(diff.new, diff.changed, diff.stale, diff.moved, diff.removed)
+        carried = carry_sidecars(self.decode_pool, done_moves, spec) if done_moves else []
+        for new_path, side in carried:
+            self.pipeline.remember_own(new_path, side)
+            if side.error:
+                report.sidecar_errors.append(f"{display_path(new_path)}: {side.error}")
+        registered = self.writer.register(diff.new, diff.changed, diff.stale, diff.moved, diff.removed, diff.sidecar)
+        moved_ids = {st.path: row.id for row, st in diff.moved}
+        for new_path, side in carried:
+            self.writer.sidecar_read(moved_ids[new_path], side)
         self.writer.flush()
         registered.result()
         if diff.removed and self.config.sidecar.write:  # after the commit: a crash leaves a sidecar, never loses one
             from pixdex.indexer.workers import drop_sidecar
 
-            for future in [self.decode_pool.schedule(drop_sidecar, (row.path, self.config.sidecar.tag_parent),
-                                                     timeout=60) for row in diff.removed]:
+            for future in [self.decode_pool.schedule(drop_sidecar, (row.path, spec), timeout=60)
+                           for row in diff.removed]:
                 try:
                     future.result()
                 except Exception as exc:  # a sidecar left behind is harmless

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import secrets
 import time
 from pathlib import Path
@@ -83,3 +85,105 @@ def remove_stale_temps_in(directory: Path) -> int:
     except OSError:
         return 0
     return remove_stale_temps(os.fsencode(directory), names)
+
+
+# Files a person owns (sidecars) --------------------------------------------------------------
+class ChangedMeanwhile(Exception):
+    """The file changed (or appeared, or vanished) after it was read: read it again and merge again."""
+
+
+class Refused(Exception):
+    """Replacing this file would change what it is (its links, its permissions): left as it is."""
+
+
+def seen(st: os.stat_result | None) -> tuple[int, int, int, int] | None:
+    """What identifies one version of a file, for `replace_owned`: inode, size, mtime and ctime."""
+    return None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def owned_target(path: Path) -> Path:
+    """The file a write to `path` must change: a symlink's target (the link stays a link)."""
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    if not target.exists():
+        raise Refused(f"a symlink to {target}, which does not exist; fix or remove the link")
+    return target
+
+
+def replace_owned(path: Path, data: bytes, was: tuple[int, int, int, int] | None) -> None:
+    """Replace a file a person owns with `data`, atomically, keeping what it is.
+
+    Through a symlink to its target; with the same permission bits (group and other bits too, whatever
+    the umask), owner and group when this process may set them, and extended attributes. A file with
+    several hard links, or one that is read-only, is refused (`Refused`): a rename would split the
+    links, and read-only means "do not touch". `was` is `seen()` of the version the new content was
+    merged from (None: it did not exist); if the file is not that version any more just before the
+    rename, nothing is written and `ChangedMeanwhile` is raised, so the caller merges again.
+    """
+    target = owned_target(path)
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused("not a regular file")
+        if st.st_nlink > 1:
+            raise Refused(f"it has {st.st_nlink} hard links, and replacing it would split them; "
+                          "make it a single file (cp, then mv over it) for pixdex to write it")
+        if not st.st_mode & 0o200 or not os.access(target, os.W_OK):
+            raise Refused("it is read-only; make it writable (chmod u+w) for pixdex to add its tags")
+    if seen(st) != was:
+        raise ChangedMeanwhile
+    temp = temp_name(target.parent)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if st else 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if st is not None:
+                _keep_identity(handle.fileno(), target, st)
+            os.fsync(handle.fileno())
+        if st is None:
+            try:
+                os.link(temp, target)  # never over a file that appeared meanwhile
+            except FileExistsError:
+                raise ChangedMeanwhile from None
+            os.unlink(temp)
+        else:
+            if seen(_stat_or_none(target)) != was:  # the last look before the rename
+                raise ChangedMeanwhile
+            os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _keep_identity(fd: int, source: Path, st: os.stat_result) -> None:
+    if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+        for uid in (st.st_uid, -1):  # the owner if allowed (root), else at least the group (a member may)
+            try:
+                os.fchown(fd, uid, st.st_gid)
+                break
+            except PermissionError:
+                continue
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after chown, which may clear set-id bits
+    try:
+        names = os.listxattr(source)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.setxattr(fd, name, os.getxattr(source, name))
+        except OSError as exc:  # security.* needs privileges; the rest is copied
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
+                raise

@@ -21,7 +21,7 @@ import queue
 import signal
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -33,8 +33,9 @@ import numpy as np
 from pixdex.indexer.catalog import ASKED, Catalog, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError, ReadError, display_path
 from pixdex.indexer.settings import Config
-from pixdex.indexer.workers import DecodeSpec, Inferred, ModelInfo, ModelSpec, Prepared, carry_sidecar, infer, \
-    prepare, write_sidecar
+from pixdex.indexer.metadata import SidecarState
+from pixdex.indexer.workers import DecodeSpec, Inferred, ModelInfo, ModelSpec, Prepared, SidecarSpec, carry_sidecar, \
+    infer, prepare, sync_sidecar
 from pixdex.indexer.writer import Indexed, Writer
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Work:
     error: str | None = None
     embedding: Any = None
     tags: list[dict[str, object]] = field(default_factory=list)
-    sidecar_error: str | None = None
+    side: SidecarState | None = None
     vanished: bool = False  # the file was not at the path we had: moved or deleted meanwhile
 
     @property
@@ -102,6 +103,9 @@ class Pipeline:
         self._window = window
         self._queue_db = Catalog(writer.catalog.path, read_only=True)  # the feed's; idle() shares it
         self._queue_lock = threading.Lock()
+        # The sidecar versions pixdex itself just wrote, by image path: the scanner does not take them for
+        # a person's edit (the writer records them with the commit; this covers the moments before).
+        self.own_sidecars: OrderedDict[bytes, str | None] = OrderedDict()
 
     def stages(self) -> list[Callable[[queue.Queue[Any], queue.Queue[Any]], None]]:
         return [self.feed, self.decode, self.batch, self.infer, self.sidecar, self.write]
@@ -359,41 +363,50 @@ class Pipeline:
             work.embedding = result.embeddings[n]
             work.tags = result.tags[n]
 
-    # Stage: merge the tags into each image's sidecar, in the process pool.
+    # Stage: merge the tags into each image's sidecar and read what it says now, in the process pool.
     def sidecar(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
-        settings = self.config.sidecar
-        model = self.info.tagger_id or self.info.clip_id
         while (batch := inbox.get()) is not STOP:
             if self._stopping.is_set():
                 break
-            if settings.write:
-                start = time.perf_counter()
-                # Same content as indexed: no new tags, but the sidecar may have gone meanwhile (the merge
-                # writes nothing when it already holds them).
-                done = [w for w in batch if w.error is None and
-                        (w.embedding is not None or (w.prepared is not None and w.prepared.same_content))]
-                futures = [self.decode_pool.schedule(
-                    write_sidecar, (w.entry.row.path, [str(t["name"]) for t in self._tags_of(w)], settings.tag_parent,
-                                    model), timeout=60) for w in done]
-                for work, future in zip(done, futures, strict=True):
-                    self._await_done(future)
-                    work.sidecar_error = _sidecar_result(future)
-                    if work.sidecar_error:
-                        with self.stats.lock:
-                            self.stats.sidecar_failures += 1
-                            self.stats.sidecar_errors.append(f"{display_path(work.entry.row.path)}: "
-                                                             f"{work.sidecar_error}")
-                self.stats.add_time("sidecar", time.perf_counter() - start)
-                self._stage_done("sidecar", done)
+            start = time.perf_counter()
+            done = [w for w in batch if w.error is None and w.prepared is not None]
+            futures = [self.decode_pool.schedule(sync_sidecar, (w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w)),
+                                                 timeout=60) for w in done]
+            for work, future in zip(done, futures, strict=True):
+                self._await_done(future)
+                work.side = _sidecar_result(future, work.entry.row.path)
+                self.remember_own(work.entry.row.path, work.side)
+                if work.side.error:
+                    with self.stats.lock:
+                        self.stats.sidecar_failures += 1
+                        self.stats.sidecar_errors.append(f"{display_path(work.entry.row.path)}: {work.side.error}")
+            self.stats.add_time("sidecar", time.perf_counter() - start)
+            self._stage_done("sidecar", done)
             if not self._put(outbox, batch):
                 break
         _send_stop(outbox)
 
+    def sidecar_spec(self, work: Work | None = None) -> SidecarSpec:
+        """Write pixdex's keywords only with what models made: in reduced mode, and for content whose row has
+        no model results, sidecars are only read (what models wrote before is never taken back)."""
+        settings = self.config.sidecar
+        made_by_models = work is None or work.embedding is not None or (
+            work.prepared is not None and work.prepared.same_content and work.entry.row.clip_model is not None)
+        return SidecarSpec(settings.write and made_by_models and self.info.has_models, settings.tag_parent,
+                           settings.naming, self.info.tagger_id or self.info.clip_id)
+
+    def remember_own(self, path: bytes, side: SidecarState) -> None:
+        with self._inflight_lock:
+            self.own_sidecars[path] = side.signature
+            self.own_sidecars.move_to_end(path)
+            while len(self.own_sidecars) > 10_000:
+                self.own_sidecars.popitem(last=False)
+
     @staticmethod
-    def _tags_of(work: Work) -> list[dict[str, object]]:
-        if work.embedding is not None:
-            return work.tags
-        return [t for t in work.entry.row.tag_list if t.get("category") != "person"]  # the person's stay theirs
+    def _tags_of(work: Work) -> tuple[list[str], list[str]]:
+        """The machine keywords to merge (the fresh ones, or the row's for known content) and the rejected."""
+        tags = work.tags if work.embedding is not None else work.entry.row.machine_tags
+        return [str(t["name"]) for t in tags], work.entry.row.rejected_list
 
     # Stage: hand the results to the writer; entries leave the flight once committed.
     def write(self, inbox: queue.Queue[Any], _outbox: queue.Queue[Any]) -> None:
@@ -410,14 +423,14 @@ class Pipeline:
                     futures.append(failed)
                 elif prepared is not None and prepared.same_content:
                     futures.append(self.writer.touch(entry.row.id, entry.seq, prepared.stat, prepared.digest,
-                                                     work.sidecar_error))
+                                                     work.side))
                     with self.stats.lock:
                         self.stats.touched += 1
                 elif prepared is not None:
                     indexed.append(Indexed(entry.row.id, entry.seq, prepared.stat, prepared.digest,
                                            prepared.width, prepared.height, prepared.exif.taken,
-                                           prepared.exif.camera, work.tags, work.embedding, prepared.metadata,
-                                           work.sidecar_error))
+                                           prepared.exif.camera, work.tags, work.embedding, prepared.embedded,
+                                           work.side))
             if indexed:
                 futures.append(self.writer.store(indexed))
             self.stats.current = display_path(batch[-1].entry.row.path) if batch else ""
@@ -474,22 +487,26 @@ class _Stopped(Exception):
     """The pipeline stopped while a stage waited on a worker."""
 
 
-def carry_sidecars(pool: Any, moves: list[tuple[bytes, bytes, list[str]]], parent: str, model: str) -> list[str]:
-    """After moves: each new image's sidecar starts from its old one's. Returns the errors."""
-    futures = [pool.schedule(carry_sidecar, (old, new, tags, parent, model), timeout=60) for old, new, tags in moves]
-    return [f"{display_path(new)}: {error}" for (_, new, _), future in zip(moves, futures, strict=True)
-            if (error := _sidecar_result(future))]
+def carry_sidecars(pool: Any, moves: list[tuple[bytes, bytes, list[str], list[str]]],
+                   spec: SidecarSpec) -> list[tuple[bytes, SidecarState]]:
+    """After moves: each new image's sidecar is its old one, moved. Returns each new path's sidecar state."""
+    futures = [pool.schedule(carry_sidecar, (old, new, tags, rejected, spec), timeout=60)
+               for old, new, tags, rejected in moves]
+    return [(new, _sidecar_result(future, new)) for (_, new, _, _), future in zip(moves, futures, strict=True)]
 
 
-def _sidecar_result(future: Future[str | None]) -> str | None:
+def _sidecar_result(future: Future[SidecarState], path: bytes) -> SidecarState:
     from pebble import ProcessExpired
 
     try:
         return future.result()
     except ProcessExpired as exc:
-        return f"the sidecar process died on this file ({_signal_name(exc.exitcode)})"
+        return SidecarState(error=f"the sidecar process died on this file ({_signal_name(exc.exitcode)})")
     except FutureTimeout:
-        return "writing the sidecar took longer than 60 s"
+        return SidecarState(error="writing the sidecar took longer than 60 s")
+    except Exception as exc:  # a hostile sidecar must never stop the run
+        log.warning("unexpected error with the sidecar of %s: %r", display_path(path), exc)
+        return SidecarState(error=f"unexpected {type(exc).__name__}: {exc}")
 
 
 def _when_all(futures: list[Future[Any]], callback: Callable[[bool], None]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ class Diff:
     failed: list[ImageRow] = field(default_factory=list)  # failed before and unchanged since: not retried
     moved: list[tuple[ImageRow, FileStat]] = field(default_factory=list)
     removed: list[ImageRow] = field(default_factory=list)
+    sidecar: list[ImageRow] = field(default_factory=list)  # the image is unchanged, its sidecar is not
     errors: list[tuple[bytes, str]] = field(default_factory=list)  # folders that could not be read
 
 
@@ -87,6 +89,8 @@ def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple
     if any(e.name in IGNORE_MARKERS for e in entries):
         return
     remove_stale_temps(root, [e.name for e in entries])
+    names = {e.name for e in entries}
+    stems = Counter(os.path.splitext(n)[0] for n in names if not n.lower().endswith(b".xmp"))
     for entry in sorted(entries, key=lambda e: e.name):
         name = os.fsdecode(entry.name)
         try:
@@ -98,9 +102,36 @@ def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple
                 if recursive and not skipped_dir(entry.name, skip):
                     yield from walk(entry.path, skip, follow_symlinks, errors, visited, library, True, exclude)
             elif entry.is_file() and is_image_name(entry.name) and not name.startswith("."):
-                yield FileStat.of(entry.path, entry.stat())
+                yield FileStat.of(entry.path, entry.stat(), _side(root, entry.name, names, stems))
         except OSError as exc:
             errors.append((entry.path, f"cannot stat: {exc.strerror or exc}"))
+
+
+def sidecar_name_of(image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> bytes | None:
+    """The name of an image's existing sidecar among a folder's `names` — ``IMG.jpg.xmp``, else
+    ``IMG.xmp`` when no other file shares the stem (the rule of `sidecar.sidecar_path`)."""
+    long = image_name + b".xmp"
+    if long in names:
+        return long
+    stem = os.path.splitext(image_name)[0]
+    short = stem + b".xmp"
+    return short if stem and short in names and stems[stem] == 1 else None
+
+
+def is_sidecar_name(name: bytes) -> bool:
+    return name.lower().endswith(b".xmp")
+
+
+def _side(root: bytes, image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> str | None:
+    """The version of an image's sidecar (inode:size:mtime), None when it has none."""
+    found = sidecar_name_of(image_name, names, stems)
+    if found is None:
+        return None
+    try:
+        st = os.stat(os.path.join(root, found))
+    except OSError:
+        return None
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _follow(link: bytes, follow_symlinks: bool, library: list[bytes]) -> bool:
@@ -123,7 +154,8 @@ def normalize_roots(roots: list[bytes]) -> list[bytes]:
 
 def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_symlinks: bool,
               model_ids: tuple[str, str | None], library: list[bytes] | None = None,
-              shallow: list[bytes] = (), exclude: list[str] | None = None) -> Diff:  # type: ignore[assignment]
+              shallow: list[bytes] = (), exclude: list[str] | None = None,  # type: ignore[assignment]
+              own: dict[bytes, str | None] | None = None) -> Diff:
     """Diff the trees under `roots` against the catalog. `library` (default: the roots) are all the
     folders pixdex indexes; links into them are not followed, their files have their own paths.
 
@@ -131,7 +163,11 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
     without their subfolders, and a changed folder that is gone (deleted, or moved out) while its
     parent is still there had everything below it removed. A root that is gone is an error and its
     rows stay: an unmounted disk is not a deletion.
+
+    An indexed image whose sidecar changed (appeared, edited, removed) goes to `sidecar`, unless the
+    version found is one pixdex just wrote itself (`own`: image path → the sidecar version written).
     """
+    own = own or {}
     diff = Diff()
     library = normalize_roots(list(roots) + list(library or []))
     shallow_set = {os.path.realpath(s).rstrip(b"/") for s in shallow}
@@ -164,6 +200,8 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
                 diff.stale.append(row)
             else:
                 diff.unchanged.append(row)
+                if st.side != row.side and (st.path not in own or own[st.path] != st.side):
+                    diff.sidecar.append(row)
     unreadable = [path for path, _ in diff.errors]
     gone = [row for row in known.values() if not _below_any(row.path, unreadable)]
     _find_moves(diff, gone)

@@ -92,8 +92,11 @@ class PipelineSettings:
 
 @dataclass(frozen=True)
 class SidecarSettings:
-    write: bool = setting(True, "Write tags into an XMP sidecar beside each image (IMG.ext.xmp).")
+    write: bool = setting(True, "Write tags into an XMP sidecar beside each image (read it either way).")
     tag_parent: str = setting("pixdex", "Parent of pixdex's tags in lr:hierarchicalSubject / digiKam:TagsList.")
+    naming: str = setting("image.ext.xmp", "Name of a new sidecar: IMG.jpg.xmp (darktable, digiKam, Immich) or "
+                          "IMG.xmp (Adobe, Capture One). Both are read; an existing one is always used.",
+                          choices=("image.ext.xmp", "image.xmp"))
 
 
 @dataclass(frozen=True)

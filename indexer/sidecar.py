@@ -1,29 +1,49 @@
-"""XMP sidecars beside images (``IMG.ext.xmp``): merge pixdex's tags in, never lose a person's.
+"""XMP sidecars: what pixdex learns, where other programs read it; what a person wrote, kept and respected.
 
-Tags go where digiKam, darktable, Lightroom, Immich and exiftool look: flat in ``dc:subject``,
-under ``<tag_parent>|`` in ``lr:hierarchicalSubject`` and under ``<tag_parent>/`` in
-``digiKam:TagsList``. ``pixdex:Tags`` records which ``dc:subject`` entries pixdex itself added,
-so a later run replaces only those; every other property of the sidecar is kept as it was.
+Where keywords go (docs/SIDECARS.md has the full list of pixdex's properties):
 
-pyexiv2 edits in memory (`ImageData`), and the result replaces the file atomically
-(temp file + fsync + rename). pyexiv2 shares global state and holds the GIL, so every call goes
-through `_LOCK` and callers keep it off the event loop.
+- Each program reads one field: digiKam the first non-empty of ``digiKam:TagsList`` →
+  ``MicrosoftPhoto:LastKeywordXMP`` → ``lr:hierarchicalSubject`` → ``dc:subject``; darktable
+  ``lr:hierarchicalSubject``, else ``dc:subject``; Immich TagsList ?? HierarchicalSubject ?? Keywords.
+  So every keyword a person has in any of them is written to all three: flat (its leaf) in
+  ``dc:subject``, as its own path in ``lr:hierarchicalSubject`` (``A|B``) and ``digiKam:TagsList``
+  (an ``rdf:Seq``, ``A/B``). pixdex's machine keywords go under ``<tag_parent>`` (default ``pixdex``)
+  in the two hierarchical fields and flat in ``dc:subject``. A ``/`` or ``|`` inside one level of a
+  path becomes ``∕`` (U+2215) or ``¦`` (U+00A6), so it cannot become a level of its own.
+- pixdex's own record (namespace ``https://pixdex.dev/ns/1.0/``): ``pixdex:Tags`` (the dc:subject
+  entries pixdex added), ``pixdex:Machine`` (its machine keywords as last written),
+  ``pixdex:Rejected`` (machine keywords a person removed: never added again), ``pixdex:Description``
+  (the description pixdex wrote last), ``pixdex:Model``.
+- A machine keyword missing from any of the fields pixdex put it in was removed by a person, in some
+  program: it is recorded as rejected. One a person adds back by hand is theirs from then on.
+- A description is written only while ``dc:description`` is empty or still exactly pixdex's.
+- A new sidecar starts from the image's embedded XMP, with keywords, description, title, creator,
+  rating, headline and location reconciled across XMP/IPTC/EXIF by the MWG rules (`metadata`).
+
+Every rewrite is checked on the RDF graph (`xmpgraph`): if exiv2 would change a single triple
+pixdex does not own, the sidecar is left as it is, with the reason — and still read and indexed.
+Writes go through `files.replace_owned`: atomic, keeping mode/owner/xattrs, through symlinks,
+never over a concurrent edit (the merge is redone on the new content).
+
+pyexiv2 shares global state and holds the GIL, so every call goes through `_LOCK` and callers run
+this in a worker process, never in the serving process.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyexiv2
 
 from pixdex.indexer.errors import SidecarError
-from pixdex.indexer.files import atomic_write
+from pixdex.indexer.files import ChangedMeanwhile, Refused, owned_target, replace_owned, seen
+from pixdex.indexer.metadata import Embedded, SidecarState, as_list, iptc_in_sync, lang_alt, reconcile
 
 PIXDEX_NS = "https://pixdex.dev/ns/1.0/"
 SEED_PACKET = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
@@ -31,11 +51,34 @@ SEED_PACKET = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
                'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>'
                '<?xpacket end="w"?>').encode()
 SUBJECT, HIERARCHICAL, TAGS_LIST = "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject", "Xmp.digiKam.TagsList"
-OURS, MODEL = "Xmp.pixdex.Tags", "Xmp.pixdex.Model"
-OWN_KEYS = {SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MODEL, "Xmp.xmp.MetadataDate"}  # what a sidecar of pixdex's holds
+LAST_KEYWORDS, DESCRIPTION, METADATA_DATE = "Xmp.MicrosoftPhoto.LastKeywordXMP", "Xmp.dc.description", \
+    "Xmp.xmp.MetadataDate"
+OURS, MACHINE, REJECTED = "Xmp.pixdex.Tags", "Xmp.pixdex.Machine", "Xmp.pixdex.Rejected"
+DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
+KEYWORD_KEYS = (SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED)
+URIS = {  # the RDF predicates behind pyexiv2's keys, for the graph check
+    SUBJECT: "http://purl.org/dc/elements/1.1/subject",
+    DESCRIPTION: "http://purl.org/dc/elements/1.1/description",
+    "Xmp.dc.title": "http://purl.org/dc/elements/1.1/title",
+    "Xmp.dc.creator": "http://purl.org/dc/elements/1.1/creator",
+    HIERARCHICAL: "http://ns.adobe.com/lightroom/1.0/hierarchicalSubject",
+    TAGS_LIST: "http://www.digikam.org/ns/1.0/TagsList",
+    LAST_KEYWORDS: "http://ns.microsoft.com/photo/1.0/LastKeywordXMP",
+    METADATA_DATE: "http://ns.adobe.com/xap/1.0/MetadataDate",
+    "Xmp.xmp.Rating": "http://ns.adobe.com/xap/1.0/Rating",
+    "Xmp.photoshop.Headline": "http://ns.adobe.com/photoshop/1.0/Headline",
+    "Xmp.photoshop.City": "http://ns.adobe.com/photoshop/1.0/City",
+    "Xmp.photoshop.State": "http://ns.adobe.com/photoshop/1.0/State",
+    "Xmp.photoshop.Country": "http://ns.adobe.com/photoshop/1.0/Country",
+    "Xmp.iptc.Location": "http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/Location",
+}
+NAMINGS = ("image.ext.xmp", "image.xmp")
+ESCAPES = {"/": "\u2215", "|": "\u00a6"}
+TRIES = 4
 
 _LOCK = threading.Lock()
 _ready = False
+_before_replace: Callable[[Path], None] | None = None  # tests: play a concurrent writer here
 
 
 def _setup() -> None:
@@ -46,46 +89,183 @@ def _setup() -> None:
         _ready = True
 
 
-def sidecar_path(image: Path) -> Path:
-    return image.with_name(image.name + ".xmp")
+# Naming --------------------------------------------------------------------------------------
+def sidecar_path(image: Path, naming: str = "image.ext.xmp") -> Path:
+    """The sidecar of `image`: ``IMG.jpg.xmp`` (darktable, digiKam, Immich) or ``IMG.xmp`` (Adobe, Capture
+    One). Both are read; the one that exists is used and the second is never created. ``IMG.xmp``
+    belongs to an image only while no other file shares its stem (``IMG_1.CR2`` + ``IMG_1.JPG``): a
+    RAW+JPEG pair never shares one, each gets its ``IMG.ext.xmp``."""
+    long = image.with_name(image.name + ".xmp")
+    stem, ext = os.path.splitext(image.name)
+    if not ext or not stem:
+        return long
+    short = image.with_name(stem + ".xmp")
+    if os.path.lexists(long):
+        return long
+    if (os.path.lexists(short) or naming == "image.xmp") and not _stem_shared(image, stem):
+        return short
+    return long
+
+
+def _stem_shared(image: Path, stem: str) -> bool:
+    try:
+        names = os.listdir(image.parent)
+    except OSError:
+        return True
+    return any(os.path.splitext(n)[0] == stem and n != image.name and not n.lower().endswith(".xmp")
+               for n in names)
+
+
+# Keywords ------------------------------------------------------------------------------------
+def escape_level(level: str) -> str:
+    for char, replacement in ESCAPES.items():
+        level = level.replace(char, replacement)
+    return level
+
+
+def unescape_level(level: str) -> str:
+    for char, replacement in ESCAPES.items():
+        level = level.replace(replacement, char)
+    return level
+
+
+def _path_of(entry: str, separator: str) -> tuple[str, ...]:
+    return tuple(unescape_level(level.strip()) for level in entry.split(separator) if level.strip())
+
+
+def person_paths(xmp: dict[str, Any], parent: str) -> list[tuple[str, ...]]:
+    """Every keyword a person has, in any of the fields programs read, as paths (flat ones have one level)."""
+    ours = set(as_list(xmp.get(OURS)))
+    paths: list[tuple[str, ...]] = []
+    for key, separator in ((HIERARCHICAL, "|"), (TAGS_LIST, "/"), (LAST_KEYWORDS, "/")):
+        for entry in as_list(xmp.get(key)):
+            path = _path_of(entry, separator)
+            if path and path[0] != parent and path not in paths:
+                paths.append(path)
+    leaves = {p[-1] for p in paths}
+    for keyword in as_list(xmp.get(SUBJECT)):
+        if keyword not in ours and keyword not in leaves and keyword.strip():
+            paths.append((keyword,))
+            leaves.add(keyword)
+    return paths
+
+
+def rejected_now(xmp: dict[str, Any], parent: str) -> list[str]:
+    """pixdex's rejected record, plus the machine keywords a person has removed since pixdex last wrote."""
+    rejected = as_list(xmp.get(REJECTED))
+    subject, ours = set(as_list(xmp.get(SUBJECT))), set(as_list(xmp.get(OURS)))
+    hierarchical = {_path_of(h, "|") for h in as_list(xmp.get(HIERARCHICAL))}
+    tags_list = {_path_of(t, "/") for t in as_list(xmp.get(TAGS_LIST))}
+    theirs = {p[-1] for p in person_paths(xmp, parent)}
+    for tag in as_list(xmp.get(MACHINE)):
+        if tag in rejected or tag in theirs:
+            continue
+        path = (parent, tag)
+        if path not in hierarchical or path not in tags_list or (tag in ours and tag not in subject):
+            rejected.append(tag)
+    return rejected
 
 
 @dataclass(frozen=True)
-class PersonMetadata:
-    """What a person (or another program) wrote: indexed as text, never changed by pixdex."""
+class KeywordPlan:
+    subject: list[str]
+    hierarchical: list[str]
+    tags_list: list[str]
+    ours: list[str]
+    machine: list[str]
+    rejected: list[str]
 
-    keywords: list[str] = field(default_factory=list)
-    title: str = ""
-    description: str = ""
-
-    def text(self) -> str:
-        return " ".join([*self.keywords, self.title, self.description]).strip()
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [] if value.startswith("type=") else [value]
-    if isinstance(value, dict):
-        return [str(v) for v in value.values()]
-    return [str(v) for v in value]
+    def values(self) -> dict[str, list[str]]:
+        return {SUBJECT: self.subject, HIERARCHICAL: self.hierarchical, TAGS_LIST: self.tags_list,
+                OURS: self.ours, MACHINE: self.machine, REJECTED: self.rejected}
 
 
-def _lang_alt(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get('lang="x-default"') or next(iter(value.values()), ""))
-    return str(value or "")
+def plan_keywords(xmp: dict[str, Any], machine_tags: Iterable[str], parent: str,
+                  extra_person: Iterable[str] = (), remove: Iterable[str] = (),
+                  also_rejected: Iterable[str] = ()) -> KeywordPlan:
+    """The keyword fields after this merge: the person's keywords in all three fields, the machine's under
+    `parent` minus what a person rejected or has as their own. `extra_person`/`remove`: a person's edit
+    made through pixdex (removing a machine keyword rejects it)."""
+    gone = set(remove)
+    rejected = list(dict.fromkeys([*rejected_now(xmp, parent), *also_rejected]))
+    old_machine = set(as_list(xmp.get(MACHINE))) | {p[1] for p in map(lambda h: _path_of(h, "|"),
+                                                                       as_list(xmp.get(HIERARCHICAL)))
+                                                    if len(p) == 2 and p[0] == parent}
+    rejected += [t for t in gone if t in old_machine and t not in rejected]
+    person = [p for p in person_paths(xmp, parent) if p[-1] not in gone and "|".join(p) not in gone]
+    person += [(k,) for k in extra_person if k.strip() and not any(p[-1] == k for p in person)]
+    leaves = [p[-1] for p in person]
+    proposed = [t for t in dict.fromkeys(machine_tags) if t.strip() and t not in rejected and t not in gone]
+    machine = [t for t in proposed if t not in leaves]  # a person's own keyword is never doubled
+    ours_before = set(as_list(xmp.get(OURS)))
+    subject = [s for s in as_list(xmp.get(SUBJECT)) if s not in gone and (s not in ours_before or s in leaves)]
+    subject += [leaf for leaf in leaves if leaf not in subject]
+    ours = [t for t in machine if t not in subject]
+    subject += ours
+
+    def hierarchy(key: str, separator: str) -> list[str]:
+        kept = [e for e in as_list(xmp.get(key)) if _path_of(e, separator)[:1] != (parent,)
+                and _path_of(e, separator) in person]
+        present = {_path_of(e, separator) for e in kept}
+        kept += [separator.join(escape_level(level) for level in p) for p in person if p not in present]
+        return kept + [f"{parent}{separator}{escape_level(t)}" for t in machine]
+
+    # The record holds the machine keywords the person has too: if they remove one later, it is rejected.
+    return KeywordPlan(subject, hierarchy(HIERARCHICAL, "|"), hierarchy(TAGS_LIST, "/"), ours, proposed, rejected)
 
 
-def person_metadata(xmp: dict[str, Any], iptc: dict[str, Any] | None = None) -> PersonMetadata:
-    ours = set(_as_list(xmp.get(OURS)))
-    keywords = [k for k in _as_list(xmp.get(SUBJECT)) if k not in ours]
-    keywords += [k for k in _as_list((iptc or {}).get("Iptc.Application2.Keywords")) if k not in keywords]
-    title = _lang_alt(xmp.get("Xmp.dc.title")) or str((iptc or {}).get("Iptc.Application2.ObjectName") or "")
-    description = _lang_alt(xmp.get("Xmp.dc.description")) or \
-        str((iptc or {}).get("Iptc.Application2.Caption") or "")
-    return PersonMetadata(keywords, title, description)
+# Reading -------------------------------------------------------------------------------------
+def signature_of(path: Path) -> str | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"  # as the scanner's `scan._side` writes it
+
+
+def read_props(data: bytes) -> dict[str, Any]:
+    """A packet's properties in pyexiv2's form; a packet exiv2 refuses is read from its RDF graph instead
+    (its keywords, title and description still count). Raises SidecarError(None) when neither can."""
+    with _LOCK:
+        _setup()
+        try:
+            return dict(pyexiv2.ImageData(data).read_xmp())
+        except RuntimeError as exc:
+            exiv2_error = str(exc).strip()
+    from pixdex.indexer.xmpgraph import NotRdf, props_of_graph
+
+    try:
+        return props_of_graph(data, URIS | {k: PIXDEX_NS + k.split(".")[-1] for k in (OURS, MACHINE, REJECTED,
+                                                                                          DESCRIBED, MODEL)})
+    except NotRdf as exc:
+        raise SidecarError(Path("?"), f"not valid XMP ({exiv2_error}; {exc})") from None
+
+
+def state_of(path: Path, xmp: dict[str, Any], parent: str, error: str | None = None) -> SidecarState:
+    person = person_paths(xmp, parent)
+    leaves = [p[-1] for p in person]
+    facts = reconcile(xmp, {}, {})
+    text = Embedded(leaves, facts.title, facts.description, facts.creator, facts.rating, facts.headline,
+                    facts.city, facts.sublocation, facts.state, facts.country).text()
+    return SidecarState(os.fsencode(path), signature_of(path), True,
+                        [{"name": p[-1], **({"path": "|".join(p)} if len(p) > 1 else {})} for p in person],
+                        rejected_now(xmp, parent), text, error)
+
+
+def read_state(image: Path, parent: str, naming: str = "image.ext.xmp", error: str | None = None) -> SidecarState:
+    """Read the image's sidecar without changing it."""
+    path = sidecar_path(image, naming)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return SidecarState(error=error)
+    except OSError as exc:
+        return SidecarState(os.fsencode(path), signature_of(path), error=error or f"cannot read: {exc.strerror}")
+    try:
+        xmp = read_props(data)
+    except SidecarError as exc:
+        return SidecarState(os.fsencode(path), signature_of(path), error=error or exc.reason)
+    return state_of(path, xmp, parent, error)
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -96,62 +276,152 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise SidecarError(path, f"cannot read sidecar: {exc.strerror}") from exc
-    with _LOCK:
-        _setup()
-        try:
-            return dict(pyexiv2.ImageData(data).read_xmp())
-        except RuntimeError as exc:
-            raise SidecarError(path, f"sidecar is not valid XMP ({exc}); left untouched") from exc
+    try:
+        return read_props(data)
+    except SidecarError as exc:
+        raise SidecarError(path, f"sidecar is {exc.reason}; left untouched") from None
 
 
-def read_embedded_bytes(data: bytes) -> PersonMetadata:
-    """Keywords, title and description already inside an image (XMP and IPTC), from its bytes."""
+def embedded_metadata(data: bytes) -> Embedded:
+    """A person's metadata inside an image's own bytes (XMP, IPTC and EXIF, reconciled)."""
     with _LOCK:
         _setup()
         try:
             image = pyexiv2.ImageData(data)
             try:
-                return person_metadata(image.read_xmp(), image.read_iptc())
+                xmp, iptc, exif = image.read_xmp(), image.read_iptc(), image.read_exif()
             finally:
                 image.close()
         except (RuntimeError, UnicodeDecodeError):
-            return PersonMetadata()  # unreadable metadata costs the keywords, not the image
+            return Embedded()  # unreadable metadata costs the keywords, not the image
+    return reconcile(xmp, iptc, exif, iptc_in_sync(data))
 
 
-def merge_tags(xmp: dict[str, Any], tags: Iterable[str], parent: str) -> dict[str, Any]:
-    """The properties to write so the sidecar holds `tags` as pixdex's, all else unchanged."""
-    tags = list(dict.fromkeys(tags))
-    previously_added = set(_as_list(xmp.get(OURS)))
-    subject = [s for s in _as_list(xmp.get(SUBJECT)) if s not in previously_added]
-    added = [t for t in tags if t not in subject]
-    hierarchical = [h for h in _as_list(xmp.get(HIERARCHICAL)) if not h.startswith(parent + "|")]
-    tags_list = [t for t in _as_list(xmp.get(TAGS_LIST)) if not t.startswith(parent + "/")]
-    return {
-        SUBJECT: subject + added,
-        HIERARCHICAL: hierarchical + [f"{parent}|{t}" for t in tags],
-        TAGS_LIST: tags_list + [f"{parent}/{t}" for t in tags],
-        OURS: added,
-    }
+SEEDED = {  # a new sidecar's fields taken from the image's reconciled metadata
+    "title": "Xmp.dc.title", "description": DESCRIPTION, "creator": "Xmp.dc.creator", "rating": "Xmp.xmp.Rating",
+    "headline": "Xmp.photoshop.Headline", "city": "Xmp.photoshop.City", "state": "Xmp.photoshop.State",
+    "country": "Xmp.photoshop.Country", "sublocation": "Xmp.iptc.Location",
+}
 
 
-def _bag(key: str, values: list[str]) -> dict[str, str]:
-    if not values:
-        return {}
-    out = {key: 'type="Bag"'}
-    out.update({f"{key}[{i}]": v for i, v in enumerate(values, 1)})
-    return out
-
-
-def write_tags(image: Path, tags: list[str], parent: str, model_id: str) -> Path | None:
-    """Merge `tags` into the image's sidecar; returns its path, or None when nothing needed writing."""
-    path = sidecar_path(image)
-    exists = path.exists()
-    if not tags and not exists:
-        return None
+def _seed(image: Path) -> tuple[bytes, dict[str, Any]]:
+    """A new sidecar's first packet — the image's embedded XMP when exiv2 reads it — and the values the MWG
+    reconciliation sets on top (IPTC keywords an XMP-blind program changed, EXIF's description, …)."""
     try:
-        data = path.read_bytes() if exists else SEED_PACKET
-    except OSError as exc:
-        raise SidecarError(path, f"cannot read sidecar: {exc.strerror}") from exc
+        data = image.read_bytes()
+    except OSError:
+        return SEED_PACKET, {}
+    facts = embedded_metadata(data)
+    packet = SEED_PACKET
+    with _LOCK:
+        _setup()
+        try:
+            holder = pyexiv2.ImageData(data)
+            try:
+                raw = holder.read_raw_xmp()
+            finally:
+                holder.close()
+            if raw and raw.strip():
+                candidate = raw.encode()
+                pyexiv2.ImageData(candidate).read_xmp()  # exiv2 must be able to rewrite it
+                packet = candidate
+        except (RuntimeError, UnicodeError):
+            packet = SEED_PACKET
+    values: dict[str, Any] = {}
+    if facts.keywords:
+        values[SUBJECT] = facts.keywords
+    for name, key in SEEDED.items():
+        value = getattr(facts, name)
+        if value in ("", [], None):
+            continue
+        if key in ("Xmp.dc.title", DESCRIPTION):
+            values[key] = {'lang="x-default"': value}
+        elif key == "Xmp.dc.creator":
+            values[key] = value
+        else:
+            values[key] = str(value)
+    return packet, values
+
+
+# Writing -------------------------------------------------------------------------------------
+Planner = Callable[[dict[str, Any]], tuple[KeywordPlan, dict[str, Any]]]  # → keywords, other values (None: delete)
+
+
+def write_tags(image: Path, tags: list[str], parent: str, model_id: str, naming: str = "image.ext.xmp",
+               description: str | None = None, rejected: Iterable[str] = ()) -> SidecarState:
+    """Merge pixdex's machine keywords (and its description, if any) into the image's sidecar. Returns
+    what the sidecar says now. Raises SidecarError when it cannot be read or faithfully rewritten."""
+    also_rejected = list(rejected)
+
+    def plan(xmp: dict[str, Any]) -> tuple[KeywordPlan, dict[str, Any]]:
+        keywords = plan_keywords(xmp, tags, parent, also_rejected=also_rejected)
+        values: dict[str, Any] = {MODEL: model_id}
+        if description is not None:
+            current, ours = lang_alt(xmp.get(DESCRIPTION)), str(xmp.get(DESCRIBED) or "")
+            if not current or current == ours:
+                values[DESCRIPTION] = {'lang="x-default"': description} if description else None
+                values[DESCRIBED] = description or None
+        return keywords, values
+
+    return _rewrite(image, parent, naming, plan, create=bool(tags) or bool(description))
+
+
+def edit_person(image: Path, add: list[str], remove: list[str], description: str | None, parent: str,
+                naming: str = "image.ext.xmp") -> SidecarState:
+    """A person's edit through pixdex (PATCH /items): keywords added as their own (in all three fields),
+    keywords removed from every field — a machine keyword removed is rejected for good — and the
+    description set (None: unchanged; "": emptied). Everything else in the sidecar is kept."""
+    def plan(xmp: dict[str, Any]) -> tuple[KeywordPlan, dict[str, Any]]:
+        machine = [t for t in as_list(xmp.get(MACHINE)) if t not in add]
+        keywords = plan_keywords(xmp, machine, parent, extra_person=add, remove=remove)
+        values: dict[str, Any] = {}
+        if description is not None:
+            values[DESCRIPTION] = {'lang="x-default"': description} if description else None
+            values[DESCRIBED] = None  # the person's now
+        return keywords, values
+
+    return _rewrite(image, parent, naming, plan, create=True)
+
+
+def _rewrite(image: Path, parent: str, naming: str, plan: Planner, create: bool) -> SidecarState:
+    path = sidecar_path(image, naming)
+    for _attempt in range(TRIES):
+        try:
+            target = owned_target(path)
+        except Refused as exc:
+            raise SidecarError(path, f"{exc}; left untouched") from None
+        try:
+            data: bytes | None = target.read_bytes()
+            was = seen(os.stat(target))
+        except FileNotFoundError:
+            data, was = None, None
+        except OSError as exc:
+            raise SidecarError(path, f"cannot read sidecar: {exc.strerror}") from exc
+        if data is None and not create:
+            return SidecarState()
+        payload, state_xmp = _merged(path, image, data, plan)
+        if payload is None:
+            return state_of(path, state_xmp, parent)
+        if _before_replace is not None:
+            _before_replace(path)
+        try:
+            replace_owned(path, payload, was)
+        except ChangedMeanwhile:
+            continue  # another program wrote it meanwhile: merge again, on top of what it wrote
+        except Refused as exc:
+            raise SidecarError(path, f"{exc}; left untouched") from None
+        except OSError as exc:
+            raise SidecarError(path, f"cannot write sidecar: {exc.strerror or exc}") from exc
+        return state_of(path, state_xmp, parent)
+    raise SidecarError(path, f"changed again each of {TRIES} times pixdex merged into it; left untouched "
+                             "(tried again at its next change)")
+
+
+def _merged(path: Path, image: Path, data: bytes | None, plan: Planner) -> tuple[bytes | None, dict[str, Any]]:
+    """The new packet (None: nothing to change) and the properties it holds."""
+    seed_values: dict[str, Any] = {}
+    if data is None:
+        data, seed_values = _seed(image)
     if b"rdf:nodeID" in data:
         raise SidecarError(path, "sidecar uses rdf:nodeID, which XMP does not allow and exiv2 would drop; "
                                  "left untouched")
@@ -160,104 +430,100 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str) -> Path
         try:
             doc = pyexiv2.ImageData(data)
             xmp = dict(doc.read_xmp())
-            merged = merge_tags(xmp, tags, parent)
-            if all(_as_list(xmp.get(k)) == v for k, v in merged.items()) and xmp.get(MODEL) == model_id:
-                return path
+            base = {**xmp, **seed_values}
+            keywords, values = plan(base)
+            values = {**{k: v for k, v in seed_values.items() if k != SUBJECT}, **keywords.values(), **values}
+            if all(_same(xmp.get(k), v) for k, v in values.items()) and not seed_values:
+                return None, xmp
+            values[METADATA_DATE] = datetime.now().astimezone().isoformat(timespec="seconds")
             # exiv2 mirrors a sidecar's XMP into EXIF and IPTC on read and back on write, which
             # resurrects deleted dc:subject entries and mangles exif:ExifVersion. Clearing EXIF first,
             # then IPTC, stops both (the other order lets the IPTC write copy EXIF back).
             doc.clear_exif()
             doc.clear_iptc()
-            doc.modify_xmp({k: None for k in [*merged, MODEL] if k in xmp})
-            values: dict[str, Any] = {MODEL: model_id} if tags or exists else {}
-            for key, items in merged.items():
-                values.update(_bag(key, items))
-            doc.modify_xmp(values)
+            doc.modify_xmp({k: None for k in values if k in xmp})
+            doc.modify_xmp(_pyexiv2_values(values))
             payload = doc.get_bytes()
-            _check_kept(path, xmp, dict(pyexiv2.ImageData(payload).read_xmp()), set(merged) | {MODEL})
+            after = dict(pyexiv2.ImageData(payload).read_xmp())
         except RuntimeError as exc:
-            raise SidecarError(path, f"sidecar is not valid XMP ({exc}); left untouched") from exc
-    _replace(path, payload)
-    return path
+            raise SidecarError(path, f"sidecar is not valid XMP ({str(exc).strip()}); left untouched") from exc
+    _check_graph(path, data, payload, list(values))
+    return payload, after
 
 
-def edit_person(image: Path, add: list[str], remove: list[str], description: str | None, parent: str) -> Path:
-    """A person's edit through pixdex (PATCH /items): keywords added as their own (flat in dc:subject, as
-    their own path in the hierarchical fields), keywords removed from every field — pixdex's included —
-    and the description set (None: unchanged; "": emptied). Everything else in the sidecar is kept."""
-    path = sidecar_path(image)
+def _same(current: Any, wanted: Any) -> bool:
+    if wanted is None:
+        return current is None
+    if isinstance(wanted, list):
+        return as_list(current) == wanted
+    if isinstance(wanted, dict):
+        return isinstance(current, dict) and lang_alt(current) == lang_alt(wanted) and len(current) == len(wanted)
+    return str(current or "") == str(wanted)
+
+
+def _pyexiv2_values(values: dict[str, Any]) -> dict[str, Any]:
+    """pyexiv2's form: Bags spelled out (a plain list is written as a Seq), TagsList as the Seq it is."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None or value == []:
+            continue
+        if isinstance(value, list) and key not in (TAGS_LIST, "Xmp.dc.creator"):
+            out[key] = 'type="Bag"'
+            out.update({f"{key}[{i}]": v for i, v in enumerate(value, 1)})
+        else:
+            out[key] = value
+    return out
+
+
+def _check_graph(path: Path, before: bytes, after: bytes, changed_keys: list[str]) -> None:
+    from pixdex.indexer.xmpgraph import NotRdf, changed_triples
+
+    owned = [URIS[k] if k in URIS else PIXDEX_NS + k.split(".")[-1] if k.startswith("Xmp.pixdex.") else k
+             for k in changed_keys]
     try:
-        data = path.read_bytes() if path.exists() else SEED_PACKET
-    except OSError as exc:
-        raise SidecarError(path, f"cannot read sidecar: {exc.strerror}") from exc
-    if b"rdf:nodeID" in data:
-        raise SidecarError(path, "sidecar uses rdf:nodeID, which exiv2 would drop; left untouched")
-    gone = set(remove)
-    with _LOCK:
-        _setup()
-        try:
-            doc = pyexiv2.ImageData(data)
-            xmp = dict(doc.read_xmp())
-            subject = [k for k in _as_list(xmp.get(SUBJECT)) if k not in gone]
-            merged = {
-                SUBJECT: subject + [k for k in add if k not in subject],
-                HIERARCHICAL: _with_paths([h for h in _as_list(xmp.get(HIERARCHICAL))
-                                           if h not in gone and h.removeprefix(parent + "|") not in gone], add),
-                TAGS_LIST: _with_paths([t for t in _as_list(xmp.get(TAGS_LIST))
-                                        if t not in gone and t.removeprefix(parent + "/") not in gone], add),
-                OURS: [k for k in _as_list(xmp.get(OURS)) if k not in gone and k not in add],
-            }
-            owned = set(merged) | ({"Xmp.dc.description"} if description is not None else set())
-            doc.clear_exif()
-            doc.clear_iptc()
-            doc.modify_xmp({k: None for k in owned if k in xmp})
-            values: dict[str, Any] = {}
-            for key, items in merged.items():
-                values.update(_bag(key, items))
-            if description:
-                values["Xmp.dc.description"] = {'lang="x-default"': description}
-            doc.modify_xmp(values)
-            payload = doc.get_bytes()
-            _check_kept(path, xmp, dict(pyexiv2.ImageData(payload).read_xmp()), owned)
-        except RuntimeError as exc:
-            raise SidecarError(path, f"sidecar is not valid XMP ({exc}); left untouched") from exc
-    _replace(path, payload)
-    return path
+        changes = changed_triples(before, after, owned)
+    except NotRdf as exc:
+        raise SidecarError(path, f"cannot check the rewrite as RDF ({exc}); left untouched") from None
+    if changes:
+        raise SidecarError(path, "exiv2 cannot rewrite this sidecar without changing what pixdex does not own ("
+                                 + "; ".join(changes[:2]) + "); left untouched, still indexed")
 
 
-def _with_paths(kept: list[str], add: list[str]) -> list[str]:
-    return kept + [k for k in add if k not in kept]
+# Moves and deletions --------------------------------------------------------------------------
+OWN_KEYS = {SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, MODEL, DESCRIBED, METADATA_DATE}
 
 
-def remove_if_only_ours(image: Path, parent: str) -> bool:
+def remove_if_only_ours(image: Path, parent: str, naming: str = "image.ext.xmp") -> bool:
     """After the image was deleted: remove its sidecar only when pixdex alone wrote it — nothing in it but
-    pixdex's own tags and bookkeeping. Anything a person (or another program) put there keeps it."""
-    path = sidecar_path(image)
-    if image.exists() or not path.is_file():
+    pixdex's own keywords and bookkeeping. Anything a person (or another program) put there keeps it."""
+    path = sidecar_path(image, naming)
+    if image.exists() or not path.is_file() or path.is_symlink():
         return False
     try:
         xmp = read_sidecar(path)
     except SidecarError:
         return False
-    ours = set(_as_list(xmp.get(OURS)))
-    only_ours = (
-        all(k.split("[")[0] in OWN_KEYS for k in xmp)
-        and set(_as_list(xmp.get(SUBJECT))) <= ours
-        and all(h.startswith(parent + "|") for h in _as_list(xmp.get(HIERARCHICAL)))
-        and all(t.startswith(parent + "/") for t in _as_list(xmp.get(TAGS_LIST)))
-    )
+    only_ours = (all(k.split("[")[0] in OWN_KEYS for k in xmp) and not person_paths(xmp, parent))
     if only_ours:
         path.unlink(missing_ok=True)
     return only_ours
 
 
-def carry_over(old_image: Path, new_image: Path) -> Path | None:
+def carry_over(old_image: Path, new_image: Path, naming: str = "image.ext.xmp") -> Path | None:
     """After a move, the image's sidecar goes with it. One already at the destination is never
     replaced (pixdex's tags are merged into it instead) and the old one then stays where it is.
     A sidecar left behind would otherwise describe whatever image appears at the old name next."""
-    old, new = sidecar_path(old_image), sidecar_path(new_image)
+    import errno
+
+    from pixdex.indexer.files import atomic_write
+
+    old = sidecar_path(old_image, naming)
     if not old.is_file():
         return None
+    new = new_image.with_name(new_image.name + ".xmp")
+    stem = os.path.splitext(new_image.name)[0]
+    if old.name != old_image.name + ".xmp" and stem and not _stem_shared(new_image, stem):
+        new = new_image.with_name(stem + ".xmp")  # an IMG.xmp stays an IMG.xmp
     try:
         os.link(old, new)  # fails if `new` exists: no clobbering, unlike rename
     except FileExistsError:
@@ -279,19 +545,3 @@ def carry_over(old_image: Path, new_image: Path) -> Path | None:
         raise SidecarError(old, f"sidecar copied to {new.name} but the old one cannot be removed: "
                                 f"{exc.strerror or exc}") from exc
     return new
-
-
-def _check_kept(path: Path, before: dict[str, Any], after: dict[str, Any], ours: set[str]) -> None:
-    """Refuse a rewrite in which exiv2 would change anything pixdex did not mean to change."""
-    changed = sorted(k for k in before.keys() | after.keys()
-                     if k.split("[")[0] not in ours and before.get(k) != after.get(k))
-    if changed:
-        raise SidecarError(path, "exiv2 cannot rewrite this sidecar without changing "
-                                 f"{', '.join(changed[:5])}; left untouched")
-
-
-def _replace(path: Path, payload: bytes) -> None:
-    try:
-        atomic_write(path, payload)
-    except OSError as exc:
-        raise SidecarError(path, f"cannot write sidecar: {exc.strerror or exc}") from exc

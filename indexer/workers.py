@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from pixdex.indexer.catalog import FileStat
 from pixdex.indexer.decode import ExifFacts, decode_image
 from pixdex.indexer.errors import ReadError, SidecarError
+from pixdex.indexer.metadata import SidecarState
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
 from pixdex.indexer.scan import content_hash
 from pixdex.indexer.settings import PipelineSettings, TaggerSettings
@@ -98,7 +99,7 @@ class Prepared:
     width: int = 0
     height: int = 0
     exif: ExifFacts = field(default_factory=ExifFacts)
-    metadata: str = ""
+    embedded: dict[str, Any] = field(default_factory=dict)  # metadata.Embedded.as_dict(): the image's own
     clip_input: NDArray[np.float32] | None = None
     tag_input: NDArray[np.float32] | None = None
     warnings: str = ""  # what the libraries printed while reading it
@@ -196,70 +197,73 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
         item.clip_input = clip_preprocess(decoded.image, spec.clip)
     if spec.clip is not None and spec.tagger_size:
         item.tag_input = wd14_preprocess(decoded.image, spec.tagger_size)
-    item.metadata = embedded_text(data, path)
+    from pixdex.indexer.sidecar import embedded_metadata
+
+    item.embedded = embedded_metadata(data).as_dict()
     return item
 
 
-def embedded_text(data: bytes, path: bytes) -> str:
-    """Keywords, title and description in the image's own XMP/IPTC, and its sidecar's, as text."""
-    from pixdex.indexer.sidecar import person_metadata, read_embedded_bytes, read_sidecar, sidecar_path
-
-    words = [read_embedded_bytes(data).text()]
-    try:
-        words.append(person_metadata(read_sidecar(sidecar_path(Path(os.fsdecode(path))))).text())
-    except (SidecarError, OSError):
-        pass  # an unreadable sidecar is reported when pixdex writes it
-    return " ".join(dict.fromkeys(w for w in words if w)).strip()
-
-
 # Sidecars ------------------------------------------------------------------------------------
-def write_sidecar(path: bytes, tags: list[str], parent: str, model_id: str) -> str | None:
-    """Merge pixdex's tags into the image's sidecar; returns the error to record, or None."""
-    from pixdex.indexer.sidecar import write_tags
+@dataclass(frozen=True)
+class SidecarSpec:
+    write: bool  # sidecar.write, and there are machine keywords to write (never in reduced mode)
+    parent: str
+    naming: str
+    model_id: str
+
+
+def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec) -> SidecarState:
+    """Merge pixdex's keywords into the image's sidecar (when `spec.write`) and say what it holds now.
+    Never raises for the file: a sidecar that cannot be written is still read, with the reason."""
+    from pixdex.indexer.sidecar import read_state, write_tags
+
+    image = Path(os.fsdecode(path))
+    with Captured():
+        if spec.write:
+            try:
+                return write_tags(image, tags, spec.parent, spec.model_id, spec.naming, rejected=rejected)
+            except SidecarError as exc:
+                return read_state(image, spec.parent, spec.naming, error=exc.reason)
+            except OSError as exc:  # a name too long for a sidecar beside it, a read-only folder, …
+                return read_state(image, spec.parent, spec.naming, error=f"cannot write sidecar: {exc.strerror or exc}")
+        return read_state(image, spec.parent, spec.naming)
+
+
+def carry_sidecar(old: bytes, new: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec) -> SidecarState:
+    """After a move: the new image's sidecar is the old one, moved (with pixdex's keywords merged)."""
+    from pixdex.indexer.sidecar import carry_over, read_state
 
     try:
-        write_tags(Path(os.fsdecode(path)), tags, parent, model_id)
+        carry_over(Path(os.fsdecode(old)), Path(os.fsdecode(new)), spec.naming)
     except SidecarError as exc:
-        return exc.reason
-    except OSError as exc:  # a name too long for a sidecar beside it, a read-only folder, …
-        return f"cannot write sidecar: {exc.strerror or exc}"
-    return None
-
-
-def carry_sidecar(old: bytes, new: bytes, tags: list[str], parent: str, model_id: str) -> str | None:
-    """After a move: the new image's sidecar starts from the old one's content, plus pixdex's tags."""
-    from pixdex.indexer.sidecar import carry_over
-
-    try:
-        carry_over(Path(os.fsdecode(old)), Path(os.fsdecode(new)))
-    except SidecarError as exc:
-        return exc.reason
+        return read_state(Path(os.fsdecode(new)), spec.parent, spec.naming, error=exc.reason)
     except OSError as exc:
-        return f"cannot write sidecar: {exc.strerror or exc}"
-    return write_sidecar(new, tags, parent, model_id)
+        return read_state(Path(os.fsdecode(new)), spec.parent, spec.naming,
+                          error=f"cannot move sidecar: {exc.strerror or exc}")
+    return sync_sidecar(new, tags, rejected, spec)
 
 
-def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: str | None, parent: str) -> str | None:
-    """A person's edit (PATCH /items), in a worker: pyexiv2 never runs in the serving process."""
+def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: str | None,
+                 spec: SidecarSpec) -> SidecarState:
+    """A person's edit (PATCH /items), in a worker: pyexiv2 never runs in the serving process. Raises
+    SidecarError when the sidecar cannot be written (the edit is then not made)."""
     from pixdex.indexer.sidecar import edit_person
 
+    image = Path(os.fsdecode(path))
     try:
         with Captured():
-            edit_person(Path(os.fsdecode(path)), add, remove, description, parent)
-    except SidecarError as exc:
-        return exc.reason
+            return edit_person(image, add, remove, description, spec.parent, spec.naming)
     except OSError as exc:
-        return f"cannot write sidecar: {exc.strerror or exc}"
-    return None
+        raise SidecarError(image, f"cannot write sidecar: {exc.strerror or exc}") from None
 
 
-def drop_sidecar(path: bytes, parent: str) -> bool:
+def drop_sidecar(path: bytes, spec: SidecarSpec) -> bool:
     """The image is gone: remove its sidecar if pixdex alone wrote it (see `remove_if_only_ours`)."""
     from pixdex.indexer.sidecar import remove_if_only_ours
 
     try:
         with Captured():
-            return remove_if_only_ours(Path(os.fsdecode(path)), parent)
+            return remove_if_only_ours(Path(os.fsdecode(path)), spec.parent, spec.naming)
     except OSError:
         return False
 

@@ -15,13 +15,14 @@ A command that fails inside a group is retried alone, so only it fails.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from numpy.typing import NDArray
 
 from pixdex.indexer.catalog import BACKFILL, CHANGED, Catalog, FileStat, ImageRow
 from pixdex.indexer.fulltext import FullText, doc_of_row
+from pixdex.indexer.metadata import SidecarState, effective
 from pixdex.indexer.settings import PipelineSettings
 from pixdex.indexer.vectors import VectorIndex
 
@@ -52,8 +54,8 @@ class Indexed:
     camera: str | None
     tags: list[dict[str, object]]
     embedding: NDArray[np.float32] | None  # None without models (reduced mode)
-    metadata: str = ""
-    sidecar_error: str | None = None
+    embedded: dict[str, Any] = field(default_factory=dict)  # the image's own metadata (metadata.Embedded)
+    side: SidecarState | None = None
 
 
 @dataclass
@@ -113,7 +115,8 @@ class Writer:
             return self._published.wait_for(lambda: self.generation >= generation, timeout)
 
     def register(self, new: list[FileStat], changed: list[tuple[ImageRow, FileStat]], stale: list[ImageRow],
-                 moved: list[tuple[ImageRow, FileStat]], removed: list[ImageRow]) -> Future[Any]:
+                 moved: list[tuple[ImageRow, FileStat]], removed: list[ImageRow],
+                 sidecar: list[ImageRow] = ()) -> Future[Any]:  # type: ignore[assignment]
         def run(catalog: Catalog, gen: int) -> None:
             catalog.delete([r.id for r in removed], gen)
             for row, _st in moved:  # two steps, so rows can trade paths without a clash
@@ -128,6 +131,8 @@ class Writer:
                 catalog.enqueue(row.id, CHANGED, "content changed")
             for row in stale:
                 catalog.enqueue(row.id, BACKFILL if row.state == "done" else CHANGED, _stale_reason(row))
+            for row in sidecar:  # re-read the sidecar only: the content is known, no decode, no model
+                catalog.enqueue(row.id, CHANGED, "sidecar changed", again=True)  # one in flight read the old one
         return self.submit(run)
 
     def enqueue(self, ids: list[int], priority: int, reason: str) -> Future[Any]:
@@ -142,22 +147,31 @@ class Writer:
                 catalog.dequeue(item.image_id, item.seq)
                 if not _content_changed(catalog, item.image_id, item.stat, item.digest, gen):
                     continue
+                row = catalog.get(item.image_id)
+                tags, text, rejected = effective(item.tags, item.embedded, item.side,
+                                                 row.rejected_list if row else [])
                 catalog.mark_done(
                     item.image_id, clip_model=self.models[0] if item.embedding is not None else None,
                     tagger_model=self.models[1] if item.embedding is not None else None, width=item.width,
                     height=item.height, taken=item.taken.isoformat() if item.taken else None, camera=item.camera,
-                    tags=item.tags, metadata=item.metadata, sidecar_error=item.sidecar_error,
-                    embedding=item.embedding)
+                    tags=tags, metadata=text, sidecar_error=item.side.error if item.side else None,
+                    embedding=item.embedding, side=item.side.signature if item.side else None, rejected=rejected,
+                    embedded=item.embedded)
         return self.submit(run)
 
-    def touch(self, image_id: int, seq: int, st: FileStat, digest: str, sidecar_error: str | None = None,
+    def touch(self, image_id: int, seq: int, st: FileStat, digest: str, side: SidecarState | None = None,
               ) -> Future[Any]:
-        """A file whose mtime changed but whose content did not: only the catalog learns the new stat."""
+        """A file whose content did not change (a new mtime, or only its sidecar changed): the catalog learns
+        the new stat and what the sidecar says now; no decode, no model."""
         def run(catalog: Catalog, gen: int) -> None:
             catalog.dequeue(image_id, seq)
-            if _content_changed(catalog, image_id, st, digest, gen):
-                catalog.set_sidecar_error(image_id, sidecar_error)
+            if _content_changed(catalog, image_id, st, digest, gen) and side is not None:
+                _record_sidecar(catalog, image_id, side, gen)
         return self.submit(run)
+
+    def sidecar_read(self, image_id: int, side: SidecarState) -> Future[Any]:
+        """A person's edit through pixdex was written to the sidecar: index what it says now."""
+        return self.submit(lambda catalog, gen: _record_sidecar(catalog, image_id, side, gen))
 
     def fail(self, image_id: int, seq: int, st: FileStat | None, digest: str | None, reason: str,
              tried: bytes | None = None) -> Future[Any]:
@@ -301,6 +315,14 @@ def _stale_reason(row: ImageRow) -> str:
     if row.state != "done":
         return "not indexed yet"
     return "waiting for models" if row.clip_model is None else "indexed by other models"
+
+
+def _record_sidecar(catalog: Catalog, image_id: int, side: SidecarState, gen: int) -> None:
+    row = catalog.get(image_id)
+    if row is None or row.state != "done":
+        return
+    tags, text, rejected = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list)
+    catalog.set_sidecar(image_id, tags, text, side.signature, rejected, side.error, gen)
 
 
 def _content_changed(catalog: Catalog, image_id: int, st: FileStat, digest: str | None, gen: int) -> bool:

@@ -79,9 +79,12 @@ def check_consistent(data: Path, pics: Path) -> dict[bytes, int]:
     assert searcher.search(tantivy.Query.term_query(_schema(), "id", 0), 1).hits == []
 
     for path, (_, _, _, tags, _) in rows.items():
-        names = [t["name"] for t in json.loads(tags)]
-        if names:
+        machine = [t["name"] for t in json.loads(tags) if t.get("category") != "person"]
+        person = [t["name"] for t in json.loads(tags) if t.get("category") == "person"]
+        if machine or person:
             xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path))))
-            assert sorted(xmp.get("Xmp.digiKam.TagsList", [])) == sorted(f"pixdex/{n}" for n in names), path
+            listed = xmp.get("Xmp.digiKam.TagsList", [])
+            assert sorted(t for t in listed if t.startswith("pixdex/")) == sorted(f"pixdex/{n}" for n in machine), path
+            assert {n for n in person} <= {t.split("/")[-1] for t in listed}, path
     assert temp_files(pics, data) == []
     return {p: r[0] for p, r in rows.items()}

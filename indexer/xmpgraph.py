@@ -1,0 +1,159 @@
+"""Is a rewritten XMP packet faithful? Compared as RDF graphs, not as pyexiv2 sees them.
+
+exiv2 reads a packet into its own data model and serializes it again. What it may lose on the
+way — a namespace URI's trailing ``/`` (the properties move to another namespace), the order of
+an ``rdf:Alt`` (its default changes), an ``rdf:resource`` turned into a literal — is invisible in
+pyexiv2's key/value view, but shows in the triples. `changed_triples` parses both packets with
+rdflib, removes every property pixdex owns (with the containers and structures below it), and
+compares what is left as graphs (blank nodes matched by structure, `rdflib.compare`).
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+BASE = "urn:pixdex:sidecar"  # rdf:about="" resolves against the same base on both sides
+
+
+class NotRdf(ValueError):
+    """The packet is not RDF/XML rdflib can read."""
+
+
+def graph_of(packet: bytes):  # type: ignore[no-untyped-def]
+    """The RDF graph of an XMP packet (the ``rdf:RDF`` element inside ``x:xmpmeta``, or a bare one)."""
+    import rdflib
+
+    try:
+        root = ET.fromstring(_strip_bom(packet))
+    except ET.ParseError as exc:
+        raise NotRdf(f"not well-formed XML ({exc})") from None
+    rdf = root if root.tag == f"{{{RDF_NS}}}RDF" else root.find(f".//{{{RDF_NS}}}RDF")
+    graph = rdflib.Graph()
+    if rdf is None:
+        return graph
+    try:
+        graph.parse(data=ET.tostring(rdf, encoding="unicode"), format="xml", publicID=BASE)
+    except Exception as exc:  # rdflib raises several kinds for malformed RDF/XML
+        raise NotRdf(f"not valid RDF/XML ({type(exc).__name__}: {exc})") from None
+    return graph
+
+
+XPACKET = re.compile(rb"<\?xpacket[^>]*\?>")
+
+
+def _strip_bom(packet: bytes) -> bytes:
+    # The xpacket wrapper is not part of the RDF, and its begin= attribute may hold a byte XML
+    # forbids (XMP2.xmp: 0x1A); trailing NULs and padding of some writers are cut too.
+    if packet.startswith((b"\xff\xfe", b"\xfe\xff")):
+        packet = packet.decode("utf-16").encode()
+    return XPACKET.sub(b"", packet).rstrip(b"\0 \t\r\n")
+
+
+def without(graph, owned: Iterable[str]):  # type: ignore[no-untyped-def]
+    """A copy of `graph` without the properties named in `owned` (full URIs, or a namespace URI
+    ending in ``*`` for all its properties), nor the blank nodes only they lead to."""
+    import rdflib
+
+    exact = {o for o in owned if not o.endswith("*")}
+    prefixes = tuple(o[:-1] for o in owned if o.endswith("*"))
+    out = rdflib.Graph()
+    for triple in graph:
+        out.add(triple)
+    doomed = [(s, p, o) for s, p, o in out if str(p) in exact or (prefixes and str(p).startswith(prefixes))]
+    stack = []
+    for triple in doomed:
+        out.remove(triple)
+        stack.append(triple[2])
+    while stack:  # the containers and structures below a removed property go with it
+        node = stack.pop()
+        if not isinstance(node, rdflib.BNode) or any(True for _ in out.triples((None, None, node))):
+            continue
+        for triple in list(out.triples((node, None, None))):
+            out.remove(triple)
+            stack.append(triple[2])
+    return out
+
+
+def changed_triples(before: bytes, after: bytes, owned: Iterable[str]) -> list[str]:
+    """What differs between the two packets outside `owned`, as short readable lines ([] if nothing)."""
+    from rdflib.compare import isomorphic, to_canonical_graph
+
+    owned = list(owned)
+    kept_before, kept_after = without(graph_of(before), owned), without(graph_of(after), owned)
+    if isomorphic(kept_before, kept_after):
+        return []
+    iso_before, iso_after = to_canonical_graph(kept_before), to_canonical_graph(kept_after)
+    only_before, only_after = iso_before - iso_after, iso_after - iso_before
+    lines = [f"loses {_short(t, iso_before)}" for t in _leaves(only_before)[:2]]
+    lines += [f"adds {_short(t, iso_after)}" for t in _leaves(only_after)[:2]]
+    return lines or ["the structure of the graph changed"]
+
+
+def _leaves(graph) -> list:  # type: ignore[no-untyped-def]
+    """The differing triples that hold values (not the blank nodes between), most telling first."""
+    import rdflib
+
+    triples = sorted(graph)
+    values = [t for t in triples if not isinstance(t[2], rdflib.BNode)]
+    return values or triples
+
+
+def _short(triple, graph) -> str:  # type: ignore[no-untyped-def]
+    """`<top property URI>/local/…: value`, walking up from a blank node to the property that holds it."""
+    import rdflib
+
+    s, p, o = triple
+    path, up = [_local(p)], p
+    for _ in range(8):
+        if not isinstance(s, rdflib.BNode):
+            break
+        parent = next(graph.triples((None, None, s)), None)
+        if parent is None:
+            break
+        s, up, _o = parent
+        path.insert(0, _local(up))
+    path[0] = f"<{up}>"
+    if isinstance(o, rdflib.Literal):
+        text = str(o)
+        value = repr(text[:40] + ("…" if len(text) > 40 else "")) + (f"@{o.language}" if o.language else "")
+    elif isinstance(o, rdflib.BNode):
+        value = "(structure)"
+    else:
+        value = f"<{o}>"
+    return f"{'/'.join(path)} = {value}"
+
+
+def _local(uri) -> str:  # type: ignore[no-untyped-def]
+    text = str(uri)
+    return text.rsplit("#", 1)[-1].rsplit("/", 1)[-1] or text
+
+
+
+
+def props_of_graph(packet: bytes, keys: dict[str, str]) -> dict[str, object]:
+    """The properties named in `keys` (pyexiv2 key → predicate URI), read from the RDF graph in
+    pyexiv2's form: lists for Bag/Seq, {'lang="…"': text} for Alt, text otherwise. For packets exiv2
+    cannot read: their keywords and captions are still a person's words."""
+    import rdflib
+
+    graph = graph_of(packet)
+    rdf_type = rdflib.URIRef(RDF_NS + "type")
+    out: dict[str, object] = {}
+    for key, uri in keys.items():
+        for _s, _p, value in graph.triples((None, rdflib.URIRef(uri), None)):
+            if isinstance(value, rdflib.Literal):
+                out[key] = str(value)
+                continue
+            items = sorted(((int(str(p)[len(RDF_NS) + 1:]), o) for _x, p, o in graph.triples((value, None, None))
+                            if str(p).startswith(RDF_NS + "_") and str(p)[len(RDF_NS) + 1:].isdigit()),
+                           key=lambda item: item[0])
+            kinds = {str(o) for o in graph.objects(value, rdf_type)}
+            if RDF_NS + "Alt" in kinds:
+                out[key] = {f'lang="{getattr(o, "language", None) or "x-default"}"': str(o) for _n, o in items}
+            else:
+                out[key] = [str(o) for _n, o in items if isinstance(o, rdflib.Literal)]
+            break
+    return out
