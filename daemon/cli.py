@@ -229,6 +229,7 @@ def summary_dict(report: Any, stats: Any) -> dict[str, Any]:
         "decoded": stats.decoded, "embedded": stats.embedded, "tagged": stats.tagged,
         "inference_calls": stats.inference_calls,
         "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
+        "sidecars_read": stats.sidecars_read,
         "resumed": report.resumed, "sidecar_failures": stats.sidecar_failures + len(report.sidecar_errors),
         "failures": stats.failures, "folder_errors": report.folder_errors,
         "sidecar_errors": report.sidecar_errors + stats.sidecar_errors,
@@ -238,6 +239,8 @@ def summary_dict(report: Any, stats: Any) -> dict[str, Any]:
 def summary_line(s: dict[str, Any]) -> str:
     line = (f"{s['new']} new, {s['changed']} changed, {s['unchanged']} unchanged, {s['moved']} moved, "
             f"{s['removed']} removed, {s['failed']} failed")
+    if s["sidecars_read"]:
+        line += f"; {s['sidecars_read']} edited sidecar(s) read again"
     if s["resumed"]:
         line += f"; {s['resumed']} resumed from an earlier run"
     if s["sidecar_failures"]:
@@ -354,7 +357,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return EXIT_OK
     counts = info["counts"]
-    sidecars = counts.get("sidecar failed", 0)
+    sidecars = info.get("sidecar_failures", 0)
     print(f"images: {counts['done']} indexed, {counts['pending']} pending, {counts['failed']} failed"
           + (f"; {sidecars} sidecar(s) not written (read and indexed anyway; see `pixdex failures`)" if sidecars else ""))
     print("queue: " + ", ".join(f"{n} {name}" for name, n in info["queue"].items()))

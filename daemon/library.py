@@ -47,12 +47,12 @@ def status(config: Config) -> dict[str, Any]:
     layout = config.layout
     counts = {"pending": 0, "done": 0, "failed": 0}
     queue = {"asked": 0, "new/changed": 0, "backfill": 0}
-    generation = waiting = 0
+    generation = waiting = sidecars = 0
     if layout.exists():
         catalog = Catalog(layout.catalog, read_only=True)
         try:
             counts, queue, generation = catalog.counts(), catalog.queue_counts(), catalog.generation()
-            waiting = catalog.waiting_for_models()
+            waiting, sidecars = catalog.waiting_for_models(), catalog.sidecar_failures()
         finally:
             catalog.close()
     manifest: dict[str, Any] = {}
@@ -65,6 +65,7 @@ def status(config: Config) -> dict[str, Any]:
         "queue": queue,
         "generation": generation,
         "waiting_for_models": waiting,
+        "sidecar_failures": sidecars,
         "models": {
             "clip": {"name": config.models.clip, "state": _model_state(clip_dir, CLIP_FILES),
                      "indexed_with": manifest.get("model")},

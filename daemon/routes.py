@@ -381,7 +381,7 @@ def item_json(row: ImageRow) -> dict[str, Any]:
             "size": row.size, "mtime_ns": row.mtime_ns, "width": row.width, "height": row.height, "taken": row.taken,
             "camera": row.camera, "tags": row.tag_list, "metadata": row.metadata, "clip_model": row.clip_model,
             "tagger_model": row.tagger_model, "sidecar_error": row.sidecar_error,
-            "waiting_for_models": row.waits_for_models}
+            "waiting_for_models": row.waits_for_models, "facts": row.fact_dict, "rejected": row.rejected_list}
 
 
 async def original(request: web.Request) -> web.StreamResponse:

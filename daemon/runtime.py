@@ -194,8 +194,8 @@ class Daemon:
                           "moved": report.moved, "removed": report.removed, "queued": report.queued}
         if report.new or report.changed or report.moved or report.removed or report.queued:
             self.bus.publish("queued", **self.last_scan)
-            log.info("%s: %d new, %d changed, %d moved, %d removed", why, report.new, report.changed, report.moved,
-                     report.removed)
+            log.info("%s: %d new, %d changed, %d moved, %d removed, %d edited sidecar(s)", why, report.new,
+                     report.changed, report.moved, report.removed, report.sidecars)
         for path, reason in report.folder_errors:
             log.warning("%s: %s", path, reason)
         return report
@@ -338,6 +338,7 @@ class Daemon:
                 "committed": stats.committed if stats else 0, "failed": stats.failed if stats else 0,
                 "decoded": stats.decoded if stats else 0, "inference_calls": stats.inference_calls if stats else 0,
                 "unchanged_content": stats.touched if stats else 0,
+                "sidecars_read": stats.sidecars_read if stats else 0,
                 "sidecar_failures": stats.sidecar_failures if stats else 0,
                 "scanning": self.scanning, "dirty_folders": self.watcher.pending(),
                 "in_flight": len(self.indexer.pipeline.inflight) if self.indexer is not None else 0}

@@ -79,6 +79,7 @@ class Watcher(FileSystemEventHandler):
         self.roots: dict[bytes, RootWatch] = {}
         self._dirty = Dirty()
         self._writing: dict[bytes, float] = {}  # file → last write seen, until closed
+        self._moves: dict[bytes, set[bytes]] = {}  # folder → the folders a move joined it to
         self._first = 0.0
         self._last = 0.0
         self._lock = threading.Condition()
@@ -199,12 +200,17 @@ class Watcher(FileSystemEventHandler):
                     continue
                 if not (is_image_name(name) or is_sidecar_name(name)) or name.startswith(b"."):
                     continue
-                if isinstance(event, (FileModifiedEvent, FileCreatedEvent)):
-                    self._writing[path] = now
+                if isinstance(event, (FileModifiedEvent, FileCreatedEvent)) and is_image_name(name):
+                    self._writing[path] = now  # a sidecar is read as it is: a half-written one is read again
                 elif isinstance(event, FileClosedEvent) or n == 0:
                     self._writing.pop(path, None)
                 self._dirty.shallow.add(os.path.dirname(path))
                 touched = True
+            if touched and len(paths) == 2:  # both ends of a move are rescanned together, or it splits in two
+                ends = [p if event.is_directory else os.path.dirname(p) for p in paths]
+                group = set(ends).union(*(self._moves.get(e, set()) for e in ends))
+                for folder in group:
+                    self._moves[folder] = group
             if touched:
                 self.events += 1
                 self._first = self._first or now
@@ -244,12 +250,21 @@ class Watcher(FileSystemEventHandler):
         settle = self.settings.settle
         self._writing = {p: t for p, t in self._writing.items() if now - t < settle}
         busy = {os.path.dirname(p) for p in self._writing}
-        ready = Dirty({d for d in self._dirty.deep if not any(b == d or b.startswith(d + b"/") for b in busy)},
-                      {d for d in self._dirty.shallow if d not in busy})
+
+        def held(folder: bytes, deep: bool) -> bool:
+            return any(b == folder or (deep and b.startswith(folder + b"/")) for b in busy)
+
+        # A folder held back holds back the folders a move joined it to: the two ends must meet in one scan.
+        blocked = {f for f in self._dirty.deep if held(f, True)} | {f for f in self._dirty.shallow if held(f, False)}
+        blocked |= {other for f in blocked for other in self._moves.get(f, ())}
+        ready = Dirty({d for d in self._dirty.deep if d not in blocked},
+                      {d for d in self._dirty.shallow if d not in blocked})
         if not ready:
             return None
         self._dirty.deep -= ready.deep
         self._dirty.shallow -= ready.shallow
+        for folder in ready.deep | ready.shallow:
+            self._moves.pop(folder, None)
         if not self._dirty:
             self._first = 0.0
         return ready

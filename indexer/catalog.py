@@ -76,12 +76,14 @@ MIGRATIONS: list[str] = [
     """,
     # 4: sidecars are watched too. `side` is the sidecar version last read (inode:size:mtime; NULL
     # when none), `rejected` the machine keywords a person removed, `embedded` the image's own metadata
-    # (MWG-reconciled), kept so a sidecar change re-reads only the sidecar. Rows from before have
+    # (MWG-reconciled), kept so a sidecar change re-reads only the sidecar; `facts` what the filters use
+    # (lens, focal, iso, lat, lon from EXIF; rating from the sidecar or the image). Rows from before have
     # `side` NULL: their sidecars are read once more at the next scan.
     """
     ALTER TABLE images ADD COLUMN side TEXT;
     ALTER TABLE images ADD COLUMN rejected TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE images ADD COLUMN embedded TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE images ADD COLUMN facts TEXT NOT NULL DEFAULT '{}';
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -142,6 +144,11 @@ class ImageRow:
     side: str | None = None
     rejected: str = "[]"
     embedded: str = "{}"
+    facts: str = "{}"
+
+    @property
+    def fact_dict(self) -> dict[str, object]:
+        return dict(json.loads(self.facts))
 
     @property
     def fspath(self) -> Path:
@@ -277,12 +284,13 @@ class Catalog:
         return self._rows("WHERE sidecar_error IS NOT NULL ORDER BY path")
 
     def counts(self) -> dict[str, int]:
-        """Images by state, and `sidecar failed`: sidecars pixdex could not write (read and indexed anyway)."""
         counts = {"pending": 0, "done": 0, "failed": 0}
         counts.update(dict(self.db.execute("SELECT state, count(*) FROM images GROUP BY state").fetchall()))
-        counts["sidecar failed"] = int(self.db.execute(
-            "SELECT count(*) FROM images WHERE sidecar_error IS NOT NULL").fetchone()[0])
         return counts
+
+    def sidecar_failures(self) -> int:
+        """Sidecars pixdex could not write (they are read and indexed anyway)."""
+        return int(self.db.execute("SELECT count(*) FROM images WHERE sidecar_error IS NOT NULL").fetchone()[0])
 
     def waiting_for_models(self) -> int:
         """Images indexed without models (reduced mode): their names and metadata only."""
@@ -376,14 +384,16 @@ class Catalog:
 
     def enqueue(self, image_id: int, priority: int, reason: str, again: bool = False) -> None:
         """Queue `image_id`. An entry already there keeps the more urgent priority; with `again` it also
-        gets a new seq, so a worker holding the old one leaves it queued (the file changed under it)."""
+        gets a new seq, so a worker holding the old one leaves it queued (the file changed under it), and
+        the new reason (a content change outranks a sidecar change: the full path reads the sidecar too)."""
         self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'queue_seq'")
         self.db.execute(
             "INSERT INTO queue (image_id, priority, reason, seq, enqueued) "
             "VALUES (?, ?, ?, (SELECT value FROM meta WHERE key = 'queue_seq'), ?) "
             "ON CONFLICT (image_id) DO UPDATE SET priority = min(priority, excluded.priority), "
-            "seq = CASE WHEN ? THEN excluded.seq ELSE seq END",
-            (image_id, priority, reason, time.time(), again))
+            "seq = CASE WHEN ? THEN excluded.seq ELSE seq END, "
+            "reason = CASE WHEN ? THEN excluded.reason ELSE reason END",
+            (image_id, priority, reason, time.time(), again, again and reason != "sidecar changed"))
 
     def dequeue(self, image_id: int, seq: int) -> None:
         """Drop the entry that was worked on; one re-queued meanwhile (a newer seq) stays."""
@@ -398,14 +408,15 @@ class Catalog:
                   taken: str | None, camera: str | None, tags: list[dict[str, object]],
                   metadata: str, sidecar_error: str | None, embedding: NDArray[np.float32] | None,
                   side: str | None = None, rejected: list[str] | None = None,
-                  embedded: dict[str, object] | None = None) -> None:
+                  embedded: dict[str, object] | None = None, facts: dict[str, object] | None = None) -> None:
         """Record an indexed image; without an embedding (no models) it waits for models (clip_model NULL)."""
         self.db.execute(
             "UPDATE images SET state = 'done', reason = NULL, clip_model = ?, tagger_model = ?, width = ?, "
             "height = ?, taken = ?, camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ?, side = ?, "
-            "rejected = ?, embedded = ? WHERE id = ?",
+            "rejected = ?, embedded = ?, facts = ? WHERE id = ?",
             (clip_model, tagger_model, width, height, taken, camera, json.dumps(tags), metadata, sidecar_error,
-             time.time(), side, json.dumps(rejected or []), json.dumps(embedded or {}), image_id))
+             time.time(), side, json.dumps(rejected or []), json.dumps(embedded or {}), json.dumps(facts or {}),
+             image_id))
         if embedding is None or clip_model is None:
             self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
             return
@@ -422,11 +433,12 @@ class Catalog:
         self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
 
     def set_sidecar(self, image_id: int, tags: list[dict[str, object]], metadata: str, side: str | None,
-                    rejected: list[str], error: str | None, gen: int) -> None:
+                    rejected: list[str], error: str | None, facts: dict[str, object], gen: int) -> None:
         """What a (re-)read sidecar says: the keywords and text indexed, the version read, the rejections."""
         self.db.execute("UPDATE images SET tags = ?, metadata = ?, side = ?, rejected = ?, sidecar_error = ?, "
-                        "gen = ?, updated = ? WHERE id = ?",
-                        (json.dumps(tags), metadata, side, json.dumps(rejected), error, gen, time.time(), image_id))
+                        "facts = ?, gen = ?, updated = ? WHERE id = ?",
+                        (json.dumps(tags), metadata, side, json.dumps(rejected), error, json.dumps(facts), gen,
+                         time.time(), image_id))
 
     def set_sidecar_error(self, image_id: int, error: str | None) -> None:
         self.db.execute("UPDATE images SET sidecar_error = ? WHERE id = ?", (error, image_id))

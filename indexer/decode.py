@@ -36,12 +36,22 @@ EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff
 EXIF_IFD = 0x8769
 MAKE, MODEL, DATETIME = 0x010F, 0x0110, 0x0132
 DATETIME_ORIGINAL, DATETIME_DIGITIZED = 0x9003, 0x9004
+GPS_IFD, LENS_MODEL, FOCAL_LENGTH, ISO = 0x8825, 0xA434, 0x920A, 0x8827
 
 
 @dataclass(frozen=True)
 class ExifFacts:
     camera: str | None = None
     taken: datetime | None = None
+    lens: str | None = None
+    focal: float | None = None  # mm
+    iso: int | None = None
+    lat: float | None = None  # degrees, north positive
+    lon: float | None = None  # degrees, east positive
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in (("lens", self.lens), ("focal", self.focal), ("iso", self.iso), ("lat", self.lat),
+                                  ("lon", self.lon)) if v is not None}
 
 
 @dataclass(frozen=True)
@@ -138,7 +148,41 @@ def read_exif(image: Image.Image) -> ExifFacts:
     camera = model if make and model and model.lower().startswith(make.split()[0].lower()) else \
         " ".join(p for p in (make, model) if p) or None
     stamp = sub.get(DATETIME_ORIGINAL) or sub.get(DATETIME_DIGITIZED) or exif.get(DATETIME)
-    return ExifFacts(camera, parse_exif_date(_text(stamp)))
+    lens = _text(sub.get(LENS_MODEL))
+    iso = _number(sub.get(ISO))
+    try:
+        lat, lon = _gps(exif.get_ifd(GPS_IFD))
+    except Exception:  # a broken GPS block costs the position only
+        lat = lon = None
+    focal = _number(sub.get(FOCAL_LENGTH))
+    return ExifFacts(camera, parse_exif_date(_text(stamp)), lens, focal if focal and focal > 0 else None,
+                     int(iso) if iso is not None and 0 < iso < 10_000_000 else None, lat, lon)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, (tuple, list)):
+        value = value[0] if value else None
+    try:
+        number = float(value)  # type: ignore[arg-type] - Pillow's IFDRational, int or float
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _gps(gps: dict[int, object]) -> tuple[float | None, float | None]:
+    """Decimal degrees from GPSLatitude/Longitude (degrees, minutes, seconds) and their N/S/E/W refs."""
+    def degrees(value: object, ref: object, limit: float) -> float | None:
+        if not isinstance(value, (tuple, list)) or len(value) != 3:
+            return None
+        parts = [_number(v) for v in value]
+        if any(p is None for p in parts):
+            return None
+        d, m, sec = parts  # type: ignore[misc]
+        result = d + m / 60 + sec / 3600
+        if _text(ref) in ("S", "W"):
+            result = -result
+        return round(result, 7) if abs(result) <= limit else None
+    return degrees(gps.get(2), gps.get(1), 90), degrees(gps.get(4), gps.get(3), 180)
 
 
 def _text(value: object) -> str | None:

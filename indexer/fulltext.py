@@ -32,7 +32,7 @@ from pixdex.indexer.layout import Layout
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
+SCHEMA_VERSION = 3  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
 # tantivy keeps dates as i64 nanoseconds: 1677-09-21 … 2262-04-11. Dates outside are dropped.
 DATE_MIN, DATE_MAX = datetime(1678, 1, 1), datetime(2262, 1, 1)
 
@@ -79,6 +79,10 @@ class TextDoc:
     description: str = ""
     ocr: str = ""
     metadata: str = ""
+    lens: str = ""
+    numbers: dict[str, int] = field(default_factory=dict)  # rating, iso, w, h
+    lat: float | None = None
+    lon: float | None = None
     camera: str = ""
     date: datetime | None = None
 
@@ -91,8 +95,25 @@ def doc_of_row(row: ImageRow) -> TextDoc:
             taken = in_date_range(datetime.fromisoformat(row.taken))
         except ValueError:
             taken = None
+    facts = row.fact_dict
+    numbers = {"w": row.width, "h": row.height, "rating": facts.get("rating"), "iso": facts.get("iso")}
     return TextDoc(id=row.id, path=display_path(row.path), tags=[str(t["name"]) for t in row.tag_list],
-                   metadata=row.metadata, camera=row.camera or "", date=taken or mtime_date(row.mtime_ns))
+                   metadata=row.metadata, camera=row.camera or "", date=taken or mtime_date(row.mtime_ns),
+                   lens=str(facts.get("lens") or ""), numbers={k: int(v) for k, v in numbers.items() if v is not None},
+                   lat=_float(facts.get("lat")), lon=_float(facts.get("lon")))
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def orientation_of(width: int | None, height: int | None) -> str:
+    """landscape, portrait or square (within 2 %), from the size as displayed (EXIF orientation applied)."""
+    if not width or not height:
+        return ""
+    if abs(width - height) <= 0.02 * max(width, height):
+        return "square"
+    return "landscape" if width > height else "portrait"
 
 
 def _schema() -> tantivy.Schema:
@@ -106,7 +127,16 @@ def _schema() -> tantivy.Schema:
     builder.add_text_field("folders", tokenizer_name="raw", index_option="basic")
     builder.add_text_field("ext", tokenizer_name="raw", index_option="basic")
     builder.add_date_field("date", stored=True, indexed=True, fast=True)
+    builder.add_text_field("lens")
+    builder.add_text_field("orientation", tokenizer_name="raw", index_option="basic")
+    for name in NUMBER_FIELDS:
+        builder.add_integer_field(name, indexed=True, fast=True)
+    builder.add_float_field("lat", indexed=True, fast=True)
+    builder.add_float_field("lon", indexed=True, fast=True)
     return builder.build()
+
+
+NUMBER_FIELDS = ("rating", "iso", "w", "h")
 
 
 def _register_tokenizers(index: tantivy.Index) -> None:
@@ -189,6 +219,13 @@ class FullText:
         date = in_date_range(doc.date)
         if date is not None:
             out.add_date("date", date)
+        out.add_text("lens", doc.lens)
+        out.add_text("orientation", orientation_of(doc.numbers.get("w"), doc.numbers.get("h")))
+        for name, value in doc.numbers.items():
+            out.add_integer(name, value)
+        if doc.lat is not None and doc.lon is not None:
+            out.add_float("lat", doc.lat)
+            out.add_float("lon", doc.lon)
         return out
 
     def _delete(self, image_id: int) -> None:

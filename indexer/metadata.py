@@ -44,6 +44,7 @@ class Embedded:
     sublocation: str = ""
     state: str = ""
     country: str = ""
+    created: str = ""  # ISO date from XMP/IPTC (photoshop:DateCreated, xmp:CreateDate, IPTC DateCreated)
 
     def text(self) -> str:
         """Everything a text search should find, once each."""
@@ -88,8 +89,26 @@ def reconcile(xmp: dict[str, Any], iptc: dict[str, Any], exif: dict[str, Any], i
     creator = [a.strip() for a in str(exif.get("Exif.Image.Artist") or "").split(";") if a.strip()]
     creator = creator or as_list(pick(xmp.get("Xmp.dc.creator"), iptc.get("Iptc.Application2.Byline")))
     values = {name: lang_alt(pick(xmp.get(x), iptc.get(i))) for name, (x, i) in XMP_FIRST.items()}
+    iptc_date = str(iptc.get("Iptc.Application2.DateCreated") or "")
+    created = _iso_date(pick(xmp.get("Xmp.photoshop.DateCreated") or xmp.get("Xmp.xmp.CreateDate"),
+                             f"{iptc_date}T{iptc.get('Iptc.Application2.TimeCreated') or '00:00:00'}"
+                             if iptc_date else None))
     return Embedded(keywords=list(dict.fromkeys(keywords)), description=description, creator=creator,
-                    rating=_rating(xmp.get("Xmp.xmp.Rating") or exif.get("Exif.Image.Rating")), **values)
+                    rating=_rating(xmp.get("Xmp.xmp.Rating") or exif.get("Exif.Image.Rating")), created=created,
+                    **values)
+
+
+def _iso_date(value: Any) -> str:
+    """An XMP/IPTC date (``2001-05-19T18:36:41+02:00``, ``2001-05-19``, ``2001``) as ISO, local time kept."""
+    from datetime import datetime
+
+    text = str(value or "").strip().replace(":", "-", 2) if str(value or "")[4:5] == ":" else str(value or "").strip()
+    for size, fmt in ((19, "%Y-%m-%dT%H:%M:%S"), (16, "%Y-%m-%dT%H:%M"), (10, "%Y-%m-%d"), (7, "%Y-%m"), (4, "%Y")):
+        try:
+            return datetime.strptime(text[:size], fmt).isoformat()
+        except ValueError:
+            continue
+    return ""
 
 
 def _rating(value: Any) -> int | None:
@@ -158,25 +177,27 @@ class SidecarState:
     rejected: list[str] = field(default_factory=list)
     text: str = ""  # keywords, title, description, … for the text index
     error: str | None = None  # why pixdex did not write it (it may still have been read)
+    rating: int | None = None
 
 
 def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: SidecarState | None,
-              rejected: list[str] = ()) -> tuple[list[dict[str, object]], str, list[str]]:  # type: ignore[assignment]
+              rejected: list[str] = ()  # type: ignore[assignment]
+              ) -> tuple[list[dict[str, object]], str, list[str], int | None]:
     """The keywords (`tag:`) and the person's text an image is indexed with, and its rejected keywords.
 
     A readable sidecar speaks for the image, as it does for digiKam (a sidecar's XMP replaces the
     embedded one): its keywords and text. Without one, the image's own reconciled metadata. The
     models' keywords follow, minus those a person rejected and those the person has already."""
     rejected = list(dict.fromkeys([*rejected, *(side.rejected if side else [])]))
+    facts = Embedded(**embedded)
     if side is not None and side.readable:
         person = [{"name": p["name"], "confidence": 1.0, "category": "person", "source": "sidecar",
                    **({"path": p["path"]} if "path" in p else {})} for p in side.person]
-        text = side.text
+        text, rating = side.text, side.rating
     else:
-        facts = Embedded(**embedded)
         person = [{"name": k, "confidence": 1.0, "category": "person", "source": "image"} for k in facts.keywords]
-        text = facts.text()
+        text, rating = facts.text(), facts.rating
     theirs = {str(p["name"]) for p in person}
     kept = [t for t in machine if t.get("category") != "person" and str(t["name"]) not in rejected
             and str(t["name"]) not in theirs]
-    return kept + person, text, rejected
+    return kept + person, text, rejected, rating

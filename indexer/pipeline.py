@@ -17,6 +17,7 @@ no file: their entries stay queued.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pixdex.indexer.catalog import ASKED, Catalog, QueueEntry
+from pixdex.indexer.catalog import ASKED, CHANGED, Catalog, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError, ReadError, display_path
 from pixdex.indexer.settings import Config
 from pixdex.indexer.metadata import SidecarState
@@ -66,7 +67,8 @@ class Stats:
     tagged: int = 0
     inference_calls: int = 0
     committed: int = 0
-    touched: int = 0
+    touched: int = 0  # a new stat, the same content
+    sidecars_read: int = 0  # only the sidecar changed: re-read, no decode, no model
     failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     sidecar_failures: int = 0
@@ -106,6 +108,7 @@ class Pipeline:
         # The sidecar versions pixdex itself just wrote, by image path: the scanner does not take them for
         # a person's edit (the writer records them with the commit; this covers the moments before).
         self.own_sidecars: OrderedDict[bytes, str | None] = OrderedDict()
+        self.writing_sidecars: set[bytes] = set()  # image paths whose sidecar a worker is merging right now
 
     def stages(self) -> list[Callable[[queue.Queue[Any], queue.Queue[Any]], None]]:
         return [self.feed, self.decode, self.batch, self.infer, self.sidecar, self.write]
@@ -370,12 +373,23 @@ class Pipeline:
                 break
             start = time.perf_counter()
             done = [w for w in batch if w.error is None and w.prepared is not None]
+            with self._inflight_lock:
+                self.writing_sidecars.update(w.entry.row.path for w in done)
             futures = [self.decode_pool.schedule(sync_sidecar, (w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w)),
                                                  timeout=60) for w in done]
             for work, future in zip(done, futures, strict=True):
-                self._await_done(future)
+                try:
+                    self._await_done(future)
+                finally:
+                    with self._inflight_lock:
+                        self.writing_sidecars.discard(work.entry.row.path)
                 work.side = _sidecar_result(future, work.entry.row.path)
-                self.remember_own(work.entry.row.path, work.side)
+                if work.side.path is not None and _signature_now(work.side.path) != work.side.signature:
+                    # Another program wrote it after pixdex did (its event was not taken for a change while
+                    # pixdex was writing): read it again once this commits.
+                    self.writer.enqueue([work.entry.row.id], CHANGED, "sidecar changed", again=True)
+                else:
+                    self.remember_own(work.entry.row.path, work.side)
                 if work.side.error:
                     with self.stats.lock:
                         self.stats.sidecar_failures += 1
@@ -394,6 +408,14 @@ class Pipeline:
             work.prepared is not None and work.prepared.same_content and work.entry.row.clip_model is not None)
         return SidecarSpec(settings.write and made_by_models and self.info.has_models, settings.tag_parent,
                            settings.naming, self.info.tagger_id or self.info.clip_id)
+
+    def own_view(self) -> tuple[dict[bytes, str | None], set[bytes]]:
+        """For the scanner: the sidecar versions pixdex wrote, by image path; images whose sidecar is being
+        written map to their row's current version (the worker reads what is there when it merges)."""
+        with self._inflight_lock:
+            own = dict(self.own_sidecars)
+            writing = set(self.writing_sidecars)
+        return own, writing
 
     def remember_own(self, path: bytes, side: SidecarState) -> None:
         with self._inflight_lock:
@@ -425,12 +447,15 @@ class Pipeline:
                     futures.append(self.writer.touch(entry.row.id, entry.seq, prepared.stat, prepared.digest,
                                                      work.side))
                     with self.stats.lock:
-                        self.stats.touched += 1
+                        if entry.reason == "sidecar changed":
+                            self.stats.sidecars_read += 1
+                        else:
+                            self.stats.touched += 1
                 elif prepared is not None:
                     indexed.append(Indexed(entry.row.id, entry.seq, prepared.stat, prepared.digest,
                                            prepared.width, prepared.height, prepared.exif.taken,
                                            prepared.exif.camera, work.tags, work.embedding, prepared.embedded,
-                                           work.side))
+                                           work.side, prepared.exif.as_dict()))
             if indexed:
                 futures.append(self.writer.store(indexed))
             self.stats.current = display_path(batch[-1].entry.row.path) if batch else ""
@@ -493,6 +518,14 @@ def carry_sidecars(pool: Any, moves: list[tuple[bytes, bytes, list[str], list[st
     futures = [pool.schedule(carry_sidecar, (old, new, tags, rejected, spec), timeout=60)
                for old, new, tags, rejected in moves]
     return [(new, _sidecar_result(future, new)) for (_, new, _, _), future in zip(moves, futures, strict=True)]
+
+
+def _signature_now(path: bytes) -> str | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _sidecar_result(future: Future[SidecarState], path: bytes) -> SidecarState:

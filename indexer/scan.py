@@ -155,7 +155,7 @@ def normalize_roots(roots: list[bytes]) -> list[bytes]:
 def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_symlinks: bool,
               model_ids: tuple[str, str | None], library: list[bytes] | None = None,
               shallow: list[bytes] = (), exclude: list[str] | None = None,  # type: ignore[assignment]
-              own: dict[bytes, str | None] | None = None) -> Diff:
+              own: dict[bytes, str | None] | None = None, writing: set[bytes] = frozenset()) -> Diff:
     """Diff the trees under `roots` against the catalog. `library` (default: the roots) are all the
     folders pixdex indexes; links into them are not followed, their files have their own paths.
 
@@ -165,7 +165,9 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
     rows stay: an unmounted disk is not a deletion.
 
     An indexed image whose sidecar changed (appeared, edited, removed) goes to `sidecar`, unless the
-    version found is one pixdex just wrote itself (`own`: image path → the sidecar version written).
+    version found is one pixdex just wrote itself (`own`: image path → the sidecar version written), or
+    pixdex is writing it right now (`writing`: its worker merges whatever is there, and a person's edit
+    that lands after pixdex's rename is caught by the pipeline's look after the write).
     """
     own = own or {}
     diff = Diff()
@@ -200,7 +202,7 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
                 diff.stale.append(row)
             else:
                 diff.unchanged.append(row)
-                if st.side != row.side and (st.path not in own or own[st.path] != st.side):
+                if st.side != row.side and st.path not in writing and (st.path not in own or own[st.path] != st.side):
                     diff.sidecar.append(row)
     unreadable = [path for path, _ in diff.errors]
     gone = [row for row in known.values() if not _below_any(row.path, unreadable)]

@@ -249,7 +249,7 @@ def state_of(path: Path, xmp: dict[str, Any], parent: str, error: str | None = N
                     facts.city, facts.sublocation, facts.state, facts.country).text()
     return SidecarState(os.fsencode(path), signature_of(path), True,
                         [{"name": p[-1], **({"path": "|".join(p)} if len(p) > 1 else {})} for p in person],
-                        rejected_now(xmp, parent), text, error)
+                        rejected_now(xmp, parent), text, error, facts.rating)
 
 
 def read_state(image: Path, parent: str, naming: str = "image.ext.xmp", error: str | None = None) -> SidecarState:
@@ -384,6 +384,8 @@ def edit_person(image: Path, add: list[str], remove: list[str], description: str
 
 
 def _rewrite(image: Path, parent: str, naming: str, plan: Planner, create: bool) -> SidecarState:
+    if not os.path.lexists(image):  # deleted (or moved) meanwhile: its sidecar is the scanner's business now
+        return SidecarState()
     path = sidecar_path(image, naming)
     for _attempt in range(TRIES):
         try:

@@ -56,6 +56,7 @@ class Indexed:
     embedding: NDArray[np.float32] | None  # None without models (reduced mode)
     embedded: dict[str, Any] = field(default_factory=dict)  # the image's own metadata (metadata.Embedded)
     side: SidecarState | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # decode.ExifFacts.as_dict()
 
 
 @dataclass
@@ -127,18 +128,18 @@ class Writer:
                     catalog.enqueue(row.id, CHANGED, "moved, not indexed by the current models")
             for st in new:
                 catalog.enqueue(catalog.insert(st, gen), CHANGED, "new file")
-            for row, _st in changed:
-                catalog.enqueue(row.id, CHANGED, "content changed")
+            for row, _st in changed:  # one in flight read the old content: it must leave this queued
+                catalog.enqueue(row.id, CHANGED, "content changed", again=True)
             for row in stale:
                 catalog.enqueue(row.id, BACKFILL if row.state == "done" else CHANGED, _stale_reason(row))
             for row in sidecar:  # re-read the sidecar only: the content is known, no decode, no model
                 catalog.enqueue(row.id, CHANGED, "sidecar changed", again=True)  # one in flight read the old one
         return self.submit(run)
 
-    def enqueue(self, ids: list[int], priority: int, reason: str) -> Future[Any]:
+    def enqueue(self, ids: list[int], priority: int, reason: str, again: bool = False) -> Future[Any]:
         def run(catalog: Catalog, gen: int) -> None:
             for image_id in ids:
-                catalog.enqueue(image_id, priority, reason)
+                catalog.enqueue(image_id, priority, reason, again)
         return self.submit(run)
 
     def store(self, items: list[Indexed]) -> Future[Any]:
@@ -148,15 +149,17 @@ class Writer:
                 if not _content_changed(catalog, item.image_id, item.stat, item.digest, gen):
                     continue
                 row = catalog.get(item.image_id)
-                tags, text, rejected = effective(item.tags, item.embedded, item.side,
-                                                 row.rejected_list if row else [])
+                tags, text, rejected, rating = effective(item.tags, item.embedded, item.side,
+                                                         row.rejected_list if row else [])
+                # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
+                taken = item.taken.isoformat() if item.taken else item.embedded.get("created") or None
                 catalog.mark_done(
                     item.image_id, clip_model=self.models[0] if item.embedding is not None else None,
                     tagger_model=self.models[1] if item.embedding is not None else None, width=item.width,
-                    height=item.height, taken=item.taken.isoformat() if item.taken else None, camera=item.camera,
+                    height=item.height, taken=taken, camera=item.camera,
                     tags=tags, metadata=text, sidecar_error=item.side.error if item.side else None,
                     embedding=item.embedding, side=item.side.signature if item.side else None, rejected=rejected,
-                    embedded=item.embedded)
+                    embedded=item.embedded, facts=_with_rating(item.facts, rating))
         return self.submit(run)
 
     def touch(self, image_id: int, seq: int, st: FileStat, digest: str, side: SidecarState | None = None,
@@ -321,8 +324,14 @@ def _record_sidecar(catalog: Catalog, image_id: int, side: SidecarState, gen: in
     row = catalog.get(image_id)
     if row is None or row.state != "done":
         return
-    tags, text, rejected = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list)
-    catalog.set_sidecar(image_id, tags, text, side.signature, rejected, side.error, gen)
+    tags, text, rejected, rating = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list)
+    catalog.set_sidecar(image_id, tags, text, side.signature, rejected, side.error,
+                        _with_rating(row.fact_dict, rating), gen)
+
+
+def _with_rating(facts: dict[str, Any], rating: int | None) -> dict[str, Any]:
+    out = {k: v for k, v in facts.items() if k != "rating"}
+    return out if rating is None else {**out, "rating": rating}
 
 
 def _content_changed(catalog: Catalog, image_id: int, st: FileStat, digest: str | None, gen: int) -> bool:

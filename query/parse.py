@@ -1,9 +1,13 @@
 """Query strings → `Query`: free text, "exact phrases", +/- arithmetic and filters.
 
     beach + sunset - people tag:dog -tag:cat folder:~/Pictures ext:png after:2020-01-01
-    before:2021 camera:canon "golden hour" in:holidays
+    before:2021 camera:canon "golden hour" in:holidays rating:>=3 iso:>=1600 lens:50mm w:>3000
+    orientation:portrait near:48.85,2.35,5 near:48.8,2.2,48.9,2.4
 
 ``in:NAME`` narrows to a collection (a named watched folder); the service resolves names to folders.
+Numbers (``rating:``, ``iso:``, ``w:``, ``h:``) take N, >=N, >N, <=N, <N or N..M. ``near:LAT,LON,KM``
+is the square KM north, south, east and west of the point (not a circle: corners reach 1.4 × KM);
+``near:S,W,N,E`` a box. ``orientation:`` is landscape, portrait or square, as the image is displayed.
 
 Filters restrict both the vector side and the text side. ``after:`` is inclusive from the start
 of its day (or month, or year); ``before:`` is exclusive from the start of its period.
@@ -11,16 +15,22 @@ of its day (or month, or year); ``before:`` is exclusive from the start of its p
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.fulltext import normalize_ext, normalize_tag
 
-FILTER_KEYS = ("tag", "folder", "in", "ext", "after", "before", "camera")
+FILTER_KEYS = ("tag", "folder", "in", "ext", "after", "before", "camera", "lens", "rating", "iso", "w", "h",
+               "orientation", "near")
+NUMBER_KEYS = ("rating", "iso", "w", "h")
+ORIENTATIONS = ("landscape", "portrait", "square")
+NUMBER = re.compile(r"^(?:(?P<op>>=|<=|>|<|=)?(?P<n>-?\d+)|(?P<lo>-?\d+)\.\.(?P<hi>-?\d+))$")
 TOKEN = re.compile(
     r'(?P<filter>-?(?:' + "|".join(FILTER_KEYS) + r'):(?:"[^"]*"|\S*))'
     r'|(?P<phrase>"[^"]*")'
@@ -49,6 +59,12 @@ class Filters:
     within: tuple[tuple[str, ...], ...] = ()  # each group: one of these folders (in:, a token's scope)
     after: datetime | None = None
     before: datetime | None = None
+    lenses: tuple[str, ...] = ()
+    numbers: tuple[tuple[str, int | None, int | None], ...] = ()  # (field, lowest, highest), inclusive
+    not_numbers: tuple[tuple[str, int | None, int | None], ...] = ()
+    orientations: tuple[str, ...] = ()
+    not_orientations: tuple[str, ...] = ()
+    boxes: tuple[tuple[float, float, float, float], ...] = ()  # south, west, north, east (degrees)
 
     @property
     def empty(self) -> bool:
@@ -75,7 +91,7 @@ class Query:
 
 def parse_query(raw: str, cwd: Path | None = None) -> Query:
     cwd = cwd or Path.cwd()
-    filters: dict[str, list[str]] = {k: [] for k in Filters.__dataclass_fields__
+    filters: dict[str, list[Any]] = {k: [] for k in Filters.__dataclass_fields__
                                      if k not in ("after", "before", "within")}
     dates: dict[str, datetime] = {}
     segments: list[tuple[str, list[str]]] = [("+", [])]
@@ -111,7 +127,7 @@ def parse_query(raw: str, cwd: Path | None = None) -> Query:
     return Query(positive, negative, " ".join(text_parts), built, tuple(unknown))
 
 
-def _add_filter(token: str, filters: dict[str, list[str]], dates: dict[str, datetime], cwd: Path) -> None:
+def _add_filter(token: str, filters: dict[str, list[Any]], dates: dict[str, datetime], cwd: Path) -> None:
     negated = token.startswith("-")
     key, _, value = token.lstrip("-").partition(":")
     value = value.strip('"').strip()
@@ -122,16 +138,67 @@ def _add_filter(token: str, filters: dict[str, list[str]], dates: dict[str, date
             raise QueryError(f"{token!r}: a date filter cannot be negated; use the other one ({'before' if key == 'after' else 'after'}:)")
         dates[key] = parse_date(key, value)
         return
-    normal = {"tag": normalize_tag, "ext": normalize_ext, "camera": str.lower, "in": str,
+    if key in NUMBER_KEYS:
+        filters["not_numbers" if negated else "numbers"].append(_number_range(token, key, value))
+        return
+    if key == "near":
+        if negated:
+            raise QueryError(f"{token!r}: a place filter cannot be negated")
+        filters["boxes"].append(_box(token, value))
+        return
+    if key == "orientation":
+        if value.lower() not in ORIENTATIONS:
+            raise QueryError(f"{token!r}: orientation is one of {', '.join(ORIENTATIONS)}")
+        filters[("not_" if negated else "") + "orientations"].append(value.lower())
+        return
+    normal = {"tag": normalize_tag, "ext": normalize_ext, "camera": str.lower, "lens": str.lower, "in": str,
               "folder": lambda v: _folder(v, cwd)}[key](value)
-    plural = {"tag": "tags", "folder": "folders", "ext": "exts", "camera": "cameras", "in": "collections"}[key]
-    if negated and key == "camera":
-        raise QueryError(f"{token!r}: a camera filter cannot be negated")
+    plural = {"tag": "tags", "folder": "folders", "ext": "exts", "camera": "cameras", "lens": "lenses",
+              "in": "collections"}[key]
+    if negated and key in ("camera", "lens"):
+        raise QueryError(f"{token!r}: a {key} filter cannot be negated")
     filters[("not_" if negated else "") + plural].append(normal)
 
 
+def _number_range(token: str, key: str, value: str) -> tuple[str, int | None, int | None]:
+    """`3`, `>=3`, `>3`, `<3`, `<=3`, `3..5` → (key, lowest, highest), both inclusive."""
+    match = NUMBER.match(value)
+    if match is None:
+        raise QueryError(f"{token!r}: write {key}:N, {key}:>=N, {key}:<N or {key}:N..M (whole numbers)")
+    if match["lo"] is not None:
+        low, high = int(match["lo"]), int(match["hi"])
+        if low > high:
+            raise QueryError(f"{token!r}: {low} is above {high}; write {key}:{high}..{low}")
+        return key, low, high
+    n, op = int(match["n"]), match["op"] or "="
+    return {"=": (key, n, n), ">=": (key, n, None), ">": (key, n + 1, None), "<=": (key, None, n),
+            "<": (key, None, n - 1)}[op]
+
+
+def _box(token: str, value: str) -> tuple[float, float, float, float]:
+    """near:LAT,LON,KM → the square of KM around the point (north, south, east and west); near:S,W,N,E → that box."""
+    try:
+        numbers = [float(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 3:
+        lat, lon, km = numbers
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180 and 0 < km <= 20_000):
+            raise QueryError(f"{token!r}: latitude −90…90, longitude −180…180, distance above 0 km")
+        dlat = km / 111.32
+        dlon = km / max(111.32 * math.cos(math.radians(lat)), 1e-6)
+        return max(lat - dlat, -90.0), max(lon - dlon, -180.0), min(lat + dlat, 90.0), min(lon + dlon, 180.0)
+    if len(numbers) == 4:
+        south, west, north, east = numbers
+        if not (-90 <= south <= north <= 90 and -180 <= west <= 180 and -180 <= east <= 180):
+            raise QueryError(f"{token!r}: a box is south,west,north,east in degrees, south below north")
+        return south, west, north, east
+    raise QueryError(f"{token!r}: write near:LAT,LON,KM (e.g. near:48.85,2.35,5) or near:SOUTH,WEST,NORTH,EAST")
+
+
 _EXAMPLES = {"tag": "dog", "folder": "~/Pictures/2020", "in": "holidays", "ext": "png", "after": "2020-01-01",
-             "before": "2021-06", "camera": "canon"}
+             "before": "2021-06", "camera": "canon", "lens": "50mm", "rating": ">=3", "iso": ">=1600", "w": ">3000",
+             "h": "<=1080", "orientation": "portrait", "near": "48.85,2.35,5"}
 
 
 def _folder(value: str, cwd: Path) -> str:

@@ -29,6 +29,23 @@ def _date_range(schema: tantivy.Schema, after: datetime | None, before: datetime
     return tantivy.Query.range_query(schema, "date", tantivy.FieldType.Date, lower, upper)
 
 
+def _number_range(schema: tantivy.Schema, name: str, low: int | None, high: int | None) -> tantivy.Query:
+    if low is not None and high is not None and low > high:
+        return tantivy.Query.boolean_query([(Occur.MustNot, tantivy.Query.all_query())])
+    return tantivy.Query.range_query(schema, name, tantivy.FieldType.Integer, low, high)
+
+
+def _box(schema: tantivy.Schema, south: float, west: float, north: float, east: float) -> tantivy.Query:
+    lat = tantivy.Query.range_query(schema, "lat", tantivy.FieldType.Float, south, north)
+    if west <= east:
+        lon = tantivy.Query.range_query(schema, "lon", tantivy.FieldType.Float, west, east)
+    else:  # across the antimeridian
+        lon = tantivy.Query.boolean_query([
+            (Occur.Should, tantivy.Query.range_query(schema, "lon", tantivy.FieldType.Float, west, 180.0)),
+            (Occur.Should, tantivy.Query.range_query(schema, "lon", tantivy.FieldType.Float, -180.0, east))])
+    return tantivy.Query.boolean_query([(Occur.Must, lat), (Occur.Must, lon)])
+
+
 def filter_query(schema: tantivy.Schema, filters: Filters) -> tantivy.Query | None:
     must: list[tantivy.Query] = []
     must_not: list[tantivy.Query] = []
@@ -53,6 +70,14 @@ def filter_query(schema: tantivy.Schema, filters: Filters) -> tantivy.Query | No
         must += [tantivy.Query.term_query(schema, "camera", w) for w in words]
     if filters.after or filters.before:
         must.append(_date_range(schema, filters.after, filters.before))
+    for lens in filters.lenses:
+        must += [tantivy.Query.term_query(schema, "lens", w) for w in re.findall(r"\w+", lens)]
+    must += [_number_range(schema, *spec) for spec in filters.numbers]
+    must_not += [_number_range(schema, *spec) for spec in filters.not_numbers]
+    if filters.orientations:
+        must.append(any_of("orientation", filters.orientations))
+    must_not += [tantivy.Query.term_query(schema, "orientation", o) for o in filters.not_orientations]
+    must += [_box(schema, *box) for box in filters.boxes]
     if not must and not must_not:
         return None
     if not must:

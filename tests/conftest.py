@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,3 +142,27 @@ def make_library(root: Path) -> dict[str, Path]:
     save("city/old_tram.bmp", gradient(5))
     save("city/scan_archive.tiff", gradient(6))
     return files
+
+
+# The other programs, played by real Debian tools (installed when missing and allowed) --------------
+def tool(name: str, package: str) -> str:
+    found = shutil.which(name)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        install = ["apt-get", "install", "-y", "-q", package]
+        if subprocess.run(install, capture_output=True).returncode != 0:  # a fresh machine has no lists yet
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+            subprocess.run(install, capture_output=True)
+        found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (Debian package {package})")
+    return found
+
+
+@pytest.fixture(scope="session")
+def exiftool() -> str:
+    return tool("exiftool", "libimage-exiftool-perl")
+
+
+@pytest.fixture(scope="session")
+def exiv2() -> str:
+    return tool("exiv2", "exiv2")

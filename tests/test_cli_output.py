@@ -41,11 +41,11 @@ def test_negative_k_gets_the_same_message_as_zero(indexed: Env, capsys: pytest.C
 
 
 def test_unknown_filters_are_said_to_be_searched_as_words(indexed: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = indexed.cli("search", "tram rating:3 lens:x", "--json", capsys=capsys)
+    status, out, err = indexed.cli("search", "tram stars:3 mood:x", "--json", capsys=capsys)
     notes = json.loads(out)["notes"]
-    assert any(n.startswith("rating:3: not a filter pixdex knows") for n in notes)
-    assert any(n.startswith("lens:x: not a filter") for n in notes)
-    assert "note: rating:3" in err
+    assert any(n.startswith("stars:3: not a filter pixdex knows") for n in notes)
+    assert any(n.startswith("mood:x: not a filter") for n in notes)
+    assert "note: stars:3" in err
 
 
 def test_null_output_is_the_raw_bytes_of_names(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,4 +68,8 @@ def test_existing_keywords_titles_and_captions_are_searchable(env: Env, corpus: 
 
     assert "IPTC.jpg" in text_hits("witty")  # IPTC caption
     assert "PhotoMechanic.jpg" in text_hits("three")  # IPTC keyword
-    assert "XMP.jpg" in text_hits('"UTF-16 (big-endian) encoded"')  # XMP dc:description
+    # MWG: EXIF ImageDescription wins over XMP dc:description ("A witty caption" over "UTF-16 … encoded XMP"),
+    # and what loses is not indexed; MWG.jpg marks every losing value WRONG.
+    assert "XMP.jpg" in text_hits("witty") and "XMP.jpg" not in text_hits('"UTF-16 (big-endian) encoded"')
+    assert "MWG.jpg" in text_hits("RIGHT1of2-XMP-Keywords") and "MWG.jpg" in text_hits("RIGHT-EXIF-Description")
+    assert "MWG.jpg" not in text_hits("WRONG1of2-IPTC-Keywords") | text_hits("WRONG-XMP-Description")

@@ -198,3 +198,32 @@ def test_a_deleted_images_sidecar_goes_only_if_pixdex_alone_wrote_it(served: Ser
     wait_for(lambda: not {str(mine), str(theirs)} & set(ids(served)), what="both to leave the index")
     wait_for(lambda: not sidecars[mine].exists(), what="pixdex's own sidecar to go")
     assert sidecars[theirs].exists() and b"Aunt Rosa" in sidecars[theirs].read_bytes()
+
+
+def test_a_move_out_of_a_folder_with_a_file_still_being_written_is_one_move(tmp_path: Path) -> None:
+    """Found when sidecars were watched: a hard link (no close event) kept its folder "being written", the
+    destination folder was rescanned alone, and the moved image lost its id. Both ends wait together."""
+    from pixdex.daemon.watcher import Watcher
+    from pixdex.indexer.settings import WatchSettings
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    noise(1).save(a / "moving.jpg")
+    watcher = Watcher(WatchSettings(settle=1.5, debounce=0.05), [], [], [], lambda why: None)
+    watcher.watch([os.fsencode(tmp_path)])
+    try:
+        time.sleep(0.3)
+        with open(a / "growing.jpg", "wb") as handle:  # written, not closed yet: folder a is busy
+            handle.write(b"\xff\xd8\xff")
+            handle.flush()
+            time.sleep(0.2)
+            os.rename(a / "moving.jpg", b / "moving.jpg")
+            early = watcher.take(0.6)
+            assert early is None or not (early.shallow & {os.fsencode(b)}) or os.fsencode(a) in early.shallow
+        later = watcher.take(3)
+        assert later is not None
+        taken = (early.shallow if early else set()) | later.shallow
+        assert {os.fsencode(a), os.fsencode(b)} <= taken
+    finally:
+        watcher.stop()

@@ -17,32 +17,9 @@ from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.sidecar import edit_person, read_sidecar, read_state, sidecar_path, write_tags
 from pixdex.indexer.xmpgraph import changed_triples
 
-from conftest import CORPUS, solid
+from conftest import CORPUS, solid, tool
 
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus/exiftool is not beside the checkout")
-
-
-def _tool(name: str, package: str) -> str:
-    found = shutil.which(name)
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        install = ["apt-get", "install", "-y", "-q", package]
-        if subprocess.run(install, capture_output=True).returncode != 0:  # a fresh machine has no lists yet
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
-            subprocess.run(install, capture_output=True)
-        found = shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} is not installed (Debian package {package})")
-    return found
-
-
-@pytest.fixture(scope="session")
-def exiftool() -> str:
-    return _tool("exiftool", "libimage-exiftool-perl")
-
-
-@pytest.fixture(scope="session")
-def exiv2() -> str:
-    return _tool("exiv2", "exiv2")
 
 
 def exif_json(exiftool: str, path: Path, *tags: str) -> dict[str, object]:
@@ -242,7 +219,7 @@ def test_every_corpus_sidecar_keeps_its_graph_or_is_refused_and_still_read(name:
         state = read_state(image, "pixdex")
         assert {"dog", "sunset"} <= set(read_sidecar(side)["Xmp.dc.subject"])
     # Read either way: every keyword and caption exiftool sees in it is indexed.
-    seen = exif_json(_tool("exiftool", "libimage-exiftool-perl"), CORPUS / name, "-XMP:all")
+    seen = exif_json(tool("exiftool", "libimage-exiftool-perl"), CORPUS / name, "-XMP:all")
     keywords = {leaf(k) for key in ("XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList")
                 for k in as_list(seen.get(key))}
     assert state.readable

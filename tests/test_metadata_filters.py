@@ -1,0 +1,89 @@
+"""What is already in the files is knowledge too: EXIF, IPTC, XMP and sidecar facts reach the catalog
+and both sides of a query as filters. Real camera files from the exiftool corpus, indexed with the
+stand-in models; every filter is checked to keep what it should and drop what it should not."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPUS, Env, solid
+from test_index_search import catalog_rows, paths, search
+
+pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus/exiftool is not beside the checkout")
+
+CAMERAS = ["Apple.jpg", "Google.jpg", "Canon.jpg", "MWG.jpg", "XMP.jpg", "IPTC.jpg", "GPS.jpg"]
+
+
+@pytest.fixture()
+def library(env: Env, capsys: pytest.CaptureFixture[str]) -> Env:
+    for name in CAMERAS:
+        shutil.copyfile(CORPUS / name, env.pics / name)
+    solid((10, 20, 30), size=(300, 200)).save(env.pics / "wide.png")
+    solid((10, 20, 30), size=(200, 300)).save(env.pics / "tall.png")
+    solid((10, 20, 30), size=(250, 250)).save(env.pics / "even.png")
+    summary = env.index_json(capsys)
+    assert summary["failed"] == 0, summary
+    return env
+
+
+def test_facts_reach_the_catalog(library: Env) -> None:
+    rows = {Path(p).name: r for p, r in catalog_rows(library).items()}
+    import json
+
+    apple = json.loads(str(rows["Apple.jpg"]["facts"]))
+    assert apple["lens"] == "iPhone 7 back camera 3.99mm f/1.8" and apple["iso"] == 40
+    assert abs(apple["lat"] - 53.3828) < 1e-3 and abs(apple["lon"] + 1.4567) < 1e-3
+    assert json.loads(str(rows["MWG.jpg"]["facts"]))["rating"] == 3
+    # No EXIF date in IPTC.jpg: the IPTC creation date is the date taken.
+    assert str(rows["IPTC.jpg"]["taken"]).startswith("2004-02-26")
+
+
+def test_each_filter_keeps_what_it_should(library: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    everything = paths(search(library, capsys, "photo", k=50))
+    assert len(everything) == 10
+
+    def found(query: str) -> set[str]:
+        return paths(search(library, capsys, query, k=50))
+
+    assert found("photo rating:>=3") == {"MWG.jpg"}
+    assert found("photo rating:<3") == set()  # only rated images have a rating
+    assert found("photo -rating:3") == everything - {"MWG.jpg"}
+    assert found("photo iso:>=1000") == {"Google.jpg"}
+    assert found("photo iso:40..100") == {"Apple.jpg", "Canon.jpg", "XMP.jpg"}
+    assert found('photo lens:"iphone 7"') == {"Apple.jpg"}
+    assert found("photo near:53.38,-1.46,5") == {"Apple.jpg"}  # Sheffield
+    assert found("photo near:50,-3,56,0") == {"Apple.jpg", "GPS.jpg"}  # a box over northern England
+    assert found("photo near:40.4,-3.7,2") == {"Google.jpg"}  # Madrid
+    assert found("photo w:>=300") >= {"wide.png"} and "tall.png" not in found("photo w:>=300")
+    assert found("photo orientation:portrait") == {"tall.png"}
+    assert found("photo orientation:square") >= {"even.png"} and "wide.png" not in found("photo orientation:square")
+    assert "tall.png" not in found("photo -orientation:portrait")
+    # Text side too: the facts are searchable words, and the filters apply to both sides.
+    text_hits = search(library, capsys, "iphone rating:>=0", k=50)
+    assert [h for h in text_hits if h["text_rank"] is not None] == []  # Apple.jpg has no rating
+
+
+@pytest.mark.parametrize("query, message", [
+    ("rating:abc", "whole numbers"), ("iso:5..1", "is above"), ("near:91,0,5", "latitude"),
+    ("near:1,2", "near:LAT,LON,KM"), ("orientation:diagonal", "orientation is one of"), ("-lens:50mm", "cannot be negated"),
+])
+def test_bad_filters_say_what_to_write(env: Env, capsys: pytest.CaptureFixture[str], query: str, message: str) -> None:
+    status, _out, err = env.cli("search", query, capsys=capsys)
+    assert status == 2 and message in err
+
+
+def test_a_rating_set_in_the_sidecar_wins(library: Env, capsys: pytest.CaptureFixture[str], exiftool: str) -> None:
+    side = library.pics / "Canon.jpg.xmp"
+    if not side.exists():  # no machine keyword: pixdex wrote no sidecar; a person's program makes one
+        subprocess.run([exiftool, "-o", str(side), "-XMP-xmp:Rating=5", str(library.pics / "Canon.jpg")],
+                       check=True, capture_output=True)
+    else:
+        subprocess.run([exiftool, "-overwrite_original", "-XMP-xmp:Rating=5", str(side)], check=True,
+                       capture_output=True)
+    summary = library.index_json(capsys)
+    assert summary["decoded"] == 0, summary  # a sidecar change: no decode
+    assert paths(search(library, capsys, "photo rating:5", k=50)) == {"Canon.jpg"}
