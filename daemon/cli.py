@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     failures.add_argument("--json", action="store_true")
 
     sub.add_parser("config", help="every setting with its default and help")
+    rebuild = sub.add_parser("rebuild", help="rebuild the catalog and both indexes from the images and their sidecars "
+                                            "(no model runs for an image whose sidecar carries its embedding)")
+    rebuild.add_argument("--json", action="store_true", help="print the summary as JSON")
+    check = sub.add_parser("check", help="compare the catalog, both indexes, the sidecars and the files on disk")
+    check.add_argument("--fix", action="store_true", help="repair what disagrees (stop the daemon first)")
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
 
     sub.add_parser("serve", help="run the daemon: watch the folders, keep the indexes true, answer queries")
     sub.add_parser("reload", help="make the running daemon re-read its config (as SIGHUP does)")
@@ -229,7 +235,7 @@ def summary_dict(report: Any, stats: Any) -> dict[str, Any]:
         "decoded": stats.decoded, "embedded": stats.embedded, "tagged": stats.tagged,
         "inference_calls": stats.inference_calls,
         "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
-        "sidecars_read": stats.sidecars_read,
+        "sidecars_read": stats.sidecars_read, "from_sidecars": stats.from_sidecars,
         "resumed": report.resumed, "sidecar_failures": stats.sidecar_failures + len(report.sidecar_errors),
         "failures": stats.failures, "folder_errors": report.folder_errors,
         "sidecar_errors": report.sidecar_errors + stats.sidecar_errors,
@@ -415,6 +421,104 @@ def cmd_failures(args: argparse.Namespace, config: Config) -> int:
         if not rows:
             print("no failures", file=sys.stderr)
     return EXIT_OK
+
+
+def _no_daemon(config: Config, what: str) -> None:
+    client = daemon_client(config)
+    if client is not None:
+        from pixdex.indexer.errors import PixdexError
+
+        pid = client.get("/health")["pid"]
+        raise PixdexError(f"the pixdex daemon (pid {pid}) is running; stop it first (`systemctl --user stop pixdex`, "
+                          f"or Ctrl-C on `pixdex serve`), then run `pixdex {what}`")
+
+
+def cmd_rebuild(args: argparse.Namespace, config: Config) -> int:
+    """The catalog and both indexes, again, from the images and their sidecars. The old ones are moved
+    aside (named in the output), never deleted; folders added with `watch add` are kept."""
+    import sqlite3
+    import time
+
+    from pixdex.indexer.catalog import Catalog
+    from pixdex.indexer.core import lock_data_dir
+
+    _no_daemon(config, "rebuild")
+    layout = config.layout
+    added: list[tuple[str, bytes]] = []
+    aside = None
+    if layout.exists():
+        lock = lock_data_dir(layout.root, layout.lock)
+        try:
+            try:
+                db = sqlite3.connect(f"file:{layout.catalog}?mode=ro", uri=True)
+                try:
+                    added = [(str(n), bytes(p)) for n, p in db.execute("SELECT name, path FROM collections")]
+                finally:
+                    db.close()
+            except sqlite3.Error:
+                added = []  # a catalog from before collections, or a broken one: nothing to keep
+            aside = layout.root / f"before-rebuild-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.mkdir()
+            for path in [*layout.catalog_files(), layout.fulltext, layout.vectors]:
+                if path.exists():
+                    os.replace(path, aside / path.name)
+            if added:
+                catalog = Catalog(layout.catalog)
+                try:
+                    with catalog.transaction():
+                        for name, path in added:
+                            catalog.add_collection(name, path)
+                finally:
+                    catalog.close()
+        finally:
+            lock.close()
+    roots = list(config.folders) + [Path(os.fsdecode(p)) for _, p in added]
+    summary = index_folders(config, roots, progress=not args.json)
+    summary["moved_aside"] = str(aside) if aside else None
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(summary_line(summary) + f"; {summary['from_sidecars']} embedding(s) taken from sidecars, "
+              f"{summary['inference_calls']} model call(s)")
+        if aside:
+            print(f"the previous catalog and indexes are in {aside} (delete it once you are satisfied)")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.indexer.check import check, repair
+    from pixdex.indexer.collections import all_collections
+
+    folders = [c.path for c in all_collections(config, None)] + _added_folders(config)
+    findings = check(config, folders)
+    if findings and args.fix:
+        _no_daemon(config, "check --fix")
+        repair(config, findings, folders)
+        fixed = len(findings)
+        findings = check(config, folders)
+        print(f"repaired {fixed - len(findings)} of {fixed} disagreement(s)", file=sys.stderr)
+    if args.json:
+        print(json.dumps([f.as_dict() for f in findings], indent=2, ensure_ascii=False))
+    else:
+        for finding in findings:
+            print(f"{printable(finding.path)}: {finding.kind}: {finding.problem}")
+        if not findings:
+            print("catalog, text index, vector index, sidecars and files agree", file=sys.stderr)
+        elif not args.fix:
+            print(f"{len(findings)} disagreement(s); `pixdex check --fix` repairs them", file=sys.stderr)
+    return EXIT_SOME_FAILED if findings else EXIT_OK
+
+
+def _added_folders(config: Config) -> list[bytes]:
+    if not config.layout.exists():
+        return []
+    from pixdex.indexer.catalog import Catalog
+
+    catalog = Catalog(config.layout.catalog, read_only=True)
+    try:
+        return [p for _, p in catalog.collections()]
+    finally:
+        catalog.close()
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
@@ -631,6 +735,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "run": cmd_run, "index": cmd_index, "search": cmd_search, "similar": cmd_similar, "status": cmd_status,
     "failures": cmd_failures, "config": cmd_config, "models": cmd_models, "serve": cmd_serve, "reload": cmd_reload, "pause": cmd_pause,
     "resume": cmd_resume, "reindex": cmd_reindex, "watch": cmd_watch, "token": cmd_token, "service": cmd_service,
+    "rebuild": cmd_rebuild, "check": cmd_check,
 }
 
 

@@ -339,6 +339,7 @@ class Daemon:
                 "decoded": stats.decoded if stats else 0, "inference_calls": stats.inference_calls if stats else 0,
                 "unchanged_content": stats.touched if stats else 0,
                 "sidecars_read": stats.sidecars_read if stats else 0,
+                "from_sidecars": stats.from_sidecars if stats else 0,
                 "sidecar_failures": stats.sidecar_failures if stats else 0,
                 "scanning": self.scanning, "dirty_folders": self.watcher.pending(),
                 "in_flight": len(self.indexer.pipeline.inflight) if self.indexer is not None else 0}

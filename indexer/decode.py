@@ -88,6 +88,27 @@ def decode_image(data: bytes, path: str, min_side: int, max_pixels: int) -> Deco
         raise ReadError(path, f"cannot decode: {exc or type(exc).__name__}") from None
 
 
+def probe_image(data: bytes, path: str, max_pixels: int) -> tuple[int, int, ExifFacts]:
+    """Size (as displayed) and EXIF facts from the header alone: no pixel is decoded."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            refuse_bombs(image, path, max_pixels, "decode.max_pixels", "index it")
+            width, height = _oriented_size(image)
+            return width, height, read_exif(image)
+    except ReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ReadError(path, "not an image Pillow can read (unknown or unsupported format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ReadError(path, f"refused as a decompression bomb: {exc} (limit: decode.max_pixels = "
+                              f"{max_pixels:,}; raise it to index this image)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
+        raise ReadError(path, f"cannot read its header: {exc or type(exc).__name__}") from None
+
+
 def refuse_bombs(image: Image.Image, path: str, max_pixels: int, setting: str, purpose: str) -> None:
     """Refuse, from the header alone, an image with no pixels or more than `max_pixels` of them."""
     w, h = image.size

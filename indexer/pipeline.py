@@ -69,6 +69,7 @@ class Stats:
     committed: int = 0
     touched: int = 0  # a new stat, the same content
     sidecars_read: int = 0  # only the sidecar changed: re-read, no decode, no model
+    from_sidecars: int = 0  # embedding and keywords taken from the image's sidecar: no decode, no model
     failed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     sidecar_failures: int = 0
@@ -239,7 +240,8 @@ class Pipeline:
                 break
             if item is not None:
                 spec = DecodeSpec(self.info.min_side, self.config.decode.max_pixels, self.info.transform,
-                                  self.info.tagger_size, self._known_hash(item.entry))
+                                  self.info.tagger_size, self._known_hash(item.entry), self._from_sidecar(item.entry),
+                                  self.info.dim)
                 pending.append((item, self.decode_pool.schedule(prepare, (item.entry.row.path, spec), timeout=timeout)))
                 self.stats.at["decode"] = display_path(item.entry.row.path)
             if pending and (item is None or len(pending) >= self._window or pending[0][1].done()):
@@ -256,6 +258,14 @@ class Pipeline:
         row = entry.row
         current = row.current_for(self.info.ids)
         return row.hash if current and entry.priority != ASKED else None
+
+    def _from_sidecar(self, entry: QueueEntry) -> tuple[str, str, str, str] | None:
+        """Let the decoder take the embedding and keywords a sidecar carries for the current models — never
+        for a file a person asked to redo."""
+        if not self.info.has_models or entry.priority == ASKED:
+            return None
+        settings = self.config.sidecar
+        return (self.info.clip_id, self.info.tagger_id or self.info.clip_id, settings.tag_parent, settings.naming)
 
     def _finish_decode(self, work: Work, future: Future[Prepared]) -> None:
         from pebble import ProcessExpired
@@ -278,7 +288,12 @@ class Pipeline:
             log.warning("unexpected error decoding %s: %r", display_path(work.entry.row.path), exc)
             work.error = f"unexpected {type(exc).__name__}: {exc}"
         self.stats.add_time("decode wait", time.perf_counter() - start)
-        if work.prepared is not None and not work.prepared.same_content:
+        if work.prepared is not None and work.prepared.embedding is not None:  # carried by its sidecar
+            work.embedding = work.prepared.embedding
+            work.tags = [{"name": t, "confidence": 1.0, "category": "general"} for t in work.prepared.machine_tags]
+            with self.stats.lock:
+                self.stats.from_sidecars += 1
+        elif work.prepared is not None and not work.prepared.same_content:
             with self.stats.lock:
                 self.stats.decoded += 1
         if work.prepared is not None and work.prepared.warnings:
@@ -375,8 +390,8 @@ class Pipeline:
             done = [w for w in batch if w.error is None and w.prepared is not None]
             with self._inflight_lock:
                 self.writing_sidecars.update(w.entry.row.path for w in done)
-            futures = [self.decode_pool.schedule(sync_sidecar, (w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w)),
-                                                 timeout=60) for w in done]
+            futures = [self.decode_pool.schedule(sync_sidecar, (w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w),
+                                                                self._embedding_of(w)), timeout=60) for w in done]
             for work, future in zip(done, futures, strict=True):
                 try:
                     self._await_done(future)
@@ -416,6 +431,11 @@ class Pipeline:
             own = dict(self.own_sidecars)
             writing = set(self.writing_sidecars)
         return own, writing
+
+    def _embedding_of(self, work: Work) -> tuple[str, str, Any] | None:
+        if not self.config.sidecar.embedding or work.embedding is None or work.prepared is None:
+            return None
+        return self.info.clip_id, work.prepared.digest, work.embedding
 
     def remember_own(self, path: bytes, side: SidecarState) -> None:
         with self._inflight_lock:

@@ -97,6 +97,8 @@ class SidecarSettings:
     naming: str = setting("image.ext.xmp", "Name of a new sidecar: IMG.jpg.xmp (darktable, digiKam, Immich) or "
                           "IMG.xmp (Adobe, Capture One). Both are read; an existing one is always used.",
                           choices=("image.ext.xmp", "image.xmp"))
+    embedding: bool = setting(True, "Store each image's CLIP embedding in its sidecar (f16, about 1.4 KB), so a "
+                              "library copied elsewhere is searchable without running the model again.")
 
 
 @dataclass(frozen=True)

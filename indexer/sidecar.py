@@ -55,6 +55,7 @@ LAST_KEYWORDS, DESCRIPTION, METADATA_DATE = "Xmp.MicrosoftPhoto.LastKeywordXMP",
     "Xmp.xmp.MetadataDate"
 OURS, MACHINE, REJECTED = "Xmp.pixdex.Tags", "Xmp.pixdex.Machine", "Xmp.pixdex.Rejected"
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
+EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF = "Xmp.pixdex.Embedding", "Xmp.pixdex.EmbeddingModel", "Xmp.pixdex.EmbeddingOf"
 KEYWORD_KEYS = (SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED)
 URIS = {  # the RDF predicates behind pyexiv2's keys, for the graph check
     SUBJECT: "http://purl.org/dc/elements/1.1/subject",
@@ -343,19 +344,60 @@ def _seed(image: Path) -> tuple[bytes, dict[str, Any]]:
     return packet, values
 
 
+# Embeddings that travel with the photo ----------------------------------------------------------
+def encode_embedding(vector: Any) -> str:
+    """``f16:<dim>:<first 16 hex of sha256 of the f16 bytes>:<base64 of the f16 bytes, little-endian>``."""
+    import base64
+    import hashlib
+
+    import numpy as np
+
+    raw = np.asarray(vector, dtype="<f2").reshape(-1).tobytes()
+    return f"f16:{len(raw) // 2}:{hashlib.sha256(raw).hexdigest()[:16]}:{base64.b64encode(raw).decode()}"
+
+
+def read_embedding(xmp: dict[str, Any], model_id: str, content_hash: str) -> Any:
+    """The embedding a sidecar holds for `model_id` and the image content `content_hash` (float32, unit
+    length), or None: absent, of another model or another content, or failing its checksum."""
+    import base64
+    import binascii
+    import hashlib
+
+    import numpy as np
+
+    if not model_id or str(xmp.get(EMBEDDING_MODEL) or "") != model_id or str(xmp.get(EMBEDDING_OF) or "") != content_hash:
+        return None
+    try:
+        dtype, dim, checksum, payload = str(xmp.get(EMBEDDING) or "").split(":", 3)
+        raw = base64.b64decode(payload, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if dtype != "f16" or len(raw) != 2 * int(dim) or hashlib.sha256(raw).hexdigest()[:16] != checksum:
+        return None
+    vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 and np.isfinite(norm) else None
+
+
 # Writing -------------------------------------------------------------------------------------
 Planner = Callable[[dict[str, Any]], tuple[KeywordPlan, dict[str, Any]]]  # → keywords, other values (None: delete)
 
 
 def write_tags(image: Path, tags: list[str], parent: str, model_id: str, naming: str = "image.ext.xmp",
-               description: str | None = None, rejected: Iterable[str] = ()) -> SidecarState:
+               description: str | None = None, rejected: Iterable[str] = (),
+               embedding: tuple[str, str, Any] | None = None) -> SidecarState:
     """Merge pixdex's machine keywords (and its description, if any) into the image's sidecar. Returns
-    what the sidecar says now. Raises SidecarError when it cannot be read or faithfully rewritten."""
+    what the sidecar says now. Raises SidecarError when it cannot be read or faithfully rewritten.
+    `embedding`: (CLIP model id, the image content's hash, vector), stored so the photo carries it."""
     also_rejected = list(rejected)
 
     def plan(xmp: dict[str, Any]) -> tuple[KeywordPlan, dict[str, Any]]:
         keywords = plan_keywords(xmp, tags, parent, also_rejected=also_rejected)
         values: dict[str, Any] = {MODEL: model_id}
+        if embedding is not None:
+            clip_id, content_hash, vector = embedding
+            values.update({EMBEDDING_MODEL: clip_id, EMBEDDING_OF: content_hash,
+                           EMBEDDING: encode_embedding(vector)})
         if description is not None:
             current, ours = lang_alt(xmp.get(DESCRIPTION)), str(xmp.get(DESCRIBED) or "")
             if not current or current == ours:
@@ -363,7 +405,7 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str, naming:
                 values[DESCRIBED] = description or None
         return keywords, values
 
-    return _rewrite(image, parent, naming, plan, create=bool(tags) or bool(description))
+    return _rewrite(image, parent, naming, plan, create=bool(tags) or bool(description) or embedding is not None)
 
 
 def edit_person(image: Path, add: list[str], remove: list[str], description: str | None, parent: str,
@@ -492,7 +534,8 @@ def _check_graph(path: Path, before: bytes, after: bytes, changed_keys: list[str
 
 
 # Moves and deletions --------------------------------------------------------------------------
-OWN_KEYS = {SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, MODEL, DESCRIBED, METADATA_DATE}
+OWN_KEYS = {SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, MODEL, DESCRIBED, METADATA_DATE, EMBEDDING,
+            EMBEDDING_MODEL, EMBEDDING_OF}
 
 
 def remove_if_only_ours(image: Path, parent: str, naming: str = "image.ext.xmp") -> bool:

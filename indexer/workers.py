@@ -89,6 +89,10 @@ class DecodeSpec:
     clip: ClipTransform | None  # None without models: read size, dates and metadata only
     tagger_size: int | None
     known_hash: str | None = None  # content already indexed under this id: skip decoding if unchanged
+    # (CLIP model id, keyword model id, sidecar parent, naming): take the embedding and keywords from the
+    # image's sidecar when it holds them for these models and this very content — no decode, no model.
+    from_sidecar: tuple[str, str, str, str] | None = None
+    dim: int = 0  # the CLIP embedding's dimension
 
 
 @dataclass
@@ -102,6 +106,8 @@ class Prepared:
     embedded: dict[str, Any] = field(default_factory=dict)  # metadata.Embedded.as_dict(): the image's own
     clip_input: NDArray[np.float32] | None = None
     tag_input: NDArray[np.float32] | None = None
+    embedding: NDArray[np.float32] | None = None  # from the sidecar (then `machine_tags` are too)
+    machine_tags: list[str] = field(default_factory=list)
     warnings: str = ""  # what the libraries printed while reading it
 
 
@@ -191,6 +197,8 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
     if item.digest == spec.known_hash:
         item.same_content = True
         return item
+    if spec.from_sidecar is not None and _from_sidecar(item, data, path, spec):
+        return item
     decoded = decode_image(data, os.fsdecode(path), spec.min_side, spec.max_pixels)
     item.width, item.height, item.exif = decoded.width, decoded.height, decoded.exif
     if spec.clip is not None:
@@ -203,6 +211,31 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
     return item
 
 
+def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) -> bool:
+    """Fill `item` from the image's sidecar when it carries the embedding (and keywords) of the configured
+    models for this content: the image is then only probed (header, EXIF, metadata), never decoded."""
+    from pixdex.indexer.decode import probe_image
+    from pixdex.indexer.sidecar import MACHINE, MODEL, REJECTED, embedded_metadata, read_embedding, read_sidecar, \
+        sidecar_path
+    from pixdex.indexer.metadata import as_list
+
+    assert spec.from_sidecar is not None
+    clip_id, keyword_model, _parent, naming = spec.from_sidecar
+    try:
+        xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path)), naming))
+    except SidecarError:
+        return False
+    vector = read_embedding(xmp, clip_id, item.digest)
+    if vector is None or str(xmp.get(MODEL) or "") != keyword_model or len(vector) != spec.dim:
+        return False
+    item.width, item.height, item.exif = probe_image(data, os.fsdecode(path), spec.max_pixels)
+    rejected = set(as_list(xmp.get(REJECTED)))
+    item.embedding = vector
+    item.machine_tags = [t for t in as_list(xmp.get(MACHINE)) if t not in rejected]
+    item.embedded = embedded_metadata(data).as_dict()
+    return True
+
+
 # Sidecars ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SidecarSpec:
@@ -212,16 +245,18 @@ class SidecarSpec:
     model_id: str
 
 
-def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec) -> SidecarState:
-    """Merge pixdex's keywords into the image's sidecar (when `spec.write`) and say what it holds now.
-    Never raises for the file: a sidecar that cannot be written is still read, with the reason."""
+def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec,
+                 embedding: tuple[str, str, Any] | None = None) -> SidecarState:
+    """Merge pixdex's keywords (and the embedding, when given) into the image's sidecar (when `spec.write`)
+    and say what it holds now. Never raises for the file: one that cannot be written is still read."""
     from pixdex.indexer.sidecar import read_state, write_tags
 
     image = Path(os.fsdecode(path))
     with Captured():
         if spec.write:
             try:
-                return write_tags(image, tags, spec.parent, spec.model_id, spec.naming, rejected=rejected)
+                return write_tags(image, tags, spec.parent, spec.model_id, spec.naming, rejected=rejected,
+                                  embedding=embedding)
             except SidecarError as exc:
                 return read_state(image, spec.parent, spec.naming, error=exc.reason)
             except OSError as exc:  # a name too long for a sidecar beside it, a read-only folder, …

@@ -1,0 +1,245 @@
+"""`pixdex check`: do the catalog, both indexes, the sidecars and the files on disk agree?
+
+Read-only: it opens the catalog and the text index for reading, loads the saved vector file and reads
+every indexed image's sidecar. Each disagreement is one `Finding` with the image, the store that
+disagrees and what is wrong. `repair` (``--fix``) hands them to the indexing core: files that changed
+or left are rescanned, images whose sidecar disagrees are queued for a sidecar merge (no decode, no
+model), and an index that disagrees is rebuilt from the catalog (no model either).
+
+The vector file is a cache saved every `index.save_seconds`: only rows committed before its saved
+generation are expected in it (newer ones are in the catalog and every reader sees them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pixdex.indexer.catalog import Catalog, ImageRow
+from pixdex.indexer.errors import display_path
+from pixdex.indexer.settings import Config
+
+KINDS = ("disk", "catalog", "text index", "vector index", "sidecar")
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # one of KINDS: the store that disagrees with the catalog
+    path: str
+    problem: str
+    image_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(config: Config, folders: list[bytes]) -> list[Finding]:
+    """Every disagreement between the catalog and the disk, the text index, the vector file and the sidecars."""
+    layout = config.layout
+    if not layout.exists():
+        return []
+    catalog = Catalog(layout.catalog, read_only=True)
+    try:
+        rows = catalog._rows("ORDER BY path")
+        queued = {e.row.id for e in catalog.queued(1_000_000_000)}
+        embeddings = dict(catalog.embeddings(catalog_model(layout) or "", ids=None)) if catalog_model(layout) else {}
+        findings = [*_disk(rows, queued, catalog, folders, config), *_text(layout, rows),
+                    *_vectors(layout, config, rows, embeddings), *_sidecars(config, rows, queued, embeddings)]
+    finally:
+        catalog.close()
+    return findings
+
+
+def catalog_model(layout: Any) -> str | None:
+    from pixdex.indexer.vectors import read_manifest
+
+    manifest = read_manifest(layout)
+    return str(manifest["model"]) if manifest and manifest.get("model") else None
+
+
+def _disk(rows: list[ImageRow], queued: set[int], catalog: Catalog, folders: list[bytes],
+          config: Config) -> Iterator[Finding]:
+    from pixdex.indexer.scan import diff_tree
+
+    for row in rows:
+        if row.id in queued:
+            continue  # waiting for the indexer: not a disagreement
+        try:
+            st = os.stat(row.path)
+        except FileNotFoundError:
+            yield Finding("disk", display_path(row.path), "in the catalog, but gone from disk", row.id)
+            continue
+        except OSError as exc:
+            yield Finding("disk", display_path(row.path), f"cannot be read ({exc.strerror})", row.id)
+            continue
+        if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
+            yield Finding("disk", display_path(row.path), "changed on disk since it was indexed", row.id)
+    if folders:
+        diff = diff_tree(catalog, folders, config.library.skip_dirs, config.library.follow_symlinks, ("", None),
+                         exclude=config.library.exclude)
+        for st in diff.new:
+            yield Finding("catalog", display_path(st.path), "on disk in a watched folder, but not in the catalog")
+
+
+def _text(layout: Any, rows: list[ImageRow]) -> Iterator[Finding]:
+    import tantivy
+
+    from pixdex.indexer.fulltext import open_for_reading
+
+    done = {r.id: r for r in rows if r.state == "done"}
+    index = open_for_reading(layout)
+    if index is None:
+        if done:
+            yield Finding("text index", str(layout.fulltext), "missing, or of another schema: nothing is searchable "
+                                                              "as text")
+        return
+    searcher = index.searcher()
+    result = searcher.search(tantivy.Query.all_query(), max(1, searcher.num_docs + 10))
+    seen: dict[int, str] = {}
+    for _score, address in result.hits:
+        doc = searcher.doc(address)
+        image_id, path = int(doc["id"][0]), str(doc["path"][0])
+        if image_id in seen:
+            yield Finding("text index", path, "indexed twice", image_id)
+        seen[image_id] = path
+    for image_id, row in done.items():
+        if image_id not in seen:
+            yield Finding("text index", display_path(row.path), "indexed in the catalog, missing from the text index",
+                          image_id)
+        elif seen[image_id] != display_path(row.path):
+            yield Finding("text index", display_path(row.path), f"the text index has it at {seen[image_id]}", image_id)
+    for image_id in seen.keys() - done.keys():
+        yield Finding("text index", seen[image_id], "in the text index, but not an indexed image in the catalog",
+                      image_id)
+
+
+def _vectors(layout: Any, config: Config, rows: list[ImageRow], embeddings: dict[int, Any]) -> Iterator[Finding]:
+    import numpy as np
+    from usearch.index import Index
+
+    from pixdex.indexer.vectors import read_manifest
+
+    manifest = read_manifest(layout)
+    if manifest is None or not layout.vector_file.exists():
+        if embeddings:
+            yield Finding("vector index", str(layout.vector_file), "no saved vector file (readers search the "
+                                                                  "catalog's embeddings exactly meanwhile)")
+        return
+    saved = int(manifest.get("generation", 0))
+    try:
+        index = Index.restore(str(layout.vector_file), view=True)
+    except Exception as exc:  # usearch raises plain errors on a broken file
+        yield Finding("vector index", str(layout.vector_file), f"unreadable ({exc})")
+        return
+    if index is None:
+        yield Finding("vector index", str(layout.vector_file), "unreadable")
+        return
+    keys = {int(k) for k in index.keys} if len(index) else set()
+    by_id = {r.id: r for r in rows}
+    for image_id, vector in embeddings.items():
+        row = by_id.get(image_id)
+        if row is None or row.state != "done" or row.gen > saved:
+            continue
+        if image_id not in keys:
+            yield Finding("vector index", display_path(row.path), "embedded in the catalog, missing from the vector "
+                                                                  "file", image_id)
+            continue
+        stored = np.asarray(index.get(np.uint64(image_id)), dtype=np.float32).reshape(-1)
+        if float(np.dot(stored, vector) / (np.linalg.norm(stored) * np.linalg.norm(vector) + 1e-12)) < 0.999:
+            yield Finding("vector index", display_path(row.path), "its vector differs from the catalog's", image_id)
+    for image_id in keys - embeddings.keys():
+        row = by_id.get(image_id)
+        if row is None or row.gen <= saved:
+            yield Finding("vector index", display_path(row.path) if row else f"id {image_id}",
+                          "in the vector file, but has no embedding in the catalog", image_id)
+
+
+def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings: dict[int, Any]
+              ) -> Iterator[Finding]:
+    from pathlib import Path
+
+    import numpy as np
+
+    from pixdex.indexer.scan import sidecar_name_of
+    from pixdex.indexer.sidecar import read_embedding, read_props, sidecar_path, state_of
+
+    settings = config.sidecar
+    for row in rows:
+        if row.state != "done" or row.id in queued:
+            continue
+        image = Path(os.fsdecode(row.path))
+        side = sidecar_path(image, settings.naming)
+        names = set(os.listdir(image.parent)) if image.parent.is_dir() else set()
+        exists = sidecar_name_of(os.fsencode(image.name), {os.fsencode(n) for n in names},
+                                 _stems(names)) is not None
+        machine = [str(t["name"]) for t in row.machine_tags]
+        if not exists:
+            if row.side is not None:
+                yield Finding("sidecar", display_path(row.path), "the catalog read a sidecar that is gone", row.id)
+            elif machine and settings.write and not row.sidecar_error:
+                yield Finding("sidecar", display_path(row.path), "has machine keywords but no sidecar", row.id)
+            continue
+        try:
+            data = side.read_bytes()
+            xmp = read_props(data)
+        except Exception as exc:  # noqa: BLE001 - any unreadable sidecar is a finding, not a crash
+            yield Finding("sidecar", display_path(side), f"unreadable ({exc})", row.id)
+            continue
+        state = state_of(side, xmp, settings.tag_parent)
+        if state.signature != row.side:
+            yield Finding("sidecar", display_path(side), "changed since pixdex read it", row.id)
+            continue
+        written = set(json.loads(json.dumps(xmp.get("Xmp.pixdex.Machine") or [])))
+        missing = [t for t in machine if t not in written and t not in {p["name"] for p in state.person}]
+        if settings.write and missing and not row.sidecar_error:
+            yield Finding("sidecar", display_path(side), f"lacks machine keyword(s) {', '.join(missing[:5])}", row.id)
+        person = {p["name"] for p in state.person}
+        indexed = {str(t["name"]) for t in row.tag_list if t.get("source") == "sidecar"}
+        if person != indexed:
+            yield Finding("sidecar", display_path(side), "its keywords differ from those indexed "
+                                                         f"({', '.join(sorted(person ^ indexed)[:5])})", row.id)
+        stored = read_embedding(xmp, row.clip_model or "", row.hash or "")
+        if stored is not None and row.id in embeddings:
+            vector = embeddings[row.id]
+            if float(np.dot(stored, vector) / (np.linalg.norm(stored) * np.linalg.norm(vector) + 1e-12)) < 0.999:
+                yield Finding("sidecar", display_path(side), "its embedding differs from the catalog's", row.id)
+
+
+def _stems(names: set[str]) -> Any:
+    from collections import Counter
+
+    return Counter(os.path.splitext(os.fsencode(n))[0] for n in names if not n.lower().endswith(".xmp"))
+
+
+def repair(config: Config, findings: list[Finding], folders: list[bytes]) -> None:
+    """Make the stores agree again, through the indexing core (it takes the data directory's lock): rescan
+    the folders (files changed, gone or new), merge and re-read the sidecars that disagree, and rebuild an
+    index that disagrees from the catalog. No model runs for what the catalog already holds."""
+    from pathlib import Path
+
+    from pixdex.indexer.catalog import CHANGED
+    from pixdex.indexer.core import Indexer
+
+    kinds = {f.kind for f in findings}
+    with Indexer(config) as indexer:
+        writer = indexer.writer
+
+        def rebuild(_catalog: Catalog, _gen: int) -> None:  # runs in the writer thread
+            if "text index" in kinds:
+                writer.fulltext.clear()
+                writer.fulltext.generation = 0
+            if "vector index" in kinds and writer.vectors is not None:
+                writer.vectors.generation = 0
+                writer.vectors.saved_generation = -1  # saved again even if the catalog did not move
+
+        writer.submit(rebuild)
+        ids = sorted({f.image_id for f in findings if f.kind == "sidecar" and f.image_id is not None})
+        if ids:
+            writer.enqueue(ids, CHANGED, "sidecar changed", again=True)
+        writer.flush()
+        if kinds & {"disk", "catalog"}:
+            indexer.scan([Path(os.fsdecode(f)) for f in folders])
+        indexer.drain()

@@ -1,0 +1,91 @@
+"""Embeddings travel with the photo: `pixdex rebuild` and a fresh data directory search a library from
+its sidecars with zero model calls; `pixdex check` finds each kind of disagreement and `--fix` repairs it.
+Real stand-in models, real sidecars, real stores on disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import Env, make_library, noise
+from consistency import check_consistent
+from test_index_search import search
+
+from pixdex.indexer.sidecar import EMBEDDING, read_sidecar
+
+
+@pytest.fixture()
+def library(env: Env, capsys: pytest.CaptureFixture[str]) -> Env:
+    make_library(env.pics)
+    summary = env.index_json(capsys)
+    assert summary["failed"] == 0 and summary["inference_calls"] > 0
+    return env
+
+
+def ranked(env: Env, capsys: pytest.CaptureFixture[str], query: str) -> list[tuple[str, float]]:
+    return [(str(h["path"]), round(float(h["score"]), 6)) for h in search(env, capsys, query, k=20)]
+
+
+def test_every_sidecar_carries_its_embedding(library: Env) -> None:
+    images = [p for p in library.pics.rglob("*") if p.suffix != ".xmp" and p.is_file()]
+    for image in images:
+        xmp = read_sidecar(image.with_name(image.name + ".xmp"))
+        kind, dim, _sum, payload = xmp[EMBEDDING].split(":", 3)
+        assert kind == "f16" and int(dim) > 0 and len(payload) > int(dim)
+
+
+def test_rebuild_from_sidecars_runs_no_model_and_finds_the_same(library: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    before = {q: ranked(library, capsys, q) for q in ("tram", "beach sunset", "tag:1girl", "camera:canon")}
+    status, out, err = library.cli("rebuild", "--json", capsys=capsys)
+    assert status == 0, err
+    summary = json.loads(out)
+    assert summary["inference_calls"] == 0 and summary["decoded"] == 0 and summary["from_sidecars"] == 9, summary
+    assert Path(summary["moved_aside"]).is_dir()
+    after = {q: ranked(library, capsys, q) for q in before}
+    # The same results in the same order; fused scores may move in the last digits (float16 in the sidecar).
+    assert {q: [p for p, _ in hits] for q, hits in after.items()} == {q: [p for p, _ in hits] for q, hits in before.items()}
+    check_consistent(library.data, library.pics)
+
+
+def test_a_library_copied_to_a_fresh_data_directory(library: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    before = ranked(library, capsys, "beach sunset")
+    shutil.rmtree(library.data)  # the same photos and sidecars on "another machine": nothing but the files
+    # One sidecar's embedding is damaged (its checksum no longer matches) and one image was edited since
+    # its sidecar was written: those two, and only those, go through the model again.
+    damaged = library.pics / "city" / "old_tram.bmp.xmp"
+    text = damaged.read_text()
+    payload = text.split("pixdex:Embedding=\"")[1].split(":", 3)[3]
+    damaged.write_text(text.replace(payload[:8], "AAAAAAAA" if payload[:8] != "AAAAAAAA" else "BBBBBBBB", 1))
+    noise(99).save(library.pics / "garden" / "red_flower.png")
+    summary = library.index_json(capsys)
+    assert summary["from_sidecars"] == 7 and summary["embedded"] == 2, summary
+    untouched = [p for p, _ in before if not p.endswith("red_flower.png")]  # its content is new: it moves
+    assert [p for p, _ in ranked(library, capsys, "beach sunset") if not p.endswith("red_flower.png")] == untouched
+
+
+def test_check_finds_every_kind_of_disagreement_and_fix_repairs_them(library: Env,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = library.cli("check", "--json", capsys=capsys)
+    assert status == 0 and json.loads(out) == [], out
+    gone_sidecar = library.pics / "garden" / "blue_pond.webp.xmp"
+    gone_sidecar.unlink()
+    (library.pics / "holiday" / "harbour_boats.jpg").write_bytes(
+        (library.pics / "holiday" / "beach_sunset_01.jpg").read_bytes())
+    noise(7).save(library.pics / "city" / "newcomer.png")
+    shutil.rmtree(library.data / "fulltext")
+    (library.data / "vectors" / "vectors.usearch").write_bytes(b"not a usearch file")
+    status, out, _ = library.cli("check", "--json", capsys=capsys)
+    found = {(Path(f["path"]).name, f["kind"]) for f in json.loads(out)}
+    assert status == 1
+    assert ("blue_pond.webp.xmp", "sidecar") in found or ("blue_pond.webp", "sidecar") in found
+    assert ("harbour_boats.jpg", "disk") in found
+    assert ("newcomer.png", "catalog") in found
+    assert any(kind == "text index" for _, kind in found)
+    assert any(kind == "vector index" for _, kind in found)
+    status, out, err = library.cli("check", "--fix", "--json", capsys=capsys)
+    assert status == 0 and json.loads(out) == [], out
+    assert gone_sidecar.exists()
+    check_consistent(library.data, library.pics)
