@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
+from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileAttribEvent, FileClosedEvent,
+                             FileCreatedEvent,
                              FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEvent,
                              FileSystemEventHandler)
 
@@ -39,7 +40,7 @@ from pixdex.indexer.settings import WatchSettings
 log = logging.getLogger(__name__)
 
 EVENTS = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent, DirCreatedEvent,
-          DirDeletedEvent, DirMovedEvent]  # not opens, close-without-write or attribute changes
+          DirDeletedEvent, DirMovedEvent, FileAttribEvent]  # not opens or close-without-write; attributes: sidecars only
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "davfs", "sshfs", "lustre"}
 MAX_WAIT = 3.0  # events that never stop (a long copy) still get rescanned this often
 WATCHES_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
@@ -200,6 +201,8 @@ class Watcher(FileSystemEventHandler):
                     continue
                 if not (is_image_name(name) or is_sidecar_name(name)) or name.startswith(b"."):
                     continue
+                if isinstance(event, FileAttribEvent) and not is_sidecar_name(name):
+                    continue  # a sidecar made writable is worth a look (pixdex may write it now); an image's mode is not
                 if isinstance(event, (FileModifiedEvent, FileCreatedEvent)) and is_image_name(name):
                     self._writing[path] = now  # a sidecar is read as it is: a half-written one is read again
                 elif isinstance(event, FileClosedEvent) or n == 0:

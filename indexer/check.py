@@ -211,7 +211,9 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
 def _stems(names: set[str]) -> Any:
     from collections import Counter
 
-    return Counter(os.path.splitext(os.fsencode(n))[0] for n in names if not n.lower().endswith(".xmp"))
+    from pixdex.indexer.scan import shares_sidecars
+
+    return Counter(os.path.splitext(os.fsencode(n))[0] for n in names if shares_sidecars(os.fsencode(n)))
 
 
 def repair(config: Config, findings: list[Finding], folders: list[bytes]) -> None:

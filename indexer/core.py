@@ -121,11 +121,11 @@ class Indexer:
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
             resumed = sum(reader.queue_counts().values())
-            own, writing = self.pipeline.own_view()
+            own, writing, own_images = self.pipeline.own_view()
             diff = diff_tree(reader, [os.fsencode(r) for r in roots], self.config.library.skip_dirs,
                              self.config.library.follow_symlinks, self.info.ids,
                              [os.fsencode(f) for f in self.library], shallow, self.config.library.exclude, own,
-                             writing)
+                             writing, own_images)
         finally:
             reader.close()
         report = ScanReport(new=len(diff.new), changed=len(diff.changed), unchanged=len(diff.unchanged),

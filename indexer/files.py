@@ -133,7 +133,7 @@ def replace_owned(path: Path, data: bytes, was: tuple[int, int, int, int] | None
             raise Refused(f"it has {st.st_nlink} hard links, and replacing it would split them; "
                           "make it a single file (cp, then mv over it) for pixdex to write it")
         if not st.st_mode & 0o200 or not os.access(target, os.W_OK):
-            raise Refused("it is read-only; make it writable (chmod u+w) for pixdex to add its tags")
+            raise Refused("it is read-only; make it writable (chmod u+w) and pixdex adds its tags within seconds")
     if seen(st) != was:
         raise ChangedMeanwhile
     temp = temp_name(target.parent)

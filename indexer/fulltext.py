@@ -19,6 +19,7 @@ import logging
 import re
 import shutil
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -32,7 +33,7 @@ from pixdex.indexer.layout import Layout
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
+SCHEMA_VERSION = 4  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
 # tantivy keeps dates as i64 nanoseconds: 1677-09-21 … 2262-04-11. Dates outside are dropped.
 DATE_MIN, DATE_MAX = datetime(1678, 1, 1), datetime(2262, 1, 1)
 
@@ -48,7 +49,12 @@ def normalize_ext(ext: str) -> str:
 
 
 def normalize_tag(tag: str) -> str:
-    return " ".join(tag.replace("_", " ").lower().split())
+    return " ".join(nfc(tag).replace("_", " ").lower().split())
+
+
+def nfc(text: str) -> str:
+    """One Unicode form for every text: macOS writes 바다 decomposed (NFD), a keyboard types it composed."""
+    return unicodedata.normalize("NFC", text)
 
 
 def words_of_name(name: str) -> str:
@@ -203,19 +209,19 @@ class FullText:
         out = tantivy.Document()
         out.add_unsigned("id", doc.id)
         out.add_text("path", doc.path)
-        out.add_text("name", words_of_name(path.name))
-        out.add_text("folder", " ".join(words_of_name(p) for p in path.parent.parts[1:]))
+        out.add_text("name", nfc(words_of_name(path.name)))
+        out.add_text("folder", nfc(" ".join(words_of_name(p) for p in path.parent.parts[1:])))
         for parent in path.parents:
             out.add_text("folders", str(parent))
         out.add_text("ext", normalize_ext(path.suffix))
-        out.add_text("tags", " ; ".join(doc.tags))
+        out.add_text("tags", nfc(" ; ".join(doc.tags)))
         for tag in doc.tags:
             out.add_text("tag", normalize_tag(tag))
-        out.add_text("description", doc.description)
-        out.add_text("ocr", doc.ocr)
-        out.add_text("metadata", doc.metadata)
+        out.add_text("description", nfc(doc.description))
+        out.add_text("ocr", nfc(doc.ocr))
+        out.add_text("metadata", nfc(doc.metadata))
         out.add_text("camera", doc.camera)
-        out.add_text("cjk", " ".join([path.name, *doc.tags, doc.description, doc.ocr, doc.metadata]))
+        out.add_text("cjk", nfc(" ".join([path.name, *doc.tags, doc.description, doc.ocr, doc.metadata])))
         date = in_date_range(doc.date)
         if date is not None:
             out.add_date("date", date)

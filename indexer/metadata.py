@@ -178,6 +178,10 @@ class SidecarState:
     text: str = ""  # keywords, title, description, … for the text index
     error: str | None = None  # why pixdex did not write it (it may still have been read)
     rating: int | None = None
+    # When pixdex wrote the keywords into the image itself ([sidecar] embedded): its new stat
+    # (dev, inode, size, mtime) and content hash, so the index records them and does not redo the image.
+    image_stat: tuple[int, int, int, int] | None = None
+    image_digest: str | None = None
 
 
 def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: SidecarState | None,
@@ -197,7 +201,7 @@ def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: 
     else:
         person = [{"name": k, "confidence": 1.0, "category": "person", "source": "image"} for k in facts.keywords]
         text, rating = facts.text(), facts.rating
-    theirs = {str(p["name"]) for p in person}
+    theirs = {str(p["name"]).casefold() for p in person}
     kept = [t for t in machine if t.get("category") != "person" and str(t["name"]) not in rejected
-            and str(t["name"]) not in theirs]
+            and str(t["name"]).casefold() not in theirs]
     return kept + person, text, rejected, rating

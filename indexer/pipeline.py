@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pixdex.indexer.catalog import ASKED, CHANGED, Catalog, QueueEntry
+from pixdex.indexer.catalog import ASKED, CHANGED, Catalog, FileStat, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError, ReadError, display_path
 from pixdex.indexer.settings import Config
 from pixdex.indexer.metadata import SidecarState
@@ -110,6 +110,7 @@ class Pipeline:
         # a person's edit (the writer records them with the commit; this covers the moments before).
         self.own_sidecars: OrderedDict[bytes, str | None] = OrderedDict()
         self.writing_sidecars: set[bytes] = set()  # image paths whose sidecar a worker is merging right now
+        self.own_images: dict[bytes, tuple[int, int]] = {}  # images whose XMP pixdex wrote: (size, mtime) after
 
     def stages(self) -> list[Callable[[queue.Queue[Any], queue.Queue[Any]], None]]:
         return [self.feed, self.decode, self.batch, self.infer, self.sidecar, self.write]
@@ -422,23 +423,36 @@ class Pipeline:
         made_by_models = work is None or work.embedding is not None or (
             work.prepared is not None and work.prepared.same_content and work.entry.row.clip_model is not None)
         return SidecarSpec(settings.write and made_by_models and self.info.has_models, settings.tag_parent,
-                           settings.naming, self.info.tagger_id or self.info.clip_id)
+                           settings.naming, self.info.tagger_id or self.info.clip_id,
+                           settings.embedded and work is not None)
 
-    def own_view(self) -> tuple[dict[bytes, str | None], set[bytes]]:
+    def own_view(self) -> tuple[dict[bytes, str | None], set[bytes], dict[bytes, tuple[int, int]]]:
         """For the scanner: the sidecar versions pixdex wrote, by image path; images whose sidecar is being
         written map to their row's current version (the worker reads what is there when it merges)."""
         with self._inflight_lock:
             own = dict(self.own_sidecars)
             writing = set(self.writing_sidecars)
-        return own, writing
+            images = dict(self.own_images)
+        return own, writing, images
 
     def _embedding_of(self, work: Work) -> tuple[str, str, Any] | None:
-        if not self.config.sidecar.embedding or work.embedding is None or work.prepared is None:
+        """The embedding to store in the sidecar: the fresh one, or for known content the catalog's (a sidecar
+        deleted meanwhile gets it back)."""
+        if not self.config.sidecar.embedding or work.prepared is None:
             return None
-        return self.info.clip_id, work.prepared.digest, work.embedding
+        vector = work.embedding
+        if vector is None and work.prepared.same_content and work.entry.row.clip_model == self.info.clip_id:
+            with self._queue_lock:
+                found = dict(self._queue_db.embeddings(self.info.clip_id, ids=[work.entry.row.id]))
+            vector = found.get(work.entry.row.id)
+        return None if vector is None else (self.info.clip_id, work.prepared.digest, vector)
 
     def remember_own(self, path: bytes, side: SidecarState) -> None:
         with self._inflight_lock:
+            if side.image_stat is not None:
+                self.own_images[path] = side.image_stat[2:]
+                while len(self.own_images) > 10_000:
+                    self.own_images.pop(next(iter(self.own_images)))
             self.own_sidecars[path] = side.signature
             self.own_sidecars.move_to_end(path)
             while len(self.own_sidecars) > 10_000:
@@ -457,6 +471,10 @@ class Pipeline:
             indexed = []
             for work in batch:
                 entry, prepared = work.entry, work.prepared
+                if prepared is not None and work.side is not None and work.side.image_stat is not None:
+                    dev, ino, size, mtime_ns = work.side.image_stat  # pixdex wrote the image's own XMP
+                    prepared.stat = FileStat(prepared.stat.path, dev, ino, size, mtime_ns)
+                    prepared.digest = work.side.image_digest or prepared.digest
                 if work.error is not None:
                     stat = prepared.stat if prepared else None
                     failed = self.writer.fail(entry.row.id, entry.seq, stat, prepared.digest if prepared else None,
@@ -545,7 +563,7 @@ def _signature_now(path: bytes) -> str | None:
         st = os.stat(path)
     except OSError:
         return None
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"  # as `scan._side` writes it
 
 
 def _sidecar_result(future: Future[SidecarState], path: bytes) -> SidecarState:

@@ -90,7 +90,7 @@ def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple
         return
     remove_stale_temps(root, [e.name for e in entries])
     names = {e.name for e in entries}
-    stems = Counter(os.path.splitext(n)[0] for n in names if not n.lower().endswith(b".xmp"))
+    stems = Counter(os.path.splitext(n)[0] for n in names if shares_sidecars(n))
     for entry in sorted(entries, key=lambda e: e.name):
         name = os.fsdecode(entry.name)
         try:
@@ -105,6 +105,16 @@ def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple
                 yield FileStat.of(entry.path, entry.stat(), _side(root, entry.name, names, stems))
         except OSError as exc:
             errors.append((entry.path, f"cannot stat: {exc.strerror or exc}"))
+
+
+RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf",
+                            ".rw2", ".rwl", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".mrw", ".kdc", ".dcr",
+                            ".mos", ".raw"})
+
+
+def shares_sidecars(name: bytes) -> bool:
+    """Whether a file with this name competes for an ``IMG.xmp``: images pixdex reads, and RAW files."""
+    return is_image_name(name) or os.path.splitext(name)[1].decode("ascii", "ignore").lower() in RAW_EXTENSIONS
 
 
 def sidecar_name_of(image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> bytes | None:
@@ -123,7 +133,7 @@ def is_sidecar_name(name: bytes) -> bool:
 
 
 def _side(root: bytes, image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> str | None:
-    """The version of an image's sidecar (inode:size:mtime), None when it has none."""
+    """The version of an image's sidecar (inode:size:mtime:mode — a chmod counts), None when it has none."""
     found = sidecar_name_of(image_name, names, stems)
     if found is None:
         return None
@@ -131,7 +141,7 @@ def _side(root: bytes, image_name: bytes, names: set[bytes], stems: Counter[byte
         st = os.stat(os.path.join(root, found))
     except OSError:
         return None
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
 
 
 def _follow(link: bytes, follow_symlinks: bool, library: list[bytes]) -> bool:
@@ -155,7 +165,8 @@ def normalize_roots(roots: list[bytes]) -> list[bytes]:
 def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_symlinks: bool,
               model_ids: tuple[str, str | None], library: list[bytes] | None = None,
               shallow: list[bytes] = (), exclude: list[str] | None = None,  # type: ignore[assignment]
-              own: dict[bytes, str | None] | None = None, writing: set[bytes] = frozenset()) -> Diff:
+              own: dict[bytes, str | None] | None = None, writing: set[bytes] = frozenset(),  # type: ignore[assignment]
+              own_images: dict[bytes, tuple[int, int]] | None = None) -> Diff:
     """Diff the trees under `roots` against the catalog. `library` (default: the roots) are all the
     folders pixdex indexes; links into them are not followed, their files have their own paths.
 
@@ -194,8 +205,10 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
             row = known.pop(st.path, None)
             if row is None:
                 diff.new.append(st)
-            elif not row.same_file(st):
+            elif not row.same_file(st) and (own_images or {}).get(st.path) != (st.size, st.mtime_ns):
                 diff.changed.append((row, st))
+            elif not row.same_file(st):
+                diff.unchanged.append(row)  # pixdex wrote the image's XMP itself; the writer records its stat
             elif row.state == "failed":
                 diff.failed.append(row)
             elif not row.current_for(model_ids):

@@ -97,6 +97,8 @@ class SidecarSettings:
     naming: str = setting("image.ext.xmp", "Name of a new sidecar: IMG.jpg.xmp (darktable, digiKam, Immich) or "
                           "IMG.xmp (Adobe, Capture One). Both are read; an existing one is always used.",
                           choices=("image.ext.xmp", "image.xmp"))
+    embedded: bool = setting(False, "Also write the keywords into the XMP inside JPEG and TIFF files, where "
+                             "Lightroom reads them (atomic; the image data is verified unchanged byte for byte).")
     embedding: bool = setting(True, "Store each image's CLIP embedding in its sidecar (f16, about 1.4 KB), so a "
                               "library copied elsewhere is searchable without running the model again.")
 

@@ -54,9 +54,10 @@ SUBJECT, HIERARCHICAL, TAGS_LIST = "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject
 LAST_KEYWORDS, DESCRIPTION, METADATA_DATE = "Xmp.MicrosoftPhoto.LastKeywordXMP", "Xmp.dc.description", \
     "Xmp.xmp.MetadataDate"
 OURS, MACHINE, REJECTED = "Xmp.pixdex.Tags", "Xmp.pixdex.Machine", "Xmp.pixdex.Rejected"
+PERSON = "Xmp.pixdex.Person"  # the person's keyword paths as pixdex last wrote them to all three fields
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
 EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF = "Xmp.pixdex.Embedding", "Xmp.pixdex.EmbeddingModel", "Xmp.pixdex.EmbeddingOf"
-KEYWORD_KEYS = (SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED)
+KEYWORD_KEYS = (SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON)
 URIS = {  # the RDF predicates behind pyexiv2's keys, for the graph check
     SUBJECT: "http://purl.org/dc/elements/1.1/subject",
     DESCRIPTION: "http://purl.org/dc/elements/1.1/description",
@@ -94,8 +95,9 @@ def _setup() -> None:
 def sidecar_path(image: Path, naming: str = "image.ext.xmp") -> Path:
     """The sidecar of `image`: ``IMG.jpg.xmp`` (darktable, digiKam, Immich) or ``IMG.xmp`` (Adobe, Capture
     One). Both are read; the one that exists is used and the second is never created. ``IMG.xmp``
-    belongs to an image only while no other file shares its stem (``IMG_1.CR2`` + ``IMG_1.JPG``): a
-    RAW+JPEG pair never shares one, each gets its ``IMG.ext.xmp``."""
+    belongs to an image only while no other image or RAW file shares its stem (``IMG_1.CR2`` + ``IMG_1.JPG``):
+    a RAW+JPEG pair never shares one, each gets its ``IMG.ext.xmp``. Other files (``IMG.txt``, a Live
+    Photo's ``IMG.MOV``) do not count."""
     long = image.with_name(image.name + ".xmp")
     stem, ext = os.path.splitext(image.name)
     if not ext or not stem:
@@ -109,12 +111,14 @@ def sidecar_path(image: Path, naming: str = "image.ext.xmp") -> Path:
 
 
 def _stem_shared(image: Path, stem: str) -> bool:
+    """Whether another image (a RAW of the pair, a JPEG/HEIC twin) shares the stem; other files do not count."""
+    from pixdex.indexer.scan import shares_sidecars
+
     try:
         names = os.listdir(image.parent)
     except OSError:
         return True
-    return any(os.path.splitext(n)[0] == stem and n != image.name and not n.lower().endswith(".xmp")
-               for n in names)
+    return any(os.path.splitext(n)[0] == stem and n != image.name and shares_sidecars(os.fsencode(n)) for n in names)
 
 
 # Keywords ------------------------------------------------------------------------------------
@@ -135,7 +139,24 @@ def _path_of(entry: str, separator: str) -> tuple[str, ...]:
 
 
 def person_paths(xmp: dict[str, Any], parent: str) -> list[tuple[str, ...]]:
-    """Every keyword a person has, in any of the fields programs read, as paths (flat ones have one level)."""
+    """Every keyword a person has, in any of the fields programs read, as paths (flat ones have one level),
+    minus those a person removed since pixdex wrote them everywhere (`removed_person`)."""
+    removed = removed_person(xmp)
+    return [p for p in _all_person_paths(xmp, parent) if p not in removed]
+
+
+def removed_person(xmp: dict[str, Any]) -> set[tuple[str, ...]]:
+    """A person's keyword that pixdex had written to all three fields (`pixdex:Person`) and that is now missing
+    from one of them was removed by a person, in a program that edits only some fields (darktable: dc:subject
+    and lr:hierarchicalSubject): it goes from all of them, instead of coming back from the third."""
+    subject = set(as_list(xmp.get(SUBJECT)))
+    hierarchical = {_path_of(h, "|") for h in as_list(xmp.get(HIERARCHICAL))}
+    tags_list = {_path_of(t, "/") for t in as_list(xmp.get(TAGS_LIST))}
+    recorded = [_path_of(p, "|") for p in as_list(xmp.get(PERSON))]
+    return {p for p in recorded if p and not (p[-1] in subject and p in hierarchical and p in tags_list)}
+
+
+def _all_person_paths(xmp: dict[str, Any], parent: str) -> list[tuple[str, ...]]:
     ours = set(as_list(xmp.get(OURS)))
     paths: list[tuple[str, ...]] = []
     for key, separator in ((HIERARCHICAL, "|"), (TAGS_LIST, "/"), (LAST_KEYWORDS, "/")):
@@ -157,9 +178,9 @@ def rejected_now(xmp: dict[str, Any], parent: str) -> list[str]:
     subject, ours = set(as_list(xmp.get(SUBJECT))), set(as_list(xmp.get(OURS)))
     hierarchical = {_path_of(h, "|") for h in as_list(xmp.get(HIERARCHICAL))}
     tags_list = {_path_of(t, "/") for t in as_list(xmp.get(TAGS_LIST))}
-    theirs = {p[-1] for p in person_paths(xmp, parent)}
+    theirs = {p[-1].casefold() for p in person_paths(xmp, parent)}
     for tag in as_list(xmp.get(MACHINE)):
-        if tag in rejected or tag in theirs:
+        if tag in rejected or tag.casefold() in theirs:
             continue
         path = (parent, tag)
         if path not in hierarchical or path not in tags_list or (tag in ours and tag not in subject):
@@ -175,10 +196,11 @@ class KeywordPlan:
     ours: list[str]
     machine: list[str]
     rejected: list[str]
+    person: list[str]
 
     def values(self) -> dict[str, list[str]]:
         return {SUBJECT: self.subject, HIERARCHICAL: self.hierarchical, TAGS_LIST: self.tags_list,
-                OURS: self.ours, MACHINE: self.machine, REJECTED: self.rejected}
+                OURS: self.ours, MACHINE: self.machine, REJECTED: self.rejected, PERSON: self.person}
 
 
 def plan_keywords(xmp: dict[str, Any], machine_tags: Iterable[str], parent: str,
@@ -193,13 +215,17 @@ def plan_keywords(xmp: dict[str, Any], machine_tags: Iterable[str], parent: str,
                                                                        as_list(xmp.get(HIERARCHICAL)))
                                                     if len(p) == 2 and p[0] == parent}
     rejected += [t for t in gone if t in old_machine and t not in rejected]
+    dropped = removed_person(xmp)
     person = [p for p in person_paths(xmp, parent) if p[-1] not in gone and "|".join(p) not in gone]
     person += [(k,) for k in extra_person if k.strip() and not any(p[-1] == k for p in person)]
     leaves = [p[-1] for p in person]
+    folded = {leaf.casefold() for leaf in leaves}
     proposed = [t for t in dict.fromkeys(machine_tags) if t.strip() and t not in rejected and t not in gone]
-    machine = [t for t in proposed if t not in leaves]  # a person's own keyword is never doubled
+    machine = [t for t in proposed if t.casefold() not in folded]  # a person's own keyword is never doubled
     ours_before = set(as_list(xmp.get(OURS)))
-    subject = [s for s in as_list(xmp.get(SUBJECT)) if s not in gone and (s not in ours_before or s in leaves)]
+    dropped_leaves = {p[-1] for p in dropped} - set(leaves)
+    subject = [s for s in as_list(xmp.get(SUBJECT)) if s not in gone and s not in dropped_leaves
+               and (s not in ours_before or s in leaves)]
     subject += [leaf for leaf in leaves if leaf not in subject]
     ours = [t for t in machine if t not in subject]
     subject += ours
@@ -212,7 +238,8 @@ def plan_keywords(xmp: dict[str, Any], machine_tags: Iterable[str], parent: str,
         return kept + [f"{parent}{separator}{escape_level(t)}" for t in machine]
 
     # The record holds the machine keywords the person has too: if they remove one later, it is rejected.
-    return KeywordPlan(subject, hierarchy(HIERARCHICAL, "|"), hierarchy(TAGS_LIST, "/"), ours, proposed, rejected)
+    return KeywordPlan(subject, hierarchy(HIERARCHICAL, "|"), hierarchy(TAGS_LIST, "/"), ours, proposed, rejected,
+                       ["|".join(escape_level(level) for level in p) for p in person])
 
 
 # Reading -------------------------------------------------------------------------------------
@@ -221,7 +248,7 @@ def signature_of(path: Path) -> str | None:
         st = os.stat(path)
     except OSError:
         return None
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"  # as the scanner's `scan._side` writes it
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"  # as the scanner's `scan._side` writes it
 
 
 def read_props(data: bytes) -> dict[str, Any]:
@@ -237,7 +264,7 @@ def read_props(data: bytes) -> dict[str, Any]:
 
     try:
         return props_of_graph(data, URIS | {k: PIXDEX_NS + k.split(".")[-1] for k in (OURS, MACHINE, REJECTED,
-                                                                                          DESCRIBED, MODEL)})
+                                                                                          PERSON, DESCRIBED, MODEL)})
     except NotRdf as exc:
         raise SidecarError(Path("?"), f"not valid XMP ({exiv2_error}; {exc})") from None
 
@@ -534,7 +561,7 @@ def _check_graph(path: Path, before: bytes, after: bytes, changed_keys: list[str
 
 
 # Moves and deletions --------------------------------------------------------------------------
-OWN_KEYS = {SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, MODEL, DESCRIBED, METADATA_DATE, EMBEDDING,
+OWN_KEYS = {SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON, MODEL, DESCRIBED, METADATA_DATE, EMBEDDING,
             EMBEDDING_MODEL, EMBEDDING_OF}
 
 
@@ -569,6 +596,16 @@ def carry_over(old_image: Path, new_image: Path, naming: str = "image.ext.xmp") 
     stem = os.path.splitext(new_image.name)[0]
     if old.name != old_image.name + ".xmp" and stem and not _stem_shared(new_image, stem):
         new = new_image.with_name(stem + ".xmp")  # an IMG.xmp stays an IMG.xmp
+    if old.is_symlink():  # the link goes along and still points at its target (a relative link is redone)
+        target = os.path.realpath(old)
+        if os.path.lexists(new):
+            return None
+        try:
+            os.symlink(target if os.path.isabs(os.readlink(old)) else os.path.relpath(target, new.parent), new)
+            old.unlink()
+        except OSError as exc:
+            raise SidecarError(new, f"cannot move the sidecar link here: {exc.strerror or exc}") from exc
+        return new
     try:
         os.link(old, new)  # fails if `new` exists: no clobbering, unlike rename
     except FileExistsError:

@@ -243,6 +243,7 @@ class SidecarSpec:
     parent: str
     naming: str
     model_id: str
+    embedded: bool = False  # also into a JPEG's/TIFF's own XMP
 
 
 def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec,
@@ -255,13 +256,39 @@ def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: Sideca
     with Captured():
         if spec.write:
             try:
-                return write_tags(image, tags, spec.parent, spec.model_id, spec.naming, rejected=rejected,
-                                  embedding=embedding)
+                state = write_tags(image, tags, spec.parent, spec.model_id, spec.naming, rejected=rejected,
+                                   embedding=embedding)
+                return _into_image(image, state, tags, rejected, spec, embedding) if spec.embedded else state
             except SidecarError as exc:
                 return read_state(image, spec.parent, spec.naming, error=exc.reason)
             except OSError as exc:  # a name too long for a sidecar beside it, a read-only folder, …
                 return read_state(image, spec.parent, spec.naming, error=f"cannot write sidecar: {exc.strerror or exc}")
         return read_state(image, spec.parent, spec.naming)
+
+
+def _into_image(image: Path, state: SidecarState, tags: list[str], rejected: list[str], spec: SidecarSpec,
+                embedding: tuple[str, str, Any] | None) -> SidecarState:
+    """[sidecar] embedded: the sidecar's keyword fields into the image's own XMP. The image's content hash
+    changes, so the embedding stored in the sidecar is stamped with the new one."""
+    import dataclasses
+
+    from pixdex.indexer.embedded_xmp import applies, keyword_values, write_keywords
+    from pixdex.indexer.sidecar import read_sidecar, write_tags
+
+    if state.path is None or not applies(image):
+        return state
+    try:
+        if not write_keywords(image, keyword_values(read_sidecar(Path(os.fsdecode(state.path))))):
+            return state
+    except SidecarError as exc:
+        return dataclasses.replace(state, error=exc.reason)
+    data, st = read_regular(os.fsencode(image))
+    digest = content_hash(data)
+    if embedding is not None:
+        state = write_tags(image, tags, spec.parent, spec.model_id, spec.naming, rejected=rejected,
+                           embedding=(embedding[0], digest, embedding[2]))
+    return dataclasses.replace(state, image_stat=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+                               image_digest=digest)
 
 
 def carry_sidecar(old: bytes, new: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec) -> SidecarState:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pixdex.indexer.errors import PixdexError
-from pixdex.indexer.fulltext import normalize_ext, normalize_tag
+from pixdex.indexer.fulltext import nfc, normalize_ext, normalize_tag
 
 FILTER_KEYS = ("tag", "folder", "in", "ext", "after", "before", "camera", "lens", "rating", "iso", "w", "h",
                "orientation", "near")
@@ -104,13 +104,13 @@ def parse_query(raw: str, cwd: Path | None = None) -> Query:
         elif kind == "op":
             segments.append((value, []))
         elif kind == "phrase":
-            phrase = value.strip('"').strip()
+            phrase = nfc(value.strip('"').strip())
             if phrase:
                 segments[-1][1].append(phrase)
                 if segments[-1][0] == "+":
                     text_parts.append(f'"{phrase}"')
         else:
-            word = value.strip('"')
+            word = nfc(value.strip('"'))
             if UNKNOWN_FILTER.match(word) and "://" not in word:
                 unknown.append(word)
             if word:
@@ -165,6 +165,8 @@ def _number_range(token: str, key: str, value: str) -> tuple[str, int | None, in
     match = NUMBER.match(value)
     if match is None:
         raise QueryError(f"{token!r}: write {key}:N, {key}:>=N, {key}:<N or {key}:N..M (whole numbers)")
+    if any(len(match[g].lstrip("-")) > 15 for g in ("n", "lo", "hi") if match[g] is not None):
+        raise QueryError(f"{token!r}: {key} takes whole numbers of at most 15 digits")
     if match["lo"] is not None:
         low, high = int(match["lo"]), int(match["hi"])
         if low > high:
@@ -184,14 +186,21 @@ def _box(token: str, value: str) -> tuple[float, float, float, float]:
     if len(numbers) == 3:
         lat, lon, km = numbers
         if not (-90 <= lat <= 90 and -180 <= lon <= 180 and 0 < km <= 20_000):
-            raise QueryError(f"{token!r}: latitude −90…90, longitude −180…180, distance above 0 km")
+            raise QueryError(f"{token!r}: latitude −90…90, longitude −180…180, distance above 0 and at most "
+                             "20000 km")
         dlat = km / 111.32
         dlon = km / max(111.32 * math.cos(math.radians(lat)), 1e-6)
-        return max(lat - dlat, -90.0), max(lon - dlon, -180.0), min(lat + dlat, 90.0), min(lon + dlon, 180.0)
+        if dlon >= 180:  # near a pole, or a distance around the globe: every longitude
+            return max(lat - dlat, -90.0), -180.0, min(lat + dlat, 90.0), 180.0
+        west, east = lon - dlon, lon + dlon  # across the antimeridian the box wraps (west > east)
+        west += 360.0 if west < -180 else 0.0
+        east -= 360.0 if east > 180 else 0.0
+        return max(lat - dlat, -90.0), west, min(lat + dlat, 90.0), east
     if len(numbers) == 4:
         south, west, north, east = numbers
         if not (-90 <= south <= north <= 90 and -180 <= west <= 180 and -180 <= east <= 180):
-            raise QueryError(f"{token!r}: a box is south,west,north,east in degrees, south below north")
+            raise QueryError(f"{token!r}: a box is south,west,north,east in degrees, south below north (west above "
+                             "east crosses the 180° meridian)")
         return south, west, north, east
     raise QueryError(f"{token!r}: write near:LAT,LON,KM (e.g. near:48.85,2.35,5) or near:SOUTH,WEST,NORTH,EAST")
 

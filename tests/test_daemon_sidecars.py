@@ -4,6 +4,7 @@ loop back. The real daemon on a real socket; exiv2 and exiftool play the other p
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -110,3 +111,56 @@ def test_embedded_keywords_reach_tag_and_the_new_sidecar(served: Served, exiftoo
     side = served.folders[0] / "holiday" / "iptc_keywords.jpg.xmp"
     for program, keywords in keywords_as_programs_see(exiftool, side).items():
         assert {"ExifTool", "Test", "IPTC"} <= {leaf(k) for k in keywords}, program
+
+
+def test_an_image_moved_onto_a_waiting_sidecar_takes_its_keywords(served: Served, exiftool: str) -> None:
+    pics = served.folders[0]
+    source = pics / "city" / "night_street.gif"
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject+=plainkw", str(source) + ".xmp"], check=True,
+                   capture_output=True)
+    wait_for(lambda: "night_street.gif" in tag_hits(served, "plainkw"), timeout=20, what="the first keyword")
+    (pics / "moved").mkdir()
+    waiting = pics / "moved" / "arrived.gif.xmp"
+    subprocess.run([exiftool, "-o", str(waiting), "-XMP-dc:Subject=destkw", str(source) + ".xmp"], check=True,
+                   capture_output=True)
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject=destkw", str(waiting)], check=True,
+                   capture_output=True)
+    time.sleep(1)
+    source.rename(pics / "moved" / "arrived.gif")
+    wait_for(lambda: tag_hits(served, "destkw") == {"arrived.gif"}, timeout=20, what="the waiting sidecar's keyword")
+    wait_for(lambda: served.idle(), timeout=20, what="idle")
+    assert tag_hits(served, "plainkw") == set()
+
+
+def test_an_image_moved_over_another_takes_that_ones_sidecar(served: Served, exiftool: str) -> None:
+    pics = served.folders[0]
+    source, target = pics / "city" / "old_tram.bmp", pics / "garden" / "green_leaves.png"
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject+=tramkw", str(source) + ".xmp"], check=True,
+                   capture_output=True)
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject+=leafkw", str(target) + ".xmp"], check=True,
+                   capture_output=True)
+    wait_for(lambda: tag_hits(served, "tramkw") == {"old_tram.bmp"} and tag_hits(served, "leafkw") ==
+             {"green_leaves.png"}, timeout=20, what="both keywords")
+    moved_id = item_by_name(served, "old_tram.bmp")["id"]
+    os.replace(source, pics / "garden" / "green_leaves.bmp")  # another name: no clash of formats
+    os.replace(pics / "garden" / "green_leaves.bmp", target)
+    wait_for(lambda: served.idle() and item_by_name(served, "green_leaves.png")["id"] == moved_id, timeout=30,
+             what="the move over the other image")
+    wait_for(lambda: tag_hits(served, "leafkw") == {"green_leaves.png"}, timeout=20, what="the sidecar it landed on")
+    assert tag_hits(served, "tramkw") == set()
+
+
+def test_a_read_only_sidecar_made_writable_gets_pixdexs_keywords(served: Served) -> None:
+    pics = served.folders[0]
+    image = pics / "holiday" / "beach_sunset_02.jpg"
+    side = image.with_name(image.name + ".xmp")
+    side.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>'
+                    '<rdf:li>lockedkw</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>')
+    side.chmod(0o444)
+    wait_for(lambda: "read-only" in str(item_by_name(served, image.name)["sidecar_error"]), timeout=20,
+             what="the refusal")
+    wait_for(lambda: image.name in tag_hits(served, "lockedkw"), timeout=10, what="the refused sidecar, read")
+    side.chmod(0o644)  # what the message says to do; nothing else
+    wait_for(lambda: b"pixdex|" in side.read_bytes(), timeout=20, what="pixdex's keywords in the sidecar")
+    wait_for(lambda: item_by_name(served, image.name)["sidecar_error"] is None, timeout=20, what="the error to clear")

@@ -70,6 +70,8 @@ def test_each_filter_keeps_what_it_should(library: Env, capsys: pytest.CaptureFi
 @pytest.mark.parametrize("query, message", [
     ("rating:abc", "whole numbers"), ("iso:5..1", "is above"), ("near:91,0,5", "latitude"),
     ("near:1,2", "near:LAT,LON,KM"), ("orientation:diagonal", "orientation is one of"), ("-lens:50mm", "cannot be negated"),
+    ("w:99999999999999999999999", "at most 15 digits"), ("photo iso:>1234567890123456", "at most 15 digits"),
+    ("near:0,0,100000", "at most 20000 km"),
 ])
 def test_bad_filters_say_what_to_write(env: Env, capsys: pytest.CaptureFixture[str], query: str, message: str) -> None:
     status, _out, err = env.cli("search", query, capsys=capsys)
@@ -87,3 +89,17 @@ def test_a_rating_set_in_the_sidecar_wins(library: Env, capsys: pytest.CaptureFi
     summary = library.index_json(capsys)
     assert summary["decoded"] == 0, summary  # a sidecar change: no decode
     assert paths(search(library, capsys, "photo rating:5", k=50)) == {"Canon.jpg"}
+
+
+def test_near_wraps_across_the_antimeridian(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    image = solid((10, 20, 30), size=(120, 80))
+    exif = Image.Exif()
+    exif.get_ifd(0x8825).update({1: "S", 2: (17.0, 0.0, 0.0), 3: "W", 4: (179.0, 59.0, 24.0)})  # 17°S 179.99°W (Fiji)
+    image.save(env.pics / "fiji.jpg", exif=exif)
+    solid((10, 20, 30), size=(120, 80)).save(env.pics / "nowhere.jpg")
+    assert env.index_json(capsys)["failed"] == 0
+    assert paths(search(env, capsys, "photo near:-17,179.99,10", k=10)) == {"fiji.jpg"}  # east of it, 2 km
+    assert paths(search(env, capsys, "photo near:-18,179,-16,-179", k=10)) == {"fiji.jpg"}  # a box across
+    assert paths(search(env, capsys, "photo near:-17,170,10", k=10)) == set()

@@ -5,7 +5,9 @@ Real stand-in models, real sidecars, real stores on disk."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,13 @@ def test_check_finds_every_kind_of_disagreement_and_fix_repairs_them(library: En
     assert status == 0 and json.loads(out) == [], out
     gone_sidecar = library.pics / "garden" / "blue_pond.webp.xmp"
     gone_sidecar.unlink()
+    # Edited in place to the same size, its time set back: only the stored hash can tell.
+    sneaky = library.pics / "holiday" / "beach_sunset_02.jpg.xmp"
+    st = sneaky.stat()
+    text = sneaky.read_bytes()
+    with open(sneaky, "r+b") as handle:
+        handle.write(text.replace(b"pixdex", b"PIXDEX", 1))
+    os.utime(sneaky, ns=(st.st_atime_ns, st.st_mtime_ns))
     (library.pics / "holiday" / "harbour_boats.jpg").write_bytes(
         (library.pics / "holiday" / "beach_sunset_01.jpg").read_bytes())
     noise(7).save(library.pics / "city" / "newcomer.png")
@@ -82,6 +91,7 @@ def test_check_finds_every_kind_of_disagreement_and_fix_repairs_them(library: En
     assert status == 1
     assert ("blue_pond.webp.xmp", "sidecar") in found or ("blue_pond.webp", "sidecar") in found
     assert ("harbour_boats.jpg", "disk") in found
+    assert ("beach_sunset_02.jpg.xmp", "sidecar") in found
     assert ("newcomer.png", "catalog") in found
     assert any(kind == "text index" for _, kind in found)
     assert any(kind == "vector index" for _, kind in found)
@@ -89,3 +99,41 @@ def test_check_finds_every_kind_of_disagreement_and_fix_repairs_them(library: En
     assert status == 0 and json.loads(out) == [], out
     assert gone_sidecar.exists()
     check_consistent(library.data, library.pics)
+
+
+def test_an_image_moved_onto_someone_elses_sidecar_is_indexed_with_it(library: Env, capsys: pytest.CaptureFixture[str],
+                                                                     exiftool: str) -> None:
+    from test_index_search import paths
+
+    source = library.pics / "garden" / "green_leaves.png"
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject+=plainkw", str(source) + ".xmp"], check=True,
+                   capture_output=True)
+    library.index_json(capsys)
+    assert paths(search(library, capsys, "tag:plainkw")) == {"green_leaves.png"}
+    waiting = library.pics / "city" / "arriving.png.xmp"  # a sidecar whose image is not there (yet)
+    subprocess.run([exiftool, "-o", str(waiting), "-XMP-dc:Subject=destkw", str(source) + ".xmp"], check=True,
+                   capture_output=True)
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject=destkw", str(waiting)], check=True,
+                   capture_output=True)
+    source.rename(library.pics / "city" / "arriving.png")
+    summary = library.index_json(capsys)
+    assert summary["moved"] == 1, summary
+    assert paths(search(library, capsys, "tag:destkw")) == {"arriving.png"}
+    assert paths(search(library, capsys, "tag:plainkw")) == set()
+    assert (library.pics / "garden" / "green_leaves.png.xmp").exists()  # the old one stays, never clobbering
+
+
+def test_decomposed_korean_keywords_match_what_is_typed(library: Env, capsys: pytest.CaptureFixture[str],
+                                                        exiftool: str) -> None:
+    import unicodedata
+
+    from test_index_search import paths
+
+    side = library.pics / "garden" / "blue_pond.webp.xmp"
+    decomposed = unicodedata.normalize("NFD", "바다")
+    assert decomposed != "바다"
+    subprocess.run([exiftool, "-overwrite_original", f"-XMP-dc:Subject+={decomposed}", str(side)], check=True,
+                   capture_output=True)
+    library.index_json(capsys)
+    assert paths(search(library, capsys, "tag:바다")) == {"blue_pond.webp"}
+    assert "blue_pond.webp" in paths(search(library, capsys, "바다"))

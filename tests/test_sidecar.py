@@ -395,3 +395,95 @@ def test_raw_and_jpeg_pairs_never_share_one_sidecar(tmp_path: Path) -> None:
 def test_adobe_naming_by_config(image: Path) -> None:
     write_tags(image, ["cat"], "pixdex", "m", naming="image.xmp")
     assert image.with_name("IMG_0001.xmp").exists() and not image.with_name("IMG_0001.jpg.xmp").exists()
+
+
+def test_a_person_keyword_removed_darktable_style_stays_removed(image: Path, exiftool: str) -> None:
+    side = sidecar_path(image)
+    side.write_text(PERSON_SIDECAR)
+    write_tags(image, ["cat"], "pixdex", "m")  # "dog" (the person's) now in TagsList too
+    assert "dog" in read_sidecar(side)["Xmp.digiKam.TagsList"]
+    # darktable edits dc:subject and lr:hierarchicalSubject only.
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject-=dog", "-XMP-lr:HierarchicalSubject-=dog",
+                    str(side)], check=True, capture_output=True)
+    assert "dog" not in [p["name"] for p in read_state(image, "pixdex").person]
+    write_tags(image, ["cat"], "pixdex", "m")
+    for program, keywords in keywords_as_programs_see(exiftool, side).items():
+        assert "dog" not in {leaf(k) for k in keywords}, program
+        assert "Grandma" in {leaf(k) for k in keywords}, program
+
+
+def test_a_machine_keyword_the_person_had_is_rejected_when_they_remove_it(image: Path, exiftool: str) -> None:
+    side = sidecar_path(image)
+    side.write_text(PERSON_SIDECAR.replace("People|Grandma", "Nature|tree").replace(">Grandma<", ">tree<"))
+    write_tags(image, ["tree", "Dog"], "pixdex", "m")  # both the person's already ("dog" in another case)
+    xmp = read_sidecar(side)
+    assert "pixdex|tree" not in xmp["Xmp.lr.hierarchicalSubject"] and "pixdex|Dog" not in xmp["Xmp.lr.hierarchicalSubject"]
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject-=tree", "-XMP-lr:HierarchicalSubject-=Nature|tree",
+                    "-XMP-digiKam:TagsList-=Nature/tree", str(side)], check=True, capture_output=True)
+    state = write_tags(image, ["tree", "Dog"], "pixdex", "m")
+    assert "tree" in state.rejected
+    assert "tree" not in {leaf(k) for k in keywords_as_programs_see(exiftool, side)["digikam"]}
+
+
+def test_a_relative_symlinked_sidecar_moves_as_a_working_link(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / "store" / "kept.xmp").write_text(PERSON_SIDECAR)
+    image = tmp_path / "a" / "x.jpg"
+    solid((1, 2, 3)).save(image)
+    sidecar_path(image).symlink_to("../store/kept.xmp")
+    moved = tmp_path / "b" / "deep" / "x.jpg"
+    image.rename(moved)
+    new = sc.carry_over(image, moved)
+    assert new == sidecar_path(moved) and new.is_symlink() and not os.path.isabs(os.readlink(new))
+    assert "Grandma" in read_sidecar(new)["Xmp.dc.subject"]
+    assert not os.path.lexists(sidecar_path(image))
+
+
+def test_other_files_with_the_same_stem_do_not_take_an_adobe_sidecar(tmp_path: Path) -> None:
+    image = tmp_path / "s.jpg"
+    solid((1, 2, 3)).save(image)
+    (tmp_path / "s.xmp").write_text(PERSON_SIDECAR)
+    (tmp_path / "s.txt").write_text("notes")
+    (tmp_path / "s.MOV").write_bytes(b"live photo")
+    assert sidecar_path(image) == tmp_path / "s.xmp"
+    (tmp_path / "s.NEF").write_bytes(b"raw")
+    assert sidecar_path(image) == tmp_path / "s.jpg.xmp"
+
+
+@needs_corpus
+def test_every_corpus_image_with_keywords_gets_them_in_all_three_fields(tmp_path: Path, exiftool: str) -> None:
+    """Each corpus image whose own metadata has keywords (by the MWG rules, as exiftool reads them): the
+    sidecar pixdex creates holds every one of them where digiKam, darktable and Immich each look."""
+    images = sorted(p for p in CORPUS.iterdir() if p.suffix.lower() in (".jpg", ".tif", ".png", ".webp", ".heic"))
+    listing = json.loads(subprocess.run([exiftool, "-j", "-use", "MWG", "-MWG:Keywords", *map(str, images)],
+                                        capture_output=True, text=True).stdout)
+    with_keywords = {Path(entry["SourceFile"]).name: as_list(entry["Keywords"]) for entry in listing
+                     if entry.get("Keywords")}
+    assert len(with_keywords) >= 5
+    problems = []
+    for name, keywords in with_keywords.items():
+        image = tmp_path / name
+        shutil.copyfile(CORPUS / name, image)
+        try:
+            write_tags(image, ["pixdexmachinetag"], "pixdex", "m")
+        except SidecarError as exc:
+            problems.append(f"{name}: refused: {exc.reason}")
+            continue
+        for program, seen in keywords_as_programs_see(exiftool, sidecar_path(image)).items():
+            missing = set(map(str, keywords)) - {leaf(k) for k in seen}
+            if missing:
+                problems.append(f"{name}: {program} misses {sorted(missing)}")
+    assert problems == []
+
+
+def test_owner_and_group_are_kept_when_the_process_may_set_them(image: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root may give a file to another owner")
+    side = sidecar_path(image)
+    write_tags(image, ["dog"], "pixdex", "m")
+    os.chown(side, 1234, 2345)
+    write_tags(image, ["cat"], "pixdex", "m")
+    assert (side.stat().st_uid, side.stat().st_gid) == (1234, 2345)
+    assert "cat" in read_sidecar(side)["Xmp.dc.subject"]
