@@ -84,6 +84,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE images ADD COLUMN rejected TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE images ADD COLUMN embedded TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE images ADD COLUMN facts TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE images ADD COLUMN side_hash TEXT;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -145,6 +146,7 @@ class ImageRow:
     rejected: str = "[]"
     embedded: str = "{}"
     facts: str = "{}"
+    side_hash: str | None = None  # BLAKE2b of the sidecar's bytes as last read
 
     @property
     def fact_dict(self) -> dict[str, object]:
@@ -408,15 +410,16 @@ class Catalog:
                   taken: str | None, camera: str | None, tags: list[dict[str, object]],
                   metadata: str, sidecar_error: str | None, embedding: NDArray[np.float32] | None,
                   side: str | None = None, rejected: list[str] | None = None,
-                  embedded: dict[str, object] | None = None, facts: dict[str, object] | None = None) -> None:
+                  embedded: dict[str, object] | None = None, facts: dict[str, object] | None = None,
+                  side_hash: str | None = None) -> None:
         """Record an indexed image; without an embedding (no models) it waits for models (clip_model NULL)."""
         self.db.execute(
             "UPDATE images SET state = 'done', reason = NULL, clip_model = ?, tagger_model = ?, width = ?, "
             "height = ?, taken = ?, camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ?, side = ?, "
-            "rejected = ?, embedded = ?, facts = ? WHERE id = ?",
+            "rejected = ?, embedded = ?, facts = ?, side_hash = ? WHERE id = ?",
             (clip_model, tagger_model, width, height, taken, camera, json.dumps(tags), metadata, sidecar_error,
              time.time(), side, json.dumps(rejected or []), json.dumps(embedded or {}), json.dumps(facts or {}),
-             image_id))
+             side_hash, image_id))
         if embedding is None or clip_model is None:
             self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
             return
@@ -433,12 +436,13 @@ class Catalog:
         self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
 
     def set_sidecar(self, image_id: int, tags: list[dict[str, object]], metadata: str, side: str | None,
-                    rejected: list[str], error: str | None, facts: dict[str, object], gen: int) -> None:
+                    rejected: list[str], error: str | None, facts: dict[str, object], gen: int,
+                    side_hash: str | None = None) -> None:
         """What a (re-)read sidecar says: the keywords and text indexed, the version read, the rejections."""
         self.db.execute("UPDATE images SET tags = ?, metadata = ?, side = ?, rejected = ?, sidecar_error = ?, "
-                        "facts = ?, gen = ?, updated = ? WHERE id = ?",
+                        "facts = ?, gen = ?, updated = ?, side_hash = ? WHERE id = ?",
                         (json.dumps(tags), metadata, side, json.dumps(rejected), error, json.dumps(facts), gen,
-                         time.time(), image_id))
+                         time.time(), side_hash, image_id))
 
     def set_sidecar_error(self, image_id: int, error: str | None) -> None:
         self.db.execute("UPDATE images SET sidecar_error = ? WHERE id = ?", (error, image_id))

@@ -188,8 +188,8 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
         except Exception as exc:  # noqa: BLE001 - any unreadable sidecar is a finding, not a crash
             yield Finding("sidecar", display_path(side), f"unreadable ({exc})", row.id)
             continue
-        state = state_of(side, xmp, settings.tag_parent)
-        if state.signature != row.side:
+        state = state_of(side, xmp, settings.tag_parent, data=data)
+        if state.signature != row.side or (row.side_hash and state.digest != row.side_hash):
             yield Finding("sidecar", display_path(side), "changed since pixdex read it", row.id)
             continue
         written = set(json.loads(json.dumps(xmp.get("Xmp.pixdex.Machine") or [])))

@@ -182,6 +182,7 @@ class SidecarState:
     # (dev, inode, size, mtime) and content hash, so the index records them and does not redo the image.
     image_stat: tuple[int, int, int, int] | None = None
     image_digest: str | None = None
+    digest: str | None = None  # BLAKE2b of the sidecar's bytes as read (or written)
 
 
 def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: SidecarState | None,

@@ -269,7 +269,8 @@ def read_props(data: bytes) -> dict[str, Any]:
         raise SidecarError(Path("?"), f"not valid XMP ({exiv2_error}; {exc})") from None
 
 
-def state_of(path: Path, xmp: dict[str, Any], parent: str, error: str | None = None) -> SidecarState:
+def state_of(path: Path, xmp: dict[str, Any], parent: str, error: str | None = None,
+             data: bytes | None = None) -> SidecarState:
     person = person_paths(xmp, parent)
     leaves = [p[-1] for p in person]
     facts = reconcile(xmp, {}, {})
@@ -277,7 +278,18 @@ def state_of(path: Path, xmp: dict[str, Any], parent: str, error: str | None = N
                     facts.city, facts.sublocation, facts.state, facts.country).text()
     return SidecarState(os.fsencode(path), signature_of(path), True,
                         [{"name": p[-1], **({"path": "|".join(p)} if len(p) > 1 else {})} for p in person],
-                        rejected_now(xmp, parent), text, error, facts.rating)
+                        rejected_now(xmp, parent), text, error, facts.rating, digest=_digest(path, data))
+
+
+def _digest(path: Path, data: bytes | None) -> str | None:
+    from pixdex.indexer.scan import content_hash
+
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+    return content_hash(data)
 
 
 def read_state(image: Path, parent: str, naming: str = "image.ext.xmp", error: str | None = None) -> SidecarState:
@@ -293,7 +305,7 @@ def read_state(image: Path, parent: str, naming: str = "image.ext.xmp", error: s
         xmp = read_props(data)
     except SidecarError as exc:
         return SidecarState(os.fsencode(path), signature_of(path), error=error or exc.reason)
-    return state_of(path, xmp, parent, error)
+    return state_of(path, xmp, parent, error, data)
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:

@@ -159,7 +159,8 @@ class Writer:
                     height=item.height, taken=taken, camera=item.camera,
                     tags=tags, metadata=text, sidecar_error=item.side.error if item.side else None,
                     embedding=item.embedding, side=item.side.signature if item.side else None, rejected=rejected,
-                    embedded=item.embedded, facts=_with_rating(item.facts, rating))
+                    embedded=item.embedded, facts=_with_rating(item.facts, rating),
+                    side_hash=item.side.digest if item.side else None)
         return self.submit(run)
 
     def touch(self, image_id: int, seq: int, st: FileStat, digest: str, side: SidecarState | None = None,
@@ -326,7 +327,7 @@ def _record_sidecar(catalog: Catalog, image_id: int, side: SidecarState, gen: in
         return
     tags, text, rejected, rating = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list)
     catalog.set_sidecar(image_id, tags, text, side.signature, rejected, side.error,
-                        _with_rating(row.fact_dict, rating), gen)
+                        _with_rating(row.fact_dict, rating), gen, side.digest)
 
 
 def _with_rating(facts: dict[str, Any], rating: int | None) -> dict[str, Any]:

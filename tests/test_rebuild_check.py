@@ -78,8 +78,10 @@ def test_check_finds_every_kind_of_disagreement_and_fix_repairs_them(library: En
     sneaky = library.pics / "holiday" / "beach_sunset_02.jpg.xmp"
     st = sneaky.stat()
     text = sneaky.read_bytes()
+    at = text.index(b'MetadataDate="') + len(b'MetadataDate="') + 3  # the year's last digit
     with open(sneaky, "r+b") as handle:
-        handle.write(text.replace(b"pixdex", b"PIXDEX", 1))
+        handle.seek(at)
+        handle.write(b"0" if text[at:at + 1] != b"0" else b"1")
     os.utime(sneaky, ns=(st.st_atime_ns, st.st_mtime_ns))
     (library.pics / "holiday" / "harbour_boats.jpg").write_bytes(
         (library.pics / "holiday" / "beach_sunset_01.jpg").read_bytes())

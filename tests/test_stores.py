@@ -210,7 +210,8 @@ def test_a_data_directory_from_the_foundation_is_upgraded_without_reembedding(en
     db.executescript("DROP TABLE queue; DROP TABLE embeddings; DROP TABLE tombstones; DROP TABLE meta; DROP TABLE collections; "
                      "DROP INDEX images_gen; ALTER TABLE images DROP COLUMN gen; ALTER TABLE images DROP COLUMN side; "
                      "ALTER TABLE images DROP COLUMN rejected; ALTER TABLE images DROP COLUMN embedded; "
-                     "ALTER TABLE images DROP COLUMN facts; PRAGMA user_version = 1;")
+                     "ALTER TABLE images DROP COLUMN facts; ALTER TABLE images DROP COLUMN side_hash; "
+                     "PRAGMA user_version = 1;")
     db.close()
     manifest = json.loads((data / "vectors" / "vectors.json").read_text())
     del manifest["generation"]
