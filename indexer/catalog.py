@@ -252,6 +252,12 @@ class Catalog:
     def _rows(self, sql: str, params: Iterable[object] = ()) -> list[ImageRow]:
         return [ImageRow(*r) for r in self.db.execute(f"SELECT {COLUMNS} FROM images {sql}", tuple(params))]
 
+    def all_rows(self) -> list[ImageRow]:
+        return self._rows("ORDER BY path")
+
+    def queued_ids(self) -> set[int]:
+        return {int(i) for (i,) in self.db.execute("SELECT image_id FROM queue")}
+
     def get(self, image_id: int) -> ImageRow | None:
         rows = self._rows("WHERE id = ?", (image_id,))
         return rows[0] if rows else None

@@ -12,7 +12,6 @@ generation are expected in it (newer ones are in the catalog and every reader se
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -42,10 +41,11 @@ def check(config: Config, folders: list[bytes]) -> list[Finding]:
     if not layout.exists():
         return []
     catalog = Catalog(layout.catalog, read_only=True)
+    model = catalog_model(layout)
     try:
-        rows = catalog._rows("ORDER BY path")
-        queued = {e.row.id for e in catalog.queued(1_000_000_000)}
-        embeddings = dict(catalog.embeddings(catalog_model(layout) or "", ids=None)) if catalog_model(layout) else {}
+        rows = catalog.all_rows()
+        queued = catalog.queued_ids()
+        embeddings = dict(catalog.embeddings(model)) if model else {}
         findings = [*_disk(rows, queued, catalog, folders, config), *_text(layout, rows),
                     *_vectors(layout, config, rows, embeddings), *_sidecars(config, rows, queued, embeddings)]
     finally:
@@ -164,7 +164,8 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
     import numpy as np
 
     from pixdex.indexer.scan import sidecar_name_of
-    from pixdex.indexer.sidecar import read_embedding, read_props, sidecar_path, state_of
+    from pixdex.indexer.metadata import as_list
+    from pixdex.indexer.sidecar import MACHINE, read_embedding, read_props, sidecar_path, state_of
 
     settings = config.sidecar
     for row in rows:
@@ -192,7 +193,7 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
         if state.signature != row.side or (row.side_hash and state.digest != row.side_hash):
             yield Finding("sidecar", display_path(side), "changed since pixdex read it", row.id)
             continue
-        written = set(json.loads(json.dumps(xmp.get("Xmp.pixdex.Machine") or [])))
+        written = set(as_list(xmp.get(MACHINE)))
         missing = [t for t in machine if t not in written and t not in {p["name"] for p in state.person}]
         if settings.write and missing and not row.sidecar_error:
             yield Finding("sidecar", display_path(side), f"lacks machine keyword(s) {', '.join(missing[:5])}", row.id)

@@ -406,12 +406,12 @@ def read_embedding(xmp: dict[str, Any], model_id: str, content_hash: str) -> Any
 
     if not model_id or str(xmp.get(EMBEDDING_MODEL) or "") != model_id or str(xmp.get(EMBEDDING_OF) or "") != content_hash:
         return None
-    try:
+    try:  # anything malformed is no embedding (the image is then embedded by the model), never an error
         dtype, dim, checksum, payload = str(xmp.get(EMBEDDING) or "").split(":", 3)
         raw = base64.b64decode(payload, validate=True)
+        if dtype != "f16" or len(raw) != 2 * int(dim) or hashlib.sha256(raw).hexdigest()[:16] != checksum:
+            return None
     except (ValueError, binascii.Error):
-        return None
-    if dtype != "f16" or len(raw) != 2 * int(dim) or hashlib.sha256(raw).hexdigest()[:16] != checksum:
         return None
     vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
     norm = float(np.linalg.norm(vector))

@@ -487,3 +487,9 @@ def test_owner_and_group_are_kept_when_the_process_may_set_them(image: Path) -> 
     write_tags(image, ["cat"], "pixdex", "m")
     assert (side.stat().st_uid, side.stat().st_gid) == (1234, 2345)
     assert "cat" in read_sidecar(side)["Xmp.dc.subject"]
+
+
+@pytest.mark.parametrize("value", ["f16:x:abc:AAAA", "garbage", "f16:2:00:!!!", "", "f32:1:00:AAAA", "f16:99999:0:"])
+def test_a_malformed_embedding_is_no_embedding_never_an_error(value: str) -> None:
+    xmp = {sc.EMBEDDING: value, sc.EMBEDDING_MODEL: "m", sc.EMBEDDING_OF: "h"}
+    assert sc.read_embedding(xmp, "m", "h") is None
