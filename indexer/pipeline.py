@@ -427,8 +427,8 @@ class Pipeline:
                            settings.embedded and work is not None)
 
     def own_view(self) -> tuple[dict[bytes, str | None], set[bytes], dict[bytes, tuple[int, int]]]:
-        """For the scanner: the sidecar versions pixdex wrote, by image path; images whose sidecar is being
-        written map to their row's current version (the worker reads what is there when it merges)."""
+        """For the scanner: the sidecar versions pixdex wrote (by image path), the images whose sidecar a worker
+        is merging right now (it reads what is there), and the images whose own XMP pixdex rewrote."""
         with self._inflight_lock:
             own = dict(self.own_sidecars)
             writing = set(self.writing_sidecars)
