@@ -681,19 +681,19 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
             print(f"{kind}: {', '.join(found) or '(none)'}")
         return EXIT_OK
     try:
-        return _export_models(args, model_dir)
+        return _export_models(args, model_dir, config.source or default_config_path(os.environ))
     except ImportError as exc:  # torch and open_clip come with the export extra only
         print(f"pixdex: error: model export needs the export extra (.venv/bin/pip install '.[export]' in the pixdex checkout; for a CPU-only torch install it first from https://download.pytorch.org/whl/cpu): {exc}",
               file=sys.stderr)
         return EXIT_USAGE
 
 
-def _export_models(args: argparse.Namespace, model_dir: Path) -> int:
+def _export_models(args: argparse.Namespace, model_dir: Path, config_file: Path) -> int:
     from pixdex.indexer import export
 
     if args.models_command == "export":
         path = export.export_pretrained_clip(args.name, args.pretrained, model_dir)
-        print(f"exported {path}; set [models] clip = \"{path.name}\" in {default_config_path(os.environ)}")
+        print(f"exported {path}; set [models] clip = \"{path.name}\" in {config_file}")
         return EXIT_OK
     clip = export.write_standin_clip(model_dir)
     tagger = export.write_standin_tagger(model_dir)
@@ -701,7 +701,8 @@ def _export_models(args: argparse.Namespace, model_dir: Path) -> int:
     print("WARNING: these are STAND-IN models with random weights. They exercise every code path, but their "
           "tags and rankings are meaningless. To use them, put this in your config:\n"
           f"[models]\nclip = \"{clip.name}\"\ntagger = \"{tagger.name}\"\n"
-          f"(config file: {default_config_path(os.environ)}; a running daemon takes it with `pixdex reload`)",
+          f"(config file: {config_file}; a running daemon takes it with "
+          "`pixdex reload`)",
           file=sys.stderr)
     return EXIT_OK
 

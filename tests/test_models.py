@@ -19,7 +19,7 @@ from pixdex.indexer.export import STANDIN_CLIP, STANDIN_CLIP_CONFIG, import_open
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
 from pixdex.indexer.tagger import Tagger, display_name
 
-from conftest import gradient, noise
+from conftest import Env, gradient, noise
 
 torch = pytest.importorskip("torch")
 
@@ -147,3 +147,8 @@ def test_missing_model_names_the_directory_and_the_fix(tmp_path: Path) -> None:
     tagger = Tagger(broken, TaggerSettings())
     with pytest.raises(ModelError, match="cannot load this model"):
         tagger.tag(np.zeros((1, 448, 448, 3), np.float32))
+
+
+def test_standin_names_the_config_file_in_use(env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _out, err = env.cli("models", "standin", "--dir", str(tmp_path / "m"), capsys=capsys)
+    assert status == 0 and f"config file: {env.config};" in err
