@@ -486,10 +486,10 @@ def cmd_rebuild(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.library import watched
     from pixdex.indexer.check import check, repair
-    from pixdex.indexer.collections import all_collections
 
-    folders = [c.path for c in all_collections(config, None)] + _added_folders(config)
+    folders = [c.path for c in watched(config)]
     findings = check(config, folders)
     if findings and args.fix:
         _no_daemon(config, "check --fix")
@@ -507,18 +507,6 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
         elif not args.fix:
             print(f"{len(findings)} disagreement(s); `pixdex check --fix` repairs them", file=sys.stderr)
     return EXIT_SOME_FAILED if findings else EXIT_OK
-
-
-def _added_folders(config: Config) -> list[bytes]:
-    if not config.layout.exists():
-        return []
-    from pixdex.indexer.catalog import Catalog
-
-    catalog = Catalog(config.layout.catalog, read_only=True)
-    try:
-        return [p for _, p in catalog.collections()]
-    finally:
-        catalog.close()
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:

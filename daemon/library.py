@@ -129,16 +129,20 @@ def offline_reindex(config: Config, paths: list[Path]) -> int:
     return int(offline_write(config, queue))
 
 
-def offline_watches(config: Config) -> list[dict[str, str]]:
+def watched(config: Config) -> list[Any]:
+    """Every watched folder (collection): the config file's and those added with `watch add`."""
     from pixdex.indexer.collections import all_collections
 
     catalog = Catalog(config.layout.catalog, read_only=True) if config.layout.exists() else None
     try:
-        return [{**c.as_dict(), "watch": "off (no daemon runs)", "why": ""}
-                for c in all_collections(config, catalog)]
+        return all_collections(config, catalog)
     finally:
         if catalog is not None:
             catalog.close()
+
+
+def offline_watches(config: Config) -> list[dict[str, str]]:
+    return [{**c.as_dict(), "watch": "off (no daemon runs)", "why": ""} for c in watched(config)]
 
 
 def offline_watch_add(config: Config, path: Path, name: str | None) -> dict[str, str]:

@@ -450,9 +450,6 @@ class Catalog:
                         (json.dumps(tags), metadata, side, json.dumps(rejected), error, json.dumps(facts), gen,
                          time.time(), side_hash, image_id))
 
-    def set_sidecar_error(self, image_id: int, error: str | None) -> None:
-        self.db.execute("UPDATE images SET sidecar_error = ? WHERE id = ?", (error, image_id))
-
     def delete(self, ids: Iterable[int], gen: int) -> None:
         pairs = [(i,) for i in ids]
         self.db.executemany("DELETE FROM images WHERE id = ?", pairs)

@@ -148,7 +148,7 @@ def _vectors(layout: Any, config: Config, rows: list[ImageRow], embeddings: dict
                                                                   "file", image_id)
             continue
         stored = np.asarray(index.get(np.uint64(image_id)), dtype=np.float32).reshape(-1)
-        if float(np.dot(stored, vector) / (np.linalg.norm(stored) * np.linalg.norm(vector) + 1e-12)) < 0.999:
+        if _cosine(stored, vector) < 0.999:
             yield Finding("vector index", display_path(row.path), "its vector differs from the catalog's", image_id)
     for image_id in keys - embeddings.keys():
         row = by_id.get(image_id)
@@ -161,28 +161,28 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
               ) -> Iterator[Finding]:
     from pathlib import Path
 
-    import numpy as np
-
-    from pixdex.indexer.scan import sidecar_name_of
     from pixdex.indexer.metadata import as_list
-    from pixdex.indexer.sidecar import MACHINE, read_embedding, read_props, sidecar_path, state_of
+    from pixdex.indexer.scan import folder_names, sidecar_name_of, stems_of
+    from pixdex.indexer.sidecar import MACHINE, read_embedding, read_props, state_of
 
     settings = config.sidecar
+    listings: dict[bytes, tuple[set[bytes], Any]] = {}  # each folder listed once
     for row in rows:
         if row.state != "done" or row.id in queued:
             continue
-        image = Path(os.fsdecode(row.path))
-        side = sidecar_path(image, settings.naming)
-        names = set(os.listdir(image.parent)) if image.parent.is_dir() else set()
-        exists = sidecar_name_of(os.fsencode(image.name), {os.fsencode(n) for n in names},
-                                 _stems(names)) is not None
+        folder, name = os.path.split(row.path)
+        if folder not in listings:
+            names = folder_names(folder)
+            listings[folder] = (names, stems_of(names))
+        found = sidecar_name_of(name, *listings[folder])
         machine = [str(t["name"]) for t in row.machine_tags]
-        if not exists:
+        if found is None:
             if row.side is not None:
                 yield Finding("sidecar", display_path(row.path), "the catalog read a sidecar that is gone", row.id)
             elif machine and settings.write and not row.sidecar_error:
                 yield Finding("sidecar", display_path(row.path), "has machine keywords but no sidecar", row.id)
             continue
+        side = Path(os.fsdecode(os.path.join(folder, found)))
         try:
             data = side.read_bytes()
             xmp = read_props(data)
@@ -203,18 +203,14 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
             yield Finding("sidecar", display_path(side), "its keywords differ from those indexed "
                                                          f"({', '.join(sorted(person ^ indexed)[:5])})", row.id)
         stored = read_embedding(xmp, row.clip_model or "", row.hash or "")
-        if stored is not None and row.id in embeddings:
-            vector = embeddings[row.id]
-            if float(np.dot(stored, vector) / (np.linalg.norm(stored) * np.linalg.norm(vector) + 1e-12)) < 0.999:
-                yield Finding("sidecar", display_path(side), "its embedding differs from the catalog's", row.id)
+        if stored is not None and row.id in embeddings and _cosine(stored, embeddings[row.id]) < 0.999:
+            yield Finding("sidecar", display_path(side), "its embedding differs from the catalog's", row.id)
 
 
-def _stems(names: set[str]) -> Any:
-    from collections import Counter
+def _cosine(a: Any, b: Any) -> float:
+    import numpy as np
 
-    from pixdex.indexer.scan import shares_sidecars
-
-    return Counter(os.path.splitext(os.fsencode(n))[0] for n in names if shares_sidecars(os.fsencode(n)))
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
 def repair(config: Config, findings: list[Finding], folders: list[bytes]) -> None:

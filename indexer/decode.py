@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -64,19 +66,34 @@ class Decoded:
 
 def decode_image(data: bytes, path: str, min_side: int, max_pixels: int) -> Decoded:
     """Decode `data` (the bytes of the file at `path`) into an RGB image at least `min_side` wide and high."""
+    with _opened(data, path, max_pixels, "cannot decode") as image:
+        exif = read_exif(image)
+        width, height = _oriented_size(image)
+        if image.format == "JPEG":
+            image.draft("RGB", (min_side, min_side))
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        return Decoded(to_rgb(image), width, height, exif)
+
+
+def probe_image(data: bytes, path: str, max_pixels: int) -> tuple[int, int, ExifFacts]:
+    """Size (as displayed) and EXIF facts from the header alone: no pixel is decoded."""
+    with _opened(data, path, max_pixels, "cannot read its header") as image:
+        width, height = _oriented_size(image)
+        return width, height, read_exif(image)
+
+
+@contextmanager
+def _opened(data: bytes, path: str, max_pixels: int, failing: str) -> Iterator[Image.Image]:
+    """The image opened by Pillow (header only), bombs refused; anything Pillow raises inside becomes the
+    file's ReadError with the reason (`failing`: what could not be done)."""
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check (at open) must agree with ours
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             refuse_bombs(image, path, max_pixels, "decode.max_pixels", "index it")
-            exif = read_exif(image)
-            width, height = _oriented_size(image)
-            if image.format == "JPEG":
-                image.draft("RGB", (min_side, min_side))
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
-            return Decoded(to_rgb(image), width, height, exif)
+            yield image
     except ReadError:
         raise
     except UnidentifiedImageError:
@@ -85,28 +102,7 @@ def decode_image(data: bytes, path: str, min_side: int, max_pixels: int) -> Deco
         raise ReadError(path, f"refused as a decompression bomb: {exc} (limit: decode.max_pixels = "
                               f"{max_pixels:,}; raise it to index this image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
-        raise ReadError(path, f"cannot decode: {exc or type(exc).__name__}") from None
-
-
-def probe_image(data: bytes, path: str, max_pixels: int) -> tuple[int, int, ExifFacts]:
-    """Size (as displayed) and EXIF facts from the header alone: no pixel is decoded."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            refuse_bombs(image, path, max_pixels, "decode.max_pixels", "index it")
-            width, height = _oriented_size(image)
-            return width, height, read_exif(image)
-    except ReadError:
-        raise
-    except UnidentifiedImageError:
-        raise ReadError(path, "not an image Pillow can read (unknown or unsupported format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ReadError(path, f"refused as a decompression bomb: {exc} (limit: decode.max_pixels = "
-                              f"{max_pixels:,}; raise it to index this image)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
-        raise ReadError(path, f"cannot read its header: {exc or type(exc).__name__}") from None
+        raise ReadError(path, f"{failing}: {exc or type(exc).__name__}") from None
 
 
 def refuse_bombs(image: Image.Image, path: str, max_pixels: int, setting: str, purpose: str) -> None:

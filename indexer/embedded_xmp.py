@@ -101,8 +101,7 @@ def write_keywords(image: Path, values: dict[str, list[str]]) -> bool:
     import pyexiv2
 
     from pixdex.indexer.files import ChangedMeanwhile, Refused, replace_owned, seen
-    from pixdex.indexer.sidecar import _LOCK, METADATA_DATE, _pyexiv2_values, _same, _setup
-    from pixdex.indexer.xmpgraph import NotRdf, changed_triples
+    from pixdex.indexer.sidecar import _LOCK, METADATA_DATE, _pyexiv2_values, _same, _setup, check_graph
 
     try:
         data = image.read_bytes()
@@ -139,15 +138,7 @@ def write_keywords(image: Path, values: dict[str, list[str]]) -> bool:
     if not same_pixels:
         raise SidecarError(image, "writing its XMP would change the image data; left untouched")
     if before_packet.strip():
-        from pixdex.indexer.sidecar import URIS
-
-        try:
-            changes = changed_triples(before_packet, after_packet, [URIS[k] for k in update])
-        except NotRdf as exc:
-            raise SidecarError(image, f"cannot check its XMP as RDF ({exc}); left untouched") from None
-        if changes:
-            raise SidecarError(image, "exiv2 cannot rewrite this image's XMP without changing what pixdex does not "
-                                      f"own ({'; '.join(changes[:2])}); left untouched")
+        check_graph(image, before_packet, after_packet, list(update), "this image's XMP", "left untouched")
     try:
         replace_owned(image, payload, was)
     except ChangedMeanwhile:

@@ -102,7 +102,9 @@ def _iso_date(value: Any) -> str:
     """An XMP/IPTC date (``2001-05-19T18:36:41+02:00``, ``2001-05-19``, ``2001``) as ISO, local time kept."""
     from datetime import datetime
 
-    text = str(value or "").strip().replace(":", "-", 2) if str(value or "")[4:5] == ":" else str(value or "").strip()
+    text = str(value or "").strip()
+    if text[4:5] == ":":  # EXIF style, 2001:05:19
+        text = text.replace(":", "-", 2)
     for size, fmt in ((19, "%Y-%m-%dT%H:%M:%S"), (16, "%Y-%m-%dT%H:%M"), (10, "%Y-%m-%d"), (7, "%Y-%m"), (4, "%Y")):
         try:
             return datetime.strptime(text[:size], fmt).isoformat()

@@ -17,7 +17,6 @@ no file: their entries stay queued.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import threading
@@ -35,6 +34,7 @@ from pixdex.indexer.catalog import ASKED, CHANGED, Catalog, FileStat, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError, ReadError, display_path
 from pixdex.indexer.settings import Config
 from pixdex.indexer.metadata import SidecarState
+from pixdex.indexer.scan import sidecar_version
 from pixdex.indexer.workers import DecodeSpec, Inferred, ModelInfo, ModelSpec, Prepared, SidecarSpec, carry_sidecar, \
     infer, prepare, sync_sidecar
 from pixdex.indexer.writer import Indexed, Writer
@@ -400,7 +400,7 @@ class Pipeline:
                     with self._inflight_lock:
                         self.writing_sidecars.discard(work.entry.row.path)
                 work.side = _sidecar_result(future, work.entry.row.path)
-                if work.side.path is not None and _signature_now(work.side.path) != work.side.signature:
+                if work.side.path is not None and sidecar_version(work.side.path) != work.side.signature:
                     # Another program wrote it after pixdex did (its event was not taken for a change while
                     # pixdex was writing): read it again once this commits.
                     self.writer.enqueue([work.entry.row.id], CHANGED, "sidecar changed", again=True)
@@ -556,14 +556,6 @@ def carry_sidecars(pool: Any, moves: list[tuple[bytes, bytes, list[str], list[st
     futures = [pool.schedule(carry_sidecar, (old, new, tags, rejected, spec), timeout=60)
                for old, new, tags, rejected in moves]
     return [(new, _sidecar_result(future, new)) for (_, new, _, _), future in zip(moves, futures, strict=True)]
-
-
-def _signature_now(path: bytes) -> str | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"  # as `scan._side` writes it
 
 
 def _sidecar_result(future: Future[SidecarState], path: bytes) -> SidecarState:

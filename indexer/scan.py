@@ -12,7 +12,7 @@ import fnmatch
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from pixdex.indexer.catalog import Catalog, FileStat, ImageRow
@@ -90,7 +90,7 @@ def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple
         return
     remove_stale_temps(root, [e.name for e in entries])
     names = {e.name for e in entries}
-    stems = Counter(os.path.splitext(n)[0] for n in names if shares_sidecars(n))
+    stems = stems_of(names)
     for entry in sorted(entries, key=lambda e: e.name):
         name = os.fsdecode(entry.name)
         try:
@@ -117,15 +117,33 @@ def shares_sidecars(name: bytes) -> bool:
     return is_image_name(name) or os.path.splitext(name)[1].decode("ascii", "ignore").lower() in RAW_EXTENSIONS
 
 
+def stems_of(names: Iterable[bytes]) -> Counter[bytes]:
+    """How many files of a folder's `names` compete for each ``STEM.xmp``."""
+    return Counter(os.path.splitext(n)[0] for n in names if shares_sidecars(n))
+
+
+def folder_names(folder: bytes) -> set[bytes]:
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
+
+
+def stem_is_shared(image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> bool:
+    """Whether another image or RAW file in the folder has the image's stem (the image itself may be gone)."""
+    stem = os.path.splitext(image_name)[0]
+    return stems[stem] - (image_name in names and shares_sidecars(image_name)) > 0
+
+
 def sidecar_name_of(image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> bytes | None:
-    """The name of an image's existing sidecar among a folder's `names` — ``IMG.jpg.xmp``, else
-    ``IMG.xmp`` when no other file shares the stem (the rule of `sidecar.sidecar_path`)."""
+    """The name of an image's existing sidecar among a folder's `names`: ``IMG.jpg.xmp``, else ``IMG.xmp``
+    while no other image or RAW file shares the stem (``IMG_1.CR2`` + ``IMG_1.JPG`` never share one)."""
     long = image_name + b".xmp"
     if long in names:
         return long
     stem = os.path.splitext(image_name)[0]
     short = stem + b".xmp"
-    return short if stem and short in names and stems[stem] == 1 else None
+    return short if stem and short in names and not stem_is_shared(image_name, names, stems) else None
 
 
 def is_sidecar_name(name: bytes) -> bool:
@@ -133,12 +151,16 @@ def is_sidecar_name(name: bytes) -> bool:
 
 
 def _side(root: bytes, image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> str | None:
-    """The version of an image's sidecar (inode:size:mtime:mode — a chmod counts), None when it has none."""
+    """The version of an image's sidecar, None when it has none."""
     found = sidecar_name_of(image_name, names, stems)
-    if found is None:
-        return None
+    return None if found is None else sidecar_version(os.path.join(root, found))
+
+
+def sidecar_version(path: bytes | str | os.PathLike[str]) -> str | None:
+    """What tells one version of a sidecar from another, as the catalog stores it (`images.side`):
+    inode:size:mtime:mode (a chmod counts: a sidecar made writable may now be written). None: absent."""
     try:
-        st = os.stat(os.path.join(root, found))
+        st = os.stat(path)
     except OSError:
         return None
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
@@ -180,7 +202,7 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
     pixdex is writing it right now (`writing`: its worker merges whatever is there, and a person's edit
     that lands after pixdex's rename is caught by the pipeline's look after the write).
     """
-    own = own or {}
+    own, own_images = own or {}, own_images or {}
     diff = Diff()
     library = normalize_roots(list(roots) + list(library or []))
     shallow_set = {os.path.realpath(s).rstrip(b"/") for s in shallow}
@@ -205,7 +227,7 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
             row = known.pop(st.path, None)
             if row is None:
                 diff.new.append(st)
-            elif not row.same_file(st) and (own_images or {}).get(st.path) != (st.size, st.mtime_ns):
+            elif not row.same_file(st) and own_images.get(st.path) != (st.size, st.mtime_ns):
                 diff.changed.append((row, st))
             elif not row.same_file(st):
                 diff.unchanged.append(row)  # pixdex wrote the image's XMP itself; the writer records its stat

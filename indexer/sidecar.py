@@ -44,6 +44,7 @@ import pyexiv2
 from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.files import ChangedMeanwhile, Refused, owned_target, replace_owned, seen
 from pixdex.indexer.metadata import Embedded, SidecarState, as_list, iptc_in_sync, lang_alt, reconcile
+from pixdex.indexer.scan import sidecar_version
 
 PIXDEX_NS = "https://pixdex.dev/ns/1.0/"
 SEED_PACKET = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
@@ -57,7 +58,6 @@ OURS, MACHINE, REJECTED = "Xmp.pixdex.Tags", "Xmp.pixdex.Machine", "Xmp.pixdex.R
 PERSON = "Xmp.pixdex.Person"  # the person's keyword paths as pixdex last wrote them to all three fields
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
 EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF = "Xmp.pixdex.Embedding", "Xmp.pixdex.EmbeddingModel", "Xmp.pixdex.EmbeddingOf"
-KEYWORD_KEYS = (SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON)
 URIS = {  # the RDF predicates behind pyexiv2's keys, for the graph check
     SUBJECT: "http://purl.org/dc/elements/1.1/subject",
     DESCRIPTION: "http://purl.org/dc/elements/1.1/description",
@@ -74,7 +74,6 @@ URIS = {  # the RDF predicates behind pyexiv2's keys, for the graph check
     "Xmp.photoshop.Country": "http://ns.adobe.com/photoshop/1.0/Country",
     "Xmp.iptc.Location": "http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/Location",
 }
-NAMINGS = ("image.ext.xmp", "image.xmp")
 ESCAPES = {"/": "\u2215", "|": "\u00a6"}
 TRIES = 4
 
@@ -98,27 +97,19 @@ def sidecar_path(image: Path, naming: str = "image.ext.xmp") -> Path:
     belongs to an image only while no other image or RAW file shares its stem (``IMG_1.CR2`` + ``IMG_1.JPG``):
     a RAW+JPEG pair never shares one, each gets its ``IMG.ext.xmp``. Other files (``IMG.txt``, a Live
     Photo's ``IMG.MOV``) do not count."""
+    from pixdex.indexer.scan import folder_names, sidecar_name_of, stem_is_shared, stems_of
+
     long = image.with_name(image.name + ".xmp")
     stem, ext = os.path.splitext(image.name)
-    if not ext or not stem:
-        return long
     short = image.with_name(stem + ".xmp")
-    if os.path.lexists(long):
-        return long
-    if (os.path.lexists(short) or naming == "image.xmp") and not _stem_shared(image, stem):
-        return short
-    return long
-
-
-def _stem_shared(image: Path, stem: str) -> bool:
-    """Whether another image (a RAW of the pair, a JPEG/HEIC twin) shares the stem; other files do not count."""
-    from pixdex.indexer.scan import shares_sidecars
-
-    try:
-        names = os.listdir(image.parent)
-    except OSError:
-        return True
-    return any(os.path.splitext(n)[0] == stem and n != image.name and shares_sidecars(os.fsencode(n)) for n in names)
+    if not ext or not stem or os.path.lexists(long) or not (naming == "image.xmp" or os.path.lexists(short)):
+        return long  # the common cases, without listing the folder
+    names = folder_names(os.fsencode(image.parent))
+    stems = stems_of(names)
+    found = sidecar_name_of(os.fsencode(image.name), names, stems)
+    if found is not None:
+        return image.with_name(os.fsdecode(found))
+    return short if naming == "image.xmp" and not stem_is_shared(os.fsencode(image.name), names, stems) else long
 
 
 # Keywords ------------------------------------------------------------------------------------
@@ -243,14 +234,6 @@ def plan_keywords(xmp: dict[str, Any], machine_tags: Iterable[str], parent: str,
 
 
 # Reading -------------------------------------------------------------------------------------
-def signature_of(path: Path) -> str | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"  # as the scanner's `scan._side` writes it
-
-
 def read_props(data: bytes) -> dict[str, Any]:
     """A packet's properties in pyexiv2's form; a packet exiv2 refuses is read from its RDF graph instead
     (its keywords, title and description still count). Raises SidecarError(None) when neither can."""
@@ -276,7 +259,7 @@ def state_of(path: Path, xmp: dict[str, Any], parent: str, error: str | None = N
     facts = reconcile(xmp, {}, {})
     text = Embedded(leaves, facts.title, facts.description, facts.creator, facts.rating, facts.headline,
                     facts.city, facts.sublocation, facts.state, facts.country).text()
-    return SidecarState(os.fsencode(path), signature_of(path), True,
+    return SidecarState(os.fsencode(path), sidecar_version(path), True,
                         [{"name": p[-1], **({"path": "|".join(p)} if len(p) > 1 else {})} for p in person],
                         rejected_now(xmp, parent), text, error, facts.rating, digest=_digest(path, data))
 
@@ -300,11 +283,11 @@ def read_state(image: Path, parent: str, naming: str = "image.ext.xmp", error: s
     except FileNotFoundError:
         return SidecarState(error=error)
     except OSError as exc:
-        return SidecarState(os.fsencode(path), signature_of(path), error=error or f"cannot read: {exc.strerror}")
+        return SidecarState(os.fsencode(path), sidecar_version(path), error=error or f"cannot read: {exc.strerror}")
     try:
         xmp = read_props(data)
     except SidecarError as exc:
-        return SidecarState(os.fsencode(path), signature_of(path), error=error or exc.reason)
+        return SidecarState(os.fsencode(path), sidecar_version(path), error=error or exc.reason)
     return state_of(path, xmp, parent, error, data)
 
 
@@ -324,17 +307,26 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 
 def embedded_metadata(data: bytes) -> Embedded:
     """A person's metadata inside an image's own bytes (XMP, IPTC and EXIF, reconciled)."""
+    return _embedded(data)[0]
+
+
+def _embedded(data: bytes) -> tuple[Embedded, str]:
+    """`embedded_metadata` and the image's raw XMP packet ("" when none), from one parse."""
     with _LOCK:
         _setup()
         try:
             image = pyexiv2.ImageData(data)
             try:
                 xmp, iptc, exif = image.read_xmp(), image.read_iptc(), image.read_exif()
+                try:
+                    raw = image.read_raw_xmp() or ""
+                except (RuntimeError, UnicodeError):  # a packet that cannot seed a sidecar still has its facts
+                    raw = ""
             finally:
                 image.close()
         except (RuntimeError, UnicodeDecodeError):
-            return Embedded()  # unreadable metadata costs the keywords, not the image
-    return reconcile(xmp, iptc, exif, iptc_in_sync(data))
+            return Embedded(), ""  # unreadable metadata costs the keywords, not the image
+    return reconcile(xmp, iptc, exif, iptc_in_sync(data)), raw
 
 
 SEEDED = {  # a new sidecar's fields taken from the image's reconciled metadata
@@ -351,22 +343,16 @@ def _seed(image: Path) -> tuple[bytes, dict[str, Any]]:
         data = image.read_bytes()
     except OSError:
         return SEED_PACKET, {}
-    facts = embedded_metadata(data)
+    facts, raw = _embedded(data)
     packet = SEED_PACKET
-    with _LOCK:
-        _setup()
-        try:
-            holder = pyexiv2.ImageData(data)
+    if raw.strip():
+        with _LOCK:
+            _setup()
             try:
-                raw = holder.read_raw_xmp()
-            finally:
-                holder.close()
-            if raw and raw.strip():
-                candidate = raw.encode()
-                pyexiv2.ImageData(candidate).read_xmp()  # exiv2 must be able to rewrite it
-                packet = candidate
-        except (RuntimeError, UnicodeError):
-            packet = SEED_PACKET
+                pyexiv2.ImageData(raw.encode()).read_xmp()  # exiv2 must be able to rewrite it
+                packet = raw.encode()
+            except (RuntimeError, UnicodeError):
+                packet = SEED_PACKET
     values: dict[str, Any] = {}
     if facts.keywords:
         values[SUBJECT] = facts.keywords
@@ -484,7 +470,7 @@ def _rewrite(image: Path, parent: str, naming: str, plan: Planner, create: bool)
             return SidecarState()
         payload, state_xmp = _merged(path, image, data, plan)
         if payload is None:
-            return state_of(path, state_xmp, parent)
+            return state_of(path, state_xmp, parent, data=data)
         if _before_replace is not None:
             _before_replace(path)
         try:
@@ -495,7 +481,7 @@ def _rewrite(image: Path, parent: str, naming: str, plan: Planner, create: bool)
             raise SidecarError(path, f"{exc}; left untouched") from None
         except OSError as exc:
             raise SidecarError(path, f"cannot write sidecar: {exc.strerror or exc}") from exc
-        return state_of(path, state_xmp, parent)
+        return state_of(path, state_xmp, parent, data=payload)
     raise SidecarError(path, f"changed again each of {TRIES} times pixdex merged into it; left untouched "
                              "(tried again at its next change)")
 
@@ -530,7 +516,7 @@ def _merged(path: Path, image: Path, data: bytes | None, plan: Planner) -> tuple
             after = dict(pyexiv2.ImageData(payload).read_xmp())
         except RuntimeError as exc:
             raise SidecarError(path, f"sidecar is not valid XMP ({str(exc).strip()}); left untouched") from exc
-    _check_graph(path, data, payload, list(values))
+    check_graph(path, data, payload, list(values))
     return payload, after
 
 
@@ -558,7 +544,9 @@ def _pyexiv2_values(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_graph(path: Path, before: bytes, after: bytes, changed_keys: list[str]) -> None:
+def check_graph(path: Path, before: bytes, after: bytes, changed_keys: list[str], what: str = "this sidecar",
+                outcome: str = "left untouched, still indexed") -> None:
+    """Refuse (SidecarError) a rewrite that changes any triple outside `changed_keys` (pyexiv2 keys)."""
     from pixdex.indexer.xmpgraph import NotRdf, changed_triples
 
     owned = [URIS[k] if k in URIS else PIXDEX_NS + k.split(".")[-1] if k.startswith("Xmp.pixdex.") else k
@@ -566,10 +554,10 @@ def _check_graph(path: Path, before: bytes, after: bytes, changed_keys: list[str
     try:
         changes = changed_triples(before, after, owned)
     except NotRdf as exc:
-        raise SidecarError(path, f"cannot check the rewrite as RDF ({exc}); left untouched") from None
+        raise SidecarError(path, f"cannot check the rewrite of {what} as RDF ({exc}); left untouched") from None
     if changes:
-        raise SidecarError(path, "exiv2 cannot rewrite this sidecar without changing what pixdex does not own ("
-                                 + "; ".join(changes[:2]) + "); left untouched, still indexed")
+        raise SidecarError(path, f"exiv2 cannot rewrite {what} without changing what pixdex does not own ("
+                                 + "; ".join(changes[:2]) + f"); {outcome}")
 
 
 # Moves and deletions --------------------------------------------------------------------------
@@ -604,9 +592,13 @@ def carry_over(old_image: Path, new_image: Path, naming: str = "image.ext.xmp") 
     old = sidecar_path(old_image, naming)
     if not old.is_file():
         return None
+    from pixdex.indexer.scan import folder_names, stem_is_shared, stems_of
+
     new = new_image.with_name(new_image.name + ".xmp")
     stem = os.path.splitext(new_image.name)[0]
-    if old.name != old_image.name + ".xmp" and stem and not _stem_shared(new_image, stem):
+    names = folder_names(os.fsencode(new_image.parent))
+    if old.name != old_image.name + ".xmp" and stem and not stem_is_shared(os.fsencode(new_image.name), names,
+                                                                         stems_of(names)):
         new = new_image.with_name(stem + ".xmp")  # an IMG.xmp stays an IMG.xmp
     if old.is_symlink():  # the link goes along and still points at its target (a relative link is redone)
         target = os.path.realpath(old)

@@ -60,8 +60,7 @@ def without(graph, owned: Iterable[str]):  # type: ignore[no-untyped-def]
     exact = {o for o in owned if not o.endswith("*")}
     prefixes = tuple(o[:-1] for o in owned if o.endswith("*"))
     out = rdflib.Graph()
-    for triple in graph:
-        out.add(triple)
+    out += graph
     doomed = [(s, p, o) for s, p, o in out if str(p) in exact or (prefixes and str(p).startswith(prefixes))]
     stack = []
     for triple in doomed:

@@ -493,3 +493,23 @@ def test_owner_and_group_are_kept_when_the_process_may_set_them(image: Path) -> 
 def test_a_malformed_embedding_is_no_embedding_never_an_error(value: str) -> None:
     xmp = {sc.EMBEDDING: value, sc.EMBEDDING_MODEL: "m", sc.EMBEDDING_OF: "h"}
     assert sc.read_embedding(xmp, "m", "h") is None
+
+
+def test_an_adobe_style_sidecar_moves_with_its_image_and_keeps_its_style(tmp_path: Path) -> None:
+    image = tmp_path / "a.jpg"
+    solid((1, 2, 3)).save(image)
+    (tmp_path / "a.xmp").write_text(PERSON_SIDECAR)
+    image.rename(tmp_path / "b.jpg")  # the image is gone from its old name when the sidecar follows
+    assert sc.carry_over(image, tmp_path / "b.jpg") == tmp_path / "b.xmp"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jpg", "b.xmp"]
+
+
+def test_a_jpeg_moved_away_from_its_raw_leaves_the_raws_sidecar(tmp_path: Path) -> None:
+    jpeg = tmp_path / "IMG_1.JPG"
+    solid((1, 2, 3)).save(jpeg, format="JPEG")
+    (tmp_path / "IMG_1.CR2").write_bytes(b"raw")
+    (tmp_path / "IMG_1.xmp").write_text(PERSON_SIDECAR)  # Lightroom's, for the RAW
+    (tmp_path / "elsewhere").mkdir()
+    jpeg.rename(tmp_path / "elsewhere" / "IMG_1.JPG")
+    assert sc.carry_over(jpeg, tmp_path / "elsewhere" / "IMG_1.JPG") is None
+    assert (tmp_path / "IMG_1.xmp").read_text() == PERSON_SIDECAR
