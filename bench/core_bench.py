@@ -298,7 +298,7 @@ class Library:
 
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], 2049, b["ino"], b["size"], b["mtime_ns"]),
                         digest=b["digest"], width=4000, height=3000, taken=b["taken"], camera=b["camera"],
-                        tags=b["tags"], embedding=v, metadata=b["metadata"])
+                        tags=b["tags"], embedding=v, embedded={"description": b["metadata"]})
                 for (i, s), b, v in zip(keys, batch, vectors)]
 
     def store(self, items: list[Any]) -> int:

@@ -376,6 +376,8 @@ class Memory:
                 cmdline = " ".join(child.cmdline())
                 if "resource_tracker" in cmdline:
                     role = "resource tracker"
+                elif child.ppid() == self.proc.pid:
+                    role = "indexing process"
                 elif any("onnxruntime" in m.path for m in child.memory_maps()):
                     role = "model worker"
                 elif "multiprocessing" in cmdline:
@@ -731,8 +733,28 @@ def cpu_split(proc: psutil.Process) -> dict[str, float]:
 
     t = proc.cpu_times()
     me = resource.getrusage(resource.RUSAGE_SELF)
-    return {"daemon": t.user + t.system, "workers": workers_cpu(proc), "bench": me.ru_utime + me.ru_stime,
-            "machine": cpu_seconds()}
+    indexing = 0.0
+    for child in indexing_processes(proc):
+        try:
+            c = child.cpu_times()
+            indexing += c.user + c.system
+        except psutil.Error:
+            pass
+    return {"daemon": t.user + t.system, "indexing": indexing, "workers": workers_cpu(proc) - indexing,
+            "bench": me.ru_utime + me.ru_stime, "machine": cpu_seconds()}
+
+
+def indexing_processes(proc: psutil.Process) -> list[psutil.Process]:
+    """The daemon's indexing process (`pixdex.daemon.core_process`): its one direct child that is not a
+    multiprocessing resource tracker."""
+    found = []
+    for child in proc.children():
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found
 
 
 def idle_unloaded(daemon: Daemon, memory: Memory, timeout: float = 120) -> dict[str, Any]:
@@ -914,7 +936,7 @@ class DaemonLibrary(Library):
 
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], b["dev"], b["ino"], b["size"], b["mtime_ns"]),
                         digest=b["digest"], width=16, height=12, taken=b["taken"], camera=b["camera"],
-                        tags=b["tags"], embedding=v, metadata=b["metadata"])
+                        tags=b["tags"], embedding=v, embedded={"description": b["metadata"]})
                 for (i, s), b, v in zip(keys, batch, vectors)]
 
 

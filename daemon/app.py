@@ -26,7 +26,8 @@ from aiohttp import web
 
 from pixdex.daemon.events import EventBus
 from pixdex.daemon.metrics import Metrics
-from pixdex.daemon.runtime import Daemon, Unavailable
+from pixdex.daemon.core_process import CoreProcess
+from pixdex.daemon.runtime import Unavailable
 from pixdex.daemon.tokens import Token, Tokens
 from pixdex.indexer.collections import CollectionError
 from pixdex.indexer.errors import ModelError, PixdexError, ReadError, display_path
@@ -44,7 +45,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass
 class Context:
     config: Config
-    daemon: Daemon
+    daemon: CoreProcess
     service: SearchService
     tokens: Tokens
     bus: EventBus

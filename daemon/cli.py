@@ -510,7 +510,8 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    from pixdex.daemon.server import serve, setup_logging
+    from pixdex.daemon.logs import setup_logging
+    from pixdex.daemon.server import serve
 
     setup_logging(args.verbose)
     return serve(config, args.config)

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from pixdex.daemon.app import CONTEXT, ApiError, Context, bad, scope
 from pixdex.daemon.metrics import CONTENT_TYPE
+from pixdex.daemon.runtime import Unavailable
 from pixdex.indexer.catalog import ImageRow
 from pixdex.indexer.errors import ReadError, display_path
 from pixdex.query.service import MAX_K, Results
@@ -110,9 +111,12 @@ def results_json(results: Results, raw: bool) -> dict[str, Any]:
 # Handlers -------------------------------------------------------------------------------------
 async def health(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    indexer = ctx.daemon.indexer
-    return as_json({"ok": indexer is not None, "pid": os.getpid(), "uptime": round(time.time() - ctx.daemon.started, 1),
-                    "mode": "full" if indexer and indexer.info.has_models else "reduced", "paused": ctx.daemon.paused})
+    try:
+        state = await asyncio.wrap_future(ctx.daemon.call("state", 0, False))
+    except Unavailable:
+        state = {"ok": False, "mode": "reduced", "paused": False}
+    return as_json({"ok": state["ok"], "pid": os.getpid(), "uptime": round(time.time() - ctx.daemon.started, 1),
+                    "mode": state["mode"], "paused": state["paused"]})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -129,42 +133,28 @@ def live_status(ctx: Context) -> dict[str, Any]:
 
     daemon = ctx.daemon
     info = stored_status(ctx.config)
-    indexer = daemon.indexer
-    reduced = indexer is None or not indexer.info.has_models
     queued = sum(info["queue"].values())
-    workers = _worker_state(daemon)
-    rss = {"daemon": psutil.Process().memory_info().rss}
+    state = daemon.state(queued, workers=True)
+    reduced = state["mode"] != "full"
+    workers = state.get("workers") or {}
+    rss = {"daemon": psutil.Process().memory_info().rss, "indexing process": state["rss"]}
     if workers:
         rss["model worker"] = workers["rss"]
     query_models = ctx.service.loaded_models()
     info["daemon"] = {
-        "pid": os.getpid(), "uptime": round(time.time() - daemon.started, 1), "paused": daemon.paused,
-        "mode": "reduced" if reduced else "full",
-        "missing": indexer.info.missing if indexer and reduced else "",
+        "pid": os.getpid(), "indexing_pid": state["pid"], "uptime": round(time.time() - daemon.started, 1),
+        "paused": state["paused"], "mode": state["mode"],
+        "missing": state["missing"],
         "fix": daemon.model_fix if reduced else "",
         "socket": str(ctx.config.socket_path),
         "tcp": f"127.0.0.1:{ctx.config.server.port}" if ctx.config.server.tcp else "off",
-        "last_scan": daemon.last_scan,
+        "last_scan": state["last_scan"],
     }
-    info["progress"] = daemon.progress(queued)
-    info["watch"] = [root.as_dict() for root in daemon.watcher.roots.values()]
+    info["progress"] = state["progress"]
+    info["watch"] = list(state["watch"].values())
     info["collections"] = [c.as_dict() for c in daemon.collections]
-    info["loaded_models"] = {"indexing": workers.get("loaded", []) if workers else [],
-                             "query": query_models, "rss": rss}
+    info["loaded_models"] = {"indexing": workers.get("loaded", []), "query": query_models, "rss": rss}
     return info
-
-
-def _worker_state(daemon: Any) -> dict[str, Any]:
-    """Ask the model worker what it holds; a busy worker answers after its batch, so wait briefly."""
-    from pixdex.indexer.workers import worker_state
-
-    indexer = daemon.indexer
-    if indexer is None:
-        return {}
-    try:
-        return dict(indexer.infer_pool.schedule(worker_state, (indexer.spec,)).result(timeout=2.0))
-    except Exception:  # busy or restarting: status must not wait for it
-        return {}
 
 
 async def search(request: web.Request) -> web.Response:
@@ -236,22 +226,9 @@ def _weight(raw: str) -> float:
 
 
 async def _embed_upload(ctx: Context, data: bytes, name: str) -> Any:
-    """Decode in a decode worker, embed in the model worker: no image work in this process."""
-    from pixdex.indexer.workers import DecodeSpec, infer, prepare_query_image
-
-    indexer = ctx.daemon.indexer
-    if indexer is None or not indexer.info.has_models:
-        from pixdex.indexer.errors import ModelError
-
-        raise ModelError("searching by image needs the CLIP model, and pixdex runs without models (reduced mode)")
-    info = indexer.info
-    spec = DecodeSpec(info.transform.size if info.transform else 224, ctx.config.decode.max_pixels, info.transform, None)
-    loop = asyncio.get_running_loop()
-    prepared = await asyncio.wrap_future(indexer.decode_pool.schedule(prepare_query_image, (data, name, spec),
-                                                                      timeout=60), loop=loop)
-    inferred = await asyncio.wrap_future(indexer.infer_pool.schedule(infer, (indexer.spec, prepared[None], None),
-                                                                     timeout=120), loop=loop)
-    return inferred.embeddings[0]
+    """Decoded in a decode worker, embedded in the model worker (both the indexing process's): no image
+    work in this process."""
+    return await asyncio.wrap_future(ctx.daemon.call("embed_upload", data, name))
 
 
 async def similar(request: web.Request) -> web.Response:
@@ -430,11 +407,7 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
         found = await ctx.run(thumbnails.find_own, cache_dir, row.id, st.st_mtime_ns, bucket)
     if found is None:
         dest = thumbnails.own_cache_path(cache_dir, row.id, st.st_mtime_ns, bucket)
-        indexer = ctx.daemon.indexer
-        if indexer is None:
-            raise ApiError(503, "the indexing core is reopening; try again in a moment")
-        future = indexer.decode_pool.schedule(thumbnails.make_thumbnail,
-                                              (real, str(dest), pixels, ctx.config.decode.max_pixels), timeout=60)
+        future = ctx.daemon.call("thumbnail", real, str(dest), pixels, ctx.config.decode.max_pixels)
         try:
             found = Path(await asyncio.wrap_future(future))
         except ReadError as exc:
@@ -503,7 +476,7 @@ async def watches(request: web.Request) -> web.Response:
     allowed = scope(request)
     shown = [c for c in ctx.daemon.collections
              if allowed is None or display_path(c.path) in allowed]
-    modes = {r.path: r.as_dict() for r in ctx.daemon.watcher.roots.values()}
+    modes = (await asyncio.wrap_future(ctx.daemon.call("state", 0, False)))["watch"]
     return as_json([{**c.as_dict(), "watch": modes.get(c.path, {}).get("mode", "off"),
                      "why": modes.get(c.path, {}).get("why", "")} for c in shown])
 

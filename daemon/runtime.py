@@ -54,8 +54,9 @@ class Job:
 
 
 class Daemon:
-    def __init__(self, config: Config, bus: EventBus) -> None:
+    def __init__(self, config: Config, bus: EventBus, holder: int | None = None) -> None:
         self.config = config
+        self.holder = holder  # the serving process's pid, written in the data directory's lock
         self.bus = bus
         self.started = time.time()
         self.indexer: Indexer | None = None
@@ -68,6 +69,7 @@ class Daemon:
         self._done: deque[tuple[float, int]] = deque(maxlen=600)  # (time, files finished) for the rate
         self.last_scan: dict[str, Any] = {}
         self.scanning = ""
+        self.on_collections: Callable[[list[Collection]], None] | None = None  # told of every change
         self.watcher = Watcher(config.watch, config.library.skip_dirs, config.library.exclude,
                                [os.fsencode(os.path.realpath(config.data_dir))], self._lost_events)
 
@@ -91,7 +93,7 @@ class Daemon:
             self.indexer = None
 
     def _open_indexer(self) -> None:
-        indexer = Indexer(self.config, reduced_ok=True)
+        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder)
         indexer.pipeline.listener = self._pipeline_event
         if self._catalog_meta("paused"):
             indexer.pipeline.paused.set()
@@ -295,6 +297,8 @@ class Daemon:
         roots = [c.path for c in self.collections]
         self._core().library = [Path(os.fsdecode(r)) for r in roots]
         self.watcher.watch(roots)
+        if self.on_collections is not None:
+            self.on_collections(self.collections)
 
     def _check(self) -> None:
         """Watched folders that came back are rescanned; models that appeared end reduced mode."""

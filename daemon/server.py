@@ -27,38 +27,12 @@ from pixdex.daemon import notify
 from pixdex.daemon.app import Context, create_app
 from pixdex.daemon.events import EventBus
 from pixdex.daemon.metrics import Metrics
-from pixdex.daemon.runtime import Daemon
+from pixdex.daemon.core_process import CoreProcess
 from pixdex.daemon.tokens import Tokens
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.settings import Config, ConfigError, load_config
 
 log = logging.getLogger(__name__)
-SYSLOG_LEVELS = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
-class JournalFormatter(logging.Formatter):
-    """`<N>` syslog priority prefixes, which journald reads from a service's stderr; no timestamps."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record).replace("\n", "\n    ")
-        return f"<{SYSLOG_LEVELS.get(record.levelno, 6)}>{text}"
-
-
-def setup_logging(verbose: int, environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
-    """Journald-friendly logs on stderr under systemd (JOURNAL_STREAM set), timestamped otherwise."""
-    level = [logging.INFO, logging.DEBUG][min(verbose, 1)]
-    handler = logging.StreamHandler(sys.stderr)
-    if environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("aiohttp.access", "watchdog", "PIL"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-
-
 def serve(config: Config, config_path: Path | None) -> int:
     return asyncio.run(_serve(config, config_path))
 
@@ -69,9 +43,10 @@ async def _serve(config: Config, config_path: Path | None) -> int:
     bus.attach(loop)
     tokens = Tokens(config.state_dir / "tokens.json")
     tokens.load(create=config.server.tcp)
-    daemon = Daemon(config, bus)
+    daemon = CoreProcess(config, bus)
     log.info("opening the indexes in %s", config.data_dir)
-    await loop.run_in_executor(None, daemon.open)  # PixdexError: the data directory is held by another
+    # PixdexError: the data directory is held by another
+    await asyncio.wrap_future(daemon.start(loop))
     ctx: Context | None = None
     runner: web.AppRunner | None = None
     socket_lock: IO[str] | None = None
@@ -88,8 +63,9 @@ async def _serve(config: Config, config_path: Path | None) -> int:
         await runner.setup()
         socket_lock, bound = await _listen(runner, config)
         where = f"{config.socket_path}" + (f" and 127.0.0.1:{config.server.port}" if config.server.tcp else "")
-        mode = "full" if daemon.indexer and daemon.indexer.info.has_models else "reduced (no models)"
-        log.info("pixdex serving on %s, %s mode, pid %d", where, mode, os.getpid())
+        state = await asyncio.wrap_future(daemon.call("state", 0, False))
+        mode = "full" if state["mode"] == "full" else "reduced (no models)"
+        log.info("pixdex serving on %s, %s mode, pid %d (indexing in pid %d)", where, mode, os.getpid(), state["pid"])
         notify.ready(f"serving on {where}; {mode} mode")
         await _run_until_stopped(ctx, config_path)
     finally:
@@ -177,24 +153,26 @@ async def _run_until_stopped(ctx: Context, config_path: Path | None) -> None:
             await asyncio.wait_for(stop.wait(), tick)
         if interval:
             notify.watchdog()
-        line, busy = _status_line(ctx)
+        try:
+            state = await asyncio.wrap_future(ctx.daemon.call("state", 0, False))
+        except PixdexError:  # Unavailable: the indexing process is starting again
+            state = {"ok": False}
+        line, busy = _status_line(state)
         if line != last_line:
             notify.status(line)
             last_line = line
-        if busy:
-            ctx.bus.publish("progress", **ctx.daemon.progress(0), line=line)
+        if busy and state["ok"]:
+            ctx.bus.publish("progress", **state["progress"], line=line)
 
 
-def _status_line(ctx: Context) -> tuple[str, bool]:
-    daemon = ctx.daemon
-    indexer = daemon.indexer
-    if indexer is None:
+def _status_line(state: dict[str, Any]) -> tuple[str, bool]:
+    if not state["ok"]:
         return "reopening the indexing core", True
-    progress = daemon.progress(0)
-    mode = "" if indexer.info.has_models else "reduced mode (no models); "
-    if daemon.paused:
+    progress = state["progress"]
+    mode = "" if state["mode"] == "full" else "reduced mode (no models); "
+    if state["paused"]:
         return f"{mode}paused; {progress['committed']} committed", False
-    busy = not indexer.pipeline.idle() or bool(daemon.scanning)
+    busy = state["busy"]
     if not busy:
         return f"{mode}idle; {progress['committed']} committed, {progress['failed']} failed", False
     return (f"{mode}indexing at {progress['rate']}/s; {progress['committed']} committed, "

@@ -58,12 +58,12 @@ class Indexer:
     """With `reduced_ok`, models that cannot load do not stop it: it runs in reduced mode (`info.missing`
     says why), indexing names, folders and each file's own metadata; those images wait for models."""
 
-    def __init__(self, config: Config, reduced_ok: bool = False) -> None:
+    def __init__(self, config: Config, reduced_ok: bool = False, holder: int | None = None) -> None:
         self.config = config
         self.reduced_ok = reduced_ok
         self.library: list[Path] = list(config.folders)  # every folder indexed: links into them are not followed
         self.layout = config.layout
-        self._lock = lock_data_dir(self.layout.root, self.layout.lock)
+        self._lock = lock_data_dir(self.layout.root, self.layout.lock, holder)
         self._opened: list[Callable[[], Any]] = [self._lock.close]
         try:
             self._open()
@@ -215,8 +215,9 @@ def _stop_pool(pool: Any) -> None:
     pool.join(timeout=10)
 
 
-def lock_data_dir(root: Path, lock: Path) -> IO[str]:
-    """One writer per data directory: an flock held for the writer's life, with the holder's pid in it."""
+def lock_data_dir(root: Path, lock: Path, holder: int | None = None) -> IO[str]:
+    """One writer per data directory: an flock held for the writer's life, with the holder's pid in it
+    (`holder`: the process a person would stop — `pixdex serve` for its indexing process)."""
     root.mkdir(parents=True, exist_ok=True)
     handle = open(lock, "a+")  # noqa: SIM115 - held until the indexer closes
     try:
@@ -229,6 +230,6 @@ def lock_data_dir(root: Path, lock: Path) -> IO[str]:
                           "wait for an index run to finish, or stop the daemon first") from None
     handle.seek(0)
     handle.truncate()
-    handle.write(str(os.getpid()))
+    handle.write(str(holder or os.getpid()))
     handle.flush()
     return handle

@@ -68,9 +68,11 @@ def make_pool(workers: int, settings: PipelineSettings) -> Any:
 
 
 def lower_priority(nice: int, idle_io: bool) -> None:
-    """Run in each worker as it starts: lower CPU priority by `nice`, I/O to the idle class."""
-    if nice:
-        os.nice(nice)
+    """Run in each worker as it starts: CPU niceness at least `nice` (the daemon's indexing process runs at
+    it already, and its workers stay there), I/O to the idle class."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.nice(nice - current)
     if idle_io:
         try:
             import psutil

@@ -269,3 +269,62 @@ def test_service_install_writes_the_units_and_prints_the_commands(tmp_path: Path
     assert "pixdex.service: installed" in status
     out = subprocess.run([str(PIXDEX), "service", "uninstall"], env=environ, capture_output=True, text=True, check=True)
     assert not (units / "pixdex.service").exists() and "disable --now" in out.stdout
+
+
+def test_indexing_runs_in_a_niced_process_of_its_own_that_dies_with_the_server(tmp_path: Path,
+                                                                             model_dir: Path) -> None:
+    """Queries are answered by the serving process; the indexing core runs in a child at `pipeline.nice`,
+    which a kill -9 of `pixdex serve` alone (not its process group) takes down with it (PR_SET_PDEATHSIG, or
+    the pipe's end when that is not available), releasing the data directory for the next start."""
+    import psutil
+
+    pics = tmp_path / "pics"
+    tree(pics, 60)
+    daemon = Served(tmp_path, model_dir, [pics])
+    daemon.start()
+    assert daemon.proc is not None
+    info = daemon.status()["daemon"]
+    core = psutil.Process(info["indexing_pid"])
+    assert info["pid"] == daemon.proc.pid != core.pid
+    assert core.ppid() == daemon.proc.pid
+    assert psutil.Process(daemon.proc.pid).nice() == 0 and core.nice() == 10
+    workers = [w for w in core.children() if "resource_tracker" not in " ".join(w.cmdline())]
+    assert workers and all(w.nice() == 10 for w in workers)  # not 19: at least `nice`, not added twice
+    assert not [c for c in psutil.Process(daemon.proc.pid).children()
+                if c.pid != core.pid and "resource_tracker" not in " ".join(c.cmdline())]
+    time.sleep(0.5)  # indexing under way
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    daemon.proc.wait()
+    wait_for(lambda: not core.is_running() or core.status() == psutil.STATUS_ZOMBIE, timeout=10,
+             what="the indexing process to die with the server")
+    daemon.start()  # the data directory's lock went with it
+    wait_for(lambda: daemon.idle() and len(daemon.listed()) == 60, timeout=120, what="the queue to drain")
+    daemon.stop()
+    check_consistent(daemon.data, pics)
+
+
+def test_an_indexing_process_that_dies_is_started_again_and_queries_go_on(tmp_path: Path,
+                                                                         model_dir: Path) -> None:
+    import psutil
+
+    pics = tmp_path / "pics"
+    tree(pics, 40)
+    daemon = Served(tmp_path, model_dir, [pics])
+    daemon.start()
+    wait_for(lambda: daemon.idle() and len(daemon.listed()) == 40, timeout=120, what="the first files")
+    first = daemon.status()["daemon"]["indexing_pid"]
+    tree(pics, 30, seed=1)  # work under way when it dies
+    time.sleep(0.3)
+    os.kill(first, signal.SIGKILL)
+    assert len(daemon.listed()) >= 40  # the serving process answers on its own
+    assert daemon.get("/health")["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+    wait_for(lambda: daemon.get("/health")["ok"] and daemon.status()["daemon"]["indexing_pid"] != first,
+             timeout=30, what="a new indexing process")
+    assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+    wait_for(lambda: daemon.idle() and len(daemon.listed()) == 70, timeout=120, what="the queue to drain")
+    assert "the indexing process died (exit code -9); starting another" in daemon.log.read_text()
+    noise(77).save(pics / "after.png")
+    wait_for(lambda: str(pics / "after.png") in daemon.listed() and daemon.idle(),
+             what="a new file seen by the new watcher, and indexed")
+    daemon.stop()
+    check_consistent(daemon.data, pics)
