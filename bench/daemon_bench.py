@@ -1074,10 +1074,12 @@ def report(r: dict[str, Any]) -> str:
         f"{f0(cd['wall']['p50'])} / {f0(cd['first_byte']['p50'])} |",
         f"| 3. `pixdex search` without a daemon (direct): wall / first byte, median (ms) | "
         f"{f0(cx['wall']['p50'])} / {f0(cx['first_byte']['p50'])} |",
-        f"| 4. RSS idle after the models unloaded: daemon / model worker / all processes (MiB) | "
-        f"{f0(rss_unloaded['daemon'])} / {f0(rss_unloaded.get('model worker'))} / {f0(rss_unloaded['total'])} |",
-        f"| 4. RSS peak while indexing {batch:,} new images: daemon / model worker / all (MiB) | "
-        f"{f0(rss_load['daemon'])} / {f0(rss_load.get('model worker'))} / {f0(rss_load['total'])} |",
+        f"| 4. RSS idle after the models unloaded: serving / indexing / model worker / all processes (MiB) | "
+        f"{f0(rss_unloaded['daemon'])} / {f0(rss_unloaded.get('indexing process'))} / "
+        f"{f0(rss_unloaded.get('model worker'))} / {f0(rss_unloaded['total'])} |",
+        f"| 4. RSS peak while indexing {batch:,} new images: serving / indexing / model worker / all (MiB) | "
+        f"{f0(rss_load['daemon'])} / {f0(rss_load.get('indexing process'))} / {f0(rss_load.get('model worker'))} / "
+        f"{f0(rss_load['total'])} |",
         f"| 5. restart with {big['items']:,} items: start → `/health` answers / READY=1, median (s) | "
         f"{f2(med(big_runs, 'health_s'))} / {f2(med(big_runs, 'ready_s'))} |",
         f"| 5. restart with {big['items']:,} items: start → start-up reconcile done, median (s) | "
@@ -1159,9 +1161,11 @@ def report(r: dict[str, Any]) -> str:
         f"| while indexing, all rounds | | {pooled['n']} | {f1(pooled['p50'])} | {f1(pooled['p90'])} "
         f"| {f1(pooled['p99'])} | {f1(pooled['max'])} | **{ratio:.1f}×** |",
         "",
-        "(milliseconds.) CPU while indexing, in cores (of 2), round by round: the daemon process itself (query "
-        "threads, event loop, writer, pipeline threads — one interpreter, one GIL) "
-        + " / ".join(f"{x['cpu_share']['daemon']:.2f}" for x in loads) + "; its worker processes (nice +10) "
+        "(milliseconds.) CPU while indexing, in cores (of 2), round by round: the serving process (event loop, "
+        "query threads, the query text tower; nice 0) "
+        + " / ".join(f"{x['cpu_share']['daemon']:.2f}" for x in loads) + "; its indexing process (watcher, scanner, "
+        "pipeline threads, writer; nice +10) "
+        + " / ".join(f"{x['cpu_share'].get('indexing', 0.0):.2f}" for x in loads) + "; the worker processes (nice +10) "
         + " / ".join(f"{x['cpu_share']['workers']:.2f}" for x in loads) + "; this script "
         + " / ".join(f"{x['cpu_share']['bench']:.2f}" for x in loads) + "; the whole machine "
         + " / ".join(f"{x['cpu_share']['machine']:.2f}" for x in loads) + ".",
@@ -1188,20 +1192,22 @@ def report(r: dict[str, Any]) -> str:
         "",
         "### 4. Memory (RSS, MiB)",
         "",
-        "psutil, the daemon process and each process below it by role (the model worker is the one with "
-        "onnxruntime mapped; the decode workers are summed). Peaks are the highest of samples every 0.25 s; "
-        "the total is the peak of the sum. \"File-backed\" is the daemon's resident mapped files and libraries "
+        "psutil, the serving process (`pixdex serve` itself) and each process below it by role (the indexing "
+        "process is its direct child; the model worker is the one with onnxruntime mapped; the decode workers are "
+        "summed). Peaks are the highest of samples every 0.25 s; "
+        "the total is the peak of the sum. \"File-backed\" is the serving process's resident mapped files and libraries "
         "(psutil's `shared`). The stand-in models are tiny: the model worker's figures are not what real models "
         "take (see the core section's model memory table for a real-size CLIP).",
         "",
-        "| state | daemon | of it file-backed | model worker | decode workers (sum) | resource tracker | all |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| state | serving | of it file-backed | indexing | model worker | decode workers (sum) | resource tracker | all |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, s in ((f"peak while indexing the first {live['library']:,}", rss_index),
                      ("idle, models loaded (after the warm-up queries)", rss_loaded),
                      (f"peak while indexing {batch:,} more and answering queries", rss_load),
                      ("idle after `idle_ttl` unloaded the models", rss_unloaded)):
-        lines.append(f"| {label} | {f0(s.get('daemon'))} | {f0(s.get('daemon file-backed'))} | {f0(s.get('model worker'))} | "
+        lines.append(f"| {label} | {f0(s.get('daemon'))} | {f0(s.get('daemon file-backed'))} | "
+                     f"{f0(s.get('indexing process'))} | {f0(s.get('model worker'))} | "
                      f"{f0(s.get('decode worker'))} | {f0(s.get('resource tracker'))} | {f0(s.get('total'))} |")
     un = live["unload"]
     drop = rss_loaded["daemon"] - rss_unloaded["daemon"]
@@ -1209,10 +1215,9 @@ def report(r: dict[str, Any]) -> str:
         "",
         f"/status listed no loaded model {un['waited_s']:.0f} s after the indexing ended"
         + (f" — **models still loaded after the wait: {un['still_loaded']}**" if un["still_loaded"] else "")
-        + f". The daemon process shrank by {drop:.0f} MiB at the unload, although the only model it holds is the "
-        f"stand-in text tower ({r.get('textual_mib', 13):.0f} MB of ONNX): `ModelCache`'s unload also runs "
-        "`gc.collect()` and `malloc_trim(0)`, which hand back heap the indexing had left behind — the likely "
-        "reason for most of the drop.",
+        + f". The serving process shrank by {drop:.0f} MiB at the unload; the only model it holds is the "
+        f"stand-in text tower ({r.get('textual_mib', 13):.0f} MB of ONNX), and `ModelCache`'s unload also runs "
+        "`gc.collect()` and `malloc_trim(0)`, which hand back heap the queries had left behind.",
         "",
         "### 5. Restart to READY",
         "",

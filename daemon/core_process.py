@@ -63,6 +63,7 @@ class CoreProcess:
         self._lock = threading.Lock()  # guards _pending and sends
         self._ids = itertools.count(1)
         self._opened: Future[None] = Future()
+        self._exited = threading.Event()  # set by the reader thread, the only one that joins the child
         self._closing = False
         self._loop: Any = None
 
@@ -80,6 +81,7 @@ class CoreProcess:
         context = multiprocessing.get_context("spawn")
         mine, theirs = context.Pipe()
         self._opened = Future()
+        self._exited = threading.Event()
         # Signals blocked while spawning, so a Ctrl-C during the child's start-up is not its to take.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
@@ -90,7 +92,7 @@ class CoreProcess:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         theirs.close()
         self._proc, self._conn = proc, mine
-        threading.Thread(target=self._read, args=(mine, proc, self._opened), name="pixdex-core-reader",
+        threading.Thread(target=self._read, args=(mine, proc, self._opened, self._exited), name="pixdex-core-reader",
                          daemon=True).start()
         return self._opened
 
@@ -105,11 +107,10 @@ class CoreProcess:
             pass  # already gone
         except Exception as exc:  # noqa: BLE001 - stopping anyway
             log.warning("the indexing process did not close cleanly: %s", exc)
-        self._proc.join(timeout=30)
-        if self._proc.is_alive():
+        if not self._exited.wait(30):
             log.error("the indexing process (pid %d) did not exit; killing it", self._proc.pid)
             self._proc.kill()
-            self._proc.join(timeout=10)
+            self._exited.wait(10)
 
     @property
     def pid(self) -> int | None:
@@ -151,7 +152,7 @@ class CoreProcess:
         self.call("edit_item", image_id, add, remove, description).result()
 
     # The reader thread ------------------------------------------------------------------------
-    def _read(self, conn: Connection, proc: Any, opened: Future[None]) -> None:
+    def _read(self, conn: Connection, proc: Any, opened: Future[None], exited: threading.Event) -> None:
         while True:
             try:
                 message = conn.recv()
@@ -178,7 +179,9 @@ class CoreProcess:
             pending, self._pending = self._pending, {}
         for future in pending.values():
             future.set_exception(Unavailable("the indexing process stopped; try again in a moment"))
-        proc.join(timeout=10)
+        proc.join(timeout=30)  # the pipe ends when it exits: this is short
+        if not proc.is_alive():
+            exited.set()
         conn.close()
         if not opened.done():
             opened.set_exception(PixdexError(f"the indexing process exited (code {proc.exitcode}) before it "

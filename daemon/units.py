@@ -54,7 +54,8 @@ Environment=PYTHONUNBUFFERED=1
 # system calls behind each line tried as an unprivileged user on Linux 6.18).
 # - Nice= may only be raised (0..19); a negative one fails the start (201/NICE) unless RLIMIT_NICE
 #   allows it. With the cpu controller on, nice orders only the processes inside this unit:
-#   the index workers add indexer.nice on top, so searches in the main process go first.
+#   the indexing process and its workers add pipeline.nice on top, so searches in the main
+#   (serving) process go first.
 # - CPUWeight= weighs this unit against its siblings in app.slice. It needs the cpu controller
 #   delegated to the user manager: upstream user@.service has Delegate=pids memory cpu since
 #   systemd 252; before that the line has no effect. CPUWeight=idle (252, Linux 5.15) is

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 def model_spec(config: Config) -> ModelSpec:
     tagger = config.model_dir / "tagger" / config.models.tagger if config.models.tagger else None
     return ModelSpec(config.model_dir / "clip" / config.models.clip, tagger, config.tagger, config.models.threads,
-                     config.models.idle_ttl)
+                     config.models.idle_ttl, config.clip_tags if config.clip_tags.enabled else None,
+                     config.cache_dir / "vocabulary")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pixdex.indexer.embedder import STANDIN_MARKER
+from pixdex.indexer.errors import PixdexError
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +183,73 @@ def export_clip(model: Any, model_cfg: dict[str, Any], out: Path) -> None:
     write_clip_tokenizer(out / "textual")
 
 
-def export_pretrained_clip(name: str, pretrained: str, model_dir: Path) -> Path:
-    """Export open_clip model `name` with weights `pretrained` (downloaded by open_clip) to the model dir."""
+PARITY_MIN = 0.9999  # cosine between pixdex's ONNX embedding and open_clip's, per image and per text
+PARITY_TEXTS = ("a photo of a dog", "Beach + SUNSET, at 6pm!", "café déjà vu", "고양이가 소파에서 자고 있다",
+                "ein Hund am Strand", "  lots   of\twhitespace  ", "receipt from the bakery, 3 croissants",
+                "it's a long " + "very " * 90 + "long text", "")
+
+
+class ExportError(PixdexError):
+    """An export whose ONNX towers do not reproduce open_clip: nothing is installed."""
+
+
+def check_parity(model: Any, transform: Any, tokenizer: Any, out: Path, minimum: float = PARITY_MIN,
+                 name: str = "") -> dict[str, Any]:
+    """Embed generated images and texts both ways — pixdex's whole path (its preprocessing, tokenizer and
+    the exported ONNX towers) and open_clip in torch — and compare per embedding. Raises ExportError with
+    the figures when any cosine is below `minimum`; returns them otherwise."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pixdex.indexer.embedder import ClipModel
+
+    rng = np.random.default_rng(7)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for w, h in ((224, 224), (300, 200), (180, 320), (64, 64), (640, 427))]
+    ramp = np.linspace(0, 255, 256, dtype=np.uint8)
+    images += [Image.fromarray(np.stack([np.tile(ramp, (200, 1)), np.tile(ramp[::-1], (200, 1)),
+                                         np.full((200, 256), 90, np.uint8)], axis=2)),
+               Image.new("RGB", (120, 90), (250, 250, 250)), Image.new("RGB", (90, 120), (10, 20, 30))]
+    ours = ClipModel(out)
+    mine_images = ours.embed_images(np.stack([ours.preprocess(im) for im in images]))
+    mine_texts = ours.embed_texts(list(PARITY_TEXTS))
+    del ours  # its sessions, before the folder is renamed
+    with torch.no_grad():
+        theirs_images = model.encode_image(torch.stack([transform(im) for im in images]), normalize=True).numpy()
+        theirs_texts = model.encode_text(tokenizer(list(PARITY_TEXTS)), normalize=True).numpy()
+    image_cos = np.sum(mine_images * theirs_images, axis=1)
+    text_cos = np.sum(mine_texts * theirs_texts, axis=1)
+    figures = {"minimum": minimum, "images": len(images), "texts": len(PARITY_TEXTS),
+               "image_cosine_min": float(image_cos.min()), "text_cosine_min": float(text_cos.min())}
+    bad = [f"image {i} ({images[i].width}×{images[i].height}) {c:.6f}" for i, c in enumerate(image_cos) if c < minimum]
+    bad += [f"text {PARITY_TEXTS[i][:30]!r} {c:.6f}" for i, c in enumerate(text_cos) if c < minimum]
+    if bad:
+        raise ExportError(f"{name or out.name}: the ONNX export does not reproduce open_clip (cosine must be ≥ {minimum}): "
+                          + "; ".join(bad) + f" — lowest: images {image_cos.min():.6f}, texts {text_cos.min():.6f}. "
+                          "Nothing was installed.")
+    return figures
+
+
+def _record_export(stage: Path, arch: str, pretrained: str, parity: dict[str, Any]) -> None:
+    import time
+
+    (stage / "pixdex-model.json").write_text(json.dumps({
+        "name": stage.name, "kind": "clip", "repo": f"open_clip {arch} {pretrained}", "source": "pixdex models export",
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "parity": parity}, indent=1))
+
+
+def export_pretrained_clip(name: str, pretrained: str, model_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Export open_clip model `name` with weights `pretrained` (downloaded by open_clip) to the model dir,
+    checked against open_clip (`check_parity`); returns the folder and the parity figures."""
     open_clip = import_open_clip()
-    model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+    model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained)
     final = model_dir / "clip" / f"{name}__{pretrained}"
     with staged_dir(final) as stage:
         export_clip(model, open_clip.get_model_config(name), stage)
-    return final
+        parity = check_parity(model, transform, open_clip.get_tokenizer(name), stage, name=final.name)
+        _record_export(stage, name, pretrained, parity)
+    return final, parity
 
 
 def write_standin_clip(model_dir: Path, seed: int = 0) -> Path:
@@ -203,10 +263,12 @@ def write_standin_clip(model_dir: Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         logging.getLogger().disabled, was = True, logging.getLogger().disabled  # "no pretrained weights"
         try:
-            model, _, _ = open_clip.create_model_and_transforms(STANDIN_CLIP)
+            model, _, transform = open_clip.create_model_and_transforms(STANDIN_CLIP)
         finally:
             logging.getLogger().disabled = was
         export_clip(model, STANDIN_CLIP_CONFIG, stage)
+        _record_export(stage, STANDIN_CLIP, "random weights", check_parity(
+            model, transform, open_clip.get_tokenizer(STANDIN_CLIP), stage, name=STANDIN_CLIP))
         (stage / STANDIN_MARKER).write_text(STANDIN_NOTE)
     return final
 

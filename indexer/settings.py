@@ -70,6 +70,21 @@ class TaggerSettings:
 
 
 @dataclass(frozen=True)
+class ClipTagSettings:
+    enabled: bool = setting(True, "Zero-shot tags from the CLIP embedding and pixdex's vocabulary: one matrix "
+                                  "product per image on the embedding computed anyway.")
+    min_sigma: float = setting(4.0, "A concept is a tag when the image is this many standard deviations more similar "
+                                    "to it than to the vocabulary on average (calibrated per image, not a raw cosine).",
+                               min=0.5, max=50.0)
+    max_tags: int = setting(8, "At most this many vocabulary tags per image, best first.", min=1, max=200)
+    templates: list[str] = setting(["a photo of {}.", "a photo showing {}.", "{}"],
+                                   "Prompt templates ({} is the concept); a concept's embedding is their mean.")
+    vocabulary_extra: list[str] = setting([], "Your own vocabulary files (UTF-8, one concept per line, # comments), "
+                                              "added to pixdex's.")
+    exclude: list[str] = setting([], "Vocabulary concepts never used as tags.")
+
+
+@dataclass(frozen=True)
 class DecodeSettings:
     max_pixels: int = setting(150_000_000, "Images with more pixels are refused as decompression bombs.",
                               min=1_000_000)
@@ -121,6 +136,10 @@ class SearchSettings:
     vector_weight: float = setting(1.0, "Weight of the vector (CLIP) side in the fusion.", min=0.0, max=100.0)
     text_weight: float = setting(1.0, "Weight of the text (BM25) side in the fusion.", min=0.0, max=100.0)
     candidates: int = setting(200, "Candidates taken from each side before fusing.", min=10, max=100_000)
+    related_tags: float = setting(0.9, "A query word also matches images tagged with vocabulary concepts whose "
+                                       "prompt embeddings are at least this similar to the word's (CLIP text "
+                                       "tower, cosine; \"animal\" finds \"dog\"); 1 turns it off.", min=0.0, max=1.0)
+    related_max: int = setting(8, "At most this many related tags per query word.", min=0, max=100)
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,7 @@ class Config:
     paths: PathSettings = field(default_factory=PathSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     tagger: TaggerSettings = field(default_factory=TaggerSettings)
+    clip_tags: ClipTagSettings = field(default_factory=ClipTagSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)

@@ -36,7 +36,7 @@ from pixdex.indexer.errors import ReadError, SidecarError
 from pixdex.indexer.metadata import SidecarState
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
 from pixdex.indexer.scan import content_hash
-from pixdex.indexer.settings import PipelineSettings, TaggerSettings
+from pixdex.indexer.settings import ClipTagSettings, PipelineSettings, TaggerSettings
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +340,8 @@ class ModelSpec:
     tagger: TaggerSettings
     threads: int
     idle_ttl: float
+    clip_tags: ClipTagSettings | None = None  # None: no vocabulary tags
+    vocab_cache: Path | None = None  # where the vocabulary's text embeddings are cached
 
 
 @dataclass(frozen=True)
@@ -390,27 +392,38 @@ def _loaded(spec: ModelSpec) -> Any:
         cache = ModelCache(spec.idle_ttl)
         clip = ClipModel(spec.clip_dir, spec.threads, cache)
         tagger = Tagger(spec.tagger_dir, spec.tagger, spec.threads, cache) if spec.tagger_dir else None
-        _models[key] = (clip, tagger, cache)
+        vocab = None
+        if spec.clip_tags is not None and spec.clip_tags.enabled:
+            from pixdex.indexer.cliptags import ClipTagger
+
+            vocab = ClipTagger(clip, spec.clip_tags, spec.vocab_cache or spec.clip_dir / "vocabulary")
+        _models[key] = (clip, tagger, vocab, cache)
     return _models[key]
 
 
 def describe(spec: ModelSpec) -> ModelInfo:
-    """Check that the models load, and say what the decoders must produce for them."""
-    clip, tagger, _cache = _loaded(spec)
+    """Check that the models load, and say what the decoders must produce for them. The tagger id names
+    both taggers (WD14 and the CLIP vocabulary): a change of either tags the images again."""
+    clip, tagger, vocab, _cache = _loaded(spec)
     clip.visual.input  # noqa: B018 - loads the image tower now: a broken model stops work before any file
-    return ModelInfo(clip.id, clip.dim, clip.transform, tagger.id if tagger else None,
+    ids = [t.id for t in (tagger, vocab) if t is not None]
+    return ModelInfo(clip.id, clip.dim, clip.transform, "+".join(ids) or None,
                      tagger.image_size if tagger else None)
 
 
 def infer(spec: ModelSpec, clip_batch: NDArray[np.float32], tag_batch: NDArray[np.float32] | None) -> Inferred:
-    clip, tagger, _cache = _loaded(spec)
+    clip, tagger, vocab, _cache = _loaded(spec)
     embeddings = clip.embed_images(clip_batch)
     tags: list[list[dict[str, object]]] = [[] for _ in range(len(clip_batch))]
     calls = 1
     if tagger is not None and tag_batch is not None:
-        tags = [[{"name": t.name, "confidence": t.confidence, "category": t.category} for t in found]
-                for found in tagger.tag(tag_batch)]
+        tags = [[{"name": t.name, "confidence": t.confidence, "category": t.category, "source": "wd14"}
+                 for t in found] for found in tagger.tag(tag_batch)]
         calls += 1
+    if vocab is not None:
+        for mine, found in zip(tags, vocab.tag(embeddings), strict=True):
+            have = {str(t["name"]).casefold() for t in mine}
+            mine += [t for t in found if t["name"].casefold() not in have]  # WD14's own word wins
     return Inferred(embeddings, tags, calls)
 
 
@@ -420,7 +433,7 @@ def worker_state(spec: ModelSpec) -> dict[str, Any]:
 
     loaded: list[str] = []
     if repr(spec) in _models:
-        loaded = [str(k[0] if isinstance(k, tuple) else k) for k in _models[repr(spec)][2].loaded()]
+        loaded = [str(k[0] if isinstance(k, tuple) else k) for k in _models[repr(spec)][3].loaded()]
     return {"pid": os.getpid(), "rss": psutil.Process().memory_info().rss, "loaded": loaded}
 
 

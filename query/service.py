@@ -69,6 +69,9 @@ class SearchService:
         self._clip: Any = None
         self._clip_error: str | None = None
         self._clip_failed = 0.0
+        self._vocab_key: Any = None
+        self._vocab: NDArray[np.float32] | None = None
+        self._vocab_concepts: list[str] = []
 
     def clip(self) -> Any:
         """The CLIP model for queries (text tower on `models.query_threads`), or None with a reason."""
@@ -136,9 +139,51 @@ class SearchService:
             wanted = query_embedding(clip, query) if query.has_text else None
             vector = self._vector_side(clip, text, combine(wanted, images or []), query.filters, notes=notes,
                                        count=max(k, self.config.search.candidates))
-        words = text_hits(text, query.text, query.filters, max(k, self.config.search.candidates)) \
+        related: tuple[str, ...] = ()
+        if clip is not None and query.has_text:
+            related = self._related_tags(clip, query.positive, notes)
+        words = text_hits(text, query.text, query.filters, max(k, self.config.search.candidates), related) \
             if query.has_text else []
         return Results(raw, self._fuse(vector, words, k), notes)
+
+    def _related_tags(self, clip: Any, segments: tuple[str, ...], notes: list[str]) -> tuple[str, ...]:
+        """Vocabulary concepts whose prompt embeddings are within `search.related_tags` (cosine) of a query
+        segment's: the text side also finds images tagged with them. Needs the vocabulary's embeddings,
+        which the indexing side caches; without them (not computed yet, or tags off) nothing is added."""
+        s = self.config.search
+        if s.related_tags >= 1.0 or s.related_max == 0 or not self.config.clip_tags.enabled:
+            return ()
+        vocab = self._vocabulary(clip)
+        if vocab is None:
+            return ()
+        concepts, matrix = vocab
+        templates = list(self.config.clip_tags.templates)
+        found: list[str] = []
+        for segment in segments:
+            if not segment.strip():
+                continue
+            prompts = clip.embed_texts([t.format(segment) for t in templates]).mean(axis=0)
+            sims = matrix @ (prompts / max(float(np.linalg.norm(prompts)), 1e-12))
+            own = segment.strip().casefold()
+            near = [concepts[i] for i in np.argsort(-sims)[: s.related_max + 1]
+                    if sims[i] >= s.related_tags and concepts[i].casefold() != own][: s.related_max]
+            if near:
+                notes.append(f"also images tagged with concepts related to “{segment}”: {', '.join(near)}")
+                found += near
+        return tuple(dict.fromkeys(found))
+
+    def _vocabulary(self, clip: Any) -> tuple[list[str], NDArray[np.float32]] | None:
+        from pixdex.indexer.cliptags import cache_path, load_matrix, vocabulary
+
+        key = (clip.id, self.config.clip_tags)
+        if self._vocab_key != key:
+            self._vocab_key, self._vocab = key, None
+            self._vocab_concepts = vocabulary(self.config.clip_tags)
+        if self._vocab is None:
+            path = cache_path(self.config.cache_dir / "vocabulary", clip.id, self._vocab_concepts,
+                              list(self.config.clip_tags.templates))
+            self._vocab = load_matrix(path, len(self._vocab_concepts), clip.dim)  # None until indexing made it
+        return (self._vocab_concepts, self._vocab) if self._vocab is not None else None
 
     def _nothing_note(self) -> str:
         return f"nothing is indexed in {self.reader.layout.root} yet; run `pixdex index`"

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import tantivy
 
-from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, text_query
+from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, normalize_tag, text_query
 from pixdex.query.parse import Filters
 from pixdex.query.reader import TextSnapshot
 
@@ -93,11 +93,21 @@ def _ids(text: TextSnapshot, query: tantivy.Query, limit: int, **order: object) 
             for i, (score, _) in zip(ids, result.hits, strict=True)]
 
 
-def text_hits(text: TextSnapshot, words: str, filters: Filters, count: int) -> list[tuple[int, float]]:
-    """BM25 hits for `words`, restricted by `filters`, best first."""
+RELATED_BOOST = 0.5  # an image tagged with a related concept ranks below one that has the word itself
+
+
+def text_hits(text: TextSnapshot, words: str, filters: Filters, count: int, related: tuple[str, ...] = ()
+              ) -> list[tuple[int, float]]:
+    """BM25 hits for `words` — or for tags `related` to them ("animal" → dog, cat) — restricted by
+    `filters`, best first."""
     if not words.strip():
         return []
     query = text_query(text.index, words)
+    if related:
+        tags = [(Occur.Should, tantivy.Query.term_query(text.schema, "tag", normalize_tag(t))) for t in related]
+        query = tantivy.Query.boolean_query(
+            [(Occur.Should, query), (Occur.Should, tantivy.Query.boost_query(tantivy.Query.boolean_query(tags),
+                                                                            RELATED_BOOST))])
     restrict = filter_query(text.schema, filters)
     if restrict is not None:
         query = tantivy.Query.boolean_query([(Occur.Must, query), (Occur.Must, restrict)])

@@ -152,3 +152,31 @@ def test_missing_model_names_the_directory_and_the_fix(tmp_path: Path) -> None:
 def test_standin_names_the_config_file_in_use(env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _out, err = env.cli("models", "standin", "--dir", str(tmp_path / "m"), capsys=capsys)
     assert status == 0 and f"config file: {env.config};" in err
+
+
+def test_every_export_is_checked_against_open_clip_and_a_wrong_one_installs_nothing(
+        open_clip_model: tuple[object, ...], model_dir: Path, tmp_path: Path) -> None:
+    """The export's own parity check: the stand-in passed it (its figures are recorded); the same check on
+    towers that no longer match open_clip (one weight changed after the export) fails with the figures."""
+    import copy
+    import shutil
+
+    from pixdex.indexer.export import ExportError, check_parity, staged_dir
+
+    record = json.loads((model_dir / "clip" / STANDIN_CLIP / "pixdex-model.json").read_text())
+    assert record["parity"]["image_cosine_min"] >= 0.9999 and record["parity"]["text_cosine_min"] >= 0.9999
+    model, transform, tokenizer = open_clip_model
+    figures = check_parity(model, transform, tokenizer, model_dir / "clip" / STANDIN_CLIP)
+    assert figures["images"] >= 8 and figures["texts"] >= 8
+
+    drifted = copy.deepcopy(model)
+    with torch.no_grad():
+        proj = drifted.visual.proj  # type: ignore[attr-defined]  # the image tower's last projection
+        proj.add_(torch.randn(proj.shape, generator=torch.Generator().manual_seed(1)) * proj.std())
+    final = tmp_path / "clip" / "drifted"
+    with pytest.raises(ExportError, match=r"^drifted: the ONNX export does not reproduce open_clip .*image 0 "
+                                          r"\(224×224\) -?0\.\d+.*lowest: images -?0\.\d+, texts (?:1\.0|0\.9999)"):
+        with staged_dir(final) as stage:
+            shutil.copytree(model_dir / "clip" / STANDIN_CLIP, stage, dirs_exist_ok=True)
+            check_parity(drifted, transform, tokenizer, stage, name="drifted")
+    assert not final.exists() and not list((tmp_path / "clip").iterdir())

@@ -1,0 +1,252 @@
+"""Models pixdex knows by name, and getting them from the Hugging Face hub.
+
+`pixdex models pull NAME` downloads a ready ONNX export with `huggingface_hub.snapshot_download`, so
+`HF_ENDPOINT`, `HF_HUB_OFFLINE`, `HF_HOME`/`HF_HUB_CACHE`, `HF_TOKEN`, resuming and the progress bars are
+the library's. Only the files pixdex loads are fetched (`allow_patterns`), into the hub cache; they are
+then linked (or copied, across file systems) into a staging folder beside
+`<model_dir>/<kind>/<name>`, checked, and swapped in whole, so a model folder is never half there.
+
+Checked: each file against the hub's own id for it — the sha256 for LFS files, the git blob sha1 for
+the others — which `huggingface_hub` records as the cached blob's name but does not verify (it checks
+sizes only); then the layout pixdex loads (`embedder.CLIP_FILES`, `tagger.TAGGER_FILES`). A
+`pixdex-model.json` in the folder records where it came from: repo, commit, files with their sizes and
+checksums, licence, when.
+
+Layouts:
+  clip   Immich's exports (immich-app/<arch>__<pretrained>): config.json, visual/model.onnx,
+         visual/preprocess_cfg.json, textual/model.onnx, textual/tokenizer.json, tokenizer_config.json.
+  tagger SmilingWolf's WD14 v3 taggers: model.onnx, selected_tags.csv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pixdex.indexer.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "pixdex-model.json"
+CLIP_PATTERNS = ("config.json", "visual/model.onnx", "visual/model.onnx_data", "visual/preprocess_cfg.json",
+                 "textual/model.onnx", "textual/model.onnx_data", "textual/tokenizer.json",
+                 "textual/tokenizer_config.json", "textual/special_tokens_map.json")
+TAGGER_PATTERNS = ("model.onnx", "selected_tags.csv")
+REQUIRED = {"clip": ("config.json", "visual/model.onnx", "visual/preprocess_cfg.json", "textual/model.onnx",
+                     "textual/tokenizer.json"),
+            "tagger": ("model.onnx", "selected_tags.csv")}
+
+
+@dataclass(frozen=True)
+class Known:
+    """A model pixdex can pull by name: where it lives on the hub and what it is."""
+
+    name: str  # the folder under <model_dir>/<kind>/, and what [models] clip / tagger name
+    kind: str  # clip | tagger
+    repo: str
+    licence: str
+    download_mb: int  # what the pull fetches, roughly (the hub lists exact sizes)
+    about: str
+    revision: str = "main"
+    languages: str = "English"
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return CLIP_PATTERNS if self.kind == "clip" else TAGGER_PATTERNS
+
+
+KNOWN: tuple[Known, ...] = (
+    Known("ViT-B-32__openai", "clip", "immich-app/ViT-B-32__openai", "MIT (OpenAI CLIP)", 605,
+          "OpenAI's CLIP ViT-B/32, 512-d: the default; fast on a CPU (about 4.4 GFLOPs per image)."),
+    Known("ViT-B-16__openai", "clip", "immich-app/ViT-B-16__openai", "MIT (OpenAI CLIP)", 600,
+          "OpenAI's CLIP ViT-B/16, 512-d: better on small details, about 4× the image cost of B/32."),
+    Known("ViT-B-32__laion2b-s34b-b79k", "clip", "immich-app/ViT-B-32__laion2b-s34b-b79k", "MIT (LAION, open_clip)",
+          605, "open_clip ViT-B/32 trained on LAION-2B, 512-d: the B/32 cost, better zero-shot accuracy."),
+    Known("ViT-L-14__openai", "clip", "immich-app/ViT-L-14__openai", "MIT (OpenAI CLIP)", 1710,
+          "OpenAI's CLIP ViT-L/14, 768-d: much better, much slower; for a GPU provider."),
+    Known("XLM-Roberta-Base-ViT-B-32__laion5b_s13b_b90k", "clip",
+          "immich-app/XLM-Roberta-Base-ViT-B-32__laion5b_s13b_b90k", "MIT (LAION, open_clip)", 1470,
+          "open_clip's multilingual ViT-B/32 (XLM-RoBERTa text tower), 512-d: queries in about 100 languages.",
+          languages="multilingual (about 100 languages, e.g. German, Korean, Japanese)"),
+    Known("wd-vit-tagger-v3", "tagger", "SmilingWolf/wd-vit-tagger-v3", "Apache-2.0", 380,
+          "WD14 ViT tagger v3 (448 px, Danbooru tags): best suited to drawings; costly on a CPU."),
+    Known("wd-swinv2-tagger-v3", "tagger", "SmilingWolf/wd-swinv2-tagger-v3", "Apache-2.0", 470,
+          "WD14 SwinV2 tagger v3 (448 px): a little more accurate than the ViT, a little slower."),
+    Known("wd-eva02-large-tagger-v3", "tagger", "SmilingWolf/wd-eva02-large-tagger-v3", "Apache-2.0", 1260,
+          "WD14 EVA02-Large tagger v3 (448 px): the most accurate, for a GPU provider."),
+)
+
+
+def known(name: str) -> Known:
+    for model in KNOWN:
+        if model.name.lower() == name.lower():
+            return model
+    names = ", ".join(m.name for m in KNOWN)
+    raise ModelError(f"{name}: not a model pixdex knows; known: {names} (`pixdex models list`)")
+
+
+def folder(model_dir: Path, model: Known) -> Path:
+    return model_dir / model.kind / model.name
+
+
+def installed(model_dir: Path, kind: str, name: str) -> str:
+    """"yes" when every file pixdex loads is there, "partial" when some are, "no" otherwise."""
+    directory = model_dir / kind / name
+    present = [(directory / f).is_file() for f in REQUIRED[kind]]
+    return "yes" if all(present) else "partial" if any(present) or directory.is_dir() else "no"
+
+
+def local_models(model_dir: Path) -> list[tuple[str, str]]:
+    """(kind, name) of every model folder present, known or not (exports, stand-ins, copies)."""
+    found = []
+    for kind in ("clip", "tagger"):
+        base = model_dir / kind
+        if base.is_dir():
+            found += [(kind, p.name) for p in sorted(base.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    return found
+
+
+def manifest(directory: Path) -> dict[str, Any]:
+    try:
+        value: dict[str, Any] = json.loads((directory / MANIFEST).read_text())
+        return value
+    except (OSError, ValueError):
+        return {}
+
+
+def disk_size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else 0
+
+
+# Pulling ------------------------------------------------------------------------------------------
+def pull(model: Known, model_dir: Path, revision: str | None = None, progress: bool = True) -> Path:
+    """Download `model` into <model_dir>/<kind>/<name>, checked; returns that folder. Raises ModelError
+    with the reason and what to do (offline, unreachable hub, missing repo or file, bad checksum)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    final = folder(model_dir, model)
+    where = os.environ.get("HF_ENDPOINT", constants.ENDPOINT)
+    if not progress:
+        disable_progress_bars()
+    try:
+        snapshot = Path(snapshot_download(model.repo, revision=revision or model.revision,
+                                          allow_patterns=list(model.patterns)))
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise ModelError(f"{model.repo}: not found on the hub at {where} ({_first_line(exc)}); "
+                         "check the name and the revision") from None
+    except LocalEntryNotFoundError as exc:
+        offline = constants.HF_HUB_OFFLINE
+        why = ("HF_HUB_OFFLINE is set and the hub cache does not hold it" if offline
+               else f"the hub at {where} cannot be reached")
+        raise ModelError(f"{model.name}: cannot download ({why}: {_first_line(exc)}); connect and run "
+                         f"`pixdex models pull {model.name}` again, or copy its files into {final}") from None
+    except (EntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise ModelError(f"{model.name}: download from {where} failed ({_first_line(exc)}); run "
+                         f"`pixdex models pull {model.name}` again (finished files are kept in the hub cache)") from None
+    finally:
+        if not progress:
+            enable_progress_bars()
+    files = [p for p in sorted(snapshot.rglob("*")) if p.is_file()]
+    rel = {str(p.relative_to(snapshot)) for p in files}
+    missing = [f for f in REQUIRED[model.kind] if f not in rel]
+    if missing:
+        raise ModelError(f"{model.repo}: has no {', '.join(missing)}; it is not in the layout pixdex loads "
+                         f"({'Immich ONNX export' if model.kind == 'clip' else 'WD14 tagger'})")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.pull.", dir=final.parent))
+    try:
+        record = []
+        for path in files:
+            name = str(path.relative_to(snapshot))
+            checksum = verify(path, name, model)
+            target = stage / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(path, target)
+            record.append({"path": name, "size": target.stat().st_size, **checksum})
+        commit = snapshot.name  # snapshots/<commit>
+        (stage / MANIFEST).write_text(json.dumps({
+            "name": model.name, "kind": model.kind, "repo": model.repo, "revision": revision or model.revision,
+            "commit": commit, "endpoint": where, "licence": model.licence, "pulled": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": record}, indent=1))
+        _swap_in(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return final
+
+
+def verify(path: Path, name: str, model: Known) -> dict[str, str]:
+    """Check a downloaded file against the id the hub gave it (the cached blob's name): sha256 for LFS
+    files, git's blob sha1 for the others. Raises ModelError naming the file on a mismatch."""
+    expected = Path(os.path.realpath(path)).name
+    sha256, sha1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % path.stat().st_size)  # noqa: S324 - git's id
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha256.update(block)
+            sha1.update(block)
+    if len(expected) == 64:
+        actual, kind = sha256.hexdigest(), "sha256"
+    elif len(expected) == 40:
+        actual, kind = sha1.hexdigest(), "git-sha1"
+    else:
+        log.warning("%s: the hub gave no checksum for it; its size was checked only", name)
+        return {"sha256": sha256.hexdigest()}
+    if actual != expected:
+        bad = Path(os.path.realpath(path))
+        bad.unlink(missing_ok=True)  # so the next pull downloads it again instead of reusing it
+        raise ModelError(f"{model.repo}/{name}: checksum mismatch ({kind} {actual[:16]}…, the hub says "
+                         f"{expected[:16]}…); the file was damaged on the way and removed from the cache — run "
+                         f"`pixdex models pull {model.name}` again")
+    return {"sha256": sha256.hexdigest()}
+
+
+def remove(model_dir: Path, kind: str, name: str) -> int:
+    """Delete an installed model folder; returns the bytes freed. The hub cache keeps its own copy."""
+    directory = model_dir / kind / name
+    if not directory.is_dir():
+        raise ModelError(f"{directory}: not installed")
+    size = disk_size(directory)
+    trash = directory.with_name(f".{name}.removing")
+    shutil.rmtree(trash, ignore_errors=True)
+    directory.rename(trash)  # gone at once for a reader; then freed
+    shutil.rmtree(trash, ignore_errors=True)
+    return size
+
+
+def describe(model: Known) -> dict[str, Any]:
+    return {**asdict(model), "files": list(model.patterns)}
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    real = os.path.realpath(source)
+    try:
+        os.link(real, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(real, target)
+
+
+def _swap_in(stage: Path, final: Path) -> None:
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        stage.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(final)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
