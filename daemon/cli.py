@@ -399,8 +399,19 @@ def _print_live(info: dict[str, Any]) -> None:
           f"socket {daemon['socket']}, tcp {daemon['tcp']}")
     if daemon["mode"] == "reduced":
         print(f"  missing models: {daemon['missing']}")
+        pull = daemon.get("models_pull") or {}
+        if pull.get("state") == "pulling":
+            print(f"  pulling {', '.join(pull['models'])} from the Hugging Face hub in the background")
+        elif pull.get("state") == "failed":
+            print(f"  the background pull failed (tried again every 10 min): {pull['error']}")
         print(f"  fix: {daemon['fix']}")
         print(f"  {info['waiting_for_models']} image(s) indexed by name and metadata only, waiting for models")
+    describe = info.get("describe") or {}
+    if describe.get("enabled"):
+        why = f": {describe['why']}" if describe.get("why") else ""
+        print(f"descriptions ({describe['model']} at {describe['host']}): {describe['state']}{why}; "
+              f"{describe.get('described', 0)} described, {describe.get('pending', 0)} pending, "
+              f"{describe.get('failed', 0)} failed")
     progress = info["progress"]
     eta = f", about {progress['eta_seconds']} s left" if progress["eta_seconds"] is not None else ""
     print(f"progress: {progress['rate']} files/s{eta}; {progress['committed']} committed, "

@@ -69,7 +69,7 @@ class CoreProcess:
 
     @property
     def model_fix(self) -> str:
-        return MODEL_FIX.format(dir=self.config.model_dir)
+        return MODEL_FIX.format(dir=self.config.model_dir, clip=self.config.models.clip)
 
     # Lifecycle --------------------------------------------------------------------------------
     def start(self, loop: Any = None) -> Future[None]:
@@ -158,21 +158,30 @@ class CoreProcess:
                 message = conn.recv()
             except (EOFError, OSError):
                 break
-            kind = message[0]
-            if kind == "reply":
-                _, call_id, ok, value = message
-                with self._lock:
-                    future = self._pending.pop(call_id, None)
-                if future is not None:
-                    (future.set_result if ok else future.set_exception)(value)
-            elif kind == "event":
-                self.bus.publish(message[1], **message[2])
-            elif kind == "collections":
-                self.collections = message[1]
-            elif kind == "opened":
-                _, error, collections = message
-                self.collections = collections
-                (opened.set_exception(error) if error is not None else opened.set_result(None))
+            try:
+                self._handle(message, opened)
+            except Exception:  # noqa: BLE001 - one bad message must not cut the serving process off
+                log.exception("a message from the indexing process could not be handled: %.200r", message)
+        self._ended(conn, proc, opened, exited)
+
+    def _handle(self, message: tuple[Any, ...], opened: Future[None]) -> None:
+        kind = message[0]
+        if kind == "reply":
+            _, call_id, ok, value = message
+            with self._lock:
+                future = self._pending.pop(call_id, None)
+            if future is not None:
+                (future.set_result if ok else future.set_exception)(value)
+        elif kind == "event":
+            self.bus.publish(message[1], **message[2])
+        elif kind == "collections":
+            self.collections = message[1]
+        elif kind == "opened":
+            _, error, collections = message
+            self.collections = collections
+            (opened.set_exception(error) if error is not None else opened.set_result(None))
+
+    def _ended(self, conn: Connection, proc: Any, opened: Future[None], exited: threading.Event) -> None:
         with self._lock:
             if self._conn is conn:
                 self._conn = None
@@ -304,7 +313,9 @@ class CoreHost:
             "mode": "reduced" if reduced else "full",
             "missing": indexer.info.missing if indexer is not None and reduced else "",
             "busy": bool(daemon.scanning) or (indexer is not None and not indexer.pipeline.idle()),
-            "last_scan": daemon.last_scan, "progress": daemon.progress(queued),
+            "last_scan": daemon.last_scan, "progress": daemon.progress(queued), "pull": daemon.pull,
+            "describe": indexer.describer.status() if indexer is not None and indexer.describer is not None
+            else {"enabled": False},
             "watch": {root.path: root.as_dict() for root in daemon.watcher.roots.values()},
             "rss": psutil.Process().memory_info().rss,
         }

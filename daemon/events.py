@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("queued", "stage", "indexed", "failed", "removed", "progress", "paused", "resumed", "config", "models",
+KINDS = ("describe", "queued", "stage", "indexed", "failed", "removed", "progress", "paused", "resumed", "config", "models",
          "watch", "reset")
 
 

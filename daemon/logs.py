@@ -28,5 +28,5 @@ def setup_logging(verbose: int, environ: dict[str, str] | os._Environ[str] = os.
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "watchdog", "PIL"):
+    for noisy in ("aiohttp.access", "watchdog", "PIL", "httpx", "httpcore", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -149,8 +149,19 @@ def live_status(ctx: Context) -> dict[str, Any]:
         "socket": str(ctx.config.socket_path),
         "tcp": f"127.0.0.1:{ctx.config.server.port}" if ctx.config.server.tcp else "off",
         "last_scan": state["last_scan"],
+        "models_pull": state.get("pull", {}),
     }
     info["progress"] = state["progress"]
+    info["describe"] = state.get("describe", {"enabled": False})
+    if info["describe"].get("enabled"):
+        from pixdex.indexer.catalog import Catalog
+        from pixdex.indexer.describe import describer_id
+
+        catalog = Catalog(ctx.config.layout.catalog, read_only=True)
+        try:
+            info["describe"] |= catalog.describe_counts(describer_id(ctx.config.describe))
+        finally:
+            catalog.close()
     info["watch"] = list(state["watch"].values())
     info["collections"] = [c.as_dict() for c in daemon.collections]
     info["loaded_models"] = {"indexing": workers.get("loaded", []), "query": query_models, "rss": rss}

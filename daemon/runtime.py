@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 
 TICK = 0.2  # the scanner thread's longest sleep
 CHECK_EVERY = 5.0  # seconds between looks for models and for watched folders that came back
-MODEL_FIX = ("install the models into {dir}: `pixdex models export ViT-B-32 --pretrained openai` (needs "
-             "`.venv/bin/pip install .[export] in the pixdex checkout; for a CPU-only torch install it first from https://download.pytorch.org/whl/cpu`, and its weights), Immich's ONNX exports copied there, or "
-             "`pixdex models standin` to try pixdex with meaningless stand-ins")
+MODEL_FIX = ("`pixdex models pull {clip}` (from the Hugging Face hub; `pixdex models list` shows the choices), "
+             "or put the model's files into {dir}: Immich's ONNX exports, `pixdex models export ARCH --pretrained "
+             "WEIGHTS` (the export extra), or `pixdex models standin` to try pixdex with meaningless stand-ins")
+PULL_RETRY = 600.0  # seconds between first-start pulls that failed (offline, hub unreachable)
 
 
 class Unavailable(PixdexError):
@@ -70,6 +71,9 @@ class Daemon:
         self.last_scan: dict[str, Any] = {}
         self.scanning = ""
         self.on_collections: Callable[[list[Collection]], None] | None = None  # told of every change
+        self.pull: dict[str, Any] = {}  # the first-start model pull: state, models, error, next try
+        self._pulling: threading.Thread | None = None
+        self._next_pull = 0.0
         self.watcher = Watcher(config.watch, config.library.skip_dirs, config.library.exclude,
                                [os.fsencode(os.path.realpath(config.data_dir))], self._lost_events)
 
@@ -93,7 +97,7 @@ class Daemon:
             self.indexer = None
 
     def _open_indexer(self) -> None:
-        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder)
+        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True)
         indexer.pipeline.listener = self._pipeline_event
         if self._catalog_meta("paused"):
             indexer.pipeline.paused.set()
@@ -104,7 +108,7 @@ class Daemon:
 
     @property
     def model_fix(self) -> str:
-        return MODEL_FIX.format(dir=self.config.model_dir)
+        return MODEL_FIX.format(dir=self.config.model_dir, clip=self.config.models.clip)
 
     def _catalog_meta(self, key: str) -> int:
         catalog = Catalog(self.config.layout.catalog, read_only=True)
@@ -311,8 +315,58 @@ class Daemon:
             self.submit("reconcile", "after reopening")
         elif not indexer.info.has_models and _models_present(self.config):
             self._reopen("models appeared")
-            self.bus.publish("models", state="loaded", clip=indexer.info.clip_id)
+            self.bus.publish("models", state="loaded", clip=self._core().info.clip_id)
             self.submit("reconcile", "models appeared")
+        elif (not indexer.info.has_models and self.config.models.auto_pull and self._pulling is None
+              and time.monotonic() >= self._next_pull):
+            self._start_pull()
+
+    # First start: the configured models, pulled in the background --------------------------------
+    def _start_pull(self) -> None:
+        """Pull the configured models pixdex knows that are missing; reduced mode goes on meanwhile, and the
+        next check after they land reopens the core. A failure (offline, hub unreachable) is retried later."""
+        from pixdex.indexer import hub
+
+        wanted, unknown = [], []
+        for kind, name in (("clip", self.config.models.clip), ("tagger", self.config.models.tagger)):
+            if not name or hub.installed(self.config.model_dir, kind, name) == "yes":
+                continue
+            try:
+                model = hub.known(name)
+            except PixdexError:
+                unknown.append(name)
+                continue
+            if model.kind == kind:
+                wanted.append(model)
+        self._next_pull = time.monotonic() + PULL_RETRY
+        if not wanted:
+            if unknown:
+                self.pull = {"state": "not possible", "error": f"{', '.join(unknown)}: not a model pixdex can pull; "
+                             f"put its files into {self.config.model_dir}"}
+            return
+        names = [m.name for m in wanted]
+        self.pull = {"state": "pulling", "models": names, "started": time.time()}
+        self.bus.publish("models", state="pulling", models=names)
+        log.info("pulling the configured models in the background: %s", ", ".join(names))
+
+        def run() -> None:
+            try:
+                for model in wanted:
+                    hub.pull(model, self.config.model_dir, progress=False)
+                    log.info("pulled %s", model.name)
+                self.pull = {"state": "pulled", "models": names, "at": time.time()}
+                self.bus.publish("models", state="pulled", models=names)
+                self._next_check = 0.0  # reopen at the next step, not in 5 s
+            except Exception as exc:  # noqa: BLE001 - reported, retried later; reduced mode goes on
+                retry = time.time() + PULL_RETRY
+                self.pull = {"state": "failed", "models": names, "error": str(exc), "retry_at": retry}
+                self.bus.publish("models", state="failed", models=names, error=str(exc))
+                log.warning("could not pull the models (retrying in %.0f min): %s", PULL_RETRY / 60, exc)
+            finally:
+                self._pulling = None
+
+        self._pulling = threading.Thread(target=run, name="pixdex-pull", daemon=True)
+        self._pulling.start()
 
     def _lost_events(self, why: str) -> None:
         log.warning("file events may have been lost (%s); reconciling every folder", why)

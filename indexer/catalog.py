@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pixdex.indexer.errors import CatalogError
 
@@ -86,6 +86,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE images ADD COLUMN facts TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE images ADD COLUMN side_hash TEXT;
     """,
+    # 5: descriptions from a local vision LLM ([describe]): `llm` holds its answer (description, keywords,
+    # text), `described` the describer id that made it (NULL: not described, or the content changed since),
+    # `describe_error` why an image could not be described (the describer does not try it again).
+    """
+    ALTER TABLE images ADD COLUMN described TEXT;
+    ALTER TABLE images ADD COLUMN llm TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE images ADD COLUMN describe_error TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -147,6 +155,13 @@ class ImageRow:
     embedded: str = "{}"
     facts: str = "{}"
     side_hash: str | None = None  # BLAKE2b of the sidecar's bytes as last read
+    described: str | None = None  # the describer id ([describe] model + prompt) of `llm`
+    llm: str = "{}"  # the vision LLM's answer: description, keywords, text
+    describe_error: str | None = None
+
+    @property
+    def llm_dict(self) -> dict[str, Any]:
+        return dict(json.loads(self.llm))
 
     @property
     def fact_dict(self) -> dict[str, object]:
@@ -299,6 +314,27 @@ class Catalog:
     def sidecar_failures(self) -> int:
         """Sidecars pixdex could not write (they are read and indexed anyway)."""
         return int(self.db.execute("SELECT count(*) FROM images WHERE sidecar_error IS NOT NULL").fetchone()[0])
+
+    def describe_next(self, describer: str, limit: int = 1, skip: Iterable[int] = ()) -> list[ImageRow]:
+        """Indexed images not yet described by `describer` (and not failed by it), oldest first."""
+        skip = set(skip)
+        rows = self._rows("WHERE state = 'done' AND (described IS NULL OR described != ?) ORDER BY id LIMIT ?",
+                          (describer, limit + len(skip)))
+        return [r for r in rows if r.id not in skip][:limit]
+
+    def describe_counts(self, describer: str) -> dict[str, int]:
+        pending, failed, done = self.db.execute(
+            "SELECT sum(described IS NULL OR described != ?), sum(described = ? AND describe_error IS NOT NULL), "
+            "sum(described = ? AND describe_error IS NULL) FROM images WHERE state = 'done'",
+            (describer, describer, describer)).fetchone()
+        return {"pending": int(pending or 0), "failed": int(failed or 0), "described": int(done or 0)}
+
+    def set_described(self, image_id: int, describer: str | None, llm: dict[str, Any], error: str | None,
+                      tags: list[dict[str, object]], gen: int) -> None:
+        self.db.execute("UPDATE images SET described = ?, llm = ?, describe_error = ?, tags = ?, gen = ?, "
+                        "updated = ? WHERE id = ?",
+                        (describer, json.dumps(llm, ensure_ascii=False), error, json.dumps(tags), gen, time.time(),
+                         image_id))
 
     def waiting_for_models(self) -> int:
         """Images indexed without models (reduced mode): their names and metadata only."""

@@ -25,7 +25,7 @@ from pixdex.indexer.errors import ModelError, PixdexError, display_path
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.pipeline import Pipeline, Stats, carry_sidecars
 from pixdex.indexer.scan import diff_tree
-from pixdex.indexer.settings import Config
+from pixdex.indexer.settings import Config, runtime
 from pixdex.indexer.vectors import VectorIndex
 from pixdex.indexer.workers import ModelInfo, ModelSpec, describe, make_pool
 from pixdex.indexer.writer import Writer
@@ -37,7 +37,7 @@ def model_spec(config: Config) -> ModelSpec:
     tagger = config.model_dir / "tagger" / config.models.tagger if config.models.tagger else None
     return ModelSpec(config.model_dir / "clip" / config.models.clip, tagger, config.tagger, config.models.threads,
                      config.models.idle_ttl, config.clip_tags if config.clip_tags.enabled else None,
-                     config.cache_dir / "vocabulary")
+                     config.cache_dir / "vocabulary", runtime(config))
 
 
 @dataclass
@@ -59,8 +59,11 @@ class Indexer:
     """With `reduced_ok`, models that cannot load do not stop it: it runs in reduced mode (`info.missing`
     says why), indexing names, folders and each file's own metadata; those images wait for models."""
 
-    def __init__(self, config: Config, reduced_ok: bool = False, holder: int | None = None) -> None:
+    def __init__(self, config: Config, reduced_ok: bool = False, holder: int | None = None,
+                 describe: bool = False) -> None:
         self.config = config
+        self.describer: Any = None  # [describe]: only the daemon runs it (`describe`)
+        self._describe = describe
         self.reduced_ok = reduced_ok
         self.library: list[Path] = list(config.folders)  # every folder indexed: links into them are not followed
         self.layout = config.layout
@@ -89,10 +92,41 @@ class Indexer:
         self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool)
         self.pipeline.start()
         self._opened.append(self._stop_pipeline)
+        if self._describe and self.config.describe.enabled:
+            self._start_describer()
+
+    def _start_describer(self) -> None:
+        from pixdex.indexer.describe import Describer
+        from pixdex.indexer.workers import describe_sidecar, prepare_for_llm
+
+        settings, pool = self.config.describe, self.decode_pool
+
+        def write(path: bytes, machine: list[str], rejected: list[str], description: str, text: str) -> Any:
+            spec = self.pipeline.sidecar_spec()
+            future = pool.schedule(describe_sidecar, (path, machine, rejected, spec, description, text), timeout=60)
+            future.add_done_callback(lambda f: f.exception() is None and self.pipeline.remember_own(path, f.result()))
+            return future
+
+        self.describer = Describer(
+            settings, self.layout.catalog,
+            prepare=lambda path: pool.schedule(prepare_for_llm, (path, settings.max_side, self.config.decode.max_pixels),
+                                               timeout=120),
+            write=write, record=self.writer.described, paused=self.pipeline.paused.is_set,
+            listener=lambda kind, data: self.pipeline.listener and self.pipeline.listener(kind, data),
+            environ=self.config.environ)
+        self.describer.start()
+        self._opened.append(self.describer.stop)
 
     def _describe_models(self) -> ModelInfo:
+        from pebble import ProcessExpired
+
         try:
-            info: ModelInfo = self.infer_pool.schedule(describe, (self.spec,)).result()
+            try:
+                info: ModelInfo = self.infer_pool.schedule(describe, (self.spec,)).result()
+            except ProcessExpired as exc:  # ONNX Runtime crashed loading a graph: a model problem, not a file's
+                raise ModelError(f"{self.spec.clip_dir}: the model worker died loading the models (exit code "
+                                 f"{exc.exitcode}); a half-precision (fp16) export needs [models] optimization = "
+                                 "\"extended\", other graphs may need another onnxruntime") from None
             return info
         except ModelError as exc:
             if not self.reduced_ok:

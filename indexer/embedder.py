@@ -29,6 +29,7 @@ from pixdex.indexer.errors import ModelError
 from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess
 from pixdex.indexer.session import OnnxSession, fingerprint
+from pixdex.indexer.settings import Runtime
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -69,7 +70,8 @@ def clean_text(text: str) -> str:
 
 
 class ClipModel:
-    def __init__(self, directory: Path, threads: int = 0, cache: ModelCache | None = None) -> None:
+    def __init__(self, directory: Path, threads: int = 0, cache: ModelCache | None = None,
+                 runtime: Runtime = Runtime()) -> None:
         check_files(directory, CLIP_FILES, "clip")
         self.directory = directory
         self.name = directory.name
@@ -80,8 +82,8 @@ class ClipModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{directory}: bad CLIP model config: {exc}") from exc
         self.context_length = int(self.config.get("text_cfg", {}).get("context_length", 77))
-        self.visual = OnnxSession(directory / "visual" / "model.onnx", threads, cache)
-        self.textual = OnnxSession(directory / "textual" / "model.onnx", threads, cache)
+        self.visual = OnnxSession(directory / "visual" / "model.onnx", threads, cache, runtime)
+        self.textual = OnnxSession(directory / "textual" / "model.onnx", threads, cache, runtime)
         self.standin = (directory / STANDIN_MARKER).exists()
 
     @cached_property

@@ -52,11 +52,23 @@ class PathSettings:
 @dataclass(frozen=True)
 class ModelSettings:
     clip: str = setting("ViT-B-32__openai", "CLIP model: a folder under <model_dir>/clip/.")
-    tagger: str = setting("wd-vit-tagger-v3",
-                          "WD14-style tagger: a folder under <model_dir>/tagger/; empty disables tagging.")
+    tagger: str = setting("", "WD14-style tagger: a folder under <model_dir>/tagger/ (`pixdex models pull "
+                              "wd-vit-tagger-v3`); empty (the default: on a CPU a 448-px tagger costs many times the "
+                              "CLIP image tower) leaves tagging to the CLIP vocabulary ([clip_tags]).")
     threads: int = setting(0, "ONNX Runtime intra-op threads for indexing; 0 lets it use every core.", min=0, max=256)
+    providers: list[str] = setting(["cpu"], "ONNX Runtime execution providers to try, in order (cpu, cuda, rocm, "
+                                            "openvino, coreml, directml, tensorrt); one this onnxruntime build lacks "
+                                            "or that fails to start is skipped with a warning, and the CPU is always "
+                                            "the last resort.",
+                                   choices=("cpu", "cuda", "rocm", "openvino", "coreml", "directml", "tensorrt"))
+    optimization: str = setting("all", "ONNX Runtime graph optimization. \"all\" is fastest on a CPU; an fp16 "
+                                       "export needs \"extended\" (onnxruntime 1.31's layout pass crashes on "
+                                       "half-precision graphs).", choices=("all", "extended", "basic", "off"))
     query_threads: int = setting(1, "ONNX Runtime threads of the query-time text tower.", min=1, max=256)
     batch_size: int = setting(16, "Images per inference batch.", min=1, max=512)
+    auto_pull: bool = setting(True, "When the configured models are missing, `pixdex serve` pulls them from the "
+                                    "Hugging Face hub in the background (HF_ENDPOINT, HF_HUB_OFFLINE honoured) and runs "
+                                    "in reduced mode meanwhile.")
     idle_ttl: float = setting(120.0, "Seconds a loaded model may sit unused before it is unloaded.", min=0.0,
                               max=86_400.0)
 
@@ -82,6 +94,28 @@ class ClipTagSettings:
     vocabulary_extra: list[str] = setting([], "Your own vocabulary files (UTF-8, one concept per line, # comments), "
                                               "added to pixdex's.")
     exclude: list[str] = setting([], "Vocabulary concepts never used as tags.")
+
+
+DESCRIBE_PROMPT = ("Describe this photo for a personal photo library's search. Answer in {language}, as JSON: "
+                   "\"description\": one or two plain sentences saying what the photo shows; \"keywords\": 5 to 12 "
+                   "short keywords (objects, people, animals, place, activity, occasion, style); \"text\": every "
+                   "piece of text readable in the image, verbatim, or an empty string.")
+
+
+@dataclass(frozen=True)
+class DescribeSettings:
+    enabled: bool = setting(False, "Describe each image with a local vision LLM served by Ollama: a description, "
+                                   "keywords and the text visible in it (slow: seconds per image).")
+    model: str = setting("qwen2.5vl:3b", "The Ollama model (a vision one: qwen2.5vl, gemma3, llama3.2-vision, llava…); "
+                                         "`ollama pull` it first.")
+    host: str = setting("", "The Ollama server; empty: $OLLAMA_HOST, else http://127.0.0.1:11434.")
+    prompt: str = setting(DESCRIBE_PROMPT, "The instruction sent with each image ({language} is replaced).")
+    language: str = setting("English", "The language of the description and keywords.")
+    timeout: float = setting(300.0, "Seconds one answer may take.", min=1.0, max=3600.0)
+    retries: int = setting(2, "Tries again (with backoff) after a timeout or an answer that is not the JSON asked for.",
+                           min=0, max=10)
+    max_side: int = setting(1024, "The image is sent at most this many pixels on its long side.", min=64, max=8192)
+    keep_alive: str = setting("5m", "How long Ollama keeps the model loaded after a request.")
 
 
 @dataclass(frozen=True)
@@ -165,12 +199,25 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """How ONNX graphs run: `[models] providers` and `optimization` (hashable, for worker specs)."""
+
+    providers: tuple[str, ...] = ("cpu",)
+    optimization: str = "all"
+
+
+def runtime(config: Config) -> Runtime:
+    return Runtime(tuple(config.models.providers), config.models.optimization)
+
+
+@dataclass(frozen=True)
 class Config:
     library: LibrarySettings = field(default_factory=LibrarySettings)
     paths: PathSettings = field(default_factory=PathSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     tagger: TaggerSettings = field(default_factory=TaggerSettings)
     clip_tags: ClipTagSettings = field(default_factory=ClipTagSettings)
+    describe: DescribeSettings = field(default_factory=DescribeSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)
@@ -289,8 +336,12 @@ def _check(key: str, value: Any, hint: Any, meta: Mapping[str, Any], source: str
         raise refuse("a string")
     if typing.get_origin(hint) is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
         raise refuse("a list of strings")
-    if meta.get("choices") and value not in meta["choices"]:
-        raise refuse("one of " + ", ".join(repr(c) for c in meta["choices"]))
+    if meta.get("choices") and (not set(value) <= set(meta["choices"]) if isinstance(value, list)
+                                else value not in meta["choices"]):
+        raise refuse(("a list of " if isinstance(value, list) else "") + "one of "
+                     + ", ".join(repr(c) for c in meta["choices"]))
+    if key == "clip_tags.templates" and not all("{}" in t for t in value):
+        raise refuse("templates that each hold {} where the concept goes")
     low, high = meta.get("min"), meta.get("max")
     if (low is not None and value < low) or (high is not None and value > high):
         raise refuse(f"a value from {low} to {high}")

@@ -57,6 +57,7 @@ LAST_KEYWORDS, DESCRIPTION, METADATA_DATE = "Xmp.MicrosoftPhoto.LastKeywordXMP",
 OURS, MACHINE, REJECTED = "Xmp.pixdex.Tags", "Xmp.pixdex.Machine", "Xmp.pixdex.Rejected"
 PERSON = "Xmp.pixdex.Person"  # the person's keyword paths as pixdex last wrote them to all three fields
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
+TEXT = "Xmp.pixdex.Text"  # the text a vision LLM read in the image
 EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF = "Xmp.pixdex.Embedding", "Xmp.pixdex.EmbeddingModel", "Xmp.pixdex.EmbeddingOf"
 URIS = {  # the RDF predicates behind pyexiv2's keys, for the graph check
     SUBJECT: "http://purl.org/dc/elements/1.1/subject",
@@ -410,8 +411,9 @@ Planner = Callable[[dict[str, Any]], tuple[KeywordPlan, dict[str, Any]]]  # → 
 
 def write_tags(image: Path, tags: list[str], parent: str, model_id: str, naming: str = "image.ext.xmp",
                description: str | None = None, rejected: Iterable[str] = (),
-               embedding: tuple[str, str, Any] | None = None) -> SidecarState:
-    """Merge pixdex's machine keywords (and its description, if any) into the image's sidecar. Returns
+               embedding: tuple[str, str, Any] | None = None, text: str | None = None) -> SidecarState:
+    """Merge pixdex's machine keywords (and its description and the text read in the image, if any) into
+    the image's sidecar. Returns
     what the sidecar says now. Raises SidecarError when it cannot be read or faithfully rewritten.
     `embedding`: (CLIP model id, the image content's hash, vector), stored so the photo carries it."""
     also_rejected = list(rejected)
@@ -428,6 +430,8 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str, naming:
             if not current or current == ours:
                 values[DESCRIPTION] = {'lang="x-default"': description} if description else None
                 values[DESCRIBED] = description or None
+        if text is not None:
+            values[TEXT] = text or None
         return keywords, values
 
     return _rewrite(image, parent, naming, plan, create=bool(tags) or bool(description) or embedding is not None)

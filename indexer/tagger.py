@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pixdex.indexer.settings import TaggerSettings
+from pixdex.indexer.settings import Runtime, TaggerSettings
 from pixdex.indexer.embedder import STANDIN_MARKER, check_files
 from pixdex.indexer.errors import ModelError
 from pixdex.indexer.modelcache import ModelCache
@@ -44,12 +44,12 @@ def display_name(raw: str) -> str:
 
 class Tagger:
     def __init__(self, directory: Path, settings: TaggerSettings, threads: int = 0,
-                 cache: ModelCache | None = None) -> None:
+                 cache: ModelCache | None = None, runtime: Runtime = Runtime()) -> None:
         check_files(directory, TAGGER_FILES, "tagger")
         self.directory = directory
         self.name = directory.name
         self.settings = settings
-        self.session = OnnxSession(directory / "model.onnx", threads, cache)
+        self.session = OnnxSession(directory / "model.onnx", threads, cache, runtime)
         self.names, self.categories = self._read_tags(directory / "selected_tags.csv")
         self.standin = (directory / STANDIN_MARKER).exists()
 

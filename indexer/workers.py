@@ -36,7 +36,7 @@ from pixdex.indexer.errors import ReadError, SidecarError
 from pixdex.indexer.metadata import SidecarState
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
 from pixdex.indexer.scan import content_hash
-from pixdex.indexer.settings import ClipTagSettings, PipelineSettings, TaggerSettings
+from pixdex.indexer.settings import ClipTagSettings, PipelineSettings, Runtime, TaggerSettings
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +321,46 @@ def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: st
         raise SidecarError(image, f"cannot write sidecar: {exc.strerror or exc}") from None
 
 
+def prepare_for_llm(path: bytes, max_side: int, max_pixels: int) -> tuple[bytes, str]:
+    """The image as a vision LLM gets it: EXIF orientation applied, at most `max_side` on its long side,
+    JPEG; with the content hash it was read at. Raises ReadError naming the file."""
+    import io
+
+    from PIL import Image
+
+    image_path = os.fsdecode(path)
+    try:
+        data, _st = read_regular(path)
+    except OSError as exc:
+        raise ReadError(image_path, f"cannot read: {exc.strerror or exc}") from None
+    with Captured():
+        decoded = decode_image(data, image_path, max_side, max_pixels)
+    image = decoded.image
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=90)
+    return out.getvalue(), content_hash(data)
+
+
+def describe_sidecar(path: bytes, machine: list[str], rejected: list[str], spec: SidecarSpec, description: str,
+                     text: str) -> SidecarState:
+    """A description's results into the sidecar: the keywords as machine keywords (with the others), the
+    description into dc:description where it is empty or pixdex's, the visible text into pixdex:Text."""
+    from pixdex.indexer.sidecar import read_state, write_tags
+
+    image = Path(os.fsdecode(path))
+    with Captured():
+        if not spec.write:
+            return read_state(image, spec.parent, spec.naming)
+        try:
+            return write_tags(image, machine, spec.parent, spec.model_id, spec.naming, description=description,
+                              rejected=rejected, text=text)
+        except SidecarError as exc:
+            return read_state(image, spec.parent, spec.naming, error=exc.reason)
+        except OSError as exc:
+            return read_state(image, spec.parent, spec.naming, error=f"cannot write sidecar: {exc.strerror or exc}")
+
+
 def drop_sidecar(path: bytes, spec: SidecarSpec) -> bool:
     """The image is gone: remove its sidecar if pixdex alone wrote it (see `remove_if_only_ours`)."""
     from pixdex.indexer.sidecar import remove_if_only_ours
@@ -342,6 +382,7 @@ class ModelSpec:
     idle_ttl: float
     clip_tags: ClipTagSettings | None = None  # None: no vocabulary tags
     vocab_cache: Path | None = None  # where the vocabulary's text embeddings are cached
+    runtime: Runtime = Runtime()  # [models] providers and optimization
 
 
 @dataclass(frozen=True)
@@ -390,8 +431,8 @@ def _loaded(spec: ModelSpec) -> Any:
         from pixdex.indexer.tagger import Tagger
 
         cache = ModelCache(spec.idle_ttl)
-        clip = ClipModel(spec.clip_dir, spec.threads, cache)
-        tagger = Tagger(spec.tagger_dir, spec.tagger, spec.threads, cache) if spec.tagger_dir else None
+        clip = ClipModel(spec.clip_dir, spec.threads, cache, spec.runtime)
+        tagger = Tagger(spec.tagger_dir, spec.tagger, spec.threads, cache, spec.runtime) if spec.tagger_dir else None
         vocab = None
         if spec.clip_tags is not None and spec.clip_tags.enabled:
             from pixdex.indexer.cliptags import ClipTagger
@@ -432,9 +473,12 @@ def worker_state(spec: ModelSpec) -> dict[str, Any]:
     import psutil
 
     loaded: list[str] = []
+    providers: list[str] = []
     if repr(spec) in _models:
-        loaded = [str(k[0] if isinstance(k, tuple) else k) for k in _models[repr(spec)][3].loaded()]
-    return {"pid": os.getpid(), "rss": psutil.Process().memory_info().rss, "loaded": loaded}
+        clip, _tagger, _vocab, cache = _models[repr(spec)]
+        loaded = [str(k[0] if isinstance(k, tuple) else k) for k in cache.loaded()]
+        providers = clip.visual.used
+    return {"pid": os.getpid(), "rss": psutil.Process().memory_info().rss, "loaded": loaded, "providers": providers}
 
 
 def prepare_query_image(data: bytes, name: str, spec: DecodeSpec) -> NDArray[np.float32]:

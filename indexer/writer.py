@@ -146,10 +146,16 @@ class Writer:
         def run(catalog: Catalog, gen: int) -> None:
             for item in items:
                 catalog.dequeue(item.image_id, item.seq)
+                before = catalog.get(item.image_id)  # the content it had: a description is for that content
                 if not _content_changed(catalog, item.image_id, item.stat, item.digest, gen):
                     continue
                 row = catalog.get(item.image_id)
-                tags, text, rejected, rating = effective(item.tags, item.embedded, item.side,
+                machine = item.tags
+                if row is not None and before is not None and row.described and before.hash == item.digest:
+                    machine = machine + llm_tags(row.llm_dict, machine)  # same content: its description stands
+                elif row is not None and row.described:
+                    catalog.set_described(item.image_id, None, {}, None, row.tag_list, gen)  # describe again
+                tags, text, rejected, rating = effective(machine, item.embedded, item.side,
                                                          row.rejected_list if row else [])
                 # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
                 taken = item.taken.isoformat() if item.taken else item.embedded.get("created") or None
@@ -170,6 +176,23 @@ class Writer:
         def run(catalog: Catalog, gen: int) -> None:
             catalog.dequeue(image_id, seq)
             if _content_changed(catalog, image_id, st, digest, gen) and side is not None:
+                _record_sidecar(catalog, image_id, side, gen)
+        return self.submit(run)
+
+    def described(self, image_id: int, describer: str, llm: dict[str, Any], error: str | None,
+                  side: SidecarState | None, digest: str | None) -> Future[Any]:
+        """The vision LLM's answer for an image (or why there is none): its keywords join the machine tags
+        (source "llm"), its description and text the searchable text; then what the sidecar says now."""
+        def run(catalog: Catalog, gen: int) -> None:
+            row = catalog.get(image_id)
+            if row is None or row.state != "done" or (digest is not None and row.hash != digest):
+                return  # gone, or changed while it was being described: it is described again
+            machine = [t for t in row.machine_tags if t.get("source") != "llm"]
+            person = [t for t in row.tag_list if t.get("category") == "person"]
+            rejected = {str(r).casefold() for r in row.rejected_list}
+            added = [t for t in llm_tags(llm, machine) if str(t["name"]).casefold() not in rejected]
+            catalog.set_described(image_id, describer, llm, error, machine + added + person, gen)
+            if side is not None:
                 _record_sidecar(catalog, image_id, side, gen)
         return self.submit(run)
 
@@ -328,6 +351,17 @@ def _record_sidecar(catalog: Catalog, image_id: int, side: SidecarState, gen: in
     tags, text, rejected, rating = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list)
     catalog.set_sidecar(image_id, tags, text, side.signature, rejected, side.error,
                         _with_rating(row.fact_dict, rating), gen, side.digest)
+
+
+def llm_tags(llm: dict[str, Any], have: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The LLM's keywords as machine tags (source "llm"), leaving out those the other taggers found."""
+    seen = {str(t["name"]).casefold() for t in have}
+    out: list[dict[str, object]] = []
+    for keyword in llm.get("keywords", []):
+        if isinstance(keyword, str) and keyword.strip() and keyword.strip().casefold() not in seen:
+            seen.add(keyword.strip().casefold())
+            out.append({"name": keyword.strip(), "confidence": 1.0, "category": "general", "source": "llm"})
+    return out
 
 
 def _with_rating(facts: dict[str, Any], rating: int | None) -> dict[str, Any]:

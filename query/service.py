@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from pixdex.indexer.collections import Collection, all_collections, find
 from pixdex.indexer.errors import ModelError, ReadError, display_path
-from pixdex.indexer.settings import Config
+from pixdex.indexer.settings import Config, runtime
 from pixdex.query.fuse import Fused, rrf
 from pixdex.query.parse import Filters, QueryError, parse_query
 from pixdex.query.reader import Reader, TextSnapshot
@@ -83,7 +83,8 @@ class SearchService:
 
             try:
                 self._clip = ClipModel(self.config.model_dir / "clip" / self.config.models.clip,
-                                       self.config.models.query_threads, ModelCache(self.config.models.idle_ttl))
+                                       self.config.models.query_threads, ModelCache(self.config.models.idle_ttl),
+                                       runtime(self.config))
             except ModelError as exc:
                 self._clip_error = str(exc)
                 self._clip_failed = time.monotonic()

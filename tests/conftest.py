@@ -77,7 +77,13 @@ def write_config(path: Path, model_dir: Path, folders: list[Path], extra: str = 
     path.write_text(
         f"[library]\nfolders = {json.dumps([str(f) for f in folders])}\n"
         f"[paths]\nmodel_dir = {json.dumps(str(model_dir))}\n"
-        '[models]\nclip = "pixdex-standin-clip"\ntagger = "pixdex-standin-tagger"\nbatch_size = 4\n' + extra)
+        '[models]\nclip = "pixdex-standin-clip"\ntagger = "pixdex-standin-tagger"\nbatch_size = 4\n'
+        # The stand-in CLIP's vocabulary tags are random words: off, so they do not match other tests' queries
+        # (tests/test_cliptags.py turns them on).
+        + CLIP_TAGS_OFF + extra)
+
+
+CLIP_TAGS_OFF = "[clip_tags]\nenabled = false\n"
 
 
 @pytest.fixture()

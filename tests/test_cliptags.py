@@ -20,7 +20,7 @@ from pixdex.indexer.errors import ModelError
 from pixdex.indexer.export import STANDIN_CLIP
 from pixdex.indexer.settings import ClipTagSettings
 
-from conftest import Env, noise
+from conftest import CLIP_TAGS_OFF, Env, noise
 
 
 def test_the_shipped_vocabulary_is_large_clean_and_extendable(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def _tags(env: Env) -> dict[str, list[dict[str, object]]]:
 
 def test_indexing_adds_vocabulary_tags_to_the_catalog_and_the_sidecar(env: Env,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    env.config.write_text(env.config.read_text() + "[clip_tags]\nmin_sigma = 2.0\nmax_tags = 3\n")
+    env.config.write_text(env.config.read_text().replace(CLIP_TAGS_OFF, "[clip_tags]\nmin_sigma = 2.0\nmax_tags = 3\n"))
     for n in range(3):
         noise(n).save(env.pics / f"img{n}.png")
     assert env.index_json(capsys)["embedded"] == 3
@@ -112,7 +112,7 @@ def test_indexing_adds_vocabulary_tags_to_the_catalog_and_the_sidecar(env: Env,
 def test_related_tags_widen_the_text_side(env: Env, capsys: pytest.CaptureFixture[str], model_dir: Path) -> None:
     """A query word finds images tagged with the vocabulary concepts nearest to it (by the text tower),
     though the word is nowhere in them; with the threshold at 1 they are not found."""
-    env.config.write_text(env.config.read_text() + "[clip_tags]\nmin_sigma = 50\n")  # no automatic tags
+    env.config.write_text(env.config.read_text().replace(CLIP_TAGS_OFF, "[clip_tags]\nmin_sigma = 50\n"))  # no tags
     for n in range(6):
         noise(n).save(env.pics / f"img{n}.png")
     clip = ClipModel(model_dir / "clip" / STANDIN_CLIP)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Env, noise
+from conftest import PIXDEX, Env, noise
 from hubserver import Hub
+from served import Served, wait_for
 
 
 @pytest.fixture()
@@ -143,3 +145,64 @@ def test_unknown_names_and_missing_repos_are_one_line_errors(menv: Env, hub: Hub
     assert "repo: SmilingWolf/wd-eva02-large-tagger-v3" in info and "installed: no" in info
     gone = menv.run("models", "remove", "wd-eva02-large-tagger-v3", check=False)
     assert gone.returncode == 2 and "not installed" in gone.stderr
+
+
+def _served_with_default_models(tmp_path: Path, hub: Hub) -> Served:
+    pics = tmp_path / "pics"
+    pics.mkdir(exist_ok=True)
+    for n in range(4):
+        noise(n).save(pics / f"p{n}.png")
+    environ = dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
+    environ.pop("HF_HUB_OFFLINE", None)
+    daemon = Served(tmp_path, tmp_path / "models", [pics], environ=environ)
+    daemon.config.write_text(daemon.config.read_text()
+                             .replace('clip = "pixdex-standin-clip"', 'clip = "ViT-B-32__openai"')
+                             .replace('tagger = "pixdex-standin-tagger"', 'tagger = "wd-vit-tagger-v3"'))
+    return daemon
+
+
+@pytest.mark.slow
+def test_serve_pulls_missing_models_in_the_background_then_embeds_what_waited(tmp_path: Path, hub: Hub) -> None:
+    daemon = _served_with_default_models(tmp_path, hub)
+    try:
+        daemon.start()
+        first = daemon.status()["daemon"]
+        assert first["mode"] == "reduced"  # it answers at once, in reduced mode, while pulling
+        wait_for(lambda: daemon.status()["daemon"]["mode"] == "full", timeout=60, what="the pulled models to load")
+        wait_for(lambda: daemon.idle() and daemon.status()["waiting_for_models"] == 0, timeout=60,
+                 what="the waiting images to be embedded")
+        assert daemon.status()["daemon"]["models_pull"]["state"] == "pulled"
+        log = daemon.log.read_text()
+        assert "pulling the configured models in the background: ViT-B-32__openai, wd-vit-tagger-v3" in log
+        assert (tmp_path / "models" / "tagger" / "wd-vit-tagger-v3" / "selected_tags.csv").is_file()
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.slow
+def test_serve_says_why_a_pull_failed_and_takes_the_models_a_person_pulls(tmp_path: Path, hub: Hub) -> None:
+    hub.down = True
+    daemon = _served_with_default_models(tmp_path, hub)
+    try:
+        daemon.start()
+        wait_for(lambda: daemon.status()["daemon"]["models_pull"].get("state") == "failed", timeout=60,
+                 what="the background pull to fail")
+        info = daemon.status()["daemon"]
+        assert hub.url in info["models_pull"]["error"] and "pixdex models pull ViT-B-32__openai" in info["fix"]
+        shown = daemon_cli(daemon, "status").stdout
+        assert "the background pull failed" in shown and "fix: `pixdex models pull ViT-B-32__openai`" in shown
+        hub.down = False
+        for name in ("ViT-B-32__openai", "wd-vit-tagger-v3"):  # what the status told the person to run
+            daemon_cli(daemon, "models", "pull", name, "--quiet")
+        wait_for(lambda: daemon.status()["daemon"]["mode"] == "full", timeout=30, what="full mode")
+        wait_for(lambda: daemon.idle() and daemon.status()["waiting_for_models"] == 0, timeout=60,
+                 what="the waiting images to be embedded")
+    finally:
+        daemon.stop()
+
+
+def daemon_cli(daemon: Served, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(PIXDEX), "--config", str(daemon.config), *args], env=daemon.environ,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc

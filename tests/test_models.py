@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixdex.indexer.settings import TaggerSettings
+from pixdex.indexer.settings import Runtime, TaggerSettings
 from pixdex.indexer.embedder import ClipModel
 from pixdex.indexer.errors import ModelError
 from pixdex.indexer.export import STANDIN_CLIP, STANDIN_CLIP_CONFIG, import_open_clip
@@ -180,3 +180,67 @@ def test_every_export_is_checked_against_open_clip_and_a_wrong_one_installs_noth
             shutil.copytree(model_dir / "clip" / STANDIN_CLIP, stage, dirs_exist_ok=True)
             check_parity(drifted, transform, tokenizer, stage, name="drifted")
     assert not final.exists() and not list((tmp_path / "clip").iterdir())
+
+
+def test_asked_providers_fall_back_to_the_cpu_with_a_warning(model_dir: Path, caplog: pytest.LogCaptureFixture,
+                                                             tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from pixdex.indexer import session
+    from pixdex.indexer.settings import ConfigError, load_config
+
+    assert "CUDAExecutionProvider" not in ort.get_available_providers()  # this machine: CPU only
+    session._warned.discard("cuda")
+    with caplog.at_level("WARNING", logger="pixdex.indexer.session"):
+        clip = ClipModel(model_dir / "clip" / STANDIN_CLIP, runtime=Runtime(("cuda", "cpu")))
+        vectors = clip.embed_texts(["a dog"])
+    assert clip.textual.used == ["CPUExecutionProvider"] and vectors.shape == (1, clip.dim)
+    assert "asks for cuda, but this onnxruntime has no CUDAExecutionProvider" in caplog.text
+    assert "onnxruntime-gpu" in caplog.text
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[models]\nproviders = ["gpu"]\n')
+    with pytest.raises(ConfigError, match=r"models.providers = \['gpu'\] is not allowed; expected a list of one of 'cpu'"):
+        load_config(bad)
+
+
+def test_an_fp16_export_is_accepted(model_dir: Path, clip: ClipModel, tmp_path: Path) -> None:
+    """A half-precision image tower (as Immich and others publish for GPUs) takes the float32 batch pixdex
+    makes, cast to its input type, and agrees with the float32 tower."""
+    import shutil
+
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = tmp_path / "half"
+    shutil.copytree(model_dir / "clip" / STANDIN_CLIP, half)
+    model = convert_float_to_float16(onnx.load(str(half / "visual" / "model.onnx")), keep_io_types=False)
+    onnx.save(model, str(half / "visual" / "model.onnx"))
+    fp16 = ClipModel(half, runtime=Runtime(optimization="extended"))  # see [models] optimization
+    assert fp16.visual.input.type == "tensor(float16)"
+    batch = np.stack([clip.preprocess(noise(i, (90, 70))) for i in range(3)])
+    cosine = np.sum(fp16.embed_images(batch) * clip.embed_images(batch), axis=1)
+    assert (cosine > 0.999).all(), cosine
+
+
+def test_a_model_that_crashes_onnx_runtime_is_a_model_error_not_a_file_failure(env: Env, model_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """onnxruntime 1.31's full optimizer segfaults on a converted fp16 ViT: the model worker dies at load.
+    That is reported as the model's problem, with the setting that fixes it; no image is blamed."""
+    import shutil
+
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    models = tmp_path / "models"
+    shutil.copytree(model_dir, models)
+    visual = models / "clip" / STANDIN_CLIP / "visual" / "model.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(visual)), keep_io_types=False), str(visual))
+    env.config.write_text(env.config.read_text().replace(str(model_dir), str(models)))
+    noise(1).save(env.pics / "a.png")
+    crashed = env.run("index", check=False)
+    assert crashed.returncode == 2, crashed.stderr
+    assert 'the model worker died loading the models' in crashed.stderr
+    assert '[models] optimization = "extended"' in crashed.stderr and "Traceback" not in crashed.stderr
+    env.config.write_text(env.config.read_text().replace("[models]\n", '[models]\noptimization = "extended"\n'))
+    done = env.run("index", "--json")
+    assert json.loads(done.stdout)["embedded"] == 1
