@@ -79,6 +79,8 @@ class TaggerSettings:
     character_threshold: float = setting(0.85, "Minimum confidence for a character tag.", min=0.0, max=1.0)
     exclude: list[str] = setting([], "Tags never stored or written, as they appear in selected_tags.csv.")
     max_tags: int = setting(30, "At most this many tags per image, highest confidence first.", min=1, max=1000)
+    mcut: bool = setting(False, "Choose each image's thresholds automatically (MCut: the widest gap between sorted "
+                                "scores), separately for general and character tags, instead of the fixed ones.")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,16 @@ class Tag:
     category: str  # "general" or "character"
 
 
+def mcut(scores: NDArray[np.float32]) -> float:
+    """Maximum Cut Thresholding (Largeron et al., 2012): the midpoint of the widest gap between the sorted
+    scores, so the tags kept are the group that stands apart from the rest."""
+    if len(scores) < 2:
+        return 1.0
+    ordered = np.sort(scores)[::-1]
+    gap = int(np.argmax(ordered[:-1] - ordered[1:]))
+    return float(ordered[gap] + ordered[gap + 1]) / 2
+
+
 def display_name(raw: str) -> str:
     """WD14 names use underscores for spaces; kaomoji such as ``^_^`` keep theirs."""
     return raw.replace("_", " ") if re.search(r"[^\W\d_]{2}", raw) else raw
@@ -91,8 +101,12 @@ class Tagger:
 
     def _select(self, probs: NDArray[np.float32]) -> list[Tag]:
         s = self.settings
-        keep = ((self.categories == GENERAL) & (probs >= s.general_threshold)) | \
-               ((self.categories == CHARACTER) & (probs >= s.character_threshold))
+        general, character = s.general_threshold, s.character_threshold
+        if s.mcut:
+            general = mcut(probs[self.categories == GENERAL])
+            character = max(0.15, mcut(probs[self.categories == CHARACTER]))  # few characters: keep a floor
+        keep = ((self.categories == GENERAL) & (probs >= general)) | \
+               ((self.categories == CHARACTER) & (probs >= character))
         order = [i for i in np.argsort(-probs) if keep[i] and self.names[i] not in self._excluded]
         return [Tag(self.names[i], round(float(probs[i]), 4),
                     "character" if self.categories[i] == CHARACTER else "general")

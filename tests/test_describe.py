@@ -6,6 +6,7 @@ recorded; a person's description is never replaced."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -40,9 +41,12 @@ def library(root: Path) -> Path:
     return pics
 
 
-def served(root: Path, model_dir: Path, pics: Path, host: str, extra: str = "") -> Served:
-    return Served(root, model_dir, [pics], extra=f'[describe]\nenabled = true\nhost = "{host}"\nmax_side = 512\n'
-                                                 f"timeout = 5\nretries = 1\n{extra}")
+def served(root: Path, model_dir: Path, pics: Path, host: str, extra: str = "", via_env: bool = False) -> Served:
+    """A daemon with [describe] on, told of Ollama by `[describe] host` or (`via_env`) by OLLAMA_HOST."""
+    environ = dict(os.environ, OLLAMA_HOST=host) if via_env else None
+    where = "" if via_env else f'host = "{host}"\n'
+    return Served(root, model_dir, [pics], environ=environ,
+                  extra=f"[describe]\nenabled = true\n{where}max_side = 512\ntimeout = 5\n{extra or 'retries = 1'}\n")
 
 
 def describe_status(daemon: Served) -> dict[str, object]:
@@ -97,7 +101,7 @@ def test_descriptions_reach_the_sidecar_the_catalog_and_search(tmp_path: Path, m
 def test_images_wait_while_ollama_is_down_or_lacks_the_model(tmp_path: Path, model_dir: Path) -> None:
     port = free_port()
     pics = library(tmp_path)
-    daemon = served(tmp_path, model_dir, pics, f"http://127.0.0.1:{port}").start()
+    daemon = served(tmp_path, model_dir, pics, f"http://127.0.0.1:{port}", via_env=True).start()
     wait_for(lambda: daemon.idle() and len(daemon.listed()) == 3, what="indexing to go on without Ollama")
     wait_for(lambda: describe_status(daemon).get("state") == "waiting", what="the describer to wait")
     status = describe_status(daemon)
@@ -119,23 +123,33 @@ def test_images_wait_while_ollama_is_down_or_lacks_the_model(tmp_path: Path, mod
 
 def test_bad_answers_are_retried_then_recorded(tmp_path: Path, model_dir: Path) -> None:
     ollama = Ollama().start()
-    ollama.malformed = 1  # the first answer is prose, not JSON: the retry gets JSON
-    ollama.fail500 = 0
+    ollama.fail500 = 1  # a crashed runner, then an answer in prose, not JSON: the third try gets JSON
+    ollama.malformed = 1
     pics = library(tmp_path)
-    daemon = served(tmp_path, model_dir, pics, ollama.url).start()
+    daemon = served(tmp_path, model_dir, pics, ollama.url, extra="retries = 2")
+    daemon.start()
     wait_for(lambda: describe_status(daemon).get("described") == 3, timeout=90, what="three descriptions")
-    assert len(ollama.chats) == 4
+    assert len(ollama.chats) == 5
+    daemon.stop()
+
+    ollama.slow = 6.0  # past [describe] timeout = 5 s, every try
+    solid((240, 240, 10), (64, 64)).save(pics / "slow.png")
+    daemon.start()
+    wait_for(lambda: describe_status(daemon).get("failed") == 1, timeout=90, what="the slow answer to fail")
+    ollama.slow = 0.0
     daemon.stop()
 
     ollama.malformed = 100
     (pics / "r.png").unlink()
     solid((10, 10, 240), (64, 64)).save(pics / "new.png")
     daemon.start()
-    wait_for(lambda: describe_status(daemon).get("failed") == 1, timeout=90, what="the failure to be recorded")
+    wait_for(lambda: describe_status(daemon).get("failed") == 2, timeout=90, what="the failure to be recorded")
     db = sqlite3.connect(daemon.data / "catalog.sqlite3")
-    [(error,)] = db.execute("SELECT describe_error FROM images WHERE describe_error IS NOT NULL").fetchall()
+    errors = {os.fsdecode(p): e for p, e in
+              db.execute("SELECT path, describe_error FROM images WHERE describe_error IS NOT NULL")}
     db.close()
-    assert "the model's answer is not JSON" in error and "(after 2 tries)" in error
+    assert "no answer within 5 s ([describe] timeout) (after 3 tries)" in errors[str(pics / "slow.png")]
+    assert "the model's answer is not JSON" in errors[str(pics / "new.png")]
     assert daemon.listed().keys() >= {str(pics / "new.png")}  # searchable all the same
     daemon.stop()
     ollama.stop()

@@ -244,3 +244,22 @@ def test_a_model_that_crashes_onnx_runtime_is_a_model_error_not_a_file_failure(e
     env.config.write_text(env.config.read_text().replace("[models]\n", '[models]\noptimization = "extended"\n'))
     done = env.run("index", "--json")
     assert json.loads(done.stdout)["embedded"] == 1
+
+
+def test_mcut_keeps_the_group_that_stands_apart() -> None:
+    from pixdex.indexer.tagger import mcut
+
+    scores = np.array([0.91, 0.88, 0.80, 0.31, 0.30, 0.12, 0.05], np.float32)
+    assert mcut(scores) == pytest.approx((0.80 + 0.31) / 2)
+    assert mcut(np.array([0.2, 0.19, 0.18], np.float32)) == pytest.approx(0.195)
+    assert mcut(np.array([0.5], np.float32)) == 1.0  # nothing to cut: nothing kept
+
+
+def test_mcut_replaces_the_fixed_thresholds_when_asked(model_dir: Path) -> None:
+    tagger_dir = model_dir / "tagger" / "pixdex-standin-tagger"
+    fixed = Tagger(tagger_dir, TaggerSettings(general_threshold=0.99, character_threshold=0.99))
+    auto = Tagger(tagger_dir, TaggerSettings(general_threshold=0.99, character_threshold=0.99, mcut=True))
+    batch = np.stack([fixed.preprocess(noise(i, (80, 80))) for i in range(4)])
+    assert all(not tags for tags in fixed.tag(batch))  # nothing reaches 0.99
+    found = auto.tag(batch)
+    assert all(found) and all(t.category != "rating" for tags in found for t in tags)
