@@ -129,28 +129,30 @@ class SearchService:
             notes.append("only filters given: listing the matching images, newest first")
             return Results(raw, self._hits([Fused(i, 0.0, None, None) for i, _ in found]), notes)
         vector: list[tuple[int, float]] = []
+        segments: NDArray[np.float32] | None = None
         clip = self.clip()
         if clip is None:
             notes.append(f"text results only: {self._clip_error}")
         else:
-            from pixdex.query.vector import query_embedding
+            from pixdex.query.vector import combine, query_embedding, segment_embeddings
 
-            from pixdex.query.vector import combine
-
-            wanted = query_embedding(clip, query) if query.has_text else None
+            segments = segment_embeddings(clip, query) if query.has_text else None
+            wanted = query_embedding(clip, query, segments) if segments is not None else None
             vector = self._vector_side(clip, text, combine(wanted, images or []), query.filters, notes=notes,
                                        count=max(k, self.config.search.candidates))
         related: tuple[str, ...] = ()
-        if clip is not None and query.has_text:
-            related = self._related_tags(clip, query.positive, notes)
+        if clip is not None and segments is not None:
+            related = self._related_tags(clip, query.positive, segments[: len(query.positive)], notes)
         words = text_hits(text, query.text, query.filters, max(k, self.config.search.candidates), related) \
             if query.has_text else []
         return Results(raw, self._fuse(vector, words, k), notes)
 
-    def _related_tags(self, clip: Any, segments: tuple[str, ...], notes: list[str]) -> tuple[str, ...]:
-        """Vocabulary concepts whose prompt embeddings are within `search.related_tags` (cosine) of a query
-        segment's: the text side also finds images tagged with them. Needs the vocabulary's embeddings,
-        which the indexing side caches; without them (not computed yet, or tags off) nothing is added."""
+    def _related_tags(self, clip: Any, segments: tuple[str, ...], embedded: NDArray[np.float32], notes: list[str]
+                      ) -> tuple[str, ...]:
+        """Vocabulary concepts whose (prompt-ensembled) embeddings are within `search.related_tags` (cosine)
+        of a query segment's own embedding — the one the vector side computed, so no extra model call: the
+        text side also finds images tagged with them. Needs the vocabulary's embeddings, which the indexing
+        side caches; without them (not computed yet, or tags off) nothing is added."""
         s = self.config.search
         if s.related_tags >= 1.0 or s.related_max == 0 or not self.config.clip_tags.enabled:
             return ()
@@ -158,13 +160,11 @@ class SearchService:
         if vocab is None:
             return ()
         concepts, matrix = vocab
-        templates = list(self.config.clip_tags.templates)
         found: list[str] = []
-        for segment in segments:
+        for segment, vector in zip(segments, embedded, strict=True):
             if not segment.strip():
                 continue
-            prompts = clip.embed_texts([t.format(segment) for t in templates]).mean(axis=0)
-            sims = matrix @ (prompts / max(float(np.linalg.norm(prompts)), 1e-12))
+            sims = matrix @ vector
             own = segment.strip().casefold()
             near = [concepts[i] for i in np.argsort(-sims)[: s.related_max + 1]
                     if sims[i] >= s.related_tags and concepts[i].casefold() != own][: s.related_max]

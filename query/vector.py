@@ -13,9 +13,14 @@ from pixdex.indexer.embedder import ClipModel, normalize_rows
 from pixdex.query.parse import Query
 
 
-def query_embedding(clip: ClipModel, query: Query) -> NDArray[np.float32]:
-    segments = list(query.positive) + list(query.negative)
-    embedded = clip.embed_texts(segments)
+def segment_embeddings(clip: ClipModel, query: Query) -> NDArray[np.float32]:
+    """One row per segment, positive ones first: one text-tower call for the whole query."""
+    return clip.embed_texts(list(query.positive) + list(query.negative))
+
+
+def query_embedding(clip: ClipModel, query: Query, embedded: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+    if embedded is None:
+        embedded = segment_embeddings(clip, query)
     signs = np.array([1.0] * len(query.positive) + [-1.0] * len(query.negative), dtype=np.float32)
     return normalize_rows((signs[:, None] * embedded).sum(axis=0, keepdims=True))[0]
 

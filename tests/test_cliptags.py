@@ -120,8 +120,7 @@ def test_related_tags_widen_the_text_side(env: Env, capsys: pytest.CaptureFixtur
     concepts = vocabulary(settings)
     matrix = ClipTagger(clip, settings, Path(env.environ["XDG_CACHE_HOME"]) / "pixdex" / "vocabulary").matrix
     query = "zeppelin"  # not a concept, not in any file name
-    q = clip.embed_texts([t.format(query) for t in settings.templates]).mean(axis=0)
-    sims = matrix @ (q / np.linalg.norm(q))
+    sims = matrix @ clip.embed_texts([query])[0]  # the query's own embedding against the concepts
     nearest, cosine = concepts[int(np.argmax(sims))], float(np.max(sims))
     # A person tagged one image with that concept (its sidecar); the word itself is nowhere.
     (env.pics / "img2.png.xmp").write_text(
