@@ -397,6 +397,8 @@ def _print_live(info: dict[str, Any]) -> None:
     state = "paused" if daemon["paused"] else "running"
     print(f"daemon: {state}, pid {daemon['pid']}, up {daemon['uptime']:.0f} s, {daemon['mode']} mode; "
           f"socket {daemon['socket']}, tcp {daemon['tcp']}")
+    if daemon["mode"] == "restarting":
+        print(f"  the indexing process is starting again ({daemon['missing']}); searches go on")
     if daemon["mode"] == "reduced":
         print(f"  missing models: {daemon['missing']}")
         pull = daemon.get("models_pull") or {}
@@ -423,7 +425,8 @@ def _print_live(info: dict[str, Any]) -> None:
     models = info["loaded_models"]
     loaded = ", ".join(models["indexing"] + models["query"]) or "none (unloaded when idle)"
     memory = ", ".join(f"{name} {rss / 2**20:.0f} MiB" for name, rss in models["rss"].items())
-    print(f"loaded models: {loaded}; memory: {memory}")
+    providers = ", ".join(models.get("providers") or []) or "not loaded yet"
+    print(f"loaded models: {loaded}; memory: {memory}; running on: {providers}")
     for root in info["watch"]:
         print(f"watch: {printable(root['path'])}: {root['mode']} ({root['why']})")
 

@@ -134,8 +134,17 @@ def live_status(ctx: Context) -> dict[str, Any]:
     daemon = ctx.daemon
     info = stored_status(ctx.config)
     queued = sum(info["queue"].values())
-    state = daemon.state(queued, workers=True)
-    reduced = state["mode"] != "full"
+    try:
+        state = daemon.state(queued, workers=True)
+    except Unavailable as exc:  # the indexing process is starting again: say so, with what is stored
+        state = {"ok": False, "pid": None, "paused": False, "mode": "restarting", "missing": str(exc), "rss": 0,
+                 "last_scan": {}, "progress": {"rate": 0.0, "eta_seconds": None, "current": {}, "last_committed": "",
+                                               "committed": 0, "failed": 0, "decoded": 0, "inference_calls": 0,
+                                               "unchanged_content": 0, "sidecars_read": 0, "from_sidecars": 0,
+                                               "sidecar_failures": 0, "scanning": "", "dirty_folders": 0,
+                                               "in_flight": 0},
+                 "watch": {}, "pull": {}}
+    reduced = state["mode"] == "reduced"
     workers = state.get("workers") or {}
     rss = {"daemon": psutil.Process().memory_info().rss, "indexing process": state["rss"]}
     if workers:
@@ -164,7 +173,8 @@ def live_status(ctx: Context) -> dict[str, Any]:
             catalog.close()
     info["watch"] = list(state["watch"].values())
     info["collections"] = [c.as_dict() for c in daemon.collections]
-    info["loaded_models"] = {"indexing": workers.get("loaded", []), "query": query_models, "rss": rss}
+    info["loaded_models"] = {"indexing": workers.get("loaded", []), "query": query_models, "rss": rss,
+                             "providers": workers.get("providers", [])}
     return info
 
 

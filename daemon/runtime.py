@@ -72,6 +72,7 @@ class Daemon:
         self.scanning = ""
         self.on_collections: Callable[[list[Collection]], None] | None = None  # told of every change
         self.pull: dict[str, Any] = {}  # the first-start model pull: state, models, error, next try
+        self._failed_models: tuple[tuple[str, int, int], ...] | None = None  # files that did not load
         self._pulling: threading.Thread | None = None
         self._next_pull = 0.0
         self.watcher = Watcher(config.watch, config.library.skip_dirs, config.library.exclude,
@@ -97,7 +98,9 @@ class Daemon:
             self.indexer = None
 
     def _open_indexer(self) -> None:
+        self._done.clear()  # the core's counters start again: the rate is over this core's work only
         indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True)
+        self._failed_models = None if indexer.info.has_models else _model_files(self.config)
         indexer.pipeline.listener = self._pipeline_event
         if self._catalog_meta("paused"):
             indexer.pipeline.paused.set()
@@ -313,7 +316,8 @@ class Daemon:
             log.error("the indexing core stopped (%s); reopening it", indexer.pipeline.fatal)
             self._reopen("it stopped on an error")
             self.submit("reconcile", "after reopening")
-        elif not indexer.info.has_models and _models_present(self.config):
+        elif (not indexer.info.has_models and _models_present(self.config)
+              and _model_files(self.config) != self._failed_models):
             self._reopen("models appeared")
             self.bus.publish("models", state="loaded", clip=self._core().info.clip_id)
             self.submit("reconcile", "models appeared")
@@ -388,7 +392,7 @@ class Daemon:
         window = [(t, n) for t, n in self._done if now - t <= 60]
         rate = 0.0
         if len(window) >= 2 and window[-1][0] > window[0][0]:
-            rate = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+            rate = max(0.0, (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]))
         eta = queued / rate if rate > 0 and queued else None
         stats = self.indexer.stats if self.indexer is not None else None
         return {"rate": round(rate, 2), "eta_seconds": round(eta) if eta is not None else None,
@@ -405,11 +409,26 @@ class Daemon:
 
 def _core_settings(config: Config) -> tuple[Any, ...]:
     """The settings whose change needs the core reopened (folders, watching and serving do not)."""
-    return (config.paths, config.models, config.tagger, config.decode, config.pipeline, config.sidecar, config.index)
+    return (config.paths, config.models, config.tagger, config.clip_tags, config.describe, config.decode,
+            config.pipeline, config.sidecar, config.index)
 
 
 def _models_present(config: Config) -> bool:
+    return _model_files(config) is not None
+
+
+def _model_files(config: Config) -> tuple[tuple[str, int, int], ...] | None:
+    """The configured CLIP model's files with their size and mtime, or None while one is missing: reduced
+    mode ends when this changes, not merely because the files exist (a model that is there but cannot load
+    must not reopen the core every few seconds)."""
     from pixdex.daemon.library import CLIP_FILES
 
     clip = config.model_dir / "clip" / config.models.clip
-    return all((clip / f).is_file() for f in CLIP_FILES)
+    found = []
+    for name in CLIP_FILES:
+        try:
+            st = (clip / name).stat()
+        except OSError:
+            return None
+        found.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(found)

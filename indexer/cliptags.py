@@ -54,15 +54,15 @@ def _key(concept: str) -> str:
 
 def vocabulary(settings: ClipTagSettings) -> list[str]:
     """The shipped concepts, then each extra file's, without repeats (case and Unicode form ignored) and
-    without the excluded ones. A missing or unreadable extra file is a ModelError naming it."""
+    without the excluded ones. A missing or unreadable extra file is skipped with a warning naming it."""
     concepts = parse_vocabulary(shipped_vocabulary())
     for extra in settings.vocabulary_extra:
         path = Path(os.path.expanduser(extra))
         try:
             concepts += parse_vocabulary(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{path}: cannot read this [clip_tags] vocabulary_extra file ({exc}); fix or remove "
-                             "it from the config") from None
+        except (OSError, UnicodeDecodeError) as exc:  # tagging goes on with the rest of the vocabulary
+            log.warning("%s: cannot read this [clip_tags] vocabulary_extra file (%s); tagging without it — fix "
+                        "or remove it from the config", path, exc)
     excluded = {_key(e) for e in settings.exclude}
     seen: set[str] = set()
     out = []

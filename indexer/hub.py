@@ -150,7 +150,8 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
         offline = constants.HF_HUB_OFFLINE
         why = ("HF_HUB_OFFLINE is set and the hub cache does not hold it" if offline
                else f"the hub at {where} cannot be reached")
-        raise ModelError(f"{model.name}: cannot download ({why}: {_first_line(exc)}); connect and run "
+        step = "unset HF_HUB_OFFLINE and run" if offline else "connect and run"
+        raise ModelError(f"{model.name}: cannot download ({why}: {_first_line(exc)}); {step} "
                          f"`pixdex models pull {model.name}` again, or copy its files into {final}") from None
     except (EntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise ModelError(f"{model.name}: download from {where} failed ({_first_line(exc)}); run "

@@ -16,14 +16,14 @@ import pytest
 
 from pixdex.indexer.cliptags import ClipTagger, parse_vocabulary, select, shipped_vocabulary, vocabulary
 from pixdex.indexer.embedder import ClipModel
-from pixdex.indexer.errors import ModelError
 from pixdex.indexer.export import STANDIN_CLIP
 from pixdex.indexer.settings import ClipTagSettings
 
 from conftest import CLIP_TAGS_OFF, Env, noise
 
 
-def test_the_shipped_vocabulary_is_large_clean_and_extendable(tmp_path: Path) -> None:
+def test_the_shipped_vocabulary_is_large_clean_and_extendable(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     shipped = parse_vocabulary(shipped_vocabulary())
     assert len(shipped) >= 2000
     assert len({c.casefold() for c in shipped}) == len(shipped)  # no repeats
@@ -33,8 +33,10 @@ def test_the_shipped_vocabulary_is_large_clean_and_extendable(tmp_path: Path) ->
     concepts = vocabulary(ClipTagSettings(vocabulary_extra=[str(extra)], exclude=["Receipt"]))
     assert "Grandma's Garden" in concepts and "my red bike" in concepts and "receipt" not in concepts
     assert concepts.count("dog") == 1 and len(concepts) == len(shipped) + 1  # +2 new, -1 excluded
-    with pytest.raises(ModelError, match=r"nothere\.txt: cannot read this \[clip_tags\] vocabulary_extra file"):
-        vocabulary(ClipTagSettings(vocabulary_extra=[str(tmp_path / "nothere.txt")]))
+    with caplog.at_level("WARNING", logger="pixdex.indexer.cliptags"):
+        missing = vocabulary(ClipTagSettings(vocabulary_extra=[str(tmp_path / "nothere.txt"), str(extra)]))
+    assert "nothere.txt: cannot read this [clip_tags] vocabulary_extra file" in caplog.text
+    assert "Grandma's Garden" in missing and len(missing) == len(shipped) + 2  # tagging goes on without it
 
 
 def test_selection_is_calibrated_against_the_vocabulary_not_a_raw_cosine() -> None:

@@ -323,8 +323,54 @@ def test_an_indexing_process_that_dies_is_started_again_and_queries_go_on(tmp_pa
     assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
     wait_for(lambda: daemon.idle() and len(daemon.listed()) == 70, timeout=120, what="the queue to drain")
     assert "the indexing process died (exit code -9); starting another" in daemon.log.read_text()
+    from pixdex.daemon.runtime import _core_settings
+    from pixdex.indexer.settings import load_config
+
+    config = load_config(daemon.config)
+    for section, change in (("describe", {"enabled": True}), ("clip_tags", {"max_tags": 3})):
+        import dataclasses
+
+        other = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **change)})
+        assert _core_settings(other) != _core_settings(config), section  # a reload reopens the core for it
     noise(77).save(pics / "after.png")
     wait_for(lambda: str(pics / "after.png") in daemon.listed() and daemon.idle(),
              what="a new file seen by the new watcher, and indexed")
     daemon.stop()
     check_consistent(daemon.data, pics)
+
+
+def test_a_model_that_cannot_load_is_not_reopened_until_its_files_change(tmp_path: Path, model_dir: Path) -> None:
+    """Reduced mode ends when the model's files change, not because they exist: a broken model would
+    otherwise reopen the core (and rescan every folder) every few seconds."""
+    pics = tmp_path / "pics"
+    tree(pics, 3)
+    models = tmp_path / "models"
+    shutil.copytree(model_dir, models)
+    visual = models / "clip" / "pixdex-standin-clip" / "visual" / "model.onnx"
+    good = visual.read_bytes()
+    visual.write_bytes(b"not an onnx graph")
+    daemon = Served(tmp_path, models, [pics]).start()
+    wait_for(lambda: daemon.status()["daemon"]["mode"] == "reduced", what="reduced mode")
+    time.sleep(12)  # more than two checks (every 5 s)
+    assert "reopening the indexing core: models appeared" not in daemon.log.read_text()
+    visual.write_bytes(good)
+    wait_for(lambda: daemon.status()["daemon"]["mode"] == "full", timeout=30, what="full mode once fixed")
+    daemon.stop()
+
+
+def test_status_answers_while_the_indexing_process_restarts(tmp_path: Path, model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    tree(pics, 3)
+    daemon = Served(tmp_path, model_dir, [pics]).start()
+    first = daemon.status()["daemon"]["indexing_pid"]
+    os.kill(first, signal.SIGKILL)
+    modes = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status = daemon.status()  # never a 503
+        modes.add(status["daemon"]["mode"])
+        if status["daemon"]["indexing_pid"] not in (first, None):
+            break
+        time.sleep(0.1)
+    assert "restarting" in modes and daemon.status()["daemon"]["mode"] == "full"
+    daemon.stop()
