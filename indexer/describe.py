@@ -103,14 +103,23 @@ class Describer:
         self.done = 0
         self.failed = 0
         self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._main, name="pixdex-describe", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop now: a request in progress is abandoned (that image is described at the next start)."""
         self._stop.set()
-        self._thread.join(timeout=self.settings.timeout + 10)
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # the loop has already closed
+                pass
+        self._thread.join(timeout=15)
 
     def status(self) -> dict[str, Any]:
         return {"enabled": True, "model": self.settings.model, "host": self.host, "state": self.state,
@@ -121,6 +130,8 @@ class Describer:
         while not self._stop.is_set():
             try:
                 asyncio.run(self._run())
+            except asyncio.CancelledError:  # stop() cancelled it
+                return
             except Exception:  # noqa: BLE001 - the stage must outlive any one failure
                 log.exception("the describer failed; starting it again in 30 s")
                 self.state, self.why = "waiting", "the describer failed (see the log); starting again"
@@ -129,6 +140,7 @@ class Describer:
     async def _run(self) -> None:
         from ollama import AsyncClient
 
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
         client = AsyncClient(host=self.host, timeout=self.settings.timeout)
         waits = 0
         recent: dict[int, float] = {}  # images just recorded, until the writer has surely committed them

@@ -64,8 +64,14 @@ class Ollama:
         await web.SockSite(self._runner, sock).start()
 
     def stop(self) -> None:
+        """Stop serving; a slow answer still being held back is dropped."""
+        import concurrent.futures
+
         if self._loop is not None and self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            try:
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            except concurrent.futures.TimeoutError:
+                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def tags(self, request: web.Request) -> web.Response:

@@ -41,12 +41,14 @@ def library(root: Path) -> Path:
     return pics
 
 
-def served(root: Path, model_dir: Path, pics: Path, host: str, extra: str = "", via_env: bool = False) -> Served:
+def served(root: Path, model_dir: Path, pics: Path, host: str, extra: str = "", via_env: bool = False,
+           timeout: float = 5) -> Served:
     """A daemon with [describe] on, told of Ollama by `[describe] host` or (`via_env`) by OLLAMA_HOST."""
     environ = dict(os.environ, OLLAMA_HOST=host) if via_env else None
     where = "" if via_env else f'host = "{host}"\n'
     return Served(root, model_dir, [pics], environ=environ,
-                  extra=f"[describe]\nenabled = true\n{where}max_side = 512\ntimeout = 5\n{extra or 'retries = 1'}\n")
+                  extra=f"[describe]\nenabled = true\n{where}max_side = 512\ntimeout = {timeout}\n"
+                        f"{extra or 'retries = 1'}\n")
 
 
 def describe_status(daemon: Served) -> dict[str, object]:
@@ -162,3 +164,18 @@ def daemon_status_text(daemon: Served) -> str:
 
     return subprocess.run([str(PIXDEX), "--config", str(daemon.config), "status"], env=daemon.environ,
                           capture_output=True, text=True, timeout=60).stdout
+
+
+def test_a_stop_does_not_wait_for_a_slow_answer(tmp_path: Path, model_dir: Path) -> None:
+    import time
+
+    ollama = Ollama().start()
+    ollama.slow = 120.0  # an answer that would take two minutes
+    pics = library(tmp_path)
+    daemon = served(tmp_path, model_dir, pics, ollama.url, timeout=300).start()
+    wait_for(lambda: describe_status(daemon).get("state") == "describing" and ollama.chats, timeout=60,
+             what="a request in progress")
+    start = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - start < 12  # abandoned (cancelled), not awaited: described at the next start
+    ollama.stop()
