@@ -16,9 +16,9 @@ zero-shot probability of the concept among the whole vocabulary (softmax at CLIP
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
-import tempfile
 import unicodedata
 from importlib import resources
 from pathlib import Path
@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pixdex.indexer.errors import ModelError
+from pixdex.indexer.files import atomic_write
 
 if TYPE_CHECKING:
     from pixdex.indexer.embedder import ClipModel
@@ -116,16 +117,9 @@ def load_matrix(path: Path, rows: int, dim: int) -> NDArray[np.float32] | None:
 
 def _save(path: Path, matrix: NDArray[np.float32]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=".vocab-", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.save(out, matrix, allow_pickle=False)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    out = io.BytesIO()
+    np.save(out, matrix, allow_pickle=False)
+    atomic_write(path, out.getvalue())
 
 
 class ClipTagger:

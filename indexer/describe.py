@@ -58,9 +58,12 @@ class BadAnswer(PixdexError):
     """The model answered something that is not the JSON asked for."""
 
 
+def prompt_of(settings: DescribeSettings) -> str:
+    return settings.prompt.replace("{language}", settings.language)
+
+
 def describer_id(settings: DescribeSettings) -> str:
-    prompt = settings.prompt.replace("{language}", settings.language)
-    return f"{settings.model}@{hashlib.sha256(prompt.encode()).hexdigest()[:12]}"
+    return f"{settings.model}@{hashlib.sha256(prompt_of(settings).encode()).hexdigest()[:12]}"
 
 
 def host_of(settings: DescribeSettings, environ: dict[str, str] | Any = os.environ) -> str:
@@ -230,7 +233,7 @@ class Describer:
             jpeg, digest = await asyncio.wrap_future(self.prepare(row.path), loop=loop)
         except ReadError as exc:
             raise PixdexError(exc.reason) from None
-        prompt = self.settings.prompt.replace("{language}", self.settings.language)
+        prompt = prompt_of(self.settings)
         answer: dict[str, Any] | None = None
         last = ""
         for attempt in range(self.settings.retries + 1):

@@ -14,17 +14,16 @@ import gzip
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
 from pixdex.indexer.embedder import STANDIN_MARKER
 from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.files import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,25 +71,6 @@ def import_open_clip() -> Any:
     import open_clip
 
     return open_clip
-
-
-@contextmanager
-def staged_dir(final: Path) -> Iterator[Path]:
-    """Build a directory beside `final` and swap it in only when complete."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield stage
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            stage.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            stage.rename(final)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _onnx_export(module: Any, example: Any, path: Path, input_name: str) -> None:

@@ -6,7 +6,11 @@ import errno
 import os
 import stat
 import secrets
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Temp files are named by pid and a short token, never by the target's name: a name near the
@@ -39,6 +43,31 @@ def atomic_write(path: Path, data: bytes) -> None:
         temp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Build a folder beside `final` and swap it in only when the block completes; gone otherwise."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield stage
+        swap_dir(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def swap_dir(stage: Path, final: Path) -> None:
+    """Put the finished folder `stage` at `final` (a sibling), replacing what is there: readers see the old
+    folder or the new one, never a mix."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        stage.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(final)
 
 
 def fsync_dir(directory: Path) -> None:

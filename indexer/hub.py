@@ -25,13 +25,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pixdex.indexer.errors import ModelError
+from pixdex.indexer.files import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +165,7 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
     if missing:
         raise ModelError(f"{model.repo}: has no {', '.join(missing)}; it is not in the layout pixdex loads "
                          f"({'Immich ONNX export' if model.kind == 'clip' else 'WD14 tagger'})")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.pull.", dir=final.parent))
-    try:
+    with staged_dir(final) as stage:
         record = []
         for path in files:
             name = str(path.relative_to(snapshot))
@@ -181,9 +179,6 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
             "name": model.name, "kind": model.kind, "repo": model.repo, "revision": revision or model.revision,
             "commit": commit, "endpoint": where, "licence": model.licence, "pulled": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": record}, indent=1))
-        _swap_in(stage, final)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return final
 
 
@@ -235,17 +230,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(real, target)
     except OSError:  # another file system, or links not allowed
         shutil.copyfile(real, target)
-
-
-def _swap_in(stage: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        stage.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        stage.rename(final)
 
 
 def _first_line(exc: BaseException) -> str:
