@@ -35,7 +35,7 @@ from pixdex.indexer.settings import IndexSettings
 log = logging.getLogger(__name__)
 
 METRIC = "cos"
-EXACT_LIMIT = 50_000  # filtered searches over at most this many candidates are exact
+EXACT_LIMIT = 50_000  # searches over at most this many vectors (or filtered candidates) are exact
 ADD_CHUNK = 10_000
 
 
@@ -294,7 +294,7 @@ class VectorView:
                 return self._exact(base, query, count, candidates)
         # Shadowed entries are spread at random over the file: over-fetch by their share, widen if short.
         fetch = min(len(base), int(count * len(base) / max(1, len(base) - len(self.shadowed))) + 16)
-        exact = False
+        exact = len(base) <= self.exact_limit  # a brute-force pass is ~2 ms at 50k and misses nothing
         while True:
             matches = base.search(query, min(fetch, len(base)), exact=exact)
             hits = [(int(k), 1.0 - float(d)) for k, d in zip(matches.keys, matches.distances, strict=True)

@@ -22,7 +22,7 @@ from pixdex.indexer.writer import Indexed, Writer
 from pixdex.query.reader import Reader
 from pixdex.query.service import SearchService
 
-SETTINGS = IndexSettings()
+SETTINGS = IndexSettings(dtype="f32")  # exact orders are compared: no f16 rounding ties
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarray:
@@ -77,6 +77,26 @@ def test_view_sees_unsaved_commits_through_the_catalog_and_file_plus_delta_is_ex
         got = [i for i, _ in view.search(q, 10)]
         assert got == exact_top(current[keep], [ids[k] for k in keep], q, 10)
     writer.close()
+
+
+def test_a_library_below_the_exact_limit_is_searched_without_missing_anything(tmp_path: Path) -> None:
+    """An HNSW walk with a small expansion misses true neighbours; below `EXACT_LIMIT` vectors nothing may."""
+    import dataclasses
+
+    settings = dataclasses.replace(SETTINGS, expansion_search=8, connectivity=2)
+    layout = Layout(tmp_path)
+    rng = np.random.default_rng(11)
+    vectors = unit(rng, 3000)
+    ids = list(range(1, 3001))
+    index = VectorIndex(layout, "m", 16, settings)
+    index.add(ids, vectors)
+    index.save()
+    view = VectorView(layout, "m", 16, settings)
+    view.refresh(Catalog(layout.catalog), 0)
+    assert view.base is not None and len(view) == 3000 and not view.delta
+    misses = sum(ids_found != exact_top(vectors, ids, q, 10)
+                 for q in unit(rng, 50) for ids_found in [[i for i, _ in view.search(q, 10)]])
+    assert misses == 0
 
 
 def test_filtered_search_admits_exactly_the_allowed_set_on_both_paths(tmp_path: Path) -> None:
