@@ -61,8 +61,9 @@ Environment=PYTHONUNBUFFERED=1
 #   systemd 252; before that the line has no effect. CPUWeight=idle (252, Linux 5.15) is
 #   allowed too, but would leave searches waiting behind any busy program.
 # - CPUSchedulingPolicy=batch or idle is allowed (a process may always lower itself); fifo and rr
-#   need RLIMIT_RTPRIO or CAP_SYS_NICE and fail the start (214/SETSCHEDULER). Not set: idle
-#   starves searches, and batch only delays wake-ups of a daemon that mostly waits.
+#   need RLIMIT_RTPRIO or CAP_SYS_NICE and fail the start (214/SETSCHEDULER). Not set here: for
+#   the whole unit idle would starve searches too, and batch only delays wake-ups of a daemon that
+#   mostly waits. The index workers put themselves in idle instead (pipeline.idle_cpu).
 # - IOSchedulingClass=best-effort (any level) or idle is allowed, realtime is not. Only the BFQ
 #   and mq-deadline schedulers honour it, not "none". The index workers put themselves in idle.
 # - IOWeight= is left out: user managers get no io controller (not in Delegate= above).

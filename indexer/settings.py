@@ -139,6 +139,9 @@ class PipelineSettings:
                                     min=0.01, max=600.0)
     nice: int = setting(10, "CPU niceness of the worker processes, at least (0 keeps it); `pixdex serve` also adds it to its indexing process, so queries go first.", min=0, max=19)
     idle_io: bool = setting(True, "Give the worker processes the idle I/O scheduling class.")
+    idle_cpu: bool = setting(True, "Put the worker processes in the SCHED_IDLE CPU class, as Tracker's miners do: "
+                             "they get only CPU time nothing else wants, so searches and other programs go "
+                             "first (on a machine busy all the time, indexing waits). Off: `nice` alone.")
 
 
 @dataclass(frozen=True)

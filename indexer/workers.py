@@ -58,7 +58,8 @@ def make_pool(workers: int, settings: PipelineSettings) -> Any:
     handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         pool = ProcessPool(max_workers=workers, initializer=lower_priority,
-                           initargs=(settings.nice, settings.idle_io), context=multiprocessing.get_context("spawn"))
+                           initargs=(settings.nice, settings.idle_io, settings.idle_cpu),
+                           context=multiprocessing.get_context("spawn"))
         pool.active  # noqa: B018 - pebble starts its threads and workers lazily: start them in this window
         return pool
     finally:
@@ -67,12 +68,18 @@ def make_pool(workers: int, settings: PipelineSettings) -> Any:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
-def lower_priority(nice: int, idle_io: bool) -> None:
+def lower_priority(nice: int, idle_io: bool, idle_cpu: bool = False) -> None:
     """Run in each worker as it starts: CPU niceness at least `nice` (the daemon's indexing process runs at
-    it already, and its workers stay there), I/O to the idle class."""
+    it already, and its workers stay there), optionally the SCHED_IDLE class (any process may lower itself
+    to it, sched(7)), I/O to the idle class."""
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if nice > current:
         os.nice(nice - current)
+    if idle_cpu and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:  # priority is a courtesy
+            log.debug("cannot enter SCHED_IDLE: %s", exc)
     if idle_io:
         try:
             import psutil

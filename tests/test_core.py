@@ -194,7 +194,7 @@ def test_worker_that_dies_on_a_file_blames_that_file_and_the_rest_goes_on(env: E
     assert path.endswith("crashme.png") and "died" in reason and "SIGSEGV" in reason
 
 
-def test_workers_run_at_lowered_cpu_and_io_priority(env: Env, model_dir: Path) -> None:
+def test_workers_run_at_lowered_cpu_and_io_priority_in_the_idle_class(env: Env, model_dir: Path) -> None:
     import psutil
 
     from pixdex.indexer.core import Indexer
@@ -207,12 +207,14 @@ def test_workers_run_at_lowered_cpu_and_io_priority(env: Env, model_dir: Path) -
         workers = [w for w in psutil.Process().children() if "resource_tracker" not in " ".join(w.cmdline())]
         assert len(workers) == 3  # the inference worker and two decoders
         deadline = time.monotonic() + 20  # a worker lowers itself as it starts (its initializer)
-        while any(w.nice() < os.nice(0) + 10 or w.ionice().ioclass != psutil.IOPRIO_CLASS_IDLE for w in workers) \
+        while any(w.nice() < os.nice(0) + 10 or w.ionice().ioclass != psutil.IOPRIO_CLASS_IDLE
+                  or os.sched_getscheduler(w.pid) != os.SCHED_IDLE for w in workers) \
                 and time.monotonic() < deadline:
             time.sleep(0.1)
         for worker in workers:
             assert worker.nice() >= os.nice(0) + 10
             assert worker.ionice().ioclass == psutil.IOPRIO_CLASS_IDLE
+            assert os.sched_getscheduler(worker.pid) == os.SCHED_IDLE  # CPU only when nothing else wants it
 
 
 def test_temp_files_left_by_a_crash_are_removed_on_the_next_visit(env: Env, model_dir: Path) -> None:

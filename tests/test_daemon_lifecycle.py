@@ -290,6 +290,11 @@ def test_indexing_runs_in_a_niced_process_of_its_own_that_dies_with_the_server(t
     assert psutil.Process(daemon.proc.pid).nice() == 0 and core.nice() == 10
     workers = [w for w in core.children() if "resource_tracker" not in " ".join(w.cmdline())]
     assert workers and all(w.nice() == 10 for w in workers)  # not 19: at least `nice`, not added twice
+    deadline = time.monotonic() + 20  # each worker enters the idle class as it starts
+    while any(os.sched_getscheduler(w.pid) != os.SCHED_IDLE for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(os.sched_getscheduler(w.pid) == os.SCHED_IDLE for w in workers)
+    assert os.sched_getscheduler(daemon.proc.pid) == os.SCHED_OTHER  # searches are not in it
     assert not [c for c in psutil.Process(daemon.proc.pid).children()
                 if c.pid != core.pid and "resource_tracker" not in " ".join(c.cmdline())]
     time.sleep(0.5)  # indexing under way
