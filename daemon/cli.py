@@ -381,6 +381,10 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     print("queue: " + ", ".join(f"{n} {name}" for name, n in info["queue"].items()))
     for kind, model in info["models"].items():
         print(f"{kind} model: {model['name'] or '(disabled)'}: {model['state']}")
+        switch = model.get("reembedding")
+        if switch:
+            print(f"  re-embedding the library: searches use {switch['from']} until the last {switch['left']} "
+                  f"image(s) have their {switch['to']} vector")
     _print_live(info)
     for name, size in info["sizes"].items():
         print(f"{name}: {size:,} bytes")
@@ -704,7 +708,26 @@ def _in_use(config: Config) -> dict[tuple[str, str], str]:
     used = {("clip", config.models.clip): "[models] clip"}
     if config.models.tagger:
         used[("tagger", config.models.tagger)] = "[models] tagger"
+    live = _live_model(config)
+    if live is not None:
+        used.setdefault(("clip", live.rsplit("@", 1)[0]), "live vectors")  # searched until the new model's are done
     return used
+
+
+def _live_model(config: Config) -> str | None:
+    from pixdex.indexer.catalog import Catalog
+    from pixdex.indexer.errors import CatalogError
+
+    if not config.layout.exists():
+        return None
+    try:
+        catalog = Catalog(config.layout.catalog, read_only=True)
+    except CatalogError:
+        return None
+    try:
+        return catalog.live_model()
+    finally:
+        catalog.close()
 
 
 def _model_rows(config: Config, model_dir: Path) -> list[dict[str, Any]]:
@@ -815,6 +838,10 @@ def _models_remove(args: argparse.Namespace, config: Config, model_dir: Path) ->
     kind, name = local[args.name.lower()]
     where = _in_use(config).get((kind, name))
     if where and not args.force:
+        if where == "live vectors":
+            raise ModelError(f"{name}: searches still use its vectors while the library is re-embedded with "
+                             f"{config.models.clip} (`pixdex status` shows how far); remove it after that, or "
+                             "--force (likeness search then covers only the images re-embedded so far)")
         raise ModelError(f"{name}: the config uses it ({where}); set another model first, or --force (pixdex then "
                          "runs in reduced mode until a model is there)")
     freed = hub.remove(model_dir, kind, name)

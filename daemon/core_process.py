@@ -332,19 +332,25 @@ class CoreHost:
     def do_edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None) -> None:
         self.daemon.edit_item(image_id, add, remove, description)
 
-    def do_embed_upload(self, data: bytes, name: str) -> Any:
-        """An uploaded query image: decoded in a decode worker, embedded in the model worker."""
+    def do_embed_upload(self, data: bytes, name: str, model: tuple[str, Any] | None = None) -> Any:
+        """An uploaded query image: decoded in a decode worker, embedded in the model worker — by `model`
+        (folder, transform: the one searches use, which is not the indexing one while a new model re-embeds)."""
+        import dataclasses
+        from pathlib import Path
+
         from pixdex.indexer.errors import ModelError
         from pixdex.indexer.workers import DecodeSpec, infer, prepare_query_image
 
         indexer = self.daemon.indexer
         if indexer is None or not indexer.info.has_models:
             raise ModelError("searching by image needs the CLIP model, and pixdex runs without models (reduced mode)")
-        info = indexer.info
-        spec = DecodeSpec(info.transform.size if info.transform else 224, self.daemon.config.decode.max_pixels,
-                          info.transform, None)
-        prepared = indexer.decode_pool.schedule(prepare_query_image, (data, name, spec), timeout=60).result()
-        inferred = indexer.infer_pool.schedule(infer, (indexer.spec, prepared[None], None), timeout=120).result()
+        transform, spec = indexer.info.transform, indexer.spec
+        if model is not None and Path(model[0]) != spec.clip_dir:
+            transform = model[1]
+            spec = dataclasses.replace(spec, clip_dir=Path(model[0]), tagger_dir=None, clip_tags=None)
+        decode = DecodeSpec(transform.size if transform else 224, self.daemon.config.decode.max_pixels, transform, None)
+        prepared = indexer.decode_pool.schedule(prepare_query_image, (data, name, decode), timeout=60).result()
+        inferred = indexer.infer_pool.schedule(infer, (spec, prepared[None], None), timeout=120).result()
         return inferred.embeddings[0]
 
     def do_thumbnail(self, real: str, dest: str, pixels: int, max_pixels: int) -> str:

@@ -48,11 +48,17 @@ def status(config: Config) -> dict[str, Any]:
     counts = {"pending": 0, "done": 0, "failed": 0}
     queue = {"asked": 0, "new/changed": 0, "backfill": 0}
     generation = waiting = sidecars = 0
+    live: str | None = None
+    switch: dict[str, Any] | None = None
     if layout.exists():
         catalog = Catalog(layout.catalog, read_only=True)
         try:
             counts, queue, generation = catalog.counts(), catalog.queue_counts(), catalog.generation()
             waiting, sidecars = catalog.waiting_for_models(), catalog.sidecar_failures()
+            live = catalog.live_model()
+            if live is not None and live.rsplit("@", 1)[0] != config.models.clip:
+                switch = {"from": live.rsplit("@", 1)[0], "to": config.models.clip,
+                          "left": catalog.old_vectors_left_for(live, config.models.clip)}
         finally:
             catalog.close()
     manifest: dict[str, Any] = {}
@@ -68,7 +74,7 @@ def status(config: Config) -> dict[str, Any]:
         "sidecar_failures": sidecars,
         "models": {
             "clip": {"name": config.models.clip, "state": _model_state(clip_dir, CLIP_FILES),
-                     "indexed_with": manifest.get("model")},
+                     "indexed_with": manifest.get("model"), "live": live, "reembedding": switch},
             "tagger": {"name": config.models.tagger,
                        "state": _model_state(tagger_dir, TAGGER_FILES) if config.models.tagger else "disabled"},
         },

@@ -248,8 +248,10 @@ def _weight(raw: str) -> float:
 
 async def _embed_upload(ctx: Context, data: bytes, name: str) -> Any:
     """Decoded in a decode worker, embedded in the model worker (both the indexing process's): no image
-    work in this process."""
-    return await asyncio.wrap_future(ctx.daemon.call("embed_upload", data, name))
+    work in this process. By the model searches use: the live one, while a new one re-embeds."""
+    clip = await ctx.run(ctx.service.clip)
+    model = (str(clip.directory), clip.transform) if clip is not None else None
+    return await asyncio.wrap_future(ctx.daemon.call("embed_upload", data, name, model))
 
 
 async def similar(request: web.Request) -> web.Response:

@@ -94,6 +94,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE images ADD COLUMN llm TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE images ADD COLUMN describe_error TEXT;
     """,
+    # 6: embeddings of two CLIP models side by side while the configured one replaces the live one:
+    # searches use the `live` model's vectors until every image that has one also has the new model's.
+    """
+    CREATE TABLE embeddings6 (image_id INTEGER NOT NULL, model TEXT NOT NULL, vector BLOB NOT NULL,
+                              PRIMARY KEY (image_id, model));
+    INSERT INTO embeddings6 SELECT image_id, model, vector FROM embeddings;
+    DROP TABLE embeddings;
+    ALTER TABLE embeddings6 RENAME TO embeddings;
+    CREATE INDEX embeddings_model ON embeddings (model);
+    CREATE TABLE live (what TEXT PRIMARY KEY, model TEXT NOT NULL, since REAL NOT NULL);
+    INSERT INTO live SELECT 'clip', model, CAST(strftime('%s', 'now') AS REAL) FROM embeddings GROUP BY model ORDER BY count(*) DESC LIMIT 1;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -391,6 +403,35 @@ class Catalog:
             yield from ((int(i), blob_vector(v))
                         for i, v in self.db.execute(sql + f" AND e.image_id IN ({marks})", (model, *chunk)))
 
+    def live_model(self) -> str | None:
+        """The CLIP model whose vectors searches use (None before any model embedded anything)."""
+        found = self.db.execute("SELECT model FROM live WHERE what = 'clip'").fetchone()
+        return str(found[0]) if found else None
+
+    def old_vectors_left(self, live: str, new: str) -> int:
+        """Images with a vector by `live` but none by `new` yet: while any is left, `live` stays live."""
+        return int(self.db.execute(
+            "SELECT count(*) FROM embeddings e JOIN images i ON i.id = e.image_id WHERE e.model = ? "
+            "AND i.state = 'done' AND (i.clip_model IS NULL OR i.clip_model != ?)", (live, new)).fetchone()[0])
+
+    def old_vectors_left_for(self, live: str, name: str) -> int:
+        """`old_vectors_left` for the model in folder `name`, whatever its files' fingerprint (for status,
+        which loads no model)."""
+        pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "@%"
+        return int(self.db.execute(
+            "SELECT count(*) FROM embeddings e JOIN images i ON i.id = e.image_id WHERE e.model = ? "
+            "AND i.state = 'done' AND (i.clip_model IS NULL OR i.clip_model NOT LIKE ? ESCAPE '\\')",
+            (live, pattern)).fetchone()[0])
+
+    def has_old_vectors(self, live: str, new: str) -> bool:
+        """`old_vectors_left(live, new) > 0`, stopping at the first one (once per commit while re-embedding)."""
+        return self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM embeddings e JOIN images i ON i.id = e.image_id WHERE e.model = ? "
+            "AND i.state = 'done' AND (i.clip_model IS NULL OR i.clip_model != ?))", (live, new)).fetchone()[0] == 1
+
+    def embedded_by(self, model: str) -> int:
+        return int(self.db.execute("SELECT count(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0])
+
     def missing_embeddings(self, model: str) -> list[int]:
         """Done rows with no embedding by `model` (catalogs from before embeddings were stored)."""
         return [int(i) for (i,) in self.db.execute(
@@ -398,6 +439,18 @@ class Catalog:
             "(SELECT image_id FROM embeddings WHERE model = ?)", (model,))]
 
     # Writes (the writer's only, inside its transaction) ---------------------------------------
+    def set_live(self, model: str) -> None:
+        """`model` becomes the one searches use; every other model's vectors go."""
+        self.db.execute("INSERT INTO live VALUES ('clip', ?, ?) ON CONFLICT (what) DO UPDATE SET "
+                        "model = excluded.model, since = excluded.since", (model, time.time()))
+        self.db.execute("DELETE FROM embeddings WHERE model != ?", (model,))
+
+    def drop_embeddings_except(self, keep: Iterable[str]) -> int:
+        """Vectors of models that are neither live nor being built (a switch given up, say)."""
+        keep = list(keep)
+        marks = ",".join("?" * len(keep))
+        return self.db.execute(f"DELETE FROM embeddings WHERE model NOT IN ({marks})", keep).rowcount
+
     def set_meta(self, key: str, value: int) -> None:
         self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (key, value))
@@ -453,8 +506,9 @@ class Catalog:
                   metadata: str, sidecar_error: str | None, embedding: NDArray[np.float32] | None,
                   side: str | None = None, rejected: list[str] | None = None,
                   embedded: dict[str, object] | None = None, facts: dict[str, object] | None = None,
-                  side_hash: str | None = None) -> None:
-        """Record an indexed image; without an embedding (no models) it waits for models (clip_model NULL)."""
+                  side_hash: str | None = None, same_content: bool = False) -> None:
+        """Record an indexed image; without an embedding (no models) it waits for models (clip_model NULL).
+        With `same_content` (re-embedded by a new model), the live model's vector of it stays."""
         self.db.execute(
             "UPDATE images SET state = 'done', reason = NULL, clip_model = ?, tagger_model = ?, width = ?, "
             "height = ?, taken = ?, camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ?, side = ?, "
@@ -465,6 +519,8 @@ class Catalog:
         if embedding is None or clip_model is None:
             self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
             return
+        if not same_content:  # another model's vector of the old content describes nothing any more
+            self.db.execute("DELETE FROM embeddings WHERE image_id = ? AND model != ?", (image_id, clip_model))
         self.db.execute("INSERT OR REPLACE INTO embeddings (image_id, model, vector) VALUES (?, ?, ?)",
                         (image_id, clip_model, vector_blob(embedding)))
 

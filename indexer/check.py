@@ -41,13 +41,15 @@ def check(config: Config, folders: list[bytes]) -> list[Finding]:
     if not layout.exists():
         return []
     catalog = Catalog(layout.catalog, read_only=True)
-    model = catalog_model(layout)
     try:
+        model = catalog.live_model() or catalog_model(layout)  # the vector file holds the live model's
         rows = catalog.all_rows()
         queued = catalog.queued_ids()
-        embeddings = dict(catalog.embeddings(model)) if model else {}
+        models = {m for m in [model, *(r.clip_model for r in rows)] if m}  # two while a new model re-embeds
+        embeddings = {m: dict(catalog.embeddings(m)) for m in models}
         findings = [*_disk(rows, queued, catalog, folders, config), *_text(layout, rows),
-                    *_vectors(layout, config, rows, embeddings), *_sidecars(config, rows, queued, embeddings)]
+                    *_vectors(layout, config, rows, embeddings.get(model or "", {})),
+                    *_sidecars(config, rows, queued, embeddings)]
     finally:
         catalog.close()
     return findings
@@ -157,7 +159,7 @@ def _vectors(layout: Any, config: Config, rows: list[ImageRow], embeddings: dict
                           "in the vector file, but has no embedding in the catalog", image_id)
 
 
-def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings: dict[int, Any]
+def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings: dict[str, dict[int, Any]]
               ) -> Iterator[Finding]:
     from pathlib import Path
 
@@ -203,7 +205,8 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
             yield Finding("sidecar", display_path(side), "its keywords differ from those indexed "
                                                          f"({', '.join(sorted(person ^ indexed)[:5])})", row.id)
         stored = read_embedding(xmp, row.clip_model or "", row.hash or "")
-        if stored is not None and row.id in embeddings and _cosine(stored, embeddings[row.id]) < 0.999:
+        own = embeddings.get(row.clip_model or "", {})
+        if stored is not None and row.id in own and _cosine(stored, own[row.id]) < 0.999:
             yield Finding("sidecar", display_path(side), "its embedding differs from the catalog's", row.id)
 
 

@@ -83,7 +83,9 @@ class Indexer:
         catalog = Catalog(self.layout.catalog)
         self._opened.append(catalog.close)
         fulltext = FullText(self.layout)
-        vectors = (VectorIndex(self.layout, self.info.clip_id, self.info.dim, self.config.index)
+        live = catalog.live_model()
+        vectors = (VectorIndex(self.layout, self.info.clip_id, self.info.dim, self.config.index,
+                               building=live not in (None, self.info.clip_id) and catalog.embedded_by(live) > 0)
                    if self.info.has_models else None)
         self.writer = Writer(catalog, fulltext, vectors, self.config.pipeline, self.info.ids)
         self._opened.append(self.writer.close)

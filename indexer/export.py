@@ -232,11 +232,12 @@ def export_pretrained_clip(name: str, pretrained: str, model_dir: Path) -> tuple
     return final, parity
 
 
-def write_standin_clip(model_dir: Path, seed: int = 0) -> Path:
+def write_standin_clip(model_dir: Path, seed: int = 0, name: str = STANDIN_CLIP) -> Path:
+    """The tiny stand-in CLIP (random weights from `seed`) in `<model_dir>/clip/<name>`."""
     import torch
 
     open_clip = import_open_clip()
-    final = model_dir / "clip" / STANDIN_CLIP
+    final = model_dir / "clip" / name
     with staged_dir(final) as stage, tempfile.TemporaryDirectory() as cfg_dir:
         Path(cfg_dir, f"{STANDIN_CLIP}.json").write_text(json.dumps(STANDIN_CLIP_CONFIG))
         open_clip.add_model_config(cfg_dir)

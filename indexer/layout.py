@@ -3,6 +3,7 @@
     <data_dir>/catalog.sqlite3        SQLite catalog (+ -wal, -shm): the source of truth
     <data_dir>/vectors/vectors.usearch  usearch HNSW file: a cache of the catalog's embeddings
     <data_dir>/vectors/vectors.json     its manifest (model, dimension, metric, dtype, generation)
+    <data_dir>/vectors/next/            the same for a new CLIP model while it re-embeds the library
     <data_dir>/fulltext/                tantivy index; fulltext/pixdex.json is its manifest
     <data_dir>/index.lock               held (flock) by the one process that writes
 """
@@ -32,6 +33,15 @@ class Layout:
     @property
     def vector_manifest(self) -> Path:
         return self.vectors / "vectors.json"
+
+    @property
+    def next_vectors(self) -> Path:
+        return self.vectors / "next"
+
+    def vector_files(self, building: bool = False) -> tuple[Path, Path]:
+        """(usearch file, manifest) of the live model's vectors, or of the model being built."""
+        folder = self.next_vectors if building else self.vectors
+        return folder / "vectors.usearch", folder / "vectors.json"
 
     @property
     def fulltext(self) -> Path:

@@ -8,6 +8,10 @@ memory map of the old file stays valid). On open it tops the index up from the c
 changed after the file's generation; a broken or mismatched file is moved aside and rebuilt from
 the stored embeddings, with no inference.
 
+While a newly configured CLIP model re-embeds the library, its index lives in ``vectors/next/``
+and readers keep using the live model's file; when every image that has a live vector also has a
+new one, the writer makes the new model live (`promote`: its file moves to ``vectors/``).
+
 Readers (`VectorView`) memory-map the file and add the *delta*: embeddings of rows the catalog
 stamped after the file's generation, searched exactly, while those rows' stale entries in the file
 are ignored. So a reader in any process sees every commit without the file being rewritten per
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -43,9 +48,9 @@ def identity(model_id: str, ndim: int, settings: IndexSettings) -> dict[str, Any
     return {"model": model_id, "ndim": ndim, "metric": METRIC, "dtype": settings.dtype}
 
 
-def read_manifest(layout: Layout) -> dict[str, Any] | None:
+def read_manifest(layout: Layout, building: bool = False) -> dict[str, Any] | None:
     try:
-        value = json.loads(layout.vector_manifest.read_text())
+        value = json.loads(layout.vector_files(building)[1].read_text())
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -56,31 +61,53 @@ def new_index(ndim: int, settings: IndexSettings) -> Index:
                  expansion_search=settings.expansion_search)
 
 
+def _same(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return {k: stored.get(k) for k in wanted} == wanted
+
+
 class VectorIndex:
     """The writer's index: all vectors of the current model in memory, saved as a cache."""
 
-    def __init__(self, layout: Layout, model_id: str, ndim: int, settings: IndexSettings) -> None:
-        layout.vectors.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps_in(layout.vectors)  # a save cut short by a crash
+    def __init__(self, layout: Layout, model_id: str, ndim: int, settings: IndexSettings,
+                 building: bool = False) -> None:
+        self.file, self.manifest = layout.vector_files(building)
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps_in(self.file.parent)  # a save cut short by a crash
         self.layout = layout
         self.model_id = model_id
         self.ndim = ndim
         self.settings = settings
+        self.building = building  # a new model's index beside the live one's (vectors/next)
         self.identity = identity(model_id, ndim, settings)
         self.reset_reason: str | None = None
         self.generation = 0  # the catalog generation this index reflects
         self.saved_generation = 0
         self.unsaved = 0  # vectors added or removed since the last save
         self.last_save = time.monotonic()
+        self._adopt_other_place()
         self.index = self._open()
 
+    def _adopt_other_place(self) -> None:
+        """A crash between the catalog making this model live and `promote` leaves its file in next/: take
+        it. Live again without having been promoted (a switch given up): a next/ file is of no use."""
+        if self.building:
+            return
+        other_file, other_manifest = self.layout.vector_files(building=True)
+        stored = read_manifest(self.layout, building=True)
+        mine = read_manifest(self.layout) or {}
+        if stored is not None and other_file.exists() and _same(stored, self.identity) \
+                and not _same(mine, self.identity):
+            os.replace(other_file, self.file)
+            os.replace(other_manifest, self.manifest)
+        shutil.rmtree(self.layout.next_vectors, ignore_errors=True)
+
     def _open(self) -> Index:
-        file = self.layout.vector_file
+        file = self.file
         if not file.exists():
             self.reset_reason = "no vector index file yet: building it from the catalog"
             return new_index(self.ndim, self.settings)
-        stored = read_manifest(self.layout) or {}
-        if {k: stored.get(k) for k in self.identity} != self.identity:
+        stored = read_manifest(self.layout, self.building) or {}
+        if not _same(stored, self.identity):
             self.reset_reason = (f"vector index was built for {stored.get('model')} ({stored.get('ndim')}-d, "
                                  f"{stored.get('dtype')}), now {self.model_id}: rebuilding it from the catalog")
             return self._aside("mismatch")
@@ -95,9 +122,8 @@ class VectorIndex:
 
     def _aside(self, why: str) -> Index:
         log.warning("%s", self.reset_reason)
-        file = self.layout.vector_file
-        os.replace(file, file.with_name(f"{file.name}.{why}"))  # kept for inspection; replaced next time
-        self.layout.vector_manifest.unlink(missing_ok=True)
+        os.replace(self.file, self.file.with_name(f"{self.file.name}.{why}"))  # kept for inspection
+        self.manifest.unlink(missing_ok=True)
         return new_index(self.ndim, self.settings)
 
     def __len__(self) -> int:
@@ -158,18 +184,27 @@ class VectorIndex:
         return self.unsaved >= self.settings.save_changes or \
             time.monotonic() - self.last_save >= self.settings.save_seconds
 
+    def promote(self) -> None:
+        """This (building) model became live in the catalog: its file replaces the old model's in vectors/
+        (a reader's map of the old file stays valid), and next/ goes."""
+        self.file, self.manifest = self.layout.vector_files()
+        self.building = False
+        self.unsaved = max(self.unsaved, 1)  # written to its new place even when nothing changed
+        self.save()
+        shutil.rmtree(self.layout.next_vectors, ignore_errors=True)
+
     def save(self) -> None:
         """Write the file (temp + rename) and its manifest, if anything changed since the last save."""
-        if self.generation == self.saved_generation and not self.unsaved and self.layout.vector_file.exists():
+        if self.generation == self.saved_generation and not self.unsaved and self.file.exists():
             return
-        file = self.layout.vector_file
+        file = self.file
         temp = temp_name(file.parent)
         try:
             self.index.save(str(temp))
             os.replace(temp, file)
         finally:
             temp.unlink(missing_ok=True)
-        atomic_write(self.layout.vector_manifest, json.dumps({**self.identity, "generation": self.generation}).encode())
+        atomic_write(self.manifest, json.dumps({**self.identity, "generation": self.generation}).encode())
         self.saved_generation = self.generation
         self.unsaved = 0
         self.last_save = time.monotonic()
@@ -187,7 +222,7 @@ class VectorView:
         self.exact_limit = EXACT_LIMIT
         self.base: Index | None = None
         self.base_generation = 0
-        self.base_stamp: tuple[int, int] | None = None
+        self.base_stamp: tuple[tuple[int, int] | None, ...] | None = None
         self.note: str | None = None
         self.delta: dict[int, NDArray[np.float32]] = {}
         self.stale: set[int] = set()  # ids stamped after the base file: its entries for them are not current
@@ -222,26 +257,35 @@ class VectorView:
         self._delta_matrix = np.stack([self.delta[i] for i in self._delta_ids]) if self.delta else None
         self.seen = generation
 
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = self.layout.vector_manifest.stat()
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns
+    def _file_stamp(self) -> tuple[tuple[int, int] | None, ...]:
+        """Both places' manifests (each is replaced, new inode, when its file is saved)."""
+        stamps: list[tuple[int, int] | None] = []
+        for building in (False, True):
+            try:
+                st = self.layout.vector_files(building)[1].stat()
+                stamps.append((st.st_ino, st.st_mtime_ns))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
 
     def _open_base(self) -> None:
         self.base, self.base_generation, self.note = None, 0, None
         self.base_stamp = self._file_stamp()
         stored = read_manifest(self.layout)
-        if stored is None or not self.layout.vector_file.exists():
+        file = self.layout.vector_file
+        if stored is not None and not _same(stored, self.identity):  # a model being built is in next/
+            building = read_manifest(self.layout, building=True)
+            if building is not None and _same(building, self.identity):
+                stored, file = building, self.layout.vector_files(building=True)[0]
+        if stored is None or not file.exists():
             self.note = "no vector index file yet"
             return
-        if {k: stored.get(k) for k in self.identity} != self.identity:
+        if not _same(stored, self.identity):
             self.note = f"the vector index file was built for {stored.get('model')}, not {self.model_id}"
             return
         index = new_index(self.ndim, self.settings)
         try:
-            index.view(str(self.layout.vector_file))
+            index.view(str(file))
         except Exception as exc:  # a broken file: the writer rebuilds it; until then the delta serves
             self.note = f"the vector index file is unreadable ({exc})"
             return

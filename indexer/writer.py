@@ -83,6 +83,7 @@ class Writer:
         self._published = threading.Condition()
         self.generation = catalog.generation()
         self._adopt_old_vectors()
+        self.live = self._settle_live()
         self._catch_up()
         self._thread = threading.Thread(target=self._run, name="pixdex-writer", daemon=True)
         self._thread.start()
@@ -166,7 +167,8 @@ class Writer:
                     tags=tags, metadata=text, sidecar_error=item.side.error if item.side else None,
                     embedding=item.embedding, side=item.side.signature if item.side else None, rejected=rejected,
                     embedded=item.embedded, facts=_with_rating(item.facts, rating),
-                    side_hash=item.side.digest if item.side else None)
+                    side_hash=item.side.digest if item.side else None,
+                    same_content=before is not None and before.hash == item.digest)
         return self.submit(run)
 
     def touch(self, image_id: int, seq: int, st: FileStat, digest: str, side: SidecarState | None = None,
@@ -299,6 +301,8 @@ class Writer:
         try:
             if self.vectors is not None:
                 self.vectors.top_up(self.catalog)
+                if self.vectors.building:
+                    self._promote_when_complete()
         except Exception:  # rebuilt from the catalog's embeddings at the next commit
             log.exception("vector index update failed; rebuilding it from the catalog")
             self.vectors.generation = 0
@@ -322,6 +326,42 @@ class Writer:
                 else:
                     catalog.enqueue(image_id, BACKFILL, "no stored embedding")
             catalog.db.execute("INSERT INTO meta VALUES ('embeddings_checked', 1)")
+
+    def _settle_live(self) -> str | None:
+        """The live CLIP model at open. The first model to embed anything becomes live; vectors of models
+        that are neither live nor configured (a switch given up) go. Without models nothing changes."""
+        new = self.models[0]
+        live = self.catalog.live_model()
+        if self.vectors is None or not new:
+            return live
+        with self.catalog.transaction():
+            if live is None or not self.catalog.embedded_by(live):
+                self.catalog.set_live(new)
+                live = new
+            else:
+                self.catalog.drop_embeddings_except([live, new])
+        if live != new:
+            log.info("re-embedding with %s: searches use %s until %d images have their new vectors", new, live,
+                     self.catalog.old_vectors_left(live, new))
+        return live
+
+    def _promote_when_complete(self) -> None:
+        """While a new model re-embeds: once no image has a live vector without a new one, it becomes live."""
+        assert self.vectors is not None and self.live is not None
+        new = self.models[0]
+        if self.catalog.has_old_vectors(self.live, new):
+            return
+        with self.catalog.transaction():
+            self.catalog.set_live(new)
+        self.vectors.promote()
+        log.info("every image has its %s vector: searches use it now (was %s)", new, self.live)
+        self.live = new
+
+    def switch_left(self) -> int:
+        """Images still to re-embed before the configured model becomes live (0 when it is)."""
+        if self.live is None or self.live == self.models[0] or not self.models[0]:
+            return 0
+        return self.catalog.old_vectors_left(self.live, self.models[0])
 
     def _save_vectors(self) -> None:
         assert self.vectors is not None

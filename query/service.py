@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,34 +67,78 @@ class SearchService:
     def __init__(self, config: Config, reader: Reader) -> None:
         self.config = config
         self.reader = reader
-        self._clip: Any = None
+        self._models: dict[str, Any] = {}  # CLIP models by folder name: the live one, the configured one
+        self._errors: dict[str, tuple[str, float]] = {}  # why one could not load, and when
         self._clip_error: str | None = None
-        self._clip_failed = 0.0
+        self._load_lock = threading.Lock()
         self._vocab_key: Any = None
         self._vocab: NDArray[np.float32] | None = None
         self._vocab_concepts: list[str] = []
 
     def clip(self) -> Any:
         """The CLIP model for queries (text tower on `models.query_threads`), or None with a reason."""
-        if self._clip is None and self._clip_error is not None and time.monotonic() - self._clip_failed > 5.0:
-            self._clip_error = None  # a long-lived service (the daemon) sees models that appear later
-        if self._clip is None and self._clip_error is None:
+        return self.query_model()[0]
+
+    def query_model(self) -> tuple[Any, str | None]:
+        """The CLIP model whose vectors searches use, and a note while a new model re-embeds the library.
+
+        That is the catalog's live model: while a newly configured one re-embeds the images, queries keep
+        using the old model's text tower and vectors, so every image stays findable by likeness; once all
+        have new vectors the writer makes the new model live. A live model whose files are gone gives way
+        to the configured one (only the images it has embedded so far are found by likeness then).
+        """
+        wanted = self.config.models.clip
+        live = self.reader.catalog().live_model() if self.reader.exists() else None
+        if live is not None:
+            name = live.rsplit("@", 1)[0]
+            model = self._model(name)
+            if model is not None and model.id == live:
+                if name == wanted:
+                    return model, None
+                return model, (f"re-embedding the library with {wanted}: searching with {name} until every "
+                               "image has its new vector (`pixdex status` shows how far it is)")
+        model = self._model(wanted)
+        if model is not None and live is not None and model.id != live:
+            return model, (f"the live model {live.rsplit('@', 1)[0]} cannot be loaded ({self._error_of(live)}); "
+                           f"likeness covers only the images {wanted} has embedded so far")
+        return model, None
+
+    def _error_of(self, live: str) -> str:
+        name = live.rsplit("@", 1)[0]
+        return self._errors.get(name, ("its files changed",))[0]
+
+    def _model(self, name: str) -> Any:
+        """The CLIP model in `<model_dir>/clip/<name>`, loaded once (None when it cannot load: the reason is
+        kept, and it is tried again after 5 s, so a long-lived service sees models that appear later)."""
+        with self._load_lock:
+            if name in self._models:
+                return self._models[name]
+            failed = self._errors.get(name)
+            if failed is not None and time.monotonic() - failed[1] <= 5.0:
+                self._clip_error = failed[0]
+                return None
             from pixdex.indexer.embedder import ClipModel
             from pixdex.indexer.modelcache import ModelCache
 
             try:
-                self._clip = ClipModel(self.config.model_dir / "clip" / self.config.models.clip,
-                                       self.config.models.query_threads, ModelCache(self.config.models.idle_ttl),
-                                       runtime(self.config))
+                model = ClipModel(self.config.model_dir / "clip" / name, self.config.models.query_threads,
+                                  ModelCache(self.config.models.idle_ttl), runtime(self.config))
             except ModelError as exc:
+                self._errors[name] = (str(exc), time.monotonic())
                 self._clip_error = str(exc)
-                self._clip_failed = time.monotonic()
-        return self._clip
+                return None
+            self._errors.pop(name, None)
+            self._models[name] = model
+            return model
 
     def loaded_models(self) -> list[str]:
         """The query-time model sessions loaded now (without loading any)."""
-        cache = getattr(getattr(self._clip, "textual", None), "cache", None)
-        return [str(k[0] if isinstance(k, tuple) else k) for k in cache.loaded()] if cache is not None else []
+        loaded: list[str] = []
+        for model in list(self._models.values()):
+            cache = getattr(getattr(model, "textual", None), "cache", None)
+            if cache is not None:
+                loaded += [str(k[0] if isinstance(k, tuple) else k) for k in cache.loaded()]
+        return list(dict.fromkeys(loaded))
 
     def collections(self) -> list[Collection]:
         return all_collections(self.config, self.reader.catalog() if self.reader.exists() else None)
@@ -130,7 +175,9 @@ class SearchService:
             return Results(raw, self._hits([Fused(i, 0.0, None, None) for i, _ in found]), notes)
         vector: list[tuple[int, float]] = []
         segments: NDArray[np.float32] | None = None
-        clip = self.clip()
+        clip, switching = self.query_model()
+        if switching:
+            notes.append(switching)
         if clip is None:
             notes.append(f"text results only: {self._clip_error}")
         else:

@@ -49,6 +49,8 @@ def check_consistent(data: Path, pics: Path) -> dict[bytes, int]:
     rows = {r[0]: r[1:] for r in db.execute("SELECT path, id, state, hash, tags, gen FROM images")}
     queued = db.execute("SELECT count(*) FROM queue").fetchone()[0]
     embedded = {i for (i,) in db.execute("SELECT image_id FROM embeddings")}
+    models = {m for (m,) in db.execute("SELECT DISTINCT model FROM embeddings")}
+    live = db.execute("SELECT model FROM live WHERE what = 'clip'").fetchone()
     generation = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
     db.close()
 
@@ -62,6 +64,9 @@ def check_consistent(data: Path, pics: Path) -> dict[bytes, int]:
 
     manifest = json.loads((data / "vectors" / "vectors.json").read_text())
     assert manifest["generation"] == generation
+    if done:  # one model: the live one, whose vectors the file holds; nothing left of a switch
+        assert live is not None and models == {live[0]} == {manifest["model"]}, (models, live, manifest["model"])
+        assert not (data / "vectors" / "next").exists()
     vectors = Index.restore(str(data / "vectors" / "vectors.usearch"))
     keys = {int(k) for k in vectors.keys} if len(vectors) else set()
     assert keys == done, f"vector file: {len(keys - done)} extra, {len(done - keys)} missing"
