@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--force", action="store_true", help="remove it even when the config names it")
     standin = msub.add_parser("standin", help="write small stand-in models (meaningless results; for trying and testing)")
     standin.add_argument("--dir", type=Path, help="model directory (default: the configured one)")
+    standin.add_argument("--multilingual", action="store_true",
+                         help="also a stand-in of the multilingual CLIP (XLM-RoBERTa text tower; needs transformers)")
     export = msub.add_parser("export", help="export an open_clip model to ONNX (needs the export extra and its weights)")
     export.add_argument("name", help="open_clip model name, e.g. ViT-B-32")
     export.add_argument("--pretrained", required=True, help="open_clip pretrained tag, e.g. openai")
@@ -862,6 +864,9 @@ def _export_models(args: argparse.Namespace, model_dir: Path, config_file: Path)
     clip = export.write_standin_clip(model_dir)
     tagger = export.write_standin_tagger(model_dir)
     print(f"wrote {clip}\nwrote {tagger}")
+    if args.multilingual:
+        print(f"wrote {export.write_standin_multilingual_clip(model_dir)} (for [models] clip: queries in German, "
+              "Korean… take the same path as with the real multilingual model)")
     print("WARNING: these are STAND-IN models with random weights. They exercise every code path, but their "
           "tags and rankings are meaningless. To use them, put this in your config:\n"
           f"[models]\nclip = \"{clip.name}\"\ntagger = \"{tagger.name}\"\n"

@@ -129,8 +129,9 @@ def write_clip_tokenizer(textual_dir: Path) -> None:
     del open_clip
 
 
-def export_clip(model: Any, model_cfg: dict[str, Any], out: Path) -> None:
-    """Write an open_clip model's towers, configs and tokenizer into `out` (Immich's layout)."""
+def export_clip(model: Any, model_cfg: dict[str, Any], out: Path, tokenizer: Any = None) -> None:
+    """Write an open_clip model's towers, configs and tokenizer into `out` (Immich's layout). `tokenizer`:
+    open_clip's for the model (`get_tokenizer`); a Hugging Face one is saved as it is, else open_clip's BPE."""
     import torch
 
     class Visual(torch.nn.Module):
@@ -154,13 +155,30 @@ def export_clip(model: Any, model_cfg: dict[str, Any], out: Path) -> None:
     size = preprocess["size"]
     side = size[0] if isinstance(size, list | tuple) else size
     context = model_cfg.get("text_cfg", {}).get("context_length", 77)
-    with torch.no_grad():
-        _onnx_export(Visual(), torch.zeros(1, 3, side, side), out / "visual" / "model.onnx", "image")
-        _onnx_export(Textual(), torch.zeros(1, context, dtype=torch.int32), out / "textual" / "model.onnx", "text")
+    # A real, padded text to trace with: a text tower that masks its padding (Hugging Face ones) would
+    # otherwise be traced through the shortcut for inputs without any.
+    text = tokenizer(["a photo of a dog"]).to(torch.int32) if tokenizer is not None else \
+        torch.zeros(1, context, dtype=torch.int32)
+    with torch.no_grad():  # the wrappers in eval mode too: the exporter restores their mode, recursively
+        _onnx_export(Visual().eval(), torch.zeros(1, 3, side, side), out / "visual" / "model.onnx", "image")
+        _onnx_export(Textual().eval(), text, out / "textual" / "model.onnx", "text")
     (out / "config.json").write_text(json.dumps(model_cfg, indent=2))
     preprocess["size"] = [side, side]
     (out / "visual" / "preprocess_cfg.json").write_text(json.dumps(preprocess, indent=2))
-    write_clip_tokenizer(out / "textual")
+    if tokenizer is not None and hasattr(tokenizer, "tokenizer"):  # a Hugging Face text tower (XLM-RoBERTa…)
+        write_hf_tokenizer(tokenizer.tokenizer, out / "textual")
+    else:
+        write_clip_tokenizer(out / "textual")
+
+
+def write_hf_tokenizer(tokenizer: Any, textual_dir: Path) -> None:
+    """A Hugging Face fast tokenizer (open_clip's HFTokenizer holds one) as tokenizer.json + its pad token, the
+    files Immich's exports of such models carry; pixdex pads and truncates to the context length itself."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_padding()
+    backend.no_truncation()
+    backend.save(str(textual_dir / "tokenizer.json"))
+    (textual_dir / "tokenizer_config.json").write_text(json.dumps({"pad_token": tokenizer.pad_token}))
 
 
 PARITY_MIN = 0.9999  # cosine between pixdex's ONNX embedding and open_clip's, per image and per text
@@ -191,6 +209,7 @@ def check_parity(model: Any, transform: Any, tokenizer: Any, out: Path, minimum:
     images += [Image.fromarray(np.stack([np.tile(ramp, (200, 1)), np.tile(ramp[::-1], (200, 1)),
                                          np.full((200, 256), 90, np.uint8)], axis=2)),
                Image.new("RGB", (120, 90), (250, 250, 250)), Image.new("RGB", (90, 120), (10, 20, 30))]
+    model.eval()  # dropout off (text towers from Hugging Face have it), as in the exported graphs
     ours = ClipModel(out)
     mine_images = ours.embed_images(np.stack([ours.preprocess(im) for im in images]))
     mine_texts = ours.embed_texts(list(PARITY_TEXTS))
@@ -211,11 +230,11 @@ def check_parity(model: Any, transform: Any, tokenizer: Any, out: Path, minimum:
     return figures
 
 
-def _record_export(stage: Path, arch: str, pretrained: str, parity: dict[str, Any]) -> None:
+def _record_export(stage: Path, name: str, arch: str, pretrained: str, parity: dict[str, Any]) -> None:
     import time
 
     (stage / "pixdex-model.json").write_text(json.dumps({
-        "name": stage.name, "kind": "clip", "repo": f"open_clip {arch} {pretrained}", "source": "pixdex models export",
+        "name": name, "kind": "clip", "repo": f"open_clip {arch} {pretrained}", "source": "pixdex models export",
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "parity": parity}, indent=1))
 
 
@@ -225,10 +244,11 @@ def export_pretrained_clip(name: str, pretrained: str, model_dir: Path) -> tuple
     open_clip = import_open_clip()
     model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained)
     final = model_dir / "clip" / f"{name}__{pretrained}"
+    tokenizer = open_clip.get_tokenizer(name)
     with staged_dir(final) as stage:
-        export_clip(model, open_clip.get_model_config(name), stage)
-        parity = check_parity(model, transform, open_clip.get_tokenizer(name), stage, name=final.name)
-        _record_export(stage, name, pretrained, parity)
+        export_clip(model, open_clip.get_model_config(name), stage, tokenizer)
+        parity = check_parity(model, transform, tokenizer, stage, name=final.name)
+        _record_export(stage, final.name, name, pretrained, parity)
     return final, parity
 
 
@@ -247,9 +267,71 @@ def write_standin_clip(model_dir: Path, seed: int = 0, name: str = STANDIN_CLIP)
             model, _, transform = open_clip.create_model_and_transforms(STANDIN_CLIP)
         finally:
             logging.getLogger().disabled = was
-        export_clip(model, STANDIN_CLIP_CONFIG, stage)
-        _record_export(stage, STANDIN_CLIP, "random weights", check_parity(
-            model, transform, open_clip.get_tokenizer(STANDIN_CLIP), stage, name=STANDIN_CLIP))
+        tokenizer = open_clip.get_tokenizer(STANDIN_CLIP)
+        export_clip(model, STANDIN_CLIP_CONFIG, stage, tokenizer)
+        _record_export(stage, final.name, STANDIN_CLIP, "random weights", check_parity(
+            model, transform, tokenizer, stage, name=STANDIN_CLIP))
+        (stage / STANDIN_MARKER).write_text(STANDIN_NOTE)
+    return final
+
+
+STANDIN_MULTILINGUAL = "pixdex-standin-multilingual-clip"
+# Enough text in a few languages for a tiny SentencePiece-style (Unigram) vocabulary that covers them.
+STANDIN_CORPUS = (
+    "a photo of a dog on the beach", "a cat sleeping on the sofa", "receipt from the bakery", "sunset over the sea",
+    "ein Hund am Strand", "eine Katze schläft auf dem Sofa", "Quittung von der Bäckerei", "Sonnenuntergang am Meer",
+    "해변의 개 사진", "고양이가 소파에서 자고 있다", "빵집 영수증", "바다 위의 일몰",
+    "un chien sur la plage", "un chat qui dort sur le canapé", "海辺の犬の写真", "ソファで寝ている猫",
+)
+
+
+def write_standin_multilingual_clip(model_dir: Path, seed: int = 0) -> Path:
+    """A tiny stand-in of open_clip's multilingual `xlm-roberta-base-ViT-B-32`: a ViT image tower and an
+    XLM-RoBERTa text tower (random weights, Hugging Face `transformers` built from a local config) with a
+    Unigram tokenizer in XLM-RoBERTa's form (<s> … </s>, <pad> = 1), exported and checked exactly as a real one."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig
+
+    open_clip = import_open_clip()
+    final = model_dir / "clip" / STANDIN_MULTILINGUAL
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    with staged_dir(final) as stage, tempfile.TemporaryDirectory() as work:
+        text_dir = Path(work, "xlm-roberta-tiny")
+        unigram = Tokenizer(models.Unigram())
+        unigram.normalizer = normalizers.NFKC()
+        unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+        unigram.decoder = decoders.Metaspace()
+        unigram.train_from_iterator(STANDIN_CORPUS * 4, trainers.UnigramTrainer(
+            vocab_size=400, special_tokens=specials, unk_token="<unk>", show_progress=False))
+        unigram.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+            special_tokens=[(t, unigram.token_to_id(t)) for t in ("<s>", "</s>")])
+        assert [unigram.token_to_id(t) for t in specials] == [0, 1, 2, 3, 4]
+        PreTrainedTokenizerFast(tokenizer_object=unigram, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                mask_token="<mask>").save_pretrained(text_dir)
+        XLMRobertaConfig(vocab_size=unigram.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=80,
+                         pad_token_id=1, bos_token_id=0, eos_token_id=2).save_pretrained(text_dir)
+        cfg = {"embed_dim": 32, "vision_cfg": STANDIN_CLIP_CONFIG["vision_cfg"],
+               "text_cfg": {"hf_model_name": str(text_dir), "hf_tokenizer_name": str(text_dir),
+                            "hf_model_pretrained": False, "hf_proj_type": "mlp", "hf_pooler_type": "mean_pooler",
+                            "context_length": 77}}
+        Path(work, f"{STANDIN_MULTILINGUAL}.json").write_text(json.dumps(cfg))
+        open_clip.add_model_config(work)
+        torch.manual_seed(seed)
+        logging.getLogger().disabled, was = True, logging.getLogger().disabled
+        try:
+            model, _, transform = open_clip.create_model_and_transforms(STANDIN_MULTILINGUAL, pretrained_text=False)
+        finally:
+            logging.getLogger().disabled = was
+        tokenizer = open_clip.get_tokenizer(STANDIN_MULTILINGUAL)
+        exported = {**cfg, "text_cfg": {**cfg["text_cfg"], "hf_model_name": "xlm-roberta-base (tiny stand-in)",
+                                        "hf_tokenizer_name": "xlm-roberta-base (tiny stand-in)"}}
+        export_clip(model, exported, stage, tokenizer)
+        _record_export(stage, final.name, "xlm-roberta-base-ViT-B-32 (tiny)", "random weights", check_parity(
+            model, transform, tokenizer, stage, name=STANDIN_MULTILINGUAL))
         (stage / STANDIN_MARKER).write_text(STANDIN_NOTE)
     return final
 
