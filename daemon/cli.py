@@ -409,7 +409,8 @@ def _print_live(info: dict[str, Any]) -> None:
         print(f"  missing models: {daemon['missing']}")
         pull = daemon.get("models_pull") or {}
         if pull.get("state") == "pulling":
-            print(f"  pulling {', '.join(pull['models'])} from the Hugging Face hub in the background")
+            print(f"  pulling {', '.join(pull['models'])} from the Hugging Face hub in the background"
+                  + _pull_progress(pull.get("progress")))
         elif pull.get("state") == "failed":
             print(f"  the background pull failed (tried again every 10 min): {pull['error']}")
         print(f"  fix: {daemon['fix']}")
@@ -435,6 +436,15 @@ def _print_live(info: dict[str, Any]) -> None:
     print(f"loaded models: {loaded}; memory: {memory}; running on: {providers}")
     for root in info["watch"]:
         print(f"watch: {printable(root['path'])}: {root['mode']} ({root['why']})")
+
+
+def _pull_progress(progress: dict[str, Any] | None) -> str:
+    if not progress or not progress.get("total"):
+        return ""
+    done, total = progress["done"], progress["total"]
+    if progress.get("unit") == "B":
+        return f": {progress['model']} {done / 2**20:,.1f} of {total / 2**20:,.1f} MB ({100 * done // total}%)"
+    return f": {progress['model']} {done} of {total} files"
 
 
 def cmd_failures(args: argparse.Namespace, config: Config) -> int:

@@ -356,7 +356,7 @@ class Daemon:
         def run() -> None:
             try:
                 for model in wanted:
-                    hub.pull(model, self.config.model_dir, progress=False)
+                    hub.pull(model, self.config.model_dir, progress=self._pull_progress(model.name, names))
                     log.info("pulled %s", model.name)
                 self.pull = {"state": "pulled", "models": names, "at": time.time()}
                 self.bus.publish("models", state="pulled", models=names)
@@ -371,6 +371,20 @@ class Daemon:
 
         self._pulling = threading.Thread(target=run, name="pixdex-pull", daemon=True)
         self._pulling.start()
+
+    def _pull_progress(self, name: str, names: list[str]) -> Callable[[int, int, str], None]:
+        """How far the download of `name` is, in status (`models_pull.progress`) and as `models` events,
+        at most one a second."""
+        last = [0.0]
+
+        def report(done: int, total: int, unit: str) -> None:
+            progress = {"model": name, "done": done, "total": total, "unit": unit}
+            self.pull = {**self.pull, "progress": progress}
+            now = time.monotonic()
+            if now - last[0] >= 1.0 or (total and done >= total):
+                last[0] = now
+                self.bus.publish("models", state="pulling", models=names, progress=progress)
+        return report
 
     def _lost_events(self, why: str) -> None:
         log.warning("file events may have been lost (%s); reconciling every folder", why)

@@ -21,11 +21,13 @@ Layouts:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -127,9 +129,38 @@ def disk_size(directory: Path) -> int:
 
 
 # Pulling ------------------------------------------------------------------------------------------
-def pull(model: Known, model_dir: Path, revision: str | None = None, progress: bool = True) -> Path:
+Report = Callable[[int, int, str], None]  # (done, total, unit: "B" for bytes, "files" where bytes are not told)
+
+
+def reporting_tqdm(report: Report) -> type:
+    """A tqdm that draws nothing and tells `report` how far a download is (for the daemon's status and
+    events). huggingface_hub gives it the bytes of the whole snapshot; older releases only the file count."""
+    from tqdm.auto import tqdm
+
+    bars: dict[int, tuple[int, int]] = {}  # the byte bars (received, written): the further one is told
+
+    class Reporting(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)
+            kwargs["file"], kwargs["disable"] = io.StringIO(), False
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self.unit == "B":
+                bars[id(self)] = (int(self.n), int(self.total or 0))
+                report(max(d for d, _ in bars.values()), max(t for _, t in bars.values()), "B")
+            elif not bars:
+                report(int(self.n), int(self.total or 0), "files")
+            return shown
+
+    return Reporting
+
+
+def pull(model: Known, model_dir: Path, revision: str | None = None, progress: bool | Report = True) -> Path:
     """Download `model` into <model_dir>/<kind>/<name>, checked; returns that folder. Raises ModelError
-    with the reason and what to do (offline, unreachable hub, missing repo or file, bad checksum)."""
+    with the reason and what to do (offline, unreachable hub, missing repo or file, bad checksum).
+    `progress`: a bar on the terminal, none, or a function told how far it is."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
@@ -138,11 +169,13 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
 
     final = folder(model_dir, model)
     where = os.environ.get("HF_ENDPOINT", constants.ENDPOINT)
-    if not progress:
+    quiet = progress is False
+    if quiet:
         disable_progress_bars()
+    extra = {"tqdm_class": reporting_tqdm(progress)} if callable(progress) else {}
     try:
         snapshot = Path(snapshot_download(model.repo, revision=revision or model.revision,
-                                          allow_patterns=list(model.patterns)))
+                                          allow_patterns=list(model.patterns), **extra))
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise ModelError(f"{model.repo}: not found on the hub at {where} ({_first_line(exc)}); "
                          "check the name and the revision") from None
@@ -157,7 +190,7 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
         raise ModelError(f"{model.name}: download from {where} failed ({_first_line(exc)}); run "
                          f"`pixdex models pull {model.name}` again (finished files are kept in the hub cache)") from None
     finally:
-        if not progress:
+        if quiet:
             enable_progress_bars()
     files = [p for p in sorted(snapshot.rglob("*")) if p.is_file()]
     rel = {str(p.relative_to(snapshot)) for p in files}

@@ -10,7 +10,8 @@ Routes (as huggingface.co answers them):
 
 Repos are folders: `repos[org/name] = Path`. Files of `LFS_FROM` bytes or more are served as LFS files.
 `corrupt` names files whose bytes are changed in transit (same size): the client's checksum check must
-catch them. `fail_after` cuts a GET after that many bytes once per file (a dropped connection).
+catch them. `fail_after` cuts a GET after that many bytes once per file (a dropped connection);
+`chunk_delay` slows every download down.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Hub:
         self.fail_after: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
         self.down = False  # answer 503 to everything (a hub that is unreachable)
+        self.chunk_delay = 0.0  # seconds between 64 KiB chunks (a slow connection)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -178,5 +180,7 @@ class Hub:
             return response
         for offset in range(0, len(body), 64 * 1024):
             await response.write(body[offset:offset + 64 * 1024])
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
         await response.write_eof()
         return response

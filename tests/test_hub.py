@@ -163,11 +163,20 @@ def _served_with_default_models(tmp_path: Path, hub: Hub) -> Served:
 
 @pytest.mark.slow
 def test_serve_pulls_missing_models_in_the_background_then_embeds_what_waited(tmp_path: Path, hub: Hub) -> None:
+    hub.chunk_delay = 0.02  # slow enough to watch it go
     daemon = _served_with_default_models(tmp_path, hub)
     try:
         daemon.start()
         first = daemon.status()["daemon"]
         assert first["mode"] == "reduced"  # it answers at once, in reduced mode, while pulling
+        progress = wait_for(lambda: daemon.status()["daemon"]["models_pull"].get("progress"), timeout=30,
+                            what="download progress in the status")
+        assert progress["model"] == "ViT-B-32__openai" and progress["unit"] == "B" and progress["total"] > 10**6
+        assert 0 <= progress["done"] <= progress["total"]
+        shown = daemon_cli(daemon, "status").stdout
+        assert "pulling ViT-B-32__openai, wd-vit-tagger-v3 from the Hugging Face hub in the background" in shown
+        pulling = [d for k, d in models_events(daemon) if d["state"] == "pulling" and d.get("progress")]
+        assert pulling and pulling[-1]["progress"]["done"] == pulling[-1]["progress"]["total"]  # SSE, to the end
         wait_for(lambda: daemon.status()["daemon"]["mode"] == "full", timeout=60, what="the pulled models to load")
         wait_for(lambda: daemon.idle() and daemon.status()["waiting_for_models"] == 0, timeout=60,
                  what="the waiting images to be embedded")
@@ -199,6 +208,32 @@ def test_serve_says_why_a_pull_failed_and_takes_the_models_a_person_pulls(tmp_pa
                  what="the waiting images to be embedded")
     finally:
         daemon.stop()
+
+
+def models_events(daemon: Served) -> list[tuple[str, dict[str, object]]]:
+    """The `models` events from the start (Last-Event-ID 0), up to the one that says the pull ended."""
+    import asyncio
+
+    import aiohttp
+
+    async def run() -> list[tuple[str, dict[str, object]]]:
+        seen: list[tuple[str, dict[str, object]]] = []
+        connector = aiohttp.UnixConnector(path=str(daemon.socket_path))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.get("http://localhost/events", headers={"Last-Event-ID": "0"},
+                                   timeout=aiohttp.ClientTimeout(total=60)) as response:
+                kind = ""
+                async for line in response.content:
+                    text = line.decode().strip()
+                    if text.startswith("event: "):
+                        kind = text[7:]
+                    elif text.startswith("data: ") and kind == "models":
+                        seen.append((kind, json.loads(text[6:])))
+                        if seen[-1][1]["state"] in ("pulled", "failed"):
+                            return seen
+        return seen
+
+    return asyncio.run(run())
 
 
 def daemon_cli(daemon: Served, *args: str) -> subprocess.CompletedProcess[str]:
