@@ -28,6 +28,7 @@ from pixdex.daemon.events import EventBus
 from pixdex.daemon.metrics import Metrics
 from pixdex.daemon.core_process import CoreProcess
 from pixdex.daemon.runtime import Unavailable
+from pixdex.daemon.sessions import COOKIE, Sessions
 from pixdex.daemon.tokens import Token, Tokens
 from pixdex.indexer.collections import CollectionError
 from pixdex.indexer.errors import ModelError, PixdexError, ReadError, display_path
@@ -52,6 +53,8 @@ class Context:
     metrics: Metrics
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="pixdex-query"))
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    sessions: Sessions = field(default_factory=Sessions)  # the web page's browsers
+    lan_hosts: set[str] = field(default_factory=set)  # Host values a LAN request may carry (server.lan)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: function(*args))
@@ -75,27 +78,58 @@ def bad(parameter: str, message: str) -> ApiError:
 
 
 # Middlewares ---------------------------------------------------------------------------------
+PUBLIC = ("/", "/login", "/static/")  # reachable without credentials (Host still checked): the page says how to log in
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    unix = sock is not None and sock.family == socket.AF_UNIX
+    allowed = LOOPBACK | (request.app[CONTEXT].lan_hosts if not unix and _on_lan(request) else set())
     host = request.headers.get("Host", "")
-    name = host[:host.index("]") + 1] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
-    if name.lower() not in LOOPBACK:
+    name = _host_name(host)
+    if name.lower() not in allowed:
         raise ApiError(403, f"Host {host!r} is not a loopback name; use localhost or 127.0.0.1", "Host")
     if request.method not in SAFE_METHODS:
         origin = request.headers.get("Origin")
-        if origin and _origin_host(origin) not in LOOPBACK:
+        if origin and _origin_host(origin) not in allowed:
             raise ApiError(403, f"cross-origin write from {origin!r} refused", "Origin")
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise ApiError(403, "cross-site write refused", "Sec-Fetch-Site")
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is not None and sock.family == socket.AF_UNIX:
+    if unix:
         uid = _peer_uid(sock)
         if uid is not None and uid != os.getuid():
             raise ApiError(403, f"uid {uid} may not use this socket; it belongs to uid {os.getuid()}")
         request["token"] = None
     else:
-        request["token"] = _bearer(request)
+        request["token"] = _credentials(request)
     return await handler(request)
+
+
+def _host_name(host: str) -> str:
+    return host[:host.index("]") + 1] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+
+
+def _on_lan(request: web.Request) -> bool:
+    """Whether the request came in on the LAN listener (`server.lan`), not loopback."""
+    ctx = request.app[CONTEXT]
+    where = request.transport.get_extra_info("sockname") if request.transport else None
+    return bool(ctx.config.server.lan) and isinstance(where, tuple) and where[1] == ctx.config.server.lan_port
+
+
+def _credentials(request: web.Request) -> Token:
+    """TCP: a bearer token, else the web page's session cookie; without either only the public pages, which
+    see nothing (an empty scope), are served."""
+    if request.headers.get("Authorization"):
+        return _bearer(request)
+    grant = request.app[CONTEXT].sessions.grant(request.cookies.get(COOKIE))
+    if grant is not None:
+        return Token("", grant.collections, grant.label or "browser session")
+    path = request.path
+    if path in PUBLIC[:2] or path.startswith(PUBLIC[2]):
+        request["anonymous"] = True
+        return Token("", (), "not logged in")
+    return _bearer(request)  # raises: 401 with how to get a token
 
 
 def _origin_host(origin: str) -> str:
@@ -179,10 +213,11 @@ def scope(request: web.Request) -> tuple[str, ...] | None:
 
 
 def create_app(ctx: Context) -> web.Application:
-    from pixdex.daemon import routes
+    from pixdex.daemon import routes, webpage
 
     limit = int(ctx.config.server.max_upload_mb * 1024 * 1024) + 64 * 1024
     app = web.Application(middlewares=[errors, guard], client_max_size=limit)
     app[CONTEXT] = ctx
     routes.add_routes(app)
+    webpage.add_routes(app)
     return app

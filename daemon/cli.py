@@ -69,6 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("resume", help="resume indexing")
     reindex = sub.add_parser("reindex", help="index these files or folders again, ahead of everything else")
     reindex.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="default: every watched folder")
+    reindex.add_argument("--notify", action="store_true", help="also say it in a desktop notification (file managers)")
+    page = sub.add_parser("open", help="open the web page in a browser (a one-time login link)")
+    page.add_argument("words", nargs="*", metavar="QUERY|IMAGE", help="a query; with --similar, image files")
+    page.add_argument("--similar", action="store_true", help="show images like the given ones")
+    page.add_argument("--narrow", action="store_true", help=argparse.SUPPRESS)  # "Search images like these"
+    page.add_argument("--print-url", action="store_true", help="print the link instead of opening it")
+    page.add_argument("--lan", action="store_true", help="a link (and QR code) for a phone on the network (server.lan)")
+    page.add_argument("--only", default=None, metavar="NAME[,NAME]", help="with --lan: show only these collections")
+    page.add_argument("--notify", action="store_true", help="also show problems as a desktop notification")
+    sub.add_parser("dbus", help="serve the GNOME Shell and KRunner search providers on the session bus")
+    integrate = sub.add_parser("integrate", help="install or remove the desktop search providers and "
+                                                 "file-manager actions for this user")
+    isub = integrate.add_subparsers(dest="integrate_command", required=True, metavar="ACTION")
+    isub.add_parser("install", help="GNOME/KDE search, Nautilus/Dolphin/Thunar actions, the desktop entry")
+    isub.add_parser("remove", help="remove what install wrote (and only that)")
+    isub.add_parser("status", help="what is installed, and what is out of date")
     watch = sub.add_parser("watch", help="add, remove or list watched folders (collections)")
     wsub = watch.add_subparsers(dest="watch_command", required=True, metavar="ACTION")
     wadd = wsub.add_parser("add", help="watch a folder; --name names the collection (in:NAME in queries)")
@@ -593,6 +609,24 @@ def _set_paused(config: Config, paused: bool) -> int:
 
 
 def cmd_reindex(args: argparse.Namespace, config: Config) -> int:
+    if args.notify:
+        return _notifying(lambda: _reindex(args, config))
+    return _reindex(args, config)
+
+
+def _notifying(run: Callable[[], int]) -> int:
+    """Run a command a file manager started: its outcome, or its error, as a desktop notification."""
+    from pixdex.daemon.openpage import notify
+    from pixdex.indexer.errors import PixdexError
+
+    try:
+        return run()
+    except PixdexError as exc:
+        notify(str(exc))
+        return EXIT_USAGE
+
+
+def _reindex(args: argparse.Namespace, config: Config) -> int:
     paths = [os.path.abspath(p) for p in args.paths]
     for path in paths:
         if not os.path.exists(path):
@@ -603,6 +637,10 @@ def cmd_reindex(args: argparse.Namespace, config: Config) -> int:
     if client is not None:
         count = client.post("/reindex", {"paths": paths})["queued"]
         print(f"{count} image(s) queued ahead of everything else")
+        if args.notify:
+            from pixdex.daemon.openpage import notify
+
+            notify(f"{count} image(s) queued to be described and tagged again, ahead of everything else")
     else:
         from pixdex.daemon.library import offline_reindex
 
@@ -689,6 +727,67 @@ def cmd_service(args: argparse.Namespace, config: Config) -> int:
     print("then run:")
     for command in units.next_commands(action, unit_dir=directory):  # type: ignore[arg-type]
         print("  " + " ".join(command))
+    return EXIT_OK
+
+
+def cmd_open(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon.openpage import open_page
+
+    def run() -> int:
+        only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+        url = open_page(config, args.words, args.similar, args.narrow, args.lan, only, args.print_url)
+        if args.lan:
+            from pixdex.daemon.webpage import qr_terminal
+
+            print(qr_terminal(url))
+            print(f"scan it with the phone (it works once, within 10 minutes): {url}")
+        elif args.print_url:
+            print(url)
+        else:
+            print(f"opened the web page (the login link works once): {url}", file=sys.stderr)
+        return EXIT_OK
+
+    return _notifying(run) if args.notify else run()
+
+
+def cmd_dbus(args: argparse.Namespace, config: Config) -> int:
+    try:
+        from pixdex.daemon import dbus
+    except ImportError as exc:
+        from pixdex.indexer.errors import PixdexError
+
+        raise PixdexError(f"the search providers need the desktop extra (.venv/bin/pip install '.[desktop]' in the "
+                          f"pixdex checkout): {exc}") from None
+    return dbus.run(config)
+
+
+def cmd_integrate(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.daemon import integrate, units
+
+    program = str(units.default_exec_start()[0])
+    if args.integrate_command == "install":
+        for path in integrate.install(program, config.environ):
+            print(f"wrote {path}")
+        ini = integrate.data_home(config.environ) / "pixdex" / "integration" / f"{integrate.BUS_NAME}.search-provider.ini"
+        print("GNOME Shell reads search providers only from the system folders; to add pixdex to its search, run\n"
+              f"  sudo install -D -m 644 {ini} {integrate.GNOME_INI_DIR}/{ini.name}\n"
+              "and log out and in again. KRunner, Dolphin, Nautilus and Thunar pick their files up by themselves "
+              "(KRunner after `kquitapp6 krunner`, Nautilus and Thunar after a restart of the file manager).")
+        try:
+            import dbus_fast  # noqa: F401
+        except ImportError:
+            print("note: the search providers need the desktop extra: .venv/bin/pip install '.[desktop]'")
+    elif args.integrate_command == "remove":
+        for path in integrate.remove(config.environ):
+            print(f"removed {path}" if not path.name.endswith(".xml") else f"removed pixdex's actions from {path}")
+        print(f"(a copy in {integrate.GNOME_INI_DIR} needs: sudo rm {integrate.GNOME_INI_DIR}/"
+              f"{integrate.BUS_NAME}.search-provider.ini)")
+    else:
+        for what, path, state in integrate.status(program, config.environ):
+            print(f"{what}: {state}: {path}")
+        system = Path(integrate.GNOME_INI_DIR) / f"{integrate.BUS_NAME}.search-provider.ini"
+        shown = system.exists() or Path("/usr/share/gnome-shell/search-providers", system.name).exists()
+        print(f"GNOME Shell (system folder): {'installed' if shown else 'missing'}: {system}")
     return EXIT_OK
 
 
@@ -914,6 +1013,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "run": cmd_run, "index": cmd_index, "search": cmd_search, "similar": cmd_similar, "status": cmd_status,
     "failures": cmd_failures, "config": cmd_config, "models": cmd_models, "serve": cmd_serve, "reload": cmd_reload, "pause": cmd_pause,
+    "open": cmd_open, "dbus": cmd_dbus, "integrate": cmd_integrate,
     "resume": cmd_resume, "reindex": cmd_reindex, "watch": cmd_watch, "token": cmd_token, "service": cmd_service,
     "rebuild": cmd_rebuild, "check": cmd_check,
 }

@@ -258,14 +258,16 @@ async def similar(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     k = int_param(request, "k", ctx.config.search.k, 1, MAX_K)
     filters = text_param(request, "filter", ctx.config.server.max_query_chars, required=False)
-    if "id" in request.query:
-        raw = request.query["id"]
+    paths: list[Path] = []
+    ids, given = request.query.getall("id", []), request.query.getall("path", [])
+    if len(ids) + len(given) > 16:
+        raise bad("id", f"{len(ids) + len(given)} images given; at most 16 are allowed")
+    for raw in ids:  # several: images like all of them (the mean of their embeddings)
         if not DIGITS.match(raw) or not 1 <= int(raw) <= MAX_ID:
             raise bad("id", f"id {raw[:40]!r} is not an item id")
-        row = await ctx.run(_visible_row, request, int(raw))
-        path = row.fspath
-    elif "path" in request.query:
-        path = Path(request.query["path"])
+        paths.append((await ctx.run(_visible_row, request, int(raw))).fspath)
+    for raw in given if not ids else []:
+        path = Path(raw)
         if not path.is_absolute():
             raise bad("path", "path must be absolute")
         row = await ctx.run(_row_by_path, ctx, path)
@@ -273,12 +275,13 @@ async def similar(request: web.Request) -> web.Response:
             raise ApiError(404, f"{display_path(path)} is not indexed; give an indexed image, or POST /search "
                                 "with the image", "path")
         _check_scope(request, row)
-    else:
-        raise bad("id", "give id=ITEM or path=/absolute/path/of/an/indexed/image")
+        paths.append(path)
+    if not paths:
+        raise bad("id", "give id=ITEM or path=/absolute/path/of/an/indexed/image (either may repeat)")
     from pixdex.query.parse import QueryError
 
     try:
-        results = await ctx.run(ctx.service.similar, [path], k, filters, None, scope(request))
+        results = await ctx.run(ctx.service.similar, paths, k, filters, None, scope(request))
     except QueryError as exc:
         raise bad("filter", str(exc)) from None
     return as_json(results_json(results, request.query.get("raw") == "1"))
@@ -377,11 +380,14 @@ def _tag_list(value: Any, name: str) -> list[str]:
 
 
 def item_json(row: ImageRow) -> dict[str, Any]:
+    facts = row.fact_dict
     return {"id": row.id, "path": display_path(row.path), "state": row.state, "reason": row.reason,
             "size": row.size, "mtime_ns": row.mtime_ns, "width": row.width, "height": row.height, "taken": row.taken,
             "camera": row.camera, "tags": row.tag_list, "metadata": row.metadata, "clip_model": row.clip_model,
             "tagger_model": row.tagger_model, "sidecar_error": row.sidecar_error,
-            "waiting_for_models": row.waits_for_models, "facts": row.fact_dict, "rejected": row.rejected_list}
+            "waiting_for_models": row.waits_for_models, "rejected": row.rejected_list,
+            "facts": {k: v for k, v in facts.items() if k != "description"}, "description": facts.get("description"),
+            "llm": row.llm_dict}
 
 
 async def original(request: web.Request) -> web.StreamResponse:

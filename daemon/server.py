@@ -56,13 +56,15 @@ async def _serve(config: Config, config_path: Path | None) -> int:
         from pixdex.query.service import SearchService
 
         service = SearchService(config, Reader(config.layout, config.index))
-        ctx = Context(config, daemon, service, tokens, bus, Metrics(lambda: _metrics_snapshot(ctx)))
+        ctx = Context(config, daemon, service, tokens, bus, Metrics(lambda: _metrics_snapshot(ctx)),
+                      lan_hosts=lan_hosts(config))
         _preload()
         runner = web.AppRunner(create_app(ctx), handle_signals=False, access_log=None, shutdown_timeout=5.0,
                                max_line_size=64 * 1024)  # long queries reach the validator (server.max_query_chars)
         await runner.setup()
         socket_lock, bound = await _listen(runner, config)
-        where = f"{config.socket_path}" + (f" and 127.0.0.1:{config.server.port}" if config.server.tcp else "")
+        where = f"{config.socket_path}" + (f" and 127.0.0.1:{config.server.port}" if config.server.tcp else "") \
+            + (f" and {config.server.lan}:{config.server.lan_port}" if config.server.lan else "")
         state = await asyncio.wrap_future(daemon.call("state", 0, False))
         mode = "full" if state["mode"] == "full" else "reduced (no models)"
         log.info("pixdex serving on %s, %s mode, pid %d (indexing in pid %d)", where, mode, os.getpid(), state["pid"])
@@ -136,7 +138,26 @@ async def _listen(runner: web.AppRunner, config: Config) -> tuple[IO[str], bool]
         except OSError as exc:
             raise PixdexError(f"127.0.0.1:{config.server.port}: cannot listen ({exc.strerror}); set server.port "
                               "to a free port or server.tcp = false") from None
+    if config.server.lan:
+        try:
+            await web.TCPSite(runner, config.server.lan, config.server.lan_port, reuse_address=True).start()
+        except OSError as exc:
+            raise PixdexError(f"{config.server.lan}:{config.server.lan_port}: cannot listen for the LAN "
+                              f"({exc.strerror}); set server.lan_port, or server.lan = \"\" to turn it off") from None
+        log.warning("serving the LAN on %s:%d too (token or login link required)", config.server.lan,
+                    config.server.lan_port)
     return lock, bound
+
+
+def lan_hosts(config: Config) -> set[str]:
+    """The Host values a LAN request may carry: the addresses it may have reached (IP literals only)."""
+    from pixdex.daemon.webpage import lan_address, machine_addresses
+
+    if not config.server.lan:
+        return set()
+    found = machine_addresses() if config.server.lan in ("0.0.0.0", "::") else {config.server.lan}
+    found.add(lan_address(config.server.lan))
+    return found | {f"[{a}]" for a in found if ":" in a}
 
 
 async def _run_until_stopped(ctx: Context, config_path: Path | None) -> None:

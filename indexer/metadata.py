@@ -180,6 +180,7 @@ class SidecarState:
     text: str = ""  # keywords, title, description, … for the text index
     error: str | None = None  # why pixdex did not write it (it may still have been read)
     rating: int | None = None
+    description: str = ""  # dc:description (x-default), as the sidecar says it
     # When pixdex wrote the keywords into the image itself ([sidecar] embedded): its new stat
     # (dev, inode, size, mtime) and content hash, so the index records them and does not redo the image.
     image_stat: tuple[int, int, int, int] | None = None
@@ -189,8 +190,9 @@ class SidecarState:
 
 def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: SidecarState | None,
               rejected: list[str] = ()  # type: ignore[assignment]
-              ) -> tuple[list[dict[str, object]], str, list[str], int | None]:
-    """The keywords (`tag:`) and the person's text an image is indexed with, and its rejected keywords.
+              ) -> tuple[list[dict[str, object]], str, list[str], dict[str, Any]]:
+    """The keywords (`tag:`) and the person's text an image is indexed with, its rejected keywords, and
+    its rating and description as shown (`{"rating": …, "description": …}`, None when it has none).
 
     A readable sidecar speaks for the image, as it does for digiKam (a sidecar's XMP replaces the
     embedded one): its keywords and text. Without one, the image's own reconciled metadata. The
@@ -200,11 +202,11 @@ def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: 
     if side is not None and side.readable:
         person = [{"name": p["name"], "confidence": 1.0, "category": "person", "source": "sidecar",
                    **({"path": p["path"]} if "path" in p else {})} for p in side.person]
-        text, rating = side.text, side.rating
+        text, rating, description = side.text, side.rating, side.description
     else:
         person = [{"name": k, "confidence": 1.0, "category": "person", "source": "image"} for k in facts.keywords]
-        text, rating = facts.text(), facts.rating
+        text, rating, description = facts.text(), facts.rating, facts.description
     theirs = {str(p["name"]).casefold() for p in person}
     kept = [t for t in machine if t.get("category") != "person" and str(t["name"]) not in rejected
             and str(t["name"]).casefold() not in theirs]
-    return kept + person, text, rejected, rating
+    return kept + person, text, rejected, {"rating": rating, "description": description or None}

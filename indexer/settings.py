@@ -201,6 +201,19 @@ class ServerSettings:
     port: int = setting(7817, "Loopback TCP port.", min=1, max=65535)
     max_upload_mb: float = setting(32.0, "Largest image upload a query may send, in MiB.", min=0.1, max=1024.0)
     max_query_chars: int = setting(2000, "Longest query string accepted.", min=10, max=1_000_000)
+    lan: str = setting("", "Also serve the web page and API to other devices on this address (e.g. 0.0.0.0 or "
+                       "this machine's LAN address), token or login link required; empty: loopback only.")
+    lan_port: int = setting(7818, "Port of the LAN listener (`server.lan`).", min=1, max=65535)
+
+
+@dataclass(frozen=True)
+class DesktopSettings:
+    min_query: int = setting(3, "GNOME/KDE search: shorter queries get no results (a provider must not slow the "
+                             "shell on every first letter).", min=1, max=100)
+    answer_ms: int = setting(200, "GNOME/KDE search: answer within this many milliseconds with what is ready.",
+                             min=20, max=5000)
+    results: int = setting(12, "GNOME/KDE search: results shown per query.", min=1, max=100)
+    opener: str = setting("xdg-open", "The program that opens an image, a folder or the web page.")
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,7 @@ class Config:
     search: SearchSettings = field(default_factory=SearchSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    desktop: DesktopSettings = field(default_factory=DesktopSettings)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
     source: Path | None = field(default=None, repr=False, compare=False)  # the file it was read from
 

@@ -262,7 +262,8 @@ def state_of(path: Path, xmp: dict[str, Any], parent: str, error: str | None = N
                     facts.city, facts.sublocation, facts.state, facts.country).text()
     return SidecarState(os.fsencode(path), sidecar_version(path), True,
                         [{"name": p[-1], **({"path": "|".join(p)} if len(p) > 1 else {})} for p in person],
-                        rejected_now(xmp, parent), text, error, facts.rating, digest=_digest(path, data))
+                        rejected_now(xmp, parent), text, error, facts.rating, facts.description,
+                        digest=_digest(path, data))
 
 
 def _digest(path: Path, data: bytes | None) -> str | None:

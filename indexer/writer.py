@@ -156,7 +156,7 @@ class Writer:
                     machine = machine + llm_tags(row.llm_dict, machine)  # same content: its description stands
                 elif row is not None and row.described:
                     catalog.set_described(item.image_id, None, {}, None, row.tag_list, gen)  # describe again
-                tags, text, rejected, rating = effective(machine, item.embedded, item.side,
+                tags, text, rejected, shown = effective(machine, item.embedded, item.side,
                                                          row.rejected_list if row else [])
                 # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
                 taken = item.taken.isoformat() if item.taken else item.embedded.get("created") or None
@@ -166,7 +166,7 @@ class Writer:
                     height=item.height, taken=taken, camera=item.camera,
                     tags=tags, metadata=text, sidecar_error=item.side.error if item.side else None,
                     embedding=item.embedding, side=item.side.signature if item.side else None, rejected=rejected,
-                    embedded=item.embedded, facts=_with_rating(item.facts, rating),
+                    embedded=item.embedded, facts=_with_shown(item.facts, shown),
                     side_hash=item.side.digest if item.side else None,
                     same_content=before is not None and before.hash == item.digest)
         return self.submit(run)
@@ -388,9 +388,9 @@ def _record_sidecar(catalog: Catalog, image_id: int, side: SidecarState, gen: in
     row = catalog.get(image_id)
     if row is None or row.state != "done":
         return
-    tags, text, rejected, rating = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list)
+    tags, text, rejected, shown = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list)
     catalog.set_sidecar(image_id, tags, text, side.signature, rejected, side.error,
-                        _with_rating(row.fact_dict, rating), gen, side.digest)
+                        _with_shown(row.fact_dict, shown), gen, side.digest)
 
 
 def llm_tags(llm: dict[str, Any], have: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -404,9 +404,10 @@ def llm_tags(llm: dict[str, Any], have: list[dict[str, object]]) -> list[dict[st
     return out
 
 
-def _with_rating(facts: dict[str, Any], rating: int | None) -> dict[str, Any]:
-    out = {k: v for k, v in facts.items() if k != "rating"}
-    return out if rating is None else {**out, "rating": rating}
+def _with_shown(facts: dict[str, Any], shown: dict[str, Any]) -> dict[str, Any]:
+    """The EXIF facts plus the rating (a filter) and description (for the web page) the image shows now."""
+    out = {k: v for k, v in facts.items() if k not in shown}
+    return out | {k: v for k, v in shown.items() if v is not None}
 
 
 def _content_changed(catalog: Catalog, image_id: int, st: FileStat, digest: str | None, gen: int) -> bool:

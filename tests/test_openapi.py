@@ -24,8 +24,11 @@ def spec() -> dict[str, Any]:
 
 
 def registered() -> set[tuple[str, str]]:
+    from pixdex.daemon import webpage
+
     app = web.Application()
     routes.add_routes(app)
+    webpage.add_routes(app)
     found = set()
     for route in app.router.routes():
         if route.method == "HEAD":  # aiohttp adds one for every GET

@@ -1,0 +1,186 @@
+"""`pixdex dbus`: pixdex's results in the desktop's own search, on the session bus (dbus-fast).
+
+One process owns the well-known name `org.pixdex.Search` and serves two interfaces:
+
+- GNOME Shell's `org.gnome.Shell.SearchProvider2` at /org/pixdex/Search/GnomeShell (results with
+  thumbnails as `gicon`; activating one opens the image, "more results" opens the web page);
+- KRunner's `org.kde.krunner1` at /org/pixdex/Search/KRunner (matches with actions: open, open the
+  folder, find similar images).
+
+Both answer from the running daemon over its Unix socket, time-boxed (`pixdex.daemon.searcher`).
+The D-Bus `.service` file that `pixdex integrate install` writes runs this command, so the first
+search starts it; it leaves after ten idle minutes and is started again by the next one.
+
+No `from __future__ import annotations` here: dbus-fast reads the D-Bus signatures from the methods'
+annotations ("as", "aa{sv}", …) as they are written.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import urllib.parse
+
+from dbus_fast import BusType, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import ServiceInterface, method
+
+from pixdex.daemon.searcher import Searcher, query_path
+from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.settings import Config
+
+log = logging.getLogger(__name__)
+BUS_NAME = "org.pixdex.Search"
+GNOME_PATH = "/org/pixdex/Search/GnomeShell"
+KRUNNER_PATH = "/org/pixdex/Search/KRunner"
+IDLE_EXIT = 600.0
+POSSIBLE_MATCH = 30  # KRunner's QueryMatch::Type: a search result, not an exact hit
+ACTIONS = [("open-folder", "Open the containing folder", "document-open-folder"),
+           ("similar", "Find similar images", "edit-find")]
+
+
+class Activity:
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+def _name(path: str) -> str:
+    return os.path.basename(path) or path
+
+
+def _folder(path: str) -> str:
+    home = os.path.expanduser("~")
+    folder = os.path.dirname(path)
+    return "~" + folder[len(home):] if folder == home or folder.startswith(home + "/") else folder
+
+
+class GnomeShellProvider(ServiceInterface):
+    def __init__(self, searcher: Searcher, activity: Activity) -> None:
+        super().__init__("org.gnome.Shell.SearchProvider2")
+        self.searcher = searcher
+        self.activity = activity
+
+    @method()
+    async def GetInitialResultSet(self, terms: "as") -> "as":  # noqa: F821, N802 - D-Bus names and signatures
+        self.activity.touch()
+        return await self.searcher.search(terms)
+
+    @method()
+    async def GetSubsearchResultSet(self, previous_results: "as", terms: "as") -> "as":  # noqa: F821, N802
+        self.activity.touch()
+        return await self.searcher.search(terms)
+
+    @method()
+    async def GetResultMetas(self, identifiers: "as") -> "aa{sv}":  # noqa: F821, N802
+        self.activity.touch()
+        known = [i for i in identifiers if self.searcher.path_of(i) is not None]
+        icons = await self.searcher.icons(known)
+        metas = []
+        for image_id in known:
+            path = self.searcher.path_of(image_id) or ""
+            hit = self.searcher.hits[image_id]
+            tags = ", ".join(str(t) for t in hit.get("tags", [])[:6])
+            meta = {"id": Variant("s", image_id), "name": Variant("s", _name(path)),
+                    "description": Variant("s", _folder(path) + (f" — {tags}" if tags else "")),
+                    "clipboardText": Variant("s", path)}
+            meta["gicon"] = Variant("s", str(icons[image_id]) if image_id in icons else "image-x-generic")
+            metas.append(meta)
+        return metas
+
+    @method()
+    def ActivateResult(self, identifier: "s", terms: "as", timestamp: "u") -> None:  # noqa: F821, N802
+        self.activity.touch()
+        path = self.searcher.path_of(identifier)
+        if path is not None:
+            self.searcher.open(path)
+
+    @method()
+    async def LaunchSearch(self, terms: "as", timestamp: "u") -> None:  # noqa: F821, N802
+        self.activity.touch()
+        await self.searcher.open_page(query_path(terms))
+
+
+class KRunner(ServiceInterface):
+    def __init__(self, searcher: Searcher, activity: Activity) -> None:
+        super().__init__("org.kde.krunner1")
+        self.searcher = searcher
+        self.activity = activity
+
+    @method()
+    def Actions(self) -> "a(sss)":  # noqa: F821, N802
+        return [list(a) for a in ACTIONS]
+
+    @method()
+    async def Match(self, query: "s") -> "a(sssida{sv})":  # noqa: F821, N802
+        self.activity.touch()
+        ids = await self.searcher.search([query])
+        matches = []
+        for rank, image_id in enumerate(ids):
+            path = self.searcher.path_of(image_id) or ""
+            properties = {"subtext": Variant("s", _folder(path)), "category": Variant("s", "Images"),
+                          "urls": Variant("as", ["file://" + urllib.parse.quote(path)]),
+                          "actions": Variant("as", [a[0] for a in ACTIONS])}
+            relevance = max(0.1, 1.0 - rank / max(1, len(ids)))
+            matches.append([image_id, _name(path), "image-x-generic", POSSIBLE_MATCH, relevance, properties])
+        return matches
+
+    @method()
+    async def Run(self, matchId: "s", actionId: "s") -> None:  # noqa: F821, N802, N803
+        self.activity.touch()
+        path = self.searcher.path_of(matchId)
+        if path is None:
+            return
+        if actionId == "open-folder":
+            self.searcher.open(os.path.dirname(path))
+        elif actionId == "similar":
+            await self.searcher.open_page(f"/?similar={matchId}")
+        else:
+            self.searcher.open(path)
+
+    @method()
+    def Teardown(self) -> None:  # noqa: N802
+        self.searcher.answered.clear()
+
+
+async def serve_bus(config: Config, idle_exit: float = IDLE_EXIT) -> None:
+    searcher = Searcher(config)
+    activity = Activity()
+    try:
+        bus = await MessageBus(bus_type=BusType.SESSION).connect()
+    except Exception as exc:  # noqa: BLE001 - no session bus: one clear line
+        raise PixdexError(f"cannot reach the session bus ({exc}); `pixdex dbus` runs inside a desktop session "
+                          "(DBUS_SESSION_BUS_ADDRESS)") from None
+    bus.export(GNOME_PATH, GnomeShellProvider(searcher, activity))
+    bus.export(KRUNNER_PATH, KRunner(searcher, activity))
+    from dbus_fast import RequestNameReply
+
+    reply = await bus.request_name(BUS_NAME)
+    if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+        bus.disconnect()
+        raise PixdexError(f"{BUS_NAME} is already served on this bus (another `pixdex dbus`)")
+    log.info("serving %s on the session bus (GNOME Shell at %s, KRunner at %s)", BUS_NAME, GNOME_PATH, KRUNNER_PATH)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    disconnected = asyncio.ensure_future(bus.wait_for_disconnect())
+    try:
+        while not stop.is_set() and not disconnected.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5.0)
+            if idle_exit and time.monotonic() - activity.last > idle_exit:
+                log.info("idle for %.0f s: leaving (the next search starts it again)", idle_exit)
+                break
+    finally:
+        await searcher.close()
+        bus.disconnect()
+
+
+def run(config: Config, idle_exit: float = IDLE_EXIT) -> int:
+    asyncio.run(serve_bus(config, idle_exit))
+    return 0

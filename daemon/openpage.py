@@ -1,0 +1,89 @@
+"""`pixdex open`: the web page in a browser, logged in by a one-time link the daemon makes.
+
+    pixdex open                          the page
+    pixdex open beach at night           … searching for that
+    pixdex open --similar A.jpg B.jpg    … showing images like these (what the file managers' actions run)
+    pixdex open --print-url              print the link instead (it works once, for a minute)
+    pixdex open --lan [--only NAME]      a link for a phone on the same network, as a QR code (server.lan)
+
+File managers run it without a terminal: with `--notify` a problem (no daemon, a file that is not
+indexed) is also shown as a desktop notification, when `notify-send` is there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.settings import Config
+
+
+def page_path(query: str, similar_ids: list[int], narrow: bool = False) -> str:
+    if similar_ids:
+        return "/?" + urllib.parse.urlencode({"similar": ",".join(map(str, similar_ids)), **({"narrow": "1"} if narrow else {})})
+    return "/?" + urllib.parse.urlencode({"q": query}) if query else "/"
+
+
+def indexed_ids(config: Config, images: list[Path]) -> list[int]:
+    """The catalog ids of these files (read-only); a file that is not indexed is a one-line error."""
+    from pixdex.indexer.catalog import Catalog
+
+    if not config.layout.exists():
+        raise PixdexError(f"nothing is indexed in {config.data_dir} yet; `pixdex serve` indexes the watched folders")
+    catalog = Catalog(config.layout.catalog, read_only=True)
+    try:
+        ids = []
+        for image in images:
+            row = catalog.by_path(os.fsencode(os.path.realpath(image)))
+            if row is None or row.state != "done":
+                raise PixdexError(f"{image}: not indexed (yet); is it in a watched folder (`pixdex watch list`)? "
+                                  "`pixdex reindex` puts it first in the queue")
+            ids.append(row.id)
+        return ids
+    finally:
+        catalog.close()
+
+
+def open_page(config: Config, words: list[str], similar: bool, narrow: bool, lan: bool, only: list[str] | None,
+              print_url: bool) -> str:
+    """Ask the daemon for a login link to the page and open it (or return it for printing)."""
+    from pixdex.daemon.client import Client
+
+    client = Client.connect(config.socket_path)
+    if client is None:
+        raise PixdexError(f"no pixdex daemon answers on {config.socket_path}: the web page is served by it; start "
+                          "`pixdex serve` (or `systemctl --user start pixdex`)")
+    if similar and not words:
+        raise PixdexError("--similar needs at least one image file")
+    ids = indexed_ids(config, [Path(w) for w in words]) if similar else []
+    body: dict[str, object] = {"next": page_path("" if similar else " ".join(words), ids, narrow), "lan": lan}
+    if only:
+        body["only"] = only
+    url = str(client.post("/login/ticket", body)["url"])
+    if not print_url and not lan:
+        launch(config, url)
+    return url
+
+
+def launch(config: Config, url: str) -> None:
+    words = config.desktop.opener.split()
+    program = shutil.which(words[0]) if words else None
+    if program is None:
+        raise PixdexError(f"cannot open a browser: {config.desktop.opener!r} is not installed (set desktop.opener); "
+                          f"the link, valid once for a minute: {url}")
+    subprocess.Popen([program, *words[1:], url], start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def notify(message: str) -> None:
+    """A desktop notification, when there is a notifier (file managers show no terminal)."""
+    program = shutil.which("notify-send")
+    if program is not None:
+        subprocess.run([program, "--app-name=pixdex", "pixdex", message], check=False, timeout=10,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"pixdex: {message}", file=sys.stderr)
