@@ -19,7 +19,8 @@ similar-images view, for one or several files: the mean of their embeddings) and
 page shows the tags, lets a person correct them and find more, and a symlink folder goes stale.
 
 Every file carries the marker "pixdex integrate" so `remove` takes away only what it wrote; writes are
-atomic. contrib/desktop/ holds the renders for `pixdex` on PATH (a test keeps them equal).
+atomic. contrib/desktop/ holds the renders for /usr/local/bin/pixdex, at the same paths (a test keeps them
+equal); `integrate install` writes them with the absolute path of this installation's pixdex.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ BUS_NAME = "org.pixdex.Search"
 IMAGE_TYPES = ("image/jpeg;image/png;image/webp;image/gif;image/bmp;image/tiff;image/heic;image/heif;image/avif;"
                "image/x-canon-cr2;image/x-nikon-nef;image/x-sony-arw;image/x-adobe-dng;image/x-fuji-raf;")
 GNOME_INI_DIR = "/usr/local/share/gnome-shell/search-providers"
+CONTRIB_PROGRAM = "/usr/local/bin/pixdex"  # D-Bus runs Exec= without a PATH search: the copies need a full path
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def krunner_entry() -> str:
 
 
 def dolphin_menu(program: str) -> str:
-    lines = [f"# {MARKER}", "[Desktop Entry]", "Type=Service", f"MimeType={IMAGE_TYPES}",
+    lines = [f"# {MARKER}", "[Desktop Entry]", "Type=Service", "Name=pixdex", f"MimeType={IMAGE_TYPES}",
              "Actions=" + ";".join(a.key for a in ACTIONS) + ";", "X-KDE-Submenu=pixdex", ""]
     for action in ACTIONS:
         lines += [f"[Desktop Action {action.key}]", f"Name={action.name}", f"Icon={action.icon}",
@@ -159,6 +161,17 @@ def targets(program: str, environ: Mapping[str, str]) -> list[Target]:
     found += [Target(data / "nautilus" / "scripts" / "pixdex" / action.name.replace("/", "∕"),
                      nautilus_script(program, action), 0o755, "Nautilus script") for action in ACTIONS]
     return found
+
+
+def contrib_files() -> dict[str, tuple[str, int]]:
+    """contrib/desktop/: every file for CONTRIB_PROGRAM, at its path below the data folder (the GNOME
+    Shell file where the system folder wants it, Thunar's actions as the snippet merged into uca.xml)."""
+    home = Path("/home/you/.local/share")
+    files = {str(t.path.relative_to(home)): (t.text, t.mode) for t in targets(CONTRIB_PROGRAM, {"HOME": "/home/you"})}
+    ini = files.pop(f"pixdex/integration/{BUS_NAME}.search-provider.ini")
+    files[f"gnome-shell/search-providers/{BUS_NAME}.search-provider.ini"] = ini
+    files["Thunar/uca.xml-actions"] = (thunar_actions(CONTRIB_PROGRAM), 0o644)
+    return files
 
 
 def thunar_file(environ: Mapping[str, str]) -> Path:
