@@ -10,6 +10,33 @@ const PAGE_K = 500;      // results asked for per search
 const $ = (id) => document.getElementById(id);
 const state = { hits: [], columns: 1, query: "", similar: [], current: null, paused: false };
 
+// Item ids are 63-bit integers: more than a JavaScript number holds exactly (2^53). Whole numbers of 16
+// digits or more, outside strings, become strings before JSON.parse sees them.
+function parseJSON(text) {
+  let out = "";
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      out += c;
+      if (c === "\\") { out += text[++i] ?? ""; } else if (c === '"') { inString = false; }
+    } else if (c === '"') {
+      inString = true;
+      out += c;
+    } else if (c >= "0" && c <= "9" && !/[0-9.eE+-]/.test(text[i - 1] ?? "")) {
+      let j = i;
+      while (j < text.length && /[0-9]/.test(text[j])) j++;
+      const digits = text.slice(i, j);
+      const fraction = /[.eE]/.test(text[j] ?? "");
+      out += digits.length >= 16 && !fraction ? `"${digits}"` : digits;
+      i = j - 1;
+    } else {
+      out += c;
+    }
+  }
+  return JSON.parse(out);
+}
+
 async function api(method, path, body) {
   const options = { method, headers: {}, credentials: "same-origin" };
   if (body !== undefined) {
@@ -18,7 +45,7 @@ async function api(method, path, body) {
   }
   const response = await fetch(path, options);
   const type = response.headers.get("Content-Type") || "";
-  const data = type.startsWith("application/json") ? await response.json() : await response.text();
+  const data = type.startsWith("application/json") ? parseJSON(await response.text()) : await response.text();
   if (!response.ok) {
     const message = (data && data.error) || `HTTP ${response.status}`;
     throw new Error(message);
@@ -73,6 +100,7 @@ function show(results, message) {
   const notes = $("notes");
   notes.replaceChildren(...(results.notes || []).map((n) => el("li", {}, n)));
   $("scroller").scrollTop = 0;
+  $("grid").replaceChildren();  // cells are kept by position while scrolling: not across result sets
   layout();
 }
 
@@ -208,18 +236,19 @@ function listen() {
   });
 }
 
-function setPaused(paused) {
+function setPaused(paused, announce = true) {
   state.paused = paused;
   const button = $("pause");
   button.hidden = false;
   button.textContent = paused ? "Resume indexing" : "Pause indexing";
-  if (paused) $("progress-text").textContent = "indexing paused";
+  if (announce || paused) $("progress-text").textContent = paused ? "indexing paused" : "indexing resumed";
 }
 
 async function togglePause() {
+  const pause = !state.paused;  // the event stream may say so first: set what was asked, not a toggle
   try {
-    await api("POST", state.paused ? "/resume" : "/pause", {});
-    setPaused(!state.paused);
+    await api("POST", pause ? "/pause" : "/resume", {});
+    setPaused(pause);
   } catch (error) {
     $("progress-text").textContent = error.message;
   }
@@ -263,7 +292,7 @@ function start() {
     $("q").value = params.get("q") || "";
     search($("q").value, false);
   }
-  api("GET", "/health").then((health) => setPaused(health.paused)).catch(() => {});
+  api("GET", "/health").then((health) => setPaused(health.paused, false)).catch(() => {});
   listen();
 }
 
