@@ -78,7 +78,7 @@ class GnomeShellProvider(ServiceInterface):
     @method()
     async def GetResultMetas(self, identifiers: "as") -> "aa{sv}":  # noqa: F821, N802
         self.activity.touch()
-        known = [i for i in identifiers if self.searcher.path_of(i) is not None]
+        known = await self.searcher.known(identifiers)
         icons = await self.searcher.icons(known)
         metas = []
         for image_id in known:
@@ -93,11 +93,10 @@ class GnomeShellProvider(ServiceInterface):
         return metas
 
     @method()
-    def ActivateResult(self, identifier: "s", terms: "as", timestamp: "u") -> None:  # noqa: F821, N802
+    async def ActivateResult(self, identifier: "s", terms: "as", timestamp: "u") -> None:  # noqa: F821, N802
         self.activity.touch()
-        path = self.searcher.path_of(identifier)
-        if path is not None:
-            self.searcher.open(path)
+        if await self.searcher.known([identifier]):
+            self.searcher.open(self.searcher.path_of(identifier) or "")
 
     @method()
     async def LaunchSearch(self, terms: "as", timestamp: "u") -> None:  # noqa: F821, N802
@@ -132,9 +131,9 @@ class KRunner(ServiceInterface):
     @method()
     async def Run(self, matchId: "s", actionId: "s") -> None:  # noqa: F821, N802, N803
         self.activity.touch()
-        path = self.searcher.path_of(matchId)
-        if path is None:
+        if not await self.searcher.known([matchId]):
             return
+        path = self.searcher.path_of(matchId) or ""
         if actionId == "open-folder":
             self.searcher.open(os.path.dirname(path))
         elif actionId == "similar":

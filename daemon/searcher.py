@@ -147,6 +147,19 @@ class Searcher:
         hit = self.hits.get(image_id)
         return str(hit["path"]) if hit else None
 
+    async def known(self, ids: list[str]) -> list[str]:
+        """Those of `ids` that are items: results this process showed, else asked of the daemon (the shell
+        may hold ids from before this provider last left), within the time budget."""
+        missing = [i for i in ids if i not in self.hits and i.isdigit()]
+        if missing:
+            async def fetch(image_id: str) -> None:
+                with contextlib.suppress(Exception):
+                    item = await self._get(f"/items/{image_id}")
+                    self.hits[image_id] = {"id": item["id"], "path": item["path"],
+                                           "tags": [t["name"] for t in item["tags"]]}
+            await asyncio.wait([asyncio.ensure_future(fetch(i)) for i in missing], timeout=self.budget)
+        return [i for i in ids if i in self.hits]
+
     async def page_link(self, next_path: str) -> str:
         """A one-time login link to the web page at `next_path` (the daemon makes it)."""
         ticket = await self._post("/login/ticket", {"next": next_path})

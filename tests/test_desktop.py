@@ -123,6 +123,10 @@ def test_gnome_shell_provider_is_activated_and_answers_as_the_daemon_does(deskto
 
     desktop.gdbus(GNOME, "ActivateResult", f"'{ids[0]}'", "['red', 'flower']", "0")
     wait_for(lambda: paths[ids[0]] in desktop.opened_lines(), timeout=10, what="the image to be opened")
+    other = next(h for h in desktop.daemon.get("/search", q="ext:bmp", k=5)["hits"])  # never shown by this provider
+    desktop.gdbus(GNOME, "ActivateResult", f"'{other['id']}'", "['tram']", "0")
+    wait_for(lambda: other["path"] in desktop.opened_lines(), timeout=10, what="an id from before to be opened")
+    assert "'name': <'old_tram.bmp'>" in desktop.gdbus(GNOME, "GetResultMetas", f"['{other['id']}', '12345']")
     desktop.gdbus(GNOME, "LaunchSearch", "['red', 'flower']", "0")
     link = wait_for(lambda: next((line for line in desktop.opened_lines() if "/login?" in line), None),
                     timeout=10, what="the web page to be opened")
