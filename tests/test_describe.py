@@ -128,13 +128,13 @@ def test_bad_answers_are_retried_then_recorded(tmp_path: Path, model_dir: Path) 
     ollama.fail500 = 1  # a crashed runner, then an answer in prose, not JSON: the third try gets JSON
     ollama.malformed = 1
     pics = library(tmp_path)
-    daemon = served(tmp_path, model_dir, pics, ollama.url, extra="retries = 2")
+    daemon = served(tmp_path, model_dir, pics, ollama.url, extra="retries = 2", timeout=2)
     daemon.start()
     wait_for(lambda: describe_status(daemon).get("described") == 3, timeout=90, what="three descriptions")
     assert len(ollama.chats) == 5
     daemon.stop()
 
-    ollama.slow = 6.0  # past [describe] timeout = 5 s, every try
+    ollama.slow = 3.0  # past [describe] timeout = 2 s, every try
     solid((240, 240, 10), (64, 64)).save(pics / "slow.png")
     daemon.start()
     wait_for(lambda: describe_status(daemon).get("failed") == 1, timeout=90, what="the slow answer to fail")
@@ -150,7 +150,7 @@ def test_bad_answers_are_retried_then_recorded(tmp_path: Path, model_dir: Path) 
     errors = {os.fsdecode(p): e for p, e in
               db.execute("SELECT path, describe_error FROM images WHERE describe_error IS NOT NULL")}
     db.close()
-    assert "no answer within 5 s ([describe] timeout) (after 3 tries)" in errors[str(pics / "slow.png")]
+    assert "no answer within 2 s ([describe] timeout) (after 3 tries)" in errors[str(pics / "slow.png")]
     assert "the model's answer is not JSON" in errors[str(pics / "new.png")]
     assert daemon.listed().keys() >= {str(pics / "new.png")}  # searchable all the same
     daemon.stop()

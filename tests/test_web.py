@@ -267,21 +267,21 @@ def test_the_page_searches_opens_a_result_edits_a_keyword_and_shows_progress(
 @pytest.mark.slow
 def test_the_grid_draws_only_what_is_in_view(tmp_path: Path, model_dir: Path, chromium: object) -> None:
     pics = tmp_path / "pics"
-    for n in range(400):
+    for n in range(250):
         folder = pics / f"f{n // 100}"
         folder.mkdir(parents=True, exist_ok=True)
         noise(1000 + n, (32, 24)).save(folder / f"many_{n:03d}.png")
     daemon = Served(tmp_path, model_dir, [pics]).start()
     page = chromium.new_page(viewport={"width": 1000, "height": 700})  # type: ignore[attr-defined]
     try:
-        wait_for(lambda: daemon.idle() and len(daemon.listed()) == 400, timeout=120, what="400 images")
+        wait_for(lambda: daemon.idle() and daemon.status()["counts"]["done"] == 250, timeout=120, what="250 images")
         page.goto(str(daemon.post("/login/ticket", {"next": "/?q=ext:png"})["url"]))
-        page.wait_for_function("() => document.querySelector('#summary').textContent.startsWith('400 images')")
+        page.wait_for_function("() => document.querySelector('#summary').textContent.startsWith('250 images')")
         drawn = page.eval_on_selector_all(".cell", "c => c.length")
-        assert 0 < drawn < 120  # a few rows, not 400 cells
+        assert 0 < drawn < 80  # a few rows, not 250 cells
         page.eval_on_selector("#scroller", "s => { s.scrollTop = s.scrollHeight; }")
-        page.wait_for_function("() => [...document.querySelectorAll('.cell')].some(c => c.dataset.index === '399')")
-        assert page.eval_on_selector_all(".cell", "c => c.length") < 120
+        page.wait_for_function("() => [...document.querySelectorAll('.cell')].some(c => c.dataset.index === '249')")
+        assert page.eval_on_selector_all(".cell", "c => c.length") < 80
     finally:
         page.close()
         daemon.stop()
