@@ -214,6 +214,9 @@ class Daemon:
             f"[library]\nfolders = {json.dumps([str(f) for f in folders])}\n"
             f"[paths]\nmodel_dir = {json.dumps(str(MODELS))}\n"
             '[models]\nclip = "pixdex-standin-clip"\ntagger = "pixdex-standin-tagger"\nidle_ttl = 5\n'
+            # The stand-in's random text tower relates random words to random vocabulary tags: a file's unique
+            # name word would then compete with images tagged with its "related" concept.
+            '[search]\nrelated_tags = 1\n'
             f"[server]\nport = {port}\n" + extra)
         self.env = dict(os.environ)
         for key, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache"),
@@ -1053,8 +1056,9 @@ def report(r: dict[str, Any]) -> str:
         "0 = undisturbed).",
         "- The real `pixdex serve` as a subprocess on temporary XDG folders, stand-in models (CLIP with 32-d "
         "vectors and a 64 px image tower, tagger at 64 px; meaningless results, the real code paths), the config's "
-        "defaults except `[models] idle_ttl = 5` (so `watch.debounce` 0.3 s, `pipeline.batch_wait` 0.2 s, "
-        "`pipeline.commit_seconds` 0.5 s, `models.batch_size` 16, 2 decode workers at nice +10, sidecars written). "
+        "defaults except `[models] idle_ttl = 5` and `[search] related_tags = 1` (off: the stand-in relates random "
+        "words to random tags) (so `watch.debounce` 0.3 s, `pipeline.batch_wait` 0.2 s, "
+        "`pipeline.commit_seconds` 0.5 s, `models.batch_size` 16, 2 decode workers and the model worker at nice +10 in the SCHED_IDLE class, sidecars written). "
         "Requests go over the Unix socket, a new connection each, as `pixdex search` makes them; this script runs "
         "on the same 2 cores.",
         f"- Library for parts 1–4: {live['library']:,} tiny PNGs (16×12, random pixels, {PER_DIR:,} per folder) "
