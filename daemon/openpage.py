@@ -70,13 +70,13 @@ def open_page(config: Config, words: list[str], similar: bool, narrow: bool, lan
     return url
 
 
-def launch(config: Config, url: str) -> None:
+def launch(config: Config, target: str) -> None:
+    """Open a link, a file or a folder with `desktop.opener`, detached (its caller does not wait for it)."""
     words = config.desktop.opener.split()
     program = shutil.which(words[0]) if words else None
     if program is None:
-        raise PixdexError(f"cannot open a browser: {config.desktop.opener!r} is not installed (set desktop.opener); "
-                          f"the link, valid once for a minute: {url}")
-    subprocess.Popen([program, *words[1:], url], start_new_session=True, stdin=subprocess.DEVNULL,
+        raise PixdexError(f"cannot open {target}: {config.desktop.opener!r} is not installed (set desktop.opener)")
+    subprocess.Popen([program, *words[1:], target], start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

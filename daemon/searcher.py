@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
-import subprocess
 import urllib.parse
 from collections import OrderedDict
 from pathlib import Path
@@ -167,13 +165,13 @@ class Searcher:
 
     def open(self, target: str) -> None:
         """Open a file, a folder or a link with `desktop.opener`, detached: the shell must not wait."""
-        program = shutil.which(self.config.desktop.opener.split()[0])
-        if program is None:
-            log.warning("cannot open %s: %s is not installed (set desktop.opener)", target, self.config.desktop.opener)
-            return
-        with contextlib.suppress(OSError):
-            subprocess.Popen([program, *self.config.desktop.opener.split()[1:], target], start_new_session=True,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from pixdex.daemon.openpage import launch
+        from pixdex.indexer.errors import PixdexError
+
+        try:
+            launch(self.config, target)
+        except (PixdexError, OSError) as exc:
+            log.warning("cannot open %s: %s", target, exc)
 
     async def open_page(self, next_path: str) -> None:
         try:

@@ -15,7 +15,8 @@ import urllib.parse
 from pathlib import Path
 from aiohttp import web
 
-from pixdex.daemon.app import CONTEXT, ApiError, Context, bad
+from pixdex.daemon.app import ApiError, Context, bad
+from pixdex.daemon.routes import _json_body, ctx_of
 from pixdex.daemon.sessions import COOKIE, SESSION_SECONDS, TICKET_SECONDS, Grant
 
 WEB = Path(__file__).with_name("web")
@@ -43,10 +44,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/qr.svg", qr_code)
 
 
-def _ctx(request: web.Request) -> Context:
-    return request.app[CONTEXT]
-
-
 def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", headers=HEADERS)
 
@@ -66,7 +63,7 @@ async def asset(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     """Spend a one-time ticket: set the session cookie and go on to `next` (a path of this site)."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     session = ctx.sessions.spend(request.query.get("ticket", ""))
     if session is None:
         return _html(LOGIN_HELP.format(message="This login link was used already or has expired."), 403)
@@ -84,7 +81,7 @@ def _local_path(raw: str) -> str:
 
 
 async def logout(request: web.Request) -> web.Response:
-    _ctx(request).sessions.end(request.cookies.get(COOKIE))
+    ctx_of(request).sessions.end(request.cookies.get(COOKIE))
     response = web.json_response({"logged_out": True})
     response.del_cookie(COOKIE, path="/")
     return response
@@ -92,9 +89,7 @@ async def logout(request: web.Request) -> web.Response:
 
 async def new_ticket(request: web.Request) -> web.Response:
     """A one-time login link for the caller's own scope: `{"next": "/?q=…", "lan": false}`."""
-    from pixdex.daemon.routes import _json_body
-
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     body = await _json_body(request)
     unknown = set(body) - {"next", "lan", "only"}
     if unknown:
