@@ -226,6 +226,7 @@ class Daemon:
         self.watcher.skip, self.watcher.exclude = config.library.skip_dirs, config.library.exclude
         if core_changed:
             self._reopen("the config changed")
+            self.submit("reconcile", "the config changed")  # a new model: every image is backfill for it
         self._refresh_roots()
         new_roots = {c.path for c in self.collections}
         self._forget(old_roots - new_roots)

@@ -4,8 +4,10 @@ a crash at any moment of the switch leaves the stores in step, and the switch re
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -153,3 +155,33 @@ def test_kill_9_during_a_model_switch_keeps_the_old_vectors_searchable_and_resum
     assert live(env).startswith(NEW + "@")
     check_consistent(env.data, env.pics)
     assert len(vector_side(env, "a quiet street")) == min(50, images)
+
+
+@pytest.mark.slow
+def test_the_daemon_re_embeds_after_a_reload_and_searches_go_on_meanwhile(tmp_path: Path, two_models: Path) -> None:
+    from served import Served, wait_for
+
+    pics = tmp_path / "pics"
+    make_library(pics)
+    daemon = Served(tmp_path, two_models, [pics], extra="[pipeline]\ncommit_items = 2\n").start()
+    try:
+        wait_for(lambda: daemon.idle() and daemon.status()["counts"]["done"] == 9, timeout=60, what="the library")
+        before = [h["id"] for h in daemon.get("/search", q="boats at sea", k=9)["hits"]]
+        daemon.post("/pause")
+        daemon.config.write_text(daemon.config.read_text().replace('clip = "pixdex-standin-clip"', f'clip = "{NEW}"'))
+        os.kill(daemon.proc.pid, signal.SIGHUP)  # type: ignore[union-attr]  # as `pixdex reload` does
+        switch = wait_for(lambda: daemon.status()["models"]["clip"]["reembedding"], timeout=60,
+                          what="the re-embedding to be announced")
+        assert switch == {"from": "pixdex-standin-clip", "to": NEW, "left": 9}
+        wait_for(lambda: daemon.status()["queue"]["backfill"] == 9, timeout=60, what="every image queued for it")
+        meanwhile = daemon.get("/search", q="boats at sea", k=9)
+        assert [h["id"] for h in meanwhile["hits"]] == before  # the old vectors, all of them
+        assert any("re-embedding the library" in n for n in meanwhile["notes"])
+        daemon.post("/resume")
+        wait_for(lambda: daemon.status()["models"]["clip"]["live"].startswith(NEW + "@"), timeout=120,
+                 what="the new model to become live")
+        assert daemon.status()["models"]["clip"]["reembedding"] is None
+        after = daemon.get("/search", q="boats at sea", k=9)
+        assert not any("re-embedding" in n for n in after["notes"]) and len(after["hits"]) == 9
+    finally:
+        daemon.stop()
