@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also a stand-in of the multilingual CLIP (XLM-RoBERTa text tower; needs transformers)")
     export = msub.add_parser("export", help="export an open_clip model to ONNX (needs the export extra and its weights)")
     export.add_argument("name", help="open_clip model name, e.g. ViT-B-32")
-    export.add_argument("--pretrained", required=True, help="open_clip pretrained tag, e.g. openai")
+    export.add_argument("weights", nargs="?", metavar="PRETRAINED", help="open_clip pretrained tag, e.g. openai")
+    export.add_argument("--pretrained", help="the same, as an option")
     export.add_argument("--dir", type=Path, help="model directory (default: the configured one)")
     return parser
 
@@ -965,7 +966,13 @@ def _export_models(args: argparse.Namespace, model_dir: Path, config_file: Path)
     from pixdex.indexer import export
 
     if args.models_command == "export":
-        path, parity = export.export_pretrained_clip(args.name, args.pretrained, model_dir)
+        pretrained = args.weights or args.pretrained
+        if not pretrained:
+            from pixdex.indexer.errors import PixdexError
+
+            raise PixdexError("models export needs the pretrained tag: `pixdex models export ViT-B-32 openai` "
+                              "(`python -c 'import open_clip; print(open_clip.list_pretrained())'` lists them)")
+        path, parity = export.export_pretrained_clip(args.name, pretrained, model_dir)
         print(f"exported {path}; parity with open_clip: cosine ≥ {parity['image_cosine_min']:.6f} over "
               f"{parity['images']} images, ≥ {parity['text_cosine_min']:.6f} over {parity['texts']} texts")
         print(f"to use it, set [models] clip = \"{path.name}\" in {config_file}", file=sys.stderr)

@@ -242,7 +242,16 @@ def export_pretrained_clip(name: str, pretrained: str, model_dir: Path) -> tuple
     """Export open_clip model `name` with weights `pretrained` (downloaded by open_clip) to the model dir,
     checked against open_clip (`check_parity`); returns the folder and the parity figures."""
     open_clip = import_open_clip()
-    model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+    if name not in open_clip.list_models():
+        raise ExportError(f"{name}: not an open_clip model; `python -c 'import open_clip; print(open_clip.list_models())'` "
+                          "lists them")
+    try:
+        model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+    except (RuntimeError, OSError, ValueError) as exc:  # an unknown tag, or weights that cannot be downloaded
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{name} {pretrained}: open_clip cannot load these weights ({first}); "
+                          f"`python -c 'import open_clip; print(open_clip.list_pretrained_tags_by_model(\"{name}\"))'` "
+                          "lists the tags; the weights are downloaded from the Hugging Face hub") from None
     final = model_dir / "clip" / f"{name}__{pretrained}"
     tokenizer = open_clip.get_tokenizer(name)
     with staged_dir(final) as stage:

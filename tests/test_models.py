@@ -263,3 +263,12 @@ def test_mcut_replaces_the_fixed_thresholds_when_asked(model_dir: Path) -> None:
     assert all(not tags for tags in fixed.tag(batch))  # nothing reaches 0.99
     found = auto.tag(batch)
     assert all(found) and all(t.category != "rating" for tags in found for t in tags)
+
+
+def test_export_of_an_unknown_model_or_tag_is_a_one_line_error(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _out, err = env.cli("models", "export", "ViT-Q-99", "openai", capsys=capsys)
+    assert status == 2 and "ViT-Q-99: not an open_clip model" in err and "Traceback" not in err
+    status, _out, err = env.cli("models", "export", "ViT-B-32", "no_such_weights", capsys=capsys)
+    assert status == 2 and "open_clip cannot load these weights" in err and "list_pretrained_tags_by_model" in err
+    status, _out, err = env.cli("models", "export", "ViT-B-32", capsys=capsys)
+    assert status == 2 and "needs the pretrained tag" in err
