@@ -29,6 +29,15 @@ CORPUS = REPO.parent / "shared" / "corpus" / "exiftool"
 PIXDEX = Path(sys.executable).parent / "pixdex"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_daemon_outlives_its_module() -> Iterator[None]:
+    """A fixture that failed before it could stop its daemon (or a test that forgot) leaves none running."""
+    yield
+    from served import Served
+
+    Served.stop_all()
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pixdex.indexer.export import write_standin_clip, write_standin_tagger
