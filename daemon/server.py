@@ -91,7 +91,8 @@ async def _serve(config: Config, config_path: Path | None) -> int:
 
 PRELOAD = ("pixdex.query.vector", "pixdex.query.text", "pixdex.query.fuse", "pixdex.indexer.embedder",
            "pixdex.indexer.modelcache", "pixdex.indexer.session", "pixdex.indexer.thumbnails", "pixdex.indexer.workers",
-           "pixdex.daemon.routes", "pixdex.daemon.library", "mimetypes", "psutil")
+           "pixdex.indexer.cliptags", "pixdex.indexer.describe", "pixdex.indexer.decode", "pixdex.daemon.routes",
+           "pixdex.daemon.webpage", "pixdex.daemon.library", "mimetypes", "psutil", "segno")
 
 
 def _preload() -> None:

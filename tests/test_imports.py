@@ -41,3 +41,26 @@ def test_onnx_runtime_collects_no_telemetry_in_any_pixdex_process(tmp_path, mode
     bare = subprocess.run([sys.executable, "-c", "import onnxruntime"], env=environ, timeout=120)
     assert bare.returncode == 0
     assert (tmp_path / "cache" / "Microsoft").exists()  # what it does without pixdex: the check can see it
+
+
+def test_the_serving_process_preloads_everything_its_requests_import_late() -> None:
+    """The README's test command reinstalls pixdex under a running daemon: a module a request imports for the
+    first time after that may be gone. So every late import of the request path is made at start."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    late: set[str] = set()
+    for path in [*sorted((repo / "query").glob("*.py")), *(repo / "daemon" / n for n in ("routes.py", "webpage.py", "app.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and inner.module and inner.level == 0:
+                        late.add(inner.module)
+                    elif isinstance(inner, ast.Import):
+                        late.update(alias.name for alias in inner.names)
+    code = ("import sys, pixdex.daemon.server as s; s._preload(); "
+            f"missing = sorted(m for m in {sorted(late)!r} if m not in sys.modules); print(missing)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"add to daemon/server.py PRELOAD: {proc.stdout.strip()}"
