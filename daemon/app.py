@@ -55,6 +55,8 @@ class Context:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     sessions: Sessions = field(default_factory=Sessions)  # the web page's browsers
     lan_hosts: set[str] = field(default_factory=set)  # Host values a LAN request may carry (server.lan)
+    lan: tuple[str, int] | None = None  # the LAN listener's address and port, as bound at start
+    tcp_port: int | None = None  # the loopback listener's port, as bound at start
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: function(*args))
@@ -114,7 +116,7 @@ def _on_lan(request: web.Request) -> bool:
     """Whether the request came in on the LAN listener (`server.lan`), not loopback."""
     ctx = request.app[CONTEXT]
     where = request.transport.get_extra_info("sockname") if request.transport else None
-    return bool(ctx.config.server.lan) and isinstance(where, tuple) and where[1] == ctx.config.server.lan_port
+    return ctx.lan is not None and isinstance(where, tuple) and where[1] == ctx.lan[1]
 
 
 def _credentials(request: web.Request) -> Token:

@@ -29,21 +29,36 @@ def page_path(query: str, similar_ids: list[int], narrow: bool = False) -> str:
     return "/?" + urllib.parse.urlencode({"q": query}) if query else "/"
 
 
-def indexed_ids(config: Config, images: list[Path]) -> list[int]:
-    """The catalog ids of these files (read-only); a file that is not indexed is a one-line error."""
-    from pixdex.indexer.catalog import Catalog
+MAX_IMAGES = 16  # what GET /similar takes at once
 
+
+def indexed_ids(config: Config, images: list[Path]) -> list[int]:
+    """The catalog ids of these files (read-only); anything else is a one-line error that says why."""
+    from pixdex.indexer.catalog import Catalog
+    from pixdex.indexer.collections import all_collections
+
+    if len(images) > MAX_IMAGES:
+        raise PixdexError(f"{len(images)} images selected; images like at most {MAX_IMAGES} at once can be shown")
     if not config.layout.exists():
         raise PixdexError(f"nothing is indexed in {config.data_dir} yet; `pixdex serve` indexes the watched folders")
     catalog = Catalog(config.layout.catalog, read_only=True)
     try:
+        roots = [c.path.rstrip(b"/") + b"/" for c in all_collections(config, catalog)]
         ids = []
         for image in images:
-            row = catalog.by_path(os.fsencode(os.path.realpath(image)))
-            if row is None or row.state != "done":
-                raise PixdexError(f"{image}: not indexed (yet); is it in a watched folder (`pixdex watch list`)? "
-                                  "`pixdex reindex` puts it first in the queue")
-            ids.append(row.id)
+            real = os.fsencode(os.path.realpath(image))
+            row = catalog.by_path(real)
+            if row is not None and row.state == "done":
+                ids.append(row.id)
+                continue
+            if os.path.isdir(image):
+                raise PixdexError(f"{image}: a folder; select image files (or search in it: `folder:{image}`)")
+            if row is not None and row.state == "failed":
+                raise PixdexError(f"{image}: could not be indexed: {row.reason}")
+            if not any(real.startswith(root) for root in roots):
+                raise PixdexError(f"{image}: not in a watched folder (`pixdex watch list`); `pixdex similar {image}` "
+                                  "searches by it without indexing it")
+            raise PixdexError(f"{image}: not indexed yet; `pixdex reindex {image}` puts it first in the queue")
         return ids
     finally:
         catalog.close()

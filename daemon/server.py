@@ -63,6 +63,8 @@ async def _serve(config: Config, config_path: Path | None) -> int:
                                max_line_size=64 * 1024)  # long queries reach the validator (server.max_query_chars)
         await runner.setup()
         socket_lock, bound = await _listen(runner, config)
+        ctx.lan = (config.server.lan, config.server.lan_port) if config.server.lan else None  # until a restart
+        ctx.tcp_port = config.server.port if config.server.tcp else None
         where = f"{config.socket_path}" + (f" and 127.0.0.1:{config.server.port}" if config.server.tcp else "") \
             + (f" and {config.server.lan}:{config.server.lan_port}" if config.server.lan else "")
         state = await asyncio.wrap_future(daemon.call("state", 0, False))

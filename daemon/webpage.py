@@ -100,10 +100,11 @@ async def new_ticket(request: web.Request) -> web.Response:
     lan = body.get("lan", False)
     if not isinstance(lan, bool):
         raise bad("lan", "lan must be true or false")
-    if lan and not ctx.config.server.lan:
-        raise bad("lan", "LAN access is off; set [server] lan = \"0.0.0.0\" (or this machine's address) and reload")
-    if not lan and not ctx.config.server.tcp:
-        raise bad("lan", "the web page needs the loopback TCP listener; set [server] tcp = true and reload")
+    if lan and ctx.lan is None:
+        raise bad("lan", "LAN access is off; set [server] lan = \"0.0.0.0\" (or this machine's address) and restart "
+                         "pixdex (the listener is opened at start)")
+    if not lan and ctx.tcp_port is None:
+        raise bad("lan", "the web page needs the loopback TCP listener; set [server] tcp = true and restart pixdex")
     token = request["token"]
     grant = Grant(None, "socket") if token is None else Grant(token.collections, token.label)
     only = body.get("only")
@@ -117,13 +118,15 @@ async def new_ticket(request: web.Request) -> web.Response:
         grant = Grant(names, f"login link for {', '.join(names)}")
     seconds = LAN_TICKET_SECONDS if lan else TICKET_SECONDS
     ticket = ctx.sessions.ticket(grant, seconds)
-    base = lan_base(ctx) if lan else f"http://127.0.0.1:{ctx.config.server.port}"
+    base = lan_base(ctx) if lan else f"http://127.0.0.1:{ctx.tcp_port}"
     url = f"{base}/login?" + urllib.parse.urlencode({"ticket": ticket, "next": target})
     return web.json_response({"url": url, "expires_in": seconds, "collections": grant.collections})
 
 
 def lan_base(ctx: Context) -> str:
-    return f"http://{lan_address(ctx.config.server.lan)}:{ctx.config.server.lan_port}"
+    assert ctx.lan is not None
+    host = lan_address(ctx.lan[0])
+    return f"http://{'[' + host + ']' if ':' in host else host}:{ctx.lan[1]}"
 
 
 def lan_address(configured: str) -> str:

@@ -314,7 +314,16 @@ def test_file_manager_actions_open_the_page_on_images_like_the_selection_and_que
     assert retag.returncode == 0 and "1 image(s) queued" in retag.stdout, retag.stderr
     outside = subprocess.run([str(data / "Find similar images"), str(desktop.root / "opener.sh")],
                              env=desktop.environ, capture_output=True, text=True, timeout=60)
-    assert outside.returncode == 2 and "not indexed" in outside.stderr  # and a notification, when one can be shown
+    assert outside.returncode == 2 and "not in a watched folder" in outside.stderr  # and a notification
+    folder = subprocess.run([str(data / "Find similar images"), str(desktop.pics / "garden")], env=desktop.environ,
+                            capture_output=True, text=True, timeout=60)
+    assert folder.returncode == 2 and "a folder; select image files" in folder.stderr
+    many = [str(p) for p in sorted(desktop.pics.rglob("*.*")) if not p.name.endswith(".xmp")] * 2
+    before = len(desktop.opened_lines())
+    too_many = subprocess.run([str(data / "Search images like these"), *many], env=desktop.environ,
+                              capture_output=True, text=True, timeout=60)
+    assert too_many.returncode == 2 and "at most 16 at once" in too_many.stderr
+    assert len(desktop.opened_lines()) == before  # refused before a login link was spent on an error page
 
 
 def test_contrib_copies_are_what_integrate_writes() -> None:
