@@ -572,7 +572,8 @@ OWN_KEYS = {SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON, M
 
 def remove_if_only_ours(image: Path, parent: str, naming: str = "image.ext.xmp") -> bool:
     """After the image was deleted: remove its sidecar only when pixdex alone wrote it — nothing in it but
-    pixdex's own keywords and bookkeeping. Anything a person (or another program) put there keeps it."""
+    pixdex's own keywords and bookkeeping. Anything a person (or another program) put there, a removal of
+    one of pixdex's keywords included, keeps it."""
     path = sidecar_path(image, naming)
     if image.exists() or not path.is_file() or path.is_symlink():
         return False
@@ -580,7 +581,9 @@ def remove_if_only_ours(image: Path, parent: str, naming: str = "image.ext.xmp")
         xmp = read_sidecar(path)
     except SidecarError:
         return False
-    only_ours = (all(k.split("[")[0] in OWN_KEYS for k in xmp) and not person_paths(xmp, parent))
+    # A machine keyword a person removed is their decision too: kept for the image's return (trash, restore).
+    only_ours = (all(k.split("[")[0] in OWN_KEYS for k in xmp) and not person_paths(xmp, parent)
+                 and not rejected_now(xmp, parent))
     if only_ours:
         path.unlink(missing_ok=True)
     return only_ours

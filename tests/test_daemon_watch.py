@@ -185,19 +185,24 @@ def test_a_burst_of_a_thousand_changes_ends_with_the_index_equal_to_the_disk(ser
 
 def test_a_deleted_images_sidecar_goes_only_if_pixdex_alone_wrote_it(served: Served) -> None:
     pics = served.folders[0]
-    mine, theirs = pics / "a" / "mine.jpg", pics / "a" / "theirs.jpg"
+    mine, theirs, refused = pics / "a" / "mine.jpg", pics / "a" / "theirs.jpg", pics / "a" / "refused.jpg"
     noise(40).save(mine)
     noise(41).save(theirs)
-    wait_for(lambda: {str(mine), str(theirs)} <= set(ids(served)), what="both images")
-    sidecars = {p: p.with_name(p.name + ".xmp") for p in (mine, theirs)}
+    noise(42).save(refused)
+    wait_for(lambda: {str(mine), str(theirs), str(refused)} <= set(ids(served)), what="the images")
+    sidecars = {p: p.with_name(p.name + ".xmp") for p in (mine, theirs, refused)}
     wait_for(lambda: all(s.exists() for s in sidecars.values()), what="pixdex's sidecars")
     item = ids(served)[str(theirs)]
     served.client.request("PATCH", f"/items/{item}", body={"add_tags": ["Aunt Rosa"]})  # a person's keyword
-    os.unlink(mine)
-    os.unlink(theirs)
-    wait_for(lambda: not {str(mine), str(theirs)} & set(ids(served)), what="both to leave the index")
+    item = ids(served)[str(refused)]
+    machine = next(t["name"] for t in served.get(f"/items/{item}")["tags"] if t["source"] != "sidecar")
+    served.client.request("PATCH", f"/items/{item}", body={"remove_tags": [machine]})  # a person's decision
+    for path in (mine, theirs, refused):
+        os.unlink(path)
+    wait_for(lambda: not {str(mine), str(theirs), str(refused)} & set(ids(served)), what="them to leave the index")
     wait_for(lambda: not sidecars[mine].exists(), what="pixdex's own sidecar to go")
     assert sidecars[theirs].exists() and b"Aunt Rosa" in sidecars[theirs].read_bytes()
+    assert sidecars[refused].exists() and machine.encode() in sidecars[refused].read_bytes()  # Rejected: kept
 
 
 def test_a_move_out_of_a_folder_with_a_file_still_being_written_is_one_move(tmp_path: Path) -> None:

@@ -179,8 +179,11 @@ function fillDetail(item) {
   const tags = $("detail-tags");
   tags.replaceChildren(...item.tags.map((tag) => {
     const li = el("li", { class: `tag source-${tag.source || "person"}` });
-    const confidence = typeof tag.confidence === "number" && tag.source && tag.source !== "sidecar"
-      ? ` ${Math.round(tag.confidence * 100)}%` : "";
+    // CLIP-vocabulary tags are chosen by how far above the vocabulary's average the image is (σ); the
+    // taggers' confidence is a probability; keywords a person gave carry neither.
+    const confidence = typeof tag.sigma === "number" ? ` ${tag.sigma.toFixed(1)}σ`
+      : typeof tag.confidence === "number" && tag.source === "wd14"
+        ? ` ${Math.round(tag.confidence * 100)}%` : "";
     li.append(el("span", { class: "tag-name" }, tag.name),
               el("span", { class: "tag-source" }, `${tag.source || "person"}${confidence}`));
     const remove = el("button", { type: "button", class: "remove", "aria-label": `Remove ${tag.name}` }, "×");
