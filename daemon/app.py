@@ -94,7 +94,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise ApiError(403, f"Host {host!r} is not a loopback name; use localhost or 127.0.0.1", "Host")
     if request.method not in SAFE_METHODS:
         origin = request.headers.get("Origin")
-        if origin and _origin_host(origin) not in allowed:
+        # Over TCP the origin must be this very listener (scheme, host and port: a page of another local
+        # server gets the cookie too, SameSite ignores ports); over the socket, a loopback name.
+        if origin and (_origin_host(origin) not in allowed or (not unix and not _same_origin(origin, host))):
             raise ApiError(403, f"cross-origin write from {origin!r} refused", "Origin")
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise ApiError(403, "cross-site write refused", "Sec-Fetch-Site")
@@ -132,6 +134,10 @@ def _credentials(request: web.Request) -> Token:
         request["anonymous"] = True
         return Token("", (), "not logged in")
     return _bearer(request)  # raises: 401 with how to get a token
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    return origin.lower() == f"http://{host.lower()}"
 
 
 def _origin_host(origin: str) -> str:

@@ -101,6 +101,13 @@ def test_login_links_refuse_open_redirects_foreign_hosts_and_cross_origin_writes
     assert status == 403 and json.loads(data)["parameter"] == "Origin"
     status, _, data = browser.request("POST", "/pause", {"Sec-Fetch-Site": "cross-site"}, b"{}")
     assert status == 403
+    other_port = f"http://127.0.0.1:{site.port + 1}"  # another local server's page: SameSite lets the cookie go
+    status, _, data = browser.request("POST", "/pause", {"Origin": other_port, "Content-Type": "application/json"},
+                                      b"{}")
+    assert status == 403 and json.loads(data)["parameter"] == "Origin"
+    own = f"http://127.0.0.1:{site.port}"
+    status, _, _ = browser.request("POST", "/resume", {"Origin": own, "Content-Type": "application/json"}, b"{}")
+    assert status == 200  # the page itself
     assert not site.status()["daemon"]["paused"]
     session = browser.cookie
     status, headers, _ = browser.request("POST", "/logout", {"Content-Type": "application/json"}, b"{}")
