@@ -241,7 +241,11 @@ class SearchService:
         k = check_k(self.config.search.k if k is None else k)
         if not images:
             raise QueryError("similar needs at least one image")
-        filters = self.resolve(parse_query(raw_filters, cwd).filters if raw_filters else Filters(), scope)
+        parsed = parse_query(raw_filters, cwd) if raw_filters else None
+        filters = self.resolve(parsed.filters if parsed else Filters(), scope)
+        notes = list(parsed.notes) if parsed else []
+        if parsed is not None and parsed.has_text:
+            notes.append(f"only filters narrow similar images; these words were not used: {parsed.text}")
         clip = self.clip()
         if clip is None:
             raise ModelError(f"similar needs the CLIP model: {self._clip_error}")
@@ -253,7 +257,7 @@ class SearchService:
 
         found = self._vector_side(clip, text, mean_embedding(vectors), filters, exclude=own_ids,
                                   count=max(k, self.config.search.candidates))
-        return Results(" ".join(display_path(p) for p in images), self._fuse(found, [], k))
+        return Results(" ".join(display_path(p) for p in images), self._fuse(found, [], k), notes)
 
     def _vector_side(self, clip: Any, text: TextSnapshot, embedding: NDArray[np.float32], filters: Filters,
                      exclude: set[int] | None = None, notes: list[str] | None = None, count: int = 0,
@@ -277,7 +281,7 @@ class SearchService:
         rows, own = [], set()
         catalog = self.reader.catalog() if self.reader.exists() else None
         for image in images:
-            path = Path(os.path.abspath(image))
+            path = Path(os.path.realpath(image))  # a link to an indexed image is that image (left out of its hits)
             row = catalog.by_path(os.fsencode(path)) if catalog else None
             if row is not None and row.state == "done":
                 with self.reader.vector_lock:

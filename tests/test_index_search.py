@@ -367,3 +367,17 @@ def test_a_moved_images_sidecar_goes_with_it_and_no_new_file_inherits_it(
     assert not Path(str(original) + ".xmp").exists() or "grandma" not in Path(str(original) + ".xmp").read_text()
     found = [h["path"] for h in search(env, capsys, "grandma") if h["text_rank"] is not None]
     assert found == [str(moved)]
+
+
+def test_similar_through_a_link_leaves_the_image_out_and_says_which_filter_words_it_ignored(
+        env: Env, library: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    env.index_json(capsys)
+    original = library["holiday/harbour_boats.jpg"]
+    link = tmp_path / "link to boats.jpg"
+    link.symlink_to(original)
+    status, out, _ = env.cli("similar", str(link), "-k", "8", "--json", "--filter", "stars:3 red ext:png",
+                             capsys=capsys)
+    data = json.loads(out)
+    assert status == 0 and original.name not in {Path(h["path"]).name for h in data["hits"]}
+    assert all(h["path"].endswith(".png") for h in data["hits"])
+    assert any("stars:3" in n for n in data["notes"]) and any("not used: " in n and "red" in n for n in data["notes"])
