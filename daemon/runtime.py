@@ -402,12 +402,9 @@ class Daemon:
 
     # Status -----------------------------------------------------------------------------------
     def progress(self, queued: int) -> dict[str, Any]:
-        """Files per second over the last minute, and the time the queue would take at that rate."""
-        now = time.monotonic()
-        window = [(t, n) for t, n in self._done if now - t <= 60]
-        rate = 0.0
-        if len(window) >= 2 and window[-1][0] > window[0][0]:
-            rate = max(0.0, (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]))
+        """Files per second over the last minute — from when work began in it, so a burst after an idle spell
+        is not averaged with the idle time — and the time the queue would take at that rate."""
+        rate = files_per_second(list(self._done), time.monotonic())
         eta = queued / rate if rate > 0 and queued else None
         stats = self.indexer.stats if self.indexer is not None else None
         return {"rate": round(rate, 2), "eta_seconds": round(eta) if eta is not None else None,
@@ -447,3 +444,16 @@ def _model_files(config: Config) -> tuple[tuple[str, int, int], ...] | None:
             return None
         found.append((name, st.st_size, st.st_mtime_ns))
     return tuple(found)
+
+
+def files_per_second(samples: list[tuple[float, int]], now: float, window: float = 60.0) -> float:
+    """The rate of (time, files finished so far) samples over the last `window` seconds, counted from the
+    last sample before the count began to move (a burst after an idle spell is not diluted by it)."""
+    recent = [(t, n) for t, n in samples if now - t <= window]
+    start = 0
+    while start + 2 < len(recent) and recent[start + 1][1] == recent[start][1]:
+        start += 1
+    recent = recent[start:]
+    if len(recent) < 2 or recent[-1][0] <= recent[0][0]:
+        return 0.0
+    return max(0.0, (recent[-1][1] - recent[0][1]) / max(1.0, recent[-1][0] - recent[0][0]))

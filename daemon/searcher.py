@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import unicodedata
 import urllib.parse
 from collections import OrderedDict
 from pathlib import Path
@@ -74,7 +75,7 @@ class Searcher:
     async def search(self, terms: list[str]) -> list[str]:
         """The ids to show for what was typed, within the time budget."""
         query = " ".join(t for t in terms if t).strip()
-        if len(query) < self.config.desktop.min_query:
+        if typed_width(query) < self.config.desktop.min_query:
             return []
         task = self._asked.get(query)
         if task is None:
@@ -178,6 +179,12 @@ class Searcher:
             self.open(await self.page_link(next_path))
         except Exception as exc:  # noqa: BLE001 - no daemon: say so in the log, the shell goes on
             log.warning("cannot open the web page: %s", exc)
+
+
+def typed_width(text: str) -> int:
+    """How much was typed, in the width terminals give characters: a Korean or Chinese character counts two,
+    so `desktop.min_query` = 3 lets 고양 or 빨간 through as it lets "cat" through."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def query_path(terms: list[str]) -> str:

@@ -209,7 +209,7 @@ class ServerSettings:
 @dataclass(frozen=True)
 class DesktopSettings:
     min_query: int = setting(3, "GNOME/KDE search: shorter queries get no results (a provider must not slow the "
-                             "shell on every first letter).", min=1, max=100)
+                             "shell on every first letter); a CJK character counts two.", min=1, max=100)
     answer_ms: int = setting(200, "GNOME/KDE search: answer within this many milliseconds with what is ready.",
                              min=20, max=5000)
     results: int = setting(12, "GNOME/KDE search: results shown per query.", min=1, max=100)

@@ -120,6 +120,7 @@ def test_gnome_shell_provider_is_activated_and_answers_as_the_daemon_does(deskto
     icons = re.findall(r"'gicon': <'([^']*)'>", metas)
     assert len(icons) == 3 and all(Path(i).is_file() and Path(i).stat().st_size > 0 for i in icons)  # thumbnails
     assert strings(desktop.gdbus(GNOME, "GetInitialResultSet", "['re']")) == []  # below desktop.min_query
+    assert strings(desktop.gdbus(GNOME, "GetInitialResultSet", "['빨간']")) == search_ids(desktop.daemon, "빨간")
 
     desktop.gdbus(GNOME, "ActivateResult", f"'{ids[0]}'", "['red', 'flower']", "0")
     wait_for(lambda: paths[ids[0]] in desktop.opened_lines(), timeout=10, what="the image to be opened")
