@@ -781,8 +781,9 @@ def cmd_integrate(args: argparse.Namespace, config: Config) -> int:
     elif args.integrate_command == "remove":
         for path in integrate.remove(config.environ):
             print(f"removed {path}" if not path.name.endswith(".xml") else f"removed pixdex's actions from {path}")
-        print(f"(a copy in {integrate.GNOME_INI_DIR} needs: sudo rm {integrate.GNOME_INI_DIR}/"
-              f"{integrate.BUS_NAME}.search-provider.ini)")
+        system = Path(integrate.GNOME_INI_DIR) / f"{integrate.BUS_NAME}.search-provider.ini"
+        if system.exists():
+            print(f"the system copy for GNOME Shell needs root: sudo rm {system}")
     else:
         for what, path, state in integrate.status(program, config.environ):
             print(f"{what}: {state}: {path}")
