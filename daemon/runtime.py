@@ -203,6 +203,7 @@ class Daemon:
                           "moved": report.moved, "removed": report.removed, "queued": report.queued}
         if report.new or report.changed or report.moved or report.removed or report.queued:
             self.bus.publish("queued", **self.last_scan)
+        if report.new or report.changed or report.moved or report.removed or report.sidecars:  # not files still queued
             log.info("%s: %d new, %d changed, %d moved, %d removed, %d edited sidecar(s)", why, report.new,
                      report.changed, report.moved, report.removed, report.sidecars)
         for path, reason in report.folder_errors:

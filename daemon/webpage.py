@@ -65,6 +65,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     """Spend a one-time ticket: set the session cookie and go on to `next` (a path of this site)."""
     ctx = ctx_of(request)
     session = ctx.sessions.spend(request.query.get("ticket", ""))
+    if session is None and ctx.sessions.grant(request.cookies.get(COOKIE)) is not None:
+        return web.HTTPSeeOther(_local_path(request.query.get("next", "/")), headers=HEADERS)  # logged in already
     if session is None:
         return _html(LOGIN_HELP.format(message="This login link was used already or has expired."), 403)
     response = web.HTTPSeeOther(_local_path(request.query.get("next", "/")), headers=HEADERS)

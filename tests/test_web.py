@@ -79,6 +79,8 @@ def test_a_login_link_works_once_and_its_cookie_is_httponly_and_same_site(site: 
     assert "script-src 'self'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"
     status, _, data = browser.request("GET", "/search?q=beach&k=5")
     assert status == 200 and json.loads(data)["hits"]
+    status, headers, _ = browser.login(url)  # spent, but this browser is logged in: on to the page
+    assert status == 303 and headers["location"] == "/?q=beach" and "set-cookie" not in headers
     again = Browser(site.port)
     status, _, body = again.login(url)  # spent
     assert status == 403 and b"used already or has expired" in body and not again.cookie
