@@ -80,7 +80,8 @@ def bad(parameter: str, message: str) -> ApiError:
 
 
 # Middlewares ---------------------------------------------------------------------------------
-PUBLIC = ("/", "/login", "/static/")  # reachable without credentials (Host still checked): the page says how to log in
+# Reachable without credentials (the Host is still checked): the page says how to log in, the link logs in.
+PUBLIC_PATHS, PUBLIC_PREFIX = {"/", "/login"}, "/static/"
 
 
 @web.middleware
@@ -129,8 +130,7 @@ def _credentials(request: web.Request) -> Token:
     grant = request.app[CONTEXT].sessions.grant(request.cookies.get(COOKIE))
     if grant is not None:
         return Token("", grant.collections, grant.label or "browser session")
-    path = request.path
-    if path in PUBLIC[:2] or path.startswith(PUBLIC[2]):
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIX):
         request["anonymous"] = True
         return Token("", (), "not logged in")
     return _bearer(request)  # raises: 401 with how to get a token

@@ -58,7 +58,7 @@ def status(config: Config) -> dict[str, Any]:
             live = catalog.live_model()
             if live is not None and live.rsplit("@", 1)[0] != config.models.clip:
                 switch = {"from": live.rsplit("@", 1)[0], "to": config.models.clip,
-                          "left": catalog.old_vectors_left_for(live, config.models.clip)}
+                          "left": catalog.old_vectors_left(live, config.models.clip)}
         finally:
             catalog.close()
     manifest: dict[str, Any] = {}

@@ -408,15 +408,18 @@ class Catalog:
         found = self.db.execute("SELECT model FROM live WHERE what = 'clip'").fetchone()
         return str(found[0]) if found else None
 
-    def old_vectors_left(self, live: str, new: str) -> int:
-        """Images with a vector by `live` but none by `new` yet: while any is left, `live` stays live."""
-        return int(self.db.execute(
-            "SELECT count(*) FROM embeddings e JOIN images i ON i.id = e.image_id WHERE e.model = ? "
-            "AND i.state = 'done' AND (i.clip_model IS NULL OR i.clip_model != ?)", (live, new)).fetchone()[0])
+    def switching_from(self, new: str) -> str | None:
+        """The live model `new` is replacing, while there is one with vectors to keep; else None (nothing
+        live yet, `new` itself, or a live model that embedded nothing: `new` simply becomes live)."""
+        live = self.live_model()
+        if live is None or live == new or self.db.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM embeddings WHERE model = ?)", (live,)).fetchone()[0]:
+            return None
+        return live
 
-    def old_vectors_left_for(self, live: str, name: str) -> int:
-        """`old_vectors_left` for the model in folder `name`, whatever its files' fingerprint (for status,
-        which loads no model)."""
+    def old_vectors_left(self, live: str, name: str) -> int:
+        """Images with a vector by `live` but none yet by the model in folder `name` (whatever its files'
+        fingerprint: status loads no model)."""
         pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "@%"
         return int(self.db.execute(
             "SELECT count(*) FROM embeddings e JOIN images i ON i.id = e.image_id WHERE e.model = ? "
@@ -424,13 +427,11 @@ class Catalog:
             (live, pattern)).fetchone()[0])
 
     def has_old_vectors(self, live: str, new: str) -> bool:
-        """`old_vectors_left(live, new) > 0`, stopping at the first one (once per commit while re-embedding)."""
+        """Whether an image still has a vector by `live` and none by `new` (stops at the first one: it runs
+        once per commit while re-embedding). While it does, `live` stays live."""
         return self.db.execute(
             "SELECT EXISTS (SELECT 1 FROM embeddings e JOIN images i ON i.id = e.image_id WHERE e.model = ? "
             "AND i.state = 'done' AND (i.clip_model IS NULL OR i.clip_model != ?))", (live, new)).fetchone()[0] == 1
-
-    def embedded_by(self, model: str) -> int:
-        return int(self.db.execute("SELECT count(*) FROM embeddings WHERE model = ?", (model,)).fetchone()[0])
 
     def missing_embeddings(self, model: str) -> list[int]:
         """Done rows with no embedding by `model` (catalogs from before embeddings were stored)."""

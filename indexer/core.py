@@ -77,20 +77,21 @@ class Indexer:
 
     def _open(self) -> None:
         self.spec = model_spec(self.config)
+        # Both pools before any other thread starts: while a pool starts, Ctrl-C is ignored in this process,
+        # and a thread of ours not blocking it (the writer's) would take it and lose it (make_pool).
         self.infer_pool = make_pool(1, self.config.pipeline)
         self._opened.append(lambda: _stop_pool(self.infer_pool))
+        self.decode_pool = make_pool(self.config.decode.workers, self.config.pipeline)
+        self._opened.append(lambda: _stop_pool(self.decode_pool))
         self.info = self._describe_models()
         catalog = Catalog(self.layout.catalog)
         self._opened.append(catalog.close)
         fulltext = FullText(self.layout)
-        live = catalog.live_model()
         vectors = (VectorIndex(self.layout, self.info.clip_id, self.info.dim, self.config.index,
-                               building=live not in (None, self.info.clip_id) and catalog.embedded_by(live) > 0)
+                               building=catalog.switching_from(self.info.clip_id) is not None)
                    if self.info.has_models else None)
         self.writer = Writer(catalog, fulltext, vectors, self.config.pipeline, self.info.ids)
         self._opened.append(self.writer.close)
-        self.decode_pool = make_pool(self.config.decode.workers, self.config.pipeline)
-        self._opened.append(lambda: _stop_pool(self.decode_pool))
         self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool)
         self.pipeline.start()
         self._opened.append(self._stop_pipeline)

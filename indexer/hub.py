@@ -132,9 +132,11 @@ def disk_size(directory: Path) -> int:
 Report = Callable[[int, int, str], None]  # (done, total, unit: "B" for bytes, "files" where bytes are not told)
 
 
-def reporting_tqdm(report: Report) -> type:
+def reporting_tqdm(report: Report, expected: int = 0) -> type:
     """A tqdm that draws nothing and tells `report` how far a download is (for the daemon's status and
-    events). huggingface_hub gives it the bytes of the whole snapshot; older releases only the file count."""
+    events). huggingface_hub gives it the bytes of the whole snapshot; older releases only the file count.
+    The snapshot's byte total grows as each file's download starts, so `expected` (the files' sizes from
+    the hub's listing) is the total from the first report on."""
     from tqdm.auto import tqdm
 
     bars: dict[int, tuple[int, int]] = {}  # the byte bars (received, written): the further one is told
@@ -149,12 +151,31 @@ def reporting_tqdm(report: Report) -> type:
             shown = super().update(n)
             if self.unit == "B":
                 bars[id(self)] = (int(self.n), int(self.total or 0))
-                report(max(d for d, _ in bars.values()), max(t for _, t in bars.values()), "B")
+                total = max(expected, *(t for _, t in bars.values()))
+                report(min(max(d for d, _ in bars.values()), total), total, "B")
             elif not bars:
                 report(int(self.n), int(self.total or 0), "files")
             return shown
 
     return Reporting
+
+
+def _expected_bytes(model: Known, revision: str | None) -> int:
+    """The bytes `pull` will fetch, from the hub's file listing; 0 when it cannot be told (offline, an
+    unreachable hub: the download then says why)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import filter_repo_objects
+
+    if constants.HF_HUB_OFFLINE:
+        return 0
+    try:
+        files = [f for f in HfApi().list_repo_tree(model.repo, revision=revision or model.revision, recursive=True)
+                 if isinstance(f, RepoFile)]
+    except Exception:  # noqa: BLE001 - only a figure for the status; snapshot_download reports the failure
+        return 0
+    wanted = set(filter_repo_objects([f.path for f in files], allow_patterns=list(model.patterns)))
+    return sum(f.size for f in files if f.path in wanted)
 
 
 def pull(model: Known, model_dir: Path, revision: str | None = None, progress: bool | Report = True) -> Path:
@@ -172,10 +193,13 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
     quiet = progress is False
     if quiet:
         disable_progress_bars()
-    extra = {"tqdm_class": reporting_tqdm(progress)} if callable(progress) else {}
+    expected = _expected_bytes(model, revision) if callable(progress) else 0
+    extra = {"tqdm_class": reporting_tqdm(progress, expected)} if callable(progress) else {}
     try:
         snapshot = Path(snapshot_download(model.repo, revision=revision or model.revision,
                                           allow_patterns=list(model.patterns), **extra))
+        if callable(progress) and expected:
+            progress(expected, expected, "B")  # files already in the hub cache are never counted
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise ModelError(f"{model.repo}: not found on the hub at {where} ({_first_line(exc)}); "
                          "check the name and the revision") from None

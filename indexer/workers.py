@@ -52,9 +52,18 @@ def make_pool(workers: int, settings: PipelineSettings) -> Any:
     from pebble import ProcessPool
 
     # Blocked first, then ignored (children are started ignoring it); Linux keeps a blocked signal pending
-    # even while it is ignored, so a Ctrl-C in this window reaches this process once the handler is back.
+    # while it is ignored, so a Ctrl-C in this window reaches this process once the handler is back. One
+    # already pending when SIG_IGN is set would be discarded (POSIX): that one is delivered first. And the
+    # resource tracker is started before: starting it unblocks SIGINT in the thread that does it (pebble's,
+    # inside the window), which then takes a Ctrl-C and drops it (ignored).
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     main = threading.current_thread() is threading.main_thread()
+    if main and signal.SIGINT in signal.sigpending():
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # the handler runs now (KeyboardInterrupt)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a handler that did not raise: go on
     handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         pool = ProcessPool(max_workers=workers, initializer=lower_priority,

@@ -331,18 +331,18 @@ class Writer:
         """The live CLIP model at open. The first model to embed anything becomes live; vectors of models
         that are neither live nor configured (a switch given up) go. Without models nothing changes."""
         new = self.models[0]
-        live = self.catalog.live_model()
         if self.vectors is None or not new:
-            return live
+            return self.catalog.live_model()
+        live = self.catalog.switching_from(new)  # the one decision VectorIndex was opened with (`building`)
         with self.catalog.transaction():
-            if live is None or not self.catalog.embedded_by(live):
+            if live is None:
                 self.catalog.set_live(new)
-                live = new
             else:
                 self.catalog.drop_embeddings_except([live, new])
-        if live != new:
-            log.info("re-embedding with %s: searches use %s until %d images have their new vectors", new, live,
-                     self.catalog.old_vectors_left(live, new))
+        if live is None:
+            return new
+        log.info("re-embedding with %s: searches use %s until %d images have their new vectors", new, live,
+                 self.catalog.old_vectors_left(live, new.rsplit("@", 1)[0]))
         return live
 
     def _promote_when_complete(self) -> None:
@@ -356,12 +356,6 @@ class Writer:
         self.vectors.promote()
         log.info("every image has its %s vector: searches use it now (was %s)", new, self.live)
         self.live = new
-
-    def switch_left(self) -> int:
-        """Images still to re-embed before the configured model becomes live (0 when it is)."""
-        if self.live is None or self.live == self.models[0] or not self.models[0]:
-            return 0
-        return self.catalog.old_vectors_left(self.live, self.models[0])
 
     def _save_vectors(self) -> None:
         assert self.vectors is not None

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PIXDEX, Env, noise
+from pixdex.indexer import hub as hub_module
 from hubserver import Hub
 from served import Served, wait_for
 
@@ -85,6 +86,24 @@ def test_pull_installs_the_published_layouts_and_pixdex_indexes_with_them(menv: 
     assert summary["embedded"] == summary["tagged"] == 2 and summary["failed"] == 0
     info = json.loads(menv.run("models", "info", "ViT-B-32__openai", "--json").stdout)
     assert info["installed"] == "yes" and info["pulled"]["files"]
+
+
+def test_a_pull_tells_its_whole_byte_total_from_the_first_report(menv: Env, hub: Hub, tmp_path: Path) -> None:
+    """huggingface_hub's snapshot total grows as each file's download starts (a status once said 260 B
+    for a 2 MB model); the pull tells the size of everything it will fetch from the start, and ends at it."""
+    hub.chunk_delay = 0.005
+    code = ("import json, sys; from pathlib import Path; from pixdex.indexer import hub; seen = []; "
+            "hub.pull(hub.known('ViT-B-32__openai'), Path(sys.argv[1]), progress=lambda d, t, u: seen.append((d, t, u))); "
+            "print(json.dumps(seen))")
+    proc = subprocess.run([str(Path(PIXDEX).parent / "python"), "-c", code, str(tmp_path / "models")],
+                          capture_output=True, text=True, env=menv.environ, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    repo = tmp_path / "repos" / "clip"
+    patterns = hub_module.known("ViT-B-32__openai").patterns
+    wanted = sum(p.stat().st_size for p in repo.rglob("*") if str(p.relative_to(repo)) in patterns)
+    assert len(seen) > 3 and {(t, u) for _, t, u in seen} == {(wanted, "B")}
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen) and seen[-1][0] == wanted
 
 
 def test_a_file_damaged_on_the_way_is_refused_and_the_next_pull_is_whole(menv: Env, hub: Hub,

@@ -27,20 +27,21 @@ def test_the_query_path_imports_usearch_first_and_survives() -> None:
 
 def test_onnx_runtime_collects_no_telemetry_in_any_pixdex_process(tmp_path, model_dir) -> None:  # type: ignore[no-untyped-def]
     """onnxruntime writes a device id and queues usage events for Microsoft at import unless
-    ORT_DISABLE_TELEMETRY is set first: pixdex sets it, so a session loads and nothing appears."""
+    ORT_DISABLE_TELEMETRY is set first: pixdex sets it before anything imports onnxruntime, so a session
+    loads and nothing appears."""
     import os
 
     environ = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
     environ.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"))
-    code = ("from pixdex.indexer.embedder import ClipModel; import sys; "
+    code = ("import sys; from pixdex.indexer.embedder import ClipModel; import os; "
+            "print(os.environ.get('ORT_DISABLE_TELEMETRY')); "
             f"print(ClipModel(__import__('pathlib').Path({str(model_dir / 'clip' / 'pixdex-standin-clip')!r}))"
             ".embed_texts(['a dog']).shape)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environ)
-    assert proc.returncode == 0 and "(1, 32)" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and proc.stdout.split() == ["1", "(1,", "32)"], proc.stdout + proc.stderr
     assert not [p for p in tmp_path.rglob("*") if "onnxruntime" in p.name or p.name == "Microsoft"]
-    bare = subprocess.run([sys.executable, "-c", "import onnxruntime"], env=environ, timeout=120)
-    assert bare.returncode == 0
-    assert (tmp_path / "cache" / "Microsoft").exists()  # what it does without pixdex: the check can see it
+    # Without the switch onnxruntime 1.32 writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime/deviceid on
+    # this machine but did not on CI's, so the files alone cannot show the switch works: the variable does.
 
 
 def test_the_serving_process_preloads_everything_its_requests_import_late() -> None:
