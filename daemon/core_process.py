@@ -20,6 +20,7 @@ logs its exit code and starts another; calls meanwhile get `Unavailable` (HTTP 5
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import itertools
 import logging
 import multiprocessing
@@ -217,6 +218,7 @@ def core_main(config: Config, conn: Connection, level: int, parent: int) -> None
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the parent passes its SIGUSR1 on: stacks to the log
     from pixdex.daemon.logs import setup_logging
 
     setup_logging(1 if level <= logging.DEBUG else 0)

@@ -44,6 +44,7 @@ async def _serve(config: Config, config_path: Path | None) -> int:
     tokens = Tokens(config.state_dir / "tokens.json")
     tokens.load(create=config.server.tcp)
     daemon = CoreProcess(config, bus)
+    signal.signal(signal.SIGUSR1, lambda *_: _dump_stacks(daemon))
     log.info("opening the indexes in %s", config.data_dir)
     # PixdexError: the data directory is held by another
     await asyncio.wrap_future(daemon.start(loop))
@@ -89,6 +90,18 @@ async def _serve(config: Config, config_path: Path | None) -> int:
             socket_lock.close()
         log.info("stopped")
     return 0
+
+
+def _dump_stacks(daemon: CoreProcess) -> None:
+    """SIGUSR1: every thread's stack to the log, this process's and the indexing process's (a daemon that
+    hangs says where: `systemctl --user kill -s USR1 pixdex`, then the journal)."""
+    import faulthandler
+
+    log.warning("SIGUSR1: the stacks of every thread follow, this process's then the indexing process's")
+    faulthandler.dump_traceback(all_threads=True)
+    if daemon.pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon.pid, signal.SIGUSR1)
 
 
 PRELOAD = ("pixdex.query.vector", "pixdex.query.text", "pixdex.query.fuse", "pixdex.indexer.embedder",

@@ -84,6 +84,10 @@ class Watcher(FileSystemEventHandler):
         self._first = 0.0
         self._last = 0.0
         self._lock = threading.Condition()
+        # watch/check (the scanner thread) and stop (closing, another thread) change the observers under
+        # this one; once stopped, nothing starts an observer again.
+        self._roots_lock = threading.Lock()
+        self._stopped = False
         self._overflow = _OverflowCatcher(lambda: on_lost("the inotify event queue overflowed"))
         logging.getLogger("watchdog.observers.inotify_c").addHandler(self._overflow)
         self.events = 0
@@ -91,6 +95,11 @@ class Watcher(FileSystemEventHandler):
     # Roots ------------------------------------------------------------------------------------
     def watch(self, roots: list[bytes]) -> None:
         """Watch exactly these roots: new ones are added, ones no longer listed are dropped."""
+        with self._roots_lock:
+            if not self._stopped:
+                self._watch(roots)
+
+    def _watch(self, roots: list[bytes]) -> None:
         for path in [p for p in self.roots if p not in roots]:
             self._unwatch(self.roots.pop(path))
         for path in roots:
@@ -158,6 +167,10 @@ class Watcher(FileSystemEventHandler):
 
     def check(self) -> list[bytes]:
         """Restart observers that died or whose folder came back; returns roots that came back."""
+        with self._roots_lock:
+            return [] if self._stopped else self._check()
+
+    def _check(self) -> list[bytes]:
         back = []
         for root in self.roots.values():
             alive = root.observer is not None and root.observer.is_alive()
@@ -173,8 +186,10 @@ class Watcher(FileSystemEventHandler):
         return back
 
     def stop(self) -> None:
-        for root in self.roots.values():
-            self._unwatch(root)
+        with self._roots_lock:
+            self._stopped = True
+            for root in self.roots.values():
+                self._unwatch(root)
         logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._overflow)
 
     # Events -----------------------------------------------------------------------------------

@@ -318,11 +318,12 @@ class Pipeline:
                 current.append(item)
             if current and (len(current) >= size or time.monotonic() >= deadline):
                 if not self._put(outbox, current):
-                    return
+                    current = []  # stopping: what it held stays queued in the catalog
+                    break
                 current = []
         if current:
             self._put(outbox, current)
-        _send_stop(outbox)
+        _send_stop(outbox)  # however it ends: the next stage waits on its inbox for this
 
     # Stage: the model worker embeds and tags; a failed batch is retried one file at a time.
     def infer(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:

@@ -95,9 +95,12 @@ class Served:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # both processes write every thread's stack to the log
+                time.sleep(3)
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-                raise AssertionError("the daemon did not stop on SIGTERM") from None
+                raise AssertionError(f"the daemon did not stop on SIGTERM; its log:\n{self.log.read_text()[-12000:]}") \
+                    from None
         return self.proc.returncode
 
     @classmethod

@@ -97,6 +97,22 @@ def test_a_stale_socket_from_a_crash_is_replaced(tmp_path: Path, model_dir: Path
     daemon.stop()
 
 
+def test_sigusr1_writes_every_threads_stack_of_both_processes_to_the_log_and_serving_goes_on(
+        tmp_path: Path, model_dir: Path) -> None:
+    """How a person finds where a hung daemon waits: `systemctl --user kill -s USR1 pixdex`."""
+    pics = tmp_path / "pics"
+    tree(pics, 2)
+    daemon = Served(tmp_path, model_dir, [pics]).start()
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: " in cmd_serve" in daemon.log.read_text() and " in core_main" in daemon.log.read_text(),
+             timeout=10, what="the serving and the indexing process's stacks in the log")
+    log = daemon.log.read_text()
+    assert "SIGUSR1: the stacks of every thread follow" in log and log.count("Current thread") == 2
+    assert daemon.get("/health")["ok"]
+    assert daemon.stop() == 0
+
+
 @pytest.mark.slow
 def test_kill_9_while_indexing_then_restart_agrees_and_resumes(tmp_path: Path, model_dir: Path) -> None:
     pics = tmp_path / "pics"

@@ -72,3 +72,29 @@ def test_a_model_that_cannot_load_blames_no_file() -> None:
     with pytest.raises(ModelError):
         pipeline(pool)._infer(batch)
     assert all(w.error is None for w in batch) and pool.batches == [4]
+
+
+@pytest.mark.parametrize("stage", ["batch", "infer", "sidecar"])
+def test_a_stage_stopped_while_it_holds_work_passes_stop_on(stage: str) -> None:
+    """A daemon stopped just after start hung for minutes: the batch stage, holding a partial batch when
+    the stop came, returned without passing STOP on, so every later stage waited on its inbox for good."""
+    from types import SimpleNamespace
+
+    from pixdex.indexer.pipeline import STOP
+
+    p = pipeline(RulePool(InferenceError("unused")))
+    p.config = SimpleNamespace(models=SimpleNamespace(batch_size=8), pipeline=SimpleNamespace(batch_wait=0.05))
+    p._inflight_lock = threading.Lock()
+    inbox: Any = __import__("queue").Queue()
+    outbox: Any = __import__("queue").Queue(maxsize=4)
+    inbox.put(works(2, set()) if stage != "batch" else works(1, set())[0])
+    if stage == "batch":
+        threading.Timer(0.01, p._stopping.set).start()  # while it waits out batch_wait with one image held
+    else:
+        p._stopping.set()
+    thread = threading.Thread(target=getattr(p, stage), args=(inbox, outbox), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    passed = [outbox.get_nowait() for _ in range(outbox.qsize())]
+    assert passed and passed[-1] is STOP
