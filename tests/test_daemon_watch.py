@@ -232,3 +232,20 @@ def test_a_move_out_of_a_folder_with_a_file_still_being_written_is_one_move(tmp_
         assert {os.fsencode(a), os.fsencode(b)} <= taken
     finally:
         watcher.stop()
+
+
+def test_a_stopped_watcher_starts_no_observer_again(tmp_path: Path) -> None:
+    """The scanner's periodic check ran during a stop and took the stopped observer for a dead one: it
+    started a new one while the daemon was closing (CI's log: 'inotify (3 folder(s) watched)' after
+    'stopping')."""
+    from pixdex.daemon.watcher import Watcher
+    from pixdex.indexer.settings import WatchSettings
+
+    watcher = Watcher(WatchSettings(), [], [], [], lambda why: None)
+    watcher.watch([os.fsencode(tmp_path)])
+    (root,) = watcher.roots.values()
+    assert root.observer is not None and root.observer.is_alive()
+    watcher.stop()
+    assert watcher.check() == [] and root.observer is None
+    watcher.watch([os.fsencode(tmp_path)])
+    assert root.observer is None
