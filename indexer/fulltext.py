@@ -33,10 +33,11 @@ from pixdex.indexer.layout import Layout
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
+SCHEMA_VERSION = 5  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
 # tantivy keeps dates as i64 nanoseconds: 1677-09-21 … 2262-04-11. Dates outside are dropped.
 DATE_MIN, DATE_MAX = datetime(1678, 1, 1), datetime(2262, 1, 1)
 
+FOLDED = "folded"  # the tokenizer of the word fields, registered on every open
 TEXT_FIELDS = ("name", "folder", "tags", "description", "ocr", "metadata", "camera")
 BOOSTS = {"tags": 2.0, "name": 1.5, "description": 1.2}
 CJK = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -129,13 +130,13 @@ def _schema() -> tantivy.Schema:
     builder.add_unsigned_field("id", stored=True, indexed=True, fast=True)
     builder.add_text_field("path", stored=True, tokenizer_name="raw", index_option="basic")
     for name in TEXT_FIELDS:
-        builder.add_text_field(name, stored=name in ("tags", "camera"))
+        builder.add_text_field(name, stored=name in ("tags", "camera"), tokenizer_name=FOLDED)
     builder.add_text_field("cjk", tokenizer_name="cjk_bigram")
     builder.add_text_field("tag", tokenizer_name="raw", index_option="basic")
     builder.add_text_field("folders", tokenizer_name="raw", index_option="basic")
     builder.add_text_field("ext", tokenizer_name="raw", index_option="basic")
     builder.add_date_field("date", stored=True, indexed=True, fast=True)
-    builder.add_text_field("lens")
+    builder.add_text_field("lens", tokenizer_name=FOLDED)
     builder.add_text_field("orientation", tokenizer_name="raw", index_option="basic")
     for name in NUMBER_FIELDS:
         builder.add_integer_field(name, indexed=True, fast=True)
@@ -147,11 +148,27 @@ def _schema() -> tantivy.Schema:
 NUMBER_FIELDS = ("rating", "iso", "w", "h")
 
 
+def _folding() -> tantivy.TextAnalyzer:
+    # tantivy's "default" (words, at most 40 bytes, lower case) and then ASCII folding, as Lucene's
+    # ASCIIFoldingFilter: "Straße" is "strasse", "Zürich" "zurich", "Café" "cafe" — typed either way.
+    return tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.remove_long(40)) \
+        .filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.ascii_fold()).build()
+
+
+_FOLDING = _folding()
+
+
+def folded_words(text: str) -> list[str]:
+    """The terms the text fields hold for `text`: what a term query on one of them must look for."""
+    return list(_FOLDING.analyze(nfc(text)))
+
+
 def _register_tokenizers(index: tantivy.Index) -> None:
     # tantivy forgets custom tokenizers on every open; register them each time.
     analyzer = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.ngram(2, 2, False)) \
         .filter(tantivy.Filter.lowercase()).build()
     index.register_tokenizer("cjk_bigram", analyzer)
+    index.register_tokenizer(FOLDED, _folding())
 
 
 def read_manifest(layout: Layout) -> dict[str, int]:

@@ -7,12 +7,11 @@ Every function searches one `TextSnapshot` (one searcher per query).
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
 import tantivy
 
-from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, normalize_tag, text_query
+from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, folded_words, normalize_tag, text_query
 from pixdex.query.parse import Filters
 from pixdex.query.reader import TextSnapshot
 
@@ -66,12 +65,11 @@ def filter_query(schema: tantivy.Schema, filters: Filters) -> tantivy.Query | No
         must.append(any_of("ext", filters.exts))
     must_not += [tantivy.Query.term_query(schema, "ext", e) for e in filters.not_exts]
     for camera in filters.cameras:
-        words = re.findall(r"\w+", camera)
-        must += [tantivy.Query.term_query(schema, "camera", w) for w in words]
+        must += [tantivy.Query.term_query(schema, "camera", w) for w in folded_words(camera)]
     if filters.after or filters.before:
         must.append(_date_range(schema, filters.after, filters.before))
     for lens in filters.lenses:
-        must += [tantivy.Query.term_query(schema, "lens", w) for w in re.findall(r"\w+", lens)]
+        must += [tantivy.Query.term_query(schema, "lens", w) for w in folded_words(lens)]
     must += [_number_range(schema, *spec) for spec in filters.numbers]
     must_not += [_number_range(schema, *spec) for spec in filters.not_numbers]
     if filters.orientations:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, make_library, solid
+from conftest import Env, exif_bytes, make_library, solid
 
 
 def catalog_rows(env: Env) -> dict[str, dict[str, object]]:
@@ -275,6 +275,24 @@ def test_korean_and_non_utf8_names(env: Env, capsys: pytest.CaptureFixture[str])
     assert text_side(search(env, capsys, "latin1")) == ["caf\\xe9_latin1.png"]
     assert os.path.exists(raw + b".xmp") or not json.loads(
         str(catalog_rows(env)[os.fsdecode(raw)]["tags"]))
+
+
+def test_accents_and_eszett_match_either_way_typed(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    solid((200, 100, 50)).save(env.pics / "Straße_in_Zürich.png")
+    solid((20, 100, 50)).save(env.pics / "strasse_sign.png")
+    solid((50, 100, 200)).save(env.pics / "café_crème.jpg", exif=exif_bytes(("Lumiere", "Lumiere Eclair")))
+    (env.pics / "Köln").mkdir()
+    solid((90, 90, 90)).save(env.pics / "Köln" / "dom.png")
+    summary = env.index_json(capsys)
+    assert summary["new"] == 4 and summary["failed"] == 0, summary
+    assert sorted(text_side(search(env, capsys, "Straße"))) == ["Straße_in_Zürich.png", "strasse_sign.png"]
+    assert sorted(text_side(search(env, capsys, "STRASSE"))) == ["Straße_in_Zürich.png", "strasse_sign.png"]
+    assert text_side(search(env, capsys, "zurich")) == ["Straße_in_Zürich.png"]
+    assert text_side(search(env, capsys, "cafe creme")) == ["café_crème.jpg"]
+    assert text_side(search(env, capsys, "koln")) == ["dom.png"]
+    # EXIF text is ASCII; a filter typed with accents still finds it, as a word in the query does
+    assert paths(search(env, capsys, 'camera:"LUMIÈRE éclair"')) == {"café_crème.jpg"}
+    assert text_side(search(env, capsys, "lumière")) == ["café_crème.jpg"]
 
 
 def test_empty_folder_is_fine(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
