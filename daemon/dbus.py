@@ -83,7 +83,7 @@ class GnomeShellProvider(ServiceInterface):
         metas = []
         for image_id in known:
             path = self.searcher.path_of(image_id) or ""
-            hit = self.searcher.hits[image_id]
+            hit = self.searcher.hits.get(image_id, {})
             tags = ", ".join(str(t) for t in hit.get("tags", [])[:6])
             meta = {"id": Variant("s", image_id), "name": Variant("s", _name(path)),
                     "description": Variant("s", _folder(path) + (f" — {tags}" if tags else "")),

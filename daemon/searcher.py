@@ -5,7 +5,8 @@ stalls the shell. So a query gets `desktop.answer_ms` (200 ms): what the daemon 
 else the results of the longest query already answered that this one extends (what was typed
 a letter ago), else nothing — while the request goes on, so the next keystroke finds it answered.
 Queries shorter than `desktop.min_query` get nothing at all. Thumbnails for result icons are fetched
-the same way and kept in `$XDG_CACHE_HOME/pixdex/desktop-icons`.
+the same way and kept in `$XDG_CACHE_HOME/pixdex/desktop-icons`, keyed by the image's id and mtime (an
+edited image gets a new icon), at most `MAX_ICONS` of them (the least recently shown go first).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import unicodedata
 import urllib.parse
 from collections import OrderedDict
@@ -26,7 +28,9 @@ from pixdex.indexer.settings import Config
 
 log = logging.getLogger(__name__)
 KEEP_QUERIES = 64
+KEEP_HITS = 2048  # results remembered for the shell's metas and actions
 ICON_SIZE = 128
+MAX_ICONS = 2000  # about 20 MB of 128-px thumbnails; the least recently shown go first
 
 
 class Searcher:
@@ -38,6 +42,7 @@ class Searcher:
         self._icons: dict[str, asyncio.Task[Path | None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.icon_dir = config.cache_dir / "desktop-icons"
+        self._pruned = False
 
     @property
     def budget(self) -> float:
@@ -96,7 +101,10 @@ class Searcher:
             found = await self._get("/search", q=query, k=self.config.desktop.results)
             hits: list[dict[str, Any]] = found["hits"]
             for hit in hits:
+                self.hits.pop(str(hit["id"]), None)  # to the end: the newest shown go last
                 self.hits[str(hit["id"])] = hit
+            while len(self.hits) > KEEP_HITS:
+                del self.hits[next(iter(self.hits))]
             self.answered[query] = hits
             while len(self.answered) > KEEP_QUERIES:
                 self.answered.popitem(last=False)
@@ -115,25 +123,39 @@ class Searcher:
     # Result details ---------------------------------------------------------------------------
     async def icons(self, ids: list[str]) -> dict[str, Path]:
         """Thumbnail files for these results, those ready within the time budget."""
+        if not self._pruned:
+            self._pruned = True
+            asyncio.get_running_loop().run_in_executor(None, prune_icons, self.icon_dir, MAX_ICONS)
         for image_id in ids:
             if image_id not in self._icons and not self._icon_path(image_id).is_file():
                 self._icons[image_id] = asyncio.ensure_future(self._fetch_icon(image_id))
         waiting = [self._icons[i] for i in ids if i in self._icons]
         if waiting:
             await asyncio.wait(waiting, timeout=self.budget)
-        return {i: self._icon_path(i) for i in ids if self._icon_path(i).is_file()}
+        ready = {}
+        for image_id in ids:
+            path = self._icon_path(image_id)
+            with contextlib.suppress(OSError):
+                os.utime(path)  # shown now: the last to go when the cache is pruned
+                ready[image_id] = path
+        return ready
 
     def _icon_path(self, image_id: str) -> Path:
-        return self.icon_dir / f"{image_id}-{ICON_SIZE}.img"
+        # keyed by the file's mtime too: an image edited since gets a new icon, not the old one
+        version = self.hits.get(image_id, {}).get("mtime_ns", 0)
+        return self.icon_dir / f"{image_id}-{version}-{ICON_SIZE}.img"
 
     async def _fetch_icon(self, image_id: str) -> Path | None:
         try:
+            path = self._icon_path(image_id)
             data = await self._get(f"/thumbnail/{image_id}", size=ICON_SIZE)
             self.icon_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = self._icon_path(image_id)
             temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             temp.write_bytes(data)
             os.replace(temp, path)
+            for older in self.icon_dir.glob(f"{image_id}-*-{ICON_SIZE}.img"):
+                if older != path:
+                    older.unlink(missing_ok=True)
             return path
         except Exception as exc:  # noqa: BLE001 - a result without a thumbnail gets a themed icon
             log.debug("no thumbnail for %s: %s", image_id, exc)
@@ -154,7 +176,7 @@ class Searcher:
             async def fetch(image_id: str) -> None:
                 with contextlib.suppress(Exception):
                     item = await self._get(f"/items/{image_id}")
-                    self.hits[image_id] = {"id": item["id"], "path": item["path"],
+                    self.hits[image_id] = {"id": item["id"], "path": item["path"], "mtime_ns": item["mtime_ns"],
                                            "tags": [t["name"] for t in item["tags"]]}
             await asyncio.wait([asyncio.ensure_future(fetch(i)) for i in missing], timeout=self.budget)
         return [i for i in ids if i in self.hits]
@@ -179,6 +201,22 @@ class Searcher:
             self.open(await self.page_link(next_path))
         except Exception as exc:  # noqa: BLE001 - no daemon: say so in the log, the shell goes on
             log.warning("cannot open the web page: %s", exc)
+
+
+def prune_icons(folder: Path, keep: int) -> int:
+    """Delete all but the `keep` icons most recently shown (and temp files a crash left); how many went."""
+    try:
+        entries = [(e.stat().st_mtime_ns, e.path) for e in os.scandir(folder) if e.is_file()]
+    except OSError:
+        return 0
+    stale = time.time_ns() - 60 * 1_000_000_000  # a temp file younger may be one being written
+    temps = [p for t, p in entries if os.path.basename(p).startswith(".") and t < stale]
+    icons = sorted((t, p) for t, p in entries if not os.path.basename(p).startswith("."))
+    gone = temps + [p for _, p in icons[:max(0, len(icons) - keep)]]
+    for path in gone:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return len(gone)
 
 
 def typed_width(text: str) -> int:

@@ -41,6 +41,7 @@ class Hit:
     text_rank: int | None
     text_score: float | None
     tags: list[str]
+    mtime_ns: int  # the file's, as catalogued: a key for caches of its thumbnail
     raw_path: bytes = field(default=b"", repr=False)  # the exact bytes, for `-0` output
 
     def as_dict(self) -> dict[str, Any]:
@@ -314,7 +315,7 @@ class SearchService:
                             f.vector.rank if f.vector else None,
                             round(f.vector.score, 6) if f.vector else None,
                             f.text.rank if f.text else None, round(f.text.score, 6) if f.text else None,
-                            [str(t["name"]) for t in row.tag_list], row.path))
+                            [str(t["name"]) for t in row.tag_list], row.mtime_ns, row.path))
             if k is not None and len(hits) == k:
                 break
         return hits

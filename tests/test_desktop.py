@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PIXDEX, make_library, tool
+from conftest import PIXDEX, make_library, solid, tool
 from served import Served, wait_for
 
 pytest.importorskip("dbus_fast")
@@ -167,6 +167,45 @@ def test_krunner_runner_matches_and_runs_its_actions(desktop: Desktop) -> None:
     assert str(Path(expected[0]["path"]).parent) in lines and expected[0]["path"] in lines
     similar = next(line for line in lines if "similar" in line)
     assert urllib.parse.parse_qs(urllib.parse.urlsplit(similar).query)["next"] == [f"/?similar={first[0]}"]
+
+
+def test_an_edited_image_gets_a_new_icon_and_the_old_one_goes(desktop: Desktop) -> None:
+    def shown_icon() -> tuple[str, Path]:
+        image_id = strings(desktop.gdbus(GNOME, "GetInitialResultSet", "['scan', 'archive']"))[0]
+        icons = re.findall(r"'gicon': <'([^']*)'>", desktop.gdbus(GNOME, "GetResultMetas", f"['{image_id}']"))
+        return image_id, Path(icons[0])
+
+    def thumbnail(image_id: str) -> bytes:
+        status, body = desktop.daemon.raw("GET", f"/thumbnail/{image_id}?size=128", {"Host": "localhost"})
+        assert status == 200 and isinstance(body, bytes)
+        return body
+
+    image = desktop.pics / "city" / "scan_archive.tiff"
+    image_id, before = shown_icon()
+    assert Path(desktop.daemon.get(f"/items/{image_id}")["path"]) == image
+    old = before.read_bytes()
+    assert old == thumbnail(image_id)
+    mtime = desktop.daemon.get(f"/items/{image_id}")["mtime_ns"]
+    solid((250, 240, 20), (120, 90)).save(image)  # edited in place: same file, same id, new pixels
+    wait_for(lambda: desktop.daemon.get(f"/items/{image_id}")["mtime_ns"] != mtime and desktop.daemon.idle(),
+             timeout=30, what="the edit to be indexed")
+    again, after = shown_icon()
+    assert again == image_id and after != before and not before.exists()
+    assert after.read_bytes() == thumbnail(image_id) != old
+
+
+def test_the_icon_cache_keeps_the_most_recently_shown(tmp_path: Path) -> None:
+    from pixdex.daemon.searcher import prune_icons
+
+    for n in range(6):
+        icon = tmp_path / f"{n}-1-128.img"
+        icon.write_bytes(b"x")
+        os.utime(icon, (1_000 + n, 1_000 + n))
+    (tmp_path / ".7-1-128.img.99.tmp").write_bytes(b"left by a crash")
+    os.utime(tmp_path / ".7-1-128.img.99.tmp", (1_000, 1_000))
+    (tmp_path / ".8-1-128.img.99.tmp").write_bytes(b"being written")
+    assert prune_icons(tmp_path, keep=4) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".8-1-128.img.99.tmp", *(f"{n}-1-128.img" for n in range(2, 6))]
 
 
 def test_a_stalled_daemon_does_not_stall_the_shell(tmp_path: Path, model_dir: Path) -> None:

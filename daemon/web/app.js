@@ -136,7 +136,7 @@ function cell(index) {
                               "data-id": String(hit.id), title: hit.path });
   node.style.top = `${Math.floor(index / state.columns) * CELL}px`;
   node.style.left = `${(index % state.columns) * CELL}px`;
-  const image = el("img", { src: `/thumbnail/${hit.id}?size=256`, alt: basename(hit.path), loading: "lazy",
+  const image = el("img", { src: `/thumbnail/${hit.id}?size=256&v=${hit.mtime_ns}`, alt: basename(hit.path), loading: "lazy",
                             decoding: "async" });
   node.append(image, el("span", { class: "name" }, basename(hit.path)));
   node.addEventListener("click", () => openDetail(hit.id));
@@ -161,7 +161,7 @@ async function openDetail(id) {
     const found = await api("GET", `/similar?id=${id}&k=12`);
     strip.replaceChildren(...found.hits.map((hit) => {
       const link = el("button", { type: "button", class: "mini", title: hit.path, "data-id": String(hit.id) });
-      link.append(el("img", { src: `/thumbnail/${hit.id}?size=128`, alt: basename(hit.path), loading: "lazy" }));
+      link.append(el("img", { src: `/thumbnail/${hit.id}?size=128&v=${hit.mtime_ns}`, alt: basename(hit.path), loading: "lazy" }));
       link.addEventListener("click", () => openDetail(hit.id));
       return link;
     }));
@@ -173,7 +173,7 @@ async function openDetail(id) {
 function fillDetail(item) {
   $("detail-name").textContent = basename(item.path);
   $("detail-path").textContent = item.path;
-  $("detail-image").src = `/thumbnail/${item.id}?size=1024`;
+  $("detail-image").src = `/thumbnail/${item.id}?size=1024&v=${item.mtime_ns}`;
   $("detail-image").alt = basename(item.path);
   $("detail-original").href = `/file/${item.id}`;
   const tags = $("detail-tags");
