@@ -127,8 +127,13 @@ def _credentials(request: web.Request) -> Token:
     see nothing (an empty scope), are served."""
     if request.headers.get("Authorization"):
         return _bearer(request)
-    grant = request.app[CONTEXT].sessions.grant(request.cookies.get(COOKIE))
+    ctx = request.app[CONTEXT]
+    grant = ctx.sessions.grant(request.cookies.get(COOKIE))
+    if grant is not None and grant.token_id is not None and not ctx.tokens.alive(grant.token_id):
+        ctx.sessions.end(request.cookies.get(COOKIE))  # made with a token revoked since
+        grant = None
     if grant is not None:
+        request["token_id"] = grant.token_id
         return Token("", grant.collections, grant.label or "browser session")
     if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIX):
         request["anonymous"] = True
@@ -164,6 +169,7 @@ def _bearer(request: web.Request) -> Token:
     if token is None:
         raise ApiError(401, "unknown token; `pixdex token` shows the current one", "Authorization",
                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    request["token_id"] = token.id
     return token
 
 

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--only", default=None, metavar="NAME[,NAME]",
                        help="with --new: limit it to these collections")
     token.add_argument("--label", default="", help="with --new: a note saying who holds it")
+    token.add_argument("--list", action="store_true", help="every token: its id, what it sees, its label")
+    token.add_argument("--json", action="store_true", help="with --list: print JSON")
+    token.add_argument("--revoke", metavar="ID|LABEL",
+                       help="end a token (and the web page sessions logged in with it) at once")
     service = sub.add_parser("service", help="install or remove the systemd user units")
     ssub = service.add_subparsers(dest="service_command", required=True, metavar="ACTION")
     ssub.add_parser("install", help="write pixdex.service and pixdex.socket to ~/.config/systemd/user/")
@@ -682,23 +686,43 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_token(args: argparse.Namespace, config: Config) -> int:
     from pixdex.daemon.tokens import Tokens
+    from pixdex.indexer.errors import PixdexError
 
     tokens = Tokens(config.state_dir / "tokens.json")
+    chosen = [name for name, on in (("--new", args.new), ("--list", args.list), ("--revoke", args.revoke)) if on]
+    if len(chosen) > 1:
+        raise PixdexError(f"{' and '.join(chosen)} do not go together; give one")
+    if (args.only or args.label) and not args.new:
+        raise PixdexError("--only and --label need --new: `pixdex token --new --only NAME --label phone`")
+    if args.json and not args.list:
+        raise PixdexError("--json needs --list")
     if args.new:
         only = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else None
         token = tokens.add(only, args.label)
         print(token.secret)
-        if only:
-            print(f"limited to: {', '.join(only)}", file=sys.stderr)
+        print(f"id {token.id}" + (f", limited to: {', '.join(only)}" if only else ", sees everything")
+              + f"; `pixdex token --revoke {token.id}` ends it", file=sys.stderr)
         return EXIT_OK
-    if args.only:
-        from pixdex.indexer.errors import PixdexError
-
-        raise PixdexError("--only needs --new: `pixdex token --new --only NAME`")
-    found = tokens.load(create=True)
+    if args.list:
+        listed = [t.listing() for t in tokens.load()]
+        if args.json:
+            print(json.dumps(listed, indent=2, ensure_ascii=False))
+        else:
+            for row in listed:
+                scope = ", ".join(row["collections"]) if row["collections"] is not None else "everything"
+                print(f"{row['id']}  {scope:<24} {row['label']}")
+        return EXIT_OK
+    if args.revoke is not None:
+        gone = tokens.revoke(args.revoke)
+        print(f"revoked {gone.id}" + (f" ({gone.label})" if gone.label else "")
+              + ": it and the web page sessions logged in with it stop working now")
+        return EXIT_OK
+    found = [t for t in tokens.load(create=True) if t.collections is None]
+    if not found:  # every full-access token was revoked: `pixdex token` makes the next
+        found = [tokens.add(None, "full access")]
     print(found[0].secret)
     print(f"use it as `Authorization: Bearer <token>` on http://127.0.0.1:{config.server.port}/ "
-          f"({tokens.path}, {len(found)} token(s))", file=sys.stderr)
+          f"({tokens.path}, {len(tokens.load())} token(s); `pixdex token --list` shows them)", file=sys.stderr)
     return EXIT_OK
 
 

@@ -567,8 +567,11 @@ async def _stream_events(request: web.Request, ctx: Context, response: web.Strea
     for event in ctx.bus.since(last):
         await _send(response, event, limited)
         after = event.id
+    token_id = request.get("token_id")
     while not ctx.stopping.is_set():
         await ctx.bus.wait(after, 15.0)
+        if token_id is not None and not await ctx.run(ctx.tokens.alive, token_id):
+            return  # its token was revoked: the stream ends (within a keep-alive, or at the next event)
         fresh = ctx.bus.since(after)
         if not fresh:
             await response.write(b": keep-alive\n\n")

@@ -4,8 +4,8 @@ A browser cannot send a bearer header when it opens a page, so `pixdex open` ask
 the Unix socket, or with a token) for a *ticket*: a random one-time value, valid for a minute (ten
 for a phone's QR code), carrying the caller's scope. `GET /login?ticket=…` spends it and sets a
 session cookie (HttpOnly, SameSite=Strict, Path=/); the session sees what the ticket's caller saw.
-A used or expired ticket is useless. Sessions live in the daemon's memory: a restart asks for a
-new `pixdex open`.
+A used or expired ticket is useless; a session made through a token ends when the token is revoked.
+Sessions live in the daemon's memory: a restart asks for a new `pixdex open`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Grant:
 
     collections: tuple[str, ...] | None
     label: str = ""
+    token_id: str | None = None  # the bearer token it came from (None: the Unix socket): revoking it ends this
 
 
 class Sessions:

@@ -2,11 +2,15 @@
 
 The first token is made on the daemon's first start and sees everything; `pixdex token --new
 --only NAME` makes one limited to some collections (a phone or a script then sees only those).
+`pixdex token --list` shows each one's id (a hash of it, not the token), scope and label, and
+`pixdex token --revoke ID|LABEL` ends one: the daemon re-reads the file on the next request, so the
+token and the web page sessions logged in with it stop working at once.
 The Unix socket needs no token: its 0600 mode in a 0700 folder and the peer's uid guard it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -24,8 +28,17 @@ class Token:
     collections: tuple[str, ...] | None  # None: every collection
     label: str = ""
 
+    @property
+    def id(self) -> str:
+        """What names the token in lists and revocations without revealing it."""
+        return hashlib.sha256(self.secret.encode()).hexdigest()[:10]
+
     def as_dict(self) -> dict[str, object]:
         return {"token": self.secret, "collections": list(self.collections) if self.collections is not None else None,
+                "label": self.label}
+
+    def listing(self) -> dict[str, object]:
+        return {"id": self.id, "collections": list(self.collections) if self.collections is not None else None,
                 "label": self.label}
 
 
@@ -60,6 +73,27 @@ class Tokens:
             if hmac.compare_digest(token.secret.encode(), presented.encode()):
                 return token
         return None
+
+    def alive(self, token_id: str) -> bool:
+        """Whether the token of this id is still on file (a web session made with a revoked one is not)."""
+        return any(t.id == token_id for t in self.load())
+
+    def revoke(self, which: str) -> Token:
+        """Remove the one token whose id starts with `which` (4 characters at least) or whose label is `which`."""
+        tokens = self.load()
+        wanted = which.strip()
+        if not wanted:
+            raise PixdexError("--revoke needs a token's id or label; `pixdex token --list` shows them")
+        found = [t for t in tokens if t.label == wanted]
+        if not found and len(wanted) >= 4:
+            found = [t for t in tokens if t.id.startswith(wanted.lower())]
+        if not found:
+            raise PixdexError(f"no token has the id or label {which!r}; `pixdex token --list` shows them")
+        if len(found) > 1:
+            raise PixdexError(f"{len(found)} tokens match {which!r} ({', '.join(t.id for t in found)}); "
+                              "give more of the id")
+        self._write([t for t in tokens if t is not found[0]])
+        return found[0]
 
     def add(self, collections: tuple[str, ...] | None, label: str = "") -> Token:
         token = Token(secrets.token_urlsafe(32), collections, label)

@@ -108,7 +108,7 @@ async def new_ticket(request: web.Request) -> web.Response:
     if not lan and ctx.tcp_port is None:
         raise bad("lan", "the web page needs the loopback TCP listener; set [server] tcp = true and restart pixdex")
     token = request["token"]
-    grant = Grant(None, "socket") if token is None else Grant(token.collections, token.label)
+    grant = Grant(None, "socket") if token is None else Grant(token.collections, token.label, request.get("token_id"))
     only = body.get("only")
     if only is not None:  # a link that sees less than its maker (a phone: one collection)
         known = {c.name.lower(): c.name for c in ctx.daemon.collections}
@@ -117,7 +117,7 @@ async def new_ticket(request: web.Request) -> web.Response:
         names = tuple(known[n.lower()] for n in only)
         if grant.collections is not None and not {n.lower() for n in names} <= {n.lower() for n in grant.collections}:
             raise ApiError(403, "a login link cannot see more than its maker", "only")
-        grant = Grant(names, f"login link for {', '.join(names)}")
+        grant = Grant(names, f"login link for {', '.join(names)}", grant.token_id)
     seconds = LAN_TICKET_SECONDS if lan else TICKET_SECONDS
     ticket = ctx.sessions.ticket(grant, seconds)
     base = lan_base(ctx) if lan else f"http://127.0.0.1:{ctx.tcp_port}"

@@ -137,6 +137,52 @@ def test_a_link_limited_to_a_collection_sees_only_it(site: Served) -> None:
     assert status == 403  # pausing needs full access
 
 
+def test_a_revoked_token_and_the_sessions_it_made_stop_at_once(site: Served) -> None:
+    def pixdex(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(PIXDEX), "--config", str(site.config), "token", *args], env=site.environ,
+                              capture_output=True, text=True, timeout=60)
+
+    made = pixdex("--new", "--only", "other", "--label", "phone")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    listing = pixdex("--list", "--json")
+    assert secret not in listing.stdout and secret not in pixdex("--list").stdout  # ids, never the tokens
+    phone = [t for t in json.loads(listing.stdout) if t["label"] == "phone"]
+    assert len(phone) == 1 and phone[0]["collections"] == ["other"] and phone[0]["id"] in made.stderr
+    bearer = {"Host": "127.0.0.1", "Authorization": f"Bearer {secret}"}
+    assert site.raw("GET", "/search?q=boat", bearer, tcp=True)[0] == 200
+    status, body = site.raw("POST", "/login/ticket", {**bearer, "Content-Type": "application/json"}, b"{}", tcp=True)
+    assert status == 200
+    browser, linked = Browser(site.port), Browser(site.port)
+    browser.login(str(body["url"]))  # type: ignore[index]
+    status, _, data = browser.request("POST", "/login/ticket", {"Content-Type": "application/json"}, b"{}")
+    linked.login(json.loads(data)["url"])  # a link made in the web page of that session
+    for each in (browser, linked):
+        status, _, data = each.request("GET", "/search?q=boat&k=50")
+        assert status == 200 and json.loads(data)["hits"]
+    stream = http.client.HTTPConnection("127.0.0.1", site.port, timeout=30)
+    stream.request("GET", "/events", headers=bearer)
+    events = stream.getresponse()
+    assert events.status == 200 and events.readline() == b"retry: 2000\n"
+    gone = pixdex("--revoke", "phone")
+    assert gone.returncode == 0 and phone[0]["id"] in gone.stdout, gone.stderr
+    site.post("/pause"), site.post("/resume")  # events: the stream wakes, sees the token gone and ends
+    rest, deadline = b"", time.monotonic() + 20
+    while (chunk := events.read1(65536)) and time.monotonic() < deadline:  # keep-alives come every 15 s
+        rest += chunk
+    assert not chunk, f"the stream of a revoked token goes on: {rest[-200:]!r}"
+    assert b"event: paused" not in rest
+    stream.close()
+    assert site.raw("GET", "/search?q=boat", bearer, tcp=True)[0] == 401
+    for each in (browser, linked):
+        assert each.request("GET", "/search?q=boat&k=50")[0] == 401
+    full = {"Host": "127.0.0.1", "Authorization": f"Bearer {site.token()}"}
+    assert site.raw("GET", "/search?q=boat", full, tcp=True)[0] == 200  # the others go on
+    again = pixdex("--revoke", "phone")
+    assert again.returncode == 2 and "no token has the id or label 'phone'" in again.stderr
+    assert pixdex("--list", "--new").returncode == 2
+
+
 def test_pixdex_open_prints_a_link_and_says_when_no_daemon_runs(site: Served, tmp_path: Path) -> None:
     printed = subprocess.run([str(PIXDEX), "--config", str(site.config), "open", "--print-url", "red", "flower"],
                              env=site.environ, capture_output=True, text=True, timeout=60)
