@@ -697,7 +697,7 @@ def cmd_token(args: argparse.Namespace, config: Config) -> int:
     if args.json and not args.list:
         raise PixdexError("--json needs --list")
     if args.new:
-        only = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else None
+        only = _collection_names(config, args.only) if args.only is not None else None
         token = tokens.add(only, args.label)
         print(token.secret)
         print(f"id {token.id}" + (f", limited to: {', '.join(only)}" if only else ", sees everything")
@@ -724,6 +724,24 @@ def cmd_token(args: argparse.Namespace, config: Config) -> int:
     print(f"use it as `Authorization: Bearer <token>` on http://127.0.0.1:{config.server.port}/ "
           f"({tokens.path}, {len(tokens.load())} token(s); `pixdex token --list` shows them)", file=sys.stderr)
     return EXIT_OK
+
+
+def _collection_names(config: Config, given: str) -> tuple[str, ...]:
+    """The collections `--only` names, spelled as they are; an unknown name is refused, naming those there are."""
+    from pixdex.daemon import library
+    from pixdex.indexer.errors import PixdexError
+
+    client = daemon_client(config)
+    rows = client.get("/watches") if client is not None else library.offline_watches(config)
+    known = {str(r["name"]).lower(): str(r["name"]) for r in rows}
+    wanted = [n.strip() for n in given.split(",") if n.strip()]
+    if not wanted:
+        raise PixdexError("--only needs collection names: `pixdex token --new --only NAME[,NAME]`")
+    unknown = [n for n in wanted if n.lower() not in known]
+    if unknown:
+        raise PixdexError(f"--only: no collection is named {', '.join(map(repr, unknown))}; there are: "
+                          f"{', '.join(sorted(known.values())) or 'none'} (`pixdex watch list`)")
+    return tuple(dict.fromkeys(known[n.lower()] for n in wanted))
 
 
 def cmd_service(args: argparse.Namespace, config: Config) -> int:

@@ -142,6 +142,8 @@ def test_a_revoked_token_and_the_sessions_it_made_stop_at_once(site: Served) -> 
         return subprocess.run([str(PIXDEX), "--config", str(site.config), "token", *args], env=site.environ,
                               capture_output=True, text=True, timeout=60)
 
+    typo = pixdex("--new", "--only", "OTHER,holidys")
+    assert typo.returncode == 2 and "no collection is named 'holidys'; there are: other, pics" in typo.stderr
     made = pixdex("--new", "--only", "other", "--label", "phone")
     assert made.returncode == 0, made.stderr
     secret = made.stdout.strip()
