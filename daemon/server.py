@@ -28,6 +28,7 @@ from pixdex.daemon.app import Context, create_app
 from pixdex.daemon.events import EventBus
 from pixdex.daemon.metrics import Metrics
 from pixdex.daemon.core_process import CoreProcess
+from pixdex.daemon.sessions import Sessions
 from pixdex.daemon.tokens import Tokens
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.settings import Config, ConfigError, load_config
@@ -58,7 +59,7 @@ async def _serve(config: Config, config_path: Path | None) -> int:
 
         service = SearchService(config, Reader(config.layout, config.index))
         ctx = Context(config, daemon, service, tokens, bus, Metrics(lambda: _metrics_snapshot(ctx)),
-                      lan_hosts=lan_hosts(config))
+                      sessions=Sessions(config.state_dir / "web-sessions.json"), lan_hosts=lan_hosts(config))
         _preload()
         runner = web.AppRunner(create_app(ctx), handle_signals=False, access_log=None, shutdown_timeout=5.0,
                                max_line_size=64 * 1024)  # long queries reach the validator (server.max_query_chars)

@@ -185,6 +185,23 @@ def test_a_revoked_token_and_the_sessions_it_made_stop_at_once(site: Served) -> 
     assert pixdex("--list", "--new").returncode == 2
 
 
+def test_a_browser_stays_logged_in_across_a_restart_and_a_logout_is_kept_too(site: Served) -> None:
+    kept, left = Browser(site.port), Browser(site.port)
+    kept.login(ticket(site))
+    left.login(ticket(site))
+    left_cookie = left.cookie
+    assert left.request("POST", "/logout", {"Content-Type": "application/json"}, b"{}")[0] == 200
+    stored = site.root / "state" / "pixdex" / "web-sessions.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert kept.cookie.split("=", 1)[1] not in stored.read_text()  # hashes only: nothing a browser could present
+    site.stop()
+    site.start()
+    status, _, data = kept.request("GET", "/search?q=beach&k=5")
+    assert status == 200 and json.loads(data)["hits"]
+    left.cookie = left_cookie  # sent again after the restart: still logged out
+    assert left.request("GET", "/search?q=beach")[0] == 401
+
+
 def test_pixdex_open_prints_a_link_and_says_when_no_daemon_runs(site: Served, tmp_path: Path) -> None:
     printed = subprocess.run([str(PIXDEX), "--config", str(site.config), "open", "--print-url", "red", "flower"],
                              env=site.environ, capture_output=True, text=True, timeout=60)
