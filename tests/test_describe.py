@@ -5,7 +5,6 @@ recorded; a person's description is never replaced."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sqlite3

@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -296,7 +295,7 @@ def test_the_page_searches_opens_a_result_edits_a_keyword_and_shows_progress(
         page.wait_for_function("() => document.querySelector('#summary').textContent.includes('image')")
         names = page.eval_on_selector_all(".cell .name", "n => n.map(x => x.textContent)")
         assert names and all(n.endswith(".png") for n in names) and "red_flower.png" in names
-        page.click(f".cell[title$='red_flower.png']")
+        page.click(".cell[title$='red_flower.png']")
         page.wait_for_selector("#detail[open]")
         assert page.text_content("#detail-name") == "red_flower.png"
         page.wait_for_selector("#detail-similar .mini")  # similar images
