@@ -193,9 +193,10 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
     folders pixdex indexes; links into them are not followed, their files have their own paths.
 
     The watcher passes the folders it saw change instead of whole roots: `shallow` ones are diffed
-    without their subfolders, and a changed folder that is gone (deleted, or moved out) while its
-    parent is still there had everything below it removed. A root that is gone is an error and its
-    rows stay: an unmounted disk is not a deletion.
+    without their subfolders, and a changed folder that is gone (deleted, or moved out, with or without
+    the folders above it) while a folder above it in the library is still there had everything below it
+    removed — or moved, when its files arrive elsewhere. A root that is gone is an error and its rows stay:
+    an unmounted disk is not a deletion.
 
     An indexed image whose sidecar changed (appeared, edited, removed) goes to `sidecar`, unless the
     version found is one pixdex just wrote itself (`own`: image path → the sidecar version written), or
@@ -217,7 +218,7 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
         known.update((row.path, row) for row in catalog.under(root)
                      if recursive or os.path.dirname(row.path) == root)
         if not os.path.isdir(root):
-            if root in library or not os.path.isdir(os.path.dirname(root)) or os.path.lexists(root):
+            if root in library or os.path.lexists(root) or not _gone_from_library(root, library):
                 diff.errors.append((root, "not a folder (missing, or a file)"))
             continue
         for st in walk(root, skip, follow_symlinks, diff.errors, visited, library, recursive, exclude):
@@ -243,6 +244,16 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
     gone = [row for row in known.values() if not _below_any(row.path, unreadable)]
     _find_moves(diff, gone)
     return diff
+
+
+def _gone_from_library(folder: bytes, library: list[bytes]) -> bool:
+    """Whether a folder that is not there was deleted or moved away: the nearest folder above it that is
+    still there is in the library (`mv trip voyage` takes trip/sub along; an unmounted disk leaves only
+    folders above its library root)."""
+    parent = os.path.dirname(folder)
+    while parent != os.path.dirname(parent) and not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    return _below_any(parent, library, itself=True)
 
 
 def _ordered_roots(roots: list[bytes], shallow: set[bytes]) -> list[bytes]:

@@ -89,7 +89,8 @@ def check_consistent(data: Path, pics: Path) -> dict[bytes, int]:
         if machine or person:
             xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path))))
             listed = xmp.get("Xmp.digiKam.TagsList", [])
-            assert sorted(t for t in listed if t.startswith("pixdex/")) == sorted(f"pixdex/{n}" for n in machine), path
+            in_sidecar = sorted(t for t in listed if t.startswith("pixdex/"))
+            assert in_sidecar == sorted(f"pixdex/{n}" for n in machine), (path, in_sidecar, machine, xmp)
             assert {n for n in person} <= {t.split("/")[-1] for t in listed}, path
     assert temp_files(pics, data) == []
     return {p: r[0] for p, r in rows.items()}

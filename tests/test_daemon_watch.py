@@ -114,17 +114,19 @@ def test_slow_chunked_write_and_editor_rename_give_one_item(served: Served) -> N
 def test_directory_rename_and_move_out_and_back(served: Served, tmp_path: Path) -> None:
     pics = served.folders[0]
     album = pics / "album"
-    album.mkdir()
-    for n in range(5):
-        noise(10 + n).save(album / f"p{n}.jpg")
-    wait_for(lambda: sum(p.startswith(str(album) + "/") for p in ids(served)) == 5, what="the album")
-    before = {Path(p).name: i for p, i in ids(served).items() if p.startswith(str(album) + "/")}
+    (album / "day1" / "deeper").mkdir(parents=True)
+    for n, folder in enumerate([album, album, album, album / "day1", album / "day1" / "deeper"]):
+        noise(10 + n).save(folder / f"p{n}.jpg")
 
-    os.rename(album, pics / "album-2024")
-    wait_for(lambda: sum(p.startswith(str(pics / "album-2024") + "/") for p in ids(served)) == 5,
-             what="the renamed folder")
-    after = {Path(p).name: i for p, i in ids(served).items() if p.startswith(str(pics / "album-2024") + "/")}
-    assert after == before  # every id kept
+    def under(folder: Path) -> dict[str, int]:
+        return {os.path.relpath(p, folder): i for p, i in ids(served).items() if p.startswith(str(folder) + "/")}
+
+    wait_for(lambda: len(under(album)) == 5, what="the album")
+    before = under(album)
+    os.rename(album, pics / "album-2024")  # its subfolders go with it: one move, nothing left behind
+    wait_for(lambda: len(under(pics / "album-2024")) == 5 and served.idle(), what="the renamed folder")
+    assert under(pics / "album-2024") == before and under(album) == {}  # every id kept, no old path left
+    assert served.status()["counts"]["done"] == 6
 
     outside = tmp_path / "outside"
     os.rename(pics / "album-2024", outside)
@@ -132,6 +134,19 @@ def test_directory_rename_and_move_out_and_back(served: Served, tmp_path: Path) 
     os.rename(outside, pics / "back")
     wait_for(lambda: sum(p.startswith(str(pics / "back") + "/") for p in ids(served)) == 5, what="it to come back")
     assert not any(name.startswith(".") for name in os.listdir(pics / "back"))
+
+
+def test_a_watched_folder_that_vanishes_is_not_a_deletion(served: Served, tmp_path: Path) -> None:
+    """An unmounted disk: the root and its subfolders are gone, the rows stay until it is back."""
+    pics = served.folders[0]
+    before = ids(served)
+    assert list(before) == [str(pics / "a" / "first.jpg")]
+    os.rename(pics, tmp_path / "unmounted")
+    time.sleep(2)  # the watcher sees the root and pics/a go
+    wait_for(served.idle, what="the daemon to settle")
+    assert ids(served) == before and served.status()["counts"]["done"] == 1
+    os.rename(tmp_path / "unmounted", pics)
+    wait_for(lambda: served.idle() and ids(served) == before, what="the folder to be back")
 
 
 def test_hidden_ignored_and_partial_files_are_not_indexed(served: Served) -> None:

@@ -86,6 +86,39 @@ def test_diff_tree_sorts_every_file_into_exactly_one_kind(tmp_path: Path) -> Non
     writer.close()
 
 
+def test_changed_folders_gone_with_the_folders_above_them_are_moves_unless_the_library_root_went(
+        tmp_path: Path) -> None:
+    """What the watcher passes for `mv trip voyage` (each folder that changed, without its subfolders: trip/sub
+    went too), and for an unmounted disk."""
+    pics = tmp_path / "pics"
+    (pics / "trip" / "sub").mkdir(parents=True)
+    gradient(1).save(pics / "trip" / "top.png")
+    gradient(2).save(pics / "trip" / "sub" / "deep.png")
+    writer = open_writer(tmp_path)
+    writer.register(diff(writer, pics).new, [], [], [], []).result()
+    index_all(writer, pics)
+    writer.flush()
+
+    def changed(*folders: Path) -> object:
+        paths = [os.fsencode(f) for f in folders]
+        return diff_tree(Catalog(writer.catalog.path, read_only=True), paths, [".*"], False, MODELS,
+                         [os.fsencode(pics)], paths)
+
+    name = lambda p: os.path.relpath(os.fsdecode(p), pics)  # noqa: E731
+    (pics / "trip").rename(pics / "voyage")
+    moved = changed(pics / "trip", pics / "trip" / "sub", pics / "voyage", pics / "voyage" / "sub")
+    assert sorted((name(r.path), name(st.path)) for r, st in moved.moved) == [
+        ("trip/sub/deep.png", "voyage/sub/deep.png"), ("trip/top.png", "voyage/top.png")]
+    assert moved.errors == [] and moved.removed == [] and moved.new == []
+
+    (pics / "voyage").rename(pics / "trip")
+    pics.rename(tmp_path / "unmounted")  # the library root and all below it
+    gone = changed(pics / "trip" / "sub")
+    assert gone.errors == [(os.fsencode(pics / "trip" / "sub"), "not a folder (missing, or a file)")]
+    assert gone.removed == [] and gone.moved == []
+    writer.close()
+
+
 def test_models_changing_makes_done_rows_stale_not_new(tmp_path: Path) -> None:
     pics = tmp_path / "pics"
     pics.mkdir()
