@@ -296,6 +296,9 @@ def daemon_client(config: Config) -> Any:
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.indexer.errors import as_text
+
+    args.query = as_text(args.query)  # `pixdex search $'caf\xe9'`: the words as the index holds such names
     client = daemon_client(config)
     if client is not None:
         if len(args.query) > config.server.max_query_chars:
@@ -311,6 +314,9 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_similar(args: argparse.Namespace, config: Config) -> int:
+    from pixdex.indexer.errors import as_text
+
+    args.filter = as_text(args.filter) if args.filter is not None else None
     client = daemon_client(config)
     if client is not None:
         return print_results(_similar_via(client, args), args)
@@ -325,9 +331,12 @@ def _similar_via(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     from pixdex.daemon.client import DaemonError
 
     if len(args.images) == 1:
+        import base64
+
+        path = os.fsencode(os.path.abspath(args.images[0]))
+        where = {"path": path.decode()} if _is_utf8(path) else {"path_b64": base64.b64encode(path).decode()}
         try:
-            return dict(client.get("/similar", path=os.path.abspath(args.images[0]), k=args.k, filter=args.filter,
-                                   raw="1" if args.null else None))
+            return dict(client.get("/similar", **where, k=args.k, filter=args.filter, raw="1" if args.null else None))
         except DaemonError as exc:
             if exc.status != 404:
                 raise
@@ -343,6 +352,14 @@ def _similar_via(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     if args.k is not None:
         fields["k"] = str(args.k)
     return dict(client.upload("/search", fields, files))
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def results_dict(results: Any, raw: bool) -> dict[str, Any]:
@@ -777,6 +794,9 @@ def cmd_open(args: argparse.Namespace, config: Config) -> int:
     from pixdex.daemon.openpage import open_page
 
     def run() -> int:
+        from pixdex.indexer.errors import as_text
+
+        args.words = [as_text(w) for w in args.words]
         only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
         url = open_page(config, args.words, args.similar, args.narrow, args.lan, only, args.print_url)
         if args.lan:

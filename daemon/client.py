@@ -15,7 +15,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.errors import PixdexError, as_text
 
 
 class DaemonError(PixdexError):
@@ -65,7 +65,8 @@ class Client:
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
                 content_type: str = "application/json") -> Any:
-        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None}, doseq=True)
+        query = urllib.parse.urlencode({k: as_text(v) if isinstance(v, str) else v
+                                        for k, v in (params or {}).items() if v is not None}, doseq=True)
         data: bytes | None = None
         headers = {"Host": "localhost"}
         if body is not None:

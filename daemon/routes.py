@@ -260,6 +260,11 @@ async def similar(request: web.Request) -> web.Response:
     filters = text_param(request, "filter", ctx.config.server.max_query_chars, required=False)
     paths: list[Path] = []
     ids, given = request.query.getall("id", []), request.query.getall("path", [])
+    for raw in request.query.getall("path_b64", []):  # the exact bytes of a path that is not UTF-8
+        try:
+            given.append(os.fsdecode(base64.b64decode(raw, validate=True)))
+        except ValueError:
+            raise bad("path_b64", "path_b64 must be the base64 of a path's bytes") from None
     if len(ids) + len(given) > 16:
         raise bad("id", f"{len(ids) + len(given)} images given; at most 16 are allowed")
     for raw in ids:  # several: images like all of them (the mean of their embeddings)

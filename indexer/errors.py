@@ -12,6 +12,15 @@ def display_path(path: Path | str | bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
+def as_text(text: str) -> str:
+    """An argument as text that can be sent and searched: bytes that are not UTF-8 (which Python carries
+    as lone surrogates, `caf\udce9`) shown as pixdex shows them in paths (`caf\\xe9`)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no byte stands for
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class PixdexError(Exception):
     """Base of every error pixdex reports to a person instead of a traceback."""
 

@@ -219,6 +219,37 @@ def test_cli_through_the_daemon_prints_what_it_prints_without_one(served: Served
         assert (a.returncode, a.stdout) == (b.returncode, b.stdout)
 
 
+def test_arguments_that_are_not_utf8_are_searched_the_same_through_the_daemon_and_without(
+        served: Served, tmp_path: Path) -> None:
+    raw = os.path.join(os.fsencode(served.folders[1]), b"caf\xe9_latin1.jpg")
+    with open(raw, "wb") as handle:
+        noise(52).save(handle, format="JPEG")
+    wait_for(lambda: served.idle() and any("latin1" in p for p in served.listed(served.folders[1])),
+             what="the latin-1 name")
+    asked: list[list[bytes]] = [[b"search", b"caf\xe9", b"-k", b"3"], [b"search", b"--json", b"caf\xe9 latin1"],
+                                [b"similar", raw, b"-k", b"2", b"-0"], [b"open", b"--print-url", b"caf\xe9"]]
+
+    def cli(environ: dict[str, str], args: list[bytes]) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([os.fsencode(PIXDEX), b"--config", os.fsencode(served.config), *args], env=environ,
+                              capture_output=True, timeout=60)
+
+    through = [cli(served.environ, args) for args in asked]
+    for proc in through:
+        assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
+    assert json.loads(through[1].stdout)["hits"][0]["path"].endswith("caf\\xe9_latin1.jpg")
+    found = through[2].stdout.split(b"\0")[:-1]
+    assert len(found) == 2 and raw not in found  # found by its exact bytes: an indexed image, itself left out
+    copy = tmp_path / "copy"
+    shutil.copytree(served.data, copy / "data" / "pixdex")
+    environ = {**served.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run-none"), "XDG_DATA_HOME": str(copy / "data")}
+    for args, a in zip(asked[:3], through, strict=False):
+        b = cli(environ, args)
+        assert (a.returncode, a.stdout) == (b.returncode, b.stdout), (args, b.stderr)
+    os.unlink(raw)
+    wait_for(lambda: served.idle() and not any("latin1" in p for p in served.listed(served.folders[1])),
+             what="the latin-1 name to leave")
+
+
 def test_cli_search_through_the_daemon_stays_light(served: Served) -> None:
     probe = ("import sys, runpy; sys.argv = ['pixdex', '--config', sys.argv[1], 'search', 'flower', '-k', '1']\n"
              "from pixdex.daemon import cli\n"
