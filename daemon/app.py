@@ -138,6 +138,9 @@ def _credentials(request: web.Request) -> Token:
     if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIX):
         request["anonymous"] = True
         return Token("", (), "not logged in")
+    if request.cookies.get(COOKIE):
+        raise ApiError(401, "this web page session has ended (logged out, expired, or its token was revoked); "
+                            "`pixdex open` gives a new login link", COOKIE)
     return _bearer(request)  # raises: 401 with how to get a token
 
 
@@ -167,7 +170,7 @@ def _bearer(request: web.Request) -> Token:
                        "Authorization", headers={"WWW-Authenticate": "Bearer"})
     token = tokens.find(presented.strip())
     if token is None:
-        raise ApiError(401, "unknown token; `pixdex token` shows the current one", "Authorization",
+        raise ApiError(401, "unknown token (mistyped, or revoked); `pixdex token` shows a current one", "Authorization",
                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     request["token_id"] = token.id
     return token

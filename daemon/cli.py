@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -703,7 +704,7 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_token(args: argparse.Namespace, config: Config) -> int:
     from pixdex.daemon.tokens import Tokens
-    from pixdex.indexer.errors import PixdexError
+    from pixdex.indexer.errors import PixdexError, as_text
 
     tokens = Tokens(config.state_dir / "tokens.json")
     chosen = [name for name, on in (("--new", args.new), ("--list", args.list), ("--revoke", args.revoke)) if on]
@@ -714,6 +715,8 @@ def cmd_token(args: argparse.Namespace, config: Config) -> int:
     if args.json and not args.list:
         raise PixdexError("--json needs --list")
     if args.new:
+        if len(args.label) > 100 or not args.label.isprintable() or as_text(args.label) != args.label:
+            raise PixdexError("--label must be printable text of at most 100 characters (no control characters)")
         only = _collection_names(config, args.only) if args.only is not None else None
         token = tokens.add(only, args.label)
         print(token.secret)
@@ -727,7 +730,7 @@ def cmd_token(args: argparse.Namespace, config: Config) -> int:
         else:
             for row in listed:
                 scope = ", ".join(row["collections"]) if row["collections"] is not None else "everything"
-                print(f"{row['id']}  {scope:<24} {row['label']}")
+                print(f"{row['id']}  {printable(scope):<24} {printable(str(row['label']))}")
         return EXIT_OK
     if args.revoke is not None:
         gone = tokens.revoke(args.revoke)
@@ -736,10 +739,11 @@ def cmd_token(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     found = [t for t in tokens.load(create=True) if t.collections is None]
     if not found:  # every full-access token was revoked: `pixdex token` makes the next
-        found = [tokens.add(None, "full access")]
+        found = [tokens.add(None, f"full access (made {time.strftime('%Y-%m-%d %H:%M')})")]
     print(found[0].secret)
-    print(f"use it as `Authorization: Bearer <token>` on http://127.0.0.1:{config.server.port}/ "
-          f"({tokens.path}, {len(tokens.load())} token(s); `pixdex token --list` shows them)", file=sys.stderr)
+    print(f"token {found[0].id} ({found[0].label or 'full access'}): use it as `Authorization: Bearer <token>` on "
+          f"http://127.0.0.1:{config.server.port}/ ({tokens.path}, {len(tokens.load())} token(s); "
+          "`pixdex token --list` shows them)", file=sys.stderr)
     return EXIT_OK
 
 

@@ -573,14 +573,18 @@ async def _stream_events(request: web.Request, ctx: Context, response: web.Strea
         await _send(response, event, limited)
         after = event.id
     token_id = request.get("token_id")
+    quiet_since = time.monotonic()
     while not ctx.stopping.is_set():
-        await ctx.bus.wait(after, 15.0)
+        await ctx.bus.wait(after, 15.0 if token_id is None else 2.0)  # a token's stream looks for revocation
         if token_id is not None and not await ctx.run(ctx.tokens.alive, token_id):
-            return  # its token was revoked: the stream ends (within a keep-alive, or at the next event)
+            return  # its token was revoked: the stream ends within two seconds
         fresh = ctx.bus.since(after)
         if not fresh:
-            await response.write(b": keep-alive\n\n")
+            if time.monotonic() - quiet_since >= 15.0:
+                await response.write(b": keep-alive\n\n")
+                quiet_since = time.monotonic()
             continue
+        quiet_since = time.monotonic()
         for event in fresh:
             await _send(response, event, limited)
             after = event.id

@@ -88,7 +88,8 @@ class Tokens:
         if not found and len(wanted) >= 4:
             found = [t for t in tokens if t.id.startswith(wanted.lower())]
         if not found:
-            raise PixdexError(f"no token has the id or label {which!r}; `pixdex token --list` shows them")
+            short = " (an id needs 4 characters at least)" if len(wanted) < 4 else ""
+            raise PixdexError(f"no token has the id or label {which!r}{short}; `pixdex token --list` shows them")
         if len(found) > 1:
             raise PixdexError(f"{len(found)} tokens match {which!r} ({', '.join(t.id for t in found)}); "
                               "give more of the id")
@@ -96,8 +97,11 @@ class Tokens:
         return found[0]
 
     def add(self, collections: tuple[str, ...] | None, label: str = "") -> Token:
+        existing = self.load() if self.path.exists() else []
+        if label and any(t.label == label for t in existing):
+            raise PixdexError(f"a token is labelled {label!r} already; give another label (`pixdex token --list`)")
         token = Token(secrets.token_urlsafe(32), collections, label)
-        tokens = [*(self.load() if self.path.exists() else []), token]
+        tokens = [*existing, token]
         self._write(tokens)
         return token
 
