@@ -48,7 +48,7 @@ def check(config: Config, folders: list[bytes]) -> list[Finding]:
         models = {m for m in [model, *(r.clip_model for r in rows)] if m}  # two while a new model re-embeds
         embeddings = {m: dict(catalog.embeddings(m)) for m in models}
         findings = [*_disk(rows, queued, catalog, folders, config), *_text(layout, rows),
-                    *_vectors(layout, config, rows, embeddings.get(model or "", {})),
+                    *_vectors(layout, catalog, rows, embeddings.get(model or "", {})),
                     *_sidecars(config, rows, queued, embeddings)]
     finally:
         catalog.close()
@@ -118,19 +118,22 @@ def _text(layout: Any, rows: list[ImageRow]) -> Iterator[Finding]:
                       image_id)
 
 
-def _vectors(layout: Any, config: Config, rows: list[ImageRow], embeddings: dict[int, Any]) -> Iterator[Finding]:
+def _vectors(layout: Any, catalog: Catalog, rows: list[ImageRow], embeddings: dict[int, Any]) -> Iterator[Finding]:
+    """The saved vector file against the catalog, up to the generation it was saved at: what was committed
+    since (a running daemon saves every `index.save_seconds`) is not a disagreement."""
     import numpy as np
     from usearch.index import Index
 
     from pixdex.indexer.vectors import read_manifest
 
     manifest = read_manifest(layout)
-    if manifest is None or not layout.vector_file.exists():
-        if embeddings:
-            yield Finding("vector index", str(layout.vector_file), "no saved vector file (readers search the "
-                                                                  "catalog's embeddings exactly meanwhile)")
+    if manifest is None:  # never saved yet: readers search the catalog's embeddings exactly meanwhile
+        return
+    if not layout.vector_file.exists():
+        yield Finding("vector index", str(layout.vector_file), "the vector file is missing (its manifest is there)")
         return
     saved = int(manifest.get("generation", 0))
+    deleted_since = set(catalog.changed_since(saved)[1])
     try:
         index = Index.restore(str(layout.vector_file), view=True)
     except Exception as exc:  # usearch raises plain errors on a broken file
@@ -154,7 +157,7 @@ def _vectors(layout: Any, config: Config, rows: list[ImageRow], embeddings: dict
             yield Finding("vector index", display_path(row.path), "its vector differs from the catalog's", image_id)
     for image_id in keys - embeddings.keys():
         row = by_id.get(image_id)
-        if row is None or row.gen <= saved:
+        if (row is None and image_id not in deleted_since) or (row is not None and row.gen <= saved):
             yield Finding("vector index", display_path(row.path) if row else f"id {image_id}",
                           "in the vector file, but has no embedding in the catalog", image_id)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, make_library, noise
+from conftest import PIXDEX, Env, make_library, noise
 from consistency import check_consistent
+from served import Served, wait_for
 from test_index_search import search
 
 from pixdex.indexer.sidecar import EMBEDDING, read_sidecar
@@ -101,6 +102,36 @@ def test_check_finds_every_kind_of_disagreement_and_fix_repairs_them(library: En
     assert status == 0 and json.loads(out) == [], out
     assert gone_sidecar.exists()
     check_consistent(library.data, library.pics)
+
+
+def test_check_beside_a_running_daemon_counts_nothing_its_unsaved_vector_file_lacks(tmp_path: Path,
+                                                                                   model_dir: Path) -> None:
+    pics = tmp_path / "pics"
+    make_library(pics)
+    daemon = Served(tmp_path, model_dir, [pics], extra="[index]\nsave_seconds = 3600\nsave_changes = 100000\n")
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(PIXDEX), "--config", str(daemon.config), "check"], env=daemon.environ,
+                              capture_output=True, text=True, timeout=120)
+
+    daemon.start()
+    try:
+        wait_for(lambda: daemon.idle() and len(daemon.listed()) == 9, what="the library")
+        first = check()
+        assert first.returncode == 0, first.stdout + first.stderr  # no vector file saved yet
+        daemon.stop()  # saves it
+        daemon.start()
+        wait_for(daemon.idle, what="the restart")
+        (pics / "garden" / "red_flower.png").unlink()
+        noise(77).save(pics / "garden" / "new_one.png")
+        wait_for(lambda: daemon.idle() and "new_one.png" in str(daemon.listed()) and len(daemon.listed()) == 9,
+                 what="the change")
+        running = check()
+        assert running.returncode == 0, running.stdout + running.stderr  # the file is behind, by design
+    finally:
+        daemon.stop()
+    stopped = check()
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
 def test_an_image_moved_onto_someone_elses_sidecar_is_indexed_with_it(library: Env, capsys: pytest.CaptureFixture[str],
