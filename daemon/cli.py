@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pixdex.indexer.errors import PixdexError
 
     try:
-        config = load_config(args.config)
+        config = _load_config(args)
         return int(COMMANDS[args.command](args, config))
     except PixdexError as exc:  # ConfigError, QueryError, CatalogError, ModelError, ReadError, …
         print(f"pixdex: error: {exc}", file=sys.stderr)
@@ -161,6 +161,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `pixdex status | head -1`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+# Commands that only read, or ask the daemon: a setting the file gets wrong is left at its default, with a
+# warning, so they keep working beside a daemon that refused the file and kept its last good config.
+LENIENT = {"search", "similar", "status", "failures", "pause", "resume", "open", "token", "dbus"}
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    if args.command not in LENIENT and not (args.command == "watch" and args.watch_command == "list"):
+        return load_config(args.config)
+    from pixdex.indexer.settings import load_config_leniently
+
+    config, problems = load_config_leniently(args.config)
+    for problem in problems:
+        print(f"pixdex: warning: {problem} (left at its default for this command; a running daemon keeps its "
+              "last good config — fix the file, then `pixdex reload`)", file=sys.stderr)
+    return config
 
 
 QUERY_COMMANDS = {"search", "run"}

@@ -318,6 +318,34 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     return dataclasses.replace(config_from_dict(raw, environ, source=str(path)), source=path)
 
 
+def load_config_leniently(path: Path | None = None, environ: Mapping[str, str] | None = None
+                          ) -> tuple[Config, list[str]]:
+    """The config with the settings it refuses left out (at their defaults), and why each was: for commands
+    that only ask the running daemon, which keeps its last good config when a file it is sent goes bad. A file
+    that is not TOML at all, or is missing when named, is refused as `load_config` refuses it."""
+    try:
+        return load_config(path, environ), []
+    except ConfigError as refused:
+        environ = dict(os.environ if environ is None else environ)
+        path = path or default_config_path(environ)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            raise refused from None
+    kept: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for section, values in raw.items():
+        for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
+            trial = {**kept, section: {**kept.get(section, {}), **({} if key is None else {key: value})}}
+            try:
+                config_from_dict(trial, environ, source=str(path))
+            except ConfigError as exc:
+                problems.append(str(exc))
+                continue
+            kept = trial
+    return dataclasses.replace(config_from_dict(kept, environ, source=str(path)), source=path), problems
+
+
 def config_from_dict(raw: Mapping[str, Any], environ: Mapping[str, str], source: str = "config") -> Config:
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)

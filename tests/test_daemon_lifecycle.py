@@ -8,13 +8,14 @@ import random
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import noise
+from conftest import PIXDEX, noise
 from consistency import check_consistent
 from served import Served, wait_for
 
@@ -169,6 +170,17 @@ def test_sighup_adds_and_removes_folders_and_refuses_a_bad_config(tmp_path: Path
     wait_for(lambda: "config not reloaded" in daemon.log.read_text(), what="the refusal in the log")
     assert "search.k = -5" in daemon.log.read_text()
     assert daemon.get("/health")["ok"] and len(daemon.listed(more)) == 2  # the old config stays
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(PIXDEX), "--config", str(daemon.config), *args], env=daemon.environ,
+                              capture_output=True, text=True, timeout=60)
+
+    for asked in (cli("search", f"folder:{more}", "-k", "2"), cli("status")):  # they still ask the daemon, and say why
+        assert asked.returncode == 0 and asked.stdout, asked.stderr
+        assert "warning: " in asked.stderr and "search.k = -5" in asked.stderr and "left at its default" in asked.stderr
+    assert len(cli("search", f"folder:{more}", "-k", "2").stdout.splitlines()) == 2
+    refused = cli("reload")
+    assert refused.returncode == 2 and "search.k = -5" in refused.stderr  # a command that changes things: no
 
     daemon.folders = [more]
     daemon.write_config()
