@@ -39,7 +39,8 @@ TICK = 0.2  # the scanner thread's longest sleep
 CHECK_EVERY = 5.0  # seconds between looks for models and for watched folders that came back
 MODEL_FIX = ("`pixdex models pull {clip}` (from the Hugging Face hub; `pixdex models list` shows the choices), "
              "or put the model's files into {dir}: Immich's ONNX exports, `pixdex models export ARCH --pretrained "
-             "WEIGHTS` (the export extra), or `pixdex models standin` to try pixdex with meaningless stand-ins")
+             "WEIGHTS` (the export extra), or `pixdex models standin` (the export extra too) to try pixdex with "
+             "meaningless stand-ins")
 PULL_RETRY = 600.0  # seconds between first-start pulls that failed (offline, hub unreachable)
 
 

@@ -55,7 +55,7 @@ def check_files(directory: Path, names: tuple[str, ...], kind: str) -> None:
         raise ModelError(
             f"{kind} model {directory.name!r} is incomplete or absent in {directory}: missing "
             f"{', '.join(missing)}. Put a model there (Immich's layout), set models.{kind} in the config, "
-            "or run `pixdex models standin` for small stand-in models that give meaningless results.")
+            "or run `pixdex models standin` (with the export extra) for small stand-ins that give meaningless results.")
 
 
 def normalize_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -288,6 +288,27 @@ class FullText:
 
 
 def text_query(index: tantivy.Index, text: str) -> tantivy.Query:
+    text = plain_words(text)
     fields = list(TEXT_FIELDS) + (["cjk"] if CJK.search(text) else [])
     query, _errors = index.parse_query_lenient(text, fields, field_boosts=BOOSTS)
     return query
+
+
+NOT_A_WORD = re.compile(r"[^\w\s]|_")  # the tokenizers split there too: nothing a word could match is lost
+
+
+def plain_words(text: str) -> str:
+    """Words and "phrases" only: what tantivy's query language would read as syntax (`*` for everything,
+    `field:`, `^2`, `AND`, brackets) becomes the space its tokenizer splits words at anyway."""
+    out = []
+    for n, part in enumerate(re.split(r'"([^"]*)"', text)):
+        if n % 2:  # inside quotes
+            words = " ".join(NOT_A_WORD.sub(" ", part).lower().split())
+            if words:
+                out.append(f'"{words}"')
+            continue
+        for word in part.split():  # "e-mail", "RIGHT1of2-XMP-Keywords": its pieces in a row, as a phrase
+            pieces = NOT_A_WORD.sub(" ", word).lower().split()
+            if pieces:
+                out.append(pieces[0] if len(pieces) == 1 else '"' + " ".join(pieces) + '"')
+    return " ".join(out)

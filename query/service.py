@@ -165,6 +165,8 @@ class SearchService:
         embeddings of query images with their weights (negative: away from it), added to the text's."""
         k = check_k(self.config.search.k if k is None else k)
         query = parse_query(raw, cwd)
+        if not query.has_text and not images and query.filters.empty:
+            raise QueryError(f"{raw!r}: nothing to look for; type words, \"a phrase\" or a filter such as tag:dog")
         query = dataclasses.replace(query, filters=self.resolve(query.filters, scope))
         notes = query.notes
         text = self.reader.text() if self.reader.exists() else None

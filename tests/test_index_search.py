@@ -295,6 +295,17 @@ def test_accents_and_eszett_match_either_way_typed(env: Env, capsys: pytest.Capt
     assert text_side(search(env, capsys, "lumière")) == ["café_crème.jpg"]
 
 
+def test_query_syntax_is_searched_as_words_and_a_query_of_nothing_is_refused(
+        env: Env, library: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert text_side(search(env, capsys, "*")) == []  # not tantivy's "every document"
+    assert text_side(search(env, capsys, "AND (sunset)")) == text_side(search(env, capsys, "and sunset"))
+    assert {"beach_sunset_01.jpg", "beach_sunset_02.jpg"} <= set(text_side(search(env, capsys, "(sunset)")))
+    assert text_side(search(env, capsys, "beach_sunset")) == text_side(search(env, capsys, '"beach sunset"'))  # a phrase
+    for nothing in ['"', "-", "+", "- - -", '""']:
+        status, _, err = env.cli("search", nothing, capsys=capsys)
+        assert status == 2 and "nothing to look for" in err, (nothing, err)
+
+
 def test_empty_folder_is_fine(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     summary = env.index_json(capsys)
     assert summary["new"] == 0 and summary["failed"] == 0
