@@ -362,10 +362,11 @@ def _similar_via(client: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     files = []
     for image in args.images:
+        path = os.path.realpath(image)  # named as without a daemon
         try:
-            files.append(("image", os.path.basename(image), Path(image).read_bytes()))
+            files.append(("image", os.path.basename(image), Path(path).read_bytes()))
         except OSError as exc:
-            raise ReadError(image, f"cannot read query image: {exc.strerror or exc}") from None
+            raise ReadError(path, f"cannot read query image: {exc.strerror or exc}") from None
     fields = {"q": args.filter} if args.filter else {}
     if args.k is not None:
         fields["k"] = str(args.k)
@@ -438,7 +439,9 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
           + (f"; {sidecars} sidecar(s) not written (read and indexed anyway; see `pixdex failures`)" if sidecars else ""))
     print("queue: " + ", ".join(f"{n} {name}" for name, n in info["queue"].items()))
     for kind, model in info["models"].items():
-        print(f"{kind} model: {model['name'] or '(disabled)'}: {model['state']}")
+        state = str(model["state"])
+        print(f"{kind} model: {model['name']}: {state}" if model["name"] else
+              f"{kind} model: {state if state != 'disabled' else 'off'} (models.{kind} in the config)")
         switch = model.get("reembedding")
         if switch:
             print(f"  re-embedding the library: searches use {switch['from']} until the last {switch['left']} "

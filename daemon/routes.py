@@ -250,7 +250,11 @@ async def _embed_upload(ctx: Context, data: bytes, name: str) -> Any:
     """Decoded in a decode worker, embedded in the model worker (both the indexing process's): no image
     work in this process. By the model searches use: the live one, while a new one re-embeds."""
     clip = await ctx.run(ctx.service.clip)
-    model = (str(clip.directory), clip.transform) if clip is not None else None
+    if clip is None:  # what `pixdex similar` says without a daemon, word for word
+        from pixdex.indexer.errors import ModelError
+
+        raise ModelError(ctx.service.no_clip_message())
+    model = (str(clip.directory), clip.transform)
     return await asyncio.wrap_future(ctx.daemon.call("embed_upload", data, name, model))
 
 

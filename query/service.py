@@ -249,9 +249,12 @@ class SearchService:
         notes = list(parsed.notes) if parsed else []
         if parsed is not None and parsed.has_text:
             notes.append(f"only filters narrow similar images; these words were not used: {parsed.text}")
+        unreadable = [p for p in images if not os.access(os.path.realpath(p), os.R_OK)]
+        if unreadable:  # before the model: a missing file is the first thing to say, with or without one
+            _readable_or_raise(unreadable[0])
         clip = self.clip()
         if clip is None:
-            raise ModelError(f"similar needs the CLIP model: {self._clip_error}")
+            raise ModelError(self.no_clip_message())
         text = self.reader.text() if self.reader.exists() else None
         vectors, own_ids = self._image_vectors(clip, images)
         if text is None:
@@ -276,6 +279,9 @@ class SearchService:
             if notes is not None and view.note and not len(view):
                 notes.append(f"{view.note}; text results only until `pixdex index` embeds the images")
         return [h for h in hits if h[0] not in (exclude or ())][:wanted]
+
+    def no_clip_message(self) -> str:
+        return f"searching by image needs the CLIP model: {self._clip_error}"
 
     def _image_vectors(self, clip: Any, images: list[Path]) -> tuple[NDArray[np.float32], set[int]]:
         from pixdex.indexer.decode import decode_image
@@ -321,3 +327,12 @@ class SearchService:
             if k is not None and len(hits) == k:
                 break
         return hits
+
+
+def _readable_or_raise(image: Path) -> None:
+    path = Path(os.path.realpath(image))
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ReadError(path, f"cannot read query image: {exc.strerror or exc}") from exc

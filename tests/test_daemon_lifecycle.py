@@ -202,6 +202,18 @@ def test_reduced_mode_without_models_then_models_appear(tmp_path: Path, model_di
     assert "pixdex models" in status["daemon"]["fix"] and str(models) in status["daemon"]["missing"]
     results = daemon.get("/search", q="img", k=10)
     assert any("text results only" in n for n in results["notes"])
+    outside = tmp_path / "outside.png"
+    noise(3).save(outside)
+    asked = [("similar", str(sorted(pics.rglob("*.png"))[0])), ("similar", str(outside)),
+             ("similar", str(tmp_path / "nope.png"))]
+    copy = tmp_path / "copy"
+    shutil.copytree(daemon.data, copy / "data" / "pixdex")
+    alone = {**daemon.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run-none"), "XDG_DATA_HOME": str(copy / "data")}
+    for args in asked:  # the same answer through the daemon and without one
+        through, direct = (subprocess.run([str(PIXDEX), "--config", str(daemon.config), *args], env=environ,
+                                          capture_output=True, text=True, timeout=60) for environ in (daemon.environ, alone))
+        assert through.returncode == direct.returncode == 2 and through.stderr == direct.stderr, (through, direct)
+    assert "cannot read query image" in direct.stderr and "nope.png" in direct.stderr
     shutil.copytree(model_dir, models)  # the models are installed while it runs
     wait_for(lambda: daemon.status()["daemon"]["mode"] == "full", timeout=30, what="full mode")
     wait_for(lambda: daemon.idle() and daemon.status()["waiting_for_models"] == 0, timeout=60,
