@@ -81,18 +81,27 @@ def open_page(config: Config, words: list[str], similar: bool, narrow: bool, lan
         body["only"] = only
     url = str(client.post("/login/ticket", body)["url"])
     if not print_url and not lan:
-        launch(config, url)
+        launch(config, url, check=2.0)
     return url
 
 
-def launch(config: Config, target: str) -> None:
-    """Open a link, a file or a folder with `desktop.opener`, detached (its caller does not wait for it)."""
+def launch(config: Config, target: str, check: float = 0.0) -> None:
+    """Open a link, a file or a folder with `desktop.opener`, detached. With `check`, wait that long for an
+    opener that fails at once (xdg-open with no browser exits 3) and say so; one still running has opened it."""
     words = config.desktop.opener.split()
     program = shutil.which(words[0]) if words else None
     if program is None:
         raise PixdexError(f"cannot open {target}: {config.desktop.opener!r} is not installed (set desktop.opener)")
-    subprocess.Popen([program, *words[1:], target], start_new_session=True, stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    opener = subprocess.Popen([program, *words[1:], target], start_new_session=True, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if check:
+        try:
+            code = opener.wait(check)
+        except subprocess.TimeoutExpired:
+            return
+        if code != 0:
+            raise PixdexError(f"{config.desktop.opener} could not open it (exit {code}); open this link in a browser "
+                              f"yourself (it works once): {target}")
 
 
 def notify(message: str) -> None:

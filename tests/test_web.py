@@ -221,6 +221,14 @@ def test_pixdex_open_prints_a_link_and_says_when_no_daemon_runs(site: Served, tm
     alone = subprocess.run([str(PIXDEX), "--config", str(site.config), "open"], env=environ, capture_output=True,
                            text=True, timeout=60)
     assert alone.returncode == 2 and "no pixdex daemon answers" in alone.stderr and "pixdex serve" in alone.stderr
+    for opener, code in (("false", 2), ("true", 0)):  # a browser that cannot start (xdg-open exits 3), and one that does
+        config = tmp_path / f"{opener}.toml"
+        config.write_text(site.config.read_text() + f'\n[desktop]\nopener = "{opener}"\n')
+        opened = subprocess.run([str(PIXDEX), "--config", str(config), "open", "boat"], env=site.environ,
+                                capture_output=True, text=True, timeout=60)
+        assert opened.returncode == code, opened.stderr
+        said = "could not open it (exit 1); open this link in a browser yourself" if code else "opened the web page"
+        assert said in opened.stderr and "/login?ticket=" in opened.stderr
 
 
 def test_lan_links_are_served_on_the_lan_listener_with_a_qr_code(tmp_path: Path, model_dir: Path) -> None:
