@@ -148,6 +148,22 @@ def done_count(env: Env) -> int:
         return 0
 
 
+def test_an_image_moved_over_another_with_its_sidecar_keeps_that_sidecar(env: Env, model_dir: Path) -> None:
+    """`mv a.png b.png; mv a.png.xmp b.png.xmp` (a file manager moving sidecars along): b's row ends, and the
+    sidecar now at b.png.xmp is a's — the end of b must not delete it."""
+    fast_config(env, model_dir)
+    rng = random.Random(3)
+    for name in ("a.png", "b.png"):
+        tiny(rng, env.pics / name)
+    run_index(env)
+    assert (env.pics / "a.png.xmp").exists() and (env.pics / "b.png.xmp").exists()
+    (env.pics / "a.png").rename(env.pics / "b.png")
+    (env.pics / "a.png.xmp").rename(env.pics / "b.png.xmp")
+    run_index(env)
+    assert (env.pics / "b.png.xmp").exists()
+    check_consistent(env.data, env.pics)
+
+
 def test_failed_file_replaced_by_a_valid_image_is_indexed(env: Env, model_dir: Path) -> None:
     bad = env.pics / "later.png"
     bad.write_bytes(b"not yet an image")
