@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from pixdex.indexer.files import atomic_write
 
 log = logging.getLogger(__name__)
 COOKIE = "pixdex_session"
@@ -115,16 +115,7 @@ class Sessions:
                 for k, (g, until) in self._sessions.items()]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, temp = tempfile.mkstemp(prefix=".pixdex-tmp-", dir=self.path.parent)  # mode 0600
-            try:
-                with os.fdopen(fd, "w") as handle:
-                    json.dump({"sessions": rows}, handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temp, self.path)
-            except BaseException:
-                os.unlink(temp)
-                raise
+            atomic_write(self.path, json.dumps({"sessions": rows}).encode(), new_mode=0o600)
         except OSError as exc:  # a full disk: the sessions still work until the daemon stops
             log.warning("%s: cannot keep the web page sessions (%s); they last until pixdex stops", self.path, exc)
 

@@ -23,16 +23,17 @@ def temp_name(directory: Path) -> Path:
     return directory / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, new_mode: int = 0o666) -> None:
     """Write `data` to a temp file beside `path`, fsync it, rename it over `path`, fsync the folder.
 
-    Keeps the permission bits of the file it replaces. Raises OSError; the temp file never stays.
+    Keeps the permission bits of the file it replaces (`new_mode` for a new one, less the umask). Raises
+    OSError; the temp file never stays.
     """
     temp = temp_name(path.parent)
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
-        mode = 0o666
+        mode = new_mode
     try:
         with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as handle:
             handle.write(data)
