@@ -42,6 +42,7 @@ MODEL_FIX = ("`pixdex models pull {clip}` (from the Hugging Face hub; `pixdex mo
              "WEIGHTS` (the export extra), or `pixdex models standin` (the export extra too) to try pixdex with "
              "meaningless stand-ins")
 PULL_RETRY = 600.0  # seconds between first-start pulls that failed (offline, hub unreachable)
+VANISH_GRACE = 30.0  # seconds a file that left its path while queued waits for the watcher to say where it went
 
 
 class Unavailable(PixdexError):
@@ -100,11 +101,10 @@ class Daemon:
 
     def _open_indexer(self) -> None:
         self._done.clear()  # the core's counters start again: the rate is over this core's work only
-        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True)
+        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True,
+                          paused=bool(self._catalog_meta("paused")), vanish_grace=VANISH_GRACE)
         self._failed_models = None if indexer.info.has_models else _model_files(self.config)
         indexer.pipeline.listener = self._pipeline_event
-        if self._catalog_meta("paused"):
-            indexer.pipeline.paused.set()
         self.indexer = indexer
         if not indexer.info.has_models:
             log.warning("reduced mode (names, folders and metadata are indexed; images wait for models): %s",
@@ -115,6 +115,8 @@ class Daemon:
         return MODEL_FIX.format(dir=self.config.model_dir, clip=self.config.models.clip)
 
     def _catalog_meta(self, key: str) -> int:
+        if not self.config.layout.exists():
+            return 0
         catalog = Catalog(self.config.layout.catalog, read_only=True)
         try:
             return catalog.meta(key)
@@ -282,8 +284,11 @@ class Daemon:
             catalog.close()
         if row is None:
             raise Unavailable(f"item {image_id} is gone")
-        side = indexer.decode_pool.schedule(edit_sidecar, (row.path, add, remove, description,
-                                                           indexer.pipeline.sidecar_spec()), timeout=60).result()
+        with indexer.pipeline.sidecar_io:  # not while the scanner carries this image's sidecar to a new path
+            if not os.path.lexists(row.path):
+                raise Unavailable(f"{display_path(row.path)} has just moved or gone; try again in a moment")
+            side = indexer.decode_pool.schedule(edit_sidecar, (row.path, add, remove, description,
+                                                               indexer.pipeline.sidecar_spec()), timeout=60).result()
         indexer.pipeline.remember_own(row.path, side)
         done = indexer.writer.sidecar_read(image_id, side)
         indexer.writer.flush()

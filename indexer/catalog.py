@@ -298,6 +298,16 @@ class Catalog:
             out.update({r.id: r for r in self._rows(f"WHERE id IN ({marks})", chunk)})
         return out
 
+    def paths(self, ids: list[int]) -> dict[int, bytes]:
+        """The current path of each id that still has a row."""
+        out: dict[int, bytes] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update((int(i), bytes(p)) for i, p in self.db.execute(
+                f"SELECT id, path FROM images WHERE id IN ({marks})", chunk))
+        return out
+
     def by_path(self, path: bytes) -> ImageRow | None:
         rows = self._rows("WHERE path = ?", (path,))
         return rows[0] if rows else None
@@ -492,6 +502,25 @@ class Catalog:
             "seq = CASE WHEN ? THEN excluded.seq ELSE seq END, "
             "reason = CASE WHEN ? THEN excluded.reason ELSE reason END",
             (image_id, priority, reason, time.time(), again, again and reason != "sidecar changed"))
+
+    def requeue(self, image_id: int) -> None:
+        """Give a queued entry a new seq: a worker holding the old one leaves it queued when it commits."""
+        self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'queue_seq'")
+        self.db.execute("UPDATE queue SET seq = (SELECT value FROM meta WHERE key = 'queue_seq') WHERE image_id = ?",
+                        (image_id,))
+
+    def queued_among(self, ids: list[int]) -> set[int]:
+        """Those of `ids` that have a queue entry."""
+        out: set[int] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(int(i) for (i,) in self.db.execute(
+                f"SELECT image_id FROM queue WHERE image_id IN ({marks})", chunk))
+        return out
+
+    def is_queued(self, image_id: int) -> bool:
+        return self.db.execute("SELECT 1 FROM queue WHERE image_id = ?", (image_id,)).fetchone() is not None
 
     def dequeue(self, image_id: int, seq: int) -> None:
         """Drop the entry that was worked on; one re-queued meanwhile (a newer seq) stays."""

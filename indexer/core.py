@@ -20,14 +20,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from pixdex.indexer.catalog import ASKED, Catalog
+from pixdex.indexer.catalog import ASKED, Catalog, FileStat, ImageRow
 from pixdex.indexer.errors import ModelError, PixdexError, display_path
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.pipeline import Pipeline, Stats, carry_sidecars
 from pixdex.indexer.scan import diff_tree
 from pixdex.indexer.settings import Config, runtime
 from pixdex.indexer.vectors import VectorIndex
-from pixdex.indexer.workers import ModelInfo, ModelSpec, describe, make_pool
+from pixdex.indexer.metadata import SidecarState
+from pixdex.indexer.workers import ModelInfo, ModelSpec, SidecarSpec, describe, make_pool
 from pixdex.indexer.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,12 @@ class Indexer:
     says why), indexing names, folders and each file's own metadata; those images wait for models."""
 
     def __init__(self, config: Config, reduced_ok: bool = False, holder: int | None = None,
-                 describe: bool = False) -> None:
+                 describe: bool = False, paused: bool = False, vanish_grace: float = 0.0) -> None:
+        """`paused`: start with nothing fed (the daemon's remembered pause); `vanish_grace`: how long a file
+        that vanished while queued waits for the scanner to find where it went (the daemon's watcher does)."""
         self.config = config
+        self._paused = paused
+        self._vanish_grace = vanish_grace
         self.describer: Any = None  # [describe]: only the daemon runs it (`describe`)
         self._describe = describe
         self.reduced_ok = reduced_ok
@@ -93,6 +98,9 @@ class Indexer:
         self.writer = Writer(catalog, fulltext, vectors, self.config.pipeline, self.info.ids)
         self._opened.append(self.writer.close)
         self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool)
+        self.pipeline.vanish_grace = self._vanish_grace
+        if self._paused:
+            self.pipeline.paused.set()  # before the feed starts: nothing queued slips through
         self.pipeline.start()
         self._opened.append(self._stop_pipeline)
         if self._describe and self.config.describe.enabled:
@@ -174,9 +182,8 @@ class Indexer:
         # A moved image's sidecar follows it before the move commits: after a crash the move is found
         # again and the carry-over (which never overwrites) is redone.
         spec = self.pipeline.sidecar_spec()
-        done_moves = [(row.path, st.path, [str(t["name"]) for t in row.machine_tags], row.rejected_list)
-                      for row, st in diff.moved if row.state == "done"]
-        carried = carry_sidecars(self.decode_pool, done_moves, spec) if done_moves else []
+        with self.pipeline.sidecar_io:  # a write to an old path in flight lands before its sidecar is carried
+            carried = self._carry(diff.moved, spec)
         for new_path, side in carried:
             self.pipeline.remember_own(new_path, side)
             if side.error:
@@ -198,6 +205,23 @@ class Indexer:
                     log.debug("sidecar of a deleted image not removed: %s", exc)
         self.pipeline.wake()
         return report
+
+    def _carry(self, moved: list[tuple[ImageRow, FileStat]], spec: SidecarSpec) -> list[tuple[bytes, SidecarState]]:
+        """Move each moved image's sidecar along, merging pixdex's keywords as the catalog holds them now. An
+        image still queued (perhaps in flight, its results not committed yet) only has its sidecar moved: its
+        entry is done again at the new path (`Writer.register`), which merges what it finds then."""
+        if not moved:
+            return []
+        reader = Catalog(self.layout.catalog, read_only=True)
+        try:
+            rows = reader.get_many([row.id for row, _ in moved])
+            busy = reader.queued_among(list(rows))
+        finally:
+            reader.close()
+        moves = [(rows[row.id].path, st.path, [str(t["name"]) for t in rows[row.id].machine_tags],
+                  rows[row.id].rejected_list, row.id not in busy)
+                 for row, st in moved if row.id in rows and rows[row.id].state == "done"]
+        return carry_sidecars(self.decode_pool, moves, spec) if moves else []
 
     def reindex(self, paths: list[Path]) -> int:
         """Queue these files (or every indexed file below these folders) ahead of everything else."""

@@ -17,6 +17,7 @@ no file: their entries stay queued.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from pixdex.indexer import faults
 from pixdex.indexer.catalog import ASKED, CHANGED, Catalog, FileStat, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError, ReadError, display_path
 from pixdex.indexer.settings import Config
@@ -54,6 +56,8 @@ class Work:
     tags: list[dict[str, object]] = field(default_factory=list)
     side: SidecarState | None = None
     vanished: bool = False  # the file was not at the path we had: moved or deleted meanwhile
+    moved: bool = False  # it left its path after it was read (before its sidecar was written)
+    parked: bool = False  # it vanished or moved: nothing committed, the entry stays queued (`Pipeline._park`)
 
     @property
     def needs_model(self) -> bool:
@@ -111,6 +115,15 @@ class Pipeline:
         self.own_sidecars: OrderedDict[bytes, str | None] = OrderedDict()
         self.writing_sidecars: set[bytes] = set()  # image paths whose sidecar a worker is merging right now
         self.own_images: dict[bytes, tuple[int, int]] = {}  # images whose XMP pixdex wrote: (size, mtime) after
+        # Held while a sidecar is written for a path (the sidecar stage, the scanner carrying sidecars of moved
+        # images, a person's edit): a move the scanner carries over is never overtaken by a write to the old path.
+        self.sidecar_io = threading.Lock()
+        # A file that vanished from its path may have moved: its entry stays queued, not fed again while its
+        # path is still the one that vanished, for `vanish_grace` seconds (the daemon's scanner registers the
+        # move meanwhile; then it is fed at its new path). Past that, a second vanish is its failure.
+        self.vanish_grace = 0.0
+        self._parked: dict[int, tuple[bytes, float]] = {}  # id → (the path that vanished, until when)
+        self._second_try: set[int] = set()
 
     def stages(self) -> list[Callable[[queue.Queue[Any], queue.Queue[Any]], None]]:
         return [self.feed, self.decode, self.batch, self.infer, self.sidecar, self.write]
@@ -219,6 +232,7 @@ class Pipeline:
                 self._wake.clear()
                 continue
             with self._queue_lock:
+                skip |= self._still_parked()
                 entries = self._queue_db.queued(room, skip) if room > 0 and self.fatal is None else []
             if not entries:
                 self._wake.wait(0.25)
@@ -230,6 +244,37 @@ class Pipeline:
                 if not self._put(outbox, Work(entry)):
                     break
         _send_stop(outbox)
+
+    def _still_parked(self) -> set[int]:
+        """Parked ids still at the path that vanished, within their grace (under `_queue_lock`). One whose
+        path changed (the scanner registered its move) or whose grace ran out is fed again: a second vanish
+        past the grace is its failure."""
+        if not self._parked:
+            return set()
+        now = time.monotonic()
+        paths = self._queue_db.paths(list(self._parked))
+        waiting = set()
+        for image_id, (path, until) in list(self._parked.items()):
+            if paths.get(image_id) == path and now < until:
+                waiting.add(image_id)
+                continue
+            del self._parked[image_id]
+            if image_id in paths and paths[image_id] == path:
+                self._second_try.add(image_id)
+        return waiting
+
+    def _park(self, work: Work) -> bool:
+        """Keep the entry of a file that vanished (or moved after it was read) queued for a while, instead of
+        failing it or committing what was read at a path it left (see `vanish_grace`)."""
+        image_id = work.entry.row.id
+        if self.vanish_grace <= 0 or image_id in self._second_try:
+            self._second_try.discard(image_id)
+            return False
+        with self._queue_lock:
+            self._parked[image_id] = (work.entry.row.path, time.monotonic() + self.vanish_grace)
+        log.debug("%s left its path while being indexed; waiting for the scanner to find where it went",
+                  display_path(work.entry.row.path))
+        return True
 
     # Stage: read + hash + decode + preprocess in the process pool, results in order.
     def decode(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
@@ -333,6 +378,7 @@ class Pipeline:
                 break
             if ready and self.fatal is None:
                 self.stats.at["infer"] = display_path(ready[-1].entry.row.path)
+                faults.hold("infer", [w.entry.row.path for w in ready])
                 start = time.perf_counter()
                 try:
                     self._infer(ready)
@@ -389,33 +435,53 @@ class Pipeline:
             if self._stopping.is_set():
                 break
             start = time.perf_counter()
-            done = [w for w in batch if w.error is None and w.prepared is not None]
-            with self._inflight_lock:
-                self.writing_sidecars.update(w.entry.row.path for w in done)
-            futures = [self.decode_pool.schedule(sync_sidecar, (w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w),
-                                                                self._embedding_of(w)), timeout=60) for w in done]
-            for work, future in zip(done, futures, strict=True):
-                try:
-                    self._await_done(future)
-                finally:
-                    with self._inflight_lock:
-                        self.writing_sidecars.discard(work.entry.row.path)
-                work.side = _sidecar_result(future, work.entry.row.path)
-                if work.side.path is not None and sidecar_version(work.side.path) != work.side.signature:
-                    # Another program wrote it after pixdex did (its event was not taken for a change while
-                    # pixdex was writing): read it again once this commits.
-                    self.writer.enqueue([work.entry.row.id], CHANGED, "sidecar changed", again=True)
-                else:
-                    self.remember_own(work.entry.row.path, work.side)
-                if work.side.error:
-                    with self.stats.lock:
-                        self.stats.sidecar_failures += 1
-                        self.stats.sidecar_errors.append(f"{display_path(work.entry.row.path)}: {work.side.error}")
+            with self.sidecar_io:
+                done = self._write_sidecars(batch)
             self.stats.add_time("sidecar", time.perf_counter() - start)
             self._stage_done("sidecar", done)
             if not self._put(outbox, batch):
                 break
         _send_stop(outbox)
+
+    def _write_sidecars(self, batch: list[Work]) -> list[Work]:
+        """Merge and read each image's sidecar, for images still at the path they were read from (under
+        `sidecar_io`). One that moved before its write is marked `moved`: its sidecar is written at its new
+        path when its entry comes round again. One that moves during the write leaves what was written at
+        the old path, which the scanner carries over with the move."""
+        done = [w for w in batch if w.error is None and w.prepared is not None]
+        for work in done:
+            work.moved = not _still_at(work.entry.row.path, work.prepared.stat)  # type: ignore[union-attr]
+        done = [w for w in done if not w.moved]
+        with self._inflight_lock:
+            self.writing_sidecars.update(w.entry.row.path for w in done)
+        futures = [self.decode_pool.schedule(sync_sidecar, (w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w),
+                                                            self._embedding_of(w)), timeout=60) for w in done]
+        for work, future in zip(done, futures, strict=True):
+            try:
+                self._await_done(future)
+            finally:
+                with self._inflight_lock:
+                    self.writing_sidecars.discard(work.entry.row.path)
+            work.side = _sidecar_result(future, work.entry.row.path)
+            after = work.side.image_stat
+            work.moved = not _still_at(work.entry.row.path, work.prepared.stat if after is None  # type: ignore[union-attr]
+                                       else FileStat(b"", after[0], after[1], after[2], after[3]))
+            self._after_sidecar(work)
+        return done
+
+    def _after_sidecar(self, work: Work) -> None:
+        side = work.side
+        assert side is not None
+        if side.path is not None and sidecar_version(side.path) != side.signature:
+            # Another program wrote it after pixdex did (its event was not taken for a change while pixdex was
+            # writing): read it again once this commits.
+            self.writer.enqueue([work.entry.row.id], CHANGED, "sidecar changed", again=True)
+        else:
+            self.remember_own(work.entry.row.path, side)
+        if side.error:
+            with self.stats.lock:
+                self.stats.sidecar_failures += 1
+                self.stats.sidecar_errors.append(f"{display_path(work.entry.row.path)}: {side.error}")
 
     def sidecar_spec(self, work: Work | None = None) -> SidecarSpec:
         """Write pixdex's keywords only with what models made: in reduced mode, and for content whose row has
@@ -461,9 +527,17 @@ class Pipeline:
 
     @staticmethod
     def _tags_of(work: Work) -> tuple[list[str], list[str]]:
-        """The machine keywords to merge (the fresh ones, or the row's for known content) and the rejected."""
-        tags = work.tags if work.embedding is not None else work.entry.row.machine_tags
-        return [str(t["name"]) for t in tags], work.entry.row.rejected_list
+        """The machine keywords to merge (the fresh ones, or the row's for known content) and the rejected.
+        Fresh tags of content the vision LLM described keep its keywords: the description stands."""
+        row = work.entry.row
+        tags = work.tags if work.embedding is not None else row.machine_tags
+        names = [str(t["name"]) for t in tags]
+        if work.embedding is not None and row.described and work.prepared is not None \
+                and row.hash == work.prepared.digest:
+            have = {n.casefold() for n in names}
+            names += [str(t["name"]) for t in row.machine_tags
+                      if t.get("source") == "llm" and str(t["name"]).casefold() not in have]
+        return names, row.rejected_list
 
     # Stage: hand the results to the writer; entries leave the flight once committed.
     def write(self, inbox: queue.Queue[Any], _outbox: queue.Queue[Any]) -> None:
@@ -476,6 +550,10 @@ class Pipeline:
                     dev, ino, size, mtime_ns = work.side.image_stat  # pixdex wrote the image's own XMP
                     prepared.stat = FileStat(prepared.stat.path, dev, ino, size, mtime_ns)
                     prepared.digest = work.side.image_digest or prepared.digest
+                if (work.vanished or work.moved) and self._park(work):
+                    work.parked = True
+                    continue  # stays queued: fed again at its new path once the scanner registers the move
+                self._second_try.discard(entry.row.id)
                 if work.error is not None:
                     stat = prepared.stat if prepared else None
                     failed = self.writer.fail(entry.row.id, entry.seq, stat, prepared.digest if prepared else None,
@@ -505,13 +583,14 @@ class Pipeline:
         if listener is None:
             return
         try:
-            for work in batch:
+            for work in [w for w in batch if not w.parked]:
                 data = {"id": work.entry.row.id, "path": display_path(work.entry.row.path)}
                 if work.error is not None:
                     listener("failed", {**data, "reason": work.error})
                 else:
+                    rejected = {*work.entry.row.rejected_list, *(work.side.rejected if work.side else [])}
                     listener("indexed", {**data, "embedded": work.embedding is not None,
-                                         "tags": [str(t["name"]) for t in work.tags]})
+                                         "tags": [str(t["name"]) for t in work.tags if str(t["name"]) not in rejected]})
         except Exception:  # a listener's bug must not stop indexing
             log.exception("event listener failed")
 
@@ -551,12 +630,13 @@ class _Stopped(Exception):
     """The pipeline stopped while a stage waited on a worker."""
 
 
-def carry_sidecars(pool: Any, moves: list[tuple[bytes, bytes, list[str], list[str]]],
+def carry_sidecars(pool: Any, moves: list[tuple[bytes, bytes, list[str], list[str], bool]],
                    spec: SidecarSpec) -> list[tuple[bytes, SidecarState]]:
-    """After moves: each new image's sidecar is its old one, moved. Returns each new path's sidecar state."""
-    futures = [pool.schedule(carry_sidecar, (old, new, tags, rejected, spec), timeout=60)
-               for old, new, tags, rejected in moves]
-    return [(new, _sidecar_result(future, new)) for (_, new, _, _), future in zip(moves, futures, strict=True)]
+    """After moves (old path, new path, machine keywords, rejected, whether to merge them): each new image's
+    sidecar is its old one, moved. Returns each new path's sidecar state."""
+    futures = [pool.schedule(carry_sidecar, (old, new, tags, rejected, spec, merge), timeout=60)
+               for old, new, tags, rejected, merge in moves]
+    return [(move[1], _sidecar_result(future, move[1])) for move, future in zip(moves, futures, strict=True)]
 
 
 def _sidecar_result(future: Future[SidecarState], path: bytes) -> SidecarState:
@@ -571,6 +651,15 @@ def _sidecar_result(future: Future[SidecarState], path: bytes) -> SidecarState:
     except Exception as exc:  # a hostile sidecar must never stop the run
         log.warning("unexpected error with the sidecar of %s: %r", display_path(path), exc)
         return SidecarState(error=f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _still_at(path: bytes, st: FileStat) -> bool:
+    """Whether the file at `path` is still the one that was read (a move leaves another file, or none)."""
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.dev, st.ino)
 
 
 def _when_all(futures: list[Future[Any]], callback: Callable[[bool], None]) -> None:

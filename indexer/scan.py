@@ -242,7 +242,7 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
                     diff.sidecar.append(row)
     unreadable = [path for path, _ in diff.errors]
     gone = [row for row in known.values() if not _below_any(row.path, unreadable)]
-    _find_moves(diff, gone)
+    _find_moves(diff, gone, catalog.queued_among([r.id for r in gone]) if gone else set())
     return diff
 
 
@@ -267,19 +267,24 @@ def _below_any(path: bytes, folders: list[bytes], itself: bool = False) -> bool:
     return any(path.startswith(f.rstrip(b"/") + b"/") or (itself and path == f) for f in folders)
 
 
-def _find_moves(diff: Diff, gone: list[ImageRow]) -> None:
+def _find_moves(diff: Diff, gone: list[ImageRow], queued: set[int] = frozenset()) -> None:  # type: ignore[assignment]
     """Find known rows among the files that arrived: new paths, and indexed paths that now hold another
     file (`mv a.jpg b.jpg` over an indexed b.jpg). A gone row is matched by inode, else by content; a row
-    whose path now holds another file, by inode. A row that arrives on an indexed path takes it over:
-    the row that was there is removed, unless it moved elsewhere too (then its path holds a new file)."""
+    whose path now holds another file, by inode. A gone row that is `queued` (its file changed, or is
+    being indexed, since the catalog recorded its stat) is matched by its inode alone: changed, then moved.
+    A row that arrives on an indexed path takes it over: the row that was there is removed, unless it moved
+    elsewhere too (then its path holds a new file)."""
     replaced = [(row, st) for row, st in diff.changed if (row.dev, row.ino) != (st.dev, st.ino)]
     candidates = {r.id: r for r in [*gone, *(row for row, _ in replaced)]}
     by_inode = {(r.dev, r.ino, r.size, r.mtime_ns): r.id for r in candidates.values()}
+    by_bare_inode = {(r.dev, r.ino): r.id for r in gone if r.id in queued}
     sizes = {r.size for r in gone if r.hash}
     moved: dict[int, FileStat] = {}
 
     def arrival(st: FileStat, occupant: ImageRow | None) -> bool:
         found = by_inode.get((st.dev, st.ino, st.size, st.mtime_ns))
+        if found is None and occupant is None:
+            found = by_bare_inode.get((st.dev, st.ino))
         if found is None and occupant is None and st.size in sizes:
             digest = _try_hash(st.path)
             found = next((r.id for r in gone if r.id not in moved and r.size == st.size and r.hash == digest), None)

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from pixdex.indexer.catalog import FileStat
 from pixdex.indexer.decode import ExifFacts, decode_image
+from pixdex.indexer import faults
 from pixdex.indexer.errors import ReadError, SidecarError
 from pixdex.indexer.metadata import SidecarState
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
@@ -40,9 +41,6 @@ from pixdex.indexer.settings import ClipTagSettings, PipelineSettings, Runtime, 
 
 log = logging.getLogger(__name__)
 
-# Fault injection for the crash tests: a worker that opens a file whose name contains this text
-# dies by SIGSEGV, as a decoder bug would make it. Unset in normal use.
-CRASH_ENV = "PIXDEX_TEST_CRASH_ON"
 
 
 def make_pool(workers: int, settings: PipelineSettings) -> Any:
@@ -207,9 +205,8 @@ def prepare(path: bytes, spec: DecodeSpec) -> Prepared:
 
 
 def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
-    crash_on = os.environ.get(CRASH_ENV)
-    if crash_on and crash_on.encode() in os.path.basename(path):
-        os.kill(os.getpid(), signal.SIGSEGV)
+    faults.crash_on(path)
+    faults.hold("decode", [path])
     data, st = read_regular(path)
     item = Prepared(FileStat.of(path, st), content_hash(data))
     if item.digest == spec.known_hash:
@@ -271,6 +268,7 @@ def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: Sideca
     from pixdex.indexer.sidecar import read_state, write_tags
 
     image = Path(os.fsdecode(path))
+    faults.hold("sidecar", [path])
     with Captured():
         if spec.write:
             try:
@@ -309,8 +307,10 @@ def _into_image(image: Path, state: SidecarState, tags: list[str], rejected: lis
                                image_digest=digest)
 
 
-def carry_sidecar(old: bytes, new: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec) -> SidecarState:
-    """After a move: the new image's sidecar is the old one, moved (with pixdex's keywords merged)."""
+def carry_sidecar(old: bytes, new: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec,
+                  merge: bool = True) -> SidecarState:
+    """After a move: the new image's sidecar is the old one, moved (with pixdex's keywords merged, unless
+    `merge` is False: the image is queued and its own turn merges them)."""
     from pixdex.indexer.sidecar import carry_over, read_state
 
     try:
@@ -320,6 +320,8 @@ def carry_sidecar(old: bytes, new: bytes, tags: list[str], rejected: list[str], 
     except OSError as exc:
         return read_state(Path(os.fsdecode(new)), spec.parent, spec.naming,
                           error=f"cannot move sidecar: {exc.strerror or exc}")
+    if not merge:
+        return read_state(Path(os.fsdecode(new)), spec.parent, spec.naming)
     return sync_sidecar(new, tags, rejected, spec)
 
 

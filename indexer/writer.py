@@ -124,9 +124,18 @@ class Writer:
             for row, _st in moved:  # two steps, so rows can trade paths without a clash
                 catalog.db.execute("UPDATE images SET path = ? WHERE id = ?", (b"\0moving %d" % row.id, row.id))
             for row, st in moved:
-                catalog.set_file(row.id, st, row.hash, gen)
-                if not row.current_for(self.models):
+                # What the row is now, not what the scan read: a worker may have failed or finished it since.
+                # One still queued (maybe in flight at its old path) is done again at its new path: what a
+                # worker was writing there (its sidecar) belongs there now. One a worker committed after the
+                # scan read it is checked again: the scan matched the file to the content it read.
+                now = catalog.get(row.id) or row
+                catalog.set_file(row.id, st, now.hash, gen)
+                if catalog.is_queued(row.id):
+                    catalog.requeue(row.id)
+                elif not now.current_for(self.models):
                     catalog.enqueue(row.id, CHANGED, "moved, not indexed by the current models")
+                elif (now.hash, now.size, now.mtime_ns) != (row.hash, row.size, row.mtime_ns):
+                    catalog.enqueue(row.id, CHANGED, "moved while being indexed")
             for st in new:
                 catalog.enqueue(catalog.insert(st, gen), CHANGED, "new file")
             for row, _st in changed:  # one in flight read the old content: it must leave this queued

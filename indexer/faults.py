@@ -1,0 +1,46 @@
+"""Fault injection for the crash and race tests. Unset in normal use: every function here returns at once.
+
+- `PIXDEX_TEST_CRASH_ON=TEXT`: a decode worker that opens a file whose name contains TEXT dies by
+  SIGSEGV, as a decoder bug would make it.
+- `PIXDEX_TEST_HOLD=STAGE:TEXT` and `PIXDEX_TEST_HOLD_DIR=DIR`: the pipeline stops at STAGE (`decode`,
+  `infer` or `sidecar`) for a file whose name contains TEXT, says so by creating `DIR/held-STAGE`, and
+  goes on once `DIR/release-STAGE` exists (or after a minute). A test moves or changes the file in
+  between, at exactly that moment of the file's way through the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterable
+
+CRASH_ENV = "PIXDEX_TEST_CRASH_ON"
+HOLD_ENV = "PIXDEX_TEST_HOLD"
+HOLD_DIR_ENV = "PIXDEX_TEST_HOLD_DIR"
+HOLD_LIMIT = 60.0
+
+
+def crash_on(path: bytes) -> None:
+    text = os.environ.get(CRASH_ENV)
+    if text and text.encode() in os.path.basename(path):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def hold(stage: str, paths: Iterable[bytes]) -> None:
+    """Wait at `stage` when one of `paths` is the one the test named (see the module's docstring)."""
+    wanted = os.environ.get(HOLD_ENV)
+    folder = os.environ.get(HOLD_DIR_ENV)
+    if not wanted or not folder:
+        return
+    at, _, text = wanted.partition(":")
+    if at != stage or not any(text.encode() in os.path.basename(p) for p in paths):
+        return
+    held, release = os.path.join(folder, f"held-{stage}"), os.path.join(folder, f"release-{stage}")
+    if os.path.exists(release):
+        return  # held once already: the test let it go
+    with open(held, "w"):
+        pass
+    deadline = time.monotonic() + HOLD_LIMIT
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.02)
