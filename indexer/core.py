@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from pixdex.indexer import faults
 from pixdex.indexer.catalog import ASKED, Catalog, FileStat, ImageRow
 from pixdex.indexer.errors import ModelError, PixdexError, display_path
 from pixdex.indexer.fulltext import FullText
@@ -174,6 +175,7 @@ class Indexer:
                              writing, own_images)
         finally:
             reader.close()
+        faults.hold("register", [st.path for _, st in diff.moved])
         report = ScanReport(new=len(diff.new), changed=len(diff.changed), unchanged=len(diff.unchanged),
                             moved=len(diff.moved), removed=len(diff.removed), failed_before=len(diff.failed),
                             queued=len(diff.new) + len(diff.changed) + len(diff.stale) + len(diff.sidecar),

@@ -2,10 +2,11 @@
 
 - `PIXDEX_TEST_CRASH_ON=TEXT`: a decode worker that opens a file whose name contains TEXT dies by
   SIGSEGV, as a decoder bug would make it.
-- `PIXDEX_TEST_HOLD=STAGE:TEXT` and `PIXDEX_TEST_HOLD_DIR=DIR`: the pipeline stops at STAGE (`decode`,
-  `infer` or `sidecar`) for a file whose name contains TEXT, says so by creating `DIR/held-STAGE`, and
-  goes on once `DIR/release-STAGE` exists (or after a minute). A test moves or changes the file in
-  between, at exactly that moment of the file's way through the pipeline.
+- `PIXDEX_TEST_HOLD=STAGE:TEXT[,STAGE:TEXT…]` and `PIXDEX_TEST_HOLD_DIR=DIR`: indexing stops at STAGE
+  (`decode`, `infer`, `sidecar`, `commit`; `register`: the scanner between reading the catalog and
+  registering what it found) for a file whose name contains TEXT, says so by creating `DIR/held-STAGE`,
+  and goes on once `DIR/release-STAGE` exists (or after a minute). A test moves or changes the file in
+  between, at exactly that moment of the file's way through.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def hold(stage: str, paths: Iterable[bytes]) -> None:
     folder = os.environ.get(HOLD_DIR_ENV)
     if not wanted or not folder:
         return
-    at, _, text = wanted.partition(":")
-    if at != stage or not any(text.encode() in os.path.basename(p) for p in paths):
+    texts = [text for at, _, text in (w.partition(":") for w in wanted.split(",")) if at == stage]
+    if not any(text.encode() in os.path.basename(p) for text in texts for p in paths):
         return
     held, release = os.path.join(folder, f"held-{stage}"), os.path.join(folder, f"release-{stage}")
     if os.path.exists(release):

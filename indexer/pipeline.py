@@ -574,6 +574,7 @@ class Pipeline:
                                            prepared.exif.camera, work.tags, work.embedding, prepared.embedded,
                                            work.side, prepared.exif.as_dict()))
             if indexed:
+                faults.hold("commit", [item.stat.path for item in indexed])
                 futures.append(self.writer.store(indexed))
             self.stats.current = display_path(batch[-1].entry.row.path) if batch else ""
             _when_all(futures, lambda ok, b=batch, n=len(indexed): self._committed(b, n, ok))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -157,3 +158,35 @@ def test_a_file_gone_for_good_while_in_flight_fails_once_its_grace_is_over(
         (holds / f"release-{stage}").touch()
         indexer.drain()
         assert [Path(p).name for p, _ in indexer.stats.failures] == ["held.jpg"]
+
+
+def test_a_change_committed_between_the_scan_reading_and_registering_a_move_is_not_undone(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed file, indexed to the point of committing, then moved: the scanner reads the catalog (old
+    content), the pipeline commits the new content, then the scanner registers the move. The move must not
+    put the old content's hash back on the row (the next scan would think the new content indexed as the
+    old one's); the row is checked again at its new path."""
+    _library(env.pics)
+    _index_once(_config(env), env.pics)
+    noise(99).save(env.pics / "a" / "held.jpg")
+    holds = tmp_path / "holds"
+    holds.mkdir()
+    monkeypatch.setenv(faults.HOLD_ENV, "commit:held,register:renamed")
+    monkeypatch.setenv(faults.HOLD_DIR_ENV, str(holds))
+    with Indexer(_config(env), vanish_grace=GRACE) as indexer:
+        indexer.scan([env.pics])
+        _wait_for(holds / "held-commit", indexer)
+        (env.pics / "a" / "held.jpg").rename(env.pics / "a" / "renamed.jpg")
+        scanner = threading.Thread(target=indexer.scan, args=([env.pics],))
+        scanner.start()
+        _wait_for(holds / "held-register", indexer)
+        (holds / "release-commit").touch()
+        deadline = time.monotonic() + 60
+        while indexer.pipeline.inflight:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (holds / "release-register").touch()
+        scanner.join()
+        indexer.drain()
+        assert indexer.stats.failed == 0, indexer.stats.failures
+    check_consistent(env.data, env.pics)
