@@ -237,15 +237,16 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-def index_folders(config: Config, roots: list[Path], progress: bool) -> dict[str, Any]:
-    """Scan → queue → drain, as a thin client of the indexing core."""
+def index_folders(config: Config, roots: list[Path], progress: bool, rebuild: Any = None) -> dict[str, Any]:
+    """Scan → queue → drain, as a thin client of the indexing core. `rebuild` (the old catalog's
+    `rebuild.Previous`): build without models if need be, keeping the old ids."""
     from tqdm import tqdm
 
     from pixdex.indexer.core import Indexer
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as Ctrl-C does: finished work is committed
 
-    with Indexer(config) as indexer:
+    with Indexer(config, reduced_ok=rebuild is not None, ids=rebuild.ids if rebuild else None) as indexer:
         start = indexer.stats.committed
         try:
             report = indexer.scan(roots)
@@ -257,11 +258,15 @@ def index_folders(config: Config, roots: list[Path], progress: bool) -> dict[str
                 bar.close()
         except KeyboardInterrupt:
             indexer.close()  # commits what is finished
+            if rebuild is not None:
+                raise
             done = indexer.stats.committed - start
             print(f"pixdex: interrupted: {done} image(s) were committed; the rest stays queued and is "
                   "indexed at the next `pixdex index`", file=sys.stderr)
             raise SystemExit(130) from None
-        return summary_dict(report, indexer.stats)
+        summary = summary_dict(report, indexer.stats)
+        summary["models"] = "" if indexer.info.has_models else indexer.info.missing
+        return summary
 
 
 def _check_roots(roots: list[Path]) -> None:
@@ -535,54 +540,63 @@ def _no_daemon(config: Config, what: str) -> None:
 
 
 def cmd_rebuild(args: argparse.Namespace, config: Config) -> int:
-    """The catalog and both indexes, again, from the images and their sidecars. The old ones are moved
-    aside (named in the output), never deleted; folders added with `watch add` are kept."""
-    import sqlite3
+    """The catalog and both indexes, again, from the images and their sidecars — built aside, swapped in once
+    complete (indexer/rebuild.py); the old ones are moved aside (named in the output), never deleted. Ids and
+    folders added with `watch add` are kept. Without model files, keywords and embeddings come from the
+    sidecars alone."""
+    import dataclasses
+    import shutil
     import time
 
+    from pixdex.indexer import rebuild
     from pixdex.indexer.catalog import Catalog
     from pixdex.indexer.core import lock_data_dir
+    from pixdex.indexer.layout import Layout
 
     _no_daemon(config, "rebuild")
     layout = config.layout
-    added: list[tuple[str, bytes]] = []
-    aside = None
-    if layout.exists():
-        lock = lock_data_dir(layout.root, layout.lock)
-        try:
+    lock = lock_data_dir(layout.root, layout.lock)  # held throughout: no daemon or index run starts meanwhile
+    try:
+        rebuild.finish_swap(layout)
+        old = rebuild.previous(layout)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        built = Layout(layout.root / f"rebuild-{stamp}.partial")
+        shutil.rmtree(built.root, ignore_errors=True)
+        for stale in layout.root.glob("rebuild-*.partial"):  # left by a rebuild that was cut short
+            shutil.rmtree(stale, ignore_errors=True)
+        building = dataclasses.replace(config, paths=dataclasses.replace(
+            config.paths, data_dir=str(built.root), model_dir=str(config.model_dir)))
+        if old.collections:
+            catalog = Catalog(built.catalog)
             try:
-                db = sqlite3.connect(f"file:{layout.catalog}?mode=ro", uri=True)
-                try:
-                    added = [(str(n), bytes(p)) for n, p in db.execute("SELECT name, path FROM collections")]
-                finally:
-                    db.close()
-            except sqlite3.Error:
-                added = []  # a catalog from before collections, or a broken one: nothing to keep
-            aside = layout.root / f"before-rebuild-{time.strftime('%Y%m%d-%H%M%S')}"
-            aside.mkdir()
-            for path in [*layout.catalog_files(), layout.fulltext, layout.vectors]:
-                if path.exists():
-                    os.replace(path, aside / path.name)
-            if added:
-                catalog = Catalog(layout.catalog)
-                try:
-                    with catalog.transaction():
-                        for name, path in added:
-                            catalog.add_collection(name, path)
-                finally:
-                    catalog.close()
-        finally:
-            lock.close()
-    roots = list(config.folders) + [Path(os.fsdecode(p)) for _, p in added]
-    summary = index_folders(config, roots, progress=not args.json)
+                with catalog.transaction():
+                    for name, path in old.collections:
+                        catalog.add_collection(name, path)
+            finally:
+                catalog.close()
+        roots = list(config.folders) + [Path(os.fsdecode(p)) for _, p in old.collections]
+        try:
+            summary = index_folders(building, roots, progress=not args.json, rebuild=old)
+        except BaseException:
+            shutil.rmtree(built.root, ignore_errors=True)
+            print(f"pixdex: rebuild stopped; the catalog and indexes in {layout.root} are as they were",
+                  file=sys.stderr)
+            raise
+        aside = layout.root / f"before-rebuild-{stamp}" if layout.exists() else None
+        rebuild.swap_in(layout, built, aside or layout.root / f"before-rebuild-{stamp}")
+    finally:
+        lock.close()
     summary["moved_aside"] = str(aside) if aside else None
     if args.json:
         print(json.dumps(summary, indent=2))
-    else:
-        print(summary_line(summary) + f"; {summary['from_sidecars']} embedding(s) taken from sidecars, "
-              f"{summary['inference_calls']} model call(s)")
-        if aside:
-            print(f"the previous catalog and indexes are in {aside} (delete it once you are satisfied)")
+        return EXIT_OK
+    print(summary_line(summary) + f"; {summary['from_sidecars']} embedding(s) and keyword set(s) taken from "
+          f"sidecars, {summary['inference_calls']} model call(s)")
+    if summary["models"]:
+        print(f"no models: names, keywords, filters and `similar` of indexed images work; searching by text "
+              f"for what is in the images waits for the CLIP model ({summary['models']})")
+    if aside:
+        print(f"the previous catalog and indexes are in {aside} (delete it once you are satisfied)")
     return EXIT_OK
 
 

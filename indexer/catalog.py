@@ -413,6 +413,11 @@ class Catalog:
             yield from ((int(i), blob_vector(v))
                         for i, v in self.db.execute(sql + f" AND e.image_id IN ({marks})", (model, *chunk)))
 
+    def embedding_dim(self, model: str) -> int | None:
+        """The dimension of `model`'s stored embeddings (None: it has none)."""
+        found = self.db.execute("SELECT length(vector) FROM embeddings WHERE model = ? LIMIT 1", (model,)).fetchone()
+        return int(found[0]) // 4 if found else None
+
     def live_model(self) -> str | None:
         """The CLIP model whose vectors searches use (None before any model embedded anything)."""
         found = self.db.execute("SELECT model FROM live WHERE what = 'clip'").fetchone()
@@ -481,9 +486,13 @@ class Catalog:
             if self.db.execute("SELECT 1 FROM images WHERE id = ?", (candidate,)).fetchone() is None:
                 return candidate
 
-    def insert(self, st: FileStat, gen: int) -> int:
+    def insert(self, st: FileStat, gen: int, wanted: int | None = None) -> int:
+        """A new row for a file, under `wanted` when that id is free (a rebuild keeps ids), else a new one."""
         now = time.time()
-        image_id = self.new_id()
+        taken = wanted is None or not 1 <= wanted <= INT64_MAX or self.db.execute(
+            "SELECT 1 FROM images WHERE id = ? UNION ALL SELECT 1 FROM tombstones WHERE image_id = ?",
+            (wanted, wanted)).fetchone() is not None
+        image_id = self.new_id() if taken else int(wanted)  # type: ignore[arg-type]
         self.db.execute(
             "INSERT INTO images (id, path, dev, ino, size, mtime_ns, hash, state, created, updated, gen) "
             "VALUES (?, ?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?)",

@@ -14,7 +14,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +25,7 @@ from pixdex.indexer.catalog import ASKED, Catalog, FileStat, ImageRow
 from pixdex.indexer.errors import ModelError, PixdexError, display_path
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.pipeline import Pipeline, Stats, carry_sidecars
+from pixdex.indexer.rebuild import finish_swap
 from pixdex.indexer.scan import diff_tree
 from pixdex.indexer.settings import Config, runtime
 from pixdex.indexer.vectors import VectorIndex
@@ -62,10 +63,13 @@ class Indexer:
     says why), indexing names, folders and each file's own metadata; those images wait for models."""
 
     def __init__(self, config: Config, reduced_ok: bool = False, holder: int | None = None,
-                 describe: bool = False, paused: bool = False, vanish_grace: float = 0.0) -> None:
+                 describe: bool = False, paused: bool = False, vanish_grace: float = 0.0,
+                 ids: Mapping[bytes, int] | None = None) -> None:
         """`paused`: start with nothing fed (the daemon's remembered pause); `vanish_grace`: how long a file
-        that vanished while queued waits for the scanner to find where it went (the daemon's watcher does)."""
+        that vanished while queued waits for the scanner to find where it went (the daemon's watcher does);
+        `ids`: the id a new file at a path takes, when it is free (a rebuild keeps the old catalog's)."""
         self.config = config
+        self._ids = ids or {}
         self._paused = paused
         self._vanish_grace = vanish_grace
         self.describer: Any = None  # [describe]: only the daemon runs it (`describe`)
@@ -75,6 +79,7 @@ class Indexer:
         self.layout = config.layout
         self._lock = lock_data_dir(self.layout.root, self.layout.lock, holder)
         self._opened: list[Callable[[], Any]] = [self._lock.close]
+        finish_swap(self.layout)  # a rebuild's swap that a crash cut short
         try:
             self._open()
         except BaseException:
@@ -95,8 +100,10 @@ class Indexer:
         fulltext = FullText(self.layout)
         vectors = (VectorIndex(self.layout, self.info.clip_id, self.info.dim, self.config.index,
                                building=catalog.switching_from(self.info.clip_id) is not None)
-                   if self.info.has_models else None)
-        self.writer = Writer(catalog, fulltext, vectors, self.config.pipeline, self.info.ids)
+                   if self.info.has_models else self._live_vectors(catalog))
+        self.writer = Writer(catalog, fulltext, vectors, self.config.pipeline, self.info.ids,
+                             open_vectors=lambda model, dim: VectorIndex(self.layout, model, dim, self.config.index),
+                             ids=self._ids)
         self._opened.append(self.writer.close)
         self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool)
         self.pipeline.vanish_grace = self._vanish_grace
@@ -106,6 +113,12 @@ class Indexer:
         self._opened.append(self._stop_pipeline)
         if self._describe and self.config.describe.enabled:
             self._start_describer()
+
+    def _live_vectors(self, catalog: Catalog) -> VectorIndex | None:
+        """Without models: the live model's index, when its vectors were taken from sidecars."""
+        live = catalog.live_model()
+        dim = catalog.embedding_dim(live) if live else None
+        return VectorIndex(self.layout, live, dim, self.config.index) if live and dim else None
 
     def _start_describer(self) -> None:
         from pixdex.indexer.describe import Describer

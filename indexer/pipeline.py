@@ -287,7 +287,7 @@ class Pipeline:
             if item is not None:
                 spec = DecodeSpec(self.info.min_side, self.config.decode.max_pixels, self.info.transform,
                                   self.info.tagger_size, self._known_hash(item.entry), self._from_sidecar(item.entry),
-                                  self.info.dim)
+                                  self.info.dim, sidecar_by_name=not self.info.has_models)
                 pending.append((item, self.decode_pool.schedule(prepare, (item.entry.row.path, spec), timeout=timeout)))
                 self.stats.at["decode"] = display_path(item.entry.row.path)
             if pending and (item is None or len(pending) >= self._window or pending[0][1].done()):
@@ -300,17 +300,22 @@ class Pipeline:
         _send_stop(outbox)
 
     def _known_hash(self, entry: QueueEntry) -> str | None:
-        """The hash under which unchanged content may skip decoding — never for a file a person asked for."""
+        """The hash under which unchanged content may skip decoding — never for a file a person asked for,
+        nor without models for one waiting for them (its sidecar may hold what models made elsewhere)."""
         row = entry.row
-        current = row.current_for(self.info.ids)
-        return row.hash if current and entry.priority != ASKED else None
+        if entry.priority == ASKED or (not self.info.has_models and row.clip_model is None):
+            return None
+        return row.hash if row.current_for(self.info.ids) else None
 
     def _from_sidecar(self, entry: QueueEntry) -> tuple[str, str, str, str] | None:
         """Let the decoder take the embedding and keywords a sidecar carries for the current models — never
-        for a file a person asked to redo."""
-        if not self.info.has_models or entry.priority == ASKED:
-            return None
+        for a file a person asked to redo. Without models, any keywords, and an embedding by any export of the
+        configured CLIP model (what a library indexed elsewhere, or before a rebuild, carries)."""
         settings = self.config.sidecar
+        if not self.info.has_models:
+            return (self.config.models.clip, "", settings.tag_parent, settings.naming)
+        if entry.priority == ASKED:
+            return None
         return (self.info.clip_id, self.info.tagger_id or self.info.clip_id, settings.tag_parent, settings.naming)
 
     def _finish_decode(self, work: Work, future: Future[Prepared]) -> None:
@@ -334,7 +339,7 @@ class Pipeline:
             log.warning("unexpected error decoding %s: %r", display_path(work.entry.row.path), exc)
             work.error = f"unexpected {type(exc).__name__}: {exc}"
         self.stats.add_time("decode wait", time.perf_counter() - start)
-        if work.prepared is not None and work.prepared.embedding is not None:  # carried by its sidecar
+        if work.prepared is not None and work.prepared.from_sidecar:  # carried by its sidecar
             work.embedding = work.prepared.embedding
             work.tags = [{"name": t, "confidence": 1.0, "category": "general"} for t in work.prepared.machine_tags]
             with self.stats.lock:
@@ -572,7 +577,8 @@ class Pipeline:
                     indexed.append(Indexed(entry.row.id, entry.seq, prepared.stat, prepared.digest,
                                            prepared.width, prepared.height, prepared.exif.taken,
                                            prepared.exif.camera, work.tags, work.embedding, prepared.embedded,
-                                           work.side, prepared.exif.as_dict()))
+                                           work.side, prepared.exif.as_dict(),
+                                           prepared.models if prepared.from_sidecar else self.info.ids))
             if indexed:
                 faults.hold("commit", [item.stat.path for item in indexed])
                 futures.append(self.writer.store(indexed))

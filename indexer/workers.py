@@ -109,6 +109,9 @@ class DecodeSpec:
     # image's sidecar when it holds them for these models and this very content — no decode, no model.
     from_sidecar: tuple[str, str, str, str] | None = None
     dim: int = 0  # the CLIP embedding's dimension
+    # Without models (reduced mode): take the machine keywords of any model from the sidecar, and the
+    # embedding of any export of the configured CLIP model (`from_sidecar[0]` is then its name).
+    sidecar_by_name: bool = False
 
 
 @dataclass
@@ -122,8 +125,10 @@ class Prepared:
     embedded: dict[str, Any] = field(default_factory=dict)  # metadata.Embedded.as_dict(): the image's own
     clip_input: NDArray[np.float32] | None = None
     tag_input: NDArray[np.float32] | None = None
-    embedding: NDArray[np.float32] | None = None  # from the sidecar (then `machine_tags` are too)
+    embedding: NDArray[np.float32] | None = None  # from the sidecar
     machine_tags: list[str] = field(default_factory=list)
+    from_sidecar: bool = False  # `machine_tags` (and `embedding`, if any) were taken from the sidecar
+    models: tuple[str | None, str | None] = (None, None)  # the models that made them (CLIP, keywords)
     warnings: str = ""  # what the libraries printed while reading it
 
 
@@ -228,11 +233,12 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
 
 def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) -> bool:
     """Fill `item` from the image's sidecar when it carries the embedding (and keywords) of the configured
-    models for this content: the image is then only probed (header, EXIF, metadata), never decoded."""
+    models for this content: the image is then only probed (header, EXIF, metadata), never decoded. Without
+    models (`spec.sidecar_by_name`), whatever keywords and embedding it holds for this content are taken."""
     from pixdex.indexer.decode import probe_image
-    from pixdex.indexer.sidecar import MACHINE, MODEL, REJECTED, embedded_metadata, read_embedding, read_sidecar, \
-        sidecar_path
     from pixdex.indexer.metadata import as_list
+    from pixdex.indexer.sidecar import EMBEDDING_MODEL, MACHINE, MODEL, REJECTED, embedded_metadata, \
+        read_embedding, read_sidecar, sidecar_path
 
     assert spec.from_sidecar is not None
     clip_id, keyword_model, _parent, naming = spec.from_sidecar
@@ -240,13 +246,21 @@ def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) ->
         xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path)), naming))
     except SidecarError:
         return False
+    stored_clip, stored_keywords = str(xmp.get(EMBEDDING_MODEL) or ""), str(xmp.get(MODEL) or "")
+    if spec.sidecar_by_name:
+        clip_id = stored_clip if stored_clip.rsplit("@", 1)[0] == clip_id else ""
     vector = read_embedding(xmp, clip_id, item.digest)
-    if vector is None or str(xmp.get(MODEL) or "") != keyword_model or len(vector) != spec.dim:
+    rejected = set(as_list(xmp.get(REJECTED)))
+    machine = [t for t in as_list(xmp.get(MACHINE)) if t not in rejected]
+    if spec.sidecar_by_name:
+        if not (stored_keywords and machine) and vector is None:
+            return False
+    elif vector is None or stored_keywords != keyword_model or len(vector) != spec.dim:
         return False
     item.width, item.height, item.exif = probe_image(data, os.fsdecode(path), spec.max_pixels)
-    rejected = set(as_list(xmp.get(REJECTED)))
-    item.embedding = vector
-    item.machine_tags = [t for t in as_list(xmp.get(MACHINE)) if t not in rejected]
+    item.embedding, item.machine_tags, item.from_sidecar = vector, machine, True
+    if vector is not None:
+        item.models = (clip_id, stored_keywords if stored_keywords != clip_id else None)
     item.embedded = embedded_metadata(data).as_dict()
     return True
 

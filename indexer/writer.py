@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +57,8 @@ class Indexed:
     embedded: dict[str, Any] = field(default_factory=dict)  # the image's own metadata (metadata.Embedded)
     side: SidecarState | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # decode.ExifFacts.as_dict()
+    # The models that made `embedding` and `tags` (CLIP, keywords); None: the writer's (the configured ones).
+    models: tuple[str | None, str | None] | None = None
 
 
 @dataclass
@@ -72,10 +74,16 @@ class Registered:
 
 class Writer:
     def __init__(self, catalog: Catalog, fulltext: FullText, vectors: VectorIndex | None, settings: PipelineSettings,
-                 models: tuple[str, str | None]) -> None:
+                 models: tuple[str, str | None],
+                 open_vectors: Callable[[str, int], VectorIndex] | None = None,
+                 ids: Mapping[bytes, int] | None = None) -> None:
+        """`open_vectors(model, dim)`: without models (reduced mode), the vector index for embeddings taken from
+        sidecars, opened when the first one arrives. `ids`: the id a new file at a path takes if it is free."""
+        self._ids = ids or {}
         self.catalog = catalog
         self.fulltext = fulltext
         self.vectors = vectors
+        self._open_vectors = open_vectors
         self.settings = settings
         self.models = models
         self.commits = 0
@@ -83,6 +91,7 @@ class Writer:
         self._published = threading.Condition()
         self.generation = catalog.generation()
         self._adopt_old_vectors()
+        self._adopt_sidecars()
         self.live = self._settle_live()
         self._catch_up()
         self._thread = threading.Thread(target=self._run, name="pixdex-writer", daemon=True)
@@ -137,7 +146,7 @@ class Writer:
                 elif (now.hash, now.size, now.mtime_ns) != (row.hash, row.size, row.mtime_ns):
                     catalog.enqueue(row.id, CHANGED, "moved while being indexed")
             for st in new:
-                catalog.enqueue(catalog.insert(st, gen), CHANGED, "new file")
+                catalog.enqueue(catalog.insert(st, gen, self._ids.get(st.path)), CHANGED, "new file")
             for row, _st in changed:  # one in flight read the old content: it must leave this queued
                 catalog.enqueue(row.id, CHANGED, "content changed", again=True)
             for row in stale:
@@ -169,16 +178,37 @@ class Writer:
                                                          row.rejected_list if row else [])
                 # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
                 taken = item.taken.isoformat() if item.taken else item.embedded.get("created") or None
+                models = item.models or self.models
+                embedding = item.embedding if self._vectors_for(catalog, models[0], item.embedding) else None
                 catalog.mark_done(
-                    item.image_id, clip_model=self.models[0] if item.embedding is not None else None,
-                    tagger_model=self.models[1] if item.embedding is not None else None, width=item.width,
+                    item.image_id, clip_model=models[0] if embedding is not None else None,
+                    tagger_model=models[1] if embedding is not None else None, width=item.width,
                     height=item.height, taken=taken, camera=item.camera,
                     tags=tags, metadata=text, sidecar_error=item.side.error if item.side else None,
-                    embedding=item.embedding, side=item.side.signature if item.side else None, rejected=rejected,
+                    embedding=embedding, side=item.side.signature if item.side else None, rejected=rejected,
                     embedded=item.embedded, facts=_with_shown(item.facts, shown),
                     side_hash=item.side.digest if item.side else None,
                     same_content=before is not None and before.hash == item.digest)
         return self.submit(run)
+
+    def _vectors_for(self, catalog: Catalog, model: str | None, embedding: NDArray[np.float32] | None) -> bool:
+        """Whether `item`'s embedding is kept. With models, it is theirs. Without (reduced mode), one taken from
+        a sidecar is kept when its model is the live one, or becomes live (then its index opens): searches and
+        `similar` use it until the configured model's files are there."""
+        if embedding is None or not model:
+            return False
+        if self.models[0]:
+            return True
+        live = catalog.live_model()
+        if live not in (None, model) or (self.vectors is not None and self.vectors.model_id != model):
+            return False
+        if live is None:
+            catalog.set_live(model)
+        if self.vectors is None:
+            if self._open_vectors is None:
+                return False
+            self.vectors = self._open_vectors(model, len(embedding))
+        return True
 
     def touch(self, image_id: int, seq: int, st: FileStat, digest: str, side: SidecarState | None = None,
               ) -> Future[Any]:
@@ -335,6 +365,19 @@ class Writer:
                 else:
                     catalog.enqueue(image_id, BACKFILL, "no stored embedding")
             catalog.db.execute("INSERT INTO meta VALUES ('embeddings_checked', 1)")
+
+    def _adopt_sidecars(self) -> None:
+        """Once per catalog, without models: images waiting for them whose sidecar was read are read again, so
+        the keywords and embedding it holds from models that ran elsewhere are taken (catalogs from before
+        reduced mode took them)."""
+        catalog = self.catalog
+        if self.models[0] or catalog.meta("sidecars_adopted"):
+            return
+        with catalog.transaction():
+            for (image_id,) in catalog.db.execute("SELECT id FROM images WHERE state = 'done' AND clip_model IS NULL "
+                                                  "AND side IS NOT NULL").fetchall():
+                catalog.enqueue(int(image_id), BACKFILL, "keywords and embedding from its sidecar")
+            catalog.set_meta("sidecars_adopted", 1)
 
     def _settle_live(self) -> str | None:
         """The live CLIP model at open. The first model to embed anything becomes live; vectors of models

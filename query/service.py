@@ -188,8 +188,8 @@ class SearchService:
 
             segments = segment_embeddings(clip, query) if query.has_text else None
             wanted = query_embedding(clip, query, segments) if segments is not None else None
-            vector = self._vector_side(clip, text, combine(wanted, images or []), query.filters, notes=notes,
-                                       count=max(k, self.config.search.candidates))
+            vector = self._vector_side((clip.id, clip.dim), text, combine(wanted, images or []), query.filters,
+                                       notes=notes, count=max(k, self.config.search.candidates))
         related: tuple[str, ...] = ()
         if clip is not None and segments is not None:
             related = self._related_tags(clip, query.positive, segments[: len(query.positive)], notes)
@@ -253,19 +253,30 @@ class SearchService:
         if unreadable:  # before the model: a missing file is the first thing to say, with or without one
             _readable_or_raise(unreadable[0])
         clip = self.clip()
-        if clip is None:
+        space = (clip.id, clip.dim) if clip is not None else self._stored_space()
+        if space is None:
             raise ModelError(self.no_clip_message())
         text = self.reader.text() if self.reader.exists() else None
-        vectors, own_ids = self._image_vectors(clip, images)
+        vectors, own_ids = self._image_vectors(clip, space, images)
         if text is None:
             return Results(" ".join(display_path(p) for p in images), [], [self._nothing_note()])
         from pixdex.query.vector import mean_embedding
 
-        found = self._vector_side(clip, text, mean_embedding(vectors), filters, exclude=own_ids,
+        found = self._vector_side(space, text, mean_embedding(vectors), filters, exclude=own_ids,
                                   count=max(k, self.config.search.candidates))
         return Results(" ".join(display_path(p) for p in images), self._fuse(found, [], k), notes)
 
-    def _vector_side(self, clip: Any, text: TextSnapshot, embedding: NDArray[np.float32], filters: Filters,
+    def _stored_space(self) -> tuple[str, int] | None:
+        """Without a CLIP model that loads: the live model's stored vectors (taken from sidecars, or made before
+        its files went), so `similar` of an indexed image still works."""
+        if not self.reader.exists():
+            return None
+        catalog = self.reader.catalog()
+        live = catalog.live_model()
+        dim = catalog.embedding_dim(live) if live else None
+        return (live, dim) if live and dim else None
+
+    def _vector_side(self, space: tuple[str, int], text: TextSnapshot, embedding: NDArray[np.float32], filters: Filters,
                      exclude: set[int] | None = None, notes: list[str] | None = None, count: int = 0,
                      ) -> list[tuple[int, float]]:
         allowed = matching_ids(text, filters)
@@ -274,7 +285,7 @@ class SearchService:
         wanted = count or self.config.search.candidates
         count = wanted + len(exclude or ())
         with self.reader.vector_lock:
-            view = self.reader.vectors(clip.id, clip.dim)
+            view = self.reader.vectors(*space)
             hits = view.search(embedding, count, allowed)
             if notes is not None and view.note and not len(view):
                 notes.append(f"{view.note}; text results only until `pixdex index` embeds the images")
@@ -283,7 +294,9 @@ class SearchService:
     def no_clip_message(self) -> str:
         return f"searching by image needs the CLIP model: {self._clip_error}"
 
-    def _image_vectors(self, clip: Any, images: list[Path]) -> tuple[NDArray[np.float32], set[int]]:
+    def _image_vectors(self, clip: Any, space: tuple[str, int], images: list[Path]
+                       ) -> tuple[NDArray[np.float32], set[int]]:
+        """Each image's vector: an indexed one's from the index (no model needed), another's from the model."""
         from pixdex.indexer.decode import decode_image
         from pixdex.indexer.workers import read_regular
 
@@ -294,11 +307,13 @@ class SearchService:
             row = catalog.by_path(os.fsencode(path)) if catalog else None
             if row is not None and row.state == "done":
                 with self.reader.vector_lock:
-                    view = self.reader.vectors(clip.id, clip.dim)
+                    view = self.reader.vectors(*space)
                     if row.id in view:
                         rows.append(view.get(row.id))
                         own.add(row.id)
                         continue
+            if clip is None:
+                raise ModelError(f"{display_path(path)} is not indexed, and {self.no_clip_message()}")
             try:
                 data, _ = read_regular(os.fsencode(path))
             except OSError as exc:

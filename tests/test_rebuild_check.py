@@ -170,3 +170,129 @@ def test_decomposed_korean_keywords_match_what_is_typed(library: Env, capsys: py
     library.index_json(capsys)
     assert paths(search(library, capsys, "tag:바다")) == {"blue_pond.webp"}
     assert "blue_pond.webp" in paths(search(library, capsys, "바다"))
+
+
+def _without_models(env: Env, tmp_path: Path) -> None:
+    """The same config, pointing at a model folder that is not there."""
+    text = env.config.read_text()
+    env.config.write_text(text.replace(json.dumps(str(_model_dir(text))), json.dumps(str(tmp_path / "no-models"))))
+
+
+def _model_dir(config_text: str) -> str:
+    return json.loads(config_text.split("model_dir = ", 1)[1].split("\n", 1)[0])
+
+
+def _a_machine_tag(env: Env) -> str:
+    """A machine keyword some images have and others not (the stand-in tagger's words are random)."""
+    import collections
+    import sqlite3
+
+    db = sqlite3.connect(env.data / "catalog.sqlite3")
+    try:
+        counts = collections.Counter(t["name"] for (tags,) in db.execute("SELECT tags FROM images")
+                                     for t in json.loads(tags) if t.get("category") != "person")
+    finally:
+        db.close()
+    return next(name for name, n in counts.most_common() if n < 9)
+
+
+def _ids(env: Env) -> dict[str, int]:
+    import sqlite3
+
+    db = sqlite3.connect(env.data / "catalog.sqlite3")
+    try:
+        return {os.fsdecode(p): int(i) for p, i in db.execute("SELECT path, id FROM images")}
+    finally:
+        db.close()
+
+
+def test_rebuild_without_model_files_keeps_keywords_similar_and_ids(library: Env, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """No model file at all: the rebuild takes keywords and embeddings from the sidecars (which say which model
+    made them), keeps every image's id, and moves the old stores aside only once the new ones are complete."""
+    word = _a_machine_tag(library)
+    tagged = {h["path"] for h in search(library, capsys, f"tag:{word}", k=20)}
+    assert tagged
+    ids = _ids(library)
+    sunset = str(library.pics / "holiday" / "beach_sunset_01.jpg")
+    status, out, err = library.cli("similar", sunset, "--json", capsys=capsys)
+    assert status == 0, err
+    similar = [h["path"] for h in json.loads(out)["hits"]]
+    _without_models(library, tmp_path)
+
+    status, out, err = library.cli("rebuild", "--json", capsys=capsys)
+    assert status == 0, err
+    summary = json.loads(out)
+    assert summary["inference_calls"] == 0 and summary["from_sidecars"] == 9 and summary["failed"] == 0, summary
+    assert summary["models"] and Path(summary["moved_aside"]).is_dir()
+    assert not list(library.data.glob("rebuild-*"))
+    assert _ids(library) == ids
+    assert {h["path"] for h in search(library, capsys, f"tag:{word}", k=20)} == tagged
+    status, out, err = library.cli("similar", sunset, "--json", capsys=capsys)
+    assert status == 0, err
+    assert [h["path"] for h in json.loads(out)["hits"]] == similar
+    status, out, err = library.cli("search", "beach", "--json", capsys=capsys)
+    assert status == 0 and any("text results only" in n for n in json.loads(out)["notes"])
+
+
+def test_a_rebuild_that_fails_leaves_the_old_stores_in_place(library: Env, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixdex.daemon import cli
+
+    word = _a_machine_tag(library)
+    tagged = {h["path"] for h in search(library, capsys, f"tag:{word}", k=20)}
+
+    def broken(*args: object, **kwargs: object) -> dict[str, object]:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cli, "index_folders", broken)
+    with pytest.raises(OSError):
+        library.cli("rebuild", capsys=capsys)
+    assert not list(library.data.glob("before-rebuild-*")) and not list(library.data.glob("rebuild-*"))
+    assert tagged and {h["path"] for h in search(library, capsys, f"tag:{word}", k=20)} == tagged
+
+
+def test_a_swap_cut_short_by_a_crash_is_finished_at_the_next_open(library: Env, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The swap is written down before it starts: a crash after the old catalog went aside but before the new
+    one came in is finished by the next run, never leaving the data directory without a catalog."""
+    from pixdex.indexer import rebuild
+    from pixdex.indexer.files import atomic_write
+    from pixdex.indexer.layout import Layout
+
+    word = _a_machine_tag(library)
+    tagged = {h["path"] for h in search(library, capsys, f"tag:{word}", k=20)}
+    layout = Layout(library.data)
+    built = Layout(library.data / "rebuild-x.partial")
+    built.root.mkdir()
+    for path in rebuild.stores(layout):  # a complete build: a copy of the current stores
+        (shutil.copytree if path.is_dir() else shutil.copy2)(path, built.root / path.name)
+    aside = library.data / "before-rebuild-x"
+    atomic_write(library.data / rebuild.MARKER, json.dumps({"built": str(built.root), "aside": str(aside)}).encode())
+    aside.mkdir()
+    os.replace(layout.catalog, aside / layout.catalog.name)  # the crash: the old catalog aside, nothing else
+    assert not layout.catalog.exists()
+    library.index_json(capsys)  # any writer finishes the swap first
+    assert layout.catalog.exists() and not (library.data / rebuild.MARKER).exists() and not built.root.exists()
+    assert tagged and {h["path"] for h in search(library, capsys, f"tag:{word}", k=20)} == tagged
+    check_consistent(library.data, library.pics)
+
+
+@pytest.mark.slow
+def test_a_daemon_without_models_takes_keywords_and_embeddings_from_sidecars(library: Env, tmp_path: Path) -> None:
+    """A library indexed elsewhere (its sidecars), served here before any model is installed: tag: finds what
+    the sidecars say, `similar` of an indexed image answers; searching by meaning waits for the model."""
+    word = _a_machine_tag(library)
+    tagged = {str(p).removesuffix(".xmp") for p in library.pics.rglob("*.xmp") if f"pixdex|{word}<" in p.read_text()}
+    assert tagged
+    shutil.rmtree(library.data)
+    daemon = Served(tmp_path / "served", None, [library.pics]).start()
+    try:
+        wait_for(lambda: daemon.idle() and len(daemon.listed(library.pics)) == 9, timeout=60, what="reduced indexing")
+        assert {h["path"] for h in daemon.get("/search", q=f"tag:{word}", k=50)["hits"]} == tagged
+        sunset = str(library.pics / "holiday" / "beach_sunset_01.jpg")
+        hits = daemon.get("/similar", path=sunset, k=5)["hits"]
+        assert hits and sunset not in [h["path"] for h in hits]
+    finally:
+        daemon.stop()
