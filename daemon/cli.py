@@ -315,7 +315,7 @@ def summary_line(s: dict[str, Any]) -> str:
 def daemon_client(config: Config) -> Any:
     from pixdex.daemon.client import Client
 
-    return Client.connect(config.socket_path)
+    return Client.connect(config.socket_path, config.data_dir)
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
@@ -435,6 +435,9 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         from pixdex.daemon.library import status
 
         info = status(config)
+        other = _other_daemon(config)
+        if other:
+            info["other_daemon"] = other
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -459,10 +462,26 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _other_daemon(config: Config) -> dict[str, Any] | None:
+    """The daemon on this config's socket when it serves another data directory."""
+    from pixdex.daemon.client import Client
+
+    client = Client.connect(config.socket_path)
+    try:
+        return dict(client.get("/health", brief="1")) if client is not None else None
+    except Exception:  # noqa: BLE001 - it only adds a note
+        return None
+
+
 def _print_live(info: dict[str, Any]) -> None:
     daemon = info.get("daemon")
     if daemon is None:
-        print("daemon: not running (`pixdex serve`, or `pixdex service install`)")
+        other = info.get("other_daemon")
+        if other:
+            print(f"daemon: none for this data directory (the one on the socket, pid {other['pid']}, serves "
+                  f"{other.get('data_dir')})")
+        else:
+            print("daemon: not running (`pixdex serve`, or `pixdex service install`)")
         return
     state = "paused" if daemon["paused"] else "running"
     print(f"daemon: {state}, pid {daemon['pid']}, up {daemon['uptime']:.0f} s, {daemon['mode']} mode; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import secrets
 import socket
 import urllib.parse
@@ -49,8 +50,10 @@ class Client:
         self.timeout = timeout
 
     @classmethod
-    def connect(cls, socket_path: Path) -> Client | None:
-        """A client when a daemon answers on `socket_path`, else None (a stale socket counts as none)."""
+    def connect(cls, socket_path: Path, data_dir: Path | None = None) -> Client | None:
+        """A client when a daemon answers on `socket_path`, else None (a stale socket counts as none). With
+        `data_dir`, only a daemon that serves that data directory counts: another library's daemon on the same
+        socket (another config, one `XDG_RUNTIME_DIR`) is none of this command's business."""
         if not socket_path.exists():
             return None
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -61,7 +64,18 @@ class Client:
             return None
         finally:
             probe.close()
-        return cls(socket_path)
+        client = cls(socket_path)
+        if data_dir is not None and not client.serves(data_dir):
+            return None
+        return client
+
+    def serves(self, data_dir: Path) -> bool:
+        """Whether the daemon serves `data_dir` (one that does not say, from before it did, is taken at its word)."""
+        try:
+            served = Client(self.socket_path, timeout=10.0).get("/health", brief="1").get("data_dir")
+        except (DaemonError, OSError):
+            return False
+        return served is None or os.path.realpath(served) == os.path.realpath(data_dir)
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
                 content_type: str = "application/json") -> Any:

@@ -69,10 +69,10 @@ def open_page(config: Config, words: list[str], similar: bool, narrow: bool, lan
     """Ask the daemon for a login link to the page and open it (or return it for printing)."""
     from pixdex.daemon.client import Client
 
-    client = Client.connect(config.socket_path)
+    client = Client.connect(config.socket_path, config.data_dir)
     if client is None:
-        raise PixdexError(f"no pixdex daemon answers on {config.socket_path}: the web page is served by it; start "
-                          "`pixdex serve` (or `systemctl --user start pixdex`)")
+        raise PixdexError(f"no pixdex daemon for {config.data_dir} answers on {config.socket_path}: the web page "
+                          "is served by it; start `pixdex serve` (or `systemctl --user start pixdex`)")
     if similar and not words:
         raise PixdexError("--similar needs at least one image file")
     ids = indexed_ids(config, [Path(w) for w in words]) if similar else []

@@ -110,13 +110,18 @@ def results_json(results: Results, raw: bool) -> dict[str, Any]:
 
 # Handlers -------------------------------------------------------------------------------------
 async def health(request: web.Request) -> web.Response:
+    """Over the socket it also names the data directory it serves: the CLI asks (`brief=1`: without asking the
+    indexing process) before anything else, and works on its own data directory when they differ."""
     ctx = ctx_of(request)
+    own = {"data_dir": os.path.realpath(ctx.config.data_dir)} if request["token"] is None else {}
+    if request.query.get("brief") == "1":
+        return as_json({"ok": True, "pid": os.getpid(), **own})
     try:
         state = await asyncio.wrap_future(ctx.daemon.call("state", 0, False))
     except Unavailable:
         state = {"ok": False, "mode": "reduced", "paused": False}
     return as_json({"ok": state["ok"], "pid": os.getpid(), "uptime": round(time.time() - ctx.daemon.started, 1),
-                    "mode": state["mode"], "paused": state["paused"]})
+                    "mode": state["mode"], "paused": state["paused"], **own})
 
 
 async def status(request: web.Request) -> web.Response:

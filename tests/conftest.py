@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,14 @@ from pixdex.daemon import cli
 # starts (an ignored signal stays ignored across exec): the Ctrl-C tests need it delivered. A handler set
 # here is reset to the default in each child.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# The suite never touches the person's own pixdex: no test finds the daemon the README's first command
+# started (its socket is in the real XDG_RUNTIME_DIR), reads their config or writes into their data. Every
+# XDG folder points into a folder of this run; tests that need their own get one (the `env` fixture, Served).
+_ISOLATED = Path(tempfile.mkdtemp(prefix="pixdex-suite-"))
+for _key in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
+    os.environ[_key] = str(_ISOLATED / _key.lower())
+    Path(os.environ[_key]).mkdir(mode=0o700)
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus" / "exiftool"
@@ -98,9 +107,11 @@ CLIP_TAGS_OFF = "[clip_tags]\nenabled = false\n"
 @pytest.fixture()
 def env(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     environ = dict(os.environ)
-    for key, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache")):
+    for key, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache"),
+                     ("XDG_STATE_HOME", "state"), ("XDG_RUNTIME_DIR", "run")):
         environ[key] = str(tmp_path / sub)
         monkeypatch.setenv(key, str(tmp_path / sub))
+    (tmp_path / "run").mkdir(mode=0o700)
     pics = tmp_path / "pics"
     pics.mkdir()
     config = tmp_path / "config" / "pixdex" / "config.toml"
