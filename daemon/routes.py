@@ -29,6 +29,7 @@ from pixdex.indexer.errors import ReadError, display_path
 from pixdex.query.service import MAX_K, Results
 
 OPENAPI = Path(__file__).with_name("openapi.json")
+OPENAPI_DOC = web.AppKey("openapi", bytes)
 MAX_ID = 2**63 - 1
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/heic",
                "image/heif", "image/avif"}
@@ -37,6 +38,7 @@ DIGITS = re.compile(r"^[0-9]{1,19}$")  # ASCII only: str.isdigit() takes '²' an
 
 
 def add_routes(app: web.Application) -> None:
+    app[OPENAPI_DOC] = OPENAPI.read_bytes()  # read once at start: a reinstall under a running daemon removes it
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
     app.router.add_get("/search", search)
@@ -622,4 +624,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
+    return web.Response(body=request.app[OPENAPI_DOC], content_type="application/json")

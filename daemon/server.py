@@ -117,6 +117,9 @@ def _preload() -> None:
 
     for name in PRELOAD:
         importlib.import_module(name)
+    from pixdex.indexer.cliptags import shipped_vocabulary
+
+    shipped_vocabulary()  # the data files too: the web page's and openapi.json are read by `create_app`
 
 
 async def _listen(runner: web.AppRunner, config: Config) -> tuple[IO[str], bool]:

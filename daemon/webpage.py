@@ -35,7 +35,13 @@ LOGIN_HELP = """<!doctype html><html lang="en"><head><meta charset="utf-8"><titl
 """
 
 
+FILES = web.AppKey("web files", dict)
+
+
 def add_routes(app: web.Application) -> None:
+    # Read once at start and served from memory: a reinstall under a running daemon (the README's test command
+    # beside its first one) replaces or removes the files on disk.
+    app[FILES] = {name: (WEB / name).read_bytes() for name in ["index.html", *ASSETS]}
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", asset)
     app.router.add_get("/login", login)
@@ -51,14 +57,16 @@ def _html(text: str, status: int = 200) -> web.Response:
 async def page(request: web.Request) -> web.StreamResponse:
     if request.get("anonymous"):
         return _html(LOGIN_HELP.format(message="This browser is not logged in to pixdex."), 401)
-    return web.FileResponse(WEB / "index.html", headers={**HEADERS, "Content-Type": "text/html; charset=utf-8"})
+    return web.Response(body=request.app[FILES]["index.html"],
+                        headers={**HEADERS, "Content-Type": "text/html; charset=utf-8"})
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name not in ASSETS:
         raise ApiError(404, f"no asset {name[:40]!r}", "name")
-    return web.FileResponse(WEB / name, headers={**HEADERS, "Content-Type": f"{ASSETS[name]}; charset=utf-8"})
+    return web.Response(body=request.app[FILES][name],
+                        headers={**HEADERS, "Content-Type": f"{ASSETS[name]}; charset=utf-8"})
 
 
 async def login(request: web.Request) -> web.StreamResponse:

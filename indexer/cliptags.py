@@ -15,6 +15,7 @@ zero-shot probability of the concept among the whole vocabulary (softmax at CLIP
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -40,7 +41,10 @@ BATCH = 128
 LOGIT_SCALE = 100.0  # CLIP's learned temperature (OpenAI's and open_clip's models end near 100)
 
 
+@functools.cache
 def shipped_vocabulary() -> str:
+    """The vocabulary shipped with pixdex, read once per process (the daemon reads it at start: a reinstall
+    under a running daemon removes the file)."""
     return resources.files("pixdex.indexer").joinpath("vocabulary.txt").read_text(encoding="utf-8")
 
 

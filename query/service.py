@@ -228,8 +228,8 @@ class SearchService:
 
         key = (clip.id, self.config.clip_tags)
         if self._vocab_key != key:
-            self._vocab_key, self._vocab = key, None
-            self._vocab_concepts = vocabulary(self.config.clip_tags)
+            concepts = vocabulary(self.config.clip_tags)  # may raise: then nothing is remembered, it is tried again
+            self._vocab_key, self._vocab, self._vocab_concepts = key, None, concepts
         if self._vocab is None:
             path = cache_path(self.config.cache_dir / "vocabulary", clip.id, self._vocab_concepts,
                               list(self.config.clip_tags.templates))

@@ -46,6 +46,7 @@ class Served:
         self.environ.pop("NOTIFY_SOCKET", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "serve.log"
+        self.command = [str(PIXDEX)]  # how `pixdex` is started (a test may run another copy of it)
 
     def write_config(self, extra: str | None = None) -> None:
         if extra is not None:
@@ -64,7 +65,7 @@ class Served:
 
     def start(self, wait: bool = True) -> Served:
         handle = open(self.log, "ab")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen([str(PIXDEX), "--config", str(self.config), "serve"], env=self.environ,
+        self.proc = subprocess.Popen([*self.command, "--config", str(self.config), "serve"], env=self.environ,
                                      stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         handle.close()
         Served.started.append(self)
