@@ -178,3 +178,31 @@ def test_a_stop_does_not_wait_for_a_slow_answer(tmp_path: Path, model_dir: Path)
     assert daemon.stop() == 0
     assert time.monotonic() - start < 12  # abandoned (cancelled), not awaited: described at the next start
     ollama.stop()
+
+
+def test_reindex_of_a_described_image_keeps_its_llm_keywords_in_the_sidecar(tmp_path: Path, model_dir: Path) -> None:
+    """`pixdex reindex FILE` runs the models again on the same content: the description stands, so the vision
+    LLM's keywords stay machine keywords in the sidecar, and `pixdex check` finds nothing amiss."""
+    import subprocess
+
+    from conftest import PIXDEX
+
+    ollama = Ollama().start()
+    pics = library(tmp_path)
+    daemon = served(tmp_path, model_dir, pics, ollama.url).start()
+    try:
+        wait_for(lambda: describe_status(daemon).get("described") == 3, timeout=90, what="three descriptions")
+        wait_for(daemon.idle, what="the writes to settle")
+        assert "pixdex|red thing" in (pics / "r.png.xmp").read_text()
+        calls = len(ollama.chats)
+        daemon.post("/reindex", {"paths": [str(pics / "r.png")]})
+        wait_for(lambda: daemon.status()["progress"]["committed"] >= 4 and daemon.idle(), timeout=60,
+                 what="the reindex")
+        assert "pixdex|red thing" in (pics / "r.png.xmp").read_text()
+        assert len(ollama.chats) == calls  # the same content is not described again
+    finally:
+        daemon.stop()
+        ollama.stop()
+    check = subprocess.run([str(PIXDEX), "--config", str(daemon.config), "check"], env=daemon.environ,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
