@@ -33,7 +33,7 @@ from pixdex.indexer.layout import Layout
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
+SCHEMA_VERSION = 6  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
 # tantivy keeps dates as i64 nanoseconds: 1677-09-21 … 2262-04-11. Dates outside are dropped.
 DATE_MIN, DATE_MAX = datetime(1678, 1, 1), datetime(2262, 1, 1)
 
@@ -136,7 +136,9 @@ def _schema() -> tantivy.Schema:
     builder.add_text_field("folders", tokenizer_name="raw", index_option="basic")
     builder.add_text_field("ext", tokenizer_name="raw", index_option="basic")
     builder.add_date_field("date", stored=True, indexed=True, fast=True)
-    builder.add_text_field("lens", tokenizer_name=FOLDED)
+    # The lens and camera as one folded line each, for `lens:` and `camera:` as people type them (line_pattern).
+    builder.add_text_field("lens", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("camera_line", tokenizer_name="raw", index_option="basic")
     builder.add_text_field("orientation", tokenizer_name="raw", index_option="basic")
     for name in NUMBER_FIELDS:
         builder.add_integer_field(name, indexed=True, fast=True)
@@ -158,9 +160,28 @@ def _folding() -> tantivy.TextAnalyzer:
 _FOLDING = _folding()
 
 
-def folded_words(text: str) -> list[str]:
-    """The terms the text fields hold for `text`: what a term query on one of them must look for."""
-    return list(_FOLDING.analyze(nfc(text)))
+_LINE = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.raw()).filter(tantivy.Filter.lowercase()) \
+    .filter(tantivy.Filter.ascii_fold()).build()
+
+
+def folded_line(text: str) -> str:
+    """A whole value (a lens, a camera) folded as the word fields fold words: `Canon EOS 5D Mark Ⅱ` → `canon eos
+    5d mark ii`, with its spaces collapsed."""
+    return " ".join("".join(_LINE.analyze(nfc(text))).split())
+
+
+def line_pattern(value: str) -> str:
+    """The regular expression a folded line matches when it holds `value` as people type it: each word in order,
+    a word starting where one starts — a number also inside a word (`50mm` in `ef50mm`), and not inside a longer
+    number (`50mm` is not `150mm`, `1.8` not `1.85`); a word may be the start of a longer one (`ef50` is `ef50mm`).
+    """
+    pattern = []
+    for word in folded_line(value).split():
+        numeric = word[0].isdigit() or word[0] == "."
+        pattern.append("(?:|.*[^0-9.])" if numeric else "(?:|.*[^a-z0-9])" if word[0].isalnum() else "(?:|.*)")
+        pattern.append("".join(f"\\{c}" if c.isascii() and not c.isalnum() else c for c in word))
+        pattern.append("(?:[^0-9.].*)?" if word[-1].isdigit() else ".*")
+    return "".join(pattern)
 
 
 def _register_tokenizers(index: tantivy.Index) -> None:
@@ -240,11 +261,12 @@ class FullText:
         out.add_text("ocr", nfc(doc.ocr))
         out.add_text("metadata", nfc(doc.metadata))
         out.add_text("camera", doc.camera)
+        out.add_text("camera_line", folded_line(doc.camera))
         out.add_text("cjk", nfc(" ".join([path.name, *doc.tags, doc.description, doc.ocr, doc.metadata])))
         date = in_date_range(doc.date)
         if date is not None:
             out.add_date("date", date)
-        out.add_text("lens", doc.lens)
+        out.add_text("lens", folded_line(doc.lens))
         out.add_text("orientation", orientation_of(doc.numbers.get("w"), doc.numbers.get("h")))
         for name, value in doc.numbers.items():
             out.add_integer(name, value)

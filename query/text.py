@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import tantivy
 
-from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, folded_words, normalize_tag, text_query
+from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, line_pattern, normalize_tag, text_query
 from pixdex.query.parse import Filters
 from pixdex.query.reader import TextSnapshot
 
@@ -64,12 +64,10 @@ def filter_query(schema: tantivy.Schema, filters: Filters) -> tantivy.Query | No
     if filters.exts:
         must.append(any_of("ext", filters.exts))
     must_not += [tantivy.Query.term_query(schema, "ext", e) for e in filters.not_exts]
-    for camera in filters.cameras:
-        must += [tantivy.Query.term_query(schema, "camera", w) for w in folded_words(camera)]
+    must += [tantivy.Query.regex_query(schema, "camera_line", line_pattern(c)) for c in filters.cameras]
     if filters.after or filters.before:
         must.append(_date_range(schema, filters.after, filters.before))
-    for lens in filters.lenses:
-        must += [tantivy.Query.term_query(schema, "lens", w) for w in folded_words(lens)]
+    must += [tantivy.Query.regex_query(schema, "lens", line_pattern(lens)) for lens in filters.lenses]
     must += [_number_range(schema, *spec) for spec in filters.numbers]
     must_not += [_number_range(schema, *spec) for spec in filters.not_numbers]
     if filters.orientations:

@@ -103,3 +103,38 @@ def test_near_wraps_across_the_antimeridian(env: Env, capsys: pytest.CaptureFixt
     assert paths(search(env, capsys, "photo near:-17,179.99,10", k=10)) == {"fiji.jpg"}  # east of it, 2 km
     assert paths(search(env, capsys, "photo near:-18,179,-16,-179", k=10)) == {"fiji.jpg"}  # a box across
     assert paths(search(env, capsys, "photo near:-17,170,10", k=10)) == set()
+
+
+@pytest.mark.parametrize(("query", "value", "matches"), [
+    ("50mm", "EF50mm f/1.8 STM", True), ("ef50", "EF50mm f/1.8 STM", True), ("1.8", "EF50mm f/1.8 STM", True),
+    ("stm", "EF50mm f/1.8 STM", True), ("24-70", "EF24-70mm f/2.8L II USM", True), ("24-70mm", "24-70mm F2.8", True),
+    ("1.8", "EF-S 17-55mm f/1.68", False), ("50mm", "EF 150mm f/2.8", False), ("70-200", "EF24-70mm f/2.8L", False),
+    ('"iphone 7"', "iPhone 7 back camera 3.99mm f/1.8", True), ('"7 iphone"', "iPhone 7 back camera 3.99mm f/1.8", False),
+    ("zeiss", "Carl Zeiß Planar 50mm", True), ("planar 50", "Carl Zeiss Planar 50mm", True),
+])
+def test_lens_matches_as_people_type_it(env: Env, capsys: pytest.CaptureFixture[str], query: str, value: str,
+                                        matches: bool) -> None:
+    """`lens:` finds the number inside a word and a word's start, in the typed order, never inside a longer
+    number (the README's own example: `lens:50mm` finds "EF50mm f/1.8 STM")."""
+    import sqlite3
+
+    solid((10, 20, 30), size=(64, 48)).save(env.pics / "lens.png")
+    env.index_json(capsys)
+    db = sqlite3.connect(env.data / "catalog.sqlite3")  # the lens as EXIF would give it, then the index again
+    db.execute("UPDATE images SET facts = json_set(facts, '$.lens', ?), gen = gen + 1000", (value,))
+    db.execute("UPDATE meta SET value = value + 1000 WHERE key = 'generation'")
+    db.commit()
+    db.close()
+    env.index_json(capsys)
+    assert (paths(search(env, capsys, f"lens:{query}")) == {"lens.png"}) is matches
+
+
+@pytest.mark.parametrize(("query", "matches"), [("canon", True), ("5d", True), ('"eos 5d"', True), ("eos", True),
+                                                 ('"5d eos"', False), ("15d", False), ("mark", True)])
+def test_camera_matches_as_people_type_it(env: Env, capsys: pytest.CaptureFixture[str], query: str,
+                                          matches: bool) -> None:
+    from conftest import exif_bytes
+
+    solid((10, 20, 30), size=(64, 48)).save(env.pics / "camera.jpg", exif=exif_bytes(("Canon", "Canon EOS 5D Mark II")))
+    env.index_json(capsys)
+    assert (paths(search(env, capsys, f"camera:{query}")) == {"camera.jpg"}) is matches
