@@ -446,6 +446,9 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     print(f"images: {counts['done']} indexed, {counts['pending']} pending, {counts['failed']} failed"
           + (f"; {sidecars} sidecar(s) not written (read and indexed anyway; see `pixdex failures`)" if sidecars else ""))
     print("queue: " + ", ".join(f"{n} {name}" for name, n in info["queue"].items()))
+    for folder in info.get("unreadable_folders", []):
+        print(f"unreadable folder: {printable(folder['path'])}: {folder['reason']} (what is below it is kept as it "
+              "was; scanned again once it can be read)")
     for kind, model in info["models"].items():
         state = str(model["state"])
         print(f"{kind} model: {model['name']}: {state}" if model["name"] else

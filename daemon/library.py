@@ -48,6 +48,7 @@ def status(config: Config) -> dict[str, Any]:
     counts = {"pending": 0, "done": 0, "failed": 0}
     queue = {"asked": 0, "new/changed": 0, "backfill": 0}
     generation = waiting = sidecars = 0
+    unreadable: list[tuple[bytes, str]] = []
     live: str | None = None
     switch: dict[str, Any] | None = None
     if layout.exists():
@@ -55,6 +56,7 @@ def status(config: Config) -> dict[str, Any]:
         try:
             counts, queue, generation = catalog.counts(), catalog.queue_counts(), catalog.generation()
             waiting, sidecars = catalog.waiting_for_models(), catalog.sidecar_failures()
+            unreadable = catalog.folder_errors()
             live = catalog.live_model()
             if live is not None and live.rsplit("@", 1)[0] != config.models.clip:
                 switch = {"from": live.rsplit("@", 1)[0], "to": config.models.clip,
@@ -72,6 +74,8 @@ def status(config: Config) -> dict[str, Any]:
         "generation": generation,
         "waiting_for_models": waiting,
         "sidecar_failures": sidecars,
+        # Folders the last scan could not read: what is below them stays as it was until they can be read again.
+        "unreadable_folders": [{"path": display_path(p), "reason": r} for p, r in unreadable],
         "models": {
             "clip": {"name": config.models.clip, "state": _model_state(clip_dir, CLIP_FILES),
                      "indexed_with": manifest.get("model"), "live": live, "reembedding": switch},
@@ -98,6 +102,8 @@ def failures(config: Config) -> list[dict[str, str]]:
                 for r in catalog.with_state("failed")]
         rows += [{"path": display_path(r.path), "kind": "sidecar", "reason": r.sidecar_error or ""}
                  for r in catalog.with_sidecar_errors()]
+        rows += [{"path": display_path(p), "kind": "folder", "reason": f"{reason}; what is below it is kept as it "
+                  "was and scanned again once it can be read"} for p, reason in catalog.folder_errors()]
     finally:
         catalog.close()
     return rows

@@ -316,9 +316,12 @@ class Daemon:
             self.on_collections(self.collections)
 
     def _check(self) -> None:
-        """Watched folders that came back are rescanned; models that appeared end reduced mode."""
+        """Watched folders that came back, and folders that can be read again, are rescanned; models that
+        appeared end reduced mode."""
         for root in self.watcher.check():
             self.submit("scan", [root], [], "folder came back")
+        for folder in self._readable_again():
+            self.submit("scan", [folder], [], "folder can be read again")
         indexer = self._core()
         if indexer.pipeline.fatal is not None:
             log.error("the indexing core stopped (%s); reopening it", indexer.pipeline.fatal)
@@ -332,6 +335,25 @@ class Daemon:
         elif (not indexer.info.has_models and self.config.models.auto_pull and self._pulling is None
               and time.monotonic() >= self._next_pull):
             self._start_pull()
+
+    def _readable_again(self) -> list[bytes]:
+        """Folders a scan could not read (chmod 000, a permission lost) that can be listed now: what changed in
+        them meanwhile was not seen, not even by the watcher."""
+        if not self.config.layout.exists():
+            return []
+        catalog = Catalog(self.config.layout.catalog, read_only=True)
+        try:
+            unreadable = catalog.folder_errors()
+        finally:
+            catalog.close()
+        again = []
+        for folder, _reason in unreadable:
+            try:
+                os.listdir(folder)
+            except OSError:
+                continue
+            again.append(folder)
+        return again
 
     # First start: the configured models, pulled in the background --------------------------------
     def _start_pull(self) -> None:

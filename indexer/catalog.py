@@ -106,6 +106,13 @@ MIGRATIONS: list[str] = [
     CREATE TABLE live (what TEXT PRIMARY KEY, model TEXT NOT NULL, since REAL NOT NULL);
     INSERT INTO live SELECT 'clip', model, CAST(strftime('%s', 'now') AS REAL) FROM embeddings GROUP BY model ORDER BY count(*) DESC LIMIT 1;
     """,
+    # 7: `sidecar_drops`: deleted images whose sidecar (if pixdex's alone) is still to remove — written with the
+    # deletion, gone once removed, so a crash in between leaves no sidecar behind for good. `folder_errors`:
+    # folders the last scan could not read (their rows are kept; they are scanned again once readable).
+    """
+    CREATE TABLE sidecar_drops (path BLOB PRIMARY KEY, since REAL NOT NULL);
+    CREATE TABLE folder_errors (path BLOB PRIMARY KEY, reason TEXT NOT NULL, since REAL NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -324,6 +331,12 @@ class Catalog:
 
     def with_state(self, state: str) -> list[ImageRow]:
         return self._rows("WHERE state = ? ORDER BY path", (state,))
+
+    def sidecar_drops(self) -> list[bytes]:
+        return [bytes(p) for (p,) in self.db.execute("SELECT path FROM sidecar_drops ORDER BY path")]
+
+    def folder_errors(self) -> list[tuple[bytes, str]]:
+        return [(bytes(p), str(r)) for p, r in self.db.execute("SELECT path, reason FROM folder_errors ORDER BY path")]
 
     def with_sidecar_errors(self) -> list[ImageRow]:
         return self._rows("WHERE sidecar_error IS NOT NULL ORDER BY path")
@@ -587,6 +600,23 @@ class Catalog:
         self.db.executemany("DELETE FROM embeddings WHERE image_id = ?", pairs)
         self.db.executemany("DELETE FROM queue WHERE image_id = ?", pairs)
         self.db.executemany("INSERT INTO tombstones (image_id, gen) VALUES (?, ?)", [(i, gen) for (i,) in pairs])
+
+    def add_sidecar_drops(self, paths: Iterable[bytes]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO sidecar_drops VALUES (?, ?)", [(p, time.time()) for p in paths])
+
+    def forget_sidecar_drops(self, paths: Iterable[bytes]) -> None:
+        self.db.executemany("DELETE FROM sidecar_drops WHERE path = ?", [(p,) for p in paths])
+
+    def set_folder_errors(self, deep: Iterable[bytes], shallow: Iterable[bytes], errors: list[tuple[bytes, str]]) -> None:
+        """What a scan of `deep` folders (with what is below) and `shallow` ones found unreadable, replacing
+        what earlier scans of them found."""
+        for folder in deep:
+            below = folder.rstrip(b"/") + b"/"
+            self.db.execute("DELETE FROM folder_errors WHERE path = ? OR substr(path, 1, ?) = ?",
+                            (folder, len(below), below))
+        self.db.executemany("DELETE FROM folder_errors WHERE path = ?", [(f,) for f in shallow])
+        self.db.executemany("INSERT INTO folder_errors VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                            "reason = excluded.reason", [(p, r, time.time()) for p, r in errors])
 
     def forget_tombstones(self, upto: int) -> None:
         """Tombstones both indexes have applied are no longer needed."""

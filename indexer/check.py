@@ -49,7 +49,7 @@ def check(config: Config, folders: list[bytes]) -> list[Finding]:
         embeddings = {m: dict(catalog.embeddings(m)) for m in models}
         findings = [*_disk(rows, queued, catalog, folders, config), *_text(layout, rows),
                     *_vectors(layout, catalog, rows, embeddings.get(model or "", {})),
-                    *_sidecars(config, rows, queued, embeddings)]
+                    *_sidecars(config, rows, queued, embeddings), *_orphans(config, folders, catalog)]
     finally:
         catalog.close()
     return findings
@@ -84,6 +84,14 @@ def _disk(rows: list[ImageRow], queued: set[int], catalog: Catalog, folders: lis
                          exclude=config.library.exclude)
         for st in diff.new:
             yield Finding("catalog", display_path(st.path), "on disk in a watched folder, but not in the catalog")
+        for path, reason in diff.errors:
+            if reason.startswith("cannot list folder"):
+                yield Finding("disk", display_path(path), f"{reason}: what changed in it is not indexed")
+    listed_now = {p for p, r in (diff.errors if folders else []) if r.startswith("cannot list folder")}
+    for path, reason in catalog.folder_errors():
+        if path not in listed_now:  # unreadable when last scanned, readable now: what changed meanwhile was missed
+            yield Finding("disk", display_path(path), f"could not be read when last scanned ({reason}); it must be "
+                                                      "scanned again")
 
 
 def _text(layout: Any, rows: list[ImageRow]) -> Iterator[Finding]:
@@ -100,19 +108,29 @@ def _text(layout: Any, rows: list[ImageRow]) -> Iterator[Finding]:
         return
     searcher = index.searcher()
     result = searcher.search(tantivy.Query.all_query(), max(1, searcher.num_docs + 10))
+    from pixdex.indexer.fulltext import doc_of_row, nfc, read_manifest
+
+    synced = read_manifest(layout)["generation"]  # rows committed after it reach the text index a moment later
+
     seen: dict[int, str] = {}
+    keywords: dict[int, str] = {}
     for _score, address in result.hits:
         doc = searcher.doc(address)
         image_id, path = int(doc["id"][0]), str(doc["path"][0])
         if image_id in seen:
             yield Finding("text index", path, "indexed twice", image_id)
         seen[image_id] = path
+        stored = doc["tags"]
+        keywords[image_id] = str(stored[0]) if stored else ""
     for image_id, row in done.items():
         if image_id not in seen:
             yield Finding("text index", display_path(row.path), "indexed in the catalog, missing from the text index",
                           image_id)
         elif seen[image_id] != display_path(row.path):
             yield Finding("text index", display_path(row.path), f"the text index has it at {seen[image_id]}", image_id)
+        elif row.gen <= synced and keywords[image_id] != nfc(" ; ".join(doc_of_row(row).tags)):
+            yield Finding("text index", display_path(row.path), "the text index has other keywords than the catalog",
+                          image_id)
     for image_id in seen.keys() - done.keys():
         yield Finding("text index", seen[image_id], "in the text index, but not an indexed image in the catalog",
                       image_id)
@@ -168,7 +186,8 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
 
     from pixdex.indexer.metadata import as_list
     from pixdex.indexer.scan import folder_names, sidecar_name_of, stems_of
-    from pixdex.indexer.sidecar import MACHINE, read_embedding, read_props, state_of
+    from pixdex.indexer.sidecar import EMBEDDING_MODEL, EMBEDDING_OF, MACHINE, REJECTED, read_embedding, read_props, \
+        state_of
 
     settings = config.sidecar
     listings: dict[bytes, tuple[set[bytes], Any]] = {}  # each folder listed once
@@ -202,6 +221,16 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
         missing = [t for t in machine if t not in written and t not in {p["name"] for p in state.person}]
         if settings.write and missing and not row.sidecar_error:
             yield Finding("sidecar", display_path(side), f"lacks machine keyword(s) {', '.join(missing[:5])}", row.id)
+        rejected = set(as_list(xmp.get(REJECTED)))
+        unknown = sorted(written - set(machine) - rejected) if row.clip_model else []
+        if settings.write and unknown and not row.sidecar_error:
+            yield Finding("sidecar", display_path(side), f"machine keyword(s) {', '.join(unknown[:5])} are not in the "
+                                                         "catalog", row.id)
+        of = str(xmp.get(EMBEDDING_OF) or "")
+        if of and row.hash and of != row.hash and str(xmp.get(EMBEDDING_MODEL) or "") == row.clip_model:
+            yield Finding("sidecar", display_path(side), "carries the embedding of other content than the image's "
+                                                         f"(pixdex:EmbeddingOf {of[:12]}…, the catalog has "
+                                                         f"{row.hash[:12]}…)", row.id)
         person = {p["name"] for p in state.person}
         indexed = {str(t["name"]) for t in row.tag_list if t.get("source") == "sidecar"}
         if person != indexed:
@@ -211,6 +240,37 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
         own = embeddings.get(row.clip_model or "", {})
         if stored is not None and row.id in own and _cosine(stored, own[row.id]) < 0.999:
             yield Finding("sidecar", display_path(side), "its embedding differs from the catalog's", row.id)
+
+
+def _orphans(config: Config, folders: list[bytes], catalog: Catalog) -> Iterator[Finding]:
+    """Sidecars pixdex alone wrote whose image is gone (a crash between a deletion and their removal)."""
+    for sidecar in orphan_sidecars(config, folders):
+        yield Finding("sidecar", display_path(sidecar), "the sidecar of an image that is gone, written by pixdex alone")
+
+
+def orphan_sidecars(config: Config, folders: list[bytes]) -> list[bytes]:
+    """Every sidecar in the watched folders that belongs to no file there (no `IMG.jpg` for `IMG.jpg.xmp`, no
+    file of stem `IMG` for `IMG.xmp`) and holds nothing but pixdex's own keywords and bookkeeping."""
+    from pathlib import Path
+
+    from pixdex.indexer.sidecar import only_ours
+
+    found = []
+    for root in folders:
+        for directory, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(b".")]
+            names = set(files) | set(dirs)
+            stems = {os.path.splitext(n)[0].lower() for n in names if not n.lower().endswith(b".xmp")}
+            for name in files:
+                if not name.lower().endswith(b".xmp"):
+                    continue
+                image = name[:-4]
+                if image in names or image.lower() in stems:
+                    continue
+                path = os.path.join(directory, name)
+                if only_ours(Path(os.fsdecode(path)), config.sidecar.tag_parent):
+                    found.append(path)
+    return found
 
 
 def _cosine(a: Any, b: Any) -> float:
@@ -229,6 +289,7 @@ def repair(config: Config, findings: list[Finding], folders: list[bytes]) -> Non
     from pixdex.indexer.core import Indexer
 
     kinds = {f.kind for f in findings}
+    _drop_orphans(config, folders, findings)
     with Indexer(config) as indexer:
         writer = indexer.writer
 
@@ -248,3 +309,11 @@ def repair(config: Config, findings: list[Finding], folders: list[bytes]) -> Non
         if kinds & {"disk", "catalog"}:
             indexer.scan([Path(os.fsdecode(f)) for f in folders])
         indexer.drain()
+
+
+def _drop_orphans(config: Config, folders: list[bytes], findings: list[Finding]) -> None:
+    """Remove the orphaned sidecars found (looked at again: each must still be pixdex's alone and without image)."""
+    reported = {f.path for f in findings if f.kind == "sidecar" and f.image_id is None}
+    for path in orphan_sidecars(config, folders):
+        if display_path(path) in reported:
+            os.unlink(path)

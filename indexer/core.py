@@ -107,12 +107,20 @@ class Indexer:
         self._opened.append(self.writer.close)
         self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool)
         self.pipeline.vanish_grace = self._vanish_grace
+        self.pipeline.library = lambda: [os.fsencode(os.path.realpath(p)) for p in self.library]
         if self._paused:
             self.pipeline.paused.set()  # before the feed starts: nothing queued slips through
         self.pipeline.start()
         self._opened.append(self._stop_pipeline)
         if self._describe and self.config.describe.enabled:
             self._start_describer()
+        reader = Catalog(self.layout.catalog, read_only=True)
+        try:
+            left = reader.sidecar_drops()  # by a crash between a deletion's commit and its sidecars' removal
+        finally:
+            reader.close()
+        if left:
+            self.drop_sidecars(left)
 
     def _live_vectors(self, catalog: Catalog) -> VectorIndex | None:
         """Without models: the live model's index, when its vectors were taken from sidecars."""
@@ -185,7 +193,7 @@ class Indexer:
             diff = diff_tree(reader, [os.fsencode(r) for r in roots], self.config.library.skip_dirs,
                              self.config.library.follow_symlinks, self.info.ids,
                              [os.fsencode(f) for f in self.library], shallow, self.config.library.exclude, own,
-                             writing, own_images)
+                             writing, own_images, self.config.sidecar.write and self.info.has_models)
         finally:
             reader.close()
         faults.hold("register", [st.path for _, st in diff.moved])
@@ -203,23 +211,36 @@ class Indexer:
             self.pipeline.remember_own(new_path, side)
             if side.error:
                 report.sidecar_errors.append(f"{display_path(new_path)}: {side.error}")
-        registered = self.writer.register(diff.new, diff.changed, diff.stale, diff.moved, diff.removed, diff.sidecar)
+        drops = bool(diff.removed) and self.config.sidecar.write
+        registered = self.writer.register(diff.new, diff.changed, diff.stale, diff.moved, diff.removed, diff.sidecar,
+                                          drop_sidecars=drops)
         moved_ids = {st.path: row.id for row, st in diff.moved}
         for new_path, side in carried:
             self.writer.sidecar_read(moved_ids[new_path], side)
+        shallow_real = {os.path.realpath(s) for s in shallow}
+        deep = [real for real in (os.path.realpath(os.fsencode(r)) for r in roots) if real not in shallow_real]
+        unlisted = [(path, reason) for path, reason in diff.errors if reason.startswith("cannot list folder")]
+        self.writer.folders_scanned(deep, sorted(shallow_real), unlisted)
         self.writer.flush()
         registered.result()
-        if diff.removed and self.config.sidecar.write:  # after the commit: a crash leaves a sidecar, never loses one
-            from pixdex.indexer.workers import drop_sidecar
-
-            for future in [self.decode_pool.schedule(drop_sidecar, (row.path, spec), timeout=60)
-                           for row in diff.removed]:
-                try:
-                    future.result()
-                except Exception as exc:  # a sidecar left behind is harmless
-                    log.debug("sidecar of a deleted image not removed: %s", exc)
+        if drops:  # after the commit, from the list it wrote: a crash in between leaves them to the next open
+            self.drop_sidecars([row.path for row in diff.removed])
         self.pipeline.wake()
         return report
+
+    def drop_sidecars(self, images: list[bytes]) -> None:
+        """Remove the sidecars of these deleted images where pixdex alone wrote them (`sidecar_drops`)."""
+        from pixdex.indexer.workers import drop_sidecar
+
+        spec = self.pipeline.sidecar_spec()
+        faults.hold("drop", images)
+        for future in [self.decode_pool.schedule(drop_sidecar, (path, spec), timeout=60) for path in images]:
+            try:
+                future.result()
+            except Exception as exc:  # a sidecar left behind is harmless
+                log.debug("sidecar of a deleted image not removed: %s", exc)
+        self.writer.sidecars_dropped(images)
+        self.writer.flush()
 
     def _carry(self, moved: list[tuple[ImageRow, FileStat]], spec: SidecarSpec) -> list[tuple[bytes, SidecarState]]:
         """Move each moved image's sidecar along, merging pixdex's keywords as the catalog holds them now. An

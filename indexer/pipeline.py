@@ -121,7 +121,9 @@ class Pipeline:
         # A file that vanished from its path may have moved: its entry stays queued, not fed again while its
         # path is still the one that vanished, for `vanish_grace` seconds (the daemon's scanner registers the
         # move meanwhile; then it is fed at its new path). Past that, a second vanish is its failure.
+        # One whose library folder is gone as a whole (an unmounted disk) waits until it is back, as its row does.
         self.vanish_grace = 0.0
+        self.library: Callable[[], list[bytes]] = lambda: []  # the watched folders (real paths)
         self._parked: dict[int, tuple[bytes, float]] = {}  # id → (the path that vanished, until when)
         self._second_try: set[int] = set()
 
@@ -255,7 +257,7 @@ class Pipeline:
         paths = self._queue_db.paths(list(self._parked))
         waiting = set()
         for image_id, (path, until) in list(self._parked.items()):
-            if paths.get(image_id) == path and now < until:
+            if paths.get(image_id) == path and (now < until or not self._root_there(path)):
                 waiting.add(image_id)
                 continue
             del self._parked[image_id]
@@ -272,9 +274,16 @@ class Pipeline:
             return False
         with self._queue_lock:
             self._parked[image_id] = (work.entry.row.path, time.monotonic() + self.vanish_grace)
+            if not self._root_there(work.entry.row.path):
+                log.info("%s waits for its folder to come back (unmounted?)", display_path(work.entry.row.path))
         log.debug("%s left its path while being indexed; waiting for the scanner to find where it went",
                   display_path(work.entry.row.path))
         return True
+
+    def _root_there(self, path: bytes) -> bool:
+        """Whether the watched folder `path` lies in is there (not an unmounted disk)."""
+        roots = [r for r in self.library() if path.startswith(r.rstrip(b"/") + b"/")]
+        return not roots or any(os.path.isdir(r) for r in roots)
 
     # Stage: read + hash + decode + preprocess in the process pool, results in order.
     def decode(self, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
@@ -449,13 +458,13 @@ class Pipeline:
         _send_stop(outbox)
 
     def _write_sidecars(self, batch: list[Work]) -> list[Work]:
-        """Merge and read each image's sidecar, for images still at the path they were read from (under
-        `sidecar_io`). One that moved before its write is marked `moved`: its sidecar is written at its new
-        path when its entry comes round again. One that moves during the write leaves what was written at
-        the old path, which the scanner carries over with the move."""
+        """Merge and read each image's sidecar, for images still at their path (under `sidecar_io`). One that
+        left it before its write is marked `moved`: its sidecar is written at its new path when its entry comes
+        round again. One that moves during the write leaves what was written at the old path, which the scanner
+        carries over with the move."""
         done = [w for w in batch if w.error is None and w.prepared is not None]
         for work in done:
-            work.moved = not _still_at(work.entry.row.path, work.prepared.stat)  # type: ignore[union-attr]
+            work.moved = _gone(work.entry.row.path)
         done = [w for w in done if not w.moved]
         with self._inflight_lock:
             self.writing_sidecars.update(w.entry.row.path for w in done)
@@ -468,9 +477,7 @@ class Pipeline:
                 with self._inflight_lock:
                     self.writing_sidecars.discard(work.entry.row.path)
             work.side = _sidecar_result(future, work.entry.row.path)
-            after = work.side.image_stat
-            work.moved = not _still_at(work.entry.row.path, work.prepared.stat if after is None  # type: ignore[union-attr]
-                                       else FileStat(b"", after[0], after[1], after[2], after[3]))
+            work.moved = _gone(work.entry.row.path)
             self._after_sidecar(work)
         return done
 
@@ -660,13 +667,10 @@ def _sidecar_result(future: Future[SidecarState], path: bytes) -> SidecarState:
         return SidecarState(error=f"unexpected {type(exc).__name__}: {exc}")
 
 
-def _still_at(path: bytes, st: FileStat) -> bool:
-    """Whether the file at `path` is still the one that was read (a move leaves another file, or none)."""
-    try:
-        now = os.stat(path)
-    except OSError:
-        return False
-    return (now.st_dev, now.st_ino) == (st.dev, st.ino)
+def _gone(path: bytes) -> bool:
+    """Whether nothing is at `path` any more (moved or deleted). Another file there (an editor's save renamed
+    over it) is a change the scanner queues again: what is in flight commits, and its turn comes again."""
+    return not os.path.lexists(path)
 
 
 def _when_all(futures: list[Future[Any]], callback: Callable[[bool], None]) -> None:

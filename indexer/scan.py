@@ -188,7 +188,7 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
               model_ids: tuple[str, str | None], library: list[bytes] | None = None,
               shallow: list[bytes] = (), exclude: list[str] | None = None,  # type: ignore[assignment]
               own: dict[bytes, str | None] | None = None, writing: set[bytes] = frozenset(),  # type: ignore[assignment]
-              own_images: dict[bytes, tuple[int, int]] | None = None) -> Diff:
+              own_images: dict[bytes, tuple[int, int]] | None = None, sidecars_written: bool = False) -> Diff:
     """Diff the trees under `roots` against the catalog. `library` (default: the roots) are all the
     folders pixdex indexes; links into them are not followed, their files have their own paths.
 
@@ -201,7 +201,9 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
     An indexed image whose sidecar changed (appeared, edited, removed) goes to `sidecar`, unless the
     version found is one pixdex just wrote itself (`own`: image path → the sidecar version written), or
     pixdex is writing it right now (`writing`: its worker merges whatever is there, and a person's edit
-    that lands after pixdex's rename is caught by the pipeline's look after the write).
+    that lands after pixdex's rename is caught by the pipeline's look after the write). With
+    `sidecars_written`, an image the models tagged whose sidecar was never written (a crash, a move at the
+    wrong moment) goes there too: its turn writes it.
     """
     own, own_images = own or {}, own_images or {}
     diff = Diff()
@@ -240,10 +242,17 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
                 diff.unchanged.append(row)
                 if st.side != row.side and st.path not in writing and (st.path not in own or own[st.path] != st.side):
                     diff.sidecar.append(row)
+                elif sidecars_written and st.side is None and row.side is None and _owes_sidecar(row):
+                    diff.sidecar.append(row)
     unreadable = [path for path, _ in diff.errors]
     gone = [row for row in known.values() if not _below_any(row.path, unreadable)]
     _find_moves(diff, gone, catalog.queued_among([r.id for r in gone]) if gone else set())
     return diff
+
+
+def _owes_sidecar(row: ImageRow) -> bool:
+    """Tagged by the models, with no sidecar error recorded: pixdex writes a sidecar for it."""
+    return row.clip_model is not None and row.sidecar_error is None and bool(row.machine_tags)
 
 
 def _gone_from_library(folder: bytes, library: list[bytes]) -> bool:

@@ -570,6 +570,19 @@ OWN_KEYS = {SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON, M
             EMBEDDING_MODEL, EMBEDDING_OF}
 
 
+def only_ours(path: Path, parent: str) -> bool:
+    """Whether this sidecar holds nothing but pixdex's own keywords and bookkeeping (a machine keyword a
+    person removed is their decision too: such a sidecar is theirs)."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        xmp = read_sidecar(path)
+    except SidecarError:
+        return False
+    return all(k.split("[")[0] in OWN_KEYS for k in xmp) and not person_paths(xmp, parent) \
+        and not rejected_now(xmp, parent)
+
+
 def remove_if_only_ours(image: Path, parent: str, naming: str = "image.ext.xmp") -> bool:
     """After the image was deleted: remove its sidecar only when pixdex alone wrote it — nothing in it but
     pixdex's own keywords and bookkeeping. Anything a person (or another program) put there, a removal of

@@ -127,9 +127,13 @@ class Writer:
 
     def register(self, new: list[FileStat], changed: list[tuple[ImageRow, FileStat]], stale: list[ImageRow],
                  moved: list[tuple[ImageRow, FileStat]], removed: list[ImageRow],
-                 sidecar: list[ImageRow] = ()) -> Future[Any]:  # type: ignore[assignment]
+                 sidecar: list[ImageRow] = (), drop_sidecars: bool = False) -> Future[Any]:  # type: ignore[assignment]
+        """What a scan found. With `drop_sidecars`, the removed images' sidecars are written down to be removed
+        (if pixdex's alone) in the same transaction: `Indexer` removes them after the commit."""
         def run(catalog: Catalog, gen: int) -> None:
             catalog.delete([r.id for r in removed], gen)
+            if drop_sidecars:
+                catalog.add_sidecar_drops(r.path for r in removed)
             for row, _st in moved:  # two steps, so rows can trade paths without a clash
                 catalog.db.execute("UPDATE images SET path = ? WHERE id = ?", (b"\0moving %d" % row.id, row.id))
             for row, st in moved:
@@ -149,8 +153,10 @@ class Writer:
                 catalog.enqueue(catalog.insert(st, gen, self._ids.get(st.path)), CHANGED, "new file")
             for row, _st in changed:  # one in flight read the old content: it must leave this queued
                 catalog.enqueue(row.id, CHANGED, "content changed", again=True)
-            for row in stale:
-                catalog.enqueue(row.id, BACKFILL if row.state == "done" else CHANGED, _stale_reason(row))
+            for row in stale:  # as the row is now: one a worker finished since the scan read it is current
+                now = catalog.get(row.id)
+                if now is not None and not now.current_for(self.models):
+                    catalog.enqueue(row.id, BACKFILL if now.state == "done" else CHANGED, _stale_reason(now))
             for row in sidecar:  # re-read the sidecar only: the content is known, no decode, no model
                 catalog.enqueue(row.id, CHANGED, "sidecar changed", again=True)  # one in flight read the old one
         return self.submit(run)
@@ -236,6 +242,12 @@ class Writer:
             if side is not None:
                 _record_sidecar(catalog, image_id, side, gen)
         return self.submit(run)
+
+    def sidecars_dropped(self, paths: list[bytes]) -> Future[Any]:
+        return self.submit(lambda catalog, gen: catalog.forget_sidecar_drops(paths))
+
+    def folders_scanned(self, deep: list[bytes], shallow: list[bytes], errors: list[tuple[bytes, str]]) -> Future[Any]:
+        return self.submit(lambda catalog, gen: catalog.set_folder_errors(deep, shallow, errors))
 
     def sidecar_read(self, image_id: int, side: SidecarState) -> Future[Any]:
         """A person's edit through pixdex was written to the sidecar: index what it says now."""

@@ -190,3 +190,29 @@ def test_a_change_committed_between_the_scan_reading_and_registering_a_move_is_n
         indexer.drain()
         assert indexer.stats.failed == 0, indexer.stats.failures
     check_consistent(env.data, env.pics)
+
+
+def test_a_file_in_flight_when_its_whole_folder_is_unmounted_waits_for_it(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library folder goes away as a whole (an unmounted disk) while a file is in flight: it is neither
+    failed nor dropped, however long the disk stays away, and is indexed once it is back."""
+    _library(env.pics)
+    holds = tmp_path / "holds"
+    holds.mkdir()
+    monkeypatch.setenv(faults.HOLD_ENV, "decode:held")
+    monkeypatch.setenv(faults.HOLD_DIR_ENV, str(holds))
+    with Indexer(_config(env), vanish_grace=0.5) as indexer:
+        indexer.scan([env.pics])
+        _wait_for(holds / "held-decode", indexer)
+        env.pics.rename(tmp_path / "unmounted")
+        (holds / "release-decode").touch()
+        time.sleep(2.0)  # four times the grace
+        indexer.writer.flush()
+        assert indexer.stats.failed == 0, indexer.stats.failures
+        db = sqlite3.connect(env.data / "catalog.sqlite3")
+        assert db.execute("SELECT count(*) FROM images WHERE state = 'failed'").fetchone()[0] == 0
+        db.close()
+        (tmp_path / "unmounted").rename(env.pics)
+        indexer.drain()
+        assert indexer.stats.failed == 0, indexer.stats.failures
+    check_consistent(env.data, env.pics)

@@ -1,0 +1,177 @@
+"""Sidecars, rows and files that drift apart — each found by kill -9 trials or bursts, each now repaired by
+the next run on its own and reported by `pixdex check` (which `--fix` repairs):
+
+- an indexed image whose sidecar was never written (a rename at the wrong moment of the first indexing);
+- the sidecar of a deleted image left behind by a kill -9 between the deletion's commit and its removal;
+- changes made while a folder could not be read;
+- a catalog row whose keywords or content hash were changed behind pixdex's back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PIXDEX, Env, noise
+from consistency import check_consistent
+from pixdex.indexer import faults
+from served import Served, wait_for
+
+
+def _library(env: Env, count: int = 4) -> list[Path]:
+    paths = []
+    for n in range(count):
+        path = env.pics / f"img{n}.png"
+        noise(n).save(path)
+        paths.append(path)
+    return paths
+
+
+def _check(env: Env, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, list[dict[str, object]]]:
+    status, out, err = env.cli("check", "--json", *more, capsys=capsys)
+    return status, json.loads(out)
+
+
+def test_an_indexed_image_without_its_sidecar_gets_it_at_the_next_run(env: Env,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The state a rename at the wrong moment left: machine keywords in the catalog, no sidecar, none recorded.
+    `check` reports it; the next run writes it without being asked (restarts did not)."""
+    paths = _library(env)
+    env.index_json(capsys)
+    victim = paths[1]
+    Path(str(victim) + ".xmp").unlink()
+    db = sqlite3.connect(env.data / "catalog.sqlite3")
+    db.execute("UPDATE images SET side = NULL, side_hash = NULL WHERE path = ?", (os.fsencode(victim),))
+    db.commit()
+    db.close()
+    status, found = _check(env, capsys)
+    assert status == 1 and [(Path(str(f["path"])).name, f["problem"]) for f in found] == [
+        ("img1.png", "has machine keywords but no sidecar")]
+    env.index_json(capsys)
+    assert Path(str(victim) + ".xmp").exists()
+    assert _check(env, capsys) == (0, [])
+    check_consistent(env.data, env.pics)
+
+
+def test_kill_9_between_a_deletion_and_its_sidecar_removal_leaves_no_sidecar_for_good(
+        env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = _library(env)
+    env.index_json(capsys)
+    paths[2].unlink()
+    holds = tmp_path / "holds"
+    holds.mkdir()
+    environ = {**env.environ, faults.HOLD_ENV: "drop:img2", faults.HOLD_DIR_ENV: str(holds)}
+    proc = subprocess.Popen([str(PIXDEX), "--config", str(env.config), "index"], env=environ,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (holds / "held-drop").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the deletion is committed; its sidecar is still there
+    proc.wait()
+    orphan = Path(str(paths[2]) + ".xmp")
+    assert orphan.exists()
+    status, found = _check(env, capsys)
+    assert status == 1 and [(Path(str(f["path"])).name, f["kind"]) for f in found] == [("img2.png.xmp", "sidecar")]
+    env.index_json(capsys)  # the next run removes it: the deletion wrote it down
+    assert not orphan.exists()
+    assert _check(env, capsys) == (0, [])
+    check_consistent(env.data, env.pics)
+
+
+def test_check_fix_removes_only_orphaned_sidecars_pixdex_alone_wrote(env: Env,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Orphans left by earlier versions: `check --fix` removes pixdex's alone; a person's sidecar without its
+    image (keywords they wrote) is theirs and stays, and so does a RAW's `IMG.xmp`."""
+    paths = _library(env)
+    env.index_json(capsys)
+    ours, theirs = env.pics / "ghost.png.xmp", env.pics / "kept.png.xmp"
+    shutil.copyfile(str(paths[0]) + ".xmp", ours)
+    theirs.write_text(Path(str(paths[0]) + ".xmp").read_text().replace(
+        "<digiKam:TagsList>\n    <rdf:Seq>", "<digiKam:TagsList>\n    <rdf:Seq>\n     <rdf:li>Grandma</rdf:li>", 1))
+    (env.pics / "IMG_9.CR2").write_bytes(b"raw")
+    shutil.copyfile(str(paths[0]) + ".xmp", env.pics / "IMG_9.xmp")
+    status, found = _check(env, capsys)
+    assert status == 1 and [Path(str(f["path"])).name for f in found] == ["ghost.png.xmp"]
+    status, found = _check(env, capsys, "--fix")
+    assert status == 0 and found == []
+    assert not ours.exists() and theirs.exists() and (env.pics / "IMG_9.xmp").exists()
+
+
+def test_check_notices_keywords_and_hashes_changed_behind_its_back(env: Env,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    paths = _library(env)
+    env.index_json(capsys)
+    db = sqlite3.connect(env.data / "catalog.sqlite3")
+    tags = json.loads(db.execute("SELECT tags FROM images WHERE path = ?", (os.fsencode(paths[0]),)).fetchone()[0])
+    db.execute("UPDATE images SET tags = ? WHERE path = ?",
+               (json.dumps(tags[1:]), os.fsencode(paths[0])))  # a machine keyword gone from the row only
+    db.execute("UPDATE images SET hash = 'feedfacefeedfacefeedfacefeedface' WHERE path = ?", (os.fsencode(paths[3]),))
+    db.commit()
+    db.close()
+    status, found = _check(env, capsys)
+    problems = {(Path(str(f["path"])).name, str(f["problem"]).split(" (")[0].split(" are")[0]) for f in found}
+    assert status == 1
+    assert any(name == "img0.png.xmp" and "not in the catalog" in str(f["problem"])
+               for f in found for name in [Path(str(f["path"])).name]), problems
+    assert any(name == "img3.png.xmp" and "embedding of other content" in str(f["problem"])
+               for f in found for name in [Path(str(f["path"])).name]), problems
+    assert any(f["kind"] == "text index" and Path(str(f["path"])).name == "img0.png" for f in found), problems
+
+
+@pytest.mark.slow
+def test_changes_made_while_a_folder_was_unreadable_are_indexed_once_it_is_readable(
+        tmp_path: Path, model_dir: Path) -> None:
+    """chmod 000, then 5 images added and 3 replaced, then chmod 755: within seconds all are indexed with their
+    new content; meanwhile status and failures name the folder. Root reads everything: the daemon runs
+    without the capabilities that let it (setpriv), as a person's daemon does."""
+    pics = tmp_path / "pics"
+    album = pics / "album"
+    album.mkdir(parents=True)
+    for n in range(4):
+        noise(n).save(album / f"old{n}.png")
+    daemon = Served(tmp_path, model_dir, [pics])
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv (util-linux) is needed to run the daemon without root's file capabilities")
+        daemon.command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *daemon.command]
+    daemon.start()
+    try:
+        wait_for(lambda: daemon.idle() and len(daemon.listed()) == 4, timeout=60, what="indexing")
+        before = daemon.listed()
+        album.chmod(0o000)
+        for n in range(5):
+            _as_root_write(album, f"new{n}.png", n + 10)
+        for n in range(3):
+            _as_root_write(album, f"old{n}.png", n + 20)
+        # The events send the scanner there, which cannot list it: kept as it was, and said so.
+        wait_for(lambda: any(f["kind"] == "folder" for f in daemon.get("/failures")), timeout=30,
+                 what="the folder to be reported")
+        assert daemon.status()["unreadable_folders"][0]["path"] == str(album)
+        assert len(daemon.listed()) == 4
+        album.chmod(0o755)
+        wait_for(lambda: daemon.idle() and len(daemon.listed()) == 9, timeout=60, what="the changes to be indexed")
+        assert all(daemon.listed()[p] == i for p, i in before.items())  # the replaced ones kept their ids
+        assert not daemon.get("/failures")
+        assert daemon.status()["unreadable_folders"] == []
+    finally:
+        album.chmod(0o755)
+        daemon.stop()
+    check_consistent(daemon.data, pics)
+
+
+def _as_root_write(folder: Path, name: str, seed: int) -> None:
+    """Write into a folder of mode 000: the test runs as root (or as the owner, after a brief chmod)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o700)
+    noise(seed).save(folder / name)
+    if os.geteuid() != 0:
+        folder.chmod(0o000)
