@@ -160,6 +160,15 @@ def reporting_tqdm(report: Report, expected: int = 0) -> type:
     return Reporting
 
 
+def one_log_line_each() -> None:
+    """huggingface_hub gives its loggers a stderr handler of their own and lets them propagate too: each of its
+    warnings (a retry) reached the log twice. Only pixdex's handler stays."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.get_logger().handlers.clear()  # its root logger: `huggingface_hub`
+    hub_logging.enable_propagation()
+
+
 def _expected_bytes(model: Known, revision: str | None) -> int:
     """The bytes `pull` will fetch, from the hub's file listing; 0 when it cannot be told (offline, an
     unreachable hub: the download then says why)."""
@@ -167,6 +176,7 @@ def _expected_bytes(model: Known, revision: str | None) -> int:
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import filter_repo_objects
 
+    one_log_line_each()
     if constants.HF_HUB_OFFLINE:
         return 0
     try:
@@ -188,6 +198,7 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
 
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
+    one_log_line_each()
     final = folder(model_dir, model)
     where = os.environ.get("HF_ENDPOINT", constants.ENDPOINT)
     quiet = progress is False

@@ -181,8 +181,9 @@ class SearchService:
         clip, switching = self.query_model()
         if switching:
             notes.append(switching)
-        if clip is None:
-            notes.append(f"text results only: {self._clip_error}")
+        if clip is None:  # the whole reason (long, with the commands that fix it) is in `pixdex status`
+            notes.append(f"text results only: the CLIP model {self.config.models.clip} is not loaded; "
+                         "`pixdex status` says why and how to install it")
         else:
             from pixdex.query.vector import combine, query_embedding, segment_embeddings
 

@@ -418,3 +418,36 @@ def test_search_by_uploaded_images_with_weights(served: Served, tmp_path: Path) 
                               b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.txt"\r\n'
                               b"Content-Type: text/plain\r\n\r\nhello\r\n--x--\r\n")
     assert status == 400 and body["parameter"] == "image"  # type: ignore[index]
+
+
+def test_the_indexed_event_leaves_out_a_keyword_the_person_removed(served: Served) -> None:
+    """A machine keyword removed in the sidecar is rejected: when the image is indexed again the models find it
+    once more, but neither the index nor the `indexed` event lists it."""
+    first = str(served.folders[0] / "garden" / "green_leaves.png")
+    image_id = served.listed()[first]
+    machine = [t["name"] for t in served.get(f"/items/{image_id}")["tags"] if t.get("category") != "person"]
+    assert machine
+    removed = machine[0]
+    served.client.request("PATCH", f"/items/{image_id}", body={"remove_tags": [removed]})
+
+    async def run() -> dict[str, object]:
+        connector = aiohttp.UnixConnector(path=str(served.socket_path))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.get("http://localhost/events", timeout=aiohttp.ClientTimeout(total=60)) as response:
+                await asyncio.get_running_loop().run_in_executor(None, served.post, "/reindex", {"paths": [first]})
+                kind = ""
+                async for line in response.content:
+                    text = line.decode().strip()
+                    if text.startswith("event: "):
+                        kind = text[7:]
+                    elif text.startswith("data: ") and kind == "indexed":
+                        data = json.loads(text[6:])
+                        if data.get("id") == image_id and not data.get("edited"):
+                            return dict(data)
+        raise AssertionError("no indexed event")
+
+    import aiohttp
+
+    event = asyncio.run(run())
+    assert removed not in event["tags"] and event["tags"], event
+    assert removed not in [t["name"] for t in served.get(f"/items/{image_id}")["tags"]]

@@ -288,6 +288,16 @@ def test_pause_survives_a_restart_and_a_slow_client_stalls_nobody(tmp_path: Path
         assert time.monotonic() - started < 5
     finally:
         slow.close()
+    # Queued while paused, then a restart: the new process starts paused before it feeds anything.
+    wait_for(lambda: sum(daemon.status()["counts"].values()) == 3, what="the file to be queued")
+    queued = daemon.status()["queue"]
+    assert sum(queued.values()) >= 1
+    daemon.stop()
+    daemon.start()
+    time.sleep(2.0)
+    status = daemon.status()
+    assert status["daemon"]["paused"] is True and status["queue"] == queued
+    assert str(pics / "while_paused.png") not in daemon.listed()
     daemon.post("/resume")
     wait_for(lambda: str(pics / "while_paused.png") in daemon.listed(), what="the file after resume")
     daemon.stop()

@@ -260,3 +260,15 @@ def daemon_cli(daemon: Served, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def test_a_hub_warning_reaches_the_log_once() -> None:
+    """huggingface_hub's retry warnings were logged twice (its own handler, then pixdex's through propagation)."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(format='pixdex: %(message)s'); "
+            "from pixdex.indexer import hub; hub.one_log_line_each(); "
+            "logging.getLogger('huggingface_hub.utils._http').warning('retrying in 1s')")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stderr
+    assert err.count("retrying in 1s") == 1, err

@@ -46,6 +46,8 @@ def test_without_models_names_and_metadata_are_searchable_then_models_embed_them
     results = open_search(reduced).search("beach camera:canon", k=20)
     assert sorted(Path(h.path).name for h in results.hits) == ["beach_sunset_01.jpg", "beach_sunset_02.jpg"]
     assert any("text results only" in n for n in results.notes)
+    note = next(n for n in results.notes if "text results only" in n)  # every search says it: short, and where to look
+    assert len(note) < 150 and "pixdex status" in note, note
 
     # A second reduced run finds nothing to do: the waiting images are as indexed as they can be.
     with Indexer(reduced, reduced_ok=True) as indexer:
