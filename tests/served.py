@@ -183,6 +183,17 @@ class _Unix(http.client.HTTPConnection):
         self.sock.connect(self.unix_path)
 
 
+async def sse_events(response: Any) -> Any:
+    """(kind, data) of each Server-Sent Event an aiohttp response streams."""
+    kind = ""
+    async for line in response.content:
+        text = line.decode().strip()
+        if text.startswith("event: "):
+            kind = text[7:]
+        elif text.startswith("data: "):
+            yield kind, json.loads(text[6:])
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     """Poll until `predicate()` is truthy; returns its value. Fails with the last value seen."""
     deadline = time.monotonic() + timeout

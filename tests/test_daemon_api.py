@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PIXDEX, gradient, make_library, noise
-from served import Served, quote, wait_for
+from served import Served, quote, sse_events, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -180,15 +180,10 @@ def test_pause_resume_and_server_sent_events(served: Served) -> None:
                 status = await asyncio.get_running_loop().run_in_executor(None, served.status)
                 assert status["daemon"]["paused"] and sum(status["queue"].values()) >= 1
                 await asyncio.get_running_loop().run_in_executor(None, served.post, "/resume")
-                kind = ""
-                async for line in response.content:
-                    text = line.decode().strip()
-                    if text.startswith("event: "):
-                        kind = text[7:]
-                    elif text.startswith("data: "):
-                        seen.append((kind, json.loads(text[6:])))
-                        if kind == "indexed" and "during_pause" in str(seen[-1][1].get("path")):
-                            return seen
+                async for kind, data in sse_events(response):
+                    seen.append((kind, data))
+                    if kind == "indexed" and "during_pause" in str(data.get("path")):
+                        return seen
         return seen
 
     seen = asyncio.run(run())
@@ -435,15 +430,9 @@ def test_the_indexed_event_leaves_out_a_keyword_the_person_removed(served: Serve
         async with aiohttp.ClientSession(connector=connector) as session:
             async with session.get("http://localhost/events", timeout=aiohttp.ClientTimeout(total=60)) as response:
                 await asyncio.get_running_loop().run_in_executor(None, served.post, "/reindex", {"paths": [first]})
-                kind = ""
-                async for line in response.content:
-                    text = line.decode().strip()
-                    if text.startswith("event: "):
-                        kind = text[7:]
-                    elif text.startswith("data: ") and kind == "indexed":
-                        data = json.loads(text[6:])
-                        if data.get("id") == image_id and not data.get("edited"):
-                            return dict(data)
+                async for kind, data in sse_events(response):
+                    if kind == "indexed" and data.get("id") == image_id and not data.get("edited"):
+                        return dict(data)
         raise AssertionError("no indexed event")
 
     import aiohttp

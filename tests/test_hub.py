@@ -19,7 +19,7 @@ import pytest
 from conftest import PIXDEX, Env, noise
 from pixdex.indexer import hub as hub_module
 from hubserver import Hub
-from served import Served, wait_for
+from served import Served, sse_events, wait_for
 
 
 @pytest.fixture()
@@ -241,13 +241,9 @@ def models_events(daemon: Served) -> list[tuple[str, dict[str, object]]]:
         async with aiohttp.ClientSession(connector=connector) as session:
             async with session.get("http://localhost/events", headers={"Last-Event-ID": "0"},
                                    timeout=aiohttp.ClientTimeout(total=60)) as response:
-                kind = ""
-                async for line in response.content:
-                    text = line.decode().strip()
-                    if text.startswith("event: "):
-                        kind = text[7:]
-                    elif text.startswith("data: ") and kind == "models":
-                        seen.append((kind, json.loads(text[6:])))
+                async for kind, data in sse_events(response):
+                    if kind == "models":
+                        seen.append((kind, data))
                         if seen[-1][1]["state"] in ("pulled", "failed"):
                             return seen
         return seen

@@ -43,6 +43,15 @@ def _index_once(config: Config, pics: Path) -> None:
         indexer.drain()
 
 
+def _hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> Path:
+    """Hold indexing at `where` (`STAGE:NAME`, see indexer/faults.py); returns the folder of the markers."""
+    holds = tmp_path / "holds"
+    holds.mkdir()
+    monkeypatch.setenv(faults.HOLD_ENV, where)
+    monkeypatch.setenv(faults.HOLD_DIR_ENV, str(holds))
+    return holds
+
+
 def _wait_for(marker: Path, indexer: Indexer, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not marker.exists():
@@ -75,10 +84,7 @@ def test_a_move_while_in_flight_keeps_the_image_indexed_at_its_new_path(
         noise(99).save(env.pics / "a" / "held.jpg")
     elif kind == "backfill":
         _index_once(_config(env, tmp_path / "no-models"), env.pics)
-    holds = tmp_path / "holds"
-    holds.mkdir()
-    monkeypatch.setenv(faults.HOLD_ENV, f"{stage}:held")
-    monkeypatch.setenv(faults.HOLD_DIR_ENV, str(holds))
+    holds = _hold(tmp_path, monkeypatch, f"{stage}:held")
     with Indexer(_config(env), vanish_grace=GRACE) as indexer:
         indexer.scan([env.pics])
         before = _ids(env)
@@ -112,10 +118,7 @@ def test_a_file_that_vanished_waits_for_the_scanner_instead_of_failing(
     for a moment: the image would drop out of search), and it is indexed at its new path once the scanner
     registers the move."""
     _library(env.pics)
-    holds = tmp_path / "holds"
-    holds.mkdir()
-    monkeypatch.setenv(faults.HOLD_ENV, "decode:held")
-    monkeypatch.setenv(faults.HOLD_DIR_ENV, str(holds))
+    holds = _hold(tmp_path, monkeypatch, "decode:held")
     with Indexer(_config(env), vanish_grace=GRACE) as indexer:
         indexer.scan([env.pics])
         before = _ids(env)
@@ -147,10 +150,7 @@ def test_a_file_gone_for_good_while_in_flight_fails_once_its_grace_is_over(
         env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
     """Nothing finds where it went (no scanner runs): after the grace it is tried once more, then failed."""
     _library(env.pics)
-    holds = tmp_path / "holds"
-    holds.mkdir()
-    monkeypatch.setenv(faults.HOLD_ENV, f"{stage}:held")
-    monkeypatch.setenv(faults.HOLD_DIR_ENV, str(holds))
+    holds = _hold(tmp_path, monkeypatch, f"{stage}:held")
     with Indexer(_config(env), vanish_grace=1.0) as indexer:
         indexer.scan([env.pics])
         _wait_for(holds / f"held-{stage}", indexer)
@@ -169,10 +169,7 @@ def test_a_change_committed_between_the_scan_reading_and_registering_a_move_is_n
     _library(env.pics)
     _index_once(_config(env), env.pics)
     noise(99).save(env.pics / "a" / "held.jpg")
-    holds = tmp_path / "holds"
-    holds.mkdir()
-    monkeypatch.setenv(faults.HOLD_ENV, "commit:held,register:renamed")
-    monkeypatch.setenv(faults.HOLD_DIR_ENV, str(holds))
+    holds = _hold(tmp_path, monkeypatch, "commit:held,register:renamed")
     with Indexer(_config(env), vanish_grace=GRACE) as indexer:
         indexer.scan([env.pics])
         _wait_for(holds / "held-commit", indexer)
@@ -197,10 +194,7 @@ def test_a_file_in_flight_when_its_whole_folder_is_unmounted_waits_for_it(
     """The library folder goes away as a whole (an unmounted disk) while a file is in flight: it is neither
     failed nor dropped, however long the disk stays away, and is indexed once it is back."""
     _library(env.pics)
-    holds = tmp_path / "holds"
-    holds.mkdir()
-    monkeypatch.setenv(faults.HOLD_ENV, "decode:held")
-    monkeypatch.setenv(faults.HOLD_DIR_ENV, str(holds))
+    holds = _hold(tmp_path, monkeypatch, "decode:held")
     with Indexer(_config(env), vanish_grace=0.5) as indexer:
         indexer.scan([env.pics])
         _wait_for(holds / "held-decode", indexer)
