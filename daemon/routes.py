@@ -172,6 +172,7 @@ def live_status(ctx: Context) -> dict[str, Any]:
         finally:
             catalog.close()
     info["watch"] = list(state["watch"].values())
+    info["connections"] = ctx.connections.counts()
     info["collections"] = [c.as_dict() for c in daemon.collections]
     info["loaded_models"] = {"indexing": workers.get("loaded", []), "query": query_models, "rss": rss,
                              "providers": workers.get("providers", [])}
@@ -280,10 +281,9 @@ async def similar(request: web.Request) -> web.Response:
         if not path.is_absolute():
             raise bad("path", "path must be absolute")
         row = await ctx.run(_row_by_path, ctx, path)
-        if row is None:
+        if row is None or not _inside(row.path, _visible_roots(request)):  # one answer: no probing of other folders
             raise ApiError(404, f"{display_path(path)} is not indexed; give an indexed image, or POST /search "
                                 "with the image", "path")
-        _check_scope(request, row)
         paths.append(path)
     if not paths:
         raise bad("id", "give id=ITEM or path=/absolute/path/of/an/indexed/image (either may repeat)")
