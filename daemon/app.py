@@ -31,6 +31,7 @@ from pixdex.daemon.metrics import Metrics
 from pixdex.daemon.core_process import CoreProcess
 from pixdex.daemon.runtime import Unavailable
 from pixdex.daemon.sessions import COOKIE, Sessions
+from pixdex.daemon.thumbnail_jobs import ThumbnailJobs
 from pixdex.daemon.tokens import Token, Tokens
 from pixdex.indexer.collections import CollectionError
 from pixdex.indexer.errors import ModelError, PixdexError, ReadError, display_path
@@ -60,6 +61,12 @@ class Context:
     lan: tuple[str, int] | None = None  # the LAN listener's address and port, as bound at start
     tcp_port: int | None = None  # the loopback listener's port, as bound at start
     connections: Connections = field(default_factory=Connections)  # each listener's open connections and caps
+    thumbnail_jobs: ThumbnailJobs = field(init=False)  # thumbnails being made, and the cache's budget
+
+    def __post_init__(self) -> None:
+        server = self.config.server
+        self.thumbnail_jobs = ThumbnailJobs(self.config.cache_dir / "thumbnails", server.thumbnail_jobs,
+                                            int(server.thumbnail_cache_mb * 2**20))
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: function(*args))

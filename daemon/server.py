@@ -75,6 +75,7 @@ async def _serve(config: Config, config_path: Path | None) -> int:
         socket_lock, bound = await _listen(runner, config, ctx.connections, file_limit)
         ctx.lan = (config.server.lan, config.server.lan_port) if config.server.lan else None  # until a restart
         ctx.tcp_port = config.server.port if config.server.tcp else None
+        ctx.thumbnail_jobs.prune()  # to server.thumbnail_cache_mb, in the background
         where = f"{config.socket_path}" + (f" and 127.0.0.1:{config.server.port}" if config.server.tcp else "") \
             + (f" and {config.server.lan}:{config.server.lan_port}" if config.server.lan else "")
         state = await asyncio.wrap_future(daemon.call("state", 0, False))
@@ -95,6 +96,7 @@ async def _serve(config: Config, config_path: Path | None) -> int:
         await loop.run_in_executor(None, daemon.close)
         if ctx is not None:
             ctx.pool.shutdown(wait=False, cancel_futures=True)
+            ctx.thumbnail_jobs.pool.shutdown(wait=False, cancel_futures=True)
         if socket_lock is not None:
             socket_lock.close()
         log.info("stopped")

@@ -215,6 +215,12 @@ class ServerSettings:
     idle_timeout: float = setting(10.0, "Seconds a connection may stay open without a request in progress: to send "
                                   "its first request's headers, and between two keep-alive requests.",
                                   min=1.0, max=3600.0)
+    thumbnail_jobs: int = setting(4, "Thumbnails made at once (in the indexing process's decode workers); more "
+                                  "requests wait their turn, and past 64 waiting get a 503. Cached ones are served "
+                                  "at once.", min=1, max=64)
+    thumbnail_cache_mb: float = setting(512.0, "Size of pixdex's own thumbnail cache ($XDG_CACHE_HOME/pixdex/"
+                                        "thumbnails), in MiB; the daemon removes the least recently used beyond it.",
+                                        min=1.0, max=1_000_000.0)
 
 
 @dataclass(frozen=True)

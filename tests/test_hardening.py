@@ -1,7 +1,7 @@
 """A service that strangers cannot stall (issue 17), on the real daemon and real sockets: connection caps and the
 idle timeout before any request is read, the Unix socket's reserve under a TCP flood, header values that are not
 text, malformed requests and repeated log lines, the CLI's reads of odd files through the daemon, one answer for
-"not indexed" and "not visible"."""
+"not indexed" and "not visible", and thumbnails served from the cache without the indexing process."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import json
 import logging
 import os
 import resource
+import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,9 +49,9 @@ def small(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Served]:
-    """A daemon with the default caps."""
+    """A daemon with the default caps, making one thumbnail at a time."""
     root = tmp_path_factory.mktemp("hardening")
-    daemon = Served(root, model_dir, list(library(root))).start()
+    daemon = Served(root, model_dir, list(library(root)), extra="thumbnail_jobs = 1\n").start()
     wait_for(lambda: daemon.idle() and len(daemon.listed()) == 9, timeout=60, what="the library")
     yield daemon
     daemon.stop()
@@ -280,3 +282,66 @@ def test_similar_by_path_answers_the_same_for_not_indexed_and_not_visible(served
     (status_hidden, body_hidden), (status_missing, body_missing) = answers
     assert status_hidden == status_missing == 404
     assert body_hidden == {**body_missing, "error": body_missing["error"].replace(str(missing), str(hidden))}  # type: ignore[index,union-attr]
+
+
+# 5. Thumbnails ------------------------------------------------------------------------------------------
+def indexing_pid(daemon: Served) -> int:
+    return int(daemon.status()["daemon"]["indexing_pid"])
+
+
+def test_a_cached_thumbnail_is_served_while_the_indexing_process_is_stopped(served: Served) -> None:
+    item = served.listed()[str(served.folders[0] / "holiday" / "harbour_boats.jpg")]
+    first = served.raw("GET", f"/thumbnail/{item}?size=200", {"Host": "localhost"})
+    assert first[0] == 200
+    pid = indexing_pid(served)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        again = _thumbnail(served, item, 200, timeout=20)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert again == first
+
+
+def test_thumbnails_made_at_once_are_bounded_and_the_waiting_line_is_capped(served: Served) -> None:
+    from pixdex.daemon.thumbnail_jobs import WAITING
+
+    item = served.listed()[str(served.folders[0] / "holiday" / "beach_sunset_02.jpg")]
+    pid = indexing_pid(served)
+    answers: list[int] = []
+    os.kill(pid, signal.SIGSTOP)  # the one thumbnail being made (thumbnail_jobs = 1) cannot finish
+    try:
+        threads = [threading.Thread(target=lambda: answers.append(_thumbnail(served, item, 1000, timeout=60)[0]))
+                   for _ in range(WAITING + 2)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.01)
+        wait_for(lambda: answers, timeout=20, what="the one refused at once")
+        assert answers == [503]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for thread in threads:
+        thread.join(60)
+    assert sorted(answers) == [200] * (WAITING + 1) + [503]
+
+
+def _thumbnail(daemon: Served, item: int, size: int, timeout: float) -> tuple[int, bytes]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(str(daemon.socket_path))
+    return exchange(sock, get(f"/thumbnail/{item}?size={size}", host="localhost"))
+
+
+def test_the_daemon_keeps_its_thumbnail_cache_under_its_budget(tmp_path: Path, model_dir: Path) -> None:
+    cache = tmp_path / "cache" / "pixdex" / "thumbnails" / "large"
+    cache.mkdir(parents=True)
+    now = time.time()
+    for n in range(4):  # 4 × 400 KiB, the newest used last; the budget is 1 MiB: the two oldest go
+        thumb = cache / f"{n + 1:016x}-1000.jpg"
+        thumb.write_bytes(os.urandom(400 * 1024))
+        os.utime(thumb, (now - 100 + n, now - 100 + n))
+    daemon = Served(tmp_path, model_dir, [library(tmp_path)[0]], extra="thumbnail_cache_mb = 1\n").start()
+    try:
+        wait_for(lambda: len(list(cache.iterdir())) == 2, timeout=30, what="the cache pruned to 1 MiB")
+        assert sorted(p.name for p in cache.iterdir()) == [f"{3:016x}-1000.jpg", f"{4:016x}-1000.jpg"]
+    finally:
+        daemon.stop()
