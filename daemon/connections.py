@@ -46,8 +46,11 @@ REFUSED = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r
 def raise_file_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (as most servers do at start); returns the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft != resource.RLIM_INFINITY and soft < target:
+    unlimited = 1 << 20  # what the kernel allows at most by default (fs.nr_open)
+    if soft == resource.RLIM_INFINITY:
+        return unlimited
+    target = hard if hard != resource.RLIM_INFINITY else unlimited
+    if soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
