@@ -89,15 +89,16 @@ class Listener:
         self.closed_idle = 0
         self.in_progress = 0  # requests being answered (aiohttp answers one at a time per connection)
 
-    def __len__(self) -> int:
-        return len(self._open)
-
     def admit(self, transport: asyncio.BaseTransport, peer: str) -> bool:
         """Make room for a new connection by closing an idle one if a cap is reached; False when none is idle."""
-        if self.per_peer is not None and self._peers[peer] >= self.per_peer and not self._close_idle(peer):
-            return self._refuse(f"{self.per_peer} connections from {peer}")
-        if len(self._open) >= self.limit and not self._close_idle(None):
-            return self._refuse(f"{self.limit} connections")
+        if self.per_peer is not None and self._peers[peer] >= self.per_peer:
+            reached = f"{self.per_peer} connections from {peer} (server.max_connections_per_peer)"
+            if not self._close_idle(peer, reached):
+                return self._refuse(reached)
+        if len(self._open) >= self.limit:
+            reached = f"{self.limit} connections (server.max_connections)"
+            if not self._close_idle(None, reached):
+                return self._refuse(reached)
         self._open[transport] = _Connection(transport, peer)
         self._peers[peer] += 1
         return True
@@ -128,15 +129,15 @@ class Listener:
                 if transport in self._open:
                     self._open.move_to_end(transport)
 
-    def _close_idle(self, peer: str | None) -> bool:
+    def _close_idle(self, peer: str | None, reached: str) -> bool:
+        """Close the least recently active idle connection (of `peer`, if given); False when all are busy."""
         for connection in self._open.values():
             if not connection.busy and (peer is None or connection.peer == peer):
                 self.release(connection.transport)
                 connection.transport.abort()  # type: ignore[attr-defined]
                 self.closed_idle += 1
-                log.warning("%s: %s open, closed the least recently active idle connection (from %s) to make "
-                            "room (server.max_connections%s)", self.name, len(self._open) + 1,
-                            connection.peer or "the socket", "_per_peer" if peer is not None else "")
+                log.warning("%s: %s; closed the least recently active idle one%s to make room", self.name, reached,
+                            f" (from {connection.peer})" if connection.peer else "")
                 return True
         return False
 

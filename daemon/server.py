@@ -20,8 +20,8 @@ import logging
 import os
 import signal
 import socket
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
