@@ -31,6 +31,7 @@ import atexit
 import http.client
 import io
 import json
+import os
 import queue
 import random
 import shutil
@@ -278,6 +279,9 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"- Machine: {result['machine']}",
         f"- Command: `{result['command']}` ({result['minutes']:.1f} min wall, {result['date']}); {result['revision']}",
+        f"- Load average (1 min) at the start and the end: {result['load'][0]:.1f} / {result['load'][1]:.1f} on a "
+        "machine shared with other work: absolute figures move from run to run, the before/after ratios are taken "
+        "within one run.",
         f"- {result['images']} generated 2000×1500 JPEGs, indexed first with the stand-in models; {result['clients']} "
         "client threads in the bench process, each with one keep-alive TCP connection and the token.",
         "- Columns: " + "; ".join(f"**{label}** = {run['code']}" for label, run in runs.items()) + ".",
@@ -310,7 +314,7 @@ def main() -> None:
     args = parser.parse_args()
     atexit.register(stop_running)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    started, rev = time.monotonic(), revision()
+    started, rev, load_start = time.monotonic(), revision(), os.getloadavg()[0]
     WORK.mkdir(parents=True, exist_ok=True)
     prepare_models(MODELS, "")
     pics = WORK / "pics"
@@ -331,7 +335,8 @@ def main() -> None:
         if getattr(args, k) != default) + (f" --baseline {args.baseline}" if args.baseline else "")
     result = {"machine": machine(), "command": command, "revision": rev, "date": time.strftime("%Y-%m-%d"),
               "minutes": (time.monotonic() - started) / 60, "images": args.images, "clients": args.clients,
-              "seconds": args.seconds, "rate": args.rate, "runs": runs}
+              "seconds": args.seconds, "rate": args.rate, "runs": runs,
+              "load": [load_start, os.getloadavg()[0]]}
     (OUT / "load_bench.json").write_text(json.dumps(result, indent=2))
     replace_section(args.out, "load_bench", report(result))
     print(report(result))
