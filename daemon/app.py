@@ -1,9 +1,10 @@
 """The HTTP application: one aiohttp app, served on the Unix socket and on loopback TCP.
 
-Middlewares, outermost first: `errors` (pixdex's typed errors become 4xx JSON bodies naming the
-parameter; every request is counted for /metrics), then `guard` (Host must be a loopback name —
-DNS rebinding; writes must not come from another origin; TCP needs a bearer token, the Unix
-socket the same uid as ours).
+Middlewares, outermost first: `in_progress` (marks the connection busy for the connection caps in
+`pixdex.daemon.connections`), `errors` (pixdex's typed errors become 4xx JSON bodies naming the
+parameter; every request is counted for /metrics), then `guard` (header values must be text; Host
+must be a loopback name — DNS rebinding; writes must not come from another origin; TCP needs a
+bearer token, the Unix socket the same uid as ours).
 Handlers live in `pixdex.daemon.routes`; they validate, then run blocking work on a small
 thread pool so the loop keeps answering.
 """
@@ -24,11 +25,13 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from pixdex.daemon.connections import Connections
 from pixdex.daemon.events import EventBus
 from pixdex.daemon.metrics import Metrics
 from pixdex.daemon.core_process import CoreProcess
 from pixdex.daemon.runtime import Unavailable
 from pixdex.daemon.sessions import COOKIE, Sessions
+from pixdex.daemon.thumbnail_jobs import ThumbnailJobs
 from pixdex.daemon.tokens import Token, Tokens
 from pixdex.indexer.collections import CollectionError
 from pixdex.indexer.errors import ModelError, PixdexError, ReadError, display_path
@@ -57,6 +60,13 @@ class Context:
     lan_hosts: set[str] = field(default_factory=set)  # Host values a LAN request may carry (server.lan)
     lan: tuple[str, int] | None = None  # the LAN listener's address and port, as bound at start
     tcp_port: int | None = None  # the loopback listener's port, as bound at start
+    connections: Connections = field(default_factory=Connections)  # each listener's open connections and caps
+    thumbnail_jobs: ThumbnailJobs = field(init=False)  # thumbnails being made, and the cache's budget
+
+    def __post_init__(self) -> None:
+        server = self.config.server
+        self.thumbnail_jobs = ThumbnailJobs(self.config.cache_dir / "thumbnails", server.thumbnail_jobs,
+                                            int(server.thumbnail_cache_mb * 2**20))
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: function(*args))
@@ -72,7 +82,19 @@ class ApiError(web.HTTPException):
                  headers: dict[str, str] | None = None, **extra: Any) -> None:
         self.status_code = status
         body = {"error": message, **({"parameter": parameter} if parameter else {}), **extra}
-        super().__init__(headers=headers, text=json.dumps(body, ensure_ascii=False), content_type="application/json")
+        text = json.dumps(body, ensure_ascii=False)
+        if not text.isascii() and not _is_text(text):  # a message quoting bytes that are not UTF-8: \udcXX escapes
+            text = json.dumps(body)
+        super().__init__(headers=headers, text=text, content_type="application/json")
+
+
+def _is_text(value: str) -> bool:
+    """Whether `value` is valid Unicode text (aiohttp keeps bytes that are not UTF-8 as lone surrogates)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def bad(parameter: str, message: str) -> ApiError:
@@ -85,7 +107,15 @@ PUBLIC_PATHS, PUBLIC_PREFIX = {"/", "/login"}, "/static/"
 
 
 @web.middleware
+async def in_progress(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """While its request runs a connection is busy: a connection cap never closes it to make room."""
+    with request.app[CONTEXT].connections.busy(request.transport):
+        return await handler(request)
+
+
+@web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    _check_header_text(request)
     sock = request.transport.get_extra_info("socket") if request.transport else None
     unix = sock is not None and sock.family == socket.AF_UNIX
     allowed = LOOPBACK | (request.app[CONTEXT].lan_hosts if not unix and _on_lan(request) else set())
@@ -109,6 +139,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     else:
         request["token"] = _credentials(request)
     return await handler(request)
+
+
+def _check_header_text(request: web.Request) -> None:
+    """A header value that is not UTF-8 text is refused, naming the header (never a 500 further on)."""
+    for name, value in request.headers.items():
+        if not value.isascii() and not _is_text(value):
+            status = 401 if name.lower() == "authorization" else 400
+            raise ApiError(status, f"the {name} header is not valid text (UTF-8); send it as text", name)
 
 
 def _host_name(host: str) -> str:
@@ -233,7 +271,7 @@ def create_app(ctx: Context) -> web.Application:
     from pixdex.daemon import routes, webpage
 
     limit = int(ctx.config.server.max_upload_mb * 1024 * 1024) + 64 * 1024
-    app = web.Application(middlewares=[errors, guard], client_max_size=limit)
+    app = web.Application(middlewares=[in_progress, errors, guard], client_max_size=limit)
     app[CONTEXT] = ctx
     routes.add_routes(app)
     webpage.add_routes(app)

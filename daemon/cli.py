@@ -342,16 +342,17 @@ def cmd_similar(args: argparse.Namespace, config: Config) -> int:
     args.filter = as_text(args.filter) if args.filter is not None else None
     client = daemon_client(config)
     if client is not None:
-        return print_results(_similar_via(client, args), args)
+        return print_results(_similar_via(client, args, int(config.server.max_upload_mb * 2**20)), args)
     from pixdex.daemon.library import open_search
 
     results = open_search(config).similar(args.images, args.k, args.filter)
     return print_results(results_dict(results, args.null), args)
 
 
-def _similar_via(client: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """One indexed image: the daemon looks it up; otherwise the images are uploaded as a query."""
-    from pixdex.daemon.client import DaemonError
+def _similar_via(client: Any, args: argparse.Namespace, max_bytes: int) -> dict[str, Any]:
+    """One indexed image: the daemon looks it up; otherwise the images are uploaded as a query (regular files
+    of at most `max_bytes` each, as the daemon takes them)."""
+    from pixdex.daemon.client import DaemonError, read_upload
 
     if len(args.images) == 1:
         import base64
@@ -363,15 +364,8 @@ def _similar_via(client: Any, args: argparse.Namespace) -> dict[str, Any]:
         except DaemonError as exc:
             if exc.status != 404:
                 raise
-    from pixdex.indexer.errors import ReadError
-
-    files = []
-    for image in args.images:
-        path = os.path.realpath(image)  # named as without a daemon
-        try:
-            files.append(("image", os.path.basename(image), Path(path).read_bytes()))
-        except OSError as exc:
-            raise ReadError(path, f"cannot read query image: {exc.strerror or exc}") from None
+    files = [("image", os.path.basename(image), read_upload(os.path.realpath(image), max_bytes))  # named as
+             for image in args.images]  # without a daemon: the link's target
     fields = {"q": args.filter} if args.filter else {}
     if args.k is not None:
         fields["k"] = str(args.k)
@@ -489,6 +483,7 @@ def _print_live(info: dict[str, Any]) -> None:
     state = "paused" if daemon["paused"] else "running"
     print(f"daemon: {state}, pid {daemon['pid']}, up {daemon['uptime']:.0f} s, {daemon['mode']} mode; "
           f"socket {daemon['socket']}, tcp {daemon['tcp']}")
+    _print_connections(info.get("connections") or {})
     if daemon["mode"] == "restarting":
         print(f"  the indexing process is starting again ({daemon['missing']}); searches go on")
     if daemon["mode"] == "reduced":
@@ -522,6 +517,17 @@ def _print_live(info: dict[str, Any]) -> None:
     print(f"loaded models: {loaded}; memory: {memory}; running on: {providers}")
     for root in info["watch"]:
         print(f"watch: {printable(root['path'])}: {root['mode']} ({root['why']})")
+
+
+def _print_connections(listeners: dict[str, dict[str, Any]]) -> None:
+    """Open connections per listener against its cap, and what the caps did (closed idle ones, refused)."""
+    if not listeners:
+        return
+    parts = [f"{name} {c['open']} of {c['limit']}" + (f" ({c['busy']} busy)" if c["busy"] else "")
+             for name, c in listeners.items()]
+    closed, refused = (sum(c[key] for c in listeners.values()) for key in ("closed_idle", "refused"))
+    extra = f"; since start {closed:,} idle closed to make room, {refused:,} refused" if closed or refused else ""
+    print(f"connections: {', '.join(parts)}{extra}")
 
 
 def _pull_progress(progress: dict[str, Any] | None) -> str:

@@ -12,11 +12,12 @@ import json
 import os
 import secrets
 import socket
+import stat
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from pixdex.indexer.errors import PixdexError, as_text
+from pixdex.indexer.errors import PixdexError, ReadError, as_text
 
 
 class DaemonError(PixdexError):
@@ -122,3 +123,22 @@ class Client:
                          "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
         parts.append(f"--{boundary}--\r\n".encode())
         return self.request("POST", path, body=b"".join(parts), content_type=f"multipart/form-data; boundary={boundary}")
+
+
+def read_upload(path: str, max_bytes: int) -> bytes:
+    """The bytes of an image to send to the daemon, read as the direct path reads a query image: opened
+    non-blocking (a FIFO cannot hang the command), checked with fstat to be a regular file, then read —
+    at most `max_bytes` (a link to /dev/zero, or a huge file, is refused before it fills the memory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ReadError(path, f"cannot read query image: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReadError(path, "not a regular file (a pipe, device or folder); pixdex reads only image files")
+        data = handle.read(max_bytes + 1) if st.st_size <= max_bytes else b""
+        if st.st_size > max_bytes or len(data) > max_bytes:
+            raise ReadError(path, f"{max(st.st_size, len(data)):,} bytes, more than the {max_bytes:,} the daemon "
+                                  "takes (server.max_upload_mb); send a smaller image or raise server.max_upload_mb")
+    return data

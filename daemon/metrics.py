@@ -74,3 +74,17 @@ class _Live(Collector):
         for root in live["roots"]:
             watch.add_metric([root["path"], root["mode"]], int(root["mode"] != "inotify"))
         yield watch
+        yield from _connection_gauges(live["connections"])
+
+
+def _connection_gauges(listeners: dict[str, dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    """Open connections per listener against its cap, and what the caps did since start."""
+    described = (("open", "pixdex_connections", "Open connections per listener"),
+                 ("limit", "pixdex_connections_limit", "Most open connections a listener holds"),
+                 ("closed_idle", "pixdex_connections_closed_idle", "Idle connections closed to make room, since start"),
+                 ("refused", "pixdex_connections_refused", "New connections refused with 503 (all busy), since start"))
+    for key, name, text in described:
+        family = GaugeMetricFamily(name, text, labels=["listener"])
+        for listener, counts in listeners.items():
+            family.add_metric([listener], counts[key])
+        yield family

@@ -16,6 +16,7 @@ import stat
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,7 @@ def live_status(ctx: Context) -> dict[str, Any]:
         finally:
             catalog.close()
     info["watch"] = list(state["watch"].values())
+    info["connections"] = ctx.connections.counts()
     info["collections"] = [c.as_dict() for c in daemon.collections]
     info["loaded_models"] = {"indexing": workers.get("loaded", []), "query": query_models, "rss": rss,
                              "providers": workers.get("providers", [])}
@@ -287,10 +289,9 @@ async def similar(request: web.Request) -> web.Response:
         if not path.is_absolute():
             raise bad("path", "path must be absolute")
         row = await ctx.run(_row_by_path, ctx, path)
-        if row is None:
+        if row is None or not _inside(row.path, _visible_roots(request)):  # one answer: no probing of other folders
             raise ApiError(404, f"{display_path(path)} is not indexed; give an indexed image, or POST /search "
                                 "with the image", "path")
-        _check_scope(request, row)
         paths.append(path)
     if not paths:
         raise bad("id", "give id=ITEM or path=/absolute/path/of/an/indexed/image (either may repeat)")
@@ -437,31 +438,57 @@ def _mime(path: bytes) -> str:
 
 
 async def thumbnail(request: web.Request) -> web.StreamResponse:
+    """A cached thumbnail (the desktop's or pixdex's own) is found and read in one call on the thumbnails' own
+    threads; only one to make is a call to the indexing process, bounded by `ctx.thumbnail_jobs`."""
+    from pixdex.daemon.thumbnail_jobs import Busy
     from pixdex.indexer import thumbnails
 
     ctx = ctx_of(request)
     size = int_param(request, "size", 256, 1, 1024)
-    row = await ctx.run(_visible_row, request, item_id(request))
-    fd, st, real = await ctx.run(_open_inside, request, row)
-    os.close(fd)
-    bucket, pixels = thumbnails.bucket(size)
-    found = await ctx.run(thumbnails.find_freedesktop, row.path, st.st_mtime_ns // 1_000_000_000, size,
-                          ctx.config.environ)
-    cache_dir = ctx.config.cache_dir / "thumbnails"
-    if found is None:
-        found = await ctx.run(thumbnails.find_own, cache_dir, row.id, st.st_mtime_ns, bucket)
-    if found is None:
-        dest = thumbnails.own_cache_path(cache_dir, row.id, st.st_mtime_ns, bucket)
-        future = ctx.daemon.call("thumbnail", real, str(dest), pixels, ctx.config.decode.max_pixels)
+    found = await ctx.thumbnail_jobs.run(_cached_thumbnail, request, item_id(request), size)
+    if isinstance(found, _Missing):
+        bucket, pixels = thumbnails.bucket(size)
+        dest = thumbnails.own_cache_path(ctx.thumbnail_jobs.cache_dir, found.row_id, found.mtime_ns, bucket)
         try:
-            found = Path(await asyncio.wrap_future(future))
+            made = await ctx.thumbnail_jobs.make(ctx.daemon, found.real, dest, pixels, ctx.config.decode.max_pixels)
         except ReadError as exc:
-            raise ApiError(422, f"item {row.id}: {exc.reason}", "id") from None
-    else:
-        await ctx.run(thumbnails.mark_used, found)
-    data = await ctx.run(found.read_bytes)
-    return web.Response(body=data, content_type="image/png" if found.suffix == ".png" else "image/jpeg",
+            raise ApiError(422, f"item {found.row_id}: {exc.reason}", "id") from None
+        except Busy as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+        found = made, await ctx.thumbnail_jobs.run(made.read_bytes)
+    path, data = found
+    return web.Response(body=data, content_type="image/png" if path.suffix == ".png" else "image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
+
+
+@dataclass(frozen=True)
+class _Missing:
+    """A thumbnail that is in no cache yet: the file to make it from."""
+
+    row_id: int
+    real: bytes
+    mtime_ns: int
+
+
+def _cached_thumbnail(request: web.Request, image_id: int, size: int) -> tuple[Path, bytes] | _Missing:
+    """The visible item's cached thumbnail of at least `size` px and its bytes, or what is needed to make one."""
+    from pixdex.indexer import thumbnails
+
+    ctx = ctx_of(request)
+    row = _visible_row(request, image_id)
+    fd, st, real = _open_inside(request, row)
+    os.close(fd)
+    found = thumbnails.find_freedesktop(row.path, st.st_mtime_ns // 1_000_000_000, size, ctx.config.environ)
+    if found is None:
+        found = thumbnails.find_own(ctx.thumbnail_jobs.cache_dir, row.id, st.st_mtime_ns, thumbnails.bucket(size)[0])
+        if found is not None:
+            thumbnails.mark_used(found)
+    if found is None:
+        return _Missing(row.id, real, st.st_mtime_ns)
+    try:
+        return found, found.read_bytes()
+    except FileNotFoundError:  # pruned meanwhile
+        return _Missing(row.id, real, st.st_mtime_ns)
 
 
 async def pause(request: web.Request) -> web.Response:

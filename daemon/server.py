@@ -1,9 +1,12 @@
 """`pixdex serve`: open the core, listen on the Unix socket and loopback TCP, tell systemd, run until
 SIGTERM/SIGINT, reload on SIGHUP.
 
-Order matters. The data directory's lock is taken first (inside the core), so a second daemon
-stops there — naming the holder — before it could touch the first one's socket; the socket's own
-lock then guards the socket path. A socket file left by a crash is removed and bound again. READY
+Order matters. The open-file limit is raised to the hard limit first (the indexing process inherits
+it). The data directory's lock is taken next (inside the core), so a second daemon stops there —
+naming the holder — before it could touch the first one's socket; the socket's own lock then
+guards the socket path. A socket file left by a crash is removed and bound again. Every listening
+socket is served through a `connections.Gate` (caps that hold before a request is read), with
+aiohttp's `keepalive_timeout` as the time a connection may wait without a request. READY
 is sent once the indexes are open and the sites listen; WATCHDOG pings come from the event loop
 (a stuck loop stops them), STATUS lines carry progress, STOPPING the shutdown.
 """
@@ -17,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +28,8 @@ from aiohttp import web
 
 from pixdex.daemon import notify
 from pixdex.daemon.app import Context, create_app
+from pixdex.daemon.connections import BACKLOG, Connections, Gate, Listener, caps, raise_file_limit
+from pixdex.daemon.logs import ClientErrors
 from pixdex.daemon.events import EventBus
 from pixdex.daemon.metrics import Metrics
 from pixdex.daemon.core_process import CoreProcess
@@ -39,6 +45,7 @@ def serve(config: Config, config_path: Path | None) -> int:
 
 async def _serve(config: Config, config_path: Path | None) -> int:
     loop = asyncio.get_running_loop()
+    file_limit = raise_file_limit()
     bus = EventBus()
     bus.attach(loop)
     tokens = Tokens(config.state_dir / "tokens.json")
@@ -61,11 +68,14 @@ async def _serve(config: Config, config_path: Path | None) -> int:
                       sessions=Sessions(config.state_dir / "web-sessions.json"), lan_hosts=lan_hosts(config))
         _preload()
         runner = web.AppRunner(create_app(ctx), handle_signals=False, access_log=None, shutdown_timeout=5.0,
-                               max_line_size=64 * 1024)  # long queries reach the validator (server.max_query_chars)
+                               max_line_size=64 * 1024,  # long queries reach the validator (server.max_query_chars)
+                               keepalive_timeout=config.server.idle_timeout,
+                               logger=ClientErrors(logging.getLogger("aiohttp.server")))
         await runner.setup()
-        socket_lock, bound = await _listen(runner, config)
+        socket_lock, bound = await _listen(runner, config, ctx.connections, file_limit)
         ctx.lan = (config.server.lan, config.server.lan_port) if config.server.lan else None  # until a restart
         ctx.tcp_port = config.server.port if config.server.tcp else None
+        ctx.thumbnail_jobs.prune()  # to server.thumbnail_cache_mb, in the background
         where = f"{config.socket_path}" + (f" and 127.0.0.1:{config.server.port}" if config.server.tcp else "") \
             + (f" and {config.server.lan}:{config.server.lan_port}" if config.server.lan else "")
         state = await asyncio.wrap_future(daemon.call("state", 0, False))
@@ -86,6 +96,7 @@ async def _serve(config: Config, config_path: Path | None) -> int:
         await loop.run_in_executor(None, daemon.close)
         if ctx is not None:
             ctx.pool.shutdown(wait=False, cancel_futures=True)
+            ctx.thumbnail_jobs.pool.shutdown(wait=False, cancel_futures=True)
         if socket_lock is not None:
             socket_lock.close()
         log.info("stopped")
@@ -122,9 +133,63 @@ def _preload() -> None:
     shipped_vocabulary()  # the data files too: the web page's and openapi.json are read by `create_app`
 
 
-async def _listen(runner: web.AppRunner, config: Config) -> tuple[IO[str], bool]:
+class GatedSite(web.BaseSite):
+    """A listening socket served through a `Gate` (aiohttp's own sites hand `runner.server` to asyncio
+    directly, with nothing in between to count connections)."""
+
+    def __init__(self, runner: web.AppRunner, name: str,
+                 open_server: Callable[[Gate], Awaitable[asyncio.AbstractServer]], gate: Gate) -> None:
+        super().__init__(runner, backlog=BACKLOG)
+        self._name = name
+        self._open = open_server
+        self._gate = gate
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await self._open(self._gate)
+
+
+async def _listen(runner: web.AppRunner, config: Config, connections: Connections, file_limit: int
+                  ) -> tuple[IO[str], bool]:
     """Bind the Unix socket (0600 in a 0700 folder) and loopback TCP, or take systemd's sockets."""
     path = config.socket_path
+    lock = _lock_socket(path)
+    loop = asyncio.get_running_loop()
+    sites: list[tuple[str, Callable[[Gate], Awaitable[asyncio.AbstractServer]]]] = []
+    activated = notify.listen_fds()
+    for sock in activated:
+        kind = "socket" if sock.family == socket.AF_UNIX else "loopback"
+        sites.append((kind, lambda gate, sock=sock: loop.create_server(gate, sock=sock, backlog=BACKLOG)))
+    bound = not any(s.family == socket.AF_UNIX for s in activated)
+    if bound:
+        if path.exists() or path.is_symlink():
+            log.info("%s: removing a socket left by an earlier run", path)
+            path.unlink()
+        sites.append(("socket", lambda gate: loop.create_unix_server(gate, str(path), backlog=BACKLOG)))
+    if config.server.tcp and not any(s.family != socket.AF_UNIX for s in activated):
+        sites.append(("loopback", lambda gate: loop.create_server(gate, "127.0.0.1", config.server.port,
+                                                                   reuse_address=True, backlog=BACKLOG)))
+    if config.server.lan:
+        sites.append(("lan", lambda gate: loop.create_server(gate, config.server.lan, config.server.lan_port,
+                                                              reuse_address=True, backlog=BACKLOG)))
+    handler = runner.server
+    assert handler is not None  # after runner.setup()
+    unix_cap, tcp_cap = caps(file_limit, config.server.max_connections, sum(k != "socket" for k, _ in sites))
+    for kind, open_server in sites:
+        listener = connections.add(Listener(kind, unix_cap if kind == "socket" else tcp_cap,
+                                            None if kind == "socket" else config.server.max_connections_per_peer))
+        await _start_site(GatedSite(runner, kind, open_server, Gate(listener, handler)), config)
+    log.info("open-file limit %d: at most %d connections on the socket, %d on each TCP listener "
+             "(server.max_connections = %d)", file_limit, unix_cap, tcp_cap, config.server.max_connections)
+    return lock, bound
+
+
+def _lock_socket(path: Path) -> IO[str]:
+    """The socket's folder must be ours; its lock file keeps a second daemon off a live socket."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder = path.parent.lstat()
     if folder.st_uid != os.getuid() or not path.parent.is_dir() or path.parent.is_symlink():
@@ -138,34 +203,27 @@ async def _listen(runner: web.AppRunner, config: Config) -> tuple[IO[str], bool]
         lock.close()
         raise PixdexError(f"{path}: another pixdex daemon serves this socket (with another data directory?); "
                           "stop it or set server.socket") from None
-    activated = notify.listen_fds()
-    for sock in activated:
-        await web.SockSite(runner, sock).start()
-    bound = not any(s.family == socket.AF_UNIX for s in activated)
-    if bound:
-        if path.exists() or path.is_symlink():
-            log.info("%s: removing a socket left by an earlier run", path)
-            path.unlink()
-        old = os.umask(0o177)
-        try:
-            await web.UnixSite(runner, str(path)).start()
-        finally:
-            os.umask(old)
-    if config.server.tcp and not any(s.family != socket.AF_UNIX for s in activated):
-        try:
-            await web.TCPSite(runner, "127.0.0.1", config.server.port, reuse_address=True).start()
-        except OSError as exc:
-            raise PixdexError(f"127.0.0.1:{config.server.port}: cannot listen ({exc.strerror}); set server.port "
-                              "to a free port or server.tcp = false") from None
-    if config.server.lan:
-        try:
-            await web.TCPSite(runner, config.server.lan, config.server.lan_port, reuse_address=True).start()
-        except OSError as exc:
-            raise PixdexError(f"{config.server.lan}:{config.server.lan_port}: cannot listen for the LAN "
-                              f"({exc.strerror}); set server.lan_port, or server.lan = \"\" to turn it off") from None
+    return lock
+
+
+async def _start_site(site: GatedSite, config: Config) -> None:
+    """Start one listener: the socket file 0600; a port that cannot be bound named with the setting to change."""
+    old = os.umask(0o177)
+    try:
+        await site.start()
+    except OSError as exc:
+        if site.name == "socket":
+            raise
+        host, port, fix = ((config.server.lan, config.server.lan_port, "set server.lan_port, or server.lan = \"\" "
+                            "to turn it off") if site.name == "lan" else
+                           ("127.0.0.1", config.server.port, "set server.port to a free port or server.tcp = false"))
+        what = "listen for the LAN" if site.name == "lan" else "listen"
+        raise PixdexError(f"{host}:{port}: cannot {what} ({exc.strerror}); {fix}") from None
+    finally:
+        os.umask(old)
+    if site.name == "lan":
         log.warning("serving the LAN on %s:%d too (token or login link required)", config.server.lan,
                     config.server.lan_port)
-    return lock, bound
 
 
 def lan_hosts(config: Config) -> set[str]:
@@ -249,4 +307,4 @@ def _metrics_snapshot(ctx: Context | None) -> dict[str, Any]:
             "failed": info["progress"]["failed"], "paused": info["daemon"]["paused"],
             "reduced": info["daemon"]["mode"] == "reduced",
             "loaded_models": info["loaded_models"]["indexing"] + info["loaded_models"]["query"],
-            "rss": info["loaded_models"]["rss"], "roots": info["watch"]}
+            "rss": info["loaded_models"]["rss"], "roots": info["watch"], "connections": info["connections"]}

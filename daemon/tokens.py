@@ -69,6 +69,8 @@ class Tokens:
         return self._tokens
 
     def find(self, presented: str) -> Token | None:
+        if not presented.isascii():  # tokens are URL-safe base64; a header value not UTF-8 holds lone surrogates
+            return None
         for token in self.load():
             if hmac.compare_digest(token.secret.encode(), presented.encode()):
                 return token

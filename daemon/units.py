@@ -71,6 +71,11 @@ Nice=10
 CPUWeight=20
 IOSchedulingClass=best-effort
 IOSchedulingPriority=7
+# Open files: systemd's default soft limit of 1024 is little for a server that a local program can
+# flood with connections. 8192 for both limits (a user manager may set up to its own hard limit,
+# 524288 by default since systemd 240); the daemon raises its soft limit to the hard one anyway and
+# caps each listener's connections well below it (server.max_connections).
+LimitNOFILE=8192
 
 [Install]
 WantedBy=default.target

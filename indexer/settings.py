@@ -204,6 +204,23 @@ class ServerSettings:
     lan: str = setting("", "Also serve the web page and API to other devices on this address (e.g. 0.0.0.0 or "
                        "this machine's LAN address), token or login link required; empty: loopback only.")
     lan_port: int = setting(7818, "Port of the LAN listener (`server.lan`).", min=1, max=65535)
+    max_connections: int = setting(256, "Open connections each listener (the Unix socket, loopback TCP, the LAN) "
+                                   "holds at most; lowered at start to fit the open-file limit, the Unix socket's "
+                                   "share set aside first. One more closes the least recently active idle "
+                                   "connection, or gets a 503 when every one is busy with a request.",
+                                   min=16, max=65536)
+    max_connections_per_peer: int = setting(64, "Open connections one address may hold on a TCP listener (on loopback "
+                                            "every local program is 127.0.0.1); one more closes that address's least "
+                                            "recently active idle connection, or gets a 503.", min=1, max=65536)
+    idle_timeout: float = setting(10.0, "Seconds a connection may stay open without a request in progress: to send "
+                                  "its first request's headers, and between two keep-alive requests.",
+                                  min=1.0, max=3600.0)
+    thumbnail_jobs: int = setting(4, "Thumbnails made at once (in the indexing process's decode workers); more "
+                                  "requests wait their turn, and past 64 waiting get a 503. Cached ones are served "
+                                  "at once.", min=1, max=64)
+    thumbnail_cache_mb: float = setting(512.0, "Size of pixdex's own thumbnail cache ($XDG_CACHE_HOME/pixdex/"
+                                        "thumbnails), in MiB; the daemon removes the least recently used beyond it.",
+                                        min=1.0, max=1_000_000.0)
 
 
 @dataclass(frozen=True)

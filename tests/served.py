@@ -29,8 +29,9 @@ class Served:
     started: list[Served] = []  # every daemon a test started: `stop_all` ends those a test left running
 
     def __init__(self, root: Path, model_dir: Path | None, folders: list[Path], extra: str = "",
-                 environ: dict[str, str] | None = None) -> None:
+                 environ: dict[str, str] | None = None, nofile: int | None = None) -> None:
         self.root = root
+        self.nofile = nofile  # the daemon's open-file limit, soft and hard (None: inherited)
         self.port = free_port()
         self.config = root / "config" / "pixdex" / "config.toml"
         self.folders = folders
@@ -66,12 +67,19 @@ class Served:
     def start(self, wait: bool = True) -> Served:
         handle = open(self.log, "ab")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen([*self.command, "--config", str(self.config), "serve"], env=self.environ,
-                                     stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=self._limit_files if self.nofile else None)
         handle.close()
         Served.started.append(self)
         if wait:
             self.wait_ready()
         return self
+
+    def _limit_files(self) -> None:
+        import resource
+
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
