@@ -311,7 +311,8 @@ def _into_image(image: Path, state: SidecarState, tags: list[str], rejected: lis
 
 def carry_sidecar(old: bytes, new: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec) -> SidecarState:
     """After a move: the new image's sidecar is the old one, moved (with pixdex's keywords merged)."""
-    from pixdex.indexer.sidecar import carry_over, read_state
+    from pixdex.indexer.sidecar import read_state
+    from pixdex.indexer.sidecar_moves import carry_over
 
     try:
         carry_over(Path(os.fsdecode(old)), Path(os.fsdecode(new)), spec.naming)
@@ -379,7 +380,7 @@ def describe_sidecar(path: bytes, machine: list[str], rejected: list[str], spec:
 
 def drop_sidecar(path: bytes, spec: SidecarSpec) -> bool:
     """The image is gone: remove its sidecar if pixdex alone wrote it (see `remove_if_only_ours`)."""
-    from pixdex.indexer.sidecar import remove_if_only_ours
+    from pixdex.indexer.sidecar_moves import remove_if_only_ours
 
     try:
         with Captured():

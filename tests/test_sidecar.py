@@ -15,6 +15,7 @@ import pytest
 from pixdex.indexer import sidecar as sc
 from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.sidecar import edit_person, read_sidecar, read_state, sidecar_path, write_tags
+from pixdex.indexer.sidecar_moves import carry_over
 from pixdex.indexer.xmpgraph import changed_triples
 
 from conftest import CORPUS, solid, tool
@@ -435,7 +436,7 @@ def test_a_relative_symlinked_sidecar_moves_as_a_working_link(tmp_path: Path) ->
     sidecar_path(image).symlink_to("../store/kept.xmp")
     moved = tmp_path / "b" / "deep" / "x.jpg"
     image.rename(moved)
-    new = sc.carry_over(image, moved)
+    new = carry_over(image, moved)
     assert new == sidecar_path(moved) and new.is_symlink() and not os.path.isabs(os.readlink(new))
     assert "Grandma" in read_sidecar(new)["Xmp.dc.subject"]
     assert not os.path.lexists(sidecar_path(image))
@@ -500,7 +501,7 @@ def test_an_adobe_style_sidecar_moves_with_its_image_and_keeps_its_style(tmp_pat
     solid((1, 2, 3)).save(image)
     (tmp_path / "a.xmp").write_text(PERSON_SIDECAR)
     image.rename(tmp_path / "b.jpg")  # the image is gone from its old name when the sidecar follows
-    assert sc.carry_over(image, tmp_path / "b.jpg") == tmp_path / "b.xmp"
+    assert carry_over(image, tmp_path / "b.jpg") == tmp_path / "b.xmp"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jpg", "b.xmp"]
 
 
@@ -511,5 +512,5 @@ def test_a_jpeg_moved_away_from_its_raw_leaves_the_raws_sidecar(tmp_path: Path) 
     (tmp_path / "IMG_1.xmp").write_text(PERSON_SIDECAR)  # Lightroom's, for the RAW
     (tmp_path / "elsewhere").mkdir()
     jpeg.rename(tmp_path / "elsewhere" / "IMG_1.JPG")
-    assert sc.carry_over(jpeg, tmp_path / "elsewhere" / "IMG_1.JPG") is None
+    assert carry_over(jpeg, tmp_path / "elsewhere" / "IMG_1.JPG") is None
     assert (tmp_path / "IMG_1.xmp").read_text() == PERSON_SIDECAR
