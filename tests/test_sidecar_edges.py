@@ -224,8 +224,12 @@ def test_gps_from_xmp_and_from_a_sidecar_is_a_filter(env: Env, exiftool: str,
     assert env.index_json(capsys)["failed"] == 0
     assert paths(search(env, capsys, "near:48.85,2.35,5")) == {"xmp_only.jpg", "sidecar_only.jpg", "both.jpg"}
     assert paths(search(env, capsys, "near:35.68,139.65,5")) == set()
-    facts = {Path(p).name: json.loads(str(r["facts"])) for p, r in catalog_rows(env).items()}
+    rows = {Path(p).name: r for p, r in catalog_rows(env).items()}
+    facts = {name: json.loads(str(r["facts"])) for name, r in rows.items()}
     assert abs(facts["xmp_only.jpg"]["lat"] - 48.8566) < 1e-4 and abs(facts["sidecar_only.jpg"]["lon"] - 2.3522) < 1e-4
+    own = json.loads(str(rows["xmp_only.jpg"]["embedded"]))  # read from the image's XMP, not only its new sidecar's
+    assert own["lat"] == pytest.approx(48.8566) and own["lon"] == pytest.approx(2.3522)
+    assert json.loads(str(rows["both.jpg"]["embedded"]))["lat"] == pytest.approx(48.8566)  # EXIF's (pyexiv2)
     with_gps(exiftool, geotagged, "XMP", TOKYO)  # the geotagger corrects it: seen at the next scan
     env.index_json(capsys)
     assert paths(search(env, capsys, "near:35.68,139.65,5")) == {"sidecar_only.jpg"}
