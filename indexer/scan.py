@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pixdex.indexer.catalog import Catalog, FileStat, ImageRow
 from pixdex.indexer.decode import EXTENSIONS
 from pixdex.indexer.files import remove_stale_temps
-from pixdex.indexer.sidecar_naming import (RAW_EXTENSIONS, Siblings, folder_names, is_sidecar_name,  # noqa: F401
-                                           shares_sidecars, sidecar_name_of, siblings, stem_is_shared, stems_of)
+from pixdex.indexer.sidecar_naming import (RAW_EXTENSIONS, Siblings, folder_names, is_raw_name,  # noqa: F401
+                                           is_sidecar_name, shares_sidecars, sidecar_name_of, siblings,
+                                           stem_is_shared, stems_of)
 
 
 def content_hash(data: bytes) -> str:

@@ -293,3 +293,25 @@ def test_both_writers_write_and_read_back_the_same(tmp_path: Path, exiftool: str
     assert seen_a == seen_b and state_a == state_b
     assert np.array_equal(vector_a, vector_b) and vector_a is not None
     assert "XMP-pixdex:Embedding" in seen_a and seen_a["XMP-pixdex:Text"] == "STOP"
+
+
+def test_the_watcher_notices_a_raw_arriving(tmp_path: Path) -> None:
+    """A RAW file is not indexed, but its arrival changes which file is the JPEG's sidecar."""
+    import os
+    import time
+
+    from pixdex.daemon.watcher import Watcher
+    from pixdex.indexer.settings import WatchSettings
+
+    folder = tmp_path / "card"
+    folder.mkdir()
+    watcher = Watcher(WatchSettings(settle=0.2, debounce=0.05), [], [], [], lambda why: None)
+    watcher.watch([os.fsencode(tmp_path)])
+    try:
+        time.sleep(0.3)
+        watcher.take(0.3)
+        (folder / "IMG_10.CR2").write_bytes(b"raw")
+        taken = watcher.take(3)
+        assert taken is not None and os.fsencode(folder) in taken.shallow
+    finally:
+        watcher.stop()
