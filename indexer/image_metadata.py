@@ -110,11 +110,11 @@ def _decoded(value: Any) -> tuple[Any, bool]:
         except UnicodeDecodeError:
             return latin(raw), True
     if isinstance(value, list):
-        pairs = [_decoded(v) for v in value]
-        return [v for v, _bad in pairs], any(bad for _v, bad in pairs)
+        items = [_decoded(v) for v in value]
+        return [v for v, _bad in items], any(bad for _v, bad in items)
     if isinstance(value, dict):
-        pairs = {_decoded(k)[0]: _decoded(v) for k, v in value.items()}
-        return {k: v for k, (v, _bad) in pairs.items()}, any(bad for _v, bad in pairs.values())
+        entries = {_decoded(k)[0]: _decoded(v) for k, v in value.items()}
+        return {k: v for k, (v, _bad) in entries.items()}, any(bad for _v, bad in entries.values())
     return value, False
 
 

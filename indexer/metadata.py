@@ -93,7 +93,7 @@ def reconcile(xmp: dict[str, Any], iptc: dict[str, Any], exif: dict[str, Any], i
         description = lang_alt(pick(xmp.get("Xmp.dc.description"), iptc.get("Iptc.Application2.Caption")))
     creator = [a.strip() for a in str(exif.get("Exif.Image.Artist") or "").split(";") if a.strip()]
     creator = creator or as_list(pick(xmp.get("Xmp.dc.creator"), iptc.get("Iptc.Application2.Byline")))
-    values = {name: lang_alt(pick(xmp.get(x), iptc.get(i))) for name, (x, i) in XMP_FIRST.items()}
+    values: dict[str, Any] = {name: lang_alt(pick(xmp.get(x), iptc.get(i))) for name, (x, i) in XMP_FIRST.items()}
     iptc_date = str(iptc.get("Iptc.Application2.DateCreated") or "")
     created = _iso_date(pick(xmp.get("Xmp.photoshop.DateCreated") or xmp.get("Xmp.xmp.CreateDate"),
                              f"{iptc_date}T{iptc.get('Iptc.Application2.TimeCreated') or '00:00:00'}"

@@ -326,13 +326,13 @@ def _merged(path: Path, image: Path, data: bytes | None, plan: Planner,
     if all(_same(xmp.get(k), v) for k, v in values.items()) and not seed_values:
         return None, xmp, None
     values[METADATA_DATE] = datetime.now().astimezone().isoformat(timespec="seconds")
-    payload = _written(path, data, values)
-    return payload, read_props(payload), carried
+    payload, after = _written(path, data, values)
+    return payload, after, carried
 
 
-def _written(path: Path, data: bytes, values: dict[str, Any]) -> bytes:
-    """`data` with `values` set: by exiv2 when it keeps every triple pixdex does not own, else by the
-    RDF/XML editor. Raises SidecarError when neither can (the packet is not XMP)."""
+def _written(path: Path, data: bytes, values: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """`data` with `values` set, and what it reads back as: by exiv2 when it keeps every triple pixdex does
+    not own, else by the RDF/XML editor. Raises SidecarError when neither can (the packet is not XMP)."""
     refusals = []
     for writer in _WRITERS:
         try:
@@ -376,8 +376,9 @@ def _rdf_written(path: Path, data: bytes, values: dict[str, Any]) -> bytes:
 _WRITERS: tuple[Callable[[Path, bytes, dict[str, Any]], bytes], ...] = (_exiv2_written, _rdf_written)
 
 
-def _read_back(path: Path, payload: bytes, values: dict[str, Any]) -> bytes:
-    """`payload`, once it reads back as holding `values` (a writer that got one wrong is refused)."""
+def _read_back(path: Path, payload: bytes, values: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """`payload` and its properties, once it reads back as holding `values` (a writer that got one wrong is
+    refused)."""
     try:
         after = read_props(payload)
     except SidecarError as exc:
@@ -387,7 +388,7 @@ def _read_back(path: Path, payload: bytes, values: dict[str, Any]) -> bytes:
     if wrong:
         raise SidecarError(path, f"the rewritten sidecar does not read back as written ({', '.join(wrong[:3])}); "
                                  "left untouched")
-    return payload
+    return payload, after
 
 
 def _same(current: Any, wanted: Any) -> bool:

@@ -95,11 +95,12 @@ class _Document:
         self.about = about
         self.main = [e for e in tops if e.get(ABOUT) == about and e.tag == f"{{{RDF}}}Description"]
         self.block: Any = None  # the rdf:Description pixdex adds for properties with no home yet
-        self.wanted = {NAMESPACES[key.split(".")[1]] for key in values}
+        self.homeless = {NAMESPACES[key.split(".")[1]] for key, value in values.items()
+                         if value not in (None, [], {}) and not self._occurrences(_name(key))
+                         and self._declared(NAMESPACES[key.split(".")[1]][0]) is None}
 
     def set(self, key: str, value: Any) -> None:
-        _xmp, prefix, local = key.split(".", 2)
-        name = f"{{{NAMESPACES[prefix][0]}}}{local}"
+        prefix, name = key.split(".")[1], _name(key)
         found = self._occurrences(name)
         if value is None or value == [] or value == {}:
             for holder, element in found:
@@ -173,27 +174,39 @@ class _Document:
             element.remove(child)
         element.attrib.clear()
         element.text = None
-        if isinstance(value, list) or isinstance(value, dict) or key in LANG_ALT_KEYS:
-            items = _alt_items(value) if isinstance(value, dict) or key in LANG_ALT_KEYS else \
-                [(None, str(v)) for v in value]
-            container = _append(element, etree.SubElement(element, f"{{{RDF}}}{'Alt' if items and items[0][0] else kind}"))
-            _set_members(container, items)
+        if isinstance(value, dict) or key in LANG_ALT_KEYS:
+            _set_members(_append(element, etree.SubElement(element, f"{{{RDF}}}Alt")), _alt_items(value))
+        elif isinstance(value, list):
+            _set_members(_append(element, etree.SubElement(element, f"{{{RDF}}}{kind}")), [(None, str(v)) for v in value])
         else:
             element.text = str(value)
 
+    def _declared(self, namespace: str) -> Any:
+        """The first description of the resource whose scope binds `namespace` (None: none)."""
+        return next((d for d in self.main if namespace in d.nsmap.values()), None)
+
     def _home(self, namespace: str) -> Any:
         """Where a new property of `namespace` goes (see the module's docstring)."""
-        for description in self.main:
-            if namespace in description.nsmap.values():
-                return description
+        declared = self._declared(namespace)
+        if declared is not None:
+            return declared
         if self.block is None:
             taken = {(p, u) for e in self.rdf.getroottree().iter() if isinstance(e.tag, str) for p, u in e.nsmap.items()}
-            in_scope = set(self.rdf.nsmap.values())
-            nsmap = {_free_prefix(xml, uri, taken): uri for uri, xml in self.wanted if uri not in in_scope}
+            nsmap = {_free_prefix(xml, uri, taken): uri for uri, xml in sorted(self.homeless, key=_order)}
             self.block = _append(self.rdf, etree.SubElement(self.rdf, f"{{{RDF}}}Description", {ABOUT: self.about},
                                                             nsmap=nsmap))
             self.main.append(self.block)
         return self.block
+
+
+def _name(key: str) -> str:
+    """The Clark name (``{namespace}local``) of a pyexiv2 key."""
+    _xmp, prefix, local = key.split(".", 2)
+    return f"{{{NAMESPACES[prefix][0]}}}{local}"
+
+
+def _order(namespace: tuple[str, str]) -> int:
+    return [n for n, _x in NAMESPACES.values()].index(namespace[0])
 
 
 def _free_prefix(prefix: str, uri: str, taken: set[tuple[str | None, str]]) -> str:
