@@ -41,10 +41,9 @@ def read_embedded(data: bytes) -> tuple[Embedded, bytes]:
     """`embedded_metadata` and the image's raw XMP packet (b"" when none), from one parse."""
     notes: list[str] = []
     with exiv2() as pyexiv2:
-        try:
-            image = pyexiv2.ImageData(data)
-        except RuntimeError:
-            return Embedded(), b""  # exiv2 cannot open it: no metadata it can read (the image may still decode)
+        image = _opened(pyexiv2, data, notes)
+        if image is None:
+            return _noted(Embedded(), notes), b""
         try:
             xmp = _block(image.read_xmp, "XMP", _decode_xmp, notes)
             iptc = _block(image.read_iptc, "IPTC", _decode_iptc, notes)
@@ -52,10 +51,49 @@ def read_embedded(data: bytes) -> tuple[Embedded, bytes]:
             raw = _raw_xmp(image)
         finally:
             image.close()
+    return _noted(reconcile(xmp, iptc, exif, iptc_in_sync(data)), notes), raw
+
+
+def _noted(facts: Embedded, notes: list[str]) -> Embedded:
     for note in notes:
-        warnings.warn(note, MetadataWarning, stacklevel=2)
-    facts = reconcile(xmp, iptc, exif, iptc_in_sync(data))
-    return dataclasses.replace(facts, warnings=notes), raw
+        warnings.warn(note, MetadataWarning, stacklevel=3)
+    return dataclasses.replace(facts, warnings=notes)
+
+
+def _opened(pyexiv2: Any, data: bytes, notes: list[str]) -> Any:
+    """exiv2's view of the image. exiv2 refuses a whole image when its EXIF block is broken (an IFD with
+    65535 entries…): a JPEG is then opened again without its EXIF segment, so its XMP and IPTC still
+    count. None (and a note) when exiv2 cannot read it at all."""
+    try:
+        return pyexiv2.ImageData(data)
+    except RuntimeError as exc:
+        reason = str(exc).strip() or "exiv2 error"
+    stripped = without_exif(data)
+    if stripped is not None:
+        try:
+            image = pyexiv2.ImageData(stripped)
+            notes.append(f"EXIF metadata is unreadable and was skipped ({reason})")
+            return image
+        except RuntimeError:
+            pass
+    if data[:2] == b"\xff\xd8" or data[:4] in (b"II*\x00", b"MM\x00*"):  # formats exiv2 reads metadata of
+        notes.append(f"the image's metadata is unreadable and was skipped ({reason})")
+    return None
+
+
+def without_exif(data: bytes) -> bytes | None:
+    """A JPEG without its EXIF (APP1 ``Exif``) segments; None when it is no JPEG or has none."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    out, at, dropped = [data[:2]], 2, False
+    while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xDA, 0xD9):
+        end = at + 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        if data[at + 1] == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
+            dropped = True
+        else:
+            out.append(data[at:end])
+        at = end
+    return b"".join([*out, data[at:]]) if dropped else None
 
 
 def _block(read: Any, name: str, decode: Any, notes: list[str]) -> dict[str, Any]:
@@ -63,10 +101,10 @@ def _block(read: Any, name: str, decode: Any, notes: list[str]) -> dict[str, Any
     note) when exiv2 cannot read it."""
     try:
         values = dict(read(encoding="latin-1"))
-    except RuntimeError as exc:
-        notes.append(f"{name} metadata is unreadable and was skipped ({str(exc).strip() or 'exiv2 error'})")
+        decoded: dict[str, Any] = decode(values, notes)
+    except Exception as exc:  # exiv2's RuntimeError, or a value no decoding fits: this block only is lost
+        notes.append(f"{name} metadata is unreadable and was skipped ({str(exc).strip() or type(exc).__name__})")
         return {}
-    decoded: dict[str, Any] = decode(values, notes)
     return decoded
 
 
@@ -104,7 +142,10 @@ def _decoded(value: Any) -> tuple[Any, bool]:
     """A value pyexiv2 read as Latin-1, as text: UTF-8 when its bytes are, else Latin-1. The flag says a
     part was not UTF-8 (only a byte below 0x80 is the same in both)."""
     if isinstance(value, str):
-        raw = value.encode("latin-1")
+        try:
+            raw = value.encode("latin-1")
+        except UnicodeEncodeError:  # decoded by pyexiv2 already (Windows' XP* tags are UCS-2)
+            return value, False
         try:
             return raw.decode("utf-8"), False
         except UnicodeDecodeError:

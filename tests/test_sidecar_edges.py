@@ -52,7 +52,8 @@ def test_latin1_iptc_keeps_every_keyword_title_and_rating(image: Path, exiftool:
 
 def test_latin1_exif_beside_utf8_xmp_loses_nothing(image: Path, exiftool: str) -> None:
     run(exiftool, "-q", "-overwrite_original", "-charset", "exif=Latin", "-EXIF:Copyright=© Zoë",
-        "-EXIF:Artist=Zoë Ørsted", "-XMP-dc:Subject=Straße", "-XMP-dc:Subject=Côte", "-XMP-xmp:Rating=5", str(image))
+        "-EXIF:Artist=Zoë Ørsted", "-XPKeywords=東京;Été", "-XMP-dc:Subject=Straße", "-XMP-dc:Subject=Côte",
+        "-XMP-xmp:Rating=5", str(image))  # Windows' XP tags (UCS-2) beside Latin-1 EXIF and UTF-8 XMP
     assert b"Zo\xeb" in image.read_bytes()
     facts = embedded_metadata(image.read_bytes())
     assert facts.keywords == ["Straße", "Côte"] and facts.rating == 5 and facts.creator == ["Zoë Ørsted"]
@@ -81,6 +82,17 @@ def test_a_field_that_lies_about_its_charset_is_kept_and_said(image: Path) -> No
     assert facts.keywords == ["Café", "Beach"] and facts.rating == 3
     assert facts.warnings and "Keywords" in facts.warnings[0]
     assert facts.as_dict()["warnings"] == facts.warnings  # kept with the image's row in the catalog
+
+
+def test_a_broken_exif_block_costs_only_itself(image: Path, exiftool: str) -> None:
+    run(exiftool, "-q", "-overwrite_original", "-IPTC:Keywords=Café", "-XMP-dc:Subject=Café", "-XMP-dc:Subject=Beach",
+        "-XMP-xmp:Rating=2", "-EXIF:Artist=Zoë", str(image))
+    data = bytearray(image.read_bytes())
+    at = data.find(b"Exif\x00\x00") + 6
+    data[at + 8:at + 40] = b"\xff" * 32  # IFD0 claims 65535 entries: exiv2 refuses the whole image for it
+    with pytest.warns(UserWarning, match="EXIF metadata is unreadable and was skipped"):
+        facts = embedded_metadata(bytes(data))
+    assert facts.keywords == ["Café", "Beach"] and facts.rating == 2 and len(facts.warnings) == 1
 
 
 def test_latin1_metadata_is_searchable_after_indexing(env: Env, exiftool: str,
