@@ -150,8 +150,11 @@ def props_of_graph(packet: bytes) -> dict[str, object]:
             continue
         namespace, local = _split_uri(uri)
         key = key_of(uri, f"{prefixes.get(namespace, namespace)}.{local}")
-        if key not in out:
-            out[key] = _value(graph, value)
+        found, known = _value(graph, value), out.get(key)
+        if isinstance(known, list) and isinstance(found, list):  # a list given twice (not XMP): every item counts
+            out[key] = list(dict.fromkeys([*known, *found]))
+        elif key not in out:
+            out[key] = found
     return out
 
 

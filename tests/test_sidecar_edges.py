@@ -327,3 +327,47 @@ def test_the_watcher_notices_a_raw_arriving(tmp_path: Path) -> None:
         assert taken is not None and os.fsencode(folder) in taken.shallow
     finally:
         watcher.stop()
+
+
+RDF_OPEN = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+            'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/">')
+RDF_CLOSE = '</rdf:RDF></x:xmpmeta>'
+ODD_PACKETS = {
+    "attributes only, self-closing": '<rdf:Description rdf:about="" xmp:Rating="3" xmp:Label="Red"/>',
+    "an empty Bag": '<rdf:Description rdf:about=""><dc:subject><rdf:Bag/></dc:subject></rdf:Description>',
+    "a Seq where pixdex writes a Bag": '<rdf:Description rdf:about=""><dc:subject><rdf:Seq><rdf:li>sea</rdf:li>'
+                                       '</rdf:Seq></dc:subject><xmp:Rating>1</xmp:Rating></rdf:Description>',
+    "dc:subject in two descriptions": '<rdf:Description rdf:about=""><dc:subject><rdf:Bag><rdf:li>sea</rdf:li>'
+                                      '</rdf:Bag></dc:subject></rdf:Description><rdf:Description rdf:about="">'
+                                      '<dc:subject><rdf:Bag><rdf:li>sand</rdf:li></rdf:Bag></dc:subject>'
+                                      '<xmp:Rating>2</xmp:Rating></rdf:Description>',
+    "no description at all": '',
+    "pixdex's namespace under another prefix": '<rdf:Description rdf:about="" xmlns:pd="https://pixdex.dev/ns/1.0/">'
+                                               '<pd:Model>old</pd:Model><xmp:Rating>5</xmp:Rating></rdf:Description>',
+    "an indented packet": '\n <rdf:Description rdf:about="">\n  <dc:subject>\n   <rdf:Bag>\n    <rdf:li>sea</rdf:li>'
+                          '\n   </rdf:Bag>\n  </dc:subject>\n </rdf:Description>\n',
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_PACKETS))
+def test_the_rdf_xml_editor_on_odd_layouts(name: str, image: Path, exiftool: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixdex.indexer import sidecar as sc
+    from pixdex.indexer.xmpgraph import changed_triples
+
+    monkeypatch.setattr(sc, "_WRITERS", (sc._rdf_written,))
+    side = sidecar_path(image)
+    side.write_text(RDF_OPEN + ODD_PACKETS[name] + RDF_CLOSE)
+    original = side.read_bytes()
+    before = {k: v for k, v in exif_json(exiftool, side, "-XMP:all").items()
+              if k != "XMP-dc:Subject" and not k.endswith(":Model")}  # pixdex's own, under another prefix
+    theirs = set(as_list(exif_json(exiftool, side, "-XMP-dc:Subject").get("XMP-dc:Subject"))) - {""}
+    theirs |= {"sea"} if name == "dc:subject in two descriptions" else set()  # exiftool shows the last one only
+    write_tags(image, ["dog"], "pixdex", "m")
+    edit_back = write_tags(image, ["dog", "cat"], "pixdex", "m2")  # and over its own result
+    seen = exif_json(exiftool, side, "-XMP:all")
+    assert set(as_list(seen["XMP-dc:Subject"])) == theirs | {"dog", "cat"}  # every keyword, once
+    assert {k: v for k, v in seen.items() if k in before} == before
+    assert [v for k, v in seen.items() if k.endswith(":Model")] == ["m2"] and edit_back.error is None
+    owned = [sc.URIS[k] for k in (sc.SUBJECT, sc.HIERARCHICAL, sc.TAGS_LIST, sc.METADATA_DATE)] + [sc.PIXDEX_NS + "*"]
+    assert changed_triples(original, side.read_bytes(), owned) == []
