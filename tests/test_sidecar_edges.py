@@ -371,3 +371,17 @@ def test_the_rdf_xml_editor_on_odd_layouts(name: str, image: Path, exiftool: str
     assert [v for k, v in seen.items() if k.endswith(":Model")] == ["m2"] and edit_back.error is None
     owned = [sc.URIS[k] for k in (sc.SUBJECT, sc.HIERARCHICAL, sc.TAGS_LIST, sc.METADATA_DATE)] + [sc.PIXDEX_NS + "*"]
     assert changed_triples(original, side.read_bytes(), owned) == []
+
+
+def test_an_upper_case_sidecar_moves_with_its_image_and_keeps_its_case(tmp_path: Path) -> None:
+    from pixdex.indexer.sidecar_moves import carry_over
+
+    for old_side, new_side in (("a.XMP", "b.XMP"), ("a.jpg.XMP", "b.jpg.XMP")):
+        image = tmp_path / "a.jpg"
+        solid((1, 2, 3)).save(image)
+        (tmp_path / old_side).write_text(PERSON_SIDECAR)
+        image.rename(tmp_path / "b.jpg")
+        assert carry_over(image, tmp_path / "b.jpg") == tmp_path / new_side
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b.jpg", new_side])
+        for path in tmp_path.iterdir():
+            path.unlink()
