@@ -60,7 +60,7 @@ def read_props(data: bytes) -> dict[str, Any]:
         with exiv2() as pyexiv2:
             try:
                 return dict(pyexiv2.ImageData(data).read_xmp())
-            except RuntimeError as exc:
+            except (RuntimeError, UnicodeDecodeError) as exc:
                 exiv2_error = str(exc).strip()
     try:
         return props_of_graph(data)
@@ -359,7 +359,7 @@ def _exiv2_written(path: Path, data: bytes, values: dict[str, Any]) -> bytes:
             doc.modify_xmp({k: None for k in values if k in xmp})
             doc.modify_xmp(_pyexiv2_values(values))
             payload: bytes = doc.get_bytes()
-        except RuntimeError as exc:
+        except (RuntimeError, UnicodeDecodeError) as exc:
             raise SidecarError(path, f"sidecar is not valid XMP ({str(exc).strip()}); left untouched") from exc
     return payload
 
