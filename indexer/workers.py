@@ -223,7 +223,7 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
         item.clip_input = clip_preprocess(decoded.image, spec.clip)
     if spec.clip is not None and spec.tagger_size:
         item.tag_input = wd14_preprocess(decoded.image, spec.tagger_size)
-    from pixdex.indexer.sidecar import embedded_metadata
+    from pixdex.indexer.image_metadata import embedded_metadata
 
     item.embedded = embedded_metadata(data).as_dict()
     return item
@@ -233,8 +233,8 @@ def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) ->
     """Fill `item` from the image's sidecar when it carries the embedding (and keywords) of the configured
     models for this content: the image is then only probed (header, EXIF, metadata), never decoded."""
     from pixdex.indexer.decode import probe_image
-    from pixdex.indexer.sidecar import MACHINE, MODEL, REJECTED, embedded_metadata, read_embedding, read_sidecar, \
-        sidecar_path
+    from pixdex.indexer.image_metadata import embedded_metadata
+    from pixdex.indexer.sidecar import MACHINE, MODEL, REJECTED, read_embedding, read_sidecar, sidecar_path
     from pixdex.indexer.metadata import as_list
 
     assert spec.from_sidecar is not None
