@@ -91,9 +91,10 @@ class _Document:
     def __init__(self, rdf: Any, values: dict[str, Any]) -> None:
         self.rdf = rdf
         tops = [e for e in rdf if isinstance(e.tag, str)]
-        about = next((e.get(ABOUT) for e in tops if e.get(ABOUT) is not None), "")
-        self.about = about
-        self.main = [e for e in tops if e.get(ABOUT) == about and e.tag == f"{{{RDF}}}Description"]
+        # XMP describes one resource: every top-level description with an rdf:about speaks of it (as exiv2
+        # and exiftool read them), whatever the about says; one with an rdf:nodeID is another node.
+        self.main = [e for e in tops if e.get(ABOUT) is not None and e.tag == f"{{{RDF}}}Description"]
+        self.about = self.main[0].get(ABOUT) if self.main else ""
         self.block: Any = None  # the rdf:Description pixdex adds for properties with no home yet
         self.homeless = {NAMESPACES[key.split(".")[1]] for key, value in values.items()
                          if value not in (None, [], {}) and not self._occurrences(_name(key))
