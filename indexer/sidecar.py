@@ -59,7 +59,8 @@ def read_props(data: bytes) -> dict[str, Any]:
     if not NODE_ID.search(data):
         with exiv2() as pyexiv2:
             try:
-                return dict(pyexiv2.ImageData(data).read_xmp())
+                props: dict[str, Any] = dict(pyexiv2.ImageData(data).read_xmp())
+                return props
             except (RuntimeError, UnicodeDecodeError) as exc:
                 exiv2_error = str(exc).strip()
     try:

@@ -55,8 +55,8 @@ def edit_packet(packet: bytes, values: dict[str, Any]) -> bytes:
     document = _Document(rdf, values)
     for key, value in values.items():
         document.set(key, value)
-    text = head + etree.tostring(root.getroottree(), encoding="unicode") + tail
-    return bom + text.encode(encoding)
+    serialized: str = etree.tostring(root.getroottree(), encoding="unicode")
+    return bom + (head + serialized + tail).encode(encoding)
 
 
 def _split(packet: bytes) -> tuple[bytes, str, str, str, str]:
@@ -229,7 +229,7 @@ def _alt_items(value: Any) -> list[tuple[str | None, str]]:
 def _indent(element: Any) -> str | None:
     """The line break and indentation before `element` (None on a one-line packet)."""
     previous, parent = element.getprevious(), element.getparent()
-    space = previous.tail if previous is not None else parent.text if parent is not None else None
+    space: str | None = previous.tail if previous is not None else parent.text if parent is not None else None
     if space and not space.strip() and "\n" in space:
         return space[space.rindex("\n"):]
     return None
