@@ -34,7 +34,7 @@ from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, Fi
                              FileSystemEventHandler)
 
 from pixdex.indexer.errors import display_path
-from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, is_sidecar_name, skipped_dir
+from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, is_raw_name, is_sidecar_name, skipped_dir
 from pixdex.indexer.settings import WatchSettings
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,8 @@ class Watcher(FileSystemEventHandler):
                     self._dirty.deep.add(os.path.dirname(path))
                     touched = True
                     continue
-                if not (is_image_name(name) or is_sidecar_name(name)) or name.startswith(b"."):
-                    continue
+                if not (is_image_name(name) or is_sidecar_name(name) or is_raw_name(name)) or name.startswith(b"."):
+                    continue  # a RAW counts: arriving, it takes the IMG.xmp a JPEG beside it used (docs/SIDECARS.md)
                 if isinstance(event, FileAttribEvent) and not is_sidecar_name(name):
                     continue  # a sidecar made writable is worth a look (pixdex may write it now); an image's mode is not
                 if isinstance(event, (FileModifiedEvent, FileCreatedEvent)) and is_image_name(name):

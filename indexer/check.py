@@ -253,19 +253,19 @@ def orphan_sidecars(config: Config, folders: list[bytes]) -> list[bytes]:
     file of stem `IMG` for `IMG.xmp`) and holds nothing but pixdex's own keywords and bookkeeping."""
     from pathlib import Path
 
-    from pixdex.indexer.sidecar import only_ours
+    from pixdex.indexer.sidecar_moves import only_ours
 
     found = []
     for root in folders:
         for directory, dirs, files in os.walk(root):
             dirs[:] = [d for d in dirs if not d.startswith(b".")]
-            names = set(files) | set(dirs)
-            stems = {os.path.splitext(n)[0].lower() for n in names if not n.lower().endswith(b".xmp")}
+            others = {n.lower() for n in [*files, *dirs] if not n.lower().endswith(b".xmp")}  # names: any case
+            stems = {os.path.splitext(n)[0] for n in others}
             for name in files:
                 if not name.lower().endswith(b".xmp"):
                     continue
-                image = name[:-4]
-                if image in names or image.lower() in stems:
+                image = name[:-4].lower()
+                if image in others or image in stems:
                     continue
                 path = os.path.join(directory, name)
                 if only_ours(Path(os.fsdecode(path)), config.sidecar.tag_parent):

@@ -101,15 +101,15 @@ def write_keywords(image: Path, values: dict[str, list[str]]) -> bool:
     import pyexiv2
 
     from pixdex.indexer.files import ChangedMeanwhile, Refused, replace_owned, seen
-    from pixdex.indexer.sidecar import _LOCK, METADATA_DATE, _pyexiv2_values, _same, _setup, check_graph
+    from pixdex.indexer.exiv2 import exiv2
+    from pixdex.indexer.sidecar import METADATA_DATE, _pyexiv2_values, _same, check_graph
 
     try:
         data = image.read_bytes()
         was = seen(os.stat(image))
     except OSError as exc:
         raise SidecarError(image, f"cannot read the image to write its XMP: {exc.strerror or exc}") from exc
-    with _LOCK:
-        _setup()
+    with exiv2():
         try:
             doc = pyexiv2.ImageData(data)
             try:

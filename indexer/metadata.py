@@ -6,6 +6,8 @@ with the Metadata Working Group's rules, as exiftool's MWG module applies them:
   with it (no stored IPTC digest, or a digest that matches the IPTC data); else IPTC. An IPTC
   block changed by a program that does not know XMP (digest mismatch) wins over stale XMP.
 - description and creator: EXIF (ImageDescription, Artist) first when not blank, then XMP/IPTC as above.
+- GPS position: EXIF's GPSLatitude/GPSLongitude first, then XMP's ``exif:GPSLatitude``/``exif:GPSLongitude``
+  (``48,51.4N``: the reference is inside the value); a sidecar's counts when the image has neither.
 
 MWG.jpg in the exiftool corpus holds a WRONG value in every field that loses; tests check none of
 them is indexed. The IPTC digest is read from the Photoshop image resources (JPEG APP13 as Pillow
@@ -45,6 +47,9 @@ class Embedded:
     state: str = ""
     country: str = ""
     created: str = ""  # ISO date from XMP/IPTC (photoshop:DateCreated, xmp:CreateDate, IPTC DateCreated)
+    lat: float | None = None  # degrees, north positive: EXIF GPS, else XMP's
+    lon: float | None = None  # degrees, east positive
+    warnings: list[str] = field(default_factory=list)  # what could not be read as written (image_metadata)
 
     def text(self) -> str:
         """Everything a text search should find, once each."""
@@ -88,14 +93,64 @@ def reconcile(xmp: dict[str, Any], iptc: dict[str, Any], exif: dict[str, Any], i
         description = lang_alt(pick(xmp.get("Xmp.dc.description"), iptc.get("Iptc.Application2.Caption")))
     creator = [a.strip() for a in str(exif.get("Exif.Image.Artist") or "").split(";") if a.strip()]
     creator = creator or as_list(pick(xmp.get("Xmp.dc.creator"), iptc.get("Iptc.Application2.Byline")))
-    values = {name: lang_alt(pick(xmp.get(x), iptc.get(i))) for name, (x, i) in XMP_FIRST.items()}
+    values: dict[str, Any] = {name: lang_alt(pick(xmp.get(x), iptc.get(i))) for name, (x, i) in XMP_FIRST.items()}
     iptc_date = str(iptc.get("Iptc.Application2.DateCreated") or "")
     created = _iso_date(pick(xmp.get("Xmp.photoshop.DateCreated") or xmp.get("Xmp.xmp.CreateDate"),
                              f"{iptc_date}T{iptc.get('Iptc.Application2.TimeCreated') or '00:00:00'}"
                              if iptc_date else None))
+    lat, lon = exif_gps(exif)
+    if lat is None or lon is None:
+        lat, lon = xmp_gps(xmp)
     return Embedded(keywords=list(dict.fromkeys(keywords)), description=description, creator=creator,
                     rating=_rating(xmp.get("Xmp.xmp.Rating") or exif.get("Exif.Image.Rating")), created=created,
-                    **values)
+                    lat=lat, lon=lon, **values)
+
+
+def exif_gps(exif: dict[str, Any]) -> tuple[float | None, float | None]:
+    """Decimal degrees from EXIF's GPSLatitude/GPSLongitude (``48/1 51/1 2400/100``) and their N/S/E/W refs."""
+    def degrees(value: Any, ref: Any, limit: float) -> float | None:
+        try:
+            d, m, s = (_fraction(part) for part in str(value or "").split())
+        except (ValueError, ZeroDivisionError):
+            return None
+        result = (d + m / 60 + s / 3600) * (-1 if str(ref or "").strip().upper() in ("S", "W") else 1)
+        return round(result, 7) if abs(result) <= limit else None
+
+    lat = degrees(exif.get("Exif.GPSInfo.GPSLatitude"), exif.get("Exif.GPSInfo.GPSLatitudeRef"), 90)
+    lon = degrees(exif.get("Exif.GPSInfo.GPSLongitude"), exif.get("Exif.GPSInfo.GPSLongitudeRef"), 180)
+    return (lat, lon) if lat is not None and lon is not None else (None, None)
+
+
+def _fraction(text: str) -> float:
+    top, _slash, bottom = text.partition("/")
+    return float(top) / float(bottom or 1)
+
+
+def xmp_gps(xmp: dict[str, Any]) -> tuple[float | None, float | None]:
+    """Decimal degrees from XMP's ``exif:GPSLatitude``/``exif:GPSLongitude``."""
+    lat = xmp_coordinate(xmp.get("Xmp.exif.GPSLatitude"), "NS", 90)
+    lon = xmp_coordinate(xmp.get("Xmp.exif.GPSLongitude"), "EW", 180)
+    return (lat, lon) if lat is not None and lon is not None else (None, None)
+
+
+def xmp_coordinate(value: Any, refs: str, limit: float) -> float | None:
+    """An XMP GPSCoordinate — ``DDD,MM,SSk`` or ``DDD,MM.mmk``, k one of `refs` (N/S or E/W) — in decimal
+    degrees, negative to the south and west; a plain decimal is taken as it is. None when malformed."""
+    text = str(value or "").strip().upper()
+    if not text:
+        return None
+    sign = 1.0
+    if text[-1] in refs:
+        sign = -1.0 if text[-1] == refs[1] else 1.0
+        text = text[:-1]
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        return None
+    if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts[1:]):
+        return None
+    result = sign * sum(p / 60 ** i for i, p in enumerate(parts))
+    return round(result, 7) if abs(result) <= limit and result == result else None
 
 
 def _iso_date(value: Any) -> str:
@@ -186,13 +241,17 @@ class SidecarState:
     image_stat: tuple[int, int, int, int] | None = None
     image_digest: str | None = None
     digest: str | None = None  # BLAKE2b of the sidecar's bytes as read (or written)
+    lat: float | None = None  # the sidecar's XMP GPS position (a geotagging tool's), degrees
+    lon: float | None = None
 
 
 def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: SidecarState | None,
               rejected: list[str] = ()  # type: ignore[assignment]
               ) -> tuple[list[dict[str, object]], str, list[str], dict[str, Any]]:
     """The keywords (`tag:`) and the person's text an image is indexed with, its rejected keywords, and
-    its rating and description as shown (`{"rating": …, "description": …}`, None when it has none).
+    its rating and description as shown (`{"rating": …, "description": …}`, None when it has none), with
+    its position (`lat`, `lon`) when its metadata has one: the image's own GPS (EXIF, else XMP), else the
+    sidecar's (a geotagging tool's).
 
     A readable sidecar speaks for the image, as it does for digiKam (a sidecar's XMP replaces the
     embedded one): its keywords and text. Without one, the image's own reconciled metadata. The
@@ -209,4 +268,13 @@ def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: 
     theirs = {str(p["name"]).casefold() for p in person}
     kept = [t for t in machine if t.get("category") != "person" and str(t["name"]) not in rejected
             and str(t["name"]).casefold() not in theirs]
-    return kept + person, text, rejected, {"rating": rating, "description": description or None}
+    shown = {"rating": rating, "description": description or None}
+    return kept + person, text, rejected, shown | position(facts, side)
+
+
+def position(facts: Embedded, side: SidecarState | None) -> dict[str, float]:
+    """`{"lat": …, "lon": …}` from the image's metadata, else its sidecar's; {} when neither has one."""
+    for lat, lon in ((facts.lat, facts.lon), (side.lat, side.lon) if side is not None else (None, None)):
+        if lat is not None and lon is not None:
+            return {"lat": lat, "lon": lon}
+    return {}

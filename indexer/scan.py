@@ -11,13 +11,15 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pixdex.indexer.catalog import Catalog, FileStat, ImageRow
 from pixdex.indexer.decode import EXTENSIONS
 from pixdex.indexer.files import remove_stale_temps
+from pixdex.indexer.sidecar_naming import (RAW_EXTENSIONS, Siblings, folder_names, is_raw_name,  # noqa: F401
+                                           is_sidecar_name, shares_sidecars, sidecar_name_of, siblings,
+                                           stem_is_shared, stems_of)
 
 
 def content_hash(data: bytes) -> str:
@@ -90,7 +92,7 @@ def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple
         return
     remove_stale_temps(root, [e.name for e in entries])
     names = {e.name for e in entries}
-    stems = stems_of(names)
+    stems = siblings(names)
     for entry in sorted(entries, key=lambda e: e.name):
         name = os.fsdecode(entry.name)
         try:
@@ -107,50 +109,7 @@ def walk(root: bytes, skip: list[str], follow_symlinks: bool, errors: list[tuple
             errors.append((entry.path, f"cannot stat: {exc.strerror or exc}"))
 
 
-RAW_EXTENSIONS = frozenset({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf",
-                            ".rw2", ".rwl", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".mrw", ".kdc", ".dcr",
-                            ".mos", ".raw"})
-
-
-def shares_sidecars(name: bytes) -> bool:
-    """Whether a file with this name competes for an ``IMG.xmp``: images pixdex reads, and RAW files."""
-    return is_image_name(name) or os.path.splitext(name)[1].decode("ascii", "ignore").lower() in RAW_EXTENSIONS
-
-
-def stems_of(names: Iterable[bytes]) -> Counter[bytes]:
-    """How many files of a folder's `names` compete for each ``STEM.xmp``."""
-    return Counter(os.path.splitext(n)[0] for n in names if shares_sidecars(n))
-
-
-def folder_names(folder: bytes) -> set[bytes]:
-    try:
-        return set(os.listdir(folder))
-    except OSError:
-        return set()
-
-
-def stem_is_shared(image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> bool:
-    """Whether another image or RAW file in the folder has the image's stem (the image itself may be gone)."""
-    stem = os.path.splitext(image_name)[0]
-    return stems[stem] - (image_name in names and shares_sidecars(image_name)) > 0
-
-
-def sidecar_name_of(image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> bytes | None:
-    """The name of an image's existing sidecar among a folder's `names`: ``IMG.jpg.xmp``, else ``IMG.xmp``
-    while no other image or RAW file shares the stem (``IMG_1.CR2`` + ``IMG_1.JPG`` never share one)."""
-    long = image_name + b".xmp"
-    if long in names:
-        return long
-    stem = os.path.splitext(image_name)[0]
-    short = stem + b".xmp"
-    return short if stem and short in names and not stem_is_shared(image_name, names, stems) else None
-
-
-def is_sidecar_name(name: bytes) -> bool:
-    return name.lower().endswith(b".xmp")
-
-
-def _side(root: bytes, image_name: bytes, names: set[bytes], stems: Counter[bytes]) -> str | None:
+def _side(root: bytes, image_name: bytes, names: set[bytes], stems: Siblings) -> str | None:
     """The version of an image's sidecar, None when it has none."""
     found = sidecar_name_of(image_name, names, stems)
     return None if found is None else sidecar_version(os.path.join(root, found))

@@ -225,7 +225,7 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
         item.clip_input = clip_preprocess(decoded.image, spec.clip)
     if spec.clip is not None and spec.tagger_size:
         item.tag_input = wd14_preprocess(decoded.image, spec.tagger_size)
-    from pixdex.indexer.sidecar import embedded_metadata
+    from pixdex.indexer.image_metadata import embedded_metadata
 
     item.embedded = embedded_metadata(data).as_dict()
     return item
@@ -236,9 +236,10 @@ def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) ->
     models for this content: the image is then only probed (header, EXIF, metadata), never decoded. Without
     models (`spec.sidecar_by_name`), whatever keywords and embedding it holds for this content are taken."""
     from pixdex.indexer.decode import probe_image
+    from pixdex.indexer.image_metadata import embedded_metadata
     from pixdex.indexer.metadata import as_list
-    from pixdex.indexer.sidecar import EMBEDDING_MODEL, MACHINE, MODEL, REJECTED, embedded_metadata, \
-        read_embedding, read_sidecar, sidecar_path
+    from pixdex.indexer.sidecar import EMBEDDING_MODEL, MACHINE, MODEL, REJECTED, read_embedding, read_sidecar, \
+        sidecar_path
 
     assert spec.from_sidecar is not None
     clip_id, keyword_model, _parent, naming = spec.from_sidecar
@@ -325,7 +326,8 @@ def carry_sidecar(old: bytes, new: bytes, tags: list[str], rejected: list[str], 
                   merge: bool = True) -> SidecarState:
     """After a move: the new image's sidecar is the old one, moved (with pixdex's keywords merged, unless
     `merge` is False: the image is queued and its own turn merges them)."""
-    from pixdex.indexer.sidecar import carry_over, read_state
+    from pixdex.indexer.sidecar import read_state
+    from pixdex.indexer.sidecar_moves import carry_over
 
     try:
         carry_over(Path(os.fsdecode(old)), Path(os.fsdecode(new)), spec.naming)
@@ -395,7 +397,7 @@ def describe_sidecar(path: bytes, machine: list[str], rejected: list[str], spec:
 
 def drop_sidecar(path: bytes, spec: SidecarSpec) -> bool:
     """The image is gone: remove its sidecar if pixdex alone wrote it (see `remove_if_only_ours`)."""
-    from pixdex.indexer.sidecar import remove_if_only_ours
+    from pixdex.indexer.sidecar_moves import remove_if_only_ours
 
     try:
         with Captured():

@@ -130,29 +130,50 @@ def _local(uri) -> str:  # type: ignore[no-untyped-def]
     return text.rsplit("#", 1)[-1].rsplit("/", 1)[-1] or text
 
 
-
-
-def props_of_graph(packet: bytes, keys: dict[str, str]) -> dict[str, object]:
-    """The properties named in `keys` (pyexiv2 key → predicate URI), read from the RDF graph in
-    pyexiv2's form: lists for Bag/Seq, {'lang="…"': text} for Alt, text otherwise. For packets exiv2
-    cannot read: their keywords and captions are still a person's words."""
+def props_of_graph(packet: bytes) -> dict[str, object]:
+    """Every property of the packet in pyexiv2's form (``Xmp.dc.subject`` …; `sidecar_keys.key_of`): lists
+    for Bag/Seq, {'lang="…"': text} for Alt, text otherwise, ``type="Struct"`` for a structure. The
+    described resource's own properties come first; those of other nodes (rdf:nodeID descriptions,
+    structure fields) only tell that something else is there. For packets exiv2 cannot read, or would
+    read wrong (rdf:nodeID): their keywords, captions and pixdex's own record still count."""
     import rdflib
 
+    from pixdex.indexer.sidecar_keys import key_of
+
     graph = graph_of(packet)
-    rdf_type = rdflib.URIRef(RDF_NS + "type")
+    prefixes = {str(uri): prefix for prefix, uri in graph.namespaces()}
     out: dict[str, object] = {}
-    for key, uri in keys.items():
-        for _s, _p, value in graph.triples((None, rdflib.URIRef(uri), None)):
-            if isinstance(value, rdflib.Literal):
-                out[key] = str(value)
-                continue
-            items = sorted(((int(str(p)[len(RDF_NS) + 1:]), o) for _x, p, o in graph.triples((value, None, None))
-                            if str(p).startswith(RDF_NS + "_") and str(p)[len(RDF_NS) + 1:].isdigit()),
-                           key=lambda item: item[0])
-            kinds = {str(o) for o in graph.objects(value, rdf_type)}
-            if RDF_NS + "Alt" in kinds:
-                out[key] = {f'lang="{getattr(o, "language", None) or "x-default"}"': str(o) for _n, o in items}
-            else:
-                out[key] = [str(o) for _n, o in items if isinstance(o, rdflib.Literal)]
-            break
+    triples = sorted(graph, key=lambda t: isinstance(t[0], rdflib.BNode))
+    for _s, predicate, value in triples:
+        uri = str(predicate)
+        if uri.startswith(RDF_NS):
+            continue
+        namespace, local = _split_uri(uri)
+        key = key_of(uri, f"{prefixes.get(namespace, namespace)}.{local}")
+        found, known = _value(graph, value), out.get(key)
+        if isinstance(known, list) and isinstance(found, list):  # a list given twice (not XMP): every item counts
+            out[key] = list(dict.fromkeys([*known, *found]))
+        elif key not in out:
+            out[key] = found
     return out
+
+
+def _split_uri(uri: str) -> tuple[str, str]:
+    cut = max(uri.rfind("/"), uri.rfind("#")) + 1
+    return uri[:cut], uri[cut:]
+
+
+def _value(graph, node) -> object:  # type: ignore[no-untyped-def]
+    """One property's value in pyexiv2's form."""
+    import rdflib
+
+    if not isinstance(node, rdflib.BNode):
+        return str(node)
+    kinds = {str(o) for o in graph.objects(node, rdflib.URIRef(RDF_NS + "type"))}
+    items = sorted(((int(str(p)[len(RDF_NS) + 1:]), o) for _x, p, o in graph.triples((node, None, None))
+                    if str(p).startswith(RDF_NS + "_") and str(p)[len(RDF_NS) + 1:].isdigit()), key=lambda item: item[0])
+    if RDF_NS + "Alt" in kinds:
+        return {f'lang="{getattr(o, "language", None) or "x-default"}"': str(o) for _n, o in items}
+    if kinds & {RDF_NS + "Bag", RDF_NS + "Seq"} or items:
+        return [str(o) for _n, o in items if isinstance(o, rdflib.Literal)]
+    return 'type="Struct"'

@@ -15,6 +15,7 @@ import pytest
 from pixdex.indexer import sidecar as sc
 from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.sidecar import edit_person, read_sidecar, read_state, sidecar_path, write_tags
+from pixdex.indexer.sidecar_moves import carry_over
 from pixdex.indexer.xmpgraph import changed_triples
 
 from conftest import CORPUS, solid, tool
@@ -198,62 +199,83 @@ def test_new_sidecar_starts_from_the_images_own_keywords(name: str, tmp_path: Pa
 
 
 CORPUS_XMP = sorted(p.name for p in CORPUS.glob("*.xmp")) if CORPUS.is_dir() else []
+OWNED_TAGS = {"XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList", "XMP-xmp:MetadataDate",
+              "XMP-x:XMPToolkit", "SourceFile"}
+
+
+def others_view(exiftool: str, side: Path) -> dict[str, object]:
+    """Everything exiftool reads in a sidecar but what pixdex owns (and the toolkit name a writer stamps)."""
+    seen = exif_json(exiftool, side, "-XMP:all")
+    return {k: v for k, v in seen.items() if k not in OWNED_TAGS and not k.startswith("XMP-pixdex:")}
 
 
 @needs_corpus
 @pytest.mark.parametrize("name", CORPUS_XMP)
-def test_every_corpus_sidecar_keeps_its_graph_or_is_refused_and_still_read(name: str, image: Path) -> None:
+def test_every_corpus_sidecar_gets_pixdexs_tags_and_keeps_everything_else(name: str, image: Path,
+                                                                           exiftool: str) -> None:
     side = sidecar_path(image)
     shutil.copyfile(CORPUS / name, side)
     original = side.read_bytes()
-    try:
-        write_tags(image, ["dog", "sunset"], "pixdex", "m@1")
-    except SidecarError as exc:
-        assert exc.reason and "left untouched" in exc.reason
-        assert side.read_bytes() == original
-        state = read_state(image, "pixdex", error=exc.reason)
-    else:
-        written = side.read_bytes()
-        owned = [sc.URIS[k] for k in (sc.SUBJECT, sc.HIERARCHICAL, sc.TAGS_LIST, sc.METADATA_DATE)] + [sc.PIXDEX_NS + "*"]
-        assert changed_triples(original, written, owned) == []
-        state = read_state(image, "pixdex")
-        assert {"dog", "sunset"} <= set(read_sidecar(side)["Xmp.dc.subject"])
-    # Read either way: every keyword and caption exiftool sees in it is indexed.
-    seen = exif_json(tool("exiftool", "libimage-exiftool-perl"), CORPUS / name, "-XMP:all")
+    before = others_view(exiftool, side)
+    state = write_tags(image, ["dog", "sunset"], "pixdex", "m@1")
+    written = side.read_bytes()
+    assert written != original and state.error is None
+    owned = [sc.URIS[k] for k in (sc.SUBJECT, sc.HIERARCHICAL, sc.TAGS_LIST, sc.METADATA_DATE)] + [sc.PIXDEX_NS + "*"]
+    assert changed_triples(original, written, owned) == []  # the RDF graph outside pixdex's properties
+    assert others_view(exiftool, side) == before  # and every value exiftool shows
+    # Every keyword and caption exiftool saw in it is still the person's, and pixdex's are where programs look.
+    seen = exif_json(exiftool, CORPUS / name, "-XMP:all")
     keywords = {leaf(k) for key in ("XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList")
                 for k in as_list(seen.get(key))}
-    assert state.readable
-    assert keywords <= {p["name"] for p in state.person} | {"dog", "sunset"}
+    assert state.readable and keywords <= {p["name"] for p in state.person}
+    for program, found in keywords_as_programs_see(exiftool, side).items():
+        assert {"dog", "sunset"} | keywords <= {leaf(k) for k in found}, program
     for key in ("XMP-dc:Title", "XMP-dc:Description"):
         value = seen.get(key)
         if isinstance(value, str) and value.strip():
             assert value in state.text, key
+    assert read_state(image, "pixdex") == state  # read back as written
+    write_tags(image, ["dog"], "pixdex", "m@2")  # and written again over its own result
+    assert "sunset" not in read_sidecar(side)["Xmp.dc.subject"]
+    assert changed_triples(original, side.read_bytes(), owned) == []
 
 
 @needs_corpus
-@pytest.mark.parametrize("name", ["XMP5.xmp", "XMP9.xmp"])
-def test_the_graph_check_catches_what_pyexiv2_cannot_see(name: str, image: Path) -> None:
+@pytest.mark.parametrize("name", ["XMP2.xmp", "XMP3.xmp", "XMP5.xmp", "XMP6.xmp", "XMP9.xmp"])
+def test_what_exiv2_cannot_rewrite_is_edited_as_rdf_xml(name: str, image: Path) -> None:
+    """exiv2's rewrite of these would change what pixdex does not own (or exiv2 refuses them): the graph check
+    catches it, and the RDF/XML editor writes them instead."""
     side = sidecar_path(image)
     shutil.copyfile(CORPUS / name, side)
-    with pytest.raises(SidecarError, match="without changing what pixdex does not own"):
-        write_tags(image, ["dog"], "pixdex", "m")
+    data = side.read_bytes()
+    values = {sc.SUBJECT: ["dog"], sc.MODEL: "m"}
+    with pytest.raises(SidecarError):
+        sc.check_graph(side, data, sc._exiv2_written(side, data, values), list(values))
+    sc.check_graph(side, data, sc._rdf_written(side, data, values), list(values))
+    write_tags(image, ["dog"], "pixdex", "m")
+    assert "dog" in read_sidecar(side)["Xmp.dc.subject"]
 
 
-def test_refused_sidecar_is_still_read(image: Path) -> None:
+def test_a_node_id_sidecar_gets_keywords_in_its_own_container(image: Path) -> None:
     side = sidecar_path(image)
-    # rdf:nodeID: legal RDF, refused by pixdex (exiv2 drops it); its keywords still count.
+    # rdf:nodeID: legal RDF that exiv2 drops; pixdex adds its keyword into the Bag the node ID names.
     side.write_text(
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
-        '<dc:subject><rdf:Bag><rdf:li>lighthouse</rdf:li></rdf:Bag></dc:subject>'
+        '<dc:subject rdf:nodeID="k"/>'
         '<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Cape Kiwanda</rdf:li></rdf:Alt></dc:title>'
         '<dc:rights rdf:nodeID="r1"/></rdf:Description>'
+        '<rdf:Bag rdf:nodeID="k"><rdf:li>lighthouse</rdf:li></rdf:Bag>'
         '<rdf:Description rdf:nodeID="r1" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:source>x</dc:source>'
         '</rdf:Description></rdf:RDF></x:xmpmeta>')
-    with pytest.raises(SidecarError) as refused:
-        write_tags(image, ["dog"], "pixdex", "m")
-    state = read_state(image, "pixdex", error=refused.value.reason)
-    assert state.readable and state.error
+    original = side.read_bytes()
+    state = write_tags(image, ["dog"], "pixdex", "m")
+    text = side.read_text()
+    assert '<rdf:Bag rdf:nodeID="k"><rdf:li>lighthouse</rdf:li><rdf:li>dog</rdf:li></rdf:Bag>' in text
+    assert changed_triples(original, side.read_bytes(), [sc.URIS[sc.SUBJECT], sc.URIS[sc.HIERARCHICAL],
+                                                          sc.URIS[sc.TAGS_LIST], sc.URIS[sc.METADATA_DATE],
+                                                          sc.PIXDEX_NS + "*"]) == []
+    assert state.readable and state.error is None
     assert {"name": "lighthouse"} in state.person
     assert "Cape Kiwanda" in state.text
 
@@ -435,7 +457,7 @@ def test_a_relative_symlinked_sidecar_moves_as_a_working_link(tmp_path: Path) ->
     sidecar_path(image).symlink_to("../store/kept.xmp")
     moved = tmp_path / "b" / "deep" / "x.jpg"
     image.rename(moved)
-    new = sc.carry_over(image, moved)
+    new = carry_over(image, moved)
     assert new == sidecar_path(moved) and new.is_symlink() and not os.path.isabs(os.readlink(new))
     assert "Grandma" in read_sidecar(new)["Xmp.dc.subject"]
     assert not os.path.lexists(sidecar_path(image))
@@ -471,6 +493,8 @@ def test_every_corpus_image_with_keywords_gets_them_in_all_three_fields(tmp_path
         except SidecarError as exc:
             problems.append(f"{name}: refused: {exc.reason}")
             continue
+        if image.read_bytes() != (CORPUS / name).read_bytes():
+            problems.append(f"{name}: the image itself changed")
         for program, seen in keywords_as_programs_see(exiftool, sidecar_path(image)).items():
             missing = set(map(str, keywords)) - {leaf(k) for k in seen}
             if missing:
@@ -500,7 +524,7 @@ def test_an_adobe_style_sidecar_moves_with_its_image_and_keeps_its_style(tmp_pat
     solid((1, 2, 3)).save(image)
     (tmp_path / "a.xmp").write_text(PERSON_SIDECAR)
     image.rename(tmp_path / "b.jpg")  # the image is gone from its old name when the sidecar follows
-    assert sc.carry_over(image, tmp_path / "b.jpg") == tmp_path / "b.xmp"
+    assert carry_over(image, tmp_path / "b.jpg") == tmp_path / "b.xmp"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jpg", "b.xmp"]
 
 
@@ -511,5 +535,5 @@ def test_a_jpeg_moved_away_from_its_raw_leaves_the_raws_sidecar(tmp_path: Path) 
     (tmp_path / "IMG_1.xmp").write_text(PERSON_SIDECAR)  # Lightroom's, for the RAW
     (tmp_path / "elsewhere").mkdir()
     jpeg.rename(tmp_path / "elsewhere" / "IMG_1.JPG")
-    assert sc.carry_over(jpeg, tmp_path / "elsewhere" / "IMG_1.JPG") is None
+    assert carry_over(jpeg, tmp_path / "elsewhere" / "IMG_1.JPG") is None
     assert (tmp_path / "IMG_1.xmp").read_text() == PERSON_SIDECAR
