@@ -71,7 +71,7 @@ def open_page(config: Config, words: list[str], similar: bool, narrow: bool, lan
 
     client = Client.connect(config.socket_path, config.data_dir)
     if client is None:
-        raise PixdexError(f"no pixdex daemon for {config.data_dir} answers on {config.socket_path}: the web page "
+        raise PixdexError(f"no pixdex daemon answers on {config.socket_path} for {config.data_dir}: the web page "
                           "is served by it; start `pixdex serve` (or `systemctl --user start pixdex`)")
     if similar and not words:
         raise PixdexError("--similar needs at least one image file")
