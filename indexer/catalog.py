@@ -525,6 +525,11 @@ class Catalog:
             "reason = CASE WHEN ? THEN excluded.reason ELSE reason END",
             (image_id, priority, reason, time.time(), again, again and reason != "sidecar changed"))
 
+    def rekey(self, old: int, new: int) -> None:
+        """A row never indexed takes another id (the one its sidecar carries)."""
+        for table, column in (("images", "id"), ("queue", "image_id"), ("embeddings", "image_id")):
+            self.db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (new, old))
+
     def requeue(self, image_id: int) -> None:
         """Give a queued entry a new seq: a worker holding the old one leaves it queued when it commits."""
         self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'queue_seq'")

@@ -30,7 +30,7 @@ from pixdex.indexer.scan import diff_tree
 from pixdex.indexer.settings import Config, runtime
 from pixdex.indexer.vectors import VectorIndex
 from pixdex.indexer.metadata import SidecarState
-from pixdex.indexer.workers import ModelInfo, ModelSpec, SidecarSpec, describe, make_pool
+from pixdex.indexer.workers import ModelInfo, ModelSpec, Move, SidecarSpec, describe, make_pool
 from pixdex.indexer.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -252,11 +252,19 @@ class Indexer:
         try:
             rows = reader.get_many([row.id for row, _ in moved])
             busy = reader.queued_among(list(rows))
+            vectors = dict(reader.embeddings(self.info.clip_id, ids=list(rows))) \
+                if self.info.has_models and self.config.sidecar.embedding else {}
         finally:
             reader.close()
-        moves = [(rows[row.id].path, st.path, [str(t["name"]) for t in rows[row.id].machine_tags],
-                  rows[row.id].rejected_list, row.id not in busy)
-                 for row, st in moved if row.id in rows and rows[row.id].state == "done"]
+        moves = []
+        for row, st in moved:
+            now = rows.get(row.id)
+            if now is None or now.state != "done":
+                continue
+            vector = vectors.get(row.id) if now.clip_model == self.info.clip_id and now.hash else None
+            moves.append(Move(now.path, st.path, [str(t["name"]) for t in now.machine_tags], now.rejected_list,
+                              merge=row.id not in busy, image_id=row.id,
+                              embedding=(now.clip_model, now.hash, vector) if vector is not None else None))
         return carry_sidecars(self.decode_pool, moves, spec) if moves else []
 
     def reindex(self, paths: list[Path]) -> int:

@@ -37,7 +37,7 @@ from pixdex.indexer.errors import InferenceError, ModelError, ReadError, display
 from pixdex.indexer.settings import Config
 from pixdex.indexer.metadata import SidecarState
 from pixdex.indexer.scan import sidecar_version
-from pixdex.indexer.workers import DecodeSpec, Inferred, ModelInfo, ModelSpec, Prepared, SidecarSpec, carry_sidecar, \
+from pixdex.indexer.workers import DecodeSpec, Inferred, ModelInfo, ModelSpec, Move, Prepared, SidecarSpec, carry_sidecar, \
     infer, prepare, sync_sidecar
 from pixdex.indexer.writer import Indexed, Writer
 
@@ -126,6 +126,7 @@ class Pipeline:
         self.library: Callable[[], list[bytes]] = lambda: []  # the watched folders (real paths)
         self._parked: dict[int, tuple[bytes, float]] = {}  # id → (the path that vanished, until when)
         self._second_try: set[int] = set()
+        self._rekeyed: dict[int, int] = {}  # rows that took their sidecar's id as they committed (old → new)
 
     def stages(self) -> list[Callable[[queue.Queue[Any], queue.Queue[Any]], None]]:
         return [self.feed, self.decode, self.batch, self.infer, self.sidecar, self.write]
@@ -469,7 +470,8 @@ class Pipeline:
         with self._inflight_lock:
             self.writing_sidecars.update(w.entry.row.path for w in done)
         futures = [self.decode_pool.schedule(sync_sidecar, (w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w),
-                                                            self._embedding_of(w)), timeout=60) for w in done]
+                                                            self._embedding_of(w), self._id_of(w)), timeout=60)
+                   for w in done]
         for work, future in zip(done, futures, strict=True):
             try:
                 self._await_done(future)
@@ -480,6 +482,15 @@ class Pipeline:
             work.moved = _gone(work.entry.row.path)
             self._after_sidecar(work)
         return done
+
+    def _id_of(self, work: Work) -> int:
+        """The id the sidecar records: a new row's sidecar keeps the id it carries when that is free (the writer
+        gives the row that id as it commits: `Writer._takes_sidecar_id`)."""
+        row, wanted = work.entry.row, work.prepared.sidecar_id if work.prepared else None
+        if wanted is None or row.state != "pending" or row.hash is not None:
+            return row.id
+        with self._queue_lock:
+            return row.id if self._queue_db.paths([wanted]) else wanted
 
     def _after_sidecar(self, work: Work) -> None:
         side = work.side
@@ -585,12 +596,20 @@ class Pipeline:
                                            prepared.width, prepared.height, prepared.exif.taken,
                                            prepared.exif.camera, work.tags, work.embedding, prepared.embedded,
                                            work.side, prepared.exif.as_dict(),
-                                           prepared.models if prepared.from_sidecar else self.info.ids))
+                                           prepared.models if prepared.from_sidecar else self.info.ids,
+                                           prepared.sidecar_id))
             if indexed:
                 faults.hold("commit", [item.stat.path for item in indexed])
-                futures.append(self.writer.store(indexed))
+                stored = self.writer.store(indexed)
+                stored.add_done_callback(self._note_rekeyed)  # before `_when_all`'s: `_tell` names the new ids
+                futures.append(stored)
             self.stats.current = display_path(batch[-1].entry.row.path) if batch else ""
             _when_all(futures, lambda ok, b=batch, n=len(indexed): self._committed(b, n, ok))
+
+    def _note_rekeyed(self, future: Future[Any]) -> None:
+        if future.exception() is None and future.result():
+            with self._inflight_lock:
+                self._rekeyed.update(future.result())
 
     def _tell(self, batch: list[Work]) -> None:
         listener = self.listener
@@ -598,7 +617,9 @@ class Pipeline:
             return
         try:
             for work in [w for w in batch if not w.parked]:
-                data = {"id": work.entry.row.id, "path": display_path(work.entry.row.path)}
+                with self._inflight_lock:
+                    image_id = self._rekeyed.pop(work.entry.row.id, work.entry.row.id)
+                data = {"id": image_id, "path": display_path(work.entry.row.path)}
                 if work.error is not None:
                     listener("failed", {**data, "reason": work.error})
                 else:
@@ -644,13 +665,10 @@ class _Stopped(Exception):
     """The pipeline stopped while a stage waited on a worker."""
 
 
-def carry_sidecars(pool: Any, moves: list[tuple[bytes, bytes, list[str], list[str], bool]],
-                   spec: SidecarSpec) -> list[tuple[bytes, SidecarState]]:
-    """After moves (old path, new path, machine keywords, rejected, whether to merge them): each new image's
-    sidecar is its old one, moved. Returns each new path's sidecar state."""
-    futures = [pool.schedule(carry_sidecar, (old, new, tags, rejected, spec, merge), timeout=60)
-               for old, new, tags, rejected, merge in moves]
-    return [(move[1], _sidecar_result(future, move[1])) for move, future in zip(moves, futures, strict=True)]
+def carry_sidecars(pool: Any, moves: list[Move], spec: SidecarSpec) -> list[tuple[bytes, SidecarState]]:
+    """After moves: each new image's sidecar is its old one, moved. Returns each new path's sidecar state."""
+    futures = [pool.schedule(carry_sidecar, (move, spec), timeout=60) for move in moves]
+    return [(move.new, _sidecar_result(future, move.new)) for move, future in zip(moves, futures, strict=True)]
 
 
 def _sidecar_result(future: Future[SidecarState], path: bytes) -> SidecarState:

@@ -37,7 +37,7 @@ from pixdex.indexer.image_metadata import embedded_metadata, read_embedded  # no
 from pixdex.indexer.metadata import Embedded, SidecarState, as_list, lang_alt, reconcile, xmp_gps
 from pixdex.indexer.scan import content_hash, sidecar_version
 from pixdex.indexer.sidecar_keys import (  # noqa: F401 - re-exported: the keys other modules name
-    CREATOR, DESCRIBED, DESCRIPTION, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, HIERARCHICAL, LANG_ALT_KEYS,
+    CREATOR, DESCRIBED, DESCRIPTION, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, HIERARCHICAL, IMAGE_ID, LANG_ALT_KEYS,
     LAST_KEYWORDS, MACHINE, METADATA_DATE, MODEL, OURS, OWN_KEYS, PERSON, PIXDEX_NS, REJECTED, SEED_PACKET, SEQ_KEYS,
     SUBJECT, TAGS_LIST, TEXT, TITLE, URIS, uri_of)
 from pixdex.indexer.sidecar_keywords import (KeywordPlan, person_paths, plan_keywords,  # noqa: F401
@@ -209,16 +209,20 @@ Planner = Callable[[dict[str, Any]], tuple[KeywordPlan, dict[str, Any]]]  # → 
 
 def write_tags(image: Path, tags: list[str], parent: str, model_id: str, naming: str = "image.ext.xmp",
                description: str | None = None, rejected: Iterable[str] = (),
-               embedding: tuple[str, str, Any] | None = None, text: str | None = None) -> SidecarState:
+               embedding: tuple[str, str, Any] | None = None, text: str | None = None,
+               image_id: int | None = None) -> SidecarState:
     """Merge pixdex's machine keywords (and its description and the text read in the image, if any) into
     the image's sidecar. Returns
     what the sidecar says now. Raises SidecarError when it cannot be read or faithfully rewritten.
-    `embedding`: (CLIP model id, the image content's hash, vector), stored so the photo carries it."""
+    `embedding`: (CLIP model id, the image content's hash, vector), stored so the photo carries it;
+    `image_id`: its catalog id (`pixdex:Id`), which a rebuild or another machine gives it again."""
     also_rejected = list(rejected)
 
     def plan(xmp: dict[str, Any]) -> tuple[KeywordPlan, dict[str, Any]]:
         keywords = plan_keywords(xmp, tags, parent, also_rejected=also_rejected)
         values: dict[str, Any] = {MODEL: model_id}
+        if image_id is not None:
+            values[IMAGE_ID] = str(image_id)
         if embedding is not None:
             clip_id, content_hash, vector = embedding
             values.update({EMBEDDING_MODEL: clip_id, EMBEDDING_OF: content_hash,

@@ -35,6 +35,7 @@ PERSON = "Xmp.pixdex.Person"  # the person's keyword paths as pixdex last wrote 
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
 TEXT = "Xmp.pixdex.Text"  # the text a vision LLM read in the image
 EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF = "Xmp.pixdex.Embedding", "Xmp.pixdex.EmbeddingModel", "Xmp.pixdex.EmbeddingOf"
+IMAGE_ID = "Xmp.pixdex.Id"  # the image's catalog id: a rebuild, or another machine, gives it the same one
 GPS_LATITUDE, GPS_LONGITUDE = "Xmp.exif.GPSLatitude", "Xmp.exif.GPSLongitude"
 
 SEQ_KEYS = frozenset({TAGS_LIST, CREATOR})  # lists written as rdf:Seq (as digiKam and XMP define them); others Bag
@@ -62,4 +63,4 @@ URIS = {key: uri_of(key) for key in (  # the RDF predicates behind pyexiv2's key
     "Xmp.iptc.Location")}
 
 OWN_KEYS = frozenset({SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON, MODEL, DESCRIBED,
-                      METADATA_DATE, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF})
+                      METADATA_DATE, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID})

@@ -19,13 +19,13 @@ from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.files import atomic_write
 from pixdex.indexer.metadata import as_list
 from pixdex.indexer.sidecar import KeywordPlan, _rewrite, read_sidecar
-from pixdex.indexer.sidecar_keys import (EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, HIERARCHICAL, MACHINE, MODEL,
-                                         OURS, OWN_KEYS, PERSON, REJECTED, SUBJECT)
+from pixdex.indexer.sidecar_keys import (EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, HIERARCHICAL, IMAGE_ID, MACHINE,
+                                         MODEL, OURS, OWN_KEYS, PERSON, REJECTED, SUBJECT)
 from pixdex.indexer.sidecar_keywords import escape_level, person_paths, plan_keywords, rejected_now
 from pixdex.indexer.sidecar_naming import (folder_names, moved_sidecar_path, sidecar_name_of, sidecar_path, siblings,
                                            stem_sidecar_name)
 
-RECORD = (OURS, MACHINE, REJECTED, PERSON, MODEL, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF)  # pixdex's, per image
+RECORD = (OURS, MACHINE, REJECTED, PERSON, MODEL, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID)  # pixdex's, per image
 
 
 def adopted(image: Path, digest: str | None, parent: str, xmp: dict[str, Any],
@@ -88,10 +88,12 @@ def remove_if_only_ours(image: Path, parent: str, naming: str = "image.ext.xmp")
     return True
 
 
-def carry_over(old_image: Path, new_image: Path, naming: str = "image.ext.xmp") -> Path | None:
-    """After a move, the image's sidecar goes with it. One already at the destination is never
-    replaced (pixdex's tags are merged into it instead) and the old one then stays where it is.
-    A sidecar left behind would otherwise describe whatever image appears at the old name next."""
+def carry_over(old_image: Path, new_image: Path, naming: str = "image.ext.xmp", parent: str | None = None,
+               ) -> Path | None:
+    """After a move, the image's sidecar goes with it. One already at the destination — of an image the move
+    replaced (`mv a.jpg b.jpg`), or left behind — is replaced only when pixdex alone wrote it (`parent` given);
+    a person's is never replaced (pixdex's tags are merged into it instead) and the old one then stays where it
+    is. A sidecar left behind would otherwise describe whatever image appears at the old name next."""
     old = sidecar_path(old_image, naming)
     if not old.is_file():
         return None
@@ -110,7 +112,12 @@ def carry_over(old_image: Path, new_image: Path, naming: str = "image.ext.xmp") 
         os.link(old, new)  # fails if `new` exists: no clobbering, unlike rename
     except FileExistsError:
         if not os.path.samefile(old, new):
-            return None  # a sidecar of the destination's own; the old one stays
+            if parent is not None and only_ours(new, parent):  # the replaced image's, pixdex's alone
+                os.replace(old, new)
+                return new
+            if parent is not None and only_ours(old, parent):  # nothing of a person's in it: merged into `new`
+                old.unlink()
+            return None  # a sidecar of the destination's own; a person's old one stays
         # the same file: a move cut short between link and unlink; finish it
     except OSError as exc:
         if exc.errno != errno.EXDEV:

@@ -129,6 +129,7 @@ class Prepared:
     machine_tags: list[str] = field(default_factory=list)
     from_sidecar: bool = False  # `machine_tags` (and `embedding`, if any) were taken from the sidecar
     models: tuple[str | None, str | None] = (None, None)  # the models that made them (CLIP, keywords)
+    sidecar_id: int | None = None  # the catalog id its sidecar carries (pixdex:Id): a rebuild's is kept
     warnings: str = ""  # what the libraries printed while reading it
 
 
@@ -238,8 +239,8 @@ def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) ->
     from pixdex.indexer.decode import probe_image
     from pixdex.indexer.image_metadata import embedded_metadata
     from pixdex.indexer.metadata import as_list
-    from pixdex.indexer.sidecar import EMBEDDING_MODEL, MACHINE, MODEL, REJECTED, read_embedding, read_sidecar, \
-        sidecar_path
+    from pixdex.indexer.sidecar import EMBEDDING_MODEL, IMAGE_ID, MACHINE, MODEL, REJECTED, read_embedding, \
+        read_sidecar, sidecar_path
 
     assert spec.from_sidecar is not None
     clip_id, keyword_model, _parent, naming = spec.from_sidecar
@@ -247,6 +248,8 @@ def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) ->
         xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path)), naming))
     except SidecarError:
         return False
+    stored_id = str(xmp.get(IMAGE_ID) or "")
+    item.sidecar_id = int(stored_id) if stored_id.isdigit() and 0 < int(stored_id) < 2**63 else None
     stored_clip, stored_keywords = str(xmp.get(EMBEDDING_MODEL) or ""), str(xmp.get(MODEL) or "")
     if spec.sidecar_by_name:
         clip_id = stored_clip if stored_clip.rsplit("@", 1)[0] == clip_id else ""
@@ -277,9 +280,10 @@ class SidecarSpec:
 
 
 def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec,
-                 embedding: tuple[str, str, Any] | None = None) -> SidecarState:
-    """Merge pixdex's keywords (and the embedding, when given) into the image's sidecar (when `spec.write`)
-    and say what it holds now. Never raises for the file: one that cannot be written is still read."""
+                 embedding: tuple[str, str, Any] | None = None, image_id: int | None = None) -> SidecarState:
+    """Merge pixdex's keywords (and the embedding and the image's id, when given) into the image's sidecar
+    (when `spec.write`) and say what it holds now. Never raises for the file: one that cannot be written is
+    still read."""
     from pixdex.indexer.sidecar import read_state, write_tags
 
     image = Path(os.fsdecode(path))
@@ -288,7 +292,7 @@ def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: Sideca
         if spec.write:
             try:
                 state = write_tags(image, tags, spec.parent, spec.model_id, spec.naming, rejected=rejected,
-                                   embedding=embedding)
+                                   embedding=embedding, image_id=image_id)
                 return _into_image(image, state, tags, rejected, spec, embedding) if spec.embedded else state
             except SidecarError as exc:
                 return read_state(image, spec.parent, spec.naming, error=exc.reason)
@@ -322,23 +326,36 @@ def _into_image(image: Path, state: SidecarState, tags: list[str], rejected: lis
                                image_digest=digest)
 
 
-def carry_sidecar(old: bytes, new: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec,
-                  merge: bool = True) -> SidecarState:
-    """After a move: the new image's sidecar is the old one, moved (with pixdex's keywords merged, unless
-    `merge` is False: the image is queued and its own turn merges them)."""
+@dataclass(frozen=True)
+class Move:
+    """An indexed image that moved, as the scanner carries its sidecar along."""
+
+    old: bytes
+    new: bytes
+    tags: list[str]  # its machine keywords and the rejected ones, as the catalog holds them now
+    rejected: list[str]
+    merge: bool = True  # False: it is queued, and its own turn merges them
+    embedding: tuple[str, str, Any] | None = None  # (model, content hash, vector) of the catalog's row
+    image_id: int | None = None
+
+
+def carry_sidecar(move: Move, spec: SidecarSpec) -> SidecarState:
+    """After a move: the new image's sidecar is the old one, moved, with pixdex's keywords, the row's embedding
+    and id merged (unless `move.merge` is False)."""
     from pixdex.indexer.sidecar import read_state
     from pixdex.indexer.sidecar_moves import carry_over
 
+    old, new = move.old, move.new
     try:
-        carry_over(Path(os.fsdecode(old)), Path(os.fsdecode(new)), spec.naming)
+        carry_over(Path(os.fsdecode(old)), Path(os.fsdecode(new)), spec.naming, spec.parent)
     except SidecarError as exc:
         return read_state(Path(os.fsdecode(new)), spec.parent, spec.naming, error=exc.reason)
     except OSError as exc:
         return read_state(Path(os.fsdecode(new)), spec.parent, spec.naming,
                           error=f"cannot move sidecar: {exc.strerror or exc}")
-    if not merge:
+    if not move.merge:
         return read_state(Path(os.fsdecode(new)), spec.parent, spec.naming)
-    return sync_sidecar(new, tags, rejected, spec)
+    return sync_sidecar(new, move.tags, move.rejected, spec, move.embedding, move.image_id)
 
 
 def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: str | None,

@@ -59,6 +59,7 @@ class Indexed:
     facts: dict[str, Any] = field(default_factory=dict)  # decode.ExifFacts.as_dict()
     # The models that made `embedding` and `tags` (CLIP, keywords); None: the writer's (the configured ones).
     models: tuple[str | None, str | None] | None = None
+    sidecar_id: int | None = None  # the id its sidecar carries: a new row takes it when it is free
 
 
 @dataclass
@@ -168,18 +169,24 @@ class Writer:
         return self.submit(run)
 
     def store(self, items: list[Indexed]) -> Future[Any]:
-        def run(catalog: Catalog, gen: int) -> None:
+        def run(catalog: Catalog, gen: int) -> dict[int, int]:
+            rekeyed: dict[int, int] = {}  # the result: rows that took their sidecar's id (old → new)
             for item in items:
                 catalog.dequeue(item.image_id, item.seq)
-                before = catalog.get(item.image_id)  # the content it had: a description is for that content
-                if not _content_changed(catalog, item.image_id, item.stat, item.digest, gen):
+                image_id = item.image_id
+                before = catalog.get(image_id)  # the content it had: a description is for that content
+                if before is not None and item.sidecar_id and self._takes_sidecar_id(catalog, before, item.sidecar_id):
+                    catalog.rekey(image_id, item.sidecar_id)
+                    rekeyed[image_id] = image_id = item.sidecar_id
+                    before = catalog.get(image_id)
+                if not _content_changed(catalog, image_id, item.stat, item.digest, gen):
                     continue
-                row = catalog.get(item.image_id)
+                row = catalog.get(image_id)
                 machine = item.tags
                 if row is not None and before is not None and row.described and before.hash == item.digest:
                     machine = machine + llm_tags(row.llm_dict, machine)  # same content: its description stands
                 elif row is not None and row.described:
-                    catalog.set_described(item.image_id, None, {}, None, row.tag_list, gen)  # describe again
+                    catalog.set_described(image_id, None, {}, None, row.tag_list, gen)  # describe again
                 tags, text, rejected, shown = effective(machine, item.embedded, item.side,
                                                          row.rejected_list if row else [])
                 # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
@@ -187,7 +194,7 @@ class Writer:
                 models = item.models or self.models
                 embedding = item.embedding if self._vectors_for(catalog, models[0], item.embedding) else None
                 catalog.mark_done(
-                    item.image_id, clip_model=models[0] if embedding is not None else None,
+                    image_id, clip_model=models[0] if embedding is not None else None,
                     tagger_model=models[1] if embedding is not None else None, width=item.width,
                     height=item.height, taken=taken, camera=item.camera,
                     tags=tags, metadata=text, sidecar_error=item.side.error if item.side else None,
@@ -195,7 +202,18 @@ class Writer:
                     embedded=item.embedded, facts=_with_shown(item.facts, shown),
                     side_hash=item.side.digest if item.side else None,
                     same_content=before is not None and before.hash == item.digest)
+            return rekeyed
         return self.submit(run)
+
+    def _takes_sidecar_id(self, catalog: Catalog, row: ImageRow, wanted: int | None) -> bool:
+        """A row registered just now (never indexed) takes the id its sidecar carries, when that is free and no
+        earlier catalog (a rebuild's) gave it one: links and views made before a rebuild, or on another
+        machine, still name it."""
+        if wanted is None or wanted == row.id or row.state != "pending" or row.hash is not None \
+                or row.path in self._ids:
+            return False
+        return catalog.db.execute("SELECT 1 FROM images WHERE id = ? UNION ALL SELECT 1 FROM tombstones WHERE "
+                                  "image_id = ?", (wanted, wanted)).fetchone() is None
 
     def _vectors_for(self, catalog: Catalog, model: str | None, embedding: NDArray[np.float32] | None) -> bool:
         """Whether `item`'s embedding is kept. With models, it is theirs. Without (reduced mode), one taken from

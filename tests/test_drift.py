@@ -175,3 +175,31 @@ def _as_root_write(folder: Path, name: str, seed: int) -> None:
     noise(seed).save(folder / name)
     if os.geteuid() != 0:
         folder.chmod(0o000)
+
+
+@pytest.mark.parametrize("theirs", [False, True])
+def test_an_image_moved_over_another_takes_over_its_sidecar_with_its_own_embedding(
+        env: Env, capsys: pytest.CaptureFixture[str], theirs: bool) -> None:
+    """`mv a.png b.png`, both indexed: b.png.xmp must say what a's content is (pixdex:EmbeddingOf, the embedding,
+    the id), so a rebuild can take it. The replaced image's sidecar was pixdex's alone: a's replaces it. A
+    person's (`theirs`) is kept, with a's keywords and embedding merged into it."""
+    from pixdex.indexer.sidecar import EMBEDDING_OF, IMAGE_ID, read_sidecar
+
+    paths = _library(env, 2)
+    a, b = paths
+    b_side = Path(str(b) + ".xmp")
+    if theirs:
+        env.index_json(capsys)
+        b_side.write_text(b_side.read_text().replace("<rdf:Seq>", "<rdf:Seq>\n     <rdf:li>Grandma</rdf:li>", 1))
+    env.index_json(capsys)
+    db = sqlite3.connect(env.data / "catalog.sqlite3")
+    a_id, a_hash = db.execute("SELECT id, hash FROM images WHERE path = ?", (os.fsencode(a),)).fetchone()
+    db.close()
+    a.rename(b)
+    env.index_json(capsys)
+    xmp = read_sidecar(b_side)
+    assert xmp[EMBEDDING_OF] == a_hash and xmp[IMAGE_ID] == str(a_id)
+    assert not Path(str(a) + ".xmp").exists()
+    assert ("Grandma" in xmp.get("Xmp.digiKam.TagsList", [])) is theirs
+    assert _check(env, capsys) == (0, [])
+    check_consistent(env.data, env.pics)

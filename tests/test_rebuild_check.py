@@ -296,3 +296,23 @@ def test_a_daemon_without_models_takes_keywords_and_embeddings_from_sidecars(lib
         assert hits and sunset not in [h["path"] for h in hits]
     finally:
         daemon.stop()
+
+
+def test_ids_travel_with_the_sidecars(library: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every sidecar says its image's id (pixdex:Id): a fresh data directory — the catalog lost, or the library
+    on another machine — and a rebuild without the old catalog give every image the id it had, so links,
+    tokens' views and the web page's addresses still name it."""
+    from pixdex.indexer.sidecar import IMAGE_ID
+
+    ids = _ids(library)
+    for path, image_id in ids.items():
+        assert read_sidecar(Path(path + ".xmp"))[IMAGE_ID] == str(image_id)
+    shutil.rmtree(library.data)
+    library.index_json(capsys)
+    assert _ids(library) == ids
+    for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (library.data / name).unlink(missing_ok=True)  # the old catalog is gone: the sidecars alone say
+    status, out, err = library.cli("rebuild", "--json", capsys=capsys)
+    assert status == 0, err
+    assert _ids(library) == ids
+    check_consistent(library.data, library.pics)
