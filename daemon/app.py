@@ -5,100 +5,42 @@ Middlewares, outermost first: `in_progress` (marks the connection busy for the c
 parameter; every request is counted for /metrics), then `guard` (header values must be text; Host
 must be a loopback name — DNS rebinding; writes must not come from another origin; TCP needs a
 bearer token, the Unix socket the same uid as ours).
-Handlers live in `pixdex.daemon.routes`; they validate, then run blocking work on a small
-thread pool so the loop keeps answering.
+Handlers live in `routes_status`, `routes_search`, `routes_items`, `routes_library` and `webpage`, on what
+`http_api` shares; they validate, then run blocking work on a small thread pool so the loop keeps answering.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from aiohttp import web
-
-from pixdex.daemon.connections import Connections
-from pixdex.daemon.events import EventBus
-from pixdex.daemon.metrics import Metrics
-from pixdex.daemon.core_process import CoreProcess
-from pixdex.daemon.runtime import Unavailable
-from pixdex.daemon.sessions import COOKIE, Sessions
-from pixdex.daemon.thumbnail_jobs import ThumbnailJobs
+from pixdex.daemon import (
+    routes_items,
+    routes_library,
+    routes_search,
+    routes_status,
+    webpage,
+)
+from pixdex.daemon.core_api import Unavailable
+from pixdex.daemon.http_api import CONTEXT, ApiError, Context, Handler, is_text
+from pixdex.daemon.sessions import COOKIE
 from pixdex.daemon.tokens import Token, Tokens
 from pixdex.indexer.collections import CollectionError
 from pixdex.indexer.errors import ModelError, PixdexError, ReadError, display_path
-from pixdex.indexer.settings import Config
 from pixdex.query.parse import QueryError
-from pixdex.query.service import SearchService
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+
+
 LOOPBACK = {"localhost", "127.0.0.1", "[::1]", "::1", "localhost.localdomain", "ip6-localhost"}
+
+
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Context:
-    config: Config
-    daemon: CoreProcess
-    service: SearchService
-    tokens: Tokens
-    bus: EventBus
-    metrics: Metrics
-    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="pixdex-query"))
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    sessions: Sessions = field(default_factory=Sessions)  # the web page's browsers
-    lan_hosts: set[str] = field(default_factory=set)  # Host values a LAN request may carry (server.lan)
-    lan: tuple[str, int] | None = None  # the LAN listener's address and port, as bound at start
-    tcp_port: int | None = None  # the loopback listener's port, as bound at start
-    connections: Connections = field(default_factory=Connections)  # each listener's open connections and caps
-    thumbnail_jobs: ThumbnailJobs = field(init=False)  # thumbnails being made, and the cache's budget
-
-    def __post_init__(self) -> None:
-        server = self.config.server
-        self.thumbnail_jobs = ThumbnailJobs(self.config.cache_dir / "thumbnails", server.thumbnail_jobs,
-                                            int(server.thumbnail_cache_mb * 2**20))
-
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: function(*args))
-
-
-CONTEXT = web.AppKey("context", Context)
-
-
-class ApiError(web.HTTPException):
-    """A refused request: its JSON body names the parameter and what is allowed."""
-
-    def __init__(self, status: int, message: str, parameter: str | None = None,
-                 headers: dict[str, str] | None = None, **extra: Any) -> None:
-        self.status_code = status
-        body = {"error": message, **({"parameter": parameter} if parameter else {}), **extra}
-        text = json.dumps(body, ensure_ascii=False)
-        if not text.isascii() and not _is_text(text):  # a message quoting bytes that are not UTF-8: \udcXX escapes
-            text = json.dumps(body)
-        super().__init__(headers=headers, text=text, content_type="application/json")
-
-
-def _is_text(value: str) -> bool:
-    """Whether `value` is valid Unicode text (aiohttp keeps bytes that are not UTF-8 as lone surrogates)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def bad(parameter: str, message: str) -> ApiError:
-    return ApiError(400, message, parameter)
 
 
 # Middlewares ---------------------------------------------------------------------------------
@@ -132,7 +74,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise ApiError(403, "cross-site write refused", "Sec-Fetch-Site")
     if unix:
-        uid = _peer_uid(sock)
+        uid = _peer_uid(sock) if sock is not None else None
         if uid is not None and uid != os.getuid():
             raise ApiError(403, f"uid {uid} may not use this socket; it belongs to uid {os.getuid()}")
         request["token"] = None
@@ -144,7 +86,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _check_header_text(request: web.Request) -> None:
     """A header value that is not UTF-8 text is refused, naming the header (never a 500 further on)."""
     for name, value in request.headers.items():
-        if not value.isascii() and not _is_text(value):
+        if not value.isascii() and not is_text(value):
             status = 401 if name.lower() == "authorization" else 400
             raise ApiError(status, f"the {name} header is not valid text (UTF-8); send it as text", name)
 
@@ -237,7 +179,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise ApiError(400, str(exc)) from None
     except ModelError as exc:
         status = 503
-        raise ApiError(503, str(exc), fix=request.app[CONTEXT].daemon.model_fix) from None
+        raise ApiError(503, str(exc), fix=request.app[CONTEXT].core.model_fix) from None
     except Unavailable as exc:
         status = 503
         raise ApiError(503, str(exc)) from None
@@ -257,22 +199,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.request(route, request.method, status, time.perf_counter() - start)
 
 
-def scope(request: web.Request) -> tuple[str, ...] | None:
-    """The folders a limited token may see, or None for everything."""
-    token: Token | None = request["token"]
-    if token is None or token.collections is None:
-        return None
-    ctx = request.app[CONTEXT]
-    names = {n.lower() for n in token.collections}
-    return tuple(display_path(c.path) for c in ctx.daemon.collections if c.name.lower() in names)
-
-
 def create_app(ctx: Context) -> web.Application:
-    from pixdex.daemon import routes, webpage
-
     limit = int(ctx.config.server.max_upload_mb * 1024 * 1024) + 64 * 1024
     app = web.Application(middlewares=[in_progress, errors, guard], client_max_size=limit)
     app[CONTEXT] = ctx
-    routes.add_routes(app)
-    webpage.add_routes(app)
+    for routes in (routes_status, routes_search, routes_items, routes_library, webpage):
+        routes.add_routes(app)
     return app

@@ -22,13 +22,22 @@ import os
 import signal
 import time
 import urllib.parse
+from typing import Annotated, Any
 
 from dbus_fast import BusType, Variant
 from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import DBusSignature
 from dbus_fast.service import ServiceInterface, method
-
 from pixdex.daemon.searcher import Searcher, query_path
 from pixdex.indexer.errors import PixdexError
+
+# The D-Bus signatures of the methods' arguments and results, as dbus-fast reads them.
+Strings = Annotated[list[str], DBusSignature("as")]
+Text = Annotated[str, DBusSignature("s")]
+Time = Annotated[int, DBusSignature("u")]
+Metas = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
+RunnerActions = Annotated[list[list[str]], DBusSignature("a(sss)")]
+Matches = Annotated[list[list[Any]], DBusSignature("a(sssida{sv})")]
 from pixdex.indexer.settings import Config
 
 log = logging.getLogger(__name__)
@@ -66,17 +75,17 @@ class GnomeShellProvider(ServiceInterface):
         self.activity = activity
 
     @method()
-    async def GetInitialResultSet(self, terms: "as") -> "as":  # noqa: F821, N802 - D-Bus names and signatures
+    async def GetInitialResultSet(self, terms: Strings) -> Strings:  # noqa: N802 - D-Bus names
         self.activity.touch()
         return await self.searcher.search(terms)
 
     @method()
-    async def GetSubsearchResultSet(self, previous_results: "as", terms: "as") -> "as":  # noqa: F821, N802
+    async def GetSubsearchResultSet(self, previous_results: Strings, terms: Strings) -> Strings:  # noqa: N802
         self.activity.touch()
         return await self.searcher.search(terms)
 
     @method()
-    async def GetResultMetas(self, identifiers: "as") -> "aa{sv}":  # noqa: F821, N802
+    async def GetResultMetas(self, identifiers: Strings) -> Metas:  # noqa: N802
         self.activity.touch()
         known = await self.searcher.known(identifiers)
         icons = await self.searcher.icons(known)
@@ -93,13 +102,13 @@ class GnomeShellProvider(ServiceInterface):
         return metas
 
     @method()
-    async def ActivateResult(self, identifier: "s", terms: "as", timestamp: "u") -> None:  # noqa: F821, N802
+    async def ActivateResult(self, identifier: Text, terms: Strings, timestamp: Time) -> None:  # noqa: N802
         self.activity.touch()
         if await self.searcher.known([identifier]):
             self.searcher.open(self.searcher.path_of(identifier) or "")
 
     @method()
-    async def LaunchSearch(self, terms: "as", timestamp: "u") -> None:  # noqa: F821, N802
+    async def LaunchSearch(self, terms: Strings, timestamp: Time) -> None:  # noqa: N802
         self.activity.touch()
         await self.searcher.open_page(query_path(terms))
 
@@ -111,11 +120,11 @@ class KRunner(ServiceInterface):
         self.activity = activity
 
     @method()
-    def Actions(self) -> "a(sss)":  # noqa: F821, N802
+    def Actions(self) -> RunnerActions:  # noqa: N802
         return [list(a) for a in ACTIONS]
 
     @method()
-    async def Match(self, query: "s") -> "a(sssida{sv})":  # noqa: F821, N802
+    async def Match(self, query: Text) -> Matches:  # noqa: N802
         self.activity.touch()
         ids = await self.searcher.search([query])
         matches = []
@@ -129,7 +138,7 @@ class KRunner(ServiceInterface):
         return matches
 
     @method()
-    async def Run(self, matchId: "s", actionId: "s") -> None:  # noqa: F821, N802, N803
+    async def Run(self, matchId: Text, actionId: Text) -> None:  # noqa: N802, N803
         self.activity.touch()
         if not await self.searcher.known([matchId]):
             return
@@ -167,7 +176,7 @@ async def serve_bus(config: Config, idle_exit: float = IDLE_EXIT) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    disconnected = asyncio.ensure_future(bus.wait_for_disconnect())
+    disconnected = asyncio.ensure_future(bus.wait_for_disconnect())  # type: ignore[no-untyped-call]  # dbus-fast
     try:
         while not stop.is_set() and not disconnected.done():
             with contextlib.suppress(asyncio.TimeoutError):

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 KINDS = ("describe", "queued", "stage", "indexed", "failed", "removed", "progress", "paused", "resumed", "config", "models",
          "watch", "reset")
@@ -29,6 +29,12 @@ class Event:
 
     def sse(self) -> bytes:
         return f"id: {self.id}\nevent: {self.kind}\ndata: {json.dumps(self.data, ensure_ascii=False)}\n\n".encode()
+
+
+class Bus(Protocol):
+    """Where events go: the serving process's `EventBus`, or the pipe up to it (`core_child.PipeBus`)."""
+
+    def publish(self, kind: str, **data: Any) -> None: ...
 
 
 class EventBus:

@@ -34,6 +34,14 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.files import (
+    ChangedMeanwhile,
+    Refused,
+    atomic_write,
+    owned_target,
+    replace_owned,
+    seen,
+)
 
 MARKER = "pixdex integrate"
 BUS_NAME = "org.pixdex.Search"
@@ -244,8 +252,6 @@ def _check_ours(path: Path) -> None:
 
 def _write(path: Path, text: str, mode: int) -> None:
     """One of pixdex's own files: atomically, with `mode`."""
-    from pixdex.indexer.files import atomic_write
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text.encode("utf-8"))
     os.chmod(path, mode)
@@ -260,8 +266,6 @@ EMPTY_UCA = '<?xml version="1.0" encoding="UTF-8"?>\n<actions>\n</actions>\n'
 def merge_thunar(path: Path, ours: str) -> Path:
     """Put `ours` (or nothing) in place of pixdex's actions in Thunar's uca.xml, byte for byte around them:
     the person's actions, comments and layout stay. A file that is not well-formed is left alone."""
-    from pixdex.indexer.files import ChangedMeanwhile, Refused, owned_target, replace_owned, seen
-
     try:
         before = os.stat(owned_target(path))
     except FileNotFoundError:

@@ -17,6 +17,7 @@ import sys
 import threading
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
 from log_rate_limit import StreamRateLimitFilter
 
 SYSLOG_LEVELS = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
@@ -32,7 +33,7 @@ class JournalFormatter(logging.Formatter):
         return f"<{SYSLOG_LEVELS.get(record.levelno, 6)}>{text}"
 
 
-class RepeatLimit(StreamRateLimitFilter):
+class RepeatLimit(StreamRateLimitFilter):  # type: ignore[misc]  # log_rate_limit has no type information
     """At most `BURST` records a minute from one line of code (debug records pass); the next one that
     passes carries the count of those held back. Calls are serialised: handlers run filters outside their
     lock, and the library's bookkeeping is not thread-safe."""
@@ -63,8 +64,6 @@ class ClientErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
         super().__init__(logger, {})
 
     def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
-        from aiohttp.http_exceptions import HttpProcessingError
-
         error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
         if isinstance(error, HttpProcessingError):
             reason = " ".join(str(error.message).split())[:200]

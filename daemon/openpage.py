@@ -19,6 +19,8 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from pixdex.daemon.client import Client
+from pixdex.indexer.collections import all_collections
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.settings import Config
 
@@ -35,7 +37,6 @@ MAX_IMAGES = 16  # what GET /similar takes at once
 def indexed_ids(config: Config, images: list[Path]) -> list[int]:
     """The catalog ids of these files (read-only); anything else is a one-line error that says why."""
     from pixdex.indexer.catalog import Catalog
-    from pixdex.indexer.collections import all_collections
 
     if len(images) > MAX_IMAGES:
         raise PixdexError(f"{len(images)} images selected; images like at most {MAX_IMAGES} at once can be shown")
@@ -67,8 +68,6 @@ def indexed_ids(config: Config, images: list[Path]) -> list[int]:
 def open_page(config: Config, words: list[str], similar: bool, narrow: bool, lan: bool, only: list[str] | None,
               print_url: bool) -> str:
     """Ask the daemon for a login link to the page and open it (or return it for printing)."""
-    from pixdex.daemon.client import Client
-
     client = Client.connect(config.socket_path, config.data_dir)
     if client is None:
         raise PixdexError(f"no pixdex daemon answers on {config.socket_path} for {config.data_dir}: the web page "

@@ -22,42 +22,47 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pixdex.daemon.events import EventBus
+from pixdex.daemon.core_api import Unavailable
+from pixdex.daemon.events import Bus
+from pixdex.daemon.model_pull import ModelPull, model_fix
+from pixdex.daemon.offline import CLIP_FILES
+from pixdex.daemon.progress import progress_of
 from pixdex.daemon.watcher import Watcher
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.collections import Collection, CollectionError, all_collections, plan_add, removable
+from pixdex.indexer.collections import (
+    Collection,
+    CollectionError,
+    all_collections,
+    plan_add,
+    removable,
+)
 from pixdex.indexer.core import Indexer, ScanReport
-from pixdex.indexer.errors import PixdexError, display_path
+from pixdex.indexer.errors import display_path
 from pixdex.indexer.settings import Config
+from pixdex.indexer.workers import edit_sidecar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TICK = 0.2  # the scanner thread's longest sleep
 CHECK_EVERY = 5.0  # seconds between looks for models and for watched folders that came back
-MODEL_FIX = ("`pixdex models pull {clip}` (from the Hugging Face hub; `pixdex models list` shows the choices), "
-             "or put the model's files into {dir}: Immich's ONNX exports, `pixdex models export ARCH --pretrained "
-             "WEIGHTS` (the export extra), or `pixdex models standin` (the export extra too) to try pixdex with "
-             "meaningless stand-ins")
-PULL_RETRY = 600.0  # seconds between first-start pulls that failed (offline, hub unreachable)
 VANISH_GRACE = 30.0  # seconds a file that left its path while queued waits for the watcher to say where it went
-
-
-class Unavailable(PixdexError):
-    """The daemon cannot do this right now (its core is reopening): try again shortly."""
 
 
 @dataclass
 class Job:
-    kind: str  # reconcile | scan | reindex | reload | watch-add | watch-remove
-    args: tuple[Any, ...]
+    """Work for the scanner thread (a reconcile, a scan, a reindex, a reload, a watch added or removed)."""
+
+    run: Callable[[], Any]
     future: Future[Any]
 
 
 class Daemon:
-    def __init__(self, config: Config, bus: EventBus, holder: int | None = None) -> None:
+    def __init__(self, config: Config, bus: Bus, holder: int | None = None) -> None:
         self.config = config
         self.holder = holder  # the serving process's pid, written in the data directory's lock
         self.bus = bus
@@ -73,10 +78,8 @@ class Daemon:
         self.last_scan: dict[str, Any] = {}
         self.scanning = ""
         self.on_collections: Callable[[list[Collection]], None] | None = None  # told of every change
-        self.pull: dict[str, Any] = {}  # the first-start model pull: state, models, error, next try
+        self.pull = ModelPull(config, bus, landed=self._look_now)  # the first start's models
         self._failed_models: tuple[tuple[str, int, int], ...] | None = None  # files that did not load
-        self._pulling: threading.Thread | None = None
-        self._next_pull = 0.0
         self.watcher = Watcher(config.watch, config.library.skip_dirs, config.library.exclude,
                                [os.fsencode(os.path.realpath(config.data_dir))], self._lost_events)
 
@@ -85,7 +88,7 @@ class Daemon:
         """Open the core (reduced mode without models) and start watching; the first reconcile is queued."""
         self._open_indexer()
         self._refresh_roots()
-        self.submit("reconcile", "start")
+        self.submit(partial(self._reconcile, "start"))
         self._thread = threading.Thread(target=self._run, name="pixdex-scanner", daemon=True)
         self._thread.start()
 
@@ -112,7 +115,7 @@ class Daemon:
 
     @property
     def model_fix(self) -> str:
-        return MODEL_FIX.format(dir=self.config.model_dir, clip=self.config.models.clip)
+        return model_fix(self.config)
 
     def _catalog_meta(self, key: str) -> int:
         if not self.config.layout.exists():
@@ -124,10 +127,23 @@ class Daemon:
             catalog.close()
 
     # Requests (any thread) --------------------------------------------------------------------
-    def submit(self, kind: str, *args: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        self._jobs.put(Job(kind, args, future))
+    def submit(self, run: Callable[[], T]) -> Future[T]:
+        """Run `run` on the scanner thread, after what it is doing: two diffs never race."""
+        future: Future[T] = Future()
+        self._jobs.put(Job(run, future))
         return future
+
+    def reindex(self, paths: list[Path]) -> int:
+        return self.submit(partial(self._reindex, paths)).result()
+
+    def reload(self, config: Config) -> dict[str, Any]:
+        return self.submit(partial(self._reload, config)).result()
+
+    def watch_add(self, path: Path, name: str | None) -> dict[str, str]:
+        return self.submit(partial(self._watch_add, path, name)).result()
+
+    def watch_remove(self, key: str) -> dict[str, Any]:
+        return self.submit(partial(self._watch_remove, key)).result()
 
     def pause(self, paused: bool) -> None:
         """Stop (or restart) feeding the pipeline; remembered in the catalog across restarts."""
@@ -170,21 +186,18 @@ class Daemon:
             self._scan(sorted(dirty.deep | dirty.shallow), sorted(dirty.shallow), "changed")
         now = time.monotonic()
         if self.config.watch.reconcile and now >= self._next_reconcile:
-            self.submit("reconcile", "periodic")
+            self.submit(partial(self._reconcile, "periodic"))
         if now >= self._next_check:
             self._next_check = now + CHECK_EVERY
             self._check()
         self._done.append((time.monotonic(), self._finished()))
 
     def _do(self, job: Job) -> None:
-        handlers: dict[str, Callable[..., Any]] = {
-            "reconcile": self._reconcile, "scan": self._scan, "reindex": self._reindex, "reload": self._reload,
-            "watch-add": self._watch_add, "watch-remove": self._watch_remove}
         try:
-            job.future.set_result(handlers[job.kind](*job.args))
+            job.future.set_result(job.run())
         except Exception as exc:
             if not isinstance(exc, (CollectionError, ValueError)):
-                log.exception("%s failed", job.kind)
+                log.exception("scanner job failed")
             job.future.set_exception(exc)
 
     def _reconcile(self, why: str) -> ScanReport:
@@ -230,7 +243,7 @@ class Daemon:
         self.watcher.skip, self.watcher.exclude = config.library.skip_dirs, config.library.exclude
         if core_changed:
             self._reopen("the config changed")
-            self.submit("reconcile", "the config changed")  # a new model: every image is backfill for it
+            self.submit(partial(self._reconcile, "the config changed"))  # a new model: all of them are backfill
         self._refresh_roots()
         new_roots = {c.path for c in self.collections}
         self._forget(old_roots - new_roots)
@@ -251,8 +264,13 @@ class Daemon:
     def _watch_add(self, path: Path, name: str | None) -> dict[str, str]:
         added, inside = plan_add(self.collections, path, name)
         indexer = self._core()
-        done = indexer.writer.submit(lambda catalog, gen: (
-            [catalog.remove_collection(c.name) for c in inside], catalog.add_collection(added.name, added.path)))
+
+        def record(catalog: Catalog, gen: int) -> None:
+            for collection in inside:  # folders inside the new one become part of it
+                catalog.remove_collection(collection.name)
+            catalog.add_collection(added.name, added.path)
+
+        done = indexer.writer.submit(record)
         indexer.writer.flush()
         done.result()
         self._refresh_roots()
@@ -274,8 +292,6 @@ class Daemon:
     def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None) -> None:
         """A person's edit: the sidecar first (in a worker), then the catalog re-reads what it says — tags and
         searchable text — without decoding or inference. Raises SidecarError when it cannot be written."""
-        from pixdex.indexer.workers import edit_sidecar
-
         indexer = self._core()
         catalog = Catalog(self.config.layout.catalog, read_only=True)
         try:
@@ -319,22 +335,24 @@ class Daemon:
         """Watched folders that came back, and folders that can be read again, are rescanned; models that
         appeared end reduced mode."""
         for root in self.watcher.check():
-            self.submit("scan", [root], [], "folder came back")
+            self.submit(partial(self._scan, [root], [], "folder came back"))
         for folder in self._readable_again():
-            self.submit("scan", [folder], [], "folder can be read again")
+            self.submit(partial(self._scan, [folder], [], "folder can be read again"))
         indexer = self._core()
         if indexer.pipeline.fatal is not None:
             log.error("the indexing core stopped (%s); reopening it", indexer.pipeline.fatal)
             self._reopen("it stopped on an error")
-            self.submit("reconcile", "after reopening")
+            self.submit(partial(self._reconcile, "after reopening"))
         elif (not indexer.info.has_models and _models_present(self.config)
               and _model_files(self.config) != self._failed_models):
             self._reopen("models appeared")
             self.bus.publish("models", state="loaded", clip=self._core().info.clip_id)
-            self.submit("reconcile", "models appeared")
-        elif (not indexer.info.has_models and self.config.models.auto_pull and self._pulling is None
-              and time.monotonic() >= self._next_pull):
-            self._start_pull()
+            self.submit(partial(self._reconcile, "models appeared"))
+        elif not indexer.info.has_models and self.pull.due():
+            self.pull.start()
+
+    def _look_now(self) -> None:
+        self._next_check = 0.0  # the models landed: reopen at the next step, not in 5 s
 
     def _readable_again(self) -> list[bytes]:
         """Folders a scan could not read (chmod 000, a permission lost) that can be listed now: what changed in
@@ -355,70 +373,9 @@ class Daemon:
             again.append(folder)
         return again
 
-    # First start: the configured models, pulled in the background --------------------------------
-    def _start_pull(self) -> None:
-        """Pull the configured models pixdex knows that are missing; reduced mode goes on meanwhile, and the
-        next check after they land reopens the core. A failure (offline, hub unreachable) is retried later."""
-        from pixdex.indexer import hub
-
-        wanted, unknown = [], []
-        for kind, name in (("clip", self.config.models.clip), ("tagger", self.config.models.tagger)):
-            if not name or hub.installed(self.config.model_dir, kind, name) == "yes":
-                continue
-            try:
-                model = hub.known(name)
-            except PixdexError:
-                unknown.append(name)
-                continue
-            if model.kind == kind:
-                wanted.append(model)
-        self._next_pull = time.monotonic() + PULL_RETRY
-        if not wanted:
-            if unknown:
-                self.pull = {"state": "not possible", "error": f"{', '.join(unknown)}: not a model pixdex can pull; "
-                             f"put its files into {self.config.model_dir}"}
-            return
-        names = [m.name for m in wanted]
-        self.pull = {"state": "pulling", "models": names, "started": time.time()}
-        self.bus.publish("models", state="pulling", models=names)
-        log.info("pulling the configured models in the background: %s", ", ".join(names))
-
-        def run() -> None:
-            try:
-                for model in wanted:
-                    hub.pull(model, self.config.model_dir, progress=self._pull_progress(model.name, names))
-                    log.info("pulled %s", model.name)
-                self.pull = {"state": "pulled", "models": names, "at": time.time()}
-                self.bus.publish("models", state="pulled", models=names)
-                self._next_check = 0.0  # reopen at the next step, not in 5 s
-            except Exception as exc:  # noqa: BLE001 - reported, retried later; reduced mode goes on
-                retry = time.time() + PULL_RETRY
-                self.pull = {"state": "failed", "models": names, "error": str(exc), "retry_at": retry}
-                self.bus.publish("models", state="failed", models=names, error=str(exc))
-                log.warning("could not pull the models (retrying in %.0f min): %s", PULL_RETRY / 60, exc)
-            finally:
-                self._pulling = None
-
-        self._pulling = threading.Thread(target=run, name="pixdex-pull", daemon=True)
-        self._pulling.start()
-
-    def _pull_progress(self, name: str, names: list[str]) -> Callable[[int, int, str], None]:
-        """How far the download of `name` is, in status (`models_pull.progress`) and as `models` events,
-        at most one a second."""
-        last = [0.0]
-
-        def report(done: int, total: int, unit: str) -> None:
-            progress = {"model": name, "done": done, "total": total, "unit": unit}
-            self.pull = {**self.pull, "progress": progress}
-            now = time.monotonic()
-            if now - last[0] >= 1.0 or (total and done >= total):
-                last[0] = now
-                self.bus.publish("models", state="pulling", models=names, progress=progress)
-        return report
-
     def _lost_events(self, why: str) -> None:
         log.warning("file events may have been lost (%s); reconciling every folder", why)
-        self.submit("reconcile", why)
+        self.submit(partial(self._reconcile, why))
 
     def _pipeline_event(self, kind: str, data: dict[str, Any]) -> None:
         self.bus.publish(kind, **data)
@@ -429,23 +386,12 @@ class Daemon:
         stats = self.indexer.stats
         return stats.committed + stats.failed + stats.touched
 
-    # Status -----------------------------------------------------------------------------------
     def progress(self, queued: int) -> dict[str, Any]:
-        """Files per second over the last minute — from when work began in it, so a burst after an idle spell
-        is not averaged with the idle time — and the time the queue would take at that rate."""
-        rate = files_per_second(list(self._done), time.monotonic())
-        eta = queued / rate if rate > 0 and queued else None
+        """How indexing goes: the rate over the last minute, the time the queue would take, the counters."""
         stats = self.indexer.stats if self.indexer is not None else None
-        return {"rate": round(rate, 2), "eta_seconds": round(eta) if eta is not None else None,
-                "current": dict(stats.at) if stats and self.indexer and self.indexer.pipeline.inflight else {}, "last_committed": stats.current if stats else "",
-                "committed": stats.committed if stats else 0, "failed": stats.failed if stats else 0,
-                "decoded": stats.decoded if stats else 0, "inference_calls": stats.inference_calls if stats else 0,
-                "unchanged_content": stats.touched if stats else 0,
-                "sidecars_read": stats.sidecars_read if stats else 0,
-                "from_sidecars": stats.from_sidecars if stats else 0,
-                "sidecar_failures": stats.sidecar_failures if stats else 0,
-                "scanning": self.scanning, "dirty_folders": self.watcher.pending(),
-                "in_flight": len(self.indexer.pipeline.inflight) if self.indexer is not None else 0}
+        inflight = len(self.indexer.pipeline.inflight) if self.indexer is not None else 0
+        return progress_of(stats, list(self._done), queued, inflight) | {
+            "scanning": self.scanning, "dirty_folders": self.watcher.pending()}
 
 
 def _core_settings(config: Config) -> tuple[Any, ...]:
@@ -462,8 +408,6 @@ def _model_files(config: Config) -> tuple[tuple[str, int, int], ...] | None:
     """The configured CLIP model's files with their size and mtime, or None while one is missing: reduced
     mode ends when this changes, not merely because the files exist (a model that is there but cannot load
     must not reopen the core every few seconds)."""
-    from pixdex.daemon.library import CLIP_FILES
-
     clip = config.model_dir / "clip" / config.models.clip
     found = []
     for name in CLIP_FILES:
@@ -473,16 +417,3 @@ def _model_files(config: Config) -> tuple[tuple[str, int, int], ...] | None:
             return None
         found.append((name, st.st_size, st.st_mtime_ns))
     return tuple(found)
-
-
-def files_per_second(samples: list[tuple[float, int]], now: float, window: float = 60.0) -> float:
-    """The rate of (time, files finished so far) samples over the last `window` seconds, counted from the
-    last sample before the count began to move (a burst after an idle spell is not diluted by it)."""
-    recent = [(t, n) for t, n in samples if now - t <= window]
-    start = 0
-    while start + 2 < len(recent) and recent[start + 1][1] == recent[start][1]:
-        start += 1
-    recent = recent[start:]
-    if len(recent) < 2 or recent[-1][0] <= recent[0][0]:
-        return 0.0
-    return max(0.0, (recent[-1][1] - recent[0][1]) / max(1.0, recent[-1][0] - recent[0][0]))

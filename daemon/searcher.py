@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-
+from pixdex.daemon.openpage import launch
+from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.settings import Config
 
 log = logging.getLogger(__name__)
@@ -188,9 +189,6 @@ class Searcher:
 
     def open(self, target: str) -> None:
         """Open a file, a folder or a link with `desktop.opener`, detached: the shell must not wait."""
-        from pixdex.daemon.openpage import launch
-        from pixdex.indexer.errors import PixdexError
-
         try:
             launch(self.config, target)
         except (PixdexError, OSError) as exc:

@@ -15,28 +15,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
 import logging
 import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
-
 from pixdex.daemon import notify
-from pixdex.daemon.app import Context, create_app
-from pixdex.daemon.connections import BACKLOG, Connections, Gate, Listener, caps, raise_file_limit
-from pixdex.daemon.logs import ClientErrors
-from pixdex.daemon.events import EventBus
-from pixdex.daemon.metrics import Metrics
+from pixdex.daemon.app import create_app
+from pixdex.daemon.connections import (
+    BACKLOG,
+    Connections,
+    Gate,
+    Listener,
+    caps,
+    raise_file_limit,
+)
+from pixdex.daemon.core_api import Core
 from pixdex.daemon.core_process import CoreProcess
+from pixdex.daemon.events import EventBus
+from pixdex.daemon.http_api import Context
+from pixdex.daemon.logs import ClientErrors
+from pixdex.daemon.metrics import Metrics
+from pixdex.daemon.routes_status import live_status
 from pixdex.daemon.sessions import Sessions
 from pixdex.daemon.tokens import Tokens
+from pixdex.daemon.webpage import lan_address, machine_addresses
+from pixdex.indexer.cliptags import shipped_vocabulary
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.settings import Config, ConfigError, load_config
+from pixdex.query.reader import Reader
+from pixdex.query.service import SearchService
 
 log = logging.getLogger(__name__)
 def serve(config: Config, config_path: Path | None) -> int:
@@ -60,13 +75,10 @@ async def _serve(config: Config, config_path: Path | None) -> int:
     socket_lock: IO[str] | None = None
     bound = False  # the Unix socket file is ours to remove (not systemd's)
     try:
-        from pixdex.query.reader import Reader
-        from pixdex.query.service import SearchService
-
         service = SearchService(config, Reader(config.layout, config.index))
         ctx = Context(config, daemon, service, tokens, bus, Metrics(lambda: _metrics_snapshot(ctx)),
                       sessions=Sessions(config.state_dir / "web-sessions.json"), lan_hosts=lan_hosts(config))
-        _preload()
+        shipped_vocabulary()  # read at start, as create_app reads the web page's files and openapi.json
         runner = web.AppRunner(create_app(ctx), handle_signals=False, access_log=None, shutdown_timeout=5.0,
                                max_line_size=64 * 1024,  # long queries reach the validator (server.max_query_chars)
                                keepalive_timeout=config.server.idle_timeout,
@@ -78,7 +90,7 @@ async def _serve(config: Config, config_path: Path | None) -> int:
         ctx.thumbnail_jobs.prune()  # to server.thumbnail_cache_mb, in the background
         where = f"{config.socket_path}" + (f" and 127.0.0.1:{config.server.port}" if config.server.tcp else "") \
             + (f" and {config.server.lan}:{config.server.lan_port}" if config.server.lan else "")
-        state = await asyncio.wrap_future(daemon.call("state", 0, False))
+        state = await asyncio.wrap_future(daemon.ask(Core.state, 0, False))
         mode = "full" if state["mode"] == "full" else "reduced (no models)"
         log.info("pixdex serving on %s, %s mode, pid %d (indexing in pid %d)", where, mode, os.getpid(), state["pid"])
         notify.ready(f"serving on {where}; {mode} mode")
@@ -103,34 +115,19 @@ async def _serve(config: Config, config_path: Path | None) -> int:
     return 0
 
 
+def _serve_on(loop: asyncio.AbstractEventLoop, sock: socket.socket, gate: Gate) -> Awaitable[asyncio.AbstractServer]:
+    """Serve a socket systemd passed (socket activation) through the connection gate."""
+    return loop.create_server(gate, sock=sock, backlog=BACKLOG)
+
+
 def _dump_stacks(daemon: CoreProcess) -> None:
     """SIGUSR1: every thread's stack to the log, this process's and the indexing process's (a daemon that
     hangs says where: `systemctl --user kill -s USR1 pixdex`, then the journal)."""
-    import faulthandler
-
     log.warning("SIGUSR1: the stacks of every thread follow, this process's then the indexing process's")
     faulthandler.dump_traceback(all_threads=True)
     if daemon.pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(daemon.pid, signal.SIGUSR1)
-
-
-PRELOAD = ("pixdex.query.vector", "pixdex.query.text", "pixdex.query.fuse", "pixdex.indexer.embedder",
-           "pixdex.indexer.modelcache", "pixdex.indexer.session", "pixdex.indexer.thumbnails", "pixdex.indexer.workers",
-           "pixdex.indexer.cliptags", "pixdex.indexer.describe", "pixdex.indexer.decode", "pixdex.daemon.routes",
-           "pixdex.daemon.webpage", "pixdex.daemon.library", "mimetypes", "psutil", "segno")
-
-
-def _preload() -> None:
-    """Import now what requests import late: a package reinstalled under a running daemon (the README's
-    test command does `pip install -e` into the same .venv) must not leave it missing modules."""
-    import importlib
-
-    for name in PRELOAD:
-        importlib.import_module(name)
-    from pixdex.indexer.cliptags import shipped_vocabulary
-
-    shipped_vocabulary()  # the data files too: the web page's and openapi.json are read by `create_app`
 
 
 class GatedSite(web.BaseSite):
@@ -163,7 +160,7 @@ async def _listen(runner: web.AppRunner, config: Config, connections: Connection
     activated = notify.listen_fds()
     for sock in activated:
         kind = "socket" if sock.family == socket.AF_UNIX else "loopback"
-        sites.append((kind, lambda gate, sock=sock: loop.create_server(gate, sock=sock, backlog=BACKLOG)))
+        sites.append((kind, partial(_serve_on, loop, sock)))
     bound = not any(s.family == socket.AF_UNIX for s in activated)
     if bound:
         if path.exists() or path.is_symlink():
@@ -228,8 +225,6 @@ async def _start_site(site: GatedSite, config: Config) -> None:
 
 def lan_hosts(config: Config) -> set[str]:
     """The Host values a LAN request may carry: the addresses it may have reached (IP literals only)."""
-    from pixdex.daemon.webpage import lan_address, machine_addresses
-
     if not config.server.lan:
         return set()
     found = machine_addresses() if config.server.lan in ("0.0.0.0", "::") else {config.server.lan}
@@ -252,7 +247,7 @@ async def _run_until_stopped(ctx: Context, config_path: Path | None) -> None:
         if interval:
             notify.watchdog()
         try:
-            state = await asyncio.wrap_future(ctx.daemon.call("state", 0, False))
+            state = await asyncio.wrap_future(ctx.core.ask(Core.state, 0, False))
         except PixdexError:  # Unavailable: the indexing process is starting again
             state = {"ok": False}
         line, busy = _status_line(state)
@@ -288,7 +283,7 @@ async def _reload(ctx: Context, config_path: Path | None) -> None:
         notify.ready("config refused; still serving with the old one")
         return
     try:
-        result = await asyncio.wrap_future(ctx.daemon.submit("reload", config))
+        result = await asyncio.wrap_future(ctx.core.ask(Core.reload, config))
         ctx.config = config
         ctx.service.config = config
         log.info("config reloaded: %s", result)
@@ -298,8 +293,6 @@ async def _reload(ctx: Context, config_path: Path | None) -> None:
 
 
 def _metrics_snapshot(ctx: Context | None) -> dict[str, Any]:
-    from pixdex.daemon.routes import live_status
-
     assert ctx is not None
     info = live_status(ctx)
     return {"queue": info["queue"], "counts": info["counts"], "waiting_for_models": info["waiting_for_models"],

@@ -21,9 +21,10 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
 from pathlib import Path
+from typing import Any, TypeVar
 
+from pixdex.daemon.core_api import Core
 from pixdex.daemon.core_process import CoreProcess
 from pixdex.indexer import thumbnails
 
@@ -51,7 +52,7 @@ class ThumbnailJobs:
         """Run blocking file work (finding and reading a cached thumbnail) on the thumbnails' own threads."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: function(*args))
 
-    async def make(self, daemon: CoreProcess, real: bytes, dest: Path, pixels: int, max_pixels: int) -> Path:
+    async def make(self, core: CoreProcess, real: bytes, dest: Path, pixels: int, max_pixels: int) -> Path:
         """Have the indexing process make one thumbnail, when a turn is free; Busy if too many wait."""
         if self._turns.locked() and self._waiting >= WAITING:
             raise Busy(f"{WAITING} thumbnails are waiting to be made; try again in a moment (server.thumbnail_jobs)")
@@ -61,7 +62,7 @@ class ThumbnailJobs:
         finally:
             self._waiting -= 1
         try:
-            made = Path(await asyncio.wrap_future(daemon.call("thumbnail", real, str(dest), pixels, max_pixels)))
+            made = Path(await asyncio.wrap_future(core.ask(Core.thumbnail, real, str(dest), pixels, max_pixels)))
         finally:
             self._turns.release()
         self._count(made)

@@ -18,6 +18,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from pixdex.indexer.errors import PixdexError
 
@@ -37,9 +38,17 @@ class Token:
         return {"token": self.secret, "collections": list(self.collections) if self.collections is not None else None,
                 "label": self.label}
 
-    def listing(self) -> dict[str, object]:
+    def listing(self) -> Listing:
         return {"id": self.id, "collections": list(self.collections) if self.collections is not None else None,
                 "label": self.label}
+
+
+class Listing(TypedDict):
+    """A token as `pixdex token --list` shows it: never the secret."""
+
+    id: str
+    collections: list[str] | None
+    label: str
 
 
 class Tokens:

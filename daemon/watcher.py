@@ -28,14 +28,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileAttribEvent, FileClosedEvent,
-                             FileCreatedEvent,
-                             FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEvent,
-                             FileSystemEventHandler)
-
 from pixdex.indexer.errors import display_path
-from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, is_raw_name, is_sidecar_name, skipped_dir
+from pixdex.indexer.scan import (
+    IGNORE_MARKERS,
+    excluded,
+    is_image_name,
+    is_raw_name,
+    is_sidecar_name,
+    skipped_dir,
+)
 from pixdex.indexer.settings import WatchSettings
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +129,6 @@ class Watcher(FileSystemEventHandler):
         return _watch_budget() - sum(r.dirs for r in self.roots.values() if r.mode == "inotify" and r.observer)
 
     def _start(self, root: RootWatch) -> None:
-        from watchdog.observers.inotify import InotifyObserver
-        from watchdog.observers.polling import PollingObserver
-
         if not os.path.isdir(root.path):
             root.mode, root.why = "degraded", "the folder is missing (unmounted?); retried every few seconds"
             log.warning("%s: not watched: the folder does not exist (create it, or set library.folders in the "

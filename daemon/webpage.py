@@ -10,13 +10,15 @@ script), so a file name or a keyword is text on the page, never markup.
 
 from __future__ import annotations
 
+import io
 import socket
 import urllib.parse
 from pathlib import Path
-from aiohttp import web
 
-from pixdex.daemon.app import ApiError, Context, bad
-from pixdex.daemon.routes import _json_body, ctx_of
+import psutil
+import segno
+from aiohttp import web
+from pixdex.daemon.http_api import ApiError, Context, bad, ctx_of, json_body
 from pixdex.daemon.sessions import COOKIE, SESSION_SECONDS, TICKET_SECONDS, Grant
 
 WEB = Path(__file__).with_name("web")
@@ -100,7 +102,7 @@ async def logout(request: web.Request) -> web.Response:
 async def new_ticket(request: web.Request) -> web.Response:
     """A one-time login link for the caller's own scope: `{"next": "/?q=…", "lan": false}`."""
     ctx = ctx_of(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     unknown = set(body) - {"next", "lan", "only"}
     if unknown:
         raise bad(sorted(unknown)[0], "unknown field; allowed: next, lan, only")
@@ -119,7 +121,7 @@ async def new_ticket(request: web.Request) -> web.Response:
     grant = Grant(None, "socket") if token is None else Grant(token.collections, token.label, request.get("token_id"))
     only = body.get("only")
     if only is not None:  # a link that sees less than its maker (a phone: one collection)
-        known = {c.name.lower(): c.name for c in ctx.daemon.collections}
+        known = {c.name.lower(): c.name for c in ctx.core.collections}
         if not isinstance(only, list) or not only or not all(isinstance(n, str) and n.lower() in known for n in only):
             raise bad("only", f"only must list collections by name; there are: {', '.join(sorted(known.values()))}")
         names = tuple(known[n.lower()] for n in only)
@@ -156,8 +158,6 @@ def lan_address(configured: str) -> str:
 
 def machine_addresses() -> set[str]:
     """This machine's own IP addresses: the Host names a LAN request may carry (no DNS names: rebinding)."""
-    import psutil
-
     found: set[str] = set()
     for addresses in psutil.net_if_addrs().values():
         for address in addresses:
@@ -168,10 +168,6 @@ def machine_addresses() -> set[str]:
 
 async def qr_code(request: web.Request) -> web.Response:
     """`GET /qr.svg?text=…`: a QR code of a link (the page shows one of a LAN login link)."""
-    import io
-
-    import segno
-
     text = request.query.get("text", "")
     if not text or len(text) > 2000:
         raise bad("text", "text is required, at most 2000 characters")
@@ -182,10 +178,6 @@ async def qr_code(request: web.Request) -> web.Response:
 
 def qr_terminal(text: str) -> str:
     """The same QR code drawn for a terminal (`pixdex open --lan`)."""
-    import io
-
-    import segno
-
     out = io.StringIO()
     segno.make(text, error="m").terminal(out, compact=True, border=2)
     return out.getvalue()

@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from pixdex.daemon import routes
+from pixdex.daemon import routes_items, routes_library, routes_search, routes_status, webpage
 
-DOCUMENT = Path(routes.__file__).with_name("openapi.json")
+DOCUMENT = Path(routes_status.__file__).with_name("openapi.json")
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
@@ -24,11 +24,9 @@ def spec() -> dict[str, Any]:
 
 
 def registered() -> set[tuple[str, str]]:
-    from pixdex.daemon import webpage
-
     app = web.Application()
-    routes.add_routes(app)
-    webpage.add_routes(app)
+    for routes in (routes_status, routes_search, routes_items, routes_library, webpage):
+        routes.add_routes(app)
     found = set()
     for route in app.router.routes():
         if route.method == "HEAD":  # aiohttp adds one for every GET
@@ -71,9 +69,9 @@ def test_served_document_is_the_file() -> None:
     from aiohttp import web
 
     app = web.Application()
-    app[routes.OPENAPI_DOC] = routes.OPENAPI.read_bytes()  # what add_routes reads at start
+    app[routes_status.OPENAPI_DOC] = routes_status.OPENAPI.read_bytes()  # what add_routes reads at start
     request = make_mocked_request("GET", "/openapi.json", app=app)
-    response = asyncio.run(routes.openapi(request))
+    response = asyncio.run(routes_status.openapi(request))
     assert response.status == 200
     assert response.content_type == "application/json"
     assert response.body == DOCUMENT.read_bytes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pixdex.daemon.runtime import files_per_second
+from pixdex.daemon.progress import files_per_second
 
 
 def test_a_burst_after_an_idle_spell_is_not_averaged_with_the_idle_time() -> None:

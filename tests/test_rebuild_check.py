@@ -238,7 +238,7 @@ def test_rebuild_without_model_files_keeps_keywords_similar_and_ids(library: Env
 def test_a_rebuild_that_fails_leaves_the_old_stores_in_place(library: Env, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from pixdex.daemon import cli
+    from pixdex.daemon.commands import indexing
 
     word = _a_machine_tag(library)
     tagged = {h["path"] for h in search(library, capsys, f"tag:{word}", k=20)}
@@ -246,7 +246,7 @@ def test_a_rebuild_that_fails_leaves_the_old_stores_in_place(library: Env, tmp_p
     def broken(*args: object, **kwargs: object) -> dict[str, object]:
         raise OSError("disk full")
 
-    monkeypatch.setattr(cli, "index_folders", broken)
+    monkeypatch.setattr(indexing, "index_folders", broken)
     with pytest.raises(OSError):
         library.cli("rebuild", capsys=capsys)
     assert not list(library.data.glob("before-rebuild-*")) and not list(library.data.glob("rebuild-*"))

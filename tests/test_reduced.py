@@ -41,7 +41,7 @@ def test_without_models_names_and_metadata_are_searchable_then_models_embed_them
     sunset = catalog.by_path(str(env.pics / "holiday" / "beach_sunset_01.jpg").encode())
     assert sunset is not None and sunset.camera and sunset.taken and sunset.width == 120
 
-    from pixdex.daemon.library import open_search
+    from pixdex.daemon.offline import open_search
 
     results = open_search(reduced).search("beach camera:canon", k=20)
     assert sorted(Path(h.path).name for h in results.hits) == ["beach_sunset_01.jpg", "beach_sunset_02.jpg"]

@@ -1,8 +1,9 @@
-"""A person's library, opened from the config for the command line: read-only views and reports.
+"""A person's library without a daemon: `OfflineLibrary`, the command line's `Library` when none answers.
 
-Indexing goes through `pixdex.indexer.core.Indexer`; searching through `open_search`. `status`
-and `failures` read the catalog read-only and load no model; none of these create anything in
-a data directory that does not exist yet.
+`stored_status` and `failures` read the catalog read-only and load no model (the daemon's routes answer
+with them too); the changes — pause, reindex, watch add and remove — are small writes under the data
+directory's lock, as a daemon or an index run holds it. Searching goes through `open_search`. Nothing here
+creates anything in a data directory that does not exist yet, but for a change a person asks for.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog import ASKED, Catalog
+from pixdex.indexer.collections import all_collections, plan_add, removable
 from pixdex.indexer.errors import display_path
 from pixdex.indexer.settings import Config, default_config_path
 
@@ -24,6 +26,7 @@ TAGGER_FILES = ("model.onnx", "selected_tags.csv")
 
 
 def open_search(config: Config) -> SearchService:
+    # Late: the query side (numpy, tantivy, usearch) loads for searching only — `status` and `failures` stay light.
     from pixdex.query.reader import Reader
     from pixdex.query.service import SearchService
 
@@ -43,7 +46,8 @@ def _size(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
-def status(config: Config) -> dict[str, Any]:
+def stored_status(config: Config) -> dict[str, Any]:
+    """What `pixdex status` says of the data directory, without a daemon's live part."""
     layout = config.layout
     counts = {"pending": 0, "done": 0, "failed": 0}
     queue = {"asked": 0, "new/changed": 0, "backfill": 0}
@@ -112,7 +116,7 @@ def failures(config: Config) -> list[dict[str, str]]:
 # Without a daemon: small writes under the data directory's lock ---------------------------------
 def offline_write(config: Config, change: Any) -> Any:
     """Run `change(catalog)` in one transaction while holding the lock a daemon or indexer would hold."""
-    from pixdex.indexer.core import lock_data_dir
+    from pixdex.indexer.core import lock_data_dir  # late: see `offline_watch_remove`
 
     lock = lock_data_dir(config.layout.root, config.layout.lock)
     try:
@@ -128,9 +132,6 @@ def offline_write(config: Config, change: Any) -> Any:
 
 def offline_reindex(config: Config, paths: list[Path]) -> int:
 
-    from pixdex.indexer.catalog import ASKED
-    from pixdex.indexer.collections import all_collections
-
     def queue(catalog: Catalog) -> int:
         roots = paths or [c.fspath for c in all_collections(config, catalog)]
         ids = {row.id for row in catalog.under_paths(roots)}
@@ -143,8 +144,6 @@ def offline_reindex(config: Config, paths: list[Path]) -> int:
 
 def watched(config: Config) -> list[Any]:
     """Every watched folder (collection): the config file's and those added with `watch add`."""
-    from pixdex.indexer.collections import all_collections
-
     catalog = Catalog(config.layout.catalog, read_only=True) if config.layout.exists() else None
     try:
         return all_collections(config, catalog)
@@ -158,8 +157,6 @@ def offline_watches(config: Config) -> list[dict[str, str]]:
 
 
 def offline_watch_add(config: Config, path: Path, name: str | None) -> dict[str, str]:
-    from pixdex.indexer.collections import all_collections, plan_add
-
     def add(catalog: Catalog) -> dict[str, str]:
         added, inside = plan_add(all_collections(config, catalog), path, name)
         for c in inside:
@@ -171,15 +168,46 @@ def offline_watch_add(config: Config, path: Path, name: str | None) -> dict[str,
 
 
 def offline_watch_remove(config: Config, key: str) -> dict[str, Any]:
-    from pixdex.indexer.collections import all_collections, removable
-    from pixdex.indexer.core import Indexer
-
     def remove(catalog: Catalog) -> dict[str, Any]:
         found = removable(all_collections(config, catalog), key, config.source)
         catalog.remove_collection(found.name)
         return {**found.as_dict(), "forgotten": 0}
 
     removed = dict(offline_write(config, remove))
+    from pixdex.indexer.core import (
+        Indexer,  # late: the indexing core loads for this one change only
+    )
+
     with Indexer(config, reduced_ok=True) as indexer:  # its images leave the index now, as the daemon does
         removed["forgotten"] = indexer.forget([Path(removed["path"])])
     return removed
+
+
+class OfflineLibrary:
+    """`Library` over the data directory itself (no daemon runs)."""
+
+    live = False
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def status(self) -> dict[str, Any]:
+        return stored_status(self.config)
+
+    def failures(self) -> list[dict[str, str]]:
+        return failures(self.config)
+
+    def watches(self) -> list[dict[str, Any]]:
+        return offline_watches(self.config)
+
+    def pause(self, paused: bool) -> None:
+        offline_write(self.config, lambda catalog: catalog.set_meta("paused", int(paused)))
+
+    def reindex(self, paths: list[str]) -> int:
+        return offline_reindex(self.config, [Path(p) for p in paths])
+
+    def watch_add(self, path: str, name: str | None) -> dict[str, Any]:
+        return offline_watch_add(self.config, Path(path), name)
+
+    def watch_remove(self, key: str) -> dict[str, Any]:
+        return offline_watch_remove(self.config, key)
