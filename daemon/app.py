@@ -19,6 +19,7 @@ import struct
 import time
 
 from aiohttp import web
+
 from pixdex.daemon import (
     routes_items,
     routes_library,

@@ -122,7 +122,8 @@ class Client:
             parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe}"\r\n'
                          "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
         parts.append(f"--{boundary}--\r\n".encode())
-        return self.request("POST", path, body=b"".join(parts), content_type=f"multipart/form-data; boundary={boundary}")
+        return self.request("POST", path, body=b"".join(parts),
+                            content_type=f"multipart/form-data; boundary={boundary}")
 
 
 def read_upload(path: str, max_bytes: int) -> bytes:

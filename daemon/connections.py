@@ -35,7 +35,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 OWN_FILES = 256  # the serving process's own descriptors: stores, pipe, pools, files being served, headroom
-BACKLOG = 128  # the kernel's queue of connections not yet accepted (aiohttp's default); asyncio accepts that many at once
+BACKLOG = 128  # connections not yet accepted the kernel queues (aiohttp's default); asyncio accepts that many at once
 MIN_CAP = 16
 REFUSED_LINGER = 1.0  # seconds a refused connection stays half-closed, so its client reads the 503
 REFUSED_BODY = json.dumps({"error": "too many connections, every one busy with a request; try again in a moment"})

@@ -26,6 +26,7 @@ from pixdex.indexer.errors import PixdexError
 
 if TYPE_CHECKING:  # the command line's client path stays light: no numpy, no settings' loaders
     from numpy.typing import NDArray
+
     from pixdex.indexer.settings import Config
 
 Status = dict[str, Any]  # `pixdex status --json`, `GET /status`: documented in openapi.json (`Status`)

@@ -3,6 +3,7 @@ which answers the serving process's calls with `IndexingCore` and sends its even
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import logging
@@ -72,11 +73,8 @@ class CoreHost:
         self.core = IndexingCore(self.daemon)
 
     def send(self, message: tuple[Any, ...]) -> None:
-        with self._send_lock:
-            try:
-                self.conn.send(message)
-            except (OSError, ValueError):
-                pass  # the parent is gone, and PR_SET_PDEATHSIG ends this process
+        with self._send_lock, contextlib.suppress(OSError, ValueError):  # the parent gone: PR_SET_PDEATHSIG ends us
+            self.conn.send(message)
 
     def run(self) -> None:
         try:
@@ -121,7 +119,7 @@ class CoreHost:
 def portable(exc: BaseException) -> BaseException:
     """`exc` if it survives pickling (pixdex's errors do), else one that says the same."""
     try:
-        copy: BaseException = pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes
+        copy: BaseException = pickle.loads(pickle.dumps(exc))
         return copy
     except Exception:  # noqa: BLE001
         if isinstance(exc, PixdexError):

@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from numpy.typing import NDArray
+
 from pixdex.daemon.core_api import CALLS, Core, Unavailable, Watch
 from pixdex.daemon.events import EventBus
 from pixdex.daemon.model_pull import model_fix
@@ -190,7 +191,7 @@ class CoreProcess:
                 break
             try:
                 self._handle(message, opened)
-            except Exception:  # noqa: BLE001 - one bad message must not cut the serving process off
+            except Exception:
                 log.exception("a message from the indexing process could not be handled: %.200r", message)
         self._ended(conn, proc, opened, exited)
 

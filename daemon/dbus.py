@@ -28,8 +28,10 @@ from dbus_fast import BusType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusSignature
 from dbus_fast.service import ServiceInterface, method
+
 from pixdex.daemon.searcher import Searcher, query_path
 from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.settings import Config
 
 # The D-Bus signatures of the methods' arguments and results, as dbus-fast reads them.
 Strings = Annotated[list[str], DBusSignature("as")]
@@ -38,7 +40,6 @@ Time = Annotated[int, DBusSignature("u")]
 Metas = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 RunnerActions = Annotated[list[list[str]], DBusSignature("a(sss)")]
 Matches = Annotated[list[list[Any]], DBusSignature("a(sssida{sv})")]
-from pixdex.indexer.settings import Config
 
 log = logging.getLogger(__name__)
 BUS_NAME = "org.pixdex.Search"
@@ -75,17 +76,17 @@ class GnomeShellProvider(ServiceInterface):
         self.activity = activity
 
     @method()
-    async def GetInitialResultSet(self, terms: Strings) -> Strings:  # noqa: N802 - D-Bus names
+    async def GetInitialResultSet(self, terms: Strings) -> Strings:
         self.activity.touch()
         return await self.searcher.search(terms)
 
     @method()
-    async def GetSubsearchResultSet(self, previous_results: Strings, terms: Strings) -> Strings:  # noqa: N802
+    async def GetSubsearchResultSet(self, previous_results: Strings, terms: Strings) -> Strings:
         self.activity.touch()
         return await self.searcher.search(terms)
 
     @method()
-    async def GetResultMetas(self, identifiers: Strings) -> Metas:  # noqa: N802
+    async def GetResultMetas(self, identifiers: Strings) -> Metas:
         self.activity.touch()
         known = await self.searcher.known(identifiers)
         icons = await self.searcher.icons(known)
@@ -102,13 +103,13 @@ class GnomeShellProvider(ServiceInterface):
         return metas
 
     @method()
-    async def ActivateResult(self, identifier: Text, terms: Strings, timestamp: Time) -> None:  # noqa: N802
+    async def ActivateResult(self, identifier: Text, terms: Strings, timestamp: Time) -> None:
         self.activity.touch()
         if await self.searcher.known([identifier]):
             self.searcher.open(self.searcher.path_of(identifier) or "")
 
     @method()
-    async def LaunchSearch(self, terms: Strings, timestamp: Time) -> None:  # noqa: N802
+    async def LaunchSearch(self, terms: Strings, timestamp: Time) -> None:
         self.activity.touch()
         await self.searcher.open_page(query_path(terms))
 
@@ -120,11 +121,11 @@ class KRunner(ServiceInterface):
         self.activity = activity
 
     @method()
-    def Actions(self) -> RunnerActions:  # noqa: N802
+    def Actions(self) -> RunnerActions:
         return [list(a) for a in ACTIONS]
 
     @method()
-    async def Match(self, query: Text) -> Matches:  # noqa: N802
+    async def Match(self, query: Text) -> Matches:
         self.activity.touch()
         ids = await self.searcher.search([query])
         matches = []
@@ -138,7 +139,7 @@ class KRunner(ServiceInterface):
         return matches
 
     @method()
-    async def Run(self, matchId: Text, actionId: Text) -> None:  # noqa: N802, N803
+    async def Run(self, matchId: Text, actionId: Text) -> None:
         self.activity.touch()
         if not await self.searcher.known([matchId]):
             return
@@ -151,7 +152,7 @@ class KRunner(ServiceInterface):
             self.searcher.open(path)
 
     @method()
-    def Teardown(self) -> None:  # noqa: N802
+    def Teardown(self) -> None:
         self.searcher.answered.clear()
 
 

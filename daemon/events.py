@@ -9,6 +9,7 @@ on the server's loop; publishing never blocks on them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import threading
@@ -17,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-KINDS = ("describe", "queued", "stage", "indexed", "failed", "removed", "progress", "paused", "resumed", "config", "models",
-         "watch", "reset")
+KINDS = ("describe", "queued", "stage", "indexed", "failed", "removed", "progress", "paused", "resumed", "config",
+         "models", "watch", "reset")
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,8 @@ class EventBus:
                 return
             self._wake_pending = True
         if not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._notify()))
-            except RuntimeError:  # the loop closed meanwhile
-                pass
 
     async def _notify(self) -> None:
         assert self._changed is not None
@@ -80,8 +79,9 @@ class EventBus:
             return []
         newer = [e for e in events if e.id > last_id]
         if events and last_id < events[0].id - 1 and (not newer or newer[0].id == events[0].id):
-            return [Event(events[0].id - 1, "reset", {"why": "events after Last-Event-ID are no longer kept; "
-                                                               "re-read /status"})] + newer
+            reset = Event(events[0].id - 1, "reset", {"why": "events after Last-Event-ID are no longer kept; "
+                                                             "re-read /status"})
+            return [reset, *newer]
         return newer
 
     def last_id(self) -> int:
@@ -91,7 +91,5 @@ class EventBus:
     async def wait(self, after: int, timeout: float) -> None:
         assert self._changed is not None
         async with self._changed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait_for(lambda: self.last_id() > after), timeout)
-            except asyncio.TimeoutError:
-                pass

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+
 from pixdex.daemon.connections import Connections
 from pixdex.daemon.core_process import CoreProcess
 from pixdex.daemon.events import EventBus

@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 from numpy.typing import NDArray
+
 from pixdex.daemon.core_api import Unavailable, Watch
 from pixdex.daemon.runtime import Daemon
 from pixdex.indexer import thumbnails

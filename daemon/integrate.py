@@ -283,7 +283,8 @@ def merge_thunar(path: Path, ours: str) -> Path:
     merged = kept[:end] + ours + kept[end:]
     parsed = ElementTree.fromstring(merged.encode("utf-8"))
     wanted = {a.key for a in ACTIONS} if ours else set()
-    found = {u.text.removeprefix("pixdex-") for u in parsed.iter("unique-id") if u.text and u.text.startswith("pixdex-")}
+    found = {u.text.removeprefix("pixdex-") for u in parsed.iter("unique-id")
+             if u.text and u.text.startswith("pixdex-")}
     if found != wanted:  # the merge must leave exactly our actions, once
         raise IntegrationError(f"{path}: could not merge pixdex's actions cleanly; pixdex leaves it alone")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -131,7 +131,8 @@ def named_listen_fds(environ: MutableMapping[str, str] | None = None) -> list[tu
     labels = names.split(":") if names else []
     if len(labels) != number:
         labels = ["unknown"] * number  # what sd_listen_fds_with_names(3) reports when names are missing
-    return [(label, _adopt(fd)) for label, fd in zip(labels, range(LISTEN_FDS_START, LISTEN_FDS_START + number))]
+    fds = range(LISTEN_FDS_START, LISTEN_FDS_START + number)
+    return [(label, _adopt(fd)) for label, fd in zip(labels, fds, strict=True)]
 
 
 def _adopt(fd: int) -> socket.socket:

@@ -27,7 +27,8 @@ from pixdex.indexer.settings import Config
 
 def page_path(query: str, similar_ids: list[int], narrow: bool = False) -> str:
     if similar_ids:
-        return "/?" + urllib.parse.urlencode({"similar": ",".join(map(str, similar_ids)), **({"narrow": "1"} if narrow else {})})
+        wanted = {"similar": ",".join(map(str, similar_ids)), **({"narrow": "1"} if narrow else {})}
+        return "/?" + urllib.parse.urlencode(wanted)
     return "/?" + urllib.parse.urlencode({"q": query}) if query else "/"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from pixdex.daemon.core_api import Core
 from pixdex.daemon.http_api import (
     ApiError,

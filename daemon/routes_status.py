@@ -5,6 +5,7 @@ removes the file)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import psutil
 from aiohttp import web
+
 from pixdex.daemon.core_api import Core, Unavailable
 from pixdex.daemon.events import Event
 from pixdex.daemon.http_api import (
@@ -136,10 +138,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         last = int(raw)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
-    try:
+    with contextlib.suppress(ConnectionResetError):  # the client went away: nothing to answer
         await _stream_events(request, ctx, response, last)
-    except ConnectionResetError:  # the client went away: nothing to answer
-        pass
     return response
 
 

@@ -203,7 +203,7 @@ class Daemon:
     def _reconcile(self, why: str) -> ScanReport:
         """Diff every watched folder against the catalog (at start, periodically, after lost events)."""
         low, high = 0.75 * self.config.watch.reconcile, 1.25 * self.config.watch.reconcile
-        self._next_reconcile = time.monotonic() + random.uniform(low, high)  # noqa: S311 - spreading, not secrecy
+        self._next_reconcile = time.monotonic() + random.uniform(low, high)
         roots = [c.path for c in self.collections if os.path.isdir(c.path)]
         log.info("reconciling %d folder(s): %s", len(roots), why)
         return self._scan(roots, [], why)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
 from pixdex.daemon.openpage import launch
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.settings import Config
@@ -88,7 +89,7 @@ class Searcher:
             task = self._asked[query] = asyncio.ensure_future(self._fetch(query))
         try:
             hits = await asyncio.wait_for(asyncio.shield(task), self.budget)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             hits = self._ready_for(query)
             log.debug("%r: the daemon did not answer within %d ms; %d results of an earlier query",
                       query, self.config.desktop.answer_ms, len(hits))

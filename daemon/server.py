@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
+
 from pixdex.daemon import notify
 from pixdex.daemon.app import create_app
 from pixdex.daemon.connections import (
@@ -287,7 +288,7 @@ async def _reload(ctx: Context, config_path: Path | None) -> None:
         ctx.config = config
         ctx.service.config = config
         log.info("config reloaded: %s", result)
-    except Exception as exc:  # the daemon keeps what it had
+    except Exception as exc:  # noqa: BLE001 - logged; the daemon keeps what it had
         log.error("config reload failed: %s", exc)
     notify.ready("config reloaded")
 

@@ -28,16 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixdex.indexer.errors import display_path
-from pixdex.indexer.scan import (
-    IGNORE_MARKERS,
-    excluded,
-    is_image_name,
-    is_raw_name,
-    is_sidecar_name,
-    skipped_dir,
-)
-from pixdex.indexer.settings import WatchSettings
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -54,10 +44,21 @@ from watchdog.events import (
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
+from pixdex.indexer.errors import display_path
+from pixdex.indexer.scan import (
+    IGNORE_MARKERS,
+    excluded,
+    is_image_name,
+    is_raw_name,
+    is_sidecar_name,
+    skipped_dir,
+)
+from pixdex.indexer.settings import WatchSettings
+
 log = logging.getLogger(__name__)
 
 EVENTS = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent, DirCreatedEvent,
-          DirDeletedEvent, DirMovedEvent, FileAttribEvent]  # not opens or close-without-write; attributes: sidecars only
+          DirDeletedEvent, DirMovedEvent, FileAttribEvent]  # not opens nor close-without-write; attributes: sidecars
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "davfs", "sshfs", "lustre"}
 MAX_WAIT = 3.0  # events that never stop (a long copy) still get rescanned this often
 WATCHES_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
@@ -231,7 +232,7 @@ class Watcher(FileSystemEventHandler):
                 if not (is_image_name(name) or is_sidecar_name(name) or is_raw_name(name)) or name.startswith(b"."):
                     continue  # a RAW counts: arriving, it takes the IMG.xmp a JPEG beside it used (docs/SIDECARS.md)
                 if isinstance(event, FileAttribEvent) and not is_sidecar_name(name):
-                    continue  # a sidecar made writable is worth a look (pixdex may write it now); an image's mode is not
+                    continue  # a sidecar made writable is worth a look (pixdex may write it now); an image's mode not
                 if isinstance(event, (FileModifiedEvent, FileCreatedEvent)) and is_image_name(name):
                     self._writing[path] = now  # a sidecar is read as it is: a half-written one is read again
                 elif isinstance(event, FileClosedEvent) or n == 0:

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import segno
 from aiohttp import web
+
 from pixdex.daemon.http_api import ApiError, Context, bad, ctx_of, json_body
 from pixdex.daemon.sessions import COOKIE, SESSION_SECONDS, TICKET_SECONDS, Grant
 
@@ -31,9 +32,11 @@ HEADERS = {
     "Cache-Control": "no-cache",
 }
 LOGIN_HELP = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>pixdex</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="stylesheet" href="/static/app.css"></head>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/static/app.css"></head>
 <body class="login"><main><h1>pixdex</h1><p>{message}</p>
-<p>On this computer, run <code>pixdex open</code>: it opens this page with a one-time login link.</p></main></body></html>
+<p>On this computer, run <code>pixdex open</code>: it opens this page with a one-time login link.</p>
+</main></body></html>
 """
 
 

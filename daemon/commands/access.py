@@ -176,7 +176,8 @@ def cmd_integrate(args: argparse.Namespace, config: Config) -> int:
     if args.integrate_command == "install":
         for path in integrate.install(program, config.environ):
             print(f"wrote {path}")
-        ini = integrate.data_home(config.environ) / "pixdex" / "integration" / f"{integrate.BUS_NAME}.search-provider.ini"
+        integration = integrate.data_home(config.environ) / "pixdex" / "integration"
+        ini = integration / f"{integrate.BUS_NAME}.search-provider.ini"
         print("GNOME Shell reads search providers only from the system folders; to add pixdex to its search, run\n"
               f"  sudo install -D -m 644 {ini} {integrate.GNOME_INI_DIR}/{ini.name}\n"
               "and log out and in again. KRunner, Dolphin, Nautilus and Thunar pick their files up by themselves "

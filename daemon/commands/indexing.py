@@ -67,8 +67,9 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
 def index_folders(config: Config, roots: list[Path], progress: bool, rebuild: Any = None) -> dict[str, Any]:
     """Scan → queue → drain, as a thin client of the indexing core. `rebuild` (the old catalog's
     `rebuild.Previous`): build without models if need be, keeping the old ids."""
-    from pixdex.indexer.core import Indexer
     from tqdm import tqdm
+
+    from pixdex.indexer.core import Indexer
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as Ctrl-C does: finished work is committed
 

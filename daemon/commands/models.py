@@ -20,7 +20,8 @@ def add_parsers(sub: Any) -> None:
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     mlist = msub.add_parser("list", help="the models pixdex knows and those installed: size, licence, in use")
     mlist.add_argument("--json", action="store_true", help="print JSON")
-    pull = msub.add_parser("pull", help="download a known model from the Hugging Face hub (HF_ENDPOINT, HF_HUB_OFFLINE honoured)")
+    pull = msub.add_parser("pull", help="download a known model from the Hugging Face hub (HF_ENDPOINT, "
+                                        "HF_HUB_OFFLINE honoured)")
     pull.add_argument("name", help="a name from `pixdex models list`")
     pull.add_argument("--revision", help="a branch, tag or commit of the hub repo (default: the one pixdex knows)")
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -31,28 +32,36 @@ def add_parsers(sub: Any) -> None:
     remove = msub.add_parser("remove", help="delete an installed model (not one the config uses, unless --force)")
     remove.add_argument("name")
     remove.add_argument("--force", action="store_true", help="remove it even when the config names it")
-    standin = msub.add_parser("standin", help="write small stand-in models (meaningless results; for trying and testing)")
+    standin = msub.add_parser("standin", help="write small stand-in models (meaningless results; for trying and "
+                                              "testing)")
     standin.add_argument("--dir", type=Path, help="model directory (default: the configured one)")
     standin.add_argument("--multilingual", action="store_true",
                          help="also a stand-in of the multilingual CLIP (XLM-RoBERTa text tower; needs transformers)")
-    export = msub.add_parser("export", help="export an open_clip model to ONNX (needs the export extra and its weights)")
+    export = msub.add_parser("export", help="export an open_clip model to ONNX (needs the export extra and its "
+                                            "weights)")
     export.add_argument("name", help="open_clip model name, e.g. ViT-B-32")
     export.add_argument("weights", nargs="?", metavar="PRETRAINED", help="open_clip pretrained tag, e.g. openai")
     export.add_argument("--pretrained", help="the same, as an option")
     export.add_argument("--dir", type=Path, help="model directory (default: the configured one)")
     models.set_defaults(handler=cmd_models)
+    for parser, run in ((mlist, _models_list), (pull, _models_pull), (info, _models_info), (remove, _models_remove),
+                        (standin, _models_write), (export, _models_write)):
+        parser.set_defaults(models_handler=run)
 
 
 def cmd_models(args: argparse.Namespace, config: Config) -> int:
     model_dir = getattr(args, "dir", None) or config.model_dir
-    handlers = {"list": _models_list, "pull": _models_pull, "info": _models_info, "remove": _models_remove}
-    if args.models_command in handlers:
-        return handlers[args.models_command](args, config, model_dir)  # ModelError: one line, exit 2
+    return int(args.models_handler(args, config, model_dir))  # ModelError: one line, exit 2
+
+
+def _models_write(args: argparse.Namespace, config: Config, model_dir: Path) -> int:
+    """`standin` and `export`: model files written by pixdex's own exporter."""
     try:
         return _export_models(args, model_dir, config.source or default_config_path(os.environ))
     except ImportError as exc:  # torch and open_clip come with the export extra only
-        print(f"pixdex: error: model export needs the export extra (.venv/bin/pip install '.[export]' in the pixdex checkout; for a CPU-only torch install it first from https://download.pytorch.org/whl/cpu): {exc}",
-              file=sys.stderr)
+        print("pixdex: error: model export needs the export extra (.venv/bin/pip install '.[export]' in the pixdex "
+              "checkout; for a CPU-only torch install it first from https://download.pytorch.org/whl/cpu): "
+              f"{exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -102,8 +111,8 @@ def _model_rows(config: Config, model_dir: Path) -> list[dict[str, Any]]:
         directory = model_dir / kind / name
         source = hub.manifest(directory).get("repo") or ("stand-in" if name.startswith("pixdex-standin") else "local")
         rows.append({"name": name, "kind": kind, "installed": hub.installed(model_dir, kind, name),
-                     "size_mb": round(hub.disk_size(directory) / 2**20), "licence": "", "in_use": used.get((kind, name), ""),
-                     "source": source, "languages": ""})
+                     "size_mb": round(hub.disk_size(directory) / 2**20), "licence": "",
+                     "in_use": used.get((kind, name), ""), "source": source, "languages": ""})
     for (kind, name), where in used.items():
         if not any(r["kind"] == kind and r["name"] == name for r in rows):
             rows.append({"name": name, "kind": kind, "installed": "no", "size_mb": None, "licence": "",

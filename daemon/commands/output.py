@@ -54,7 +54,7 @@ def print_results(data: dict[str, Any], args: argparse.Namespace) -> int:
     for note in data["notes"]:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps({k: v for k, v in data.items()} | {"hits": [
+        print(json.dumps(dict(data.items()) | {"hits": [
             {k: v for k, v in h.items() if k != "path_b64"} for h in hits]}, indent=2, ensure_ascii=False))
     elif args.null:
         sys.stdout.flush()
@@ -67,7 +67,8 @@ def print_results(data: dict[str, Any], args: argparse.Namespace) -> int:
                 parts.append(f"vector #{hit['vector_rank']} {hit['vector_score']:.3f}")
             if hit["text_rank"] is not None:
                 parts.append(f"text #{hit['text_rank']} {hit['text_score']:.2f}")
-            print(f"{n:3d}  {hit['score']:.5f}  {printable(hit['path'])}" + (f"   [{', '.join(parts)}]" if parts else ""))
+            shown = f"   [{', '.join(parts)}]" if parts else ""
+            print(f"{n:3d}  {hit['score']:.5f}  {printable(hit['path'])}{shown}")
     if not hits:
         print("no results", file=sys.stderr)
     return EXIT_OK if hits else EXIT_SOME_FAILED
@@ -81,8 +82,9 @@ def print_status(info: dict[str, Any]) -> None:
     """`pixdex status` as text."""
     counts = info["counts"]
     sidecars = info.get("sidecar_failures", 0)
-    print(f"images: {counts['done']} indexed, {counts['pending']} pending, {counts['failed']} failed"
-          + (f"; {sidecars} sidecar(s) not written (read and indexed anyway; see `pixdex failures`)" if sidecars else ""))
+    unwritten = f"; {sidecars} sidecar(s) not written (read and indexed anyway; see `pixdex failures`)" \
+        if sidecars else ""
+    print(f"images: {counts['done']} indexed, {counts['pending']} pending, {counts['failed']} failed{unwritten}")
     print("queue: " + ", ".join(f"{n} {name}" for name, n in info["queue"].items()))
     for folder in info.get("unreadable_folders", []):
         print(f"unreadable folder: {printable(folder['path'])}: {folder['reason']} (what is below it is kept as it "
