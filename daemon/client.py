@@ -134,10 +134,15 @@ def read_upload(path: str, max_bytes: int) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ReadError(path, f"cannot read query image: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):  # before fdopen, which refuses a folder with a traceback of its own
             raise ReadError(path, "not a regular file (a pipe, device or folder); pixdex reads only image files")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
         data = handle.read(max_bytes + 1) if st.st_size <= max_bytes else b""
         if st.st_size > max_bytes or len(data) > max_bytes:
             raise ReadError(path, f"{max(st.st_size, len(data)):,} bytes, more than the {max_bytes:,} the daemon "

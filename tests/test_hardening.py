@@ -258,12 +258,14 @@ def test_a_repeated_message_is_held_back_and_counted() -> None:
 
 # 3. The CLI's reads through the daemon --------------------------------------------------------------------
 def test_similar_on_a_fifo_or_a_link_to_dev_zero_fails_at_once_with_one_line(served: Served, tmp_path: Path) -> None:
-    fifo, zero, big = tmp_path / "pipe.jpg", tmp_path / "zero.jpg", tmp_path / "big.jpg"
+    fifo, zero, big, folder = tmp_path / "pipe.jpg", tmp_path / "zero.jpg", tmp_path / "big.jpg", tmp_path / "a folder"
+    folder.mkdir()
     os.mkfifo(fifo)
     zero.symlink_to("/dev/zero")
     with open(big, "wb") as handle:
         handle.truncate(33 * 2**20)  # over server.max_upload_mb = 32 (sparse: no disk used)
-    for path, reason in ((fifo, "not a regular file"), (zero, "not a regular file"), (big, "server.max_upload_mb")):
+    for path, reason in ((fifo, "not a regular file"), (zero, "not a regular file"), (big, "server.max_upload_mb"),
+                         (folder, "not a regular file")):
         began = time.monotonic()
         done = subprocess.run([str(PIXDEX), "--config", str(served.config), "similar", str(path)], env=served.environ,
                               capture_output=True, text=True, timeout=60)
