@@ -5,6 +5,7 @@ without being registered again, and nothing made by models is thrown away while 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from conftest import Env, make_library
@@ -77,3 +78,18 @@ def test_without_reduced_ok_a_missing_model_stops_with_its_path(env: Env, tmp_pa
 
     with pytest.raises(ModelError, match="no-models"):
         Indexer(_config(env, tmp_path / "no-models"))
+
+
+def test_pixdex_index_without_models_indexes_in_reduced_mode_and_says_so(env: Env, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """As the daemon and rebuild do: names, folders and metadata are indexed, and the note says what is missing
+    and how to get it (it used to stop with "clip model … absent")."""
+    make_library(env.pics)
+    text = env.config.read_text()
+    model_dir = text.split("model_dir = ", 1)[1].split("\n", 1)[0]
+    env.config.write_text(text.replace(model_dir, json.dumps(str(tmp_path / "no-models"))))
+    status, out, err = env.cli("index", capsys=capsys)
+    assert status == 0, err
+    assert out.startswith("9 new") and "no models" in err and "pixdex models" in err
+    status, out, _ = env.cli("search", "beach", "--json", capsys=capsys)
+    assert {Path(h["path"]).name for h in json.loads(out)["hits"]} >= {"beach_sunset_01.jpg", "beach_sunset_02.jpg"}

@@ -61,19 +61,23 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
             print(f"  … and {len(summary['failures']) - 20} more: see `pixdex failures`", file=sys.stderr)
         for path, reason in summary["folder_errors"]:
             print(f"  skipped folder: {path}: {reason}", file=sys.stderr)
+        if summary["models"]:
+            print(f"note: no models, so names, folders, metadata and what sidecars hold were indexed; the images wait "
+                  f"for the CLIP model: {summary['models']}", file=sys.stderr)
     return EXIT_OK
 
 
 def index_folders(config: Config, roots: list[Path], progress: bool, rebuild: Any = None) -> dict[str, Any]:
-    """Scan → queue → drain, as a thin client of the indexing core. `rebuild` (the old catalog's
-    `rebuild.Previous`): build without models if need be, keeping the old ids."""
+    """Scan → queue → drain, as a thin client of the indexing core; without models in reduced mode, as the
+    daemon runs (names, folders, metadata, and what sidecars hold). `rebuild` (the old catalog's
+    `rebuild.Previous`): keep the old ids."""
     from tqdm import tqdm
 
     from pixdex.indexer.core import Indexer
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as Ctrl-C does: finished work is committed
 
-    with Indexer(config, reduced_ok=rebuild is not None, ids=rebuild.ids if rebuild else None) as indexer:
+    with Indexer(config, reduced_ok=True, ids=rebuild.ids if rebuild else None) as indexer:
         start = indexer.stats.committed
         try:
             report = indexer.scan(roots)
