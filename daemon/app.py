@@ -34,7 +34,8 @@ from pixdex.daemon.sessions import COOKIE, Sessions
 from pixdex.daemon.thumbnail_jobs import ThumbnailJobs
 from pixdex.daemon.tokens import Token, Tokens
 from pixdex.indexer.collections import CollectionError
-from pixdex.indexer.errors import ModelError, PixdexError, ReadError, display_path
+from pixdex.indexer.errors import ModelError, PixdexError, ReadError
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 from pixdex.query.parse import QueryError
 from pixdex.query.service import SearchService

@@ -319,7 +319,7 @@ def daemon_client(config: Config) -> Any:
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
-    from pixdex.indexer.errors import as_text
+    from pixdex.indexer.paths import as_text
 
     args.query = as_text(args.query)  # `pixdex search $'caf\xe9'`: the words as the index holds such names
     client = daemon_client(config)
@@ -337,7 +337,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_similar(args: argparse.Namespace, config: Config) -> int:
-    from pixdex.indexer.errors import as_text
+    from pixdex.indexer.paths import as_text
 
     args.filter = as_text(args.filter) if args.filter is not None else None
     client = daemon_client(config)
@@ -766,7 +766,8 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_token(args: argparse.Namespace, config: Config) -> int:
     from pixdex.daemon.tokens import Tokens
-    from pixdex.indexer.errors import PixdexError, as_text
+    from pixdex.indexer.errors import PixdexError
+    from pixdex.indexer.paths import as_text
 
     tokens = Tokens(config.state_dir / "tokens.json")
     chosen = [name for name, on in (("--new", args.new), ("--list", args.list), ("--revoke", args.revoke)) if on]
@@ -860,7 +861,7 @@ def cmd_open(args: argparse.Namespace, config: Config) -> int:
     from pixdex.daemon.openpage import open_page
 
     def run() -> int:
-        from pixdex.indexer.errors import as_text
+        from pixdex.indexer.paths import as_text
 
         args.words = [as_text(w) for w in args.words]
         only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config, default_config_path
 
 if TYPE_CHECKING:

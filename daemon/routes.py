@@ -26,7 +26,8 @@ from pixdex.daemon.app import CONTEXT, ApiError, Context, bad, scope
 from pixdex.daemon.metrics import CONTENT_TYPE
 from pixdex.daemon.runtime import Unavailable
 from pixdex.indexer.catalog import ImageRow
-from pixdex.indexer.errors import ReadError, display_path
+from pixdex.indexer.errors import ReadError
+from pixdex.indexer.paths import display_path
 from pixdex.query.service import MAX_K, Results
 
 OPENAPI = Path(__file__).with_name("openapi.json")

@@ -30,7 +30,8 @@ from pixdex.daemon.watcher import Watcher
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.collections import Collection, CollectionError, all_collections, plan_add, removable
 from pixdex.indexer.core import Indexer, ScanReport
-from pixdex.indexer.errors import PixdexError, display_path
+from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 
 log = logging.getLogger(__name__)

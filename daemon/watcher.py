@@ -33,7 +33,7 @@ from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, Fi
                              FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEvent,
                              FileSystemEventHandler)
 
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, is_raw_name, is_sidecar_name, skipped_dir
 from pixdex.indexer.settings import WatchSettings
 

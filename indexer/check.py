@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pixdex.indexer.catalog import Catalog, ImageRow
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 
 KINDS = ("disk", "catalog", "text index", "vector index", "sidecar")

@@ -22,7 +22,8 @@ from typing import IO, Any
 
 from pixdex.indexer import faults
 from pixdex.indexer.catalog import ASKED, Catalog, FileStat, ImageRow
-from pixdex.indexer.errors import ModelError, PixdexError, display_path
+from pixdex.indexer.errors import ModelError, PixdexError
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.pipeline import Pipeline, Stats, carry_sidecars
 from pixdex.indexer.rebuild import finish_swap

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.errors import PixdexError, ReadError, display_path
+from pixdex.indexer.errors import PixdexError, ReadError
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import DescribeSettings
 
 log = logging.getLogger(__name__)

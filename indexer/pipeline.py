@@ -33,7 +33,8 @@ import numpy as np
 
 from pixdex.indexer import faults
 from pixdex.indexer.catalog import ASKED, CHANGED, Catalog, FileStat, QueueEntry
-from pixdex.indexer.errors import InferenceError, ModelError, ReadError, display_path
+from pixdex.indexer.errors import InferenceError, ModelError, ReadError
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 from pixdex.indexer.metadata import SidecarState
 from pixdex.indexer.scan import sidecar_version

@@ -21,7 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pixdex.indexer.collections import Collection, all_collections, find
-from pixdex.indexer.errors import ModelError, ReadError, display_path
+from pixdex.indexer.errors import ModelError, ReadError
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config, runtime
 from pixdex.query.fuse import Fused, rrf
 from pixdex.query.parse import Filters, QueryError, parse_query
