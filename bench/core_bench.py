@@ -264,7 +264,7 @@ class Library:
     def open(self, index_settings: Any) -> float:
         from pixdex.indexer.catalog import Catalog
         from pixdex.indexer.fulltext import FullText
-        from pixdex.indexer.settings import PipelineSettings
+        from pixdex.indexer.sections import PipelineSettings
         from pixdex.indexer.vectors import VectorIndex
         from pixdex.indexer.writer import Writer
 
@@ -418,7 +418,7 @@ def delta_parts(reader: Any, qvecs: list[np.ndarray]) -> dict[str, Any]:
 
 
 def after_side(work: Path, items: int, reps: int, queries: int) -> dict[str, Any]:
-    from pixdex.indexer.settings import IndexSettings
+    from pixdex.indexer.sections import IndexSettings
     from pixdex.query.parse import Filters
     from pixdex.query.reader import Reader
     from pixdex.query.text import text_hits
@@ -643,7 +643,7 @@ def ratio(before: float, after: float) -> str:
 def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     from index_bench import machine
 
-    from pixdex.indexer.settings import IndexSettings
+    from pixdex.indexer.sections import IndexSettings
 
     old, new, cli, rss, hybrid = r["old"], r["new"], r["cli"], r["rss"], r["hybrid"]
     defaults = IndexSettings()

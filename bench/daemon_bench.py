@@ -913,7 +913,7 @@ class DaemonLibrary(Library):
     def open(self, index_settings: Any) -> float:
         from pixdex.indexer.catalog import Catalog
         from pixdex.indexer.fulltext import FullText
-        from pixdex.indexer.settings import PipelineSettings
+        from pixdex.indexer.sections import PipelineSettings
         from pixdex.indexer.vectors import VectorIndex
         from pixdex.indexer.writer import Writer
 
@@ -945,7 +945,7 @@ class DaemonLibrary(Library):
 
 def build_big(root: Path, items: int, ids: dict[str, Any]) -> dict[str, Any]:
     """`items` identical tiny PNGs on disk (1,000 per folder) and a catalog holding every one of them."""
-    from pixdex.indexer.settings import IndexSettings
+    from pixdex.indexer.sections import IndexSettings
 
     pics = root / "pics"
     data = root / "data" / "pixdex"

@@ -35,7 +35,7 @@ from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, Fi
 
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, is_raw_name, is_sidecar_name, skipped_dir
-from pixdex.indexer.settings import WatchSettings
+from pixdex.indexer.sections import WatchSettings
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from typing import Any
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.errors import PixdexError, ReadError
 from pixdex.indexer.paths import display_path
-from pixdex.indexer.settings import DescribeSettings
+from pixdex.indexer.sections import DescribeSettings
 
 log = logging.getLogger(__name__)
 

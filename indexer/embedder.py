@@ -29,7 +29,7 @@ from pixdex.indexer.errors import ModelError
 from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess
 from pixdex.indexer.session import OnnxSession, fingerprint
-from pixdex.indexer.settings import Runtime
+from pixdex.indexer.sections import Runtime
 
 if TYPE_CHECKING:
     from PIL import Image

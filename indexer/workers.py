@@ -37,7 +37,7 @@ from pixdex.indexer.errors import ReadError, SidecarError
 from pixdex.indexer.metadata import SidecarState
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
 from pixdex.indexer.scan import content_hash
-from pixdex.indexer.settings import ClipTagSettings, PipelineSettings, Runtime, TaggerSettings
+from pixdex.indexer.sections import ClipTagSettings, PipelineSettings, Runtime, TaggerSettings
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from pixdex.indexer.catalog import BACKFILL, CHANGED, Catalog, FileStat, ImageRow
 from pixdex.indexer.fulltext import FullText, doc_of_row
 from pixdex.indexer.metadata import SidecarState, effective
-from pixdex.indexer.settings import PipelineSettings
+from pixdex.indexer.sections import PipelineSettings
 from pixdex.indexer.vectors import VectorIndex
 
 log = logging.getLogger(__name__)

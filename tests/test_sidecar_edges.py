@@ -313,7 +313,7 @@ def test_the_watcher_notices_a_raw_arriving(tmp_path: Path) -> None:
     import time
 
     from pixdex.daemon.watcher import Watcher
-    from pixdex.indexer.settings import WatchSettings
+    from pixdex.indexer.sections import WatchSettings
 
     folder = tmp_path / "card"
     folder.mkdir()

@@ -16,7 +16,7 @@ from pixdex.indexer.catalog import Catalog, FileStat
 from pixdex.indexer.fulltext import SCHEMA_VERSION, FullText, open_for_reading
 from pixdex.indexer.layout import Layout
 from pixdex.indexer.scan import content_hash, diff_tree
-from pixdex.indexer.settings import IndexSettings, PipelineSettings
+from pixdex.indexer.sections import IndexSettings, PipelineSettings
 from pixdex.indexer.vectors import VectorIndex
 from pixdex.indexer.writer import Indexed, Writer
 
