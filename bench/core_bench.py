@@ -173,7 +173,7 @@ def old_driver(root: Path, items: int, reps: int, queries: int) -> dict[str, Any
     """Build the library through the old Writer, then time add+commit of one new item, and queries."""
     from pixdex.daemon.config import IndexSettings
     from pixdex.indexer import writer as old
-    from pixdex.indexer.catalog import FileStat
+    from pixdex.indexer.catalog.rows import FileStat
     from pixdex.indexer.fulltext import FullText
     from pixdex.indexer.vectors import VectorIndex
     from pixdex.query.parse import Filters
@@ -283,7 +283,7 @@ class Library:
 
     def register(self, batch: list[dict[str, Any]]) -> list[tuple[int, int]]:
         """Commit new files as pending and queued (as a scan does); returns their (id, queue seq)."""
-        from pixdex.indexer.catalog import FileStat
+        from pixdex.indexer.catalog.rows import FileStat
 
         stats = [FileStat(b["path"], 2049, b["ino"], b["size"], b["mtime_ns"]) for b in batch]
         self.writer.register(stats, [], [], [], [])
@@ -293,7 +293,7 @@ class Library:
         return [found[b["path"]] for b in batch]
 
     def indexed(self, keys: list[tuple[int, int]], batch: list[dict[str, Any]], vectors: np.ndarray) -> list[Any]:
-        from pixdex.indexer.catalog import FileStat
+        from pixdex.indexer.catalog.rows import FileStat
         from pixdex.indexer.writer import Indexed
 
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], 2049, b["ino"], b["size"], b["mtime_ns"]),

@@ -924,7 +924,7 @@ class DaemonLibrary(Library):
         return time.perf_counter() - t0
 
     def register(self, batch: list[dict[str, Any]]) -> list[tuple[int, int]]:
-        from pixdex.indexer.catalog import FileStat
+        from pixdex.indexer.catalog.rows import FileStat
 
         self.writer.register([FileStat(b["path"], b["dev"], b["ino"], b["size"], b["mtime_ns"]) for b in batch],
                              [], [], [], [])
@@ -934,7 +934,7 @@ class DaemonLibrary(Library):
         return [found[b["path"]] for b in batch]
 
     def indexed(self, keys: list[tuple[int, int]], batch: list[dict[str, Any]], vectors: np.ndarray) -> list[Any]:
-        from pixdex.indexer.catalog import FileStat
+        from pixdex.indexer.catalog.rows import FileStat
         from pixdex.indexer.writer import Indexed
 
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], b["dev"], b["ino"], b["size"], b["mtime_ns"]),

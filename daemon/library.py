@@ -128,7 +128,7 @@ def offline_write(config: Config, change: Any) -> Any:
 
 def offline_reindex(config: Config, paths: list[Path]) -> int:
 
-    from pixdex.indexer.catalog import ASKED
+    from pixdex.indexer.catalog.rows import ASKED
     from pixdex.indexer.collections import all_collections
 
     def queue(catalog: Catalog) -> int:

@@ -25,7 +25,7 @@ from aiohttp import web
 from pixdex.daemon.app import CONTEXT, ApiError, Context, bad, scope
 from pixdex.daemon.metrics import CONTENT_TYPE
 from pixdex.daemon.runtime import Unavailable
-from pixdex.indexer.catalog import ImageRow
+from pixdex.indexer.catalog.rows import ImageRow
 from pixdex.indexer.errors import ReadError
 from pixdex.indexer.paths import display_path
 from pixdex.query.service import MAX_K, Results

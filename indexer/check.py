@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pixdex.indexer.catalog import Catalog, ImageRow
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import ImageRow
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 
@@ -285,7 +286,7 @@ def repair(config: Config, findings: list[Finding], folders: list[bytes]) -> Non
     index that disagrees from the catalog. No model runs for what the catalog already holds."""
     from pathlib import Path
 
-    from pixdex.indexer.catalog import CHANGED
+    from pixdex.indexer.catalog.rows import CHANGED
     from pixdex.indexer.core import Indexer
 
     kinds = {f.kind for f in findings}

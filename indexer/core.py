@@ -21,7 +21,8 @@ from types import TracebackType
 from typing import IO, Any
 
 from pixdex.indexer import faults
-from pixdex.indexer.catalog import ASKED, Catalog, FileStat, ImageRow
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import ASKED, FileStat, ImageRow
 from pixdex.indexer.errors import ModelError, PixdexError
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.fulltext import FullText

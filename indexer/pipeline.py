@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from pixdex.indexer import faults
-from pixdex.indexer.catalog import ASKED, CHANGED, Catalog, FileStat, QueueEntry
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import ASKED, CHANGED, FileStat, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError, ReadError
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config

@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pixdex.indexer.catalog import Catalog, FileStat, ImageRow
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import FileStat, ImageRow
 from pixdex.indexer.decode import EXTENSIONS
 from pixdex.indexer.files import remove_stale_temps
 from pixdex.indexer.sidecar_naming import (RAW_EXTENSIONS, Siblings, folder_names, is_raw_name,  # noqa: F401

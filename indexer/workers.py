@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pixdex.indexer.catalog import FileStat
+from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.decode import ExifFacts, decode_image
 from pixdex.indexer import faults
 from pixdex.indexer.errors import ReadError, SidecarError

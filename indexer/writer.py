@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pixdex.indexer.catalog import BACKFILL, CHANGED, Catalog, FileStat, ImageRow
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import BACKFILL, CHANGED, FileStat, ImageRow
 from pixdex.indexer.fulltext import FullText, doc_of_row
 from pixdex.indexer.metadata import SidecarState, effective
 from pixdex.indexer.sections import PipelineSettings

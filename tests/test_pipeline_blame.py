@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pixdex.indexer.catalog import FileStat, ImageRow, QueueEntry
+from pixdex.indexer.catalog.rows import FileStat, ImageRow, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError
 from pixdex.indexer.pipeline import Pipeline, Stats, Work
 from pixdex.indexer.preprocess import ClipTransform

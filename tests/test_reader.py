@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import Env, gradient, make_library, noise
-from pixdex.indexer.catalog import Catalog, FileStat
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.layout import Layout
 from pixdex.indexer.settings import load_config
