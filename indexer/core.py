@@ -31,7 +31,7 @@ from pixdex.indexer.rebuild import finish_swap
 from pixdex.indexer.scan import diff_tree
 from pixdex.indexer.settings import Config, runtime
 from pixdex.indexer.vectors import VectorIndex
-from pixdex.indexer.metadata import SidecarState
+from pixdex.indexer.sidecars.state import SidecarState
 from pixdex.indexer.workers import ModelInfo, ModelSpec, Move, SidecarSpec, describe, make_pool
 from pixdex.indexer.writer import Writer
 

@@ -37,8 +37,8 @@ from pixdex.indexer.catalog.rows import ASKED, CHANGED, FileStat, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError, ReadError
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
-from pixdex.indexer.metadata import SidecarState
-from pixdex.indexer.scan import sidecar_version
+from pixdex.indexer.sidecars.state import SidecarState
+from pixdex.indexer.sidecars.state import sidecar_version
 from pixdex.indexer.workers import DecodeSpec, Inferred, ModelInfo, ModelSpec, Move, Prepared, SidecarSpec, carry_sidecar, \
     infer, prepare, sync_sidecar
 from pixdex.indexer.writer import Indexed, Writer

@@ -9,7 +9,6 @@ move, which keeps the catalog id and needs no inference.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,22 +16,10 @@ from dataclasses import dataclass, field
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.catalog.rows import FileStat, ImageRow
 from pixdex.indexer.decode import EXTENSIONS
+from pixdex.indexer.digest import hash_file
 from pixdex.indexer.files import remove_stale_temps
-from pixdex.indexer.sidecar_naming import (RAW_EXTENSIONS, Siblings, folder_names, is_raw_name,  # noqa: F401
-                                           is_sidecar_name, shares_sidecars, sidecar_name_of, siblings,
-                                           stem_is_shared, stems_of)
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def hash_file(path: bytes) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+from pixdex.indexer.sidecars.naming import Siblings, is_raw_name, is_sidecar_name, sidecar_name_of, siblings  # noqa: F401 - the watcher's (until scan/ names them)
+from pixdex.indexer.sidecars.state import sidecar_version
 
 
 @dataclass
@@ -114,16 +101,6 @@ def _side(root: bytes, image_name: bytes, names: set[bytes], stems: Siblings) ->
     """The version of an image's sidecar, None when it has none."""
     found = sidecar_name_of(image_name, names, stems)
     return None if found is None else sidecar_version(os.path.join(root, found))
-
-
-def sidecar_version(path: bytes | str | os.PathLike[str]) -> str | None:
-    """What tells one version of a sidecar from another, as the catalog stores it (`images.side`):
-    inode:size:mtime:mode (a chmod counts: a sidecar made writable may now be written). None: absent."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode:o}"
 
 
 def _follow(link: bytes, follow_symlinks: bool, library: list[bytes]) -> bool:

@@ -34,9 +34,9 @@ from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.decode import ExifFacts, decode_image
 from pixdex.indexer import faults
 from pixdex.indexer.errors import ReadError, SidecarError
-from pixdex.indexer.metadata import SidecarState
+from pixdex.indexer.sidecars.state import SidecarState
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
-from pixdex.indexer.scan import content_hash
+from pixdex.indexer.digest import content_hash
 from pixdex.indexer.sections import ClipTagSettings, PipelineSettings, Runtime, TaggerSettings
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
         item.clip_input = clip_preprocess(decoded.image, spec.clip)
     if spec.clip is not None and spec.tagger_size:
         item.tag_input = wd14_preprocess(decoded.image, spec.tagger_size)
-    from pixdex.indexer.image_metadata import embedded_metadata
+    from pixdex.indexer.metadata.image import embedded_metadata
 
     item.embedded = embedded_metadata(data).as_dict()
     return item
@@ -237,10 +237,12 @@ def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) ->
     models for this content: the image is then only probed (header, EXIF, metadata), never decoded. Without
     models (`spec.sidecar_by_name`), whatever keywords and embedding it holds for this content are taken."""
     from pixdex.indexer.decode import probe_image
-    from pixdex.indexer.image_metadata import embedded_metadata
-    from pixdex.indexer.metadata import as_list
-    from pixdex.indexer.sidecar import EMBEDDING_MODEL, IMAGE_ID, MACHINE, MODEL, REJECTED, read_embedding, \
-        read_sidecar, sidecar_path
+    from pixdex.indexer.metadata.image import embedded_metadata
+    from pixdex.indexer.metadata.reconcile import as_list
+    from pixdex.indexer.sidecars.embedding import read_embedding
+    from pixdex.indexer.sidecars.keys import EMBEDDING_MODEL, IMAGE_ID, MACHINE, MODEL, REJECTED
+    from pixdex.indexer.sidecars.naming import sidecar_path
+    from pixdex.indexer.sidecars.read import read_sidecar
 
     assert spec.from_sidecar is not None
     clip_id, keyword_model, _parent, naming = spec.from_sidecar
@@ -284,7 +286,8 @@ def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: Sideca
     """Merge pixdex's keywords (and the embedding and the image's id, when given) into the image's sidecar
     (when `spec.write`) and say what it holds now. Never raises for the file: one that cannot be written is
     still read."""
-    from pixdex.indexer.sidecar import read_state, write_tags
+    from pixdex.indexer.sidecars.merge import write_tags
+    from pixdex.indexer.sidecars.read import read_state
 
     image = Path(os.fsdecode(path))
     faults.hold("sidecar", [path])
@@ -307,8 +310,9 @@ def _into_image(image: Path, state: SidecarState, tags: list[str], rejected: lis
     changes, so the embedding stored in the sidecar is stamped with the new one."""
     import dataclasses
 
-    from pixdex.indexer.embedded_xmp import applies, keyword_values, write_keywords
-    from pixdex.indexer.sidecar import read_sidecar, write_tags
+    from pixdex.indexer.sidecars.embedded import applies, keyword_values, write_keywords
+    from pixdex.indexer.sidecars.merge import write_tags
+    from pixdex.indexer.sidecars.read import read_sidecar
 
     if state.path is None or not applies(image):
         return state
@@ -342,8 +346,8 @@ class Move:
 def carry_sidecar(move: Move, spec: SidecarSpec) -> SidecarState:
     """After a move: the new image's sidecar is the old one, moved, with pixdex's keywords, the row's embedding
     and id merged (unless `move.merge` is False)."""
-    from pixdex.indexer.sidecar import read_state
-    from pixdex.indexer.sidecar_moves import carry_over
+    from pixdex.indexer.sidecars.read import read_state
+    from pixdex.indexer.sidecars.moves import carry_over
 
     old, new = move.old, move.new
     try:
@@ -362,7 +366,7 @@ def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: st
                  spec: SidecarSpec) -> SidecarState:
     """A person's edit (PATCH /items), in a worker: pyexiv2 never runs in the serving process. Raises
     SidecarError when the sidecar cannot be written (the edit is then not made)."""
-    from pixdex.indexer.sidecar import edit_person
+    from pixdex.indexer.sidecars.merge import edit_person
 
     image = Path(os.fsdecode(path))
     try:
@@ -397,7 +401,8 @@ def describe_sidecar(path: bytes, machine: list[str], rejected: list[str], spec:
                      text: str) -> SidecarState:
     """A description's results into the sidecar: the keywords as machine keywords (with the others), the
     description into dc:description where it is empty or pixdex's, the visible text into pixdex:Text."""
-    from pixdex.indexer.sidecar import read_state, write_tags
+    from pixdex.indexer.sidecars.merge import write_tags
+    from pixdex.indexer.sidecars.read import read_state
 
     image = Path(os.fsdecode(path))
     with Captured():
@@ -414,7 +419,7 @@ def describe_sidecar(path: bytes, machine: list[str], rejected: list[str], spec:
 
 def drop_sidecar(path: bytes, spec: SidecarSpec) -> bool:
     """The image is gone: remove its sidecar if pixdex alone wrote it (see `remove_if_only_ours`)."""
-    from pixdex.indexer.sidecar_moves import remove_if_only_ours
+    from pixdex.indexer.sidecars.moves import remove_if_only_ours
 
     try:
         with Captured():

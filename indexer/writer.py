@@ -32,7 +32,8 @@ from numpy.typing import NDArray
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.catalog.rows import BACKFILL, CHANGED, FileStat, ImageRow
 from pixdex.indexer.fulltext import FullText, doc_of_row
-from pixdex.indexer.metadata import SidecarState, effective
+from pixdex.indexer.sidecars.state import SidecarState
+from pixdex.indexer.metadata.effective import effective
 from pixdex.indexer.sections import PipelineSettings
 from pixdex.indexer.vectors import VectorIndex
 
