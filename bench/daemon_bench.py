@@ -639,10 +639,12 @@ def model_time(folder: Path, rows: list[dict[str, Any]], reps: int = 30) -> dict
 def model_time_driver(sample: Path, reps: int) -> dict[str, Any]:
     import tempfile
 
-    from pixdex.indexer.core import model_spec
+    from pixdex.indexer.inference import model_spec
     from pixdex.indexer.export import STANDIN_CLIP, STANDIN_TAGGER
     from pixdex.indexer.settings import config_from_dict
-    from pixdex.indexer.workers import DecodeSpec, SidecarSpec, describe, infer, prepare, sync_sidecar
+    from pixdex.indexer.sidecars.tasks import SidecarSpec, sync_sidecar
+    from pixdex.indexer.inference import describe, infer
+    from pixdex.indexer.prepare import DecodeSpec, prepare
 
     config = config_from_dict({"paths": {"model_dir": str(MODELS)}, "models": {"clip": STANDIN_CLIP,
                                                                                "tagger": STANDIN_TAGGER}},

@@ -341,7 +341,8 @@ class CoreHost:
         from pathlib import Path
 
         from pixdex.indexer.errors import ModelError
-        from pixdex.indexer.workers import DecodeSpec, infer, prepare_query_image
+        from pixdex.indexer.inference import infer
+        from pixdex.indexer.prepare import DecodeSpec, prepare_query_image
 
         indexer = self.daemon.indexer
         if indexer is None or not indexer.info.has_models:
@@ -368,7 +369,7 @@ class CoreHost:
 
 def _worker_state(daemon: Any) -> dict[str, Any]:
     """Ask the model worker what it holds; a busy worker answers after its batch, so wait briefly."""
-    from pixdex.indexer.workers import worker_state
+    from pixdex.indexer.inference import worker_state
 
     indexer = daemon.indexer
     if indexer is None:

@@ -275,7 +275,7 @@ class Daemon:
     def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None) -> None:
         """A person's edit: the sidecar first (in a worker), then the catalog re-reads what it says — tags and
         searchable text — without decoding or inference. Raises SidecarError when it cannot be written."""
-        from pixdex.indexer.workers import edit_sidecar
+        from pixdex.indexer.sidecars.tasks import edit_sidecar
 
         indexer = self._core()
         catalog = Catalog(self.config.layout.catalog, read_only=True)

@@ -116,7 +116,8 @@ def _dump_stacks(daemon: CoreProcess) -> None:
 
 
 PRELOAD = ("pixdex.query.vector", "pixdex.query.text", "pixdex.query.fuse", "pixdex.indexer.embedder",
-           "pixdex.indexer.modelcache", "pixdex.indexer.session", "pixdex.indexer.thumbnails", "pixdex.indexer.workers",
+           "pixdex.indexer.modelcache", "pixdex.indexer.session", "pixdex.indexer.thumbnails", "pixdex.indexer.prepare",
+           "pixdex.indexer.inference",
            "pixdex.indexer.cliptags", "pixdex.indexer.describe", "pixdex.indexer.decode", "pixdex.daemon.routes",
            "pixdex.daemon.webpage", "pixdex.daemon.library", "mimetypes", "psutil", "segno")
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import signal
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -38,9 +37,11 @@ from pixdex.indexer.errors import InferenceError, ModelError, ReadError
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 from pixdex.indexer.sidecars.state import SidecarState
-from pixdex.indexer.sidecars.state import sidecar_version
-from pixdex.indexer.workers import DecodeSpec, Inferred, ModelInfo, ModelSpec, Move, Prepared, SidecarSpec, carry_sidecar, \
-    infer, prepare, sync_sidecar
+from pixdex.indexer.pools import exit_reason
+from pixdex.indexer.sidecars.keeper import SidecarKeeper, outcome
+from pixdex.indexer.sidecars.tasks import SidecarSpec
+from pixdex.indexer.inference import Inferred, ModelInfo, ModelSpec, infer
+from pixdex.indexer.prepare import DecodeSpec, FromSidecar, Prepared, prepare
 from pixdex.indexer.writer import Indexed, Writer
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class Stats:
 
 class Pipeline:
     def __init__(self, config: Config, info: ModelInfo, spec: ModelSpec, writer: Writer,
-                 decode_pool: Any, infer_pool: Any) -> None:
+                 decode_pool: Any, infer_pool: Any, sidecars: SidecarKeeper) -> None:
         self.config = config
         self.info = info
         self.spec = spec
@@ -112,14 +113,7 @@ class Pipeline:
         self._window = window
         self._queue_db = Catalog(writer.catalog.path, read_only=True)  # the feed's; idle() shares it
         self._queue_lock = threading.Lock()
-        # The sidecar versions pixdex itself just wrote, by image path: the scanner does not take them for
-        # a person's edit (the writer records them with the commit; this covers the moments before).
-        self.own_sidecars: OrderedDict[bytes, str | None] = OrderedDict()
-        self.writing_sidecars: set[bytes] = set()  # image paths whose sidecar a worker is merging right now
-        self.own_images: dict[bytes, tuple[int, int]] = {}  # images whose XMP pixdex wrote: (size, mtime) after
-        # Held while a sidecar is written for a path (the sidecar stage, the scanner carrying sidecars of moved
-        # images, a person's edit): a move the scanner carries over is never overtaken by a write to the old path.
-        self.sidecar_io = threading.Lock()
+        self.sidecars = sidecars
         # A file that vanished from its path may have moved: its entry stays queued, not fed again while its
         # path is still the one that vanished, for `vanish_grace` seconds (the daemon's scanner registers the
         # move meanwhile; then it is fed at its new path). Past that, a second vanish is its failure.
@@ -299,7 +293,7 @@ class Pipeline:
             if item is not None:
                 spec = DecodeSpec(self.info.min_side, self.config.decode.max_pixels, self.info.transform,
                                   self.info.tagger_size, self._known_hash(item.entry), self._from_sidecar(item.entry),
-                                  self.info.dim, sidecar_by_name=not self.info.has_models)
+                                  self.info.dim)
                 pending.append((item, self.decode_pool.schedule(prepare, (item.entry.row.path, spec), timeout=timeout)))
                 self.stats.at["decode"] = display_path(item.entry.row.path)
             if pending and (item is None or len(pending) >= self._window or pending[0][1].done()):
@@ -319,16 +313,17 @@ class Pipeline:
             return None
         return row.hash if row.current_for(self.info.ids) else None
 
-    def _from_sidecar(self, entry: QueueEntry) -> tuple[str, str, str, str] | None:
+    def _from_sidecar(self, entry: QueueEntry) -> FromSidecar | None:
         """Let the decoder take the embedding and keywords a sidecar carries for the current models — never
         for a file a person asked to redo. Without models, any keywords, and an embedding by any export of the
         configured CLIP model (what a library indexed elsewhere, or before a rebuild, carries)."""
         settings = self.config.sidecar
         if not self.info.has_models:
-            return (self.config.models.clip, "", settings.tag_parent, settings.naming)
+            return FromSidecar(self.config.models.clip, "", settings.tag_parent, settings.naming, by_name=True)
         if entry.priority == ASKED:
             return None
-        return (self.info.clip_id, self.info.tagger_id or self.info.clip_id, settings.tag_parent, settings.naming)
+        return FromSidecar(self.info.clip_id, self.info.tagger_id or self.info.clip_id, settings.tag_parent,
+                           settings.naming)
 
     def _finish_decode(self, work: Work, future: Future[Prepared]) -> None:
         from pebble import ProcessExpired
@@ -341,7 +336,7 @@ class Pipeline:
         except ReadError as exc:
             work.error = exc.reason
         except ProcessExpired as exc:
-            work.error = f"the decoder process died on this file ({_signal_name(exc.exitcode)})"
+            work.error = f"the decoder process died on this file ({exit_reason(exc.exitcode)})"
         except FutureTimeout:
             work.error = f"decoding took longer than decode.timeout = {self.config.decode.timeout:g} s"
         except OSError as exc:  # vanished, unreadable, name too long: this file's failure
@@ -435,7 +430,7 @@ class Pipeline:
         try:
             result: Inferred = self._await(self.infer_pool.schedule(infer, (self.spec, clip, tags)))
         except ProcessExpired as exc:
-            raise _WorkerDied(f"the inference process died on this file ({_signal_name(exc.exitcode)})") from exc
+            raise _WorkerDied(f"the inference process died on this file ({exit_reason(exc.exitcode)})") from exc
         except InferenceError as exc:
             raise InferenceError(f"model failed on this file: {exc}") from exc
         with self.stats.lock:
@@ -452,7 +447,7 @@ class Pipeline:
             if self._stopping.is_set():
                 break
             start = time.perf_counter()
-            with self.sidecar_io:
+            with self.sidecars.io:
                 done = self._write_sidecars(batch)
             self.stats.add_time("sidecar", time.perf_counter() - start)
             self._stage_done("sidecar", done)
@@ -461,7 +456,7 @@ class Pipeline:
         _send_stop(outbox)
 
     def _write_sidecars(self, batch: list[Work]) -> list[Work]:
-        """Merge and read each image's sidecar, for images still at their path (under `sidecar_io`). One that
+        """Merge and read each image's sidecar, for images still at their path (under `sidecars.io`). One that
         left it before its write is marked `moved`: its sidecar is written at its new path when its entry comes
         round again. One that moves during the write leaves what was written at the old path, which the scanner
         carries over with the move."""
@@ -469,18 +464,15 @@ class Pipeline:
         for work in done:
             work.moved = _gone(work.entry.row.path)
         done = [w for w in done if not w.moved]
-        with self._inflight_lock:
-            self.writing_sidecars.update(w.entry.row.path for w in done)
-        futures = [self.decode_pool.schedule(sync_sidecar, (w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w),
-                                                            self._embedding_of(w), self._id_of(w)), timeout=60)
-                   for w in done]
+        self.sidecars.merging(w.entry.row.path for w in done)
+        futures = [self.sidecars.merge(w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w), self._embedding_of(w),
+                                       self._id_of(w)) for w in done]
         for work, future in zip(done, futures, strict=True):
             try:
                 self._await_done(future)
             finally:
-                with self._inflight_lock:
-                    self.writing_sidecars.discard(work.entry.row.path)
-            work.side = _sidecar_result(future, work.entry.row.path)
+                self.sidecars.merged(work.entry.row.path)
+            work.side = outcome(future, work.entry.row.path)
             work.moved = _gone(work.entry.row.path)
             self._after_sidecar(work)
         return done
@@ -497,35 +489,20 @@ class Pipeline:
     def _after_sidecar(self, work: Work) -> None:
         side = work.side
         assert side is not None
-        if side.path is not None and sidecar_version(side.path) != side.signature:
-            # Another program wrote it after pixdex did (its event was not taken for a change while pixdex was
-            # writing): read it again once this commits.
-            self.writer.enqueue([work.entry.row.id], CHANGED, "sidecar changed", again=True)
-        else:
-            self.remember_own(work.entry.row.path, side)
+        if not self.sidecars.settle(work.entry.row.path, side):  # another program wrote it after pixdex did
+            self.writer.enqueue([work.entry.row.id], CHANGED, "sidecar changed", again=True)  # read it again
         if side.error:
             with self.stats.lock:
                 self.stats.sidecar_failures += 1
                 self.stats.sidecar_errors.append(f"{display_path(work.entry.row.path)}: {side.error}")
 
     def sidecar_spec(self, work: Work | None = None) -> SidecarSpec:
-        """Write pixdex's keywords only with what models made: in reduced mode, and for content whose row has
-        no model results, sidecars are only read (what models wrote before is never taken back)."""
-        settings = self.config.sidecar
+        """The sidecar jobs' spec for `work` (None: not the pipeline's: a move, a deletion, an edit): pixdex's
+        keywords are written only with what models made — for fresh results, or content whose row has model
+        results (`SidecarKeeper.spec`)."""
         made_by_models = work is None or work.embedding is not None or (
             work.prepared is not None and work.prepared.same_content and work.entry.row.clip_model is not None)
-        return SidecarSpec(settings.write and made_by_models and self.info.has_models, settings.tag_parent,
-                           settings.naming, self.info.tagger_id or self.info.clip_id,
-                           settings.embedded and work is not None)
-
-    def own_view(self) -> tuple[dict[bytes, str | None], set[bytes], dict[bytes, tuple[int, int]]]:
-        """For the scanner: the sidecar versions pixdex wrote (by image path), the images whose sidecar a worker
-        is merging right now (it reads what is there), and the images whose own XMP pixdex rewrote."""
-        with self._inflight_lock:
-            own = dict(self.own_sidecars)
-            writing = set(self.writing_sidecars)
-            images = dict(self.own_images)
-        return own, writing, images
+        return self.sidecars.spec(made_by_models, embedded=work is not None)
 
     def _embedding_of(self, work: Work) -> tuple[str, str, Any] | None:
         """The embedding to store in the sidecar: the fresh one, or for known content the catalog's (a sidecar
@@ -539,16 +516,13 @@ class Pipeline:
             vector = found.get(work.entry.row.id)
         return None if vector is None else (self.info.clip_id, work.prepared.digest, vector)
 
+    # daemon/runtime.edit_item reaches the sidecar rules through these two (and `sidecar_spec`)
+    @property
+    def sidecar_io(self) -> threading.Lock:
+        return self.sidecars.io
+
     def remember_own(self, path: bytes, side: SidecarState) -> None:
-        with self._inflight_lock:
-            if side.image_stat is not None:
-                self.own_images[path] = side.image_stat[2:]
-                while len(self.own_images) > 10_000:
-                    self.own_images.pop(next(iter(self.own_images)))
-            self.own_sidecars[path] = side.signature
-            self.own_sidecars.move_to_end(path)
-            while len(self.own_sidecars) > 10_000:
-                self.own_sidecars.popitem(last=False)
+        self.sidecars.remember(path, side)
 
     @staticmethod
     def _tags_of(work: Work) -> tuple[list[str], list[str]]:
@@ -667,26 +641,6 @@ class _Stopped(Exception):
     """The pipeline stopped while a stage waited on a worker."""
 
 
-def carry_sidecars(pool: Any, moves: list[Move], spec: SidecarSpec) -> list[tuple[bytes, SidecarState]]:
-    """After moves: each new image's sidecar is its old one, moved. Returns each new path's sidecar state."""
-    futures = [pool.schedule(carry_sidecar, (move, spec), timeout=60) for move in moves]
-    return [(move.new, _sidecar_result(future, move.new)) for move, future in zip(moves, futures, strict=True)]
-
-
-def _sidecar_result(future: Future[SidecarState], path: bytes) -> SidecarState:
-    from pebble import ProcessExpired
-
-    try:
-        return future.result()
-    except ProcessExpired as exc:
-        return SidecarState(error=f"the sidecar process died on this file ({_signal_name(exc.exitcode)})")
-    except FutureTimeout:
-        return SidecarState(error="writing the sidecar took longer than 60 s")
-    except Exception as exc:  # a hostile sidecar must never stop the run
-        log.warning("unexpected error with the sidecar of %s: %r", display_path(path), exc)
-        return SidecarState(error=f"unexpected {type(exc).__name__}: {exc}")
-
-
 def _gone(path: bytes) -> bool:
     """Whether nothing is at `path` any more (moved or deleted). Another file there (an editor's save renamed
     over it) is a change the scanner queues again: what is in flight commits, and its turn comes again."""
@@ -730,12 +684,3 @@ def _get_nowait(inbox: queue.Queue[Any]) -> Any:
         return inbox.get(timeout=0.005)
     except queue.Empty:
         return None
-
-
-def _signal_name(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            return f"killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            pass
-    return f"exit code {exitcode}"

@@ -235,3 +235,6 @@ class Runtime:
 
     providers: tuple[str, ...] = ("cpu",)
     optimization: str = "all"
+
+
+DEFAULT_RUNTIME = Runtime()  # the CPU, every optimization

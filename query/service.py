@@ -300,7 +300,7 @@ class SearchService:
                        ) -> tuple[NDArray[np.float32], set[int]]:
         """Each image's vector: an indexed one's from the index (no model needed), another's from the model."""
         from pixdex.indexer.decode import decode_image
-        from pixdex.indexer.workers import read_regular
+        from pixdex.indexer.files import read_regular
 
         rows, own = [], set()
         catalog = self.reader.catalog() if self.reader.exists() else None

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import REPO
 
-MODULES = ["pixdex.daemon.cli", "pixdex.indexer.settings", "pixdex.indexer.core", "pixdex.indexer.workers",
-           "pixdex.indexer.pipeline", "pixdex.indexer.sidecar", "pixdex.query.reader",
-           "pixdex.query.service"]
+MODULES = ["pixdex.daemon.cli", "pixdex.indexer.settings", "pixdex.indexer.core", "pixdex.indexer.prepare",
+           "pixdex.indexer.inference", "pixdex.indexer.pipeline", "pixdex.indexer.sidecars.merge",
+           "pixdex.indexer.sidecars.tasks", "pixdex.query.reader", "pixdex.query.service"]
 
 
 def test_installed_package_imports_outside_the_checkout(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from pixdex.indexer.catalog.rows import FileStat, ImageRow, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError
 from pixdex.indexer.pipeline import Pipeline, Stats, Work
 from pixdex.indexer.preprocess import ClipTransform
-from pixdex.indexer.workers import Inferred, ModelInfo, Prepared
+from pixdex.indexer.inference import Inferred, ModelInfo
+from pixdex.indexer.prepare import Prepared
 
 
 class RulePool:

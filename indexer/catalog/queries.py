@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from pixdex.indexer.catalog.rows import COLUMNS, PRIORITY_NAMES, ImageRow, QueueEntry
 

@@ -13,7 +13,6 @@ import hashlib
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from pixdex.indexer.sidecars.keys import EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF
 
