@@ -34,7 +34,8 @@ from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, Fi
                              FileSystemEventHandler)
 
 from pixdex.indexer.paths import display_path
-from pixdex.indexer.scan import IGNORE_MARKERS, excluded, is_image_name, is_raw_name, is_sidecar_name, skipped_dir
+from pixdex.indexer.scan.walk import IGNORE_MARKERS, excluded, is_image_name, skipped_dir
+from pixdex.indexer.sidecars.naming import is_raw_name, is_sidecar_name
 from pixdex.indexer.sections import WatchSettings
 
 log = logging.getLogger(__name__)

@@ -65,7 +65,7 @@ def catalog_model(layout: Any) -> str | None:
 
 def _disk(rows: list[ImageRow], queued: set[int], catalog: Catalog, folders: list[bytes],
           config: Config) -> Iterator[Finding]:
-    from pixdex.indexer.scan import diff_tree
+    from pixdex.indexer.scan.diff import diff_tree
 
     for row in rows:
         if row.id in queued:

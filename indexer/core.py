@@ -28,7 +28,7 @@ from pixdex.indexer.paths import display_path
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.pipeline import Pipeline, Stats
 from pixdex.indexer.rebuild import finish_swap
-from pixdex.indexer.scan import diff_tree
+from pixdex.indexer.scan.diff import diff_tree
 from pixdex.indexer.settings import Config
 from pixdex.indexer.vectors import VectorIndex
 from pixdex.indexer.sidecars.keeper import SidecarKeeper

@@ -17,7 +17,7 @@ from usearch.index import Index
 
 from pixdex.indexer.fulltext import _schema, open_for_reading
 from pixdex.indexer.layout import Layout
-from pixdex.indexer.scan import is_image_name
+from pixdex.indexer.scan.walk import is_image_name
 from pixdex.indexer.sidecars.naming import sidecar_path
 from pixdex.indexer.sidecars.read import read_sidecar
 

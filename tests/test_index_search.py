@@ -318,7 +318,7 @@ def test_unreadable_folder_is_reported_not_fatal(env: Env, capsys: pytest.Captur
     locked = env.pics / "city"
     if os.geteuid() == 0:
         # root reads any folder; a folder that vanishes between listing and reading is the same path
-        from pixdex.indexer import scan
+        from pixdex.indexer.scan import walk as scan
 
         real = scan.os.scandir
 

@@ -16,7 +16,7 @@ from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.fulltext import SCHEMA_VERSION, FullText, open_for_reading
 from pixdex.indexer.layout import Layout
-from pixdex.indexer.scan import diff_tree
+from pixdex.indexer.scan.diff import diff_tree
 from pixdex.indexer.digest import content_hash
 from pixdex.indexer.sections import IndexSettings, PipelineSettings
 from pixdex.indexer.vectors import VectorIndex
