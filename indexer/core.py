@@ -26,7 +26,8 @@ from pixdex.indexer.catalog.rows import ASKED
 from pixdex.indexer.errors import ModelError, PixdexError
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.fulltext import FullText
-from pixdex.indexer.pipeline import Pipeline, Stats
+from pixdex.indexer.pipeline import Pipeline
+from pixdex.indexer.stages.stats import Stats
 from pixdex.indexer.rebuild import finish_swap
 from pixdex.indexer.scan.diff import diff_tree
 from pixdex.indexer.settings import Config
@@ -105,8 +106,8 @@ class Indexer:
         self.sidecars = SidecarKeeper(self.decode_pool, self.config.sidecar, self.info, self.layout.catalog)
         self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool,
                                  self.sidecars)
-        self.pipeline.vanish_grace = self._vanish_grace
-        self.pipeline.library = lambda: [os.fsencode(os.path.realpath(p)) for p in self.library]
+        self.pipeline.parking.grace = self._vanish_grace
+        self.pipeline.parking.library = lambda: [os.fsencode(os.path.realpath(p)) for p in self.library]
         if self._paused:
             self.pipeline.paused.set()  # before the feed starts: nothing queued slips through
         self.pipeline.start()
@@ -280,9 +281,9 @@ def lock_data_dir(root: Path, lock: Path, holder: int | None = None) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        who = handle.read().strip() or "another process"
         handle.close()
-        raise PixdexError(f"{root}: already being indexed by pid {holder} (a `pixdex serve` or `pixdex index`); "
+        raise PixdexError(f"{root}: already being indexed by pid {who} (a `pixdex serve` or `pixdex index`); "
                           "wait for an index run to finish, or stop the daemon first") from None
     handle.seek(0)
     handle.truncate()
