@@ -294,7 +294,7 @@ class Library:
 
     def indexed(self, keys: list[tuple[int, int]], batch: list[dict[str, Any]], vectors: np.ndarray) -> list[Any]:
         from pixdex.indexer.catalog.rows import FileStat
-        from pixdex.indexer.writer import Indexed
+        from pixdex.indexer.writer.commands import Indexed
 
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], 2049, b["ino"], b["size"], b["mtime_ns"]),
                         digest=b["digest"], width=4000, height=3000, taken=b["taken"], camera=b["camera"],

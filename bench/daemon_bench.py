@@ -937,7 +937,7 @@ class DaemonLibrary(Library):
 
     def indexed(self, keys: list[tuple[int, int]], batch: list[dict[str, Any]], vectors: np.ndarray) -> list[Any]:
         from pixdex.indexer.catalog.rows import FileStat
-        from pixdex.indexer.writer import Indexed
+        from pixdex.indexer.writer.commands import Indexed
 
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], b["dev"], b["ino"], b["size"], b["mtime_ns"]),
                         digest=b["digest"], width=16, height=12, taken=b["taken"], camera=b["camera"],

@@ -20,7 +20,8 @@ from pixdex.indexer.layout import Layout
 from pixdex.indexer.settings import load_config
 from pixdex.indexer.sections import IndexSettings, PipelineSettings
 from pixdex.indexer.vectors import VectorIndex, VectorView
-from pixdex.indexer.writer import Indexed, Writer
+from pixdex.indexer.writer import Writer
+from pixdex.indexer.writer.commands import Indexed
 from pixdex.query.reader import Reader
 from pixdex.query.service import SearchService
 

@@ -20,7 +20,8 @@ from pixdex.indexer.scan.diff import diff_tree
 from pixdex.indexer.digest import content_hash
 from pixdex.indexer.sections import IndexSettings, PipelineSettings
 from pixdex.indexer.vectors import VectorIndex
-from pixdex.indexer.writer import Indexed, Writer
+from pixdex.indexer.writer import Writer
+from pixdex.indexer.writer.commands import Indexed
 
 MODELS = ("clip@1", None)
 

@@ -17,7 +17,7 @@ from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.stages.flow import Flow, Inbox
 from pixdex.indexer.stages.work import STOP, Work
-from pixdex.indexer.writer import Indexed
+from pixdex.indexer.writer.commands import Indexed
 
 log = logging.getLogger(__name__)
 
