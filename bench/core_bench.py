@@ -264,7 +264,7 @@ class Library:
     def open(self, index_settings: Any) -> float:
         from pixdex.indexer.catalog import Catalog
         from pixdex.indexer.fulltext import FullText
-        from pixdex.indexer.settings import PipelineSettings
+        from pixdex.indexer.sections import PipelineSettings
         from pixdex.indexer.vectors import VectorIndex
         from pixdex.indexer.writer import Writer
 
@@ -283,7 +283,7 @@ class Library:
 
     def register(self, batch: list[dict[str, Any]]) -> list[tuple[int, int]]:
         """Commit new files as pending and queued (as a scan does); returns their (id, queue seq)."""
-        from pixdex.indexer.catalog import FileStat
+        from pixdex.indexer.catalog.rows import FileStat
 
         stats = [FileStat(b["path"], 2049, b["ino"], b["size"], b["mtime_ns"]) for b in batch]
         self.writer.register(stats, [], [], [], [])
@@ -293,8 +293,8 @@ class Library:
         return [found[b["path"]] for b in batch]
 
     def indexed(self, keys: list[tuple[int, int]], batch: list[dict[str, Any]], vectors: np.ndarray) -> list[Any]:
-        from pixdex.indexer.catalog import FileStat
-        from pixdex.indexer.writer import Indexed
+        from pixdex.indexer.catalog.rows import FileStat
+        from pixdex.indexer.writer.commands import Indexed
 
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], 2049, b["ino"], b["size"], b["mtime_ns"]),
                         digest=b["digest"], width=4000, height=3000, taken=b["taken"], camera=b["camera"],
@@ -418,7 +418,7 @@ def delta_parts(reader: Any, qvecs: list[np.ndarray]) -> dict[str, Any]:
 
 
 def after_side(work: Path, items: int, reps: int, queries: int) -> dict[str, Any]:
-    from pixdex.indexer.settings import IndexSettings
+    from pixdex.indexer.sections import IndexSettings
     from pixdex.query.parse import Filters
     from pixdex.query.reader import Reader
     from pixdex.query.text import text_hits
@@ -643,7 +643,7 @@ def ratio(before: float, after: float) -> str:
 def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     from index_bench import machine
 
-    from pixdex.indexer.settings import IndexSettings
+    from pixdex.indexer.sections import IndexSettings
 
     old, new, cli, rss, hybrid = r["old"], r["new"], r["cli"], r["rss"], r["hybrid"]
     defaults = IndexSettings()

@@ -639,10 +639,12 @@ def model_time(folder: Path, rows: list[dict[str, Any]], reps: int = 30) -> dict
 def model_time_driver(sample: Path, reps: int) -> dict[str, Any]:
     import tempfile
 
-    from pixdex.indexer.core import model_spec
+    from pixdex.indexer.inference import model_spec
     from pixdex.indexer.export import STANDIN_CLIP, STANDIN_TAGGER
     from pixdex.indexer.settings import config_from_dict
-    from pixdex.indexer.workers import DecodeSpec, SidecarSpec, describe, infer, prepare, sync_sidecar
+    from pixdex.indexer.sidecars.tasks import SidecarSpec, sync_sidecar
+    from pixdex.indexer.inference import describe, infer
+    from pixdex.indexer.prepare import DecodeSpec, prepare
 
     config = config_from_dict({"paths": {"model_dir": str(MODELS)}, "models": {"clip": STANDIN_CLIP,
                                                                                "tagger": STANDIN_TAGGER}},
@@ -913,7 +915,7 @@ class DaemonLibrary(Library):
     def open(self, index_settings: Any) -> float:
         from pixdex.indexer.catalog import Catalog
         from pixdex.indexer.fulltext import FullText
-        from pixdex.indexer.settings import PipelineSettings
+        from pixdex.indexer.sections import PipelineSettings
         from pixdex.indexer.vectors import VectorIndex
         from pixdex.indexer.writer import Writer
 
@@ -924,7 +926,7 @@ class DaemonLibrary(Library):
         return time.perf_counter() - t0
 
     def register(self, batch: list[dict[str, Any]]) -> list[tuple[int, int]]:
-        from pixdex.indexer.catalog import FileStat
+        from pixdex.indexer.catalog.rows import FileStat
 
         self.writer.register([FileStat(b["path"], b["dev"], b["ino"], b["size"], b["mtime_ns"]) for b in batch],
                              [], [], [], [])
@@ -934,8 +936,8 @@ class DaemonLibrary(Library):
         return [found[b["path"]] for b in batch]
 
     def indexed(self, keys: list[tuple[int, int]], batch: list[dict[str, Any]], vectors: np.ndarray) -> list[Any]:
-        from pixdex.indexer.catalog import FileStat
-        from pixdex.indexer.writer import Indexed
+        from pixdex.indexer.catalog.rows import FileStat
+        from pixdex.indexer.writer.commands import Indexed
 
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], b["dev"], b["ino"], b["size"], b["mtime_ns"]),
                         digest=b["digest"], width=16, height=12, taken=b["taken"], camera=b["camera"],
@@ -945,7 +947,7 @@ class DaemonLibrary(Library):
 
 def build_big(root: Path, items: int, ids: dict[str, Any]) -> dict[str, Any]:
     """`items` identical tiny PNGs on disk (1,000 per folder) and a catalog holding every one of them."""
-    from pixdex.indexer.settings import IndexSettings
+    from pixdex.indexer.sections import IndexSettings
 
     pics = root / "pics"
     data = root / "data" / "pixdex"

@@ -32,7 +32,8 @@ from pixdex.daemon.http_api import CONTEXT, ApiError, Context, Handler, is_text
 from pixdex.daemon.sessions import COOKIE
 from pixdex.daemon.tokens import Token, Tokens
 from pixdex.indexer.collections import CollectionError
-from pixdex.indexer.errors import ModelError, PixdexError, ReadError, display_path
+from pixdex.indexer.errors import ModelError, PixdexError, ReadError
+from pixdex.indexer.paths import display_path
 from pixdex.query.parse import QueryError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from pixdex.indexer.errors import PixdexError, ReadError, as_text
+from pixdex.indexer.errors import PixdexError, ReadError
+from pixdex.indexer.paths import as_text
 
 
 class DaemonError(PixdexError):

@@ -21,7 +21,7 @@ from pixdex.daemon.metrics import Metrics
 from pixdex.daemon.sessions import Sessions
 from pixdex.daemon.thumbnail_jobs import ThumbnailJobs
 from pixdex.daemon.tokens import Token, Tokens
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 from pixdex.query.service import SearchService
 

@@ -16,8 +16,9 @@ from pixdex.daemon.core_api import Unavailable, Watch
 from pixdex.daemon.runtime import Daemon
 from pixdex.indexer import thumbnails
 from pixdex.indexer.errors import ModelError
+from pixdex.indexer.inference import infer, worker_state
+from pixdex.indexer.prepare import DecodeSpec, prepare_query_image
 from pixdex.indexer.settings import Config
-from pixdex.indexer.workers import DecodeSpec, infer, prepare_query_image, worker_state
 
 
 class IndexingCore:

@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixdex.indexer.catalog import ASKED, Catalog
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import ASKED
 from pixdex.indexer.collections import all_collections, plan_add, removable
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config, default_config_path
 
 if TYPE_CHECKING:

@@ -28,8 +28,9 @@ from pixdex.daemon.http_api import (
 )
 from pixdex.daemon.thumbnail_jobs import Busy
 from pixdex.indexer import thumbnails
-from pixdex.indexer.catalog import ImageRow
-from pixdex.indexer.errors import ReadError, SidecarError, display_path
+from pixdex.indexer.catalog.rows import ImageRow
+from pixdex.indexer.errors import ReadError, SidecarError
+from pixdex.indexer.paths import display_path
 
 
 def add_routes(app: web.Application) -> None:

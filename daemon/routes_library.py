@@ -10,7 +10,7 @@ from aiohttp import web
 
 from pixdex.daemon.core_api import Core
 from pixdex.daemon.http_api import as_json, bad, ctx_of, full_access, json_body, scope
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.paths import display_path
 
 
 def add_routes(app: web.Application) -> None:

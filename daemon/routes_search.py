@@ -27,7 +27,8 @@ from pixdex.daemon.http_api import (
     text_param,
 )
 from pixdex.daemon.routes_items import inside, row_by_path, visible_roots, visible_row
-from pixdex.indexer.errors import ModelError, display_path
+from pixdex.indexer.errors import ModelError
+from pixdex.indexer.paths import display_path
 from pixdex.query.parse import QueryError
 from pixdex.query.service import MAX_K, Results
 

@@ -41,9 +41,9 @@ from pixdex.indexer.collections import (
     removable,
 )
 from pixdex.indexer.core import Indexer, ScanReport
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
-from pixdex.indexer.workers import edit_sidecar
+from pixdex.indexer.sidecars.tasks import edit_sidecar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

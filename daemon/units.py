@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pixdex.indexer.errors import PixdexError, display_path
+from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.paths import display_path
 
 log = logging.getLogger(__name__)
 

@@ -44,16 +44,10 @@ from watchdog.events import (
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
-from pixdex.indexer.errors import display_path
-from pixdex.indexer.scan import (
-    IGNORE_MARKERS,
-    excluded,
-    is_image_name,
-    is_raw_name,
-    is_sidecar_name,
-    skipped_dir,
-)
-from pixdex.indexer.settings import WatchSettings
+from pixdex.indexer.paths import display_path
+from pixdex.indexer.scan.walk import IGNORE_MARKERS, excluded, is_image_name, skipped_dir
+from pixdex.indexer.sections import WatchSettings
+from pixdex.indexer.sidecars.naming import is_raw_name, is_sidecar_name
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pixdex.indexer.catalog import Catalog, ImageRow
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import ImageRow
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 
 KINDS = ("disk", "catalog", "text index", "vector index", "sidecar")
@@ -64,7 +65,7 @@ def catalog_model(layout: Any) -> str | None:
 
 def _disk(rows: list[ImageRow], queued: set[int], catalog: Catalog, folders: list[bytes],
           config: Config) -> Iterator[Finding]:
-    from pixdex.indexer.scan import diff_tree
+    from pixdex.indexer.scan.diff import diff_tree
 
     for row in rows:
         if row.id in queued:
@@ -184,10 +185,11 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
               ) -> Iterator[Finding]:
     from pathlib import Path
 
-    from pixdex.indexer.metadata import as_list
-    from pixdex.indexer.scan import folder_names, sidecar_name_of, stems_of
-    from pixdex.indexer.sidecar import EMBEDDING_MODEL, EMBEDDING_OF, MACHINE, REJECTED, read_embedding, read_props, \
-        state_of
+    from pixdex.indexer.metadata.reconcile import as_list
+    from pixdex.indexer.sidecars.embedding import read_embedding
+    from pixdex.indexer.sidecars.keys import EMBEDDING_MODEL, EMBEDDING_OF, MACHINE, REJECTED
+    from pixdex.indexer.sidecars.naming import folder_names, siblings, sidecar_name_of
+    from pixdex.indexer.sidecars.read import read_props, state_of
 
     settings = config.sidecar
     listings: dict[bytes, tuple[set[bytes], Any]] = {}  # each folder listed once
@@ -197,7 +199,7 @@ def _sidecars(config: Config, rows: list[ImageRow], queued: set[int], embeddings
         folder, name = os.path.split(row.path)
         if folder not in listings:
             names = folder_names(folder)
-            listings[folder] = (names, stems_of(names))
+            listings[folder] = (names, siblings(names))
         found = sidecar_name_of(name, *listings[folder])
         machine = [str(t["name"]) for t in row.machine_tags]
         if found is None:
@@ -253,7 +255,7 @@ def orphan_sidecars(config: Config, folders: list[bytes]) -> list[bytes]:
     file of stem `IMG` for `IMG.xmp`) and holds nothing but pixdex's own keywords and bookkeeping."""
     from pathlib import Path
 
-    from pixdex.indexer.sidecar_moves import only_ours
+    from pixdex.indexer.sidecars.moves import only_ours
 
     found = []
     for root in folders:
@@ -285,7 +287,7 @@ def repair(config: Config, findings: list[Finding], folders: list[bytes]) -> Non
     index that disagrees from the catalog. No model runs for what the catalog already holds."""
     from pathlib import Path
 
-    from pixdex.indexer.catalog import CHANGED
+    from pixdex.indexer.catalog.rows import CHANGED
     from pixdex.indexer.core import Indexer
 
     kinds = {f.kind for f in findings}

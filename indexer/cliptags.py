@@ -33,7 +33,7 @@ from pixdex.indexer.files import atomic_write
 
 if TYPE_CHECKING:
     from pixdex.indexer.embedder import ClipModel
-    from pixdex.indexer.settings import ClipTagSettings
+    from pixdex.indexer.sections import ClipTagSettings
 
 log = logging.getLogger(__name__)
 

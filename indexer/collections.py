@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.errors import PixdexError, display_path
+from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 
 NAME = re.compile(r"^[\w][\w.-]{0,63}$")

@@ -21,26 +21,24 @@ from types import TracebackType
 from typing import IO, Any
 
 from pixdex.indexer import faults
-from pixdex.indexer.catalog import ASKED, Catalog, FileStat, ImageRow
-from pixdex.indexer.errors import ModelError, PixdexError, display_path
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import ASKED
+from pixdex.indexer.errors import ModelError, PixdexError
 from pixdex.indexer.fulltext import FullText
-from pixdex.indexer.pipeline import Pipeline, Stats, carry_sidecars
+from pixdex.indexer.inference import ModelInfo, describe, model_spec
+from pixdex.indexer.paths import display_path
+from pixdex.indexer.pipeline import Pipeline
+from pixdex.indexer.pools import make_pool, stop_pool
+from pixdex.indexer.prepare import prepare_for_llm
 from pixdex.indexer.rebuild import finish_swap
-from pixdex.indexer.scan import diff_tree
-from pixdex.indexer.settings import Config, runtime
+from pixdex.indexer.scan.diff import diff_tree
+from pixdex.indexer.settings import Config
+from pixdex.indexer.sidecars.keeper import SidecarKeeper
+from pixdex.indexer.stages.stats import Stats
 from pixdex.indexer.vectors import VectorIndex
-from pixdex.indexer.metadata import SidecarState
-from pixdex.indexer.workers import ModelInfo, ModelSpec, Move, SidecarSpec, describe, make_pool
 from pixdex.indexer.writer import Writer
 
 log = logging.getLogger(__name__)
-
-
-def model_spec(config: Config) -> ModelSpec:
-    tagger = config.model_dir / "tagger" / config.models.tagger if config.models.tagger else None
-    return ModelSpec(config.model_dir / "clip" / config.models.clip, tagger, config.tagger, config.models.threads,
-                     config.models.idle_ttl, config.clip_tags if config.clip_tags.enabled else None,
-                     config.cache_dir / "vocabulary", runtime(config))
 
 
 @dataclass
@@ -91,9 +89,9 @@ class Indexer:
         # Both pools before any other thread starts: while a pool starts, Ctrl-C is ignored in this process,
         # and a thread of ours not blocking it (the writer's) would take it and lose it (make_pool).
         self.infer_pool = make_pool(1, self.config.pipeline)
-        self._opened.append(lambda: _stop_pool(self.infer_pool))
+        self._opened.append(lambda: stop_pool(self.infer_pool))
         self.decode_pool = make_pool(self.config.decode.workers, self.config.pipeline)
-        self._opened.append(lambda: _stop_pool(self.decode_pool))
+        self._opened.append(lambda: stop_pool(self.decode_pool))
         self.info = self._describe_models()
         catalog = Catalog(self.layout.catalog)
         self._opened.append(catalog.close)
@@ -105,9 +103,11 @@ class Indexer:
                              open_vectors=lambda model, dim: VectorIndex(self.layout, model, dim, self.config.index),
                              ids=self._ids)
         self._opened.append(self.writer.close)
-        self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool)
-        self.pipeline.vanish_grace = self._vanish_grace
-        self.pipeline.library = lambda: [os.fsencode(os.path.realpath(p)) for p in self.library]
+        self.sidecars = SidecarKeeper(self.decode_pool, self.config.sidecar, self.info, self.layout.catalog)
+        self.pipeline = Pipeline(self.config, self.info, self.spec, self.writer, self.decode_pool, self.infer_pool,
+                                 self.sidecars)
+        self.pipeline.parking.grace = self._vanish_grace
+        self.pipeline.parking.library = lambda: [os.fsencode(os.path.realpath(p)) for p in self.library]
         if self._paused:
             self.pipeline.paused.set()  # before the feed starts: nothing queued slips through
         self.pipeline.start()
@@ -129,22 +129,14 @@ class Indexer:
         return VectorIndex(self.layout, live, dim, self.config.index) if live and dim else None
 
     def _start_describer(self) -> None:
-        from pixdex.indexer.describe import Describer
-        from pixdex.indexer.workers import describe_sidecar, prepare_for_llm
+        from pixdex.indexer.describe import Describer  # late: ollama (httpx, pydantic) loads only with [describe] on
 
         settings, pool = self.config.describe, self.decode_pool
-
-        def write(path: bytes, machine: list[str], rejected: list[str], description: str, text: str) -> Any:
-            spec = self.pipeline.sidecar_spec()
-            future = pool.schedule(describe_sidecar, (path, machine, rejected, spec, description, text), timeout=60)
-            future.add_done_callback(lambda f: f.exception() is None and self.pipeline.remember_own(path, f.result()))
-            return future
-
         self.describer = Describer(
             settings, self.layout.catalog,
             prepare=lambda path: pool.schedule(prepare_for_llm, (path, settings.max_side, self.config.decode.max_pixels),
                                                timeout=120),
-            write=write, record=self.writer.described, paused=self.pipeline.paused.is_set,
+            write=self.sidecars.describe, record=self.writer.described, paused=self.pipeline.paused.is_set,
             listener=lambda kind, data: self.pipeline.listener and self.pipeline.listener(kind, data),
             environ=self.config.environ)
         self.describer.start()
@@ -169,8 +161,8 @@ class Indexer:
     def _stop_pipeline(self) -> None:
         """Stop feeding, stop the workers (what they hold stays queued), then let the stages finish."""
         self.pipeline.request_stop()
-        _stop_pool(self.decode_pool)
-        _stop_pool(self.infer_pool)
+        stop_pool(self.decode_pool)
+        stop_pool(self.infer_pool)
         self.pipeline.stop()
 
     def __enter__(self) -> Indexer:
@@ -189,7 +181,7 @@ class Indexer:
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
             resumed = sum(reader.queue_counts().values())
-            own, writing, own_images = self.pipeline.own_view()
+            own, writing, own_images = self.sidecars.own_view()
             diff = diff_tree(reader, [os.fsencode(r) for r in roots], self.config.library.skip_dirs,
                              self.config.library.follow_symlinks, self.info.ids,
                              [os.fsencode(f) for f in self.library], shallow, self.config.library.exclude, own,
@@ -204,11 +196,8 @@ class Indexer:
                             sidecars=len(diff.sidecar))
         # A moved image's sidecar follows it before the move commits: after a crash the move is found
         # again and the carry-over (which never overwrites) is redone.
-        spec = self.pipeline.sidecar_spec()
-        with self.pipeline.sidecar_io:  # a write to an old path in flight lands before its sidecar is carried
-            carried = self._carry(diff.moved, spec)
+        carried = self.sidecars.carry(diff.moved)
         for new_path, side in carried:
-            self.pipeline.remember_own(new_path, side)
             if side.error:
                 report.sidecar_errors.append(f"{display_path(new_path)}: {side.error}")
         drops = bool(diff.removed) and self.config.sidecar.write
@@ -230,42 +219,9 @@ class Indexer:
 
     def drop_sidecars(self, images: list[bytes]) -> None:
         """Remove the sidecars of these deleted images where pixdex alone wrote them (`sidecar_drops`)."""
-        from pixdex.indexer.workers import drop_sidecar
-
-        spec = self.pipeline.sidecar_spec()
-        faults.hold("drop", images)
-        for future in [self.decode_pool.schedule(drop_sidecar, (path, spec), timeout=60) for path in images]:
-            try:
-                future.result()
-            except Exception as exc:  # a sidecar left behind is harmless
-                log.debug("sidecar of a deleted image not removed: %s", exc)
+        self.sidecars.drop(images)
         self.writer.sidecars_dropped(images)
         self.writer.flush()
-
-    def _carry(self, moved: list[tuple[ImageRow, FileStat]], spec: SidecarSpec) -> list[tuple[bytes, SidecarState]]:
-        """Move each moved image's sidecar along, merging pixdex's keywords as the catalog holds them now. An
-        image still queued (perhaps in flight, its results not committed yet) only has its sidecar moved: its
-        entry is done again at the new path (`Writer.register`), which merges what it finds then."""
-        if not moved:
-            return []
-        reader = Catalog(self.layout.catalog, read_only=True)
-        try:
-            rows = reader.get_many([row.id for row, _ in moved])
-            busy = reader.queued_among(list(rows))
-            vectors = dict(reader.embeddings(self.info.clip_id, ids=list(rows))) \
-                if self.info.has_models and self.config.sidecar.embedding else {}
-        finally:
-            reader.close()
-        moves = []
-        for row, st in moved:
-            now = rows.get(row.id)
-            if now is None or now.state != "done":
-                continue
-            vector = vectors.get(row.id) if now.clip_model == self.info.clip_id and now.hash else None
-            moves.append(Move(now.path, st.path, [str(t["name"]) for t in now.machine_tags], now.rejected_list,
-                              merge=row.id not in busy, image_id=row.id,
-                              embedding=(now.clip_model, now.hash, vector) if vector is not None else None))
-        return carry_sidecars(self.decode_pool, moves, spec) if moves else []
 
     def reindex(self, paths: list[Path]) -> int:
         """Queue these files (or every indexed file below these folders) ahead of everything else."""
@@ -316,11 +272,6 @@ class Indexer:
                 log.exception("error while closing the indexer")
 
 
-def _stop_pool(pool: Any) -> None:
-    pool.stop()
-    pool.join(timeout=10)
-
-
 def lock_data_dir(root: Path, lock: Path, holder: int | None = None) -> IO[str]:
     """One writer per data directory: an flock held for the writer's life, with the holder's pid in it
     (`holder`: the process a person would stop — `pixdex serve` for its indexing process)."""
@@ -330,9 +281,9 @@ def lock_data_dir(root: Path, lock: Path, holder: int | None = None) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        who = handle.read().strip() or "another process"
         handle.close()
-        raise PixdexError(f"{root}: already being indexed by pid {holder} (a `pixdex serve` or `pixdex index`); "
+        raise PixdexError(f"{root}: already being indexed by pid {who} (a `pixdex serve` or `pixdex index`); "
                           "wait for an index run to finish, or stop the daemon first") from None
     handle.seek(0)
     handle.truncate()

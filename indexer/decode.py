@@ -129,7 +129,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode == "P" and "transparency" in image.info or mode in ("PA", "LA", "La", "RGBa"):
+    if (mode == "P" and "transparency" in image.info) or mode in ("PA", "LA", "La", "RGBa"):
         image = image.convert("RGBA")
         mode = "RGBA"
     if mode == "RGBA":

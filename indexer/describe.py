@@ -31,8 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.errors import PixdexError, ReadError, display_path
-from pixdex.indexer.settings import DescribeSettings
+from pixdex.indexer.errors import PixdexError, ReadError
+from pixdex.indexer.paths import display_path
+from pixdex.indexer.sections import DescribeSettings
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class Describer:
                 asyncio.run(self._run())
             except asyncio.CancelledError:  # stop() cancelled it
                 return
-            except Exception:  # noqa: BLE001 - the stage must outlive any one failure
+            except Exception:
                 log.exception("the describer failed; starting it again in 30 s")
                 self.state, self.why = "waiting", "the describer failed (see the log); starting again"
                 self._stop.wait(30)
@@ -274,5 +275,5 @@ class Describer:
         if self.listener is not None:
             try:
                 self.listener(kind, data)
-            except Exception:  # noqa: BLE001 - events are a courtesy
+            except Exception:
                 log.debug("describe event not delivered", exc_info=True)

@@ -28,8 +28,8 @@ from tokenizers import Tokenizer
 from pixdex.indexer.errors import ModelError
 from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess
+from pixdex.indexer.sections import Runtime
 from pixdex.indexer.session import OnnxSession, fingerprint
-from pixdex.indexer.settings import Runtime
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -2,51 +2,33 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-
-def display_path(path: Path | str | bytes) -> str:
-    """A path as text for messages, even when its bytes are not valid UTF-8."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", errors="backslashreplace")
-
-
-def as_text(text: str) -> str:
-    """An argument as text that can be sent and searched: bytes that are not UTF-8 (which Python carries
-    as lone surrogates, `caf\udce9`) shown as pixdex shows them in paths (`caf\\xe9`)."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that no byte stands for
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+from pixdex.indexer.paths import display_path
 
 
 class PixdexError(Exception):
     """Base of every error pixdex reports to a person instead of a traceback."""
 
 
-class ReadError(PixdexError):
+class PathError(PixdexError):
+    """A file's failure: its path and the reason, intact across process boundaries."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{display_path(path)}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[Path | str, str]]:  # pickled as it was made, subclass and all
+        return type(self), (self.path, self.reason)
+
+
+class ReadError(PathError):
     """An image that cannot be read or decoded."""
 
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{display_path(path)}: {reason}")
-        self.path = path
-        self.reason = reason
 
-    def __reduce__(self) -> tuple[type, tuple[Path | str, str]]:  # crosses process boundaries intact
-        return type(self), (self.path, self.reason)
-
-
-class SidecarError(PixdexError):
+class SidecarError(PathError):
     """An XMP sidecar that cannot be read, merged or written."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{display_path(path)}: {reason}")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type, tuple[Path | str, str]]:  # crosses process boundaries intact
-        return type(self), (self.path, self.reason)
 
 
 class ModelError(PixdexError):

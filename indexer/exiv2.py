@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pyexiv2
 
-from pixdex.indexer.sidecar_keys import PIXDEX_NS
+from pixdex.indexer.sidecars.keys import PIXDEX_NS
 
 LOCK = threading.Lock()
 _ready = False

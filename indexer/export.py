@@ -57,7 +57,7 @@ def import_open_clip() -> Any:
     import torch
 
     try:
-        import torchvision  # noqa: F401
+        import torchvision
     except RuntimeError as exc:
         if "torchvision::" not in str(exc):
             raise
@@ -67,7 +67,7 @@ def import_open_clip() -> Any:
         for op in ("nms", "qnms"):
             library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         import_open_clip._library = library  # type: ignore[attr-defined]
-        import torchvision  # noqa: F401,F811
+        import torchvision  # noqa: F401
     import open_clip
 
     return open_clip
@@ -90,7 +90,7 @@ def _onnx_export(module: Any, example: Any, path: Path, input_name: str) -> None
 def _trace(module: Any, example: Any, path: Path, input_name: str) -> None:
     import torch
 
-    with warnings.catch_warnings(), redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
+    with warnings.catch_warnings(), redirect_stdout(open(os.devnull, "w")):
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17,
                           input_names=[input_name], output_names=["embedding"],

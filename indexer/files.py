@@ -1,22 +1,42 @@
-"""Atomic replacement of files: a reader sees the old content or the new, never a mix."""
+"""Files pixdex reads and writes: a regular file read safely (`read_regular`), atomic replacement (a reader sees
+the old content or the new, never a mix), folders built aside and swapped in, temp files of a crash removed."""
 
 from __future__ import annotations
 
 import errno
 import os
-import stat
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pixdex.indexer.errors import ReadError
+
 # Temp files are named by pid and a short token, never by the target's name: a name near the
 # 255-byte limit must not make its temp file's name too long. `remove_stale_temps` finds them again.
 TEMP_PREFIX = ".pixdex-tmp-"
 STALE_AFTER = 3600.0  # a temp file of a live process older than this is stale as well
+
+
+def read_regular(path: bytes) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file and the stat of what was read. A FIFO, device or folder is refused
+    at once (opened non-blocking, so a FIFO cannot hang the reader)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReadError(os.fsdecode(path), "not a regular file (a pipe, device or folder); pixdex reads only "
+                                               "image files")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
 
 
 def temp_name(directory: Path) -> Path:

@@ -26,10 +26,10 @@ from pathlib import PurePosixPath
 
 import tantivy
 
-from pixdex.indexer.catalog import ImageRow
-from pixdex.indexer.errors import display_path
+from pixdex.indexer.catalog.rows import ImageRow
 from pixdex.indexer.files import atomic_write, remove_stale_temps_in
 from pixdex.indexer.layout import Layout
+from pixdex.indexer.paths import display_path
 
 log = logging.getLogger(__name__)
 

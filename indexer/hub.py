@@ -193,9 +193,13 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
     with the reason and what to do (offline, unreachable hub, missing repo or file, bad checksum).
     `progress`: a bar on the terminal, none, or a function told how far it is."""
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     one_log_line_each()
@@ -254,7 +258,7 @@ def verify(path: Path, name: str, model: Known) -> dict[str, str]:
     """Check a downloaded file against the id the hub gave it (the cached blob's name): sha256 for LFS
     files, git's blob sha1 for the others. Raises ModelError naming the file on a mismatch."""
     expected = Path(os.path.realpath(path)).name
-    sha256, sha1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % path.stat().st_size)  # noqa: S324 - git's id
+    sha256, sha1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % path.stat().st_size)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             sha256.update(block)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
 if TYPE_CHECKING:  # Pillow is imported where pixels are touched: the query process may never need it
     from PIL import Image
 

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from pixdex.indexer.errors import InferenceError, ModelError
 from pixdex.indexer.modelcache import ModelCache
-from pixdex.indexer.settings import Runtime
+from pixdex.indexer.sections import Runtime
 
 log = logging.getLogger(__name__)
 

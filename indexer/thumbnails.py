@@ -196,7 +196,7 @@ def _to_output_mode(image: Image.Image) -> Image.Image:
         if "transparency" in image.info and mode in ("RGB", "L"):  # tRNS colour key
             return image.convert("RGBA" if mode == "RGB" else "LA")
         return image
-    if mode in ("La", "PA", "RGBa") or mode == "P" and "transparency" in image.info:
+    if mode in ("La", "PA", "RGBa") or (mode == "P" and "transparency" in image.info):
         return image.convert("LA" if mode == "La" else "RGBA")
     if mode == "1":
         return image.convert("L")
@@ -262,7 +262,7 @@ def prune_own_cache(cache_dir: Path, keep_ids: set[int] | None, max_bytes: int) 
         newest[entry.key] = max(newest.get(entry.key, entry.mtime_ns), entry.mtime_ns)
     kept = []
     for entry in entries:
-        stale = entry.mtime_ns < newest[entry.key] or keep_ids is not None and entry.key[1] not in keep_ids
+        stale = entry.mtime_ns < newest[entry.key] or (keep_ids is not None and entry.key[1] not in keep_ids)
         if stale:
             freed += _remove(entry.path, entry.size)
         else:

@@ -35,7 +35,7 @@ from usearch.index import Index
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.files import atomic_write, remove_stale_temps_in, temp_name
 from pixdex.indexer.layout import Layout
-from pixdex.indexer.settings import IndexSettings
+from pixdex.indexer.sections import IndexSettings
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import tantivy
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.fulltext import _schema, open_for_reading
 from pixdex.indexer.layout import Layout
-from pixdex.indexer.settings import IndexSettings
+from pixdex.indexer.sections import IndexSettings
 from pixdex.indexer.vectors import VectorView
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pixdex.indexer.collections import Collection, all_collections, find
-from pixdex.indexer.errors import ModelError, ReadError, display_path
+from pixdex.indexer.errors import ModelError, ReadError
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config, runtime
 from pixdex.query.fuse import Fused, rrf
 from pixdex.query.parse import Filters, QueryError, parse_query
@@ -299,7 +300,7 @@ class SearchService:
                        ) -> tuple[NDArray[np.float32], set[int]]:
         """Each image's vector: an indexed one's from the index (no model needed), another's from the model."""
         from pixdex.indexer.decode import decode_image
-        from pixdex.indexer.workers import read_regular
+        from pixdex.indexer.files import read_regular
 
         rows, own = [], set()
         catalog = self.reader.catalog() if self.reader.exists() else None

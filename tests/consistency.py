@@ -17,8 +17,9 @@ from usearch.index import Index
 
 from pixdex.indexer.fulltext import _schema, open_for_reading
 from pixdex.indexer.layout import Layout
-from pixdex.indexer.scan import is_image_name
-from pixdex.indexer.sidecar import read_sidecar, sidecar_path
+from pixdex.indexer.scan.walk import is_image_name
+from pixdex.indexer.sidecars.naming import sidecar_path
+from pixdex.indexer.sidecars.read import read_sidecar
 
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from pixdex.indexer.errors import ReadError
 from pixdex.indexer.preprocess import ClipTransform
-from pixdex.indexer.workers import Captured, DecodeSpec, prepare
+from pixdex.indexer.prepare import DecodeSpec, prepare
+from pixdex.indexer.captured import Captured
 
 
 def test_warnings_and_c_level_output_are_captured_not_printed(capfd: pytest.CaptureFixture[str]) -> None:

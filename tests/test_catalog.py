@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pixdex.indexer.catalog import SCHEMA_VERSION, Catalog, CatalogError, FileStat
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.errors import CatalogError
+from pixdex.indexer.catalog.schema import SCHEMA_VERSION
+from pixdex.indexer.catalog.rows import FileStat
 
 
 def stat(path: bytes, size: int = 10) -> FileStat:

@@ -17,7 +17,7 @@ import pytest
 from pixdex.indexer.cliptags import ClipTagger, parse_vocabulary, select, shipped_vocabulary, vocabulary
 from pixdex.indexer.embedder import ClipModel
 from pixdex.indexer.export import STANDIN_CLIP
-from pixdex.indexer.settings import ClipTagSettings
+from pixdex.indexer.sections import ClipTagSettings
 
 from conftest import CLIP_TAGS_OFF, Env, noise
 

@@ -253,7 +253,7 @@ def test_a_file_rewritten_with_the_same_bytes_gets_its_missing_sidecar_back(env:
     run_index(env)
     image = files[0]
     sidecar = image.with_name(image.name + ".xmp")
-    from pixdex.indexer.sidecar import read_sidecar
+    from pixdex.indexer.sidecars.read import read_sidecar
 
     kept = read_sidecar(sidecar)
     sidecar.unlink()

@@ -224,7 +224,7 @@ def test_a_move_out_of_a_folder_with_a_file_still_being_written_is_one_move(tmp_
     """Found when sidecars were watched: a hard link (no close event) kept its folder "being written", the
     destination folder was rescanned alone, and the moved image lost its id. Both ends wait together."""
     from pixdex.daemon.watcher import Watcher
-    from pixdex.indexer.settings import WatchSettings
+    from pixdex.indexer.sections import WatchSettings
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
@@ -254,7 +254,7 @@ def test_a_stopped_watcher_starts_no_observer_again(tmp_path: Path) -> None:
     started a new one while the daemon was closing (CI's log: 'inotify (3 folder(s) watched)' after
     'stopping')."""
     from pixdex.daemon.watcher import Watcher
-    from pixdex.indexer.settings import WatchSettings
+    from pixdex.indexer.sections import WatchSettings
 
     watcher = Watcher(WatchSettings(), [], [], [], lambda why: None)
     watcher.watch([os.fsencode(tmp_path)])

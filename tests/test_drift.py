@@ -183,7 +183,8 @@ def test_an_image_moved_over_another_takes_over_its_sidecar_with_its_own_embeddi
     """`mv a.png b.png`, both indexed: b.png.xmp must say what a's content is (pixdex:EmbeddingOf, the embedding,
     the id), so a rebuild can take it. The replaced image's sidecar was pixdex's alone: a's replaces it. A
     person's (`theirs`) is kept, with a's keywords and embedding merged into it."""
-    from pixdex.indexer.sidecar import EMBEDDING_OF, IMAGE_ID, read_sidecar
+    from pixdex.indexer.sidecars.read import read_sidecar
+    from pixdex.indexer.sidecars.keys import EMBEDDING_OF, IMAGE_ID
 
     paths = _library(env, 2)
     a, b = paths

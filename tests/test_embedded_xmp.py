@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from conftest import CORPUS, Env, make_library, write_config
-from pixdex.indexer.embedded_xmp import image_data, write_keywords
+from pixdex.indexer.sidecars.embedded import image_data, write_keywords
 from pixdex.indexer.errors import SidecarError
-from pixdex.indexer.sidecar import HIERARCHICAL, SUBJECT, TAGS_LIST
+from pixdex.indexer.sidecars.keys import HIERARCHICAL, SUBJECT, TAGS_LIST
 
 
 def jpeg(tmp_path: Path) -> Path:
@@ -51,7 +51,7 @@ def test_write_keywords_keeps_pixels_and_refuses_what_it_cannot_verify(tmp_path:
     assert image_data(path.read_bytes()) == image_data(before)
     assert not write_keywords(path, {SUBJECT: ["dog"], HIERARCHICAL: ["pixdex|dog"], TAGS_LIST: ["pixdex/dog"]})
     # A writer that would touch the pixels is refused and the file stays as it was.
-    import pixdex.indexer.embedded_xmp as module
+    import pixdex.indexer.sidecars.embedded as module
 
     real = module.image_data
     monkeypatch.setattr(module, "image_data", lambda data: real(data) + (b"x" if data != path.read_bytes() else b""))

@@ -108,7 +108,7 @@ def test_renamed_file_keeps_its_id_without_inference(env: Env, library: dict[str
     assert rows[str(new)]["id"] == old_id and str(old) not in rows
     tags = [t["name"] for t in json.loads(str(rows[str(new)]["tags"]))]
     assert tags  # the stand-in tags every generated image
-    from pixdex.indexer.sidecar import read_sidecar
+    from pixdex.indexer.sidecars.read import read_sidecar
 
     assert read_sidecar(Path(str(new) + ".xmp"))["Xmp.dc.subject"] == tags  # the sidecar follows the image
     assert not Path(str(old) + ".xmp").exists()  # moved, not copied: no stale sidecar for a future file
@@ -318,7 +318,7 @@ def test_unreadable_folder_is_reported_not_fatal(env: Env, capsys: pytest.Captur
     locked = env.pics / "city"
     if os.geteuid() == 0:
         # root reads any folder; a folder that vanishes between listing and reading is the same path
-        from pixdex.indexer import scan
+        from pixdex.indexer.scan import walk as scan
 
         real = scan.os.scandir
 

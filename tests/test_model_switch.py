@@ -100,7 +100,7 @@ def test_searches_use_the_old_vectors_until_the_new_model_has_embedded_every_ima
 
 def exact_ranking(env: Env, query: str, clip_dir: Path) -> dict[int, tuple[int, float]]:
     """The vector side recomputed by brute force from the catalog's embeddings and the model's text tower."""
-    from pixdex.indexer.catalog import blob_vector
+    from pixdex.indexer.catalog.rows import blob_vector
     from pixdex.indexer.embedder import ClipModel
 
     rows = catalog(env).execute("SELECT image_id, vector FROM embeddings").fetchall()

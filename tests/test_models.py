@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixdex.indexer.settings import Runtime, TaggerSettings
+from pixdex.indexer.sections import Runtime, TaggerSettings
 from pixdex.indexer.embedder import ClipModel
 from pixdex.indexer.errors import ModelError
 from pixdex.indexer.export import STANDIN_CLIP, STANDIN_CLIP_CONFIG, import_open_clip

@@ -48,7 +48,7 @@ def test_the_export_reproduces_open_clip_and_carries_the_xlm_roberta_tokenizer(m
 
 def test_german_and_korean_queries_search_by_likeness(env: Env, multilingual: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from pixdex.indexer.catalog import blob_vector
+    from pixdex.indexer.catalog.rows import blob_vector
     from pixdex.indexer.embedder import ClipModel
 
     make_library(env.pics)

@@ -56,7 +56,7 @@ def test_every_route_is_documented_and_nothing_else(spec: dict[str, Any]) -> Non
 
 
 def test_documented_limits_match_the_code(spec: dict[str, Any]) -> None:
-    from pixdex.indexer.settings import SearchSettings, ServerSettings
+    from pixdex.indexer.sections import SearchSettings, ServerSettings
     from pixdex.query.service import MAX_K
 
     params = {p["name"]: p["schema"] for p in spec["paths"]["/search"]["get"]["parameters"]}

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import REPO
 
-MODULES = ["pixdex.daemon.cli", "pixdex.indexer.settings", "pixdex.indexer.core", "pixdex.indexer.workers",
-           "pixdex.indexer.pipeline", "pixdex.indexer.sidecar", "pixdex.query.reader",
-           "pixdex.query.service"]
+MODULES = ["pixdex.daemon.cli", "pixdex.indexer.settings", "pixdex.indexer.core", "pixdex.indexer.prepare",
+           "pixdex.indexer.inference", "pixdex.indexer.pipeline", "pixdex.indexer.sidecars.merge",
+           "pixdex.indexer.sidecars.tasks", "pixdex.query.reader", "pixdex.query.service"]
 
 
 def test_installed_package_imports_outside_the_checkout(tmp_path: Path) -> None:
@@ -63,11 +63,11 @@ def test_indexer_and_query_never_import_the_daemon() -> None:
 
     offenders = []
     for folder in ("indexer", "query"):
-        for source in sorted((REPO / folder).glob("*.py")):
+        for source in sorted((REPO / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(source.read_text())):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-                offenders += [f"{folder}/{source.name}: {n}" for n in names if n.startswith("pixdex.daemon")]
+                offenders += [f"{source.relative_to(REPO)}: {n}" for n in names if n.startswith("pixdex.daemon")]
     assert offenders == []
 
 
@@ -78,14 +78,14 @@ def test_the_data_directory_layout_is_known_in_one_place() -> None:
     names = ("catalog.sqlite3", "vectors.usearch", "vectors.json", "index.lock", "fulltext", "pixdex.json")
     found = []
     for folder in ("indexer", "query", "daemon"):
-        for source in sorted((REPO / folder).glob("*.py")):
+        for source in sorted((REPO / folder).rglob("*.py")):
             if source.name == "layout.py":
                 continue
             tree = ast.parse(source.read_text())
             docs = {id(n.body[0].value) for n in ast.walk(tree)
                     if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef) and n.body
                     and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-            found += [f"{folder}/{source.name}: {node.value}" for node in ast.walk(tree)
+            found += [f"{source.relative_to(REPO)}: {node.value}" for node in ast.walk(tree)
                       if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
                       and node.value in names]
     assert found == []

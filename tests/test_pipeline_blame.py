@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pixdex.indexer.catalog import FileStat, ImageRow, QueueEntry
+from pixdex.indexer.catalog.rows import FileStat, ImageRow, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError
-from pixdex.indexer.pipeline import Pipeline, Stats, Work
+from pixdex.indexer.pipeline import Pipeline
+from pixdex.indexer.stages.stats import Stats
+from pixdex.indexer.stages.work import Work
 from pixdex.indexer.preprocess import ClipTransform
-from pixdex.indexer.workers import Inferred, ModelInfo, Prepared
+from pixdex.indexer.inference import Inferred, ModelInfo
+from pixdex.indexer.prepare import Prepared
 
 
 class RulePool:
@@ -80,7 +83,7 @@ def test_a_stage_stopped_while_it_holds_work_passes_stop_on(stage: str) -> None:
     the stop came, returned without passing STOP on, so every later stage waited on its inbox for good."""
     from types import SimpleNamespace
 
-    from pixdex.indexer.pipeline import STOP
+    from pixdex.indexer.stages.work import STOP
 
     p = pipeline(RulePool(InferenceError("unused")))
     p.config = SimpleNamespace(models=SimpleNamespace(batch_size=8), pipeline=SimpleNamespace(batch_wait=0.05))

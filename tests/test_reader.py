@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 
 from conftest import Env, gradient, make_library, noise
-from pixdex.indexer.catalog import Catalog, FileStat
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.layout import Layout
-from pixdex.indexer.settings import IndexSettings, PipelineSettings, load_config
+from pixdex.indexer.settings import load_config
+from pixdex.indexer.sections import IndexSettings, PipelineSettings
 from pixdex.indexer.vectors import VectorIndex, VectorView
-from pixdex.indexer.writer import Indexed, Writer
+from pixdex.indexer.writer import Writer
+from pixdex.indexer.writer.commands import Indexed
 from pixdex.query.reader import Reader
 from pixdex.query.service import SearchService
 

@@ -17,7 +17,8 @@ from consistency import check_consistent
 from served import Served, wait_for
 from test_index_search import search
 
-from pixdex.indexer.sidecar import EMBEDDING, read_sidecar
+from pixdex.indexer.sidecars.read import read_sidecar
+from pixdex.indexer.sidecars.keys import EMBEDDING
 
 
 @pytest.fixture()
@@ -302,7 +303,7 @@ def test_ids_travel_with_the_sidecars(library: Env, tmp_path: Path, capsys: pyte
     """Every sidecar says its image's id (pixdex:Id): a fresh data directory — the catalog lost, or the library
     on another machine — and a rebuild without the old catalog give every image the id it had, so links,
     tokens' views and the web page's addresses still name it."""
-    from pixdex.indexer.sidecar import IMAGE_ID
+    from pixdex.indexer.sidecars.keys import IMAGE_ID
 
     ids = _ids(library)
     for path, image_id in ids.items():

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pixdex.indexer import sidecar as sc
+from pixdex.indexer.sidecars import embedding, keys, merge, writers
 from pixdex.indexer.errors import SidecarError
-from pixdex.indexer.sidecar import edit_person, read_sidecar, read_state, sidecar_path, write_tags
-from pixdex.indexer.sidecar_moves import carry_over
-from pixdex.indexer.xmpgraph import changed_triples
+from pixdex.indexer.sidecars.merge import edit_person, write_tags
+from pixdex.indexer.sidecars.naming import sidecar_path
+from pixdex.indexer.sidecars.read import read_sidecar, read_state
+from pixdex.indexer.sidecars.moves import carry_over
+from pixdex.indexer.sidecars.graph import changed_triples
 
 from conftest import CORPUS, solid, tool
 
@@ -220,7 +222,7 @@ def test_every_corpus_sidecar_gets_pixdexs_tags_and_keeps_everything_else(name: 
     state = write_tags(image, ["dog", "sunset"], "pixdex", "m@1")
     written = side.read_bytes()
     assert written != original and state.error is None
-    owned = [sc.URIS[k] for k in (sc.SUBJECT, sc.HIERARCHICAL, sc.TAGS_LIST, sc.METADATA_DATE)] + [sc.PIXDEX_NS + "*"]
+    owned = [keys.URIS[k] for k in (keys.SUBJECT, keys.HIERARCHICAL, keys.TAGS_LIST, keys.METADATA_DATE)] + [keys.PIXDEX_NS + "*"]
     assert changed_triples(original, written, owned) == []  # the RDF graph outside pixdex's properties
     assert others_view(exiftool, side) == before  # and every value exiftool shows
     # Every keyword and caption exiftool saw in it is still the person's, and pixdex's are where programs look.
@@ -248,10 +250,10 @@ def test_what_exiv2_cannot_rewrite_is_edited_as_rdf_xml(name: str, image: Path) 
     side = sidecar_path(image)
     shutil.copyfile(CORPUS / name, side)
     data = side.read_bytes()
-    values = {sc.SUBJECT: ["dog"], sc.MODEL: "m"}
+    values = {keys.SUBJECT: ["dog"], keys.MODEL: "m"}
     with pytest.raises(SidecarError):
-        sc.check_graph(side, data, sc._exiv2_written(side, data, values), list(values))
-    sc.check_graph(side, data, sc._rdf_written(side, data, values), list(values))
+        writers.check_graph(side, data, writers._exiv2_written(side, data, values), list(values))
+    writers.check_graph(side, data, writers._rdf_written(side, data, values), list(values))
     write_tags(image, ["dog"], "pixdex", "m")
     assert "dog" in read_sidecar(side)["Xmp.dc.subject"]
 
@@ -272,9 +274,9 @@ def test_a_node_id_sidecar_gets_keywords_in_its_own_container(image: Path) -> No
     state = write_tags(image, ["dog"], "pixdex", "m")
     text = side.read_text()
     assert '<rdf:Bag rdf:nodeID="k"><rdf:li>lighthouse</rdf:li><rdf:li>dog</rdf:li></rdf:Bag>' in text
-    assert changed_triples(original, side.read_bytes(), [sc.URIS[sc.SUBJECT], sc.URIS[sc.HIERARCHICAL],
-                                                          sc.URIS[sc.TAGS_LIST], sc.URIS[sc.METADATA_DATE],
-                                                          sc.PIXDEX_NS + "*"]) == []
+    assert changed_triples(original, side.read_bytes(), [keys.URIS[keys.SUBJECT], keys.URIS[keys.HIERARCHICAL],
+                                                          keys.URIS[keys.TAGS_LIST], keys.URIS[keys.METADATA_DATE],
+                                                          keys.PIXDEX_NS + "*"]) == []
     assert state.readable and state.error is None
     assert {"name": "lighthouse"} in state.person
     assert "Cape Kiwanda" in state.text
@@ -347,7 +349,7 @@ def test_a_concurrent_edit_between_read_and_rename_is_kept(image: Path, exiftool
             subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject+=Rex", "-XMP-xmp:Rating=5", str(path)],
                            check=True, capture_output=True)
 
-    monkeypatch.setattr(sc, "_before_replace", someone_writes)
+    monkeypatch.setattr(merge, "_before_replace", someone_writes)
     write_tags(image, ["dog", "cat"], "pixdex", "m")
     xmp = read_sidecar(side)
     assert edits and "Rex" in xmp["Xmp.dc.subject"] and xmp["Xmp.xmp.Rating"] == "5"
@@ -515,8 +517,8 @@ def test_owner_and_group_are_kept_when_the_process_may_set_them(image: Path) -> 
 
 @pytest.mark.parametrize("value", ["f16:x:abc:AAAA", "garbage", "f16:2:00:!!!", "", "f32:1:00:AAAA", "f16:99999:0:"])
 def test_a_malformed_embedding_is_no_embedding_never_an_error(value: str) -> None:
-    xmp = {sc.EMBEDDING: value, sc.EMBEDDING_MODEL: "m", sc.EMBEDDING_OF: "h"}
-    assert sc.read_embedding(xmp, "m", "h") is None
+    xmp = {keys.EMBEDDING: value, keys.EMBEDDING_MODEL: "m", keys.EMBEDDING_OF: "h"}
+    assert embedding.read_embedding(xmp, "m", "h") is None
 
 
 def test_an_adobe_style_sidecar_moves_with_its_image_and_keeps_its_style(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pixdex.indexer.image_metadata import embedded_metadata
-from pixdex.indexer.sidecar import read_sidecar, read_state, sidecar_path, write_tags
+from pixdex.indexer.metadata.image import embedded_metadata
+from pixdex.indexer.sidecars.merge import write_tags
+from pixdex.indexer.sidecars.naming import sidecar_path
+from pixdex.indexer.sidecars.read import read_sidecar, read_state
 
 from conftest import Env, solid
 from test_index_search import catalog_rows, paths, search
@@ -248,7 +250,7 @@ def test_gps_from_xmp_and_from_a_sidecar_is_a_filter(env: Env, exiftool: str,
 
 
 def test_xmp_coordinates_in_every_form() -> None:
-    from pixdex.indexer.metadata import xmp_coordinate
+    from pixdex.indexer.metadata.gps import xmp_coordinate
 
     assert xmp_coordinate("48,51.4N", "NS", 90) == pytest.approx(48.856667)
     assert xmp_coordinate("48,51,24S", "NS", 90) == pytest.approx(-48.856667)
@@ -276,8 +278,8 @@ def test_both_writers_write_and_read_back_the_same(tmp_path: Path, exiftool: str
 
     import numpy as np
 
-    from pixdex.indexer import sidecar as sc
-    from pixdex.indexer.sidecar import edit_person
+    from pixdex.indexer.sidecars import embedding, writers
+    from pixdex.indexer.sidecars.merge import edit_person
 
     results = {}
     for writer in ("_exiv2_written", "_rdf_written"):
@@ -289,7 +291,7 @@ def test_both_writers_write_and_read_back_the_same(tmp_path: Path, exiftool: str
             latin1_iptc(exiftool, image)
         else:
             sidecar_path(image).write_text(PERSON_SIDECAR)
-        monkeypatch.setattr(sc, "_WRITERS", (getattr(sc, writer),))
+        monkeypatch.setattr(writers, "_WRITERS", (getattr(writers, writer),))
         vector = np.linspace(-1, 1, 8, dtype=np.float32)
         write_tags(image, ["dog", "cat", "AC/DC"], "pixdex", "m@1", description="a dog", text="STOP",
                    embedding=("clip@1", "0123abcd", vector))
@@ -300,7 +302,7 @@ def test_both_writers_write_and_read_back_the_same(tmp_path: Path, exiftool: str
         for tag in ("SourceFile", "XMP-xmp:MetadataDate", "XMP-x:XMPToolkit"):
             seen.pop(tag, None)
         state = dataclasses.replace(read_state(image, "pixdex"), path=None, signature=None, digest=None)
-        results[writer] = (seen, state, sc.read_embedding(read_sidecar(sidecar_path(image)), "clip@1", "0123abcd"))
+        results[writer] = (seen, state, embedding.read_embedding(read_sidecar(sidecar_path(image)), "clip@1", "0123abcd"))
     (seen_a, state_a, vector_a), (seen_b, state_b, vector_b) = results.values()
     assert seen_a == seen_b and state_a == state_b
     assert np.array_equal(vector_a, vector_b) and vector_a is not None
@@ -313,7 +315,7 @@ def test_the_watcher_notices_a_raw_arriving(tmp_path: Path) -> None:
     import time
 
     from pixdex.daemon.watcher import Watcher
-    from pixdex.indexer.settings import WatchSettings
+    from pixdex.indexer.sections import WatchSettings
 
     folder = tmp_path / "card"
     folder.mkdir()
@@ -356,10 +358,10 @@ ODD_PACKETS = {
 @pytest.mark.parametrize("name", list(ODD_PACKETS))
 def test_the_rdf_xml_editor_on_odd_layouts(name: str, image: Path, exiftool: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from pixdex.indexer import sidecar as sc
-    from pixdex.indexer.xmpgraph import changed_triples
+    from pixdex.indexer.sidecars import keys, writers
+    from pixdex.indexer.sidecars.graph import changed_triples
 
-    monkeypatch.setattr(sc, "_WRITERS", (sc._rdf_written,))
+    monkeypatch.setattr(writers, "_WRITERS", (writers._rdf_written,))
     side = sidecar_path(image)
     side.write_text(RDF_OPEN + ODD_PACKETS[name] + RDF_CLOSE)
     original = side.read_bytes()
@@ -375,12 +377,12 @@ def test_the_rdf_xml_editor_on_odd_layouts(name: str, image: Path, exiftool: str
     assert side.read_text().count("dc:subject>") == 2  # in one place (an opening and a closing tag)
     assert {k: v for k, v in seen.items() if k in before} == before
     assert [v for k, v in seen.items() if k.endswith(":Model")] == ["m2"] and edit_back.error is None
-    owned = [sc.URIS[k] for k in (sc.SUBJECT, sc.HIERARCHICAL, sc.TAGS_LIST, sc.METADATA_DATE)] + [sc.PIXDEX_NS + "*"]
+    owned = [keys.URIS[k] for k in (keys.SUBJECT, keys.HIERARCHICAL, keys.TAGS_LIST, keys.METADATA_DATE)] + [keys.PIXDEX_NS + "*"]
     assert changed_triples(original, side.read_bytes(), owned) == []
 
 
 def test_an_upper_case_sidecar_moves_with_its_image_and_keeps_its_case(tmp_path: Path) -> None:
-    from pixdex.indexer.sidecar_moves import carry_over
+    from pixdex.indexer.sidecars.moves import carry_over
 
     for old_side, new_side in (("a.XMP", "b.XMP"), ("a.jpg.XMP", "b.jpg.XMP")):
         image = tmp_path / "a.jpg"

@@ -12,13 +12,16 @@ import pytest
 import tantivy
 
 from conftest import gradient, noise
-from pixdex.indexer.catalog import Catalog, FileStat
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.fulltext import SCHEMA_VERSION, FullText, open_for_reading
 from pixdex.indexer.layout import Layout
-from pixdex.indexer.scan import content_hash, diff_tree
-from pixdex.indexer.settings import IndexSettings, PipelineSettings
+from pixdex.indexer.scan.diff import diff_tree
+from pixdex.indexer.digest import content_hash
+from pixdex.indexer.sections import IndexSettings, PipelineSettings
 from pixdex.indexer.vectors import VectorIndex
-from pixdex.indexer.writer import Indexed, Writer
+from pixdex.indexer.writer import Writer
+from pixdex.indexer.writer.commands import Indexed
 
 MODELS = ("clip@1", None)
 
@@ -193,7 +196,7 @@ def test_text_index_of_another_schema_is_moved_aside_and_rebuilt_from_the_catalo
 
 
 def test_queue_order_is_asked_then_new_or_changed_then_backfill_and_entries_merge(tmp_path: Path) -> None:
-    from pixdex.indexer.catalog import ASKED, BACKFILL, CHANGED
+    from pixdex.indexer.catalog.rows import ASKED, BACKFILL, CHANGED
 
     writer = open_writer(tmp_path)
     writer.register([FileStat(f"/p/{n}.jpg".encode(), 1, n, 1, 1) for n in range(6)], [], [], [], []).result()

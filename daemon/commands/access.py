@@ -16,7 +16,8 @@ from pixdex.daemon.commands.connect import EXIT_OK, daemon_client
 from pixdex.daemon.commands.output import notifying, printable
 from pixdex.daemon.openpage import open_page
 from pixdex.daemon.tokens import Tokens
-from pixdex.indexer.errors import PixdexError, as_text
+from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.paths import as_text
 from pixdex.indexer.settings import Config
 
 

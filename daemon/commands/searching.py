@@ -14,7 +14,7 @@ from pixdex.daemon.client import DaemonError, read_upload
 from pixdex.daemon.commands.connect import EXIT_OK, daemon_client, is_utf8
 from pixdex.daemon.commands.indexing import index_folders
 from pixdex.daemon.commands.output import print_results, results_dict, summary_line
-from pixdex.indexer.errors import as_text
+from pixdex.indexer.paths import as_text
 from pixdex.indexer.settings import Config
 
 

@@ -75,9 +75,6 @@ def siblings(names: Iterable[bytes]) -> Siblings:
     return Siblings(by_lower, stems)
 
 
-stems_of = siblings  # the name indexer/check.py knows it by
-
-
 def folder_names(folder: bytes) -> set[bytes]:
     try:
         return set(os.listdir(folder))

@@ -22,9 +22,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pixdex.indexer.metadata import as_list
-from pixdex.indexer.sidecar_keys import (HIERARCHICAL, LAST_KEYWORDS, MACHINE, OURS, PERSON, REJECTED, SUBJECT,
-                                         TAGS_LIST)
+from pixdex.indexer.metadata.reconcile import as_list
+from pixdex.indexer.sidecars.keys import (
+    HIERARCHICAL,
+    LAST_KEYWORDS,
+    MACHINE,
+    OURS,
+    PERSON,
+    REJECTED,
+    SUBJECT,
+    TAGS_LIST,
+)
 
 ESCAPES = {"/": "\u2215", "|": "\u00a6"}
 

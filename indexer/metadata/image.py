@@ -13,7 +13,7 @@ its own, text decoded by its charset, then reconciled by the MWG rules (`metadat
 pyexiv2 decodes every value with one `encoding`; reading with Latin-1 keeps every byte, so each value
 is decoded again here, field by field (hand-written: pyexiv2 has no per-field charset). Warnings come
 back with the metadata (`Embedded.warnings`, kept with the image in the catalog) and are raised as
-Python warnings, which the decode worker records with the file (`workers.Captured`).
+Python warnings, which the decode worker records with the file (`captured.Captured`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import warnings
 from typing import Any
 
 from pixdex.indexer.exiv2 import exiv2
-from pixdex.indexer.metadata import Embedded, iptc_in_sync, reconcile
+from pixdex.indexer.metadata.photoshop import iptc_in_sync
+from pixdex.indexer.metadata.reconcile import Embedded, reconcile
 
 IPTC_UTF8 = "\x1b%G"  # ISO 2022 escape for UTF-8, the value of Iptc.Envelope.CharacterSet
 

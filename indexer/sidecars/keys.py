@@ -1,7 +1,7 @@
 """The XMP properties pixdex reads and writes in sidecars: their pyexiv2 keys and RDF predicates.
 
 pyexiv2 names a property ``Xmp.<prefix>.<Name>`` with exiv2's prefix for the namespace; the RDF graph
-(`xmpgraph`) and the RDF/XML editor (`sidecar_rdf`) name it by namespace URI. `NAMESPACES` maps one to
+(`graph`) and the RDF/XML editor (`rdf`) name it by namespace URI. `NAMESPACES` maps one to
 the other, so every path that reads or writes a sidecar speaks of the same properties.
 """
 
@@ -64,3 +64,4 @@ URIS = {key: uri_of(key) for key in (  # the RDF predicates behind pyexiv2's key
 
 OWN_KEYS = frozenset({SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON, MODEL, DESCRIBED,
                       METADATA_DATE, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID})
+RECORD = (OURS, MACHINE, REJECTED, PERSON, MODEL, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID)  # pixdex's, per image

@@ -1,26 +1,13 @@
-"""The single writer: one thread that owns every mutation of the catalog, the text and the vector index.
-
-Callers submit commands (`register`, `store`, `fail`, `touch`, `enqueue`, …) and get a future, as
-datasette's write thread hands out. The thread gathers commands and commits them together when
-`commit_items` changed or `commit_seconds` passed since the first one — a short transaction that
-only runs SQL, never held open while anything else (decoding, inference) happens.
-
-A commit bumps the catalog's generation and stamps every row it touched. Only after the catalog
-committed are the two indexes brought up to that generation, from what the catalog now says
-(`changed_since`): tantivy documents are rebuilt from rows, vectors from stored embeddings. So a
-failed commit is rolled back in SQLite and nothing else ever saw it, and an index that missed a
-commit (crash, error) catches up at the next one or at open. Then the generation is published.
-A command that fails inside a group is retried alone, so only it fails.
+"""The writer's commands: what a scan found (`register`), what the pipeline made of an image (`store`, `touch`,
+`fail`), what the describer and a person's edit wrote into a sidecar (`described`, `sidecar_read`), and the
+queue and bookkeeping (`enqueue`, `sidecars_dropped`, `folders_scanned`). Each returns a future and runs later,
+in the writer thread, inside a transaction with others (`Writer.submit`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import queue
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,13 +16,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pixdex.indexer.catalog import BACKFILL, CHANGED, Catalog, FileStat, ImageRow
-from pixdex.indexer.fulltext import FullText, doc_of_row
-from pixdex.indexer.metadata import SidecarState, effective
-from pixdex.indexer.settings import PipelineSettings
+from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import BACKFILL, CHANGED, FileStat, ImageRow
+from pixdex.indexer.metadata.effective import effective
+from pixdex.indexer.sidecars.state import SidecarState
 from pixdex.indexer.vectors import VectorIndex
-
-log = logging.getLogger(__name__)
 
 Command = Callable[[Catalog, int], Any]  # runs inside the transaction, given the new generation
 
@@ -62,73 +47,20 @@ class Indexed:
     sidecar_id: int | None = None  # the id its sidecar carries: a new row takes it when it is free
 
 
-@dataclass
-class Registered:
-    """What a scan put in the catalog and the queue."""
+class Commands:
+    """The writer's commands (mixed into `Writer`, whose thread runs them)."""
 
-    new: int = 0
-    changed: int = 0
-    stale: int = 0
-    moved: list[tuple[ImageRow, FileStat]] | None = None
-    removed: int = 0
+    models: tuple[str, str | None]
+    vectors: VectorIndex | None
+    _ids: Mapping[bytes, int]
+    _open_vectors: Callable[[str, int], VectorIndex] | None
 
-
-class Writer:
-    def __init__(self, catalog: Catalog, fulltext: FullText, vectors: VectorIndex | None, settings: PipelineSettings,
-                 models: tuple[str, str | None],
-                 open_vectors: Callable[[str, int], VectorIndex] | None = None,
-                 ids: Mapping[bytes, int] | None = None) -> None:
-        """`open_vectors(model, dim)`: without models (reduced mode), the vector index for embeddings taken from
-        sidecars, opened when the first one arrives. `ids`: the id a new file at a path takes if it is free."""
-        self._ids = ids or {}
-        self.catalog = catalog
-        self.fulltext = fulltext
-        self.vectors = vectors
-        self._open_vectors = open_vectors
-        self.settings = settings
-        self.models = models
-        self.commits = 0
-        self._commands: queue.Queue[tuple[Command | None, Future[Any]]] = queue.Queue()
-        self._published = threading.Condition()
-        self.generation = catalog.generation()
-        self._adopt_old_vectors()
-        self._adopt_sidecars()
-        self.live = self._settle_live()
-        self._catch_up()
-        self._thread = threading.Thread(target=self._run, name="pixdex-writer", daemon=True)
-        self._thread.start()
-
-    # Commands ---------------------------------------------------------------------------------
     def submit(self, command: Command) -> Future[Any]:
-        future: Future[Any] = Future()
-        if not self._thread.is_alive():
-            future.set_exception(RuntimeError("the writer is closed"))
-            return future
-        self._commands.put((command, future))
-        return future
-
-    def flush(self) -> int:
-        """Commit everything submitted so far; returns the generation that holds it."""
-        future: Future[Any] = Future()
-        self._commands.put((None, future))
-        return int(future.result())
-
-    def close(self) -> None:
-        """Commit what is pending, save the vector index, stop the thread."""
-        if self._thread.is_alive():
-            self.flush()
-            self._commands.put((_STOP, Future()))
-            self._thread.join()
-        if self.vectors is not None:
-            self.vectors.save()
-
-    def wait_for(self, generation: int, timeout: float | None = None) -> bool:
-        with self._published:
-            return self._published.wait_for(lambda: self.generation >= generation, timeout)
+        raise NotImplementedError  # `Writer.submit`
 
     def register(self, new: list[FileStat], changed: list[tuple[ImageRow, FileStat]], stale: list[ImageRow],
                  moved: list[tuple[ImageRow, FileStat]], removed: list[ImageRow],
-                 sidecar: list[ImageRow] = (), drop_sidecars: bool = False) -> Future[Any]:  # type: ignore[assignment]
+                 sidecar: Sequence[ImageRow] = (), drop_sidecars: bool = False) -> Future[Any]:
         """What a scan found. With `drop_sidecars`, the removed images' sidecars are written down to be removed
         (if pixdex's alone) in the same transaction: `Indexer` removes them after the commit."""
         def run(catalog: Catalog, gen: int) -> None:
@@ -288,171 +220,6 @@ class Writer:
             return True
         return self.submit(run)
 
-    # The thread -------------------------------------------------------------------------------
-    def _run(self) -> None:
-        group: list[tuple[Command, Future[Any]]] = []
-        first = 0.0
-        while True:
-            timeout = None
-            if group:
-                timeout = max(0.0, first + self.settings.commit_seconds - time.monotonic())
-            elif self.vectors is not None and self.vectors.unsaved:  # wake up when the vector file is due for a save
-                timeout = max(0.0, self.vectors.last_save + self.vectors.settings.save_seconds - time.monotonic())
-            try:
-                command, future = self._commands.get(timeout=timeout)
-            except queue.Empty:
-                command, future = None, None  # type: ignore[assignment]
-            if command is _STOP:
-                return
-            if command is not None:
-                if not group:
-                    first = time.monotonic()
-                group.append((command, future))
-            flush_asked = command is None and future is not None
-            if group and (flush_asked or len(group) >= self.settings.commit_items
-                          or time.monotonic() - first >= self.settings.commit_seconds):
-                try:
-                    self._commit(group)
-                except Exception as exc:  # the thread must outlive any one commit
-                    log.exception("commit failed")
-                    for _, waiting in group:
-                        if not waiting.done():
-                            waiting.set_exception(exc)
-                group = []
-            if flush_asked:
-                future.set_result(self.generation)
-            if self.vectors is not None and self.vectors.due():
-                self._save_vectors()
-
-    def _commit(self, group: list[tuple[Command, Future[Any]]]) -> None:
-        try:
-            results = self._transaction([c for c, _ in group])
-        except Exception as exc:
-            if len(group) > 1:
-                for one in group:
-                    self._commit([one])
-                return
-            log.error("commit failed: %s", exc)
-            group[0][1].set_exception(exc)
-            return
-        self._catch_up()
-        for (_, future), result in zip(group, results, strict=True):
-            future.set_result(result)
-
-    def _transaction(self, commands: list[Command]) -> list[Any]:
-        db = self.catalog.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            before = db.total_changes
-            gen = self.catalog.generation() + 1
-            results = [command(self.catalog, gen) for command in commands]
-            if db.total_changes == before:  # nothing changed: no new generation, nothing to catch up
-                db.execute("ROLLBACK")
-                return results
-            self.catalog.set_generation(gen)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        self.commits += 1
-        return results
-
-    def _catch_up(self) -> None:
-        """Bring both indexes to the catalog's generation, then publish it."""
-        generation = self.catalog.generation()
-        try:
-            if self.fulltext.generation != generation:
-                sync_text(self.catalog, self.fulltext)
-        except Exception as exc:  # the text index stays behind and catches up at the next commit
-            log.error("text index commit failed (it catches up later): %s", exc)
-            self.fulltext.rollback()
-        try:
-            if self.vectors is not None:
-                self.vectors.top_up(self.catalog)
-                if self.vectors.building:
-                    self._promote_when_complete()
-        except Exception:  # rebuilt from the catalog's embeddings at the next commit
-            log.exception("vector index update failed; rebuilding it from the catalog")
-            self.vectors.generation = 0
-        with self._published:
-            self.generation = generation
-            self._published.notify_all()
-
-    def _adopt_old_vectors(self) -> None:
-        """Once per catalog: done rows without a stored embedding (a catalog from before embeddings were
-        kept) take theirs from the vector file when it has them, and are queued for embedding otherwise."""
-        catalog = self.catalog
-        if self.vectors is None or catalog.db.execute(
-                "SELECT 1 FROM meta WHERE key = 'embeddings_checked'").fetchone():
-            return
-        missing = catalog.missing_embeddings(self.models[0])
-        with catalog.transaction():
-            for image_id in missing:
-                if image_id in self.vectors:
-                    vector = np.asarray(self.vectors.index.get(np.uint64(image_id)), dtype=np.float32)
-                    catalog.put_embedding(image_id, self.models[0], vector.reshape(-1))
-                else:
-                    catalog.enqueue(image_id, BACKFILL, "no stored embedding")
-            catalog.db.execute("INSERT INTO meta VALUES ('embeddings_checked', 1)")
-
-    def _adopt_sidecars(self) -> None:
-        """Once per catalog, without models: images waiting for them whose sidecar was read are read again, so
-        the keywords and embedding it holds from models that ran elsewhere are taken (catalogs from before
-        reduced mode took them)."""
-        catalog = self.catalog
-        if self.models[0] or catalog.meta("sidecars_adopted"):
-            return
-        with catalog.transaction():
-            for (image_id,) in catalog.db.execute("SELECT id FROM images WHERE state = 'done' AND clip_model IS NULL "
-                                                  "AND side IS NOT NULL").fetchall():
-                catalog.enqueue(int(image_id), BACKFILL, "keywords and embedding from its sidecar")
-            catalog.set_meta("sidecars_adopted", 1)
-
-    def _settle_live(self) -> str | None:
-        """The live CLIP model at open. The first model to embed anything becomes live; vectors of models
-        that are neither live nor configured (a switch given up) go. Without models nothing changes."""
-        new = self.models[0]
-        if self.vectors is None or not new:
-            return self.catalog.live_model()
-        live = self.catalog.switching_from(new)  # the one decision VectorIndex was opened with (`building`)
-        with self.catalog.transaction():
-            if live is None:
-                self.catalog.set_live(new)
-            else:
-                self.catalog.drop_embeddings_except([live, new])
-        if live is None:
-            return new
-        log.info("re-embedding with %s: searches use %s until %d images have their new vectors", new, live,
-                 self.catalog.old_vectors_left(live, new.rsplit("@", 1)[0]))
-        return live
-
-    def _promote_when_complete(self) -> None:
-        """While a new model re-embeds: once no image has a live vector without a new one, it becomes live."""
-        assert self.vectors is not None and self.live is not None
-        new = self.models[0]
-        if self.catalog.has_old_vectors(self.live, new):
-            return
-        with self.catalog.transaction():
-            self.catalog.set_live(new)
-        self.vectors.promote()
-        log.info("every image has its %s vector: searches use it now (was %s)", new, self.live)
-        self.live = new
-
-    def _save_vectors(self) -> None:
-        assert self.vectors is not None
-        try:
-            self.vectors.save()
-        except OSError as exc:
-            log.error("cannot save the vector index (kept in memory, retried later): %s", exc)
-            return
-        upto = min(self.fulltext.generation, self.vectors.saved_generation)
-        with self.catalog.transaction():
-            self.catalog.forget_tombstones(upto)
-
-
-_STOP: Command = lambda catalog, gen: None  # noqa: E731 - a sentinel that is never run
-
 
 def _stale_reason(row: ImageRow) -> str:
     if row.state != "done":
@@ -496,21 +263,3 @@ def _content_changed(catalog: Catalog, image_id: int, st: FileStat, digest: str 
         return False
     catalog.set_file(image_id, FileStat(found[0], st.dev, st.ino, st.size, st.mtime_ns), digest, gen)
     return True
-
-
-def sync_text(catalog: Catalog, fulltext: FullText) -> None:
-    """Rebuild the text documents of everything the catalog changed after the index's generation."""
-    generation = catalog.generation()
-    if fulltext.generation > generation:  # an index newer than its catalog (restored from a backup)
-        fulltext.clear()
-        fulltext.generation = 0
-    rows, gone = catalog.changed_since(fulltext.generation)
-    # A row that was never done (a file just registered) has no document to remove.
-    removed = [*gone, *(r.id for r in rows if r.state != "done" and (r.state == "failed" or r.hash is not None))]
-    docs = [doc_of_row(r) for r in rows if r.state == "done"]
-    if not removed and not docs and fulltext.generation:
-        fulltext.generation = generation  # nothing changes in tantivy; a restart replays these rows for free
-        return
-    fulltext.remove(removed)
-    fulltext.upsert(docs)
-    fulltext.commit(generation)

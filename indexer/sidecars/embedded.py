@@ -7,7 +7,7 @@ replaces the old one:
 
 - the image data is byte-for-byte the same: for a JPEG every segment but APPn/COM (quantisation and
   Huffman tables, frame header, scans and entropy-coded data); for a TIFF every strip or tile;
-- the XMP graph is the same apart from the three keyword fields and `xmp:MetadataDate` (`xmpgraph`);
+- the XMP graph is the same apart from the three keyword fields and `xmp:MetadataDate` (`graph`);
 - the replacement is atomic and keeps the file's identity (`files.replace_owned`), and is skipped when
   the file changed since it was read.
 
@@ -23,7 +23,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyexiv2
+from PIL import Image, TiffImagePlugin
+
 from pixdex.indexer.errors import SidecarError
+from pixdex.indexer.exiv2 import exiv2
+from pixdex.indexer.files import ChangedMeanwhile, Refused, replace_owned, seen
+from pixdex.indexer.metadata.reconcile import as_list
+from pixdex.indexer.sidecars.keys import HIERARCHICAL, METADATA_DATE, SUBJECT, TAGS_LIST
+from pixdex.indexer.sidecars.writers import check_graph, pyexiv2_values, same
 
 FORMATS = (".jpg", ".jpeg", ".jpe", ".tif", ".tiff")
 METADATA_MARKERS = set(range(0xE0, 0xF0)) | {0xFE}  # APP0–APP15, COM
@@ -78,10 +86,10 @@ def _jpeg_data(data: bytes) -> bytes:
 
 
 def _tiff_data(data: bytes) -> bytes:
-    from PIL import Image
-
     out = []
     with Image.open(io.BytesIO(data)) as image:
+        if not isinstance(image, TiffImagePlugin.TiffImageFile):
+            raise ValueError("a TIFF header Pillow does not read as a TIFF")
         for frame in range(getattr(image, "n_frames", 1)):
             image.seek(frame)
             tags = image.tag_v2
@@ -98,12 +106,6 @@ def _tiff_data(data: bytes) -> bytes:
 def write_keywords(image: Path, values: dict[str, list[str]]) -> bool:
     """Copy the keyword fields (pyexiv2 keys → lists) into the image's own XMP. Returns whether the file was
     rewritten. Raises SidecarError (naming the image) when it is not done."""
-    import pyexiv2
-
-    from pixdex.indexer.files import ChangedMeanwhile, Refused, replace_owned, seen
-    from pixdex.indexer.exiv2 import exiv2
-    from pixdex.indexer.sidecar import METADATA_DATE, _pyexiv2_values, _same, check_graph
-
     try:
         data = image.read_bytes()
         was = seen(os.stat(image))
@@ -114,12 +116,12 @@ def write_keywords(image: Path, values: dict[str, list[str]]) -> bool:
             doc = pyexiv2.ImageData(data)
             try:
                 xmp = dict(doc.read_xmp())
-                if all(_same(xmp.get(k), v) for k, v in values.items()):
+                if all(same(xmp.get(k), v) for k, v in values.items()):
                     return False
                 before_packet = (doc.read_raw_xmp() or "").encode()
                 update = {**values, METADATA_DATE: datetime.now().astimezone().isoformat(timespec="seconds")}
                 doc.modify_xmp({k: None for k in update if k in xmp})
-                doc.modify_xmp(_pyexiv2_values(update))
+                doc.modify_xmp(pyexiv2_values(update))
                 payload = doc.get_bytes()
             finally:
                 doc.close()
@@ -153,7 +155,4 @@ def write_keywords(image: Path, values: dict[str, list[str]]) -> bool:
 
 def keyword_values(xmp: dict[str, Any]) -> dict[str, list[str]]:
     """The three keyword fields of a sidecar, to copy into the image."""
-    from pixdex.indexer.metadata import as_list
-    from pixdex.indexer.sidecar import HIERARCHICAL, SUBJECT, TAGS_LIST
-
     return {key: as_list(xmp.get(key)) for key in (SUBJECT, HIERARCHICAL, TAGS_LIST)}

@@ -14,6 +14,12 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 
+import rdflib
+from rdflib.compare import isomorphic, to_canonical_graph
+from rdflib.term import Node
+
+from pixdex.indexer.sidecars.keys import key_of
+
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 BASE = "urn:pixdex:sidecar"  # rdf:about="" resolves against the same base on both sides
 
@@ -22,10 +28,8 @@ class NotRdf(ValueError):
     """The packet is not RDF/XML rdflib can read."""
 
 
-def graph_of(packet: bytes):  # type: ignore[no-untyped-def]
+def graph_of(packet: bytes) -> rdflib.Graph:
     """The RDF graph of an XMP packet (the ``rdf:RDF`` element inside ``x:xmpmeta``, or a bare one)."""
-    import rdflib
-
     try:
         root = ET.fromstring(_strip_bom(packet))
     except ET.ParseError as exc:
@@ -52,11 +56,9 @@ def _strip_bom(packet: bytes) -> bytes:
     return XPACKET.sub(b"", packet).rstrip(b"\0 \t\r\n")
 
 
-def without(graph, owned: Iterable[str]):  # type: ignore[no-untyped-def]
+def without(graph: rdflib.Graph, owned: Iterable[str]) -> rdflib.Graph:
     """A copy of `graph` without the properties named in `owned` (full URIs, or a namespace URI
     ending in ``*`` for all its properties), nor the blank nodes only they lead to."""
-    import rdflib
-
     exact = {o for o in owned if not o.endswith("*")}
     prefixes = tuple(o[:-1] for o in owned if o.endswith("*"))
     out = rdflib.Graph()
@@ -78,8 +80,6 @@ def without(graph, owned: Iterable[str]):  # type: ignore[no-untyped-def]
 
 def changed_triples(before: bytes, after: bytes, owned: Iterable[str]) -> list[str]:
     """What differs between the two packets outside `owned`, as short readable lines ([] if nothing)."""
-    from rdflib.compare import isomorphic, to_canonical_graph
-
     owned = list(owned)
     kept_before, kept_after = without(graph_of(before), owned), without(graph_of(after), owned)
     if isomorphic(kept_before, kept_after):
@@ -91,19 +91,15 @@ def changed_triples(before: bytes, after: bytes, owned: Iterable[str]) -> list[s
     return lines or ["the structure of the graph changed"]
 
 
-def _leaves(graph) -> list:  # type: ignore[no-untyped-def]
+def _leaves(graph: rdflib.Graph) -> list[tuple[Node, Node, Node]]:
     """The differing triples that hold values (not the blank nodes between), most telling first."""
-    import rdflib
-
     triples = sorted(graph)
     values = [t for t in triples if not isinstance(t[2], rdflib.BNode)]
     return values or triples
 
 
-def _short(triple, graph) -> str:  # type: ignore[no-untyped-def]
+def _short(triple: tuple[Node, Node, Node], graph: rdflib.Graph) -> str:
     """`<top property URI>/local/…: value`, walking up from a blank node to the property that holds it."""
-    import rdflib
-
     s, p, o = triple
     path, up = [_local(p)], p
     for _ in range(8):
@@ -125,21 +121,17 @@ def _short(triple, graph) -> str:  # type: ignore[no-untyped-def]
     return f"{'/'.join(path)} = {value}"
 
 
-def _local(uri) -> str:  # type: ignore[no-untyped-def]
+def _local(uri: Node) -> str:
     text = str(uri)
     return text.rsplit("#", 1)[-1].rsplit("/", 1)[-1] or text
 
 
 def props_of_graph(packet: bytes) -> dict[str, object]:
-    """Every property of the packet in pyexiv2's form (``Xmp.dc.subject`` …; `sidecar_keys.key_of`): lists
+    """Every property of the packet in pyexiv2's form (``Xmp.dc.subject`` …; `keys.key_of`): lists
     for Bag/Seq, {'lang="…"': text} for Alt, text otherwise, ``type="Struct"`` for a structure. The
     described resource's own properties come first; those of other nodes (rdf:nodeID descriptions,
     structure fields) only tell that something else is there. For packets exiv2 cannot read, or would
     read wrong (rdf:nodeID): their keywords, captions and pixdex's own record still count."""
-    import rdflib
-
-    from pixdex.indexer.sidecar_keys import key_of
-
     graph = graph_of(packet)
     prefixes = {str(uri): prefix for prefix, uri in graph.namespaces()}
     out: dict[str, object] = {}
@@ -163,10 +155,8 @@ def _split_uri(uri: str) -> tuple[str, str]:
     return uri[:cut], uri[cut:]
 
 
-def _value(graph, node) -> object:  # type: ignore[no-untyped-def]
+def _value(graph: rdflib.Graph, node: Node) -> object:
     """One property's value in pyexiv2's form."""
-    import rdflib
-
     if not isinstance(node, rdflib.BNode):
         return str(node)
     kinds = {str(o) for o in graph.objects(node, rdflib.URIRef(RDF_NS + "type"))}

@@ -29,7 +29,7 @@ from typing import Any
 
 from lxml import etree
 
-from pixdex.indexer.sidecar_keys import LANG_ALT_KEYS, NAMESPACES, SEQ_KEYS
+from pixdex.indexer.sidecars.keys import LANG_ALT_KEYS, NAMESPACES, SEQ_KEYS
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -225,7 +225,6 @@ def _alt_items(value: Any) -> list[tuple[str | None, str]]:
     return [("x-default", str(value))]
 
 
-# Layout: whitespace between elements, so a new element reads like its neighbours ----------------
 def _indent(element: Any) -> str | None:
     """The line break and indentation before `element` (None on a one-line packet)."""
     previous, parent = element.getprevious(), element.getparent()

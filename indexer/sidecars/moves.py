@@ -1,11 +1,5 @@
-"""A sidecar follows its image: moved with it, removed with it when only pixdex wrote it, and handed over
-when a RAW file takes the ``IMG.xmp`` a JPEG used.
-
-The RAW rule (Lightroom's, docs/SIDECARS.md): ``IMG.xmp`` belongs to the RAW when there is one. A JPEG that
-used ``IMG.xmp`` while it was alone gets its own ``IMG.JPG.xmp`` once ``IMG.CR2`` appears; that new sidecar
-starts with the person's keywords (and rejections) from ``IMG.xmp``, which keeps them, and pixdex's own
-keywords and record leave ``IMG.xmp`` (they were made for the JPEG). Which ``IMG.xmp`` was the JPEG's: one
-with pixdex's record in it whose embedding, when it has one, was made from this very JPEG.
+"""A sidecar follows its image: moved with it (`carry_over`), removed with it when only pixdex wrote it
+(`remove_if_only_ours`). A person's sidecar is never replaced nor removed.
 """
 
 from __future__ import annotations
@@ -13,57 +7,13 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Any
 
 from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.files import atomic_write
-from pixdex.indexer.metadata import as_list
-from pixdex.indexer.sidecar import KeywordPlan, _rewrite, read_sidecar
-from pixdex.indexer.sidecar_keys import (EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, HIERARCHICAL, IMAGE_ID, MACHINE,
-                                         MODEL, OURS, OWN_KEYS, PERSON, REJECTED, SUBJECT)
-from pixdex.indexer.sidecar_keywords import escape_level, person_paths, plan_keywords, rejected_now
-from pixdex.indexer.sidecar_naming import (folder_names, moved_sidecar_path, sidecar_name_of, sidecar_path, siblings,
-                                           stem_sidecar_name)
-
-RECORD = (OURS, MACHINE, REJECTED, PERSON, MODEL, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID)  # pixdex's, per image
-
-
-def adopted(image: Path, digest: str | None, parent: str, xmp: dict[str, Any],
-            seed: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
-    """For a new sidecar of `image` (whose first packet holds `xmp`, with `seed` set on top): the ``IMG.xmp``
-    the image used before another file took it, and `seed` with the person's keywords and rejections from
-    it added. (None, `seed`) when there is no such sidecar."""
-    names = folder_names(os.fsencode(image.parent))
-    found = siblings(names)
-    name = stem_sidecar_name(os.fsencode(image.name), names, found)
-    if name is None or name == sidecar_name_of(os.fsencode(image.name), names, found):
-        return None, seed
-    path = image.with_name(os.fsdecode(name))
-    try:
-        before = read_sidecar(path)
-    except SidecarError:
-        return None, seed
-    made_for = str(before.get(EMBEDDING_OF) or "")
-    if not (before.get(MODEL) or before.get(MACHINE)) or (made_for and digest and made_for != digest):
-        return None, seed  # pixdex never wrote it for an image, or wrote it for another content
-    paths = person_paths(before, parent)
-    subject = as_list(seed[SUBJECT] if SUBJECT in seed else xmp.get(SUBJECT))
-    carried = {
-        SUBJECT: list(dict.fromkeys([*subject, *(p[-1] for p in paths)])),
-        HIERARCHICAL: list(dict.fromkeys([*as_list(xmp.get(HIERARCHICAL)),
-                                          *("|".join(escape_level(level) for level in p) for p in paths)])),
-        REJECTED: list(dict.fromkeys([*as_list(xmp.get(REJECTED)), *rejected_now(before, parent)])),
-    }
-    return path, {**seed, **carried}
-
-
-def release(image: Path, path: Path, parent: str) -> None:
-    """Take pixdex's machine keywords and its record for `image` out of `path` (the ``IMG.xmp`` a RAW took);
-    the person's keywords and everything else stay. Raises SidecarError when it cannot be written."""
-    def plan(xmp: dict[str, Any]) -> tuple[KeywordPlan, dict[str, Any]]:
-        return plan_keywords(xmp, [], parent), {key: None for key in RECORD}
-
-    _rewrite(image, parent, "", plan, create=False, path=path)
+from pixdex.indexer.sidecars.keys import OWN_KEYS
+from pixdex.indexer.sidecars.keywords import person_paths, rejected_now
+from pixdex.indexer.sidecars.naming import moved_sidecar_path, sidecar_path
+from pixdex.indexer.sidecars.read import read_sidecar
 
 
 def only_ours(path: Path, parent: str) -> bool:

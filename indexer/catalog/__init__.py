@@ -1,0 +1,82 @@
+"""The SQLite catalog: the source of truth for files, the work queue, embeddings and generations.
+
+One row per image, keyed by a stable 63-bit id that is the key in both indexes and survives
+renames and moves. Paths are bytes, so names that are not valid UTF-8 are kept exactly. A row's
+stat, hash and data describe the content that is *indexed*; a file whose bytes changed keeps its
+old row (still searchable) plus a `queue` entry until the new content commits in one transaction.
+
+Every commit bumps ``meta.generation`` and stamps the rows it touched with it (``images.gen``);
+deleted ids leave a ``tombstones`` row. The vector and text indexes record the generation they
+reflect, so either can be topped up from here with exactly what it lacks, without inference.
+
+The schema is versioned in ``PRAGMA user_version`` and upgraded step by step (`schema.MIGRATIONS`).
+Only the writer (`indexer.writer`) calls the mutating methods; readers open it read-only.
+
+`Catalog` is one connection; its methods live with what they touch: `queries` (reads), `writes` (mutations),
+`embeddings` (stored vectors and the live model); `rows` holds the values they return.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from pixdex.indexer.catalog.embeddings import Embeddings
+from pixdex.indexer.catalog.queries import Queries
+from pixdex.indexer.catalog.schema import MIGRATIONS, SCHEMA_VERSION
+from pixdex.indexer.catalog.writes import Writes
+from pixdex.indexer.errors import CatalogError
+
+
+class Catalog(Queries, Embeddings, Writes):
+    """One connection to the catalog: read-only for readers, read-write (WAL) for the writer."""
+
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = path
+        self.read_only = read_only
+        try:
+            if read_only:
+                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
+                                          isolation_level=None)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.execute("PRAGMA busy_timeout = 10000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"{path}: cannot open the catalog ({exc}); move the data directory away to "
+                               "start afresh") from exc
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CatalogError(f"{self.path}: catalog schema {version} is newer than this pixdex "
+                               f"({SCHEMA_VERSION}); upgrade pixdex or move the data directory away")
+        if version < SCHEMA_VERSION and self.read_only:
+            raise CatalogError(f"{self.path}: catalog schema {version} is older than this pixdex "
+                               f"({SCHEMA_VERSION}); run `pixdex index` once to upgrade it")
+        for number in range(version, SCHEMA_VERSION):
+            self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; "
+                                  "COMMIT;")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """``with catalog.transaction():`` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if kind else "COMMIT")

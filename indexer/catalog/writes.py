@@ -1,0 +1,161 @@
+"""Writes of the catalog: image rows, the queue, bookkeeping. Only the writer (`indexer.writer`) calls them,
+inside its transaction; every reader opens the catalog read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pixdex.indexer.catalog.rows import INT64_MAX, FileStat, vector_blob
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+
+class Writes:
+    """The catalog's mutations (mixed into `Catalog`)."""
+
+    db: sqlite3.Connection
+
+    def new_id(self) -> int:
+        while True:
+            candidate = secrets.randbits(63) or 1
+            if self.db.execute("SELECT 1 FROM images WHERE id = ?", (candidate,)).fetchone() is None:
+                return candidate
+
+    def insert(self, st: FileStat, gen: int, wanted: int | None = None) -> int:
+        """A new row for a file, under `wanted` when that id is free (a rebuild keeps ids), else a new one."""
+        now = time.time()
+        taken = wanted is None or not 1 <= wanted <= INT64_MAX or self.db.execute(
+            "SELECT 1 FROM images WHERE id = ? UNION ALL SELECT 1 FROM tombstones WHERE image_id = ?",
+            (wanted, wanted)).fetchone() is not None
+        image_id = self.new_id() if taken else int(wanted)  # type: ignore[arg-type]
+        self.db.execute(
+            "INSERT INTO images (id, path, dev, ino, size, mtime_ns, hash, state, created, updated, gen) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?)",
+            (image_id, st.path, st.dev, st.ino, st.size, st.mtime_ns, now, now, gen))
+        return image_id
+
+    def rekey(self, old: int, new: int) -> None:
+        """A row never indexed takes another id (the one its sidecar carries)."""
+        for table, column in (("images", "id"), ("queue", "image_id"), ("embeddings", "image_id")):
+            self.db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (new, old))
+
+    def set_file(self, image_id: int, st: FileStat, digest: str | None, gen: int) -> None:
+        self.db.execute("UPDATE images SET path = ?, dev = ?, ino = ?, size = ?, mtime_ns = ?, hash = ?, "
+                        "updated = ?, gen = ? WHERE id = ?",
+                        (st.path, st.dev, st.ino, st.size, st.mtime_ns, digest, time.time(), gen, image_id))
+
+    def mark_done(self, image_id: int, *, clip_model: str | None, tagger_model: str | None, width: int, height: int,
+                  taken: str | None, camera: str | None, tags: list[dict[str, object]],
+                  metadata: str, sidecar_error: str | None, embedding: NDArray[np.float32] | None,
+                  side: str | None = None, rejected: list[str] | None = None,
+                  embedded: dict[str, object] | None = None, facts: dict[str, object] | None = None,
+                  side_hash: str | None = None, same_content: bool = False) -> None:
+        """Record an indexed image; without an embedding (no models) it waits for models (clip_model NULL).
+        With `same_content` (re-embedded by a new model), the live model's vector of it stays."""
+        self.db.execute(
+            "UPDATE images SET state = 'done', reason = NULL, clip_model = ?, tagger_model = ?, width = ?, "
+            "height = ?, taken = ?, camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ?, side = ?, "
+            "rejected = ?, embedded = ?, facts = ?, side_hash = ? WHERE id = ?",
+            (clip_model, tagger_model, width, height, taken, camera, json.dumps(tags), metadata, sidecar_error,
+             time.time(), side, json.dumps(rejected or []), json.dumps(embedded or {}), json.dumps(facts or {}),
+             side_hash, image_id))
+        if embedding is None or clip_model is None:
+            self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
+            return
+        if not same_content:  # another model's vector of the old content describes nothing any more
+            self.db.execute("DELETE FROM embeddings WHERE image_id = ? AND model != ?", (image_id, clip_model))
+        self.db.execute("INSERT OR REPLACE INTO embeddings (image_id, model, vector) VALUES (?, ?, ?)",
+                        (image_id, clip_model, vector_blob(embedding)))
+
+    def mark_failed(self, image_id: int, reason: str) -> None:
+        self.db.execute("UPDATE images SET state = 'failed', reason = ?, updated = ? WHERE id = ?",
+                        (reason, time.time(), image_id))
+        self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
+
+    def set_sidecar(self, image_id: int, tags: list[dict[str, object]], metadata: str, side: str | None,
+                    rejected: list[str], error: str | None, facts: dict[str, object], gen: int,
+                    side_hash: str | None = None) -> None:
+        """What a (re-)read sidecar says: the keywords and text indexed, the version read, the rejections."""
+        self.db.execute("UPDATE images SET tags = ?, metadata = ?, side = ?, rejected = ?, sidecar_error = ?, "
+                        "facts = ?, gen = ?, updated = ?, side_hash = ? WHERE id = ?",
+                        (json.dumps(tags), metadata, side, json.dumps(rejected), error, json.dumps(facts), gen,
+                         time.time(), side_hash, image_id))
+
+    def delete(self, ids: Iterable[int], gen: int) -> None:
+        pairs = [(i,) for i in ids]
+        self.db.executemany("DELETE FROM images WHERE id = ?", pairs)
+        self.db.executemany("DELETE FROM embeddings WHERE image_id = ?", pairs)
+        self.db.executemany("DELETE FROM queue WHERE image_id = ?", pairs)
+        self.db.executemany("INSERT INTO tombstones (image_id, gen) VALUES (?, ?)", [(i, gen) for (i,) in pairs])
+
+    def enqueue(self, image_id: int, priority: int, reason: str, again: bool = False) -> None:
+        """Queue `image_id`. An entry already there keeps the more urgent priority; with `again` it also
+        gets a new seq, so a worker holding the old one leaves it queued (the file changed under it), and
+        the new reason (a content change outranks a sidecar change: the full path reads the sidecar too)."""
+        self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'queue_seq'")
+        self.db.execute(
+            "INSERT INTO queue (image_id, priority, reason, seq, enqueued) "
+            "VALUES (?, ?, ?, (SELECT value FROM meta WHERE key = 'queue_seq'), ?) "
+            "ON CONFLICT (image_id) DO UPDATE SET priority = min(priority, excluded.priority), "
+            "seq = CASE WHEN ? THEN excluded.seq ELSE seq END, "
+            "reason = CASE WHEN ? THEN excluded.reason ELSE reason END",
+            (image_id, priority, reason, time.time(), again, again and reason != "sidecar changed"))
+
+    def requeue(self, image_id: int) -> None:
+        """Give a queued entry a new seq: a worker holding the old one leaves it queued when it commits."""
+        self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'queue_seq'")
+        self.db.execute("UPDATE queue SET seq = (SELECT value FROM meta WHERE key = 'queue_seq') WHERE image_id = ?",
+                        (image_id,))
+
+    def dequeue(self, image_id: int, seq: int) -> None:
+        """Drop the entry that was worked on; one re-queued meanwhile (a newer seq) stays."""
+        self.db.execute("DELETE FROM queue WHERE image_id = ? AND seq <= ?", (image_id, seq))
+
+    def set_described(self, image_id: int, describer: str | None, llm: dict[str, Any], error: str | None,
+                      tags: list[dict[str, object]], gen: int) -> None:
+        self.db.execute("UPDATE images SET described = ?, llm = ?, describe_error = ?, tags = ?, gen = ?, "
+                        "updated = ? WHERE id = ?",
+                        (describer, json.dumps(llm, ensure_ascii=False), error, json.dumps(tags), gen, time.time(),
+                         image_id))
+
+    def set_meta(self, key: str, value: int) -> None:
+        self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value))
+
+    def set_generation(self, generation: int) -> None:
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (generation,))
+
+    def add_collection(self, name: str, path: bytes) -> None:
+        self.db.execute("INSERT INTO collections VALUES (?, ?, ?)", (name, path, time.time()))
+
+    def remove_collection(self, name: str) -> None:
+        self.db.execute("DELETE FROM collections WHERE name = ?", (name,))
+
+    def add_sidecar_drops(self, paths: Iterable[bytes]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO sidecar_drops VALUES (?, ?)", [(p, time.time()) for p in paths])
+
+    def forget_sidecar_drops(self, paths: Iterable[bytes]) -> None:
+        self.db.executemany("DELETE FROM sidecar_drops WHERE path = ?", [(p,) for p in paths])
+
+    def set_folder_errors(self, deep: Iterable[bytes], shallow: Iterable[bytes], errors: list[tuple[bytes, str]]) -> None:
+        """What a scan of `deep` folders (with what is below) and `shallow` ones found unreadable, replacing
+        what earlier scans of them found."""
+        for folder in deep:
+            below = folder.rstrip(b"/") + b"/"
+            self.db.execute("DELETE FROM folder_errors WHERE path = ? OR substr(path, 1, ?) = ?",
+                            (folder, len(below), below))
+        self.db.executemany("DELETE FROM folder_errors WHERE path = ?", [(f,) for f in shallow])
+        self.db.executemany("INSERT INTO folder_errors VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                            "reason = excluded.reason", [(p, r, time.time()) for p, r in errors])
+
+    def forget_tombstones(self, upto: int) -> None:
+        """Tombstones both indexes have applied are no longer needed."""
+        self.db.execute("DELETE FROM tombstones WHERE gen <= ?", (upto,))

@@ -1,0 +1,55 @@
+"""What an image's sidecar carries for the models: its catalog id, the embedding and the machine keywords. A
+decode worker takes them instead of decoding the image and running the models when they were made by the
+configured models from this very content (`Carried.usable`) — or, without models (reduced mode), whatever
+keywords and embedding of the configured CLIP model (any export of it) it holds for this content.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pixdex.indexer.errors import SidecarError
+from pixdex.indexer.metadata.reconcile import as_list
+from pixdex.indexer.prepare import FromSidecar
+from pixdex.indexer.sidecars.embedding import read_embedding
+from pixdex.indexer.sidecars.keys import EMBEDDING_MODEL, IMAGE_ID, MACHINE, MODEL, REJECTED
+from pixdex.indexer.sidecars.naming import sidecar_path
+from pixdex.indexer.sidecars.read import read_sidecar
+
+
+@dataclass(frozen=True)
+class Carried:
+    image_id: int | None  # pixdex:Id, the id a rebuild (or another machine) gives the image again
+    embedding: NDArray[np.float32] | None
+    machine: list[str]  # the machine keywords, minus those a person rejected
+    models: tuple[str | None, str | None]  # the models that made them (CLIP, keywords)
+    usable: bool  # taken instead of a decode and the models
+
+
+def carried(path: bytes, digest: str, wanted: FromSidecar, dim: int) -> Carried | None:
+    """What the sidecar of the image at `path` (content `digest`) carries; None when it has no readable one.
+    `dim`: the CLIP embedding's dimension (by name, any)."""
+    try:
+        xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path)), wanted.naming))
+    except SidecarError:
+        return None
+    stored_id = str(xmp.get(IMAGE_ID) or "")
+    image_id = int(stored_id) if stored_id.isdigit() and 0 < int(stored_id) < 2**63 else None
+    stored_clip, stored_keywords = str(xmp.get(EMBEDDING_MODEL) or ""), str(xmp.get(MODEL) or "")
+    clip_id = wanted.clip_id
+    if wanted.by_name:
+        clip_id = stored_clip if stored_clip.rsplit("@", 1)[0] == clip_id else ""
+    vector = read_embedding(xmp, clip_id, digest)
+    rejected = set(as_list(xmp.get(REJECTED)))
+    machine = [t for t in as_list(xmp.get(MACHINE)) if t not in rejected]
+    if wanted.by_name:
+        usable = bool(stored_keywords and machine) or vector is not None
+    else:
+        usable = vector is not None and stored_keywords == wanted.keyword_model and len(vector) == dim
+    models = (clip_id, stored_keywords if stored_keywords != clip_id else None) if vector is not None else (None, None)
+    return Carried(image_id, vector, machine, models, usable)
