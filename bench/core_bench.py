@@ -80,7 +80,8 @@ def unit_vectors(rng: np.random.Generator, count: int, ndim: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def synth_batch(seed: int, start: int, count: int, ndim: int, vocab: list[str]) -> tuple[list[dict[str, Any]], np.ndarray]:
+def synth_batch(seed: int, start: int, count: int, ndim: int,
+                vocab: list[str]) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Items start … start+count-1: the fields of one catalog row each, and their vectors."""
     rng = np.random.default_rng([seed, start])
     words = rng.choice(len(vocab), (count, 13), p=zipf_weights(len(vocab)))
@@ -193,7 +194,8 @@ def old_driver(root: Path, items: int, reps: int, queries: int) -> dict[str, Any
         t1 = time.perf_counter()
         writer.store([old.Indexed(image_id=i, stat=st, digest=b["digest"], width=4000, height=3000,
                                   taken=b["taken"], camera=b["camera"], tags=b["tags"], embedding=v,
-                                  metadata=b["metadata"]) for i, st, b, v in zip(ids, stats, batch, vectors)])
+                                  metadata=b["metadata"])
+                       for i, st, b, v in zip(ids, stats, batch, vectors, strict=True)])
         writer.commit()
         return t1 - t0, time.perf_counter() - t1
 
@@ -299,7 +301,7 @@ class Library:
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], 2049, b["ino"], b["size"], b["mtime_ns"]),
                         digest=b["digest"], width=4000, height=3000, taken=b["taken"], camera=b["camera"],
                         tags=b["tags"], embedding=v, embedded={"description": b["metadata"]})
-                for (i, s), b, v in zip(keys, batch, vectors)]
+                for (i, s), b, v in zip(keys, batch, vectors, strict=False)]
 
     def store(self, items: list[Any]) -> int:
         future = self.writer.store(items)
@@ -678,10 +680,12 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "| | before (73c4fd3) | after | before / after |",
         "|---|---:|---:|---:|",
-        f"| store 1 item + commit (ms) | {old['commit']['p50']:.1f} ({old['commit']['min']:.1f}–{old['commit']['max']:.1f})"
+        f"| store 1 item + commit (ms) | {old['commit']['p50']:.1f} "
+        f"({old['commit']['min']:.1f}–{old['commit']['max']:.1f})"
         f" | {new['commit']['p50']:.1f} ({new['commit']['min']:.1f}–{new['commit']['max']:.1f})"
         f" | {ratio(old['commit']['p50'], new['commit']['p50'])} |",
-        f"| register 1 new file + commit, as a scan does (ms) | {old['register']['p50']:.1f} | {new['register']['p50']:.1f}"
+        f"| register 1 new file + commit, as a scan does (ms) | {old['register']['p50']:.1f} "
+        f"| {new['register']['p50']:.1f}"
         f" | {ratio(old['register']['p50'], new['register']['p50'])} |",
         "",
         "(A ratio below 1 means slower now.)",
@@ -689,7 +693,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         "- *store + commit*: before, `Writer.store` + `Writer.commit` = tantivy commit, a rewrite of the whole "
         "usearch file, SQLite commit; after, `Writer.store([item])` + `Writer.flush()` = SQLite commit, then "
         "tantivy and the in-memory usearch index catch up from `changed_since`. The usearch file was "
-        + ("not saved during these repetitions" if not new["file_saved_during_reps"] else "**saved during these repetitions**")
+        + ("not saved during these repetitions" if not new["file_saved_during_reps"]
+           else "**saved during these repetitions**")
         + ".",
         "- *register*: before, `add_pending` + `commit` = an SQLite commit (nothing for tantivy, an unchanged "
         "usearch index is not saved); after, `register` + `flush()` also commits tantivy and rewrites its "
@@ -716,7 +721,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"| text only (`text_hits`) | {old['text']['p50']:.2f} | {old['text']['p99']:.2f} | {new['text']['p50']:.2f} "
         f"| {new['text']['p99']:.2f} | {ratio(old['text']['p50'], new['text']['p50'])} |",
         f"| vector (`VectorView.search`, file saved) | {old['vector']['p50']:.2f} | {old['vector']['p99']:.2f} "
-        f"| {new['vector']['p50']:.2f} | {new['vector']['p99']:.2f} | {ratio(old['vector']['p50'], new['vector']['p50'])} |",
+        f"| {new['vector']['p50']:.2f} | {new['vector']['p99']:.2f} "
+        f"| {ratio(old['vector']['p50'], new['vector']['p50'])} |",
         f"| hybrid (`SearchService.search`, k=20, {hybrid['ndim']}-d library) | – | – | {hybrid['latency']['p50']:.2f} "
         f"| {hybrid['latency']['p99']:.2f} | – |",
         "",
@@ -733,7 +739,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         "|---|---:|---:|---:|---:|",
         f"| nothing | {new['vector']['p50']:.2f} | {new['vector']['p99']:.2f} | – | – |",
     ]
-    labels = {"new": "new items", "updated": "re-embedded items", "registered": "files a scan registered (pending, no vector yet)"}
+    labels = {"new": "new items", "updated": "re-embedded items",
+              "registered": "files a scan registered (pending, no vector yet)"}
     for key in [*(f"new {n}" for n in DELTAS), *(f"updated {n}" for n in DELTAS), "registered 5000"]:
         kind, delta = key.split()
         row = d[key]
@@ -745,7 +752,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         "each, p50 in ms): the view skips the file's entries for ids stamped after it, so it asks HNSW for more "
         "than 200 neighbours, and it searches the delta's vectors exactly (here the matrix product alone):",
         "",
-        "| 5,000 … | ids stamped after the file | of them in the file | HNSW k the view asks | HNSW at k = 200 | HNSW at that k | exact over the delta |",
+        "| 5,000 … | ids stamped after the file | of them in the file | HNSW k the view asks | HNSW at k = 200 "
+        "| HNSW at that k | exact over the delta |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for kind in ("new", "updated", "registered"):
@@ -776,11 +784,13 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     for name, label in (("search", '`pixdex search "beach sunset"`'), ("status", "`pixdex status`")):
         c = cli[name]
-        lines.append(f"| {label} | {c['wall_ms']:.0f} | {c['wall_min_ms']:.0f}–{c['wall_max_ms']:.0f} | {c['rss_mib']:.0f} |")
+        lines.append(f"| {label} | {c['wall_ms']:.0f} | {c['wall_min_ms']:.0f}–{c['wall_max_ms']:.0f} "
+                     f"| {c['rss_mib']:.0f} |")
     st, se = cli["imports status"], cli["imports search"]
     lines += [
         "",
-        f"`python -X importtime` (one run): `pixdex status` imports {st['modules']} modules in {st['total_ms']:.0f} ms, "
+        f"`python -X importtime` (one run): `pixdex status` imports {st['modules']} modules "
+        f"in {st['total_ms']:.0f} ms, "
         + (f"of the heavy ones only {', '.join(st['heavy'])}" if st["heavy"] else "none of the heavy ones")
         + f" (not imported: {', '.join(h for h in HEAVY if h not in st['heavy'])}). "
         "Its largest top-level imports (cumulative ms): "

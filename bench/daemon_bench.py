@@ -159,7 +159,7 @@ def stop_leftovers() -> None:
                 pass
 
 
-class disturbed:  # noqa: N801 - used as `with disturbed("part"):`
+class disturbed:
     def __init__(self, part: str) -> None:
         self.part = part
 
@@ -578,7 +578,7 @@ def freshness(daemon: Daemon, folder: Path, count: int, library: int) -> dict[st
     rows = []
     siblings = len(list(folder.glob("*.png")))
     try:
-        for i in range(count):
+        for _ in range(count):
             token = "".join(rng.choice(letters, 10))
             path = folder / f"{token}.png"
             data = png_bytes(rng)
@@ -639,12 +639,11 @@ def model_time(folder: Path, rows: list[dict[str, Any]], reps: int = 30) -> dict
 def model_time_driver(sample: Path, reps: int) -> dict[str, Any]:
     import tempfile
 
-    from pixdex.indexer.inference import model_spec
     from pixdex.indexer.export import STANDIN_CLIP, STANDIN_TAGGER
+    from pixdex.indexer.inference import describe, infer, model_spec
+    from pixdex.indexer.prepare import DecodeSpec, prepare
     from pixdex.indexer.settings import config_from_dict
     from pixdex.indexer.sidecars.tasks import SidecarSpec, sync_sidecar
-    from pixdex.indexer.inference import describe, infer
-    from pixdex.indexer.prepare import DecodeSpec, prepare
 
     config = config_from_dict({"paths": {"model_dir": str(MODELS)}, "models": {"clip": STANDIN_CLIP,
                                                                                "tagger": STANDIN_TAGGER}},
@@ -942,7 +941,7 @@ class DaemonLibrary(Library):
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], b["dev"], b["ino"], b["size"], b["mtime_ns"]),
                         digest=b["digest"], width=16, height=12, taken=b["taken"], camera=b["camera"],
                         tags=b["tags"], embedding=v, embedded={"description": b["metadata"]})
-                for (i, s), b, v in zip(keys, batch, vectors)]
+                for (i, s), b, v in zip(keys, batch, vectors, strict=False)]
 
 
 def build_big(root: Path, items: int, ids: dict[str, Any]) -> dict[str, Any]:
@@ -974,7 +973,7 @@ def build_big(root: Path, items: int, ids: dict[str, Any]) -> dict[str, Any]:
     chunk = 20_000
     for start in range(0, items, chunk):
         batch, vectors = synth_batch(SEED, start, min(chunk, items - start), ids["dim"], lib.vocab)
-        for b, (path, st) in zip(batch, stats[start:start + chunk]):
+        for b, (path, st) in zip(batch, stats[start:start + chunk], strict=False):
             b.update(path=path, dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
         keys = lib.register(batch)
         lib.store(lib.indexed(keys, batch, vectors))
@@ -1060,7 +1059,8 @@ def report(r: dict[str, Any]) -> str:
         "vectors and a 64 px image tower, tagger at 64 px; meaningless results, the real code paths), the config's "
         "defaults except `[models] idle_ttl = 5` and `[search] related_tags = 1` (off: the stand-in relates random "
         "words to random tags) (so `watch.debounce` 0.3 s, `pipeline.batch_wait` 0.2 s, "
-        "`pipeline.commit_seconds` 0.5 s, `models.batch_size` 16, 2 decode workers and the model worker at nice +10 in the SCHED_IDLE class, sidecars written). "
+        "`pipeline.commit_seconds` 0.5 s, `models.batch_size` 16, 2 decode workers and the model worker at nice +10 "
+        "in the SCHED_IDLE class, sidecars written). "
         "Requests go over the Unix socket, a new connection each, as `pixdex search` makes them; this script runs "
         "on the same 2 cores.",
         f"- Library for parts 1–4: {live['library']:,} tiny PNGs (16×12, random pixels, {PER_DIR:,} per folder) "
@@ -1201,11 +1201,13 @@ def report(r: dict[str, Any]) -> str:
         "psutil, the serving process (`pixdex serve` itself) and each process below it by role (the indexing "
         "process is its direct child; the model worker is the one with onnxruntime mapped; the decode workers are "
         "summed). Peaks are the highest of samples every 0.25 s; "
-        "the total is the peak of the sum. \"File-backed\" is the serving process's resident mapped files and libraries "
+        "the total is the peak of the sum. \"File-backed\" is the serving process's resident mapped files and "
+        "libraries "
         "(psutil's `shared`). The stand-in models are tiny: the model worker's figures are not what real models "
         "take (see the core section's model memory table for a real-size CLIP).",
         "",
-        "| state | serving | of it file-backed | indexing | model worker | decode workers (sum) | resource tracker | all |",
+        "| state | serving | of it file-backed | indexing | model worker | decode workers (sum) | resource tracker "
+        "| all |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, s in ((f"peak while indexing the first {live['library']:,}", rss_index),
@@ -1292,7 +1294,8 @@ def main() -> None:
         replace_section(args.out, "daemon_bench", text)
         print(text)
         return
-    defaults = {"library": (10_000, 2_000), "fresh": (100, 30), "batch": (3_000, 1_000), "load_rounds": (2, 1), "queries": (600, 200),
+    defaults = {"library": (10_000, 2_000), "fresh": (100, 30), "batch": (3_000, 1_000), "load_rounds": (2, 1),
+                "queries": (600, 200),
                 "cli_runs": (20, 10), "big": (100_000, 20_000), "restarts": (3, 2)}
     for key, (full, quick) in defaults.items():
         if getattr(args, key) is None:
@@ -1317,8 +1320,8 @@ def main() -> None:
     if given:
         command += " " + " ".join(given)
     rev_end = revision()
-    rev = rev_start if rev_start == rev_end else f"{rev_start} at the start, {rev_end} at the end (pixdex is installed " \
-        "editable: the daemons ran the working tree as it was when each started)"
+    rev = rev_start if rev_start == rev_end else f"{rev_start} at the start, {rev_end} at the end (pixdex is " \
+        "installed editable: the daemons ran the working tree as it was when each started)"
     textual = MODELS / "clip" / export.STANDIN_CLIP / "textual" / "model.onnx"
     results = {"live": live, "big": big, "command": command, "rev": rev, "disturbed": DISTURBED,
                "textual_mib": textual.stat().st_size / 1e6, "date": time.strftime("%Y-%m-%d"),

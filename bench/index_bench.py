@@ -113,7 +113,8 @@ def index_once(config: object, pics: Path) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--clip-arch", default="", help="open_clip architecture with random weights (default: stand-in)")
+    parser.add_argument("--clip-arch", default="",
+                        help="open_clip architecture with random weights (default: stand-in)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -142,10 +143,12 @@ def main() -> None:
         f"- Machine: {machine()}",
         f"- Command: `.venv/bin/python bench/index_bench.py --images {args.images}"
         + (f" --clip-arch {args.clip_arch}`" if args.clip_arch else "`") + f" ({time.strftime('%Y-%m-%d')})",
-        f"- CLIP image tower: {clip_name + ' (random weights, real size)' if args.clip_arch else 'stand-in (tiny, 64 px)'}"
-        f"; tagger: stand-in (tiny, 64 px). A real WD14 tagger at 448 px costs far more than either.",
+        "- CLIP image tower: "
+        + (f"{clip_name} (random weights, real size)" if args.clip_arch else "stand-in (tiny, 64 px)")
+        + "; tagger: stand-in (tiny, 64 px). A real WD14 tagger at 448 px costs far more than either.",
         f"- Decode workers: {config.decode.workers} processes, batch size {config.models.batch_size}, "
-        f"ONNX Runtime threads: {config.models.threads or 'all cores'}; through `Indexer` (`pixdex index` = scan → drain)",
+        f"ONNX Runtime threads: {config.models.threads or 'all cores'}; "
+        "through `Indexer` (`pixdex index` = scan → drain)",
         "",
         f"First run: **{n / wall:.2f} images/s** ({wall:.2f} s from scan to drained for {n} images). Opening the "
         f"indexer (lock, model worker process loading both models, stores, writer, decode processes) took "

@@ -158,7 +158,8 @@ def cold_phase(daemon: Daemon, port: int, token: str, ids: list[int], clients: i
     for n, image in enumerate(ids):
         tasks.put(("thumbnail (new)", f"/thumbnail/{image}?size=256"))
         if n % 4 == 3:
-            tasks.put(("status", "/status") if n % 8 == 3 else ("search", f"/search?q={QUERIES[n % 6].replace(' ', '+')}"))
+            query = QUERIES[n % 6].replace(" ", "+")
+            tasks.put(("status", "/status") if n % 8 == 3 else ("search", f"/search?q={query}"))
 
     def next_request() -> tuple[str, str] | None:
         try:
@@ -242,7 +243,7 @@ def table(runs: dict[str, dict[str, Any]], phase: str) -> list[str]:
     labels = list(runs)
     head = "| route | " + " | ".join(f"{label}: p50 / p90 / p99 / max (ms), n, errors" for label in labels) + " |"
     lines = [head, "|---|" + "---:|" * len(labels)]
-    names = sorted({name for run in runs.values() for name in run[phase]["routes"]}) + ["all"]
+    names = [*sorted({name for run in runs.values() for name in run[phase]["routes"]}), "all"]
     for name in names:
         cells = []
         for label in labels:
@@ -275,7 +276,7 @@ def ratios(runs: dict[str, dict[str, Any]]) -> list[str]:
 def report(result: dict[str, Any]) -> str:
     runs = result["runs"]
     lines = [
-        f"## Fifty clients at once: thumbnails, status, search (`bench/load_bench.py`)",
+        "## Fifty clients at once: thumbnails, status, search (`bench/load_bench.py`)",
         "",
         f"- Machine: {result['machine']}",
         f"- Command: `{result['command']}` ({result['minutes']:.1f} min wall, {result['date']}); {result['revision']}",

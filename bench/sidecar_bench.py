@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pixdex.indexer.sidecars import merge as sidecar
 from pixdex.indexer.sidecars import graph as xmpgraph
+from pixdex.indexer.sidecars import merge as sidecar
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pixdex.indexer.pipeline import Stats
+from pixdex.indexer.stages.stats import Stats
 
 
 def progress_of(stats: Stats | None, samples: list[tuple[float, int]], queued: int, inflight: int

@@ -71,14 +71,14 @@ def _disk(rows: list[ImageRow], queued: set[int], catalog: Catalog, folders: lis
         if row.id in queued:
             continue  # waiting for the indexer: not a disagreement
         try:
-            st = os.stat(row.path)
+            on_disk = os.stat(row.path)
         except FileNotFoundError:
             yield Finding("disk", display_path(row.path), "in the catalog, but gone from disk", row.id)
             continue
         except OSError as exc:
             yield Finding("disk", display_path(row.path), f"cannot be read ({exc.strerror})", row.id)
             continue
-        if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
+        if (on_disk.st_size, on_disk.st_mtime_ns) != (row.size, row.mtime_ns):
             yield Finding("disk", display_path(row.path), "changed on disk since it was indexed", row.id)
     if folders:
         diff = diff_tree(catalog, folders, config.library.skip_dirs, config.library.follow_symlinks, ("", None),
@@ -155,7 +155,7 @@ def _vectors(layout: Any, catalog: Catalog, rows: list[ImageRow], embeddings: di
     deleted_since = set(catalog.changed_since(saved)[1])
     try:
         index = Index.restore(str(layout.vector_file), view=True)
-    except Exception as exc:  # usearch raises plain errors on a broken file
+    except Exception as exc:  # noqa: BLE001 - usearch raises plain errors on a broken file
         yield Finding("vector index", str(layout.vector_file), f"unreadable ({exc})")
         return
     if index is None:

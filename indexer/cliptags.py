@@ -98,7 +98,7 @@ def concept_matrix(clip: ClipModel, concepts: list[str], templates: list[str], c
         prompts = [template.format(c) for c in concepts]
         for start in range(0, len(prompts), BATCH):
             total[start:start + BATCH] += clip.embed_texts(prompts[start:start + BATCH])
-    matrix = (total / np.linalg.norm(total, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
+    matrix: NDArray[np.float32] = (total / np.linalg.norm(total, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
     _save(path, matrix)
     return matrix
 
@@ -110,7 +110,7 @@ def cache_path(cache_dir: Path, clip_id: str, concepts: list[str], templates: li
 
 def load_matrix(path: Path, rows: int, dim: int) -> NDArray[np.float32] | None:
     try:
-        matrix = np.load(path, allow_pickle=False)
+        matrix: NDArray[np.float32] = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
         return None
     if matrix.shape != (rows, dim) or matrix.dtype != np.float32 or not np.isfinite(matrix).all():

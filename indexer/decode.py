@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import SupportsFloat
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -119,7 +120,7 @@ def _oriented_size(image: Image.Image) -> tuple[int, int]:
     w, h = image.size
     try:
         orientation = image.getexif().get(0x0112, 1)
-    except Exception:  # broken EXIF never stops the decode
+    except Exception:  # noqa: BLE001 - broken EXIF never stops the decode
         orientation = 1
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
@@ -158,7 +159,7 @@ def read_exif(image: Image.Image) -> ExifFacts:
     try:
         exif = image.getexif()
         sub = exif.get_ifd(EXIF_IFD)
-    except Exception:  # a broken EXIF block costs the facts, never the image
+    except Exception:  # noqa: BLE001 - a broken EXIF block costs the facts, never the image
         return ExifFacts()
     make = _text(exif.get(MAKE))
     model = _text(exif.get(MODEL))
@@ -169,7 +170,7 @@ def read_exif(image: Image.Image) -> ExifFacts:
     iso = _number(sub.get(ISO))
     try:
         lat, lon = _gps(exif.get_ifd(GPS_IFD))
-    except Exception:  # a broken GPS block costs the position only
+    except Exception:  # noqa: BLE001 - a broken GPS block costs the position only
         lat = lon = None
     focal = _number(sub.get(FOCAL_LENGTH))
     return ExifFacts(camera, parse_exif_date(_text(stamp)), lens, focal if focal and focal > 0 else None,
@@ -179,8 +180,10 @@ def read_exif(image: Image.Image) -> ExifFacts:
 def _number(value: object) -> float | None:
     if isinstance(value, (tuple, list)):
         value = value[0] if value else None
+    if not isinstance(value, SupportsFloat | str):  # Pillow's IFDRational, an int or a float
+        return None
     try:
-        number = float(value)  # type: ignore[arg-type] - Pillow's IFDRational, int or float
+        number = float(value)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
     return number if number == number and abs(number) != float("inf") else None
@@ -191,10 +194,10 @@ def _gps(gps: dict[int, object]) -> tuple[float | None, float | None]:
     def degrees(value: object, ref: object, limit: float) -> float | None:
         if not isinstance(value, (tuple, list)) or len(value) != 3:
             return None
-        parts = [_number(v) for v in value]
-        if any(p is None for p in parts):
+        parts = [number for number in map(_number, value) if number is not None]
+        if len(parts) != 3:
             return None
-        d, m, sec = parts  # type: ignore[misc]
+        d, m, sec = parts
         result = d + m / 60 + sec / 3600
         if _text(ref) in ("S", "W"):
             result = -result

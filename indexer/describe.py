@@ -21,6 +21,7 @@ the describer does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -119,10 +120,8 @@ class Describer:
         self._stop.set()
         loop, task = self._loop, self._task
         if loop is not None and task is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
                 loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:  # the loop has already closed
-                pass
         self._thread.join(timeout=15)
 
     def status(self) -> dict[str, Any]:
@@ -181,7 +180,7 @@ class Describer:
                 self.failed += 1
                 reason = str(exc) if isinstance(exc, PixdexError) else f"{type(exc).__name__}: {exc}"
                 log.warning("%s: not described: %s", display_path(row.path), reason)
-                await asyncio.to_thread(lambda: self.record(row.id, self.id, {}, reason, None, None).result())
+                await asyncio.to_thread(self._record_failure, row.id, reason)
                 self._tell("describe", {"id": row.id, "path": display_path(row.path), "error": reason})
             finally:
                 self.current = ""
@@ -270,6 +269,9 @@ class Describer:
         await asyncio.to_thread(lambda: self.record(row.id, self.id, answer, None, side, digest).result())
         self.done += 1
         self._tell("describe", {"id": row.id, "path": display_path(row.path), "keywords": answer["keywords"]})
+
+    def _record_failure(self, image_id: int, reason: str) -> None:
+        self.record(image_id, self.id, {}, reason, None, None).result()
 
     def _tell(self, kind: str, data: dict[str, Any]) -> None:
         if self.listener is not None:

@@ -60,7 +60,8 @@ def check_files(directory: Path, names: tuple[str, ...], kind: str) -> None:
 
 def normalize_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit: NDArray[np.float32] = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
 
 
 def clean_text(text: str) -> str:
@@ -107,11 +108,12 @@ class ClipModel:
     def tokenizer(self) -> Tokenizer:
         textual = self.directory / "textual"
         tokenizer = Tokenizer.from_file(str(textual / "tokenizer.json"))
-        pad_token = "<|endoftext|>"
+        configured: object = "<|endoftext|>"
         if (textual / "tokenizer_config.json").is_file():
-            pad_token = read_json(textual / "tokenizer_config.json").get("pad_token", pad_token)
-        if isinstance(pad_token, dict):  # HF writes AddedToken objects too
-            pad_token = pad_token.get("content", "<|endoftext|>")
+            configured = read_json(textual / "tokenizer_config.json").get("pad_token", configured)
+        if isinstance(configured, dict):  # HF writes AddedToken objects too
+            configured = configured.get("content", "<|endoftext|>")
+        pad_token = str(configured)
         pad_id = tokenizer.token_to_id(pad_token)
         tokenizer.enable_padding(length=self.context_length, pad_token=pad_token,
                                  pad_id=0 if pad_id is None else pad_id)

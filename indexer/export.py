@@ -105,7 +105,8 @@ def write_clip_tokenizer(textual_dir: Path) -> None:
     from open_clip.tokenizer import bytes_to_unicode, default_bpe
 
     with gzip.open(default_bpe(), "rt", encoding="utf-8") as handle:
-        merges = [tuple(line.split()) for line in handle.read().split("\n")[1:49152 - 256 - 2 + 1]]
+        merges = [(first, second) for first, second in
+                  (line.split() for line in handle.read().split("\n")[1:49152 - 256 - 2 + 1])]
     alphabet = list(bytes_to_unicode().values())
     tokens = alphabet + [t + "</w>" for t in alphabet] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
@@ -224,8 +225,9 @@ def check_parity(model: Any, transform: Any, tokenizer: Any, out: Path, minimum:
     bad = [f"image {i} ({images[i].width}×{images[i].height}) {c:.6f}" for i, c in enumerate(image_cos) if c < minimum]
     bad += [f"text {PARITY_TEXTS[i][:30]!r} {c:.6f}" for i, c in enumerate(text_cos) if c < minimum]
     if bad:
-        raise ExportError(f"{name or out.name}: the ONNX export does not reproduce open_clip (cosine must be ≥ {minimum}): "
-                          + "; ".join(bad) + f" — lowest: images {image_cos.min():.6f}, texts {text_cos.min():.6f}. "
+        raise ExportError(f"{name or out.name}: the ONNX export does not reproduce open_clip "
+                          f"(cosine must be ≥ {minimum}): " + "; ".join(bad)
+                          + f" — lowest: images {image_cos.min():.6f}, texts {text_cos.min():.6f}. "
                           "Nothing was installed.")
     return figures
 
@@ -243,8 +245,8 @@ def export_pretrained_clip(name: str, pretrained: str, model_dir: Path) -> tuple
     checked against open_clip (`check_parity`); returns the folder and the parity figures."""
     open_clip = import_open_clip()
     if name not in open_clip.list_models():
-        raise ExportError(f"{name}: not an open_clip model; `python -c 'import open_clip; print(open_clip.list_models())'` "
-                          "lists them")
+        raise ExportError(f"{name}: not an open_clip model; "
+                          "`python -c 'import open_clip; print(open_clip.list_models())'` lists them")
     try:
         model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained)
     except (RuntimeError, OSError, ValueError) as exc:  # an unknown tag, or weights that cannot be downloaded

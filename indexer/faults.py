@@ -4,7 +4,8 @@
   SIGSEGV, as a decoder bug would make it.
 - `PIXDEX_TEST_HOLD=STAGE:TEXT[,STAGE:TEXT…]` and `PIXDEX_TEST_HOLD_DIR=DIR`: indexing stops at STAGE
   (`decode`, `infer`, `sidecar`, `commit`; `register`: the scanner between reading the catalog and
-  registering what it found; `drop`: between a deletion's commit and the removal of its sidecars) for a file whose name contains TEXT, says so by creating `DIR/held-STAGE`,
+  registering what it found; `drop`: between a deletion's commit and the removal of its sidecars) for a file
+  whose name contains TEXT, says so by creating `DIR/held-STAGE`,
   and goes on once `DIR/release-STAGE` exists (or after a minute). A test moves or changes the file in
   between, at exactly that moment of the file's way through.
 """

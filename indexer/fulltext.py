@@ -108,7 +108,8 @@ def doc_of_row(row: ImageRow) -> TextDoc:
     return TextDoc(id=row.id, path=display_path(row.path), tags=[str(t["name"]) for t in row.tag_list],
                    description=str(llm.get("description") or ""), ocr=str(llm.get("text") or ""),
                    metadata=row.metadata, camera=row.camera or "", date=taken or mtime_date(row.mtime_ns),
-                   lens=str(facts.get("lens") or ""), numbers={k: int(v) for k, v in numbers.items() if v is not None},
+                   lens=str(facts.get("lens") or ""),
+                   numbers={k: int(v) for k, v in numbers.items() if isinstance(v, int | float | str)},
                    lat=_float(facts.get("lat")), lon=_float(facts.get("lon")))
 
 

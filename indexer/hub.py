@@ -148,7 +148,7 @@ def reporting_tqdm(report: Report, expected: int = 0) -> type:
             super().__init__(*args, **kwargs)
 
         def update(self, n: float | None = 1) -> bool | None:
-            shown = super().update(n)
+            shown: bool | None = super().update(n)
             if self.unit == "B":
                 bars[id(self)] = (int(self.n), int(self.total or 0))
                 total = max(expected, *(t for _, t in bars.values()))
@@ -174,7 +174,7 @@ def _expected_bytes(model: Known, revision: str | None) -> int:
     unreachable hub: the download then says why)."""
     from huggingface_hub import HfApi, constants
     from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils._paths import filter_repo_objects  # public in huggingface_hub.utils, not re-exported
 
     one_log_line_each()
     if constants.HF_HUB_OFFLINE:
@@ -200,7 +200,7 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils.tqdm import disable_progress_bars, enable_progress_bars
 
     one_log_line_each()
     final = folder(model_dir, model)
@@ -209,10 +209,10 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
     if quiet:
         disable_progress_bars()
     expected = _expected_bytes(model, revision) if callable(progress) else 0
-    extra = {"tqdm_class": reporting_tqdm(progress, expected)} if callable(progress) else {}
+    tqdm_class = reporting_tqdm(progress, expected) if callable(progress) else None
     try:
         snapshot = Path(snapshot_download(model.repo, revision=revision or model.revision,
-                                          allow_patterns=list(model.patterns), **extra))
+                                          allow_patterns=list(model.patterns), tqdm_class=tqdm_class))
         if callable(progress) and expected:
             progress(expected, expected, "B")  # files already in the hub cache are never counted
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
@@ -227,7 +227,8 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
                          f"`pixdex models pull {model.name}` again, or copy its files into {final}") from None
     except (EntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise ModelError(f"{model.name}: download from {where} failed ({_first_line(exc)}); run "
-                         f"`pixdex models pull {model.name}` again (finished files are kept in the hub cache)") from None
+                         f"`pixdex models pull {model.name}` again (finished files are kept in the hub cache)",
+                         ) from None
     finally:
         if quiet:
             enable_progress_bars()
@@ -249,7 +250,8 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
         commit = snapshot.name  # snapshots/<commit>
         (stage / MANIFEST).write_text(json.dumps({
             "name": model.name, "kind": model.kind, "repo": model.repo, "revision": revision or model.revision,
-            "commit": commit, "endpoint": where, "licence": model.licence, "pulled": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "commit": commit, "endpoint": where, "licence": model.licence,
+            "pulled": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": record}, indent=1))
     return final
 

@@ -8,6 +8,7 @@ uses and nobody asked for in `ttl` seconds, so their memory goes back to the sys
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -24,10 +25,8 @@ log = logging.getLogger(__name__)
 def return_freed_memory() -> None:
     """Hand freed heap back to the system. glibc keeps what an unloaded ONNX session freed in its arenas
     (measured: 33 of 776 MiB came back without this, 510 with it; docs/BENCHMARKS.md)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 @dataclass

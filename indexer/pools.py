@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from multiprocessing import resource_tracker
 from typing import Any, Protocol, TypeVar
@@ -35,7 +35,7 @@ T = TypeVar("T")
 class Pool(Protocol):
     """What pixdex asks of a worker pool (pebble's `ProcessPool`; tests give a stand-in)."""
 
-    def schedule(self, function: Callable[..., T], args: tuple[Any, ...] = ...,
+    def schedule(self, function: Callable[..., T], args: Iterable[Any] = ..., kwargs: Mapping[str, Any] = ...,
                  timeout: float | None = ...) -> Future[T]: ...
 
     def stop(self) -> None: ...

@@ -36,7 +36,7 @@ class ClipTransform:
         side = int(size[0] if isinstance(size, list | tuple) else size)
         if isinstance(size, list | tuple) and len(set(size)) != 1:
             raise ValueError(f"non-square input size {size} is not supported")
-        transform = cls(side, tuple(cfg["mean"]), tuple(cfg["std"]),  # type: ignore[arg-type]
+        transform = cls(side, tuple(cfg["mean"]), tuple(cfg["std"]),
                         cfg.get("interpolation", "bicubic"), cfg.get("resize_mode", "shortest"))
         if transform.interpolation not in RESAMPLING:
             raise ValueError(f"interpolation {transform.interpolation!r} is not one of {sorted(RESAMPLING)}")
@@ -59,14 +59,16 @@ def resize_shortest(image: Image.Image, size: int, resample: Image.Resampling) -
 def center_crop(image: Image.Image, size: int) -> Image.Image:
     """torchvision CenterCrop for an image at least `size` on both sides."""
     w, h = image.size
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
+    top = round((h - size) / 2.0)
+    left = round((w - size) / 2.0)
     return image.crop((left, top, left + size, top + size))
 
 
 def normalize(pixels: NDArray[np.uint8], mean: tuple[float, ...], std: tuple[float, ...]) -> NDArray[np.float32]:
-    scaled = pixels.astype(np.float32) / np.float32(255.0)
-    return (scaled - np.array(mean, dtype=np.float32)) / np.array(std, dtype=np.float32)
+    scaled = np.divide(pixels, np.float32(255.0), dtype=np.float32)
+    centered = np.subtract(scaled, np.array(mean, dtype=np.float32), dtype=np.float32)
+    normalized: NDArray[np.float32] = np.divide(centered, np.array(std, dtype=np.float32), dtype=np.float32)
+    return normalized
 
 
 def clip_preprocess(image: Image.Image, t: ClipTransform) -> NDArray[np.float32]:

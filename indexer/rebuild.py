@@ -10,6 +10,7 @@ ends up without a catalog. A build that fails or is interrupted leaves the old s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -94,9 +95,7 @@ def finish_swap(layout: Layout) -> bool:
             os.replace(path, layout.root / path.name)
     shutil.rmtree(built.root, ignore_errors=True)
     marker.unlink()
-    try:
+    with contextlib.suppress(OSError):
         aside.rmdir()  # there was nothing before
-    except OSError:
-        pass
     log.info("rebuild: the new catalog and indexes are in place; the previous ones are in %s", aside)
     return True

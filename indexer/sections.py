@@ -29,9 +29,10 @@ def setting(default: Any, help: str, *, choices: tuple[Any, ...] = (), min: floa
 class LibrarySettings:
     folders: list[str] = field(default_factory=lambda: ["~/Pictures"],
                                metadata=about("Folders to index, recursively."))
-    skip_dirs: list[str] = field(default_factory=lambda: [".*", "@eaDir", "#recycle", "__pycache__", "node_modules"],
-                                 metadata=about("Glob patterns of directory names never entered (hidden ones, .git, "
-                                                "…); a folder holding a .nomedia or .pixdexignore file is skipped too."))
+    skip_dirs: list[str] = field(
+        default_factory=lambda: [".*", "@eaDir", "#recycle", "__pycache__", "node_modules"],
+        metadata=about("Glob patterns of directory names never entered (hidden ones, .git, …); a folder holding a "
+                       ".nomedia or .pixdexignore file is skipped too."))
     exclude: list[str] = field(default_factory=list, metadata=about(
         "Glob patterns of paths never indexed, e.g. '*/exports/*' or '*_thumb.jpg'."))
     follow_symlinks: bool = setting(False, "Follow symbolic links to directories while scanning.")
@@ -60,8 +61,8 @@ class ModelSettings:
     query_threads: int = setting(1, "ONNX Runtime threads of the query-time text tower.", min=1, max=256)
     batch_size: int = setting(16, "Images per inference batch.", min=1, max=512)
     auto_pull: bool = setting(True, "When the configured models are missing, `pixdex serve` pulls them from the "
-                                    "Hugging Face hub in the background (HF_ENDPOINT, HF_HUB_OFFLINE honoured) and runs "
-                                    "in reduced mode meanwhile.")
+                                    "Hugging Face hub in the background (HF_ENDPOINT, HF_HUB_OFFLINE honoured) and "
+                                    "runs in reduced mode meanwhile.")
     idle_ttl: float = setting(120.0, "Seconds a loaded model may sit unused before it is unloaded.", min=0.0,
                               max=86_400.0)
 

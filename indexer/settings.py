@@ -218,7 +218,8 @@ def describe_settings() -> list[tuple[str, Any, str]]:
     for section in dataclasses.fields(Config):
         if section.name in ("environ", "source"):
             continue
-        default = section.default_factory()  # type: ignore[misc]
+        assert section.default_factory is not dataclasses.MISSING  # every section has a factory
+        default = section.default_factory()
         for f in dataclasses.fields(default):
             rows.append((f"{section.name}.{f.name}", getattr(default, f.name), f.metadata["help"]))
     return rows

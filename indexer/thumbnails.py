@@ -180,7 +180,7 @@ def _shrink(image: Image.Image, pixels: int) -> _Thumbnail:
     source_mode, icc = image.mode, image.info.get("icc_profile")
     try:
         image = ImageOps.exif_transpose(image) or image
-    except Exception as exc:  # a broken EXIF block costs the rotation, never the thumbnail
+    except Exception as exc:  # noqa: BLE001 - a broken EXIF block costs the rotation, never the thumbnail
         log.debug("ignoring EXIF orientation: %s", exc)
     image = _to_output_mode(image)
     image.thumbnail((pixels, pixels))  # keeps the aspect ratio, never enlarges

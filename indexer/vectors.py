@@ -114,7 +114,7 @@ class VectorIndex:
         index = new_index(self.ndim, self.settings)
         try:
             index.load(str(file))
-        except Exception as exc:  # usearch raises plain RuntimeError/ValueError on a bad file
+        except Exception as exc:  # noqa: BLE001 - usearch raises plain RuntimeError/ValueError on a bad file
             self.reset_reason = f"vector index {file} is unreadable ({exc}): rebuilding it from the catalog"
             return self._aside("broken")
         self.generation = self.saved_generation = int(stored.get("generation", 0))
@@ -286,7 +286,7 @@ class VectorView:
         index = new_index(self.ndim, self.settings)
         try:
             index.view(str(file))
-        except Exception as exc:  # a broken file: the writer rebuilds it; until then the delta serves
+        except Exception as exc:  # noqa: BLE001 - a broken file: the writer rebuilds it; until then the delta serves
             self.note = f"the vector index file is unreadable ({exc})"
             return
         self.base, self.base_generation = index, int(stored.get("generation", 0))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -135,7 +136,8 @@ def _add_filter(token: str, filters: dict[str, list[Any]], dates: dict[str, date
         raise QueryError(f"{token!r}: the filter has no value; write e.g. {key}:{_EXAMPLES[key]}")
     if key in ("after", "before"):
         if negated:
-            raise QueryError(f"{token!r}: a date filter cannot be negated; use the other one ({'before' if key == 'after' else 'after'}:)")
+            other = "before" if key == "after" else "after"
+            raise QueryError(f"{token!r}: a date filter cannot be negated; use the other one ({other}:)")
         dates[key] = parse_date(key, value)
         return
     if key in NUMBER_KEYS:
@@ -151,8 +153,9 @@ def _add_filter(token: str, filters: dict[str, list[Any]], dates: dict[str, date
             raise QueryError(f"{token!r}: orientation is one of {', '.join(ORIENTATIONS)}")
         filters[("not_" if negated else "") + "orientations"].append(value.lower())
         return
-    normal = {"tag": normalize_tag, "ext": normalize_ext, "camera": str.lower, "lens": str.lower, "in": str,
-              "folder": lambda v: _folder(v, cwd)}[key](value)
+    normalizers: dict[str, Callable[[str], str]] = {"tag": normalize_tag, "ext": normalize_ext, "camera": str.lower,
+                                                   "lens": str.lower, "in": str, "folder": lambda v: _folder(v, cwd)}
+    normal = normalizers[key](value)
     plural = {"tag": "tags", "folder": "folders", "ext": "exts", "camera": "cameras", "lens": "lenses",
               "in": "collections"}[key]
     if negated and key in ("camera", "lens"):

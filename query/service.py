@@ -172,7 +172,7 @@ class SearchService:
         notes = query.notes
         text = self.reader.text() if self.reader.exists() else None
         if text is None:
-            return Results(raw, [], notes + [self._nothing_note()])
+            return Results(raw, [], [*notes, self._nothing_note()])
         if not query.has_text and not images:
             found = newest(text, query.filters, k)
             notes.append("only filters given: listing the matching images, newest first")

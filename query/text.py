@@ -81,12 +81,13 @@ def filter_query(schema: tantivy.Schema, filters: Filters) -> tantivy.Query | No
     return tantivy.Query.boolean_query([(Occur.Must, q) for q in must] + [(Occur.MustNot, q) for q in must_not])
 
 
-def _ids(text: TextSnapshot, query: tantivy.Query, limit: int, **order: object) -> list[tuple[int, float]]:
-    result = text.searcher.search(query, limit, count=False, **order)
+def _ids(text: TextSnapshot, query: tantivy.Query, limit: int, order_by_field: str | None = None,
+         ) -> list[tuple[int, float]]:
+    result = text.searcher.search(query, limit, count=False, order_by_field=order_by_field)
     addresses = [address for _, address in result.hits]
     ids = text.searcher.fast_field_values("id", addresses) if addresses else []
     return [(int(i), float(score) if isinstance(score, float) else 0.0)
-            for i, (score, _) in zip(ids, result.hits, strict=True)]
+            for i, (score, _) in zip(ids, result.hits, strict=True) if i is not None]
 
 
 RELATED_BOOST = 0.5  # an image tagged with a related concept ranks below one that has the word itself

@@ -160,7 +160,8 @@ def make_library(root: Path) -> dict[str, Path]:
 
     save("holiday/beach_sunset_01.jpg", gradient(1), exif=exif_bytes(("Canon", "Canon EOS 5D"), "2019:07:14 18:30:00"))
     save("holiday/beach_sunset_02.jpg", gradient(2), exif=exif_bytes(("Canon", "Canon EOS 5D"), "2021:08:01 09:00:00"))
-    save("holiday/harbour_boats.jpg", noise(3), exif=exif_bytes(("NIKON CORPORATION", "NIKON D70"), "2020:05:05 12:00:00"))
+    save("holiday/harbour_boats.jpg", noise(3),
+         exif=exif_bytes(("NIKON CORPORATION", "NIKON D70"), "2020:05:05 12:00:00"))
     save("garden/red_flower.png", solid((220, 30, 40)))
     save("garden/green_leaves.png", solid((30, 200, 60)))
     save("garden/blue_pond.webp", solid((20, 60, 210)))

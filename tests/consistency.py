@@ -22,7 +22,6 @@ from pixdex.indexer.sidecars.naming import sidecar_path
 from pixdex.indexer.sidecars.read import read_sidecar
 
 
-
 def disk_images(root: Path) -> dict[bytes, str]:
     """Path → content hash of every image under `root` (what the catalog must hold)."""
     found = {}
@@ -92,6 +91,6 @@ def check_consistent(data: Path, pics: Path) -> dict[bytes, int]:
             listed = xmp.get("Xmp.digiKam.TagsList", [])
             in_sidecar = sorted(t for t in listed if t.startswith("pixdex/"))
             assert in_sidecar == sorted(f"pixdex/{n}" for n in machine), (path, in_sidecar, machine, xmp)
-            assert {n for n in person} <= {t.split("/")[-1] for t in listed}, path
+            assert set(person) <= {t.split("/")[-1] for t in listed}, path
     assert temp_files(pics, data) == []
     return {p: r[0] for p, r in rows.items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import socket
@@ -68,10 +69,8 @@ class Ollama:
         import concurrent.futures
 
         if self._loop is not None and self._runner is not None:
-            try:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
                 asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            except concurrent.futures.TimeoutError:
-                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def tags(self, request: web.Request) -> web.Response:

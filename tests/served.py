@@ -3,6 +3,7 @@ folders, with the stand-in models, talked to over its Unix socket and loopback T
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -13,9 +14,10 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from conftest import PIXDEX, write_config
+
 from pixdex.daemon.client import Client, DaemonError
 
 
@@ -26,7 +28,7 @@ def free_port() -> int:
 
 
 class Served:
-    started: list[Served] = []  # every daemon a test started: `stop_all` ends those a test left running
+    started: ClassVar[list[Served]] = []  # every daemon a test started: `stop_all` ends those a test left running
 
     def __init__(self, root: Path, model_dir: Path | None, folders: list[Path], extra: str = "",
                  environ: dict[str, str] | None = None, nofile: int | None = None) -> None:
@@ -92,7 +94,7 @@ class Served:
                 try:
                     if client.get("/health")["ok"]:
                         return
-                except Exception:
+                except Exception:  # noqa: BLE001 - not ready yet, whatever the reason: the log says after the wait
                     pass
             time.sleep(0.1)
         raise AssertionError(f"the daemon did not become ready:\n{self.log.read_text()[-3000:]}")
@@ -163,10 +165,9 @@ class Served:
                 connection.putheader(key, value)
             if body is not None:
                 connection.putheader("Content-Length", str(len(body)))
-            try:
+            # the server may answer and close before the whole body was sent (413): read its answer
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 connection.endheaders(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server answered and closed before the whole body was sent (413): read its answer
             response = connection.getresponse()
             payload = response.read()
         finally:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pixdex.indexer.errors import ReadError
-from pixdex.indexer.preprocess import ClipTransform
-from pixdex.indexer.prepare import DecodeSpec, prepare
 from pixdex.indexer.captured import Captured
+from pixdex.indexer.errors import ReadError
+from pixdex.indexer.prepare import DecodeSpec, prepare
+from pixdex.indexer.preprocess import ClipTransform
 
 
 def test_warnings_and_c_level_output_are_captured_not_printed(capfd: pytest.CaptureFixture[str]) -> None:
@@ -36,9 +36,8 @@ def test_a_failing_file_carries_what_the_library_said(tmp_path: Path, capfd: pyt
     data = path.read_bytes()
     path.write_bytes(data[:40])  # truncated after the header
     spec = DecodeSpec(32, 10_000_000, ClipTransform(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), None)
-    with pytest.raises(ReadError) as failed:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            prepare(os.fsencode(path), spec)
+    with pytest.raises(ReadError) as failed, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare(os.fsencode(path), spec)
     assert "warns.png" in str(failed.value)
     assert capfd.readouterr() == ("", "")

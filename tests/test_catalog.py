@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pixdex.indexer.catalog import Catalog
-from pixdex.indexer.errors import CatalogError
-from pixdex.indexer.catalog.schema import SCHEMA_VERSION
 from pixdex.indexer.catalog.rows import FileStat
+from pixdex.indexer.catalog.schema import SCHEMA_VERSION
+from pixdex.indexer.errors import CatalogError
 
 
 def stat(path: bytes, size: int = 10) -> FileStat:

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, Env, gradient, make_library
 
 
@@ -41,7 +40,7 @@ def test_negative_k_gets_the_same_message_as_zero(indexed: Env, capsys: pytest.C
 
 
 def test_unknown_filters_are_said_to_be_searched_as_words(indexed: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = indexed.cli("search", "tram stars:3 mood:x", "--json", capsys=capsys)
+    _status, out, err = indexed.cli("search", "tram stars:3 mood:x", "--json", capsys=capsys)
     notes = json.loads(out)["notes"]
     assert any(n.startswith("stars:3: not a filter pixdex knows") for n in notes)
     assert any(n.startswith("mood:x: not a filter") for n in notes)
@@ -108,12 +107,12 @@ def test_k_above_the_candidate_count_is_honoured(env: Env, capsys: pytest.Captur
         gradient(n).save(env.pics / f"g{n}.png")
     env.config.write_text(env.config.read_text() + "[search]\ncandidates = 10\n")
     env.index_json(capsys)
-    status, out, _ = env.cli("search", "anything", "-k", "12", "--json", capsys=capsys)
+    _status, out, _ = env.cli("search", "anything", "-k", "12", "--json", capsys=capsys)
     assert len(json.loads(out)["hits"]) == 12
 
 
 def test_status_names_the_config_file_in_use(indexed: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = indexed.cli("status", "--json", capsys=capsys)
+    _status, out, _ = indexed.cli("status", "--json", capsys=capsys)
     assert json.loads(out)["paths"]["config"] == str(indexed.config)
 
 
@@ -127,5 +126,5 @@ def test_index_summary_counts_resumed_work_and_unwritten_sidecars(env: Env, caps
     db = sqlite3.connect(env.data / "catalog.sqlite3")  # as a crash leaves it: work queued, not done
     db.execute("INSERT INTO queue SELECT id, 1, 'left by a crash', 1000 + rowid, 0 FROM images LIMIT 3")
     db.commit()
-    status, out, err = env.cli("index", capsys=capsys)
+    status, out, _err = env.cli("index", capsys=capsys)
     assert status == 0 and "3 resumed from an earlier run" in out

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CLIP_TAGS_OFF, Env, noise
 
 from pixdex.indexer.cliptags import ClipTagger, parse_vocabulary, select, shipped_vocabulary, vocabulary
 from pixdex.indexer.embedder import ClipModel
 from pixdex.indexer.export import STANDIN_CLIP
 from pixdex.indexer.sections import ClipTagSettings
-
-from conftest import CLIP_TAGS_OFF, Env, noise
 
 
 def test_the_shipped_vocabulary_is_large_clean_and_extendable(tmp_path: Path,

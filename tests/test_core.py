@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import PIXDEX, Env, gradient, write_config
 from consistency import check_consistent, temp_files
+from PIL import Image
 
 
 def tiny(rng: random.Random, path: Path) -> None:

@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPUS, Env
 
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus/exiftool is not beside the checkout")
@@ -56,14 +55,14 @@ def test_other_containers_index_and_a_stub_heic_gets_a_reason(env: Env, capsys: 
     # QuickTime.heic is a metadata-only stub with no image data: refused with the decoder's reason.
     assert list(failures) == ["QuickTime.heic"] and "cannot decode" in failures["QuickTime.heic"]
     assert summary["embedded"] == 4
-    status, out, _ = env.cli("search", "camera:rebel", "--json", capsys=capsys)
+    _status, out, _ = env.cli("search", "camera:rebel", "--json", capsys=capsys)
     assert [Path(h["path"]).name for h in json.loads(out)["hits"]] == ["ExifTool.tif"]
 
 
 def test_existing_keywords_titles_and_captions_are_searchable(env: Env, corpus: dict[str, object],
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     def text_hits(query: str) -> set[str]:
-        status, out, _ = env.cli("search", query, "-k", "100", "--json", capsys=capsys)
+        _status, out, _ = env.cli("search", query, "-k", "100", "--json", capsys=capsys)
         return {Path(h["path"]).name for h in json.loads(out)["hits"] if h["text_rank"] is not None}
 
     assert "IPTC.jpg" in text_hits("witty")  # IPTC caption

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, gradient, make_library, noise
 from served import Served, quote, sse_events, wait_for
 
@@ -171,19 +170,19 @@ def test_pause_resume_and_server_sent_events(served: Served) -> None:
     async def run() -> list[tuple[str, dict[str, object]]]:
         seen: list[tuple[str, dict[str, object]]] = []
         connector = aiohttp.UnixConnector(path=str(served.socket_path))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.get("http://localhost/events", timeout=aiohttp.ClientTimeout(total=60)) as response:
-                assert response.status == 200
-                await asyncio.get_running_loop().run_in_executor(None, served.post, "/pause")
-                noise(77).save(served.folders[0] / "during_pause.jpg")
-                await asyncio.sleep(2.0)
-                status = await asyncio.get_running_loop().run_in_executor(None, served.status)
-                assert status["daemon"]["paused"] and sum(status["queue"].values()) >= 1
-                await asyncio.get_running_loop().run_in_executor(None, served.post, "/resume")
-                async for kind, data in sse_events(response):
-                    seen.append((kind, data))
-                    if kind == "indexed" and "during_pause" in str(data.get("path")):
-                        return seen
+        async with aiohttp.ClientSession(connector=connector) as session, \
+                session.get("http://localhost/events", timeout=aiohttp.ClientTimeout(total=60)) as response:
+            assert response.status == 200
+            await asyncio.get_running_loop().run_in_executor(None, served.post, "/pause")
+            noise(77).save(served.folders[0] / "during_pause.jpg")
+            await asyncio.sleep(2.0)
+            status = await asyncio.get_running_loop().run_in_executor(None, served.status)
+            assert status["daemon"]["paused"] and sum(status["queue"].values()) >= 1
+            await asyncio.get_running_loop().run_in_executor(None, served.post, "/resume")
+            async for kind, data in sse_events(response):
+                seen.append((kind, data))
+                if kind == "indexed" and "during_pause" in str(data.get("path")):
+                    return seen
         return seen
 
     seen = asyncio.run(run())
@@ -337,18 +336,18 @@ def test_events_resume_after_last_event_id(served: Served) -> None:
     async def read(headers: dict[str, str], until: str) -> list[tuple[int, str]]:
         seen: list[tuple[int, str]] = []
         connector = aiohttp.UnixConnector(path=str(served.socket_path))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.get("http://localhost/events", headers=headers,
-                                   timeout=aiohttp.ClientTimeout(total=30)) as response:
-                event_id = 0
-                async for line in response.content:
-                    text = line.decode().strip()
-                    if text.startswith("id: "):
-                        event_id = int(text[4:])
-                    elif text.startswith("event: "):
-                        seen.append((event_id, text[7:]))
-                        if text[7:] == until:
-                            return seen
+        async with aiohttp.ClientSession(connector=connector) as session, \
+                session.get("http://localhost/events", headers=headers,
+                               timeout=aiohttp.ClientTimeout(total=30)) as response:
+            event_id = 0
+            async for line in response.content:
+                text = line.decode().strip()
+                if text.startswith("id: "):
+                    event_id = int(text[4:])
+                elif text.startswith("event: "):
+                    seen.append((event_id, text[7:]))
+                    if text[7:] == until:
+                        return seen
         return seen
 
     async def scenario() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
@@ -409,7 +408,8 @@ def test_search_by_uploaded_images_with_weights(served: Served, tmp_path: Path) 
                          env=served.environ, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["hits"][0]["id"] == item
-    status, body = served.raw("POST", "/search", {"Host": "localhost", "Content-Type": "multipart/form-data; boundary=x"},
+    status, body = served.raw("POST", "/search",
+                              {"Host": "localhost", "Content-Type": "multipart/form-data; boundary=x"},
                               b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.txt"\r\n'
                               b"Content-Type: text/plain\r\n\r\nhello\r\n--x--\r\n")
     assert status == 400 and body["parameter"] == "image"  # type: ignore[index]
@@ -427,12 +427,12 @@ def test_the_indexed_event_leaves_out_a_keyword_the_person_removed(served: Serve
 
     async def run() -> dict[str, object]:
         connector = aiohttp.UnixConnector(path=str(served.socket_path))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.get("http://localhost/events", timeout=aiohttp.ClientTimeout(total=60)) as response:
-                await asyncio.get_running_loop().run_in_executor(None, served.post, "/reindex", {"paths": [first]})
-                async for kind, data in sse_events(response):
-                    if kind == "indexed" and data.get("id") == image_id and not data.get("edited"):
-                        return dict(data)
+        async with aiohttp.ClientSession(connector=connector) as session, \
+                session.get("http://localhost/events", timeout=aiohttp.ClientTimeout(total=60)) as response:
+            await asyncio.get_running_loop().run_in_executor(None, served.post, "/reindex", {"paths": [first]})
+            async for kind, data in sse_events(response):
+                if kind == "indexed" and data.get("id") == image_id and not data.get("edited"):
+                    return dict(data)
         raise AssertionError("no indexed event")
 
     import aiohttp

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, noise, write_config
 from served import Served, wait_for
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from consistency import check_consistent
+from PIL import Image
 from served import Served, wait_for
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, noise
 from consistency import check_consistent
 from served import Served, wait_for
@@ -211,7 +210,8 @@ def test_reduced_mode_without_models_then_models_appear(tmp_path: Path, model_di
     alone = {**daemon.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run-none"), "XDG_DATA_HOME": str(copy / "data")}
     for args in asked:  # the same answer through the daemon and without one
         through, direct = (subprocess.run([str(PIXDEX), "--config", str(daemon.config), *args], env=environ,
-                                          capture_output=True, text=True, timeout=60) for environ in (daemon.environ, alone))
+                                          capture_output=True, text=True, timeout=60)
+                           for environ in (daemon.environ, alone))
         assert through.returncode == direct.returncode == 2 and through.stderr == direct.stderr, (through, direct)
     assert "cannot read query image" in direct.stderr and "nope.png" in direct.stderr
     shutil.copytree(model_dir, models)  # the models are installed while it runs

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPUS, make_library
 from served import Served, wait_for
 from test_sidecar import keywords_as_programs_see, leaf

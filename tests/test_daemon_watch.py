@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import gradient, noise
 from consistency import check_consistent
 from served import Served, wait_for

@@ -6,12 +6,11 @@ import io
 
 import numpy as np
 import pytest
+from conftest import exif_bytes, gradient, noise
 from PIL import Image
 
 from pixdex.indexer.decode import decode_image, parse_exif_date, to_rgb
 from pixdex.indexer.errors import ReadError
-
-from conftest import exif_bytes, gradient, noise
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -59,7 +58,7 @@ def test_exif_orientation_is_applied_and_reported() -> None:
     data = encode(image, "JPEG", exif=exif_bytes(orientation=6), quality=95)  # 6: rotate 90° clockwise
     decoded = decode_image(data, "x.jpg", 64, 10**8)
     assert decoded.image.size == (20, 40) and (decoded.width, decoded.height) == (20, 40)
-    r, g, b = decoded.image.getpixel((10, 2))
+    r, _g, b = decoded.image.getpixel((10, 2))
     assert b > 200 and r < 60  # the blue band is now on top
 
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import solid
 from ollamaserver import Ollama
 from served import Served, wait_for
@@ -85,7 +84,8 @@ def test_descriptions_reach_the_sidecar_the_catalog_and_search(tmp_path: Path, m
     described = daemon.get("/search", q="mostly green picture", k=5)["hits"]  # in the catalog all the same
     assert Path(described[0]["path"]).name == "g.png"
     item = daemon.get(f"/items/{hits[0]['id']}")
-    assert {"name": "red thing", "source": "llm"}.items() <= next(t for t in item["tags"] if t["name"] == "red thing").items()
+    red = next(t for t in item["tags"] if t["name"] == "red thing")
+    assert {"name": "red thing", "source": "llm"}.items() <= red.items()
 
     calls = len(ollama.chats)
     daemon.stop()

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, make_library, solid, tool
 from served import Served, wait_for
 
@@ -204,7 +203,8 @@ def test_the_icon_cache_keeps_the_most_recently_shown(tmp_path: Path) -> None:
     os.utime(tmp_path / ".7-1-128.img.99.tmp", (1_000, 1_000))
     (tmp_path / ".8-1-128.img.99.tmp").write_bytes(b"being written")
     assert prune_icons(tmp_path, keep=4) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".8-1-128.img.99.tmp", *(f"{n}-1-128.img" for n in range(2, 6))]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".8-1-128.img.99.tmp", *(f"{n}-1-128.img" for n in range(2, 6))]
 
 
 def test_a_stalled_daemon_does_not_stall_the_shell(tmp_path: Path, model_dir: Path) -> None:
@@ -367,6 +367,7 @@ def test_file_manager_actions_open_the_page_on_images_like_the_selection_and_que
 
 def test_contrib_copies_are_what_integrate_writes() -> None:
     from conftest import REPO
+
     from pixdex.daemon.integrate import contrib_files
 
     folder = REPO / "contrib" / "desktop"

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, Env, noise
 from consistency import check_consistent
-from pixdex.indexer import faults
 from served import Served, wait_for
+
+from pixdex.indexer import faults
 
 
 def _library(env: Env, count: int = 4) -> list[Path]:
@@ -36,7 +36,7 @@ def _library(env: Env, count: int = 4) -> list[Path]:
 
 
 def _check(env: Env, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, list[dict[str, object]]]:
-    status, out, err = env.cli("check", "--json", *more, capsys=capsys)
+    status, out, _err = env.cli("check", "--json", *more, capsys=capsys)
     return status, json.loads(out)
 
 
@@ -183,8 +183,8 @@ def test_an_image_moved_over_another_takes_over_its_sidecar_with_its_own_embeddi
     """`mv a.png b.png`, both indexed: b.png.xmp must say what a's content is (pixdex:EmbeddingOf, the embedding,
     the id), so a rebuild can take it. The replaced image's sidecar was pixdex's alone: a's replaces it. A
     person's (`theirs`) is kept, with a's keywords and embedding merged into it."""
-    from pixdex.indexer.sidecars.read import read_sidecar
     from pixdex.indexer.sidecars.keys import EMBEDDING_OF, IMAGE_ID
+    from pixdex.indexer.sidecars.read import read_sidecar
 
     paths = _library(env, 2)
     a, b = paths

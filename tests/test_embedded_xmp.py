@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pyexiv2
 import pytest
+from conftest import CORPUS, Env, make_library, write_config
 from PIL import Image
 
-from conftest import CORPUS, Env, make_library, write_config
-from pixdex.indexer.sidecars.embedded import image_data, write_keywords
 from pixdex.indexer.errors import SidecarError
+from pixdex.indexer.sidecars.embedded import image_data, write_keywords
 from pixdex.indexer.sidecars.keys import HIERARCHICAL, SUBJECT, TAGS_LIST
 
 
@@ -75,8 +75,8 @@ def test_real_camera_files_keep_their_image_data(name: str, tmp_path: Path) -> N
         assert old.tobytes() == new.tobytes()
 
 
-def test_opt_in_index_writes_embedded_keywords_without_a_loop(env: Env, model_dir: Path,
-                                                              capsys: pytest.CaptureFixture[str], exiftool: str) -> None:
+def test_opt_in_index_writes_embedded_keywords_without_a_loop(
+        env: Env, model_dir: Path, capsys: pytest.CaptureFixture[str], exiftool: str) -> None:
     write_config(env.config, model_dir, [env.pics], "[sidecar]\nembedded = true\n")
     files = make_library(env.pics)
     originals = {p: p.read_bytes() for p in files.values()}

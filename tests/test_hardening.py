@@ -20,7 +20,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import PIXDEX, make_library, noise
 from served import Served, wait_for
 

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, Env, noise
-from pixdex.indexer import hub as hub_module
 from hubserver import Hub
 from served import Served, sse_events, wait_for
+
+from pixdex.indexer import hub as hub_module
 
 
 @pytest.fixture()
@@ -93,7 +93,8 @@ def test_a_pull_tells_its_whole_byte_total_from_the_first_report(menv: Env, hub:
     for a 2 MB model); the pull tells the size of everything it will fetch from the start, and ends at it."""
     hub.chunk_delay = 0.005
     code = ("import json, sys; from pathlib import Path; from pixdex.indexer import hub; seen = []; "
-            "hub.pull(hub.known('ViT-B-32__openai'), Path(sys.argv[1]), progress=lambda d, t, u: seen.append((d, t, u))); "
+            "hub.pull(hub.known('ViT-B-32__openai'), Path(sys.argv[1]), "
+            "progress=lambda d, t, u: seen.append((d, t, u))); "
             "print(json.dumps(seen))")
     proc = subprocess.run([str(Path(PIXDEX).parent / "python"), "-c", code, str(tmp_path / "models")],
                           capture_output=True, text=True, env=menv.environ, timeout=120)
@@ -114,7 +115,7 @@ def test_a_file_damaged_on_the_way_is_refused_and_the_next_pull_is_whole(menv: E
     assert "visual/model.onnx: checksum mismatch" in failed.stderr and "pull ViT-B-32__openai` again" in failed.stderr
     assert len(failed.stderr.strip().splitlines()) <= 2  # the announcement and one error line, no traceback
     assert not (tmp_path / "models" / "clip" / "ViT-B-32__openai").exists()
-    assert not [p for p in (tmp_path / "models" / "clip").iterdir()]  # no staging folder left
+    assert not list((tmp_path / "models" / "clip").iterdir())  # no staging folder left
     hub.corrupt.clear()
     menv.run("models", "pull", "ViT-B-32__openai", "--quiet")
     assert models_of(menv)["ViT-B-32__openai"]["installed"] == "yes"
@@ -238,14 +239,14 @@ def models_events(daemon: Served) -> list[tuple[str, dict[str, object]]]:
     async def run() -> list[tuple[str, dict[str, object]]]:
         seen: list[tuple[str, dict[str, object]]] = []
         connector = aiohttp.UnixConnector(path=str(daemon.socket_path))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.get("http://localhost/events", headers={"Last-Event-ID": "0"},
-                                   timeout=aiohttp.ClientTimeout(total=60)) as response:
-                async for kind, data in sse_events(response):
-                    if kind == "models":
-                        seen.append((kind, data))
-                        if seen[-1][1]["state"] in ("pulled", "failed"):
-                            return seen
+        async with aiohttp.ClientSession(connector=connector) as session, \
+                session.get("http://localhost/events", headers={"Last-Event-ID": "0"},
+                               timeout=aiohttp.ClientTimeout(total=60)) as response:
+            async for kind, data in sse_events(response):
+                if kind == "models":
+                    seen.append((kind, data))
+                    if seen[-1][1]["state"] in ("pulled", "failed"):
+                        return seen
         return seen
 
     return asyncio.run(run())

@@ -3,6 +3,7 @@ usearch/tantivy/SQLite on disk, real sidecars. Runs the CLI's `main` in-process.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -10,7 +11,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import Env, exif_bytes, make_library, solid
 
 
@@ -56,7 +56,7 @@ def test_first_run_indexes_everything_and_writes_sidecars(env: Env, library: dic
     assert tagged, "the stand-in tagger should tag some images"
     for path in tagged:
         assert Path(path + ".xmp").exists()
-    status, out, _ = env.cli("status", "--json", capsys=capsys)
+    _status, out, _ = env.cli("status", "--json", capsys=capsys)
     info = json.loads(out)
     assert info["counts"]["done"] == len(library)
     assert info["models"]["clip"]["state"].startswith("stand-in")
@@ -131,9 +131,8 @@ def test_copied_then_deleted_original_is_a_move_by_content(env: Env, library: di
 
 def test_deleted_file_leaves_both_indexes(env: Env, library: dict[str, Path],
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from usearch.index import Index
-
     import tantivy
+    from usearch.index import Index
 
     gone = library["holiday/beach_sunset_02.jpg"]
     gone_id = catalog_rows(env)[str(gone)]["id"]
@@ -173,7 +172,7 @@ def test_exact_copy_is_the_top_similar_hit(env: Env, library: dict[str, Path],
 def test_text_side_finds_by_tag_folder_and_file_name(env: Env, library: dict[str, Path],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     rows = catalog_rows(env)
-    path, row = next((p, r) for p, r in rows.items() if json.loads(str(r["tags"])))
+    _path, row = next((p, r) for p, r in rows.items() if json.loads(str(r["tags"])))
     tag = json.loads(str(row["tags"]))[0]["name"]
     tagged = {Path(p).name for p, r in rows.items() if tag in [t["name"] for t in json.loads(str(r["tags"]))]}
     by_filter = search(env, capsys, f'tag:"{tag}"')
@@ -192,7 +191,7 @@ def test_hits_carry_fused_score_and_both_parts(env: Env, library: dict[str, Path
     top = hits[0]
     assert top["vector_rank"] is not None and top["text_rank"] is not None
     assert top["score"] == pytest.approx(1 / (60 + top["vector_rank"]) + 1 / (60 + top["text_rank"]), rel=1e-4)
-    assert all(a["score"] >= b["score"] for a, b in zip(hits, hits[1:]))
+    assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(hits))
 
 
 def test_filters_restrict_both_sides(env: Env, library: dict[str, Path],
@@ -257,7 +256,7 @@ def test_bad_files_are_recorded_and_the_run_goes_on(env: Env, capsys: pytest.Cap
     assert set(failed) == {"notes.jpg", "truncated.jpg", "empty.png", "bomb.png"}
     assert "max_pixels" in failed["bomb.png"]
     assert summary["new"] == 13 and catalog_rows(env)[str(good)]["state"] == "done"
-    status, out, _ = env.cli("failures", "--json", capsys=capsys)
+    _status, out, _ = env.cli("failures", "--json", capsys=capsys)
     assert {Path(r["path"]).name for r in json.loads(out)} == set(failed)
     again = env.index_json(capsys)
     assert again["failed"] == 4 and again["decoded"] == 0  # unchanged failures are not retried
@@ -300,7 +299,8 @@ def test_query_syntax_is_searched_as_words_and_a_query_of_nothing_is_refused(
     assert text_side(search(env, capsys, "*")) == []  # not tantivy's "every document"
     assert text_side(search(env, capsys, "AND (sunset)")) == text_side(search(env, capsys, "and sunset"))
     assert {"beach_sunset_01.jpg", "beach_sunset_02.jpg"} <= set(text_side(search(env, capsys, "(sunset)")))
-    assert text_side(search(env, capsys, "beach_sunset")) == text_side(search(env, capsys, '"beach sunset"'))  # a phrase
+    phrase = text_side(search(env, capsys, '"beach sunset"'))
+    assert text_side(search(env, capsys, "beach_sunset")) == phrase
     for nothing in ['"', "-", "+", "- - -", '""']:
         status, _, err = env.cli("search", nothing, capsys=capsys)
         assert status == 2 and "nothing to look for" in err, (nothing, err)

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Env, noise
 from consistency import check_consistent
+
 from pixdex.indexer import faults
 from pixdex.indexer.core import Indexer
 from pixdex.indexer.settings import Config, load_config

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPUS, Env, solid
 from test_index_search import catalog_rows, paths, search
 
@@ -69,7 +68,8 @@ def test_each_filter_keeps_what_it_should(library: Env, capsys: pytest.CaptureFi
 
 @pytest.mark.parametrize("query, message", [
     ("rating:abc", "whole numbers"), ("iso:5..1", "is above"), ("near:91,0,5", "latitude"),
-    ("near:1,2", "near:LAT,LON,KM"), ("orientation:diagonal", "orientation is one of"), ("-lens:50mm", "cannot be negated"),
+    ("near:1,2", "near:LAT,LON,KM"), ("orientation:diagonal", "orientation is one of"),
+    ("-lens:50mm", "cannot be negated"),
     ("w:99999999999999999999999", "at most 15 digits"), ("photo iso:>1234567890123456", "at most 15 digits"),
     ("near:0,0,100000", "at most 20000 km"),
 ])
@@ -109,7 +109,8 @@ def test_near_wraps_across_the_antimeridian(env: Env, capsys: pytest.CaptureFixt
     ("50mm", "EF50mm f/1.8 STM", True), ("ef50", "EF50mm f/1.8 STM", True), ("1.8", "EF50mm f/1.8 STM", True),
     ("stm", "EF50mm f/1.8 STM", True), ("24-70", "EF24-70mm f/2.8L II USM", True), ("24-70mm", "24-70mm F2.8", True),
     ("1.8", "EF-S 17-55mm f/1.68", False), ("50mm", "EF 150mm f/2.8", False), ("70-200", "EF24-70mm f/2.8L", False),
-    ('"iphone 7"', "iPhone 7 back camera 3.99mm f/1.8", True), ('"7 iphone"', "iPhone 7 back camera 3.99mm f/1.8", False),
+    ('"iphone 7"', "iPhone 7 back camera 3.99mm f/1.8", True),
+    ('"7 iphone"', "iPhone 7 back camera 3.99mm f/1.8", False),
     ("zeiss", "Carl Zeiß Planar 50mm", True), ("planar 50", "Carl Zeiss Planar 50mm", True),
 ])
 def test_lens_matches_as_people_type_it(env: Env, capsys: pytest.CaptureFixture[str], query: str, value: str,

@@ -12,7 +12,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import Env, make_library, write_config
 from consistency import check_consistent
 

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Env, gradient, noise
 from PIL import Image
 
-from pixdex.indexer.sections import Runtime, TaggerSettings
 from pixdex.indexer.embedder import ClipModel
 from pixdex.indexer.errors import ModelError
 from pixdex.indexer.export import STANDIN_CLIP, STANDIN_CLIP_CONFIG, import_open_clip
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
+from pixdex.indexer.sections import Runtime, TaggerSettings
 from pixdex.indexer.tagger import Tagger, display_name
-
-from conftest import Env, gradient, noise
 
 torch = pytest.importorskip("torch")
 
@@ -113,7 +112,7 @@ def test_tagger_layout_thresholds_and_exclude(model_dir: Path) -> None:
     general = sum(1 for c in loose.categories if c == 0)
     assert all(len(tags) == general for tags in everything)  # ratings never, characters not at 1.0
     strict = Tagger(directory, TaggerSettings(general_threshold=0.3, exclude=[everything[0][0].name.replace(" ", "_")]))
-    for row, tags in zip(probs, strict.tag(images)):
+    for row, tags in zip(probs, strict.tag(images), strict=False):
         names = [t.name for t in tags]
         assert everything[0][0].name not in names
         assert all(t.confidence >= 0.3 for t in tags)
@@ -174,11 +173,11 @@ def test_every_export_is_checked_against_open_clip_and_a_wrong_one_installs_noth
         proj = drifted.visual.proj  # type: ignore[attr-defined]  # the image tower's last projection
         proj.add_(torch.randn(proj.shape, generator=torch.Generator().manual_seed(1)) * proj.std())
     final = tmp_path / "clip" / "drifted"
-    with pytest.raises(ExportError, match=r"^drifted: the ONNX export does not reproduce open_clip .*image 0 "
-                                          r"\(224×224\) -?0\.\d+.*lowest: images -?0\.\d+, texts (?:1\.0|0\.9999)"):
-        with staged_dir(final) as stage:
-            shutil.copytree(model_dir / "clip" / STANDIN_CLIP, stage, dirs_exist_ok=True)
-            check_parity(drifted, transform, tokenizer, stage, name="drifted")
+    refused = (r"^drifted: the ONNX export does not reproduce open_clip .*image 0 "
+               r"\(224×224\) -?0\.\d+.*lowest: images -?0\.\d+, texts (?:1\.0|0\.9999)")
+    with pytest.raises(ExportError, match=refused), staged_dir(final) as stage:
+        shutil.copytree(model_dir / "clip" / STANDIN_CLIP, stage, dirs_exist_ok=True)
+        check_parity(drifted, transform, tokenizer, stage, name="drifted")
     assert not final.exists() and not list((tmp_path / "clip").iterdir())
 
 
@@ -199,7 +198,8 @@ def test_asked_providers_fall_back_to_the_cpu_with_a_warning(model_dir: Path, ca
     assert "onnxruntime-gpu" in caplog.text
     bad = tmp_path / "bad.toml"
     bad.write_text('[models]\nproviders = ["gpu"]\n')
-    with pytest.raises(ConfigError, match=r"models.providers = \['gpu'\] is not allowed; expected a list of one of 'cpu'"):
+    refused = r"models.providers = \['gpu'\] is not allowed; expected a list of one of 'cpu'"
+    with pytest.raises(ConfigError, match=refused):
         load_config(bad)
 
 

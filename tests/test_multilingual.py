@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import Env, make_library, write_config
 
 pytest.importorskip("transformers")

@@ -10,13 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, Env, exif_bytes, gradient, make_library, solid
 
 
 def rows(env: Env) -> dict[str, tuple[str, str | None, str | None]]:
     db = sqlite3.connect(env.data / "catalog.sqlite3")
-    out = {os.fsdecode(p): (s, r, e) for p, s, r, e in db.execute("SELECT path, state, reason, sidecar_error FROM images")}
+    rows = db.execute("SELECT path, state, reason, sidecar_error FROM images")
+    out = {os.fsdecode(p): (s, r, e) for p, s, r, e in rows}
     db.close()
     return out
 
@@ -38,7 +38,7 @@ def test_dates_outside_what_the_indexes_hold_are_dropped_and_the_file_indexed(
     assert {state for state, _, _ in rows(env).values()} == {"done"}
     again = env.index_json(capsys)  # and the clamped stat does not make them look changed
     assert again["unchanged"] == 4 and again["decoded"] == 0
-    status, out, _ = env.cli("search", "camera:canon", "--json", capsys=capsys)
+    _status, out, _ = env.cli("search", "camera:canon", "--json", capsys=capsys)
     assert {Path(h["path"]).name for h in json.loads(out)["hits"]} == {"future_exif.jpg", "past_exif.jpg"}
 
 
@@ -55,7 +55,7 @@ def test_renaming_an_indexed_file_to_a_name_near_the_limit_is_that_files_problem
     assert "name too long" in error.lower()
     again = env.index_json(capsys)
     assert again["unchanged"] == 9
-    status, out, _ = env.cli("search", "b" * 20, "--json", capsys=capsys)  # still searchable
+    status, _out, _ = env.cli("search", "b" * 20, "--json", capsys=capsys)  # still searchable
     assert status == 0
 
 

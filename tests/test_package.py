@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 MODULES = ["pixdex.daemon.cli", "pixdex.indexer.settings", "pixdex.indexer.core", "pixdex.indexer.prepare",

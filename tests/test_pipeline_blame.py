@@ -13,12 +13,12 @@ import pytest
 
 from pixdex.indexer.catalog.rows import FileStat, ImageRow, QueueEntry
 from pixdex.indexer.errors import InferenceError, ModelError
+from pixdex.indexer.inference import Inferred, ModelInfo
 from pixdex.indexer.pipeline import Pipeline
+from pixdex.indexer.prepare import Prepared
+from pixdex.indexer.preprocess import ClipTransform
 from pixdex.indexer.stages.stats import Stats
 from pixdex.indexer.stages.work import Work
-from pixdex.indexer.preprocess import ClipTransform
-from pixdex.indexer.inference import Inferred, ModelInfo
-from pixdex.indexer.prepare import Prepared
 
 
 class RulePool:

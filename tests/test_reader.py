@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import Env, gradient, make_library, noise
+
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.layout import Layout
-from pixdex.indexer.settings import load_config
 from pixdex.indexer.sections import IndexSettings, PipelineSettings
+from pixdex.indexer.settings import load_config
 from pixdex.indexer.vectors import VectorIndex, VectorView
 from pixdex.indexer.writer import Writer
 from pixdex.indexer.writer.commands import Indexed
@@ -161,7 +161,7 @@ def test_reader_in_a_loop_sees_every_commit_of_a_running_indexer(env: Env, capsy
 
 
 def test_search_over_a_missing_data_directory_creates_nothing(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = env.cli("search", "anything", "--json", capsys=capsys)
+    status, _out, err = env.cli("search", "anything", "--json", capsys=capsys)
     assert status == 1 and "nothing is indexed" in err
     for command in (["status"], ["failures"], ["search", "tag:x"]):
         env.cli(*command, capsys=capsys)
@@ -172,12 +172,12 @@ def test_entries_the_catalog_does_not_call_done_are_hidden(env: Env, capsys: pyt
     make_library(env.pics)
     env.index_json(capsys)
     target = str(env.pics / "city" / "old_tram.bmp")
-    status, out, _ = env.cli("search", "tram", "--json", capsys=capsys)
+    _, out, _ = env.cli("search", "tram", "--json", capsys=capsys)
     assert json.loads(out)["hits"][0]["path"] == target
     db = sqlite3.connect(env.data / "catalog.sqlite3")  # the indexes still hold it; the catalog says failed
     db.execute("UPDATE images SET state = 'failed' WHERE path = ?", (os.fsencode(target),))
     db.commit()
-    status, out, _ = env.cli("search", "tram", "-k", "50", "--json", capsys=capsys)
+    _status, out, _ = env.cli("search", "tram", "-k", "50", "--json", capsys=capsys)
     assert target not in [h["path"] for h in json.loads(out)["hits"]]
 
 

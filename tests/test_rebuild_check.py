@@ -11,14 +11,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, Env, make_library, noise
 from consistency import check_consistent
 from served import Served, wait_for
 from test_index_search import search
 
-from pixdex.indexer.sidecars.read import read_sidecar
 from pixdex.indexer.sidecars.keys import EMBEDDING
+from pixdex.indexer.sidecars.read import read_sidecar
 
 
 @pytest.fixture()
@@ -41,7 +40,8 @@ def test_every_sidecar_carries_its_embedding(library: Env) -> None:
         assert kind == "f16" and int(dim) > 0 and len(payload) > int(dim)
 
 
-def test_rebuild_from_sidecars_runs_no_model_and_finds_the_same(library: Env, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rebuild_from_sidecars_runs_no_model_and_finds_the_same(library: Env,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     before = {q: ranked(library, capsys, q) for q in ("tram", "beach sunset", "tag:1girl", "camera:canon")}
     status, out, err = library.cli("rebuild", "--json", capsys=capsys)
     assert status == 0, err
@@ -50,7 +50,8 @@ def test_rebuild_from_sidecars_runs_no_model_and_finds_the_same(library: Env, ca
     assert Path(summary["moved_aside"]).is_dir()
     after = {q: ranked(library, capsys, q) for q in before}
     # The same results in the same order; fused scores may move in the last digits (float16 in the sidecar).
-    assert {q: [p for p, _ in hits] for q, hits in after.items()} == {q: [p for p, _ in hits] for q, hits in before.items()}
+    assert {q: [p for p, _ in hits] for q, hits in after.items()} == {
+        q: [p for p, _ in hits] for q, hits in before.items()}
     check_consistent(library.data, library.pics)
 
 
@@ -72,7 +73,7 @@ def test_a_library_copied_to_a_fresh_data_directory(library: Env, capsys: pytest
 
 def test_check_finds_every_kind_of_disagreement_and_fix_repairs_them(library: Env,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = library.cli("check", "--json", capsys=capsys)
+    status, out, _ = library.cli("check", "--json", capsys=capsys)
     assert status == 0 and json.loads(out) == [], out
     gone_sidecar = library.pics / "garden" / "blue_pond.webp.xmp"
     gone_sidecar.unlink()
@@ -99,7 +100,7 @@ def test_check_finds_every_kind_of_disagreement_and_fix_repairs_them(library: En
     assert ("newcomer.png", "catalog") in found
     assert any(kind == "text index" for _, kind in found)
     assert any(kind == "vector index" for _, kind in found)
-    status, out, err = library.cli("check", "--fix", "--json", capsys=capsys)
+    status, out, _err = library.cli("check", "--fix", "--json", capsys=capsys)
     assert status == 0 and json.loads(out) == [], out
     assert gone_sidecar.exists()
     check_consistent(library.data, library.pics)
@@ -313,7 +314,7 @@ def test_ids_travel_with_the_sidecars(library: Env, tmp_path: Path, capsys: pyte
     assert _ids(library) == ids
     for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
         (library.data / name).unlink(missing_ok=True)  # the old catalog is gone: the sidecars alone say
-    status, out, err = library.cli("rebuild", "--json", capsys=capsys)
+    status, _out, err = library.cli("rebuild", "--json", capsys=capsys)
     assert status == 0, err
     assert _ids(library) == ids
     check_consistent(library.data, library.pics)

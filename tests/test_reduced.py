@@ -8,7 +8,9 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 from conftest import Env, make_library
+
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.core import Indexer
 from pixdex.indexer.settings import load_config
@@ -72,8 +74,6 @@ def test_without_models_names_and_metadata_are_searchable_then_models_embed_them
 
 
 def test_without_reduced_ok_a_missing_model_stops_with_its_path(env: Env, tmp_path: Path) -> None:
-    import pytest
-
     from pixdex.indexer.errors import ModelError
 
     with pytest.raises(ModelError, match="no-models"):

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CLIP_TAGS_OFF, REPO, noise
 from served import Served, wait_for
 

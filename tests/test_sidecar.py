@@ -11,16 +11,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, solid
 
-from pixdex.indexer.sidecars import embedding, keys, merge, writers
 from pixdex.indexer.errors import SidecarError
+from pixdex.indexer.sidecars import embedding, keys, merge, writers
+from pixdex.indexer.sidecars.graph import changed_triples
 from pixdex.indexer.sidecars.merge import edit_person, write_tags
+from pixdex.indexer.sidecars.moves import carry_over
 from pixdex.indexer.sidecars.naming import sidecar_path
 from pixdex.indexer.sidecars.read import read_sidecar, read_state
-from pixdex.indexer.sidecars.moves import carry_over
-from pixdex.indexer.sidecars.graph import changed_triples
-
-from conftest import CORPUS, solid, tool
 
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus/exiftool is not beside the checkout")
 
@@ -142,7 +141,8 @@ def test_a_removed_machine_tag_is_rejected_and_never_comes_back(image: Path, exi
     assert {"name": "dog"} in state.person
     seen = exif_json(exiftool, side)
     assert as_list(seen["XMP-dc:Subject"]).count("dog") == 1
-    assert "dog" in as_list(seen["XMP-lr:HierarchicalSubject"]) and "pixdex|dog" not in seen["XMP-lr:HierarchicalSubject"]
+    hierarchical = seen["XMP-lr:HierarchicalSubject"]
+    assert "dog" in as_list(hierarchical) and "pixdex|dog" not in hierarchical
     write_tags(image, [], "pixdex", "m@5")
     assert "dog" in as_list(exif_json(exiftool, side)["XMP-dc:Subject"])
 
@@ -182,7 +182,8 @@ def test_a_person_edit_through_pixdex_rejects_removed_machine_tags(image: Path) 
 
 
 @needs_corpus
-@pytest.mark.parametrize("name", ["IPTC.jpg", "XMP.jpg", "MWG.jpg", "PhotoMechanic.jpg", "ExifTool.jpg", "ExifTool.tif"])
+@pytest.mark.parametrize("name", ["IPTC.jpg", "XMP.jpg", "MWG.jpg", "PhotoMechanic.jpg", "ExifTool.jpg",
+                                  "ExifTool.tif"])
 def test_new_sidecar_starts_from_the_images_own_keywords(name: str, tmp_path: Path, exiftool: str) -> None:
     image = tmp_path / name
     shutil.copyfile(CORPUS / name, image)
@@ -222,7 +223,8 @@ def test_every_corpus_sidecar_gets_pixdexs_tags_and_keeps_everything_else(name: 
     state = write_tags(image, ["dog", "sunset"], "pixdex", "m@1")
     written = side.read_bytes()
     assert written != original and state.error is None
-    owned = [keys.URIS[k] for k in (keys.SUBJECT, keys.HIERARCHICAL, keys.TAGS_LIST, keys.METADATA_DATE)] + [keys.PIXDEX_NS + "*"]
+    owned = [*(keys.URIS[k] for k in (keys.SUBJECT, keys.HIERARCHICAL, keys.TAGS_LIST, keys.METADATA_DATE)),
+             keys.PIXDEX_NS + "*"]
     assert changed_triples(original, written, owned) == []  # the RDF graph outside pixdex's properties
     assert others_view(exiftool, side) == before  # and every value exiftool shows
     # Every keyword and caption exiftool saw in it is still the person's, and pixdex's are where programs look.
@@ -441,8 +443,10 @@ def test_a_machine_keyword_the_person_had_is_rejected_when_they_remove_it(image:
     side.write_text(PERSON_SIDECAR.replace("People|Grandma", "Nature|tree").replace(">Grandma<", ">tree<"))
     write_tags(image, ["tree", "Dog"], "pixdex", "m")  # both the person's already ("dog" in another case)
     xmp = read_sidecar(side)
-    assert "pixdex|tree" not in xmp["Xmp.lr.hierarchicalSubject"] and "pixdex|Dog" not in xmp["Xmp.lr.hierarchicalSubject"]
-    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject-=tree", "-XMP-lr:HierarchicalSubject-=Nature|tree",
+    hierarchical = xmp["Xmp.lr.hierarchicalSubject"]
+    assert "pixdex|tree" not in hierarchical and "pixdex|Dog" not in hierarchical
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-dc:Subject-=tree",
+                    "-XMP-lr:HierarchicalSubject-=Nature|tree",
                     "-XMP-digiKam:TagsList-=Nature/tree", str(side)], check=True, capture_output=True)
     state = write_tags(image, ["tree", "Dog"], "pixdex", "m")
     assert "tree" in state.rejected

@@ -9,15 +9,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import Env, solid
+from test_index_search import catalog_rows, paths, search
+from test_sidecar import PERSON_SIDECAR, as_list, exif_json, keywords_as_programs_see, leaf
 
 from pixdex.indexer.metadata.image import embedded_metadata
 from pixdex.indexer.sidecars.merge import write_tags
 from pixdex.indexer.sidecars.naming import sidecar_path
 from pixdex.indexer.sidecars.read import read_sidecar, read_state
-
-from conftest import Env, solid
-from test_index_search import catalog_rows, paths, search
-from test_sidecar import PERSON_SIDECAR, as_list, exif_json, keywords_as_programs_see, leaf
 
 
 def run(*args: str) -> None:
@@ -134,7 +133,8 @@ def test_a_sidecar_in_any_case_is_the_images(image: Path, name: str, naming: str
     assert sidecar_path(image, naming) == side
     state = write_tags(image, ["cat"], "pixdex", "m", naming=naming)
     assert sorted(p.name for p in image.parent.iterdir()) == sorted(["a.jpg", name])  # no second sidecar
-    assert "cat" in read_sidecar(side)["Xmp.dc.subject"] and {"name": "Grandma", "path": "People|Grandma"} in state.person
+    assert "cat" in read_sidecar(side)["Xmp.dc.subject"]
+    assert {"name": "Grandma", "path": "People|Grandma"} in state.person
 
 
 def test_an_exact_name_wins_and_case_twins_take_only_their_own(tmp_path: Path) -> None:
@@ -302,7 +302,8 @@ def test_both_writers_write_and_read_back_the_same(tmp_path: Path, exiftool: str
         for tag in ("SourceFile", "XMP-xmp:MetadataDate", "XMP-x:XMPToolkit"):
             seen.pop(tag, None)
         state = dataclasses.replace(read_state(image, "pixdex"), path=None, signature=None, digest=None)
-        results[writer] = (seen, state, embedding.read_embedding(read_sidecar(sidecar_path(image)), "clip@1", "0123abcd"))
+        kept = embedding.read_embedding(read_sidecar(sidecar_path(image)), "clip@1", "0123abcd")
+        results[writer] = (seen, state, kept)
     (seen_a, state_a, vector_a), (seen_b, state_b, vector_b) = results.values()
     assert seen_a == seen_b and state_a == state_b
     assert np.array_equal(vector_a, vector_b) and vector_a is not None
@@ -377,7 +378,8 @@ def test_the_rdf_xml_editor_on_odd_layouts(name: str, image: Path, exiftool: str
     assert side.read_text().count("dc:subject>") == 2  # in one place (an opening and a closing tag)
     assert {k: v for k, v in seen.items() if k in before} == before
     assert [v for k, v in seen.items() if k.endswith(":Model")] == ["m2"] and edit_back.error is None
-    owned = [keys.URIS[k] for k in (keys.SUBJECT, keys.HIERARCHICAL, keys.TAGS_LIST, keys.METADATA_DATE)] + [keys.PIXDEX_NS + "*"]
+    owned = [*(keys.URIS[k] for k in (keys.SUBJECT, keys.HIERARCHICAL, keys.TAGS_LIST, keys.METADATA_DATE)),
+             keys.PIXDEX_NS + "*"]
     assert changed_triples(original, side.read_bytes(), owned) == []
 
 

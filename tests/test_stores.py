@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import tantivy
-
 from conftest import gradient, noise
+
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.catalog.rows import FileStat
+from pixdex.indexer.digest import content_hash
 from pixdex.indexer.fulltext import SCHEMA_VERSION, FullText, open_for_reading
 from pixdex.indexer.layout import Layout
 from pixdex.indexer.scan.diff import diff_tree
-from pixdex.indexer.digest import content_hash
 from pixdex.indexer.sections import IndexSettings, PipelineSettings
 from pixdex.indexer.vectors import VectorIndex
 from pixdex.indexer.writer import Writer
@@ -218,6 +218,7 @@ def test_queue_order_is_asked_then_new_or_changed_then_backfill_and_entries_merg
 
 def test_reindex_asks_for_inference_even_when_the_content_is_unchanged(env: object, capsys: object) -> None:
     from conftest import make_library
+
     from pixdex.indexer.core import Indexer
     from pixdex.indexer.settings import load_config
 
@@ -243,7 +244,8 @@ def test_a_data_directory_from_the_foundation_is_upgraded_without_reembedding(en
     _, before, _ = env.cli("search", "tram", "--json", capsys=capsys)  # type: ignore[attr-defined]
     data = env.data  # type: ignore[attr-defined]
     db = sqlite3.connect(data / "catalog.sqlite3")  # back to what pixdex 0.1's index left
-    db.executescript("DROP TABLE queue; DROP TABLE embeddings; DROP TABLE tombstones; DROP TABLE meta; DROP TABLE collections; DROP TABLE live; "
+    db.executescript("DROP TABLE queue; DROP TABLE embeddings; DROP TABLE tombstones; DROP TABLE meta; "
+                     "DROP TABLE collections; DROP TABLE live; "
                      "DROP TABLE sidecar_drops; DROP TABLE folder_errors; "
                      "DROP INDEX images_gen; ALTER TABLE images DROP COLUMN gen; ALTER TABLE images DROP COLUMN side; "
                      "ALTER TABLE images DROP COLUMN rejected; ALTER TABLE images DROP COLUMN embedded; "

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import PIXDEX, REPO, make_library, noise
 from served import Served, wait_for
 
@@ -221,7 +220,8 @@ def test_pixdex_open_prints_a_link_and_says_when_no_daemon_runs(site: Served, tm
     alone = subprocess.run([str(PIXDEX), "--config", str(site.config), "open"], env=environ, capture_output=True,
                            text=True, timeout=60)
     assert alone.returncode == 2 and "no pixdex daemon answers" in alone.stderr and "pixdex serve" in alone.stderr
-    for opener, code in (("false", 2), ("true", 0)):  # a browser that cannot start (xdg-open exits 3), and one that does
+    # a browser that cannot start (xdg-open exits 3), and one that does
+    for opener, code in (("false", 2), ("true", 0)):
         config = tmp_path / f"{opener}.toml"
         config.write_text(site.config.read_text() + f'\n[desktop]\nopener = "{opener}"\n')
         opened = subprocess.run([str(PIXDEX), "--config", str(config), "open", "boat"], env=site.environ,
@@ -277,7 +277,8 @@ def chromium() -> Iterator[object]:
     with sync.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"])
         yield browser
         browser.close()
@@ -335,7 +336,8 @@ def test_the_page_searches_opens_a_result_edits_a_keyword_and_shows_progress(
 
         # Live progress: a new image, indexed while the page watches the event stream.
         noise(61).save(site.folders[0] / "arrived_while_watching.jpg")
-        page.wait_for_function("() => document.querySelector('#progress-text').textContent.includes('arrived_while_watching.jpg')"
+        page.wait_for_function(
+            "() => document.querySelector('#progress-text').textContent.includes('arrived_while_watching.jpg')"
             " || document.querySelector('#progress-text').textContent.startsWith('indexing')", timeout=30_000)
         page.click("#pause")
         wait_for(lambda: site.status()["daemon"]["paused"], timeout=10, what="the page's pause")

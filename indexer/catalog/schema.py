@@ -79,7 +79,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE embeddings6 RENAME TO embeddings;
     CREATE INDEX embeddings_model ON embeddings (model);
     CREATE TABLE live (what TEXT PRIMARY KEY, model TEXT NOT NULL, since REAL NOT NULL);
-    INSERT INTO live SELECT 'clip', model, CAST(strftime('%s', 'now') AS REAL) FROM embeddings GROUP BY model ORDER BY count(*) DESC LIMIT 1;
+    INSERT INTO live SELECT 'clip', model, CAST(strftime('%s', 'now') AS REAL) FROM embeddings
+        GROUP BY model ORDER BY count(*) DESC LIMIT 1;
     """,
     # 7: `sidecar_drops`: deleted images whose sidecar (if pixdex's alone) is still to remove — written with the
     # deletion, gone once removed, so a crash in between leaves no sidecar behind for good. `folder_errors`:

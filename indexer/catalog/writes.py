@@ -145,7 +145,8 @@ class Writes:
     def forget_sidecar_drops(self, paths: Iterable[bytes]) -> None:
         self.db.executemany("DELETE FROM sidecar_drops WHERE path = ?", [(p,) for p in paths])
 
-    def set_folder_errors(self, deep: Iterable[bytes], shallow: Iterable[bytes], errors: list[tuple[bytes, str]]) -> None:
+    def set_folder_errors(self, deep: Iterable[bytes], shallow: Iterable[bytes],
+                          errors: list[tuple[bytes, str]]) -> None:
         """What a scan of `deep` folders (with what is below) and `shallow` ones found unreadable, replacing
         what earlier scans of them found."""
         for folder in deep:

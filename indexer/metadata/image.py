@@ -103,7 +103,7 @@ def _block(read: Any, name: str, decode: Any, notes: list[str]) -> dict[str, Any
     try:
         values = dict(read(encoding="latin-1"))
         decoded: dict[str, Any] = decode(values, notes)
-    except Exception as exc:  # exiv2's RuntimeError, or a value no decoding fits: this block only is lost
+    except Exception as exc:  # noqa: BLE001 - exiv2's RuntimeError, or a value no decoding fits: this block only is lost
         notes.append(f"{name} metadata is unreadable and was skipped ({str(exc).strip() or type(exc).__name__})")
         return {}
     return decoded

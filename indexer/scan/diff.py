@@ -87,7 +87,9 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
                 diff.stale.append(row)
             else:
                 diff.unchanged.append(row)
-                if (st.side != row.side and st.path not in writing and (st.path not in own or own[st.path] != st.side)) or (sidecars_written and st.side is None and row.side is None and _owes_sidecar(row)):
+                side_changed = st.side != row.side and st.path not in writing and own.get(st.path) != st.side
+                owes = sidecars_written and st.side is None and row.side is None and _owes_sidecar(row)
+                if side_changed or owes:
                     diff.sidecar.append(row)
     unreadable = [path for path, _ in diff.errors]
     gone = [row for row in known.values() if not below_any(row.path, unreadable)]

@@ -26,7 +26,9 @@ def encode_embedding(vector: Any) -> str:
 def read_embedding(xmp: dict[str, Any], model_id: str, content_hash: str) -> Any:
     """The embedding a sidecar holds for `model_id` and the image content `content_hash` (float32, unit
     length), or None: absent, of another model or another content, or failing its checksum."""
-    if not model_id or str(xmp.get(EMBEDDING_MODEL) or "") != model_id or str(xmp.get(EMBEDDING_OF) or "") != content_hash:
+    if not model_id or str(xmp.get(EMBEDDING_MODEL) or "") != model_id:
+        return None
+    if str(xmp.get(EMBEDDING_OF) or "") != content_hash:
         return None
     try:  # anything malformed is no embedding (the image is then embedded by the model), never an error
         dtype, dim, checksum, payload = str(xmp.get(EMBEDDING) or "").split(":", 3)

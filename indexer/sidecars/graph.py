@@ -40,7 +40,7 @@ def graph_of(packet: bytes) -> rdflib.Graph:
         return graph
     try:
         graph.parse(data=ET.tostring(rdf, encoding="unicode"), format="xml", publicID=BASE)
-    except Exception as exc:  # rdflib raises several kinds for malformed RDF/XML
+    except Exception as exc:  # noqa: BLE001 - rdflib raises several kinds for malformed RDF/XML
         raise NotRdf(f"not valid RDF/XML ({type(exc).__name__}: {exc})") from None
     return graph
 
@@ -161,7 +161,8 @@ def _value(graph: rdflib.Graph, node: Node) -> object:
         return str(node)
     kinds = {str(o) for o in graph.objects(node, rdflib.URIRef(RDF_NS + "type"))}
     items = sorted(((int(str(p)[len(RDF_NS) + 1:]), o) for _x, p, o in graph.triples((node, None, None))
-                    if str(p).startswith(RDF_NS + "_") and str(p)[len(RDF_NS) + 1:].isdigit()), key=lambda item: item[0])
+                    if str(p).startswith(RDF_NS + "_") and str(p)[len(RDF_NS) + 1:].isdigit()),
+                   key=lambda item: item[0])
     if RDF_NS + "Alt" in kinds:
         return {f'lang="{getattr(o, "language", None) or "x-default"}"': str(o) for _n, o in items}
     if kinds & {RDF_NS + "Bag", RDF_NS + "Seq"} or items:

@@ -132,9 +132,8 @@ def plan_keywords(xmp: dict[str, Any], machine_tags: Iterable[str], parent: str,
     made through pixdex (removing a machine keyword rejects it)."""
     gone = set(remove)
     rejected = list(dict.fromkeys([*rejected_now(xmp, parent), *also_rejected]))
-    old_machine = set(as_list(xmp.get(MACHINE))) | {p[1] for p in map(lambda h: _path_of(h, "|"),
-                                                                       as_list(xmp.get(HIERARCHICAL)))
-                                                    if len(p) == 2 and p[0] == parent}
+    paths = (_path_of(h, "|") for h in as_list(xmp.get(HIERARCHICAL)))
+    old_machine = set(as_list(xmp.get(MACHINE))) | {p[1] for p in paths if len(p) == 2 and p[0] == parent}
     rejected += [t for t in gone if t in old_machine and t not in rejected]
     dropped = removed_person(xmp)
     person = [p for p in person_paths(xmp, parent) if p[-1] not in gone and "|".join(p) not in gone]

@@ -178,7 +178,8 @@ class _Document:
         if isinstance(value, dict) or key in LANG_ALT_KEYS:
             _set_members(_append(element, etree.SubElement(element, f"{{{RDF}}}Alt")), _alt_items(value))
         elif isinstance(value, list):
-            _set_members(_append(element, etree.SubElement(element, f"{{{RDF}}}{kind}")), [(None, str(v)) for v in value])
+            _set_members(_append(element, etree.SubElement(element, f"{{{RDF}}}{kind}")),
+                         [(None, str(v)) for v in value])
         else:
             element.text = str(value)
 
@@ -192,7 +193,8 @@ class _Document:
         if declared is not None:
             return declared
         if self.block is None:
-            taken = {(p, u) for e in self.rdf.getroottree().iter() if isinstance(e.tag, str) for p, u in e.nsmap.items()}
+            taken = {(p, u) for e in self.rdf.getroottree().iter() if isinstance(e.tag, str)
+                     for p, u in e.nsmap.items()}
             nsmap = {_free_prefix(xml, uri, taken): uri for uri, xml in sorted(self.homeless, key=_order)}
             self.block = _append(self.rdf, etree.SubElement(self.rdf, f"{{{RDF}}}Description", {ABOUT: self.about},
                                                             nsmap=nsmap))

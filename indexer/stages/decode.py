@@ -43,7 +43,7 @@ class Decode(Flow):
                 self._finish_decode(work, future)
                 if self._stopping.is_set() or not self._put(outbox, work):
                     break
-        for work, future in pending:
+        for _work, future in pending:
             future.cancel()
         send_stop(outbox)
 
@@ -82,7 +82,7 @@ class Decode(Flow):
         except OSError as exc:  # vanished, unreadable, name too long: this file's failure
             work.error = f"cannot read file: {exc.strerror or exc}"
             work.vanished = isinstance(exc, FileNotFoundError)
-        except Exception as exc:  # a hostile file must never stop the run
+        except Exception as exc:  # noqa: BLE001 - a hostile file must never stop the run
             log.warning("unexpected error decoding %s: %r", display_path(work.entry.row.path), exc)
             work.error = f"unexpected {type(exc).__name__}: {exc}"
         self.stats.add_time("decode wait", time.perf_counter() - start)

@@ -7,6 +7,7 @@ Each stage is a mixin of `Flow` in its own module; `pipeline.Pipeline` combines 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -125,10 +126,8 @@ def send_stop(outbox: Inbox) -> None:
             outbox.put_nowait(STOP)
             return
         except queue.Full:
-            try:
+            with contextlib.suppress(queue.Empty):
                 outbox.get_nowait()
-            except queue.Empty:
-                pass
 
 
 def get_nowait(inbox: Inbox) -> Any:

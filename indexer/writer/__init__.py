@@ -129,7 +129,7 @@ class Writer(Commands):
     def _commit(self, group: list[tuple[Command, Future[Any]]]) -> None:
         try:
             results = self._transaction([c for c, _ in group])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the group failed: each command is retried alone below
             if len(group) > 1:
                 for one in group:
                     self._commit([one])
