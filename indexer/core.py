@@ -135,7 +135,8 @@ class Indexer:
         self.describer = Describer(
             settings, self.layout.catalog,
             prepare=lambda path: pool.schedule(
-                prepare_for_llm, (path, settings.max_side, self.config.decode.max_pixels), timeout=120),
+                prepare_for_llm, (path, settings.max_side, self.config.decode.max_pixels,
+                                  self.config.decode.max_megabytes << 20), timeout=120),
             write=self.sidecars.describe, record=self.writer.described, paused=self.pipeline.paused.is_set,
             listener=lambda kind, data: self.pipeline.listener and self.pipeline.listener(kind, data),
             environ=self.config.environ)

@@ -22,21 +22,35 @@ TEMP_PREFIX = ".pixdex-tmp-"
 STALE_AFTER = 3600.0  # a temp file of a live process older than this is stale as well
 
 
-def read_regular(path: bytes) -> tuple[bytes, os.stat_result]:
+MAX_BYTES = 1024 << 20  # `decode.max_megabytes`' default
+
+
+def read_regular(path: bytes, max_bytes: int = MAX_BYTES) -> tuple[bytes, os.stat_result]:
     """The bytes of a regular file and the stat of what was read. A FIFO, device or folder is refused
-    at once (opened non-blocking, so a FIFO cannot hang the reader)."""
+    at once (opened non-blocking, so a FIFO cannot hang the reader), and so is a file over `max_bytes`
+    (before reading, and again if it grows while being read)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ReadError(os.fsdecode(path), "not a regular file (a pipe, device or folder); pixdex reads only "
                                                "image files")
-        chunks = []
+        if st.st_size > max_bytes:
+            raise _too_large(path, st.st_size, max_bytes)
+        chunks, read = [], 0
         while chunk := os.read(fd, 1 << 20):
+            read += len(chunk)
+            if read > max_bytes:
+                raise _too_large(path, read, max_bytes)
             chunks.append(chunk)
         return b"".join(chunks), st
     finally:
         os.close(fd)
+
+
+def _too_large(path: bytes, size: int, max_bytes: int) -> ReadError:
+    return ReadError(os.fsdecode(path), f"{size / 2**20:,.0f} MB, more than decode.max_megabytes "
+                                        f"({max_bytes / 2**20:,.0f}); raise it in the config to index this file")
 
 
 def temp_name(directory: Path) -> Path:

@@ -25,7 +25,7 @@ from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.decode import ExifFacts, decode_image, probe_image
 from pixdex.indexer.digest import content_hash
 from pixdex.indexer.errors import ReadError
-from pixdex.indexer.files import read_regular
+from pixdex.indexer.files import MAX_BYTES, read_regular
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
 
 
@@ -52,6 +52,7 @@ class DecodeSpec:
     # content — no decode, no model (`sidecars.carried`).
     from_sidecar: FromSidecar | None = None
     dim: int = 0  # the CLIP embedding's dimension
+    max_bytes: int = MAX_BYTES  # larger files are not read
 
 
 @dataclass
@@ -94,7 +95,7 @@ def prepare(path: bytes, spec: DecodeSpec) -> Prepared:
 def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
     faults.crash_on(path)
     faults.hold("decode", [path])
-    data, st = read_regular(path)
+    data, st = read_regular(path, spec.max_bytes)
     item = Prepared(FileStat.of(path, st), content_hash(data))
     if item.digest == spec.known_hash:
         item.same_content = True
@@ -142,12 +143,12 @@ def prepare_query_image(data: bytes, name: str, spec: DecodeSpec) -> NDArray[np.
     return clip_preprocess(decoded.image, spec.clip)
 
 
-def prepare_for_llm(path: bytes, max_side: int, max_pixels: int) -> tuple[bytes, str]:
+def prepare_for_llm(path: bytes, max_side: int, max_pixels: int, max_bytes: int = MAX_BYTES) -> tuple[bytes, str]:
     """The image as a vision LLM gets it: EXIF orientation applied, at most `max_side` on its long side,
     JPEG; with the content hash it was read at. Raises ReadError naming the file."""
     image_path = os.fsdecode(path)
     try:
-        data, _st = read_regular(path)
+        data, _st = read_regular(path, max_bytes)
     except OSError as exc:
         raise ReadError(image_path, f"cannot read: {exc.strerror or exc}") from None
     with Captured():

@@ -120,6 +120,9 @@ class DescribeSettings:
 class DecodeSettings:
     max_pixels: int = setting(150_000_000, "Images with more pixels are refused as decompression bombs.",
                               min=1_000_000)
+    max_megabytes: int = setting(1024, "Files larger than this are not read (recorded as failed, with the reason), so "
+                                       "one huge file cannot exhaust the memory; raise it for giant TIFF panoramas.",
+                                 min=1, max=1 << 20)
     workers: int = setting(2, "Decoding worker processes (read, hash, decode, preprocess, sidecars).", min=1, max=64)
     lookahead_batches: int = setting(3, "Batches decoded ahead of the model.", min=1, max=64)
     timeout: float = setting(120.0, "Seconds one file may take to decode before it is recorded as failed.",

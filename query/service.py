@@ -317,7 +317,7 @@ class SearchService:
             if clip is None:
                 raise ModelError(f"{display_path(path)} is not indexed, and {self.no_clip_message()}")
             try:
-                data, _ = read_regular(os.fsencode(path))
+                data, _ = read_regular(os.fsencode(path), self.config.decode.max_megabytes << 20)
             except OSError as exc:
                 raise ReadError(path, f"cannot read query image: {exc.strerror or exc}") from exc
             decoded = decode_image(data, str(path), clip.image_size, self.config.decode.max_pixels)

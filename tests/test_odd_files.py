@@ -161,3 +161,25 @@ def test_a_root_that_is_a_link_keeps_its_rows_when_paths_become_resolved(env: En
     summary = env.index_json(capsys)
     assert (summary["moved"], summary["new"], summary["embedded"]) == (9, 0, 0)
     assert all(p.startswith(str(real)) for p in rows(env))
+
+
+def test_a_file_over_the_size_limit_is_refused_unread_and_the_run_goes_on(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a trial: a 10 GB file named .jpg was read whole into memory. Now its size is checked before
+    reading (a sparse 4 GiB file: nothing on disk, and nothing read), and a file that is over the configured
+    `decode.max_megabytes` is refused with a reason that says which setting to raise."""
+    make_library(env.pics)
+    huge = env.pics / "huge.jpg"
+    with open(huge, "wb") as handle:
+        handle.truncate(4 << 30)
+    summary = env.index_json(capsys)
+    assert summary["new"] == 10 and summary["failed"] == 1, summary
+    state, reason, _ = rows(env)[str(huge)]
+    assert state == "failed" and reason is not None and "4,096 MB, more than decode.max_megabytes (1,024)" in reason
+    assert "raise it" in reason
+    big = env.pics / "big_noise.png"
+    gradient(7).resize((1400, 1400)).save(big, compress_level=0)  # ~5.9 MB
+    env.config.write_text(env.config.read_text() + "\n[decode]\nmax_megabytes = 2\n")
+    env.index_json(capsys)
+    assert "more than decode.max_megabytes (2)" in str(rows(env)[str(big)][1])
+    assert {state for path, (state, _, _) in rows(env).items() if path not in (str(huge), str(big))} == {"done"}
