@@ -52,7 +52,7 @@ from pixdex.indexer.sidecars.naming import is_raw_name, is_sidecar_name
 log = logging.getLogger(__name__)
 
 EVENTS = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent, DirCreatedEvent,
-          DirDeletedEvent, DirMovedEvent, FileAttribEvent]  # not opens nor close-without-write; attributes: sidecars
+          DirDeletedEvent, DirMovedEvent, FileAttribEvent]  # not opens nor close-without-write
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "davfs", "sshfs", "lustre"}
 MAX_WAIT = 3.0  # events that never stop (a long copy) still get rescanned this often
 WATCHES_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
@@ -225,8 +225,8 @@ class Watcher(FileSystemEventHandler):
                     continue
                 if not (is_image_name(name) or is_sidecar_name(name) or is_raw_name(name)) or name.startswith(b"."):
                     continue  # a RAW counts: arriving, it takes the IMG.xmp a JPEG beside it used (docs/SIDECARS.md)
-                if isinstance(event, FileAttribEvent) and not is_sidecar_name(name):
-                    continue  # a sidecar made writable is worth a look (pixdex may write it now); an image's mode not
+                # Attributes are worth a look: a sidecar made writable (pixdex may write it now), an image made
+                # readable (it failed for want of permission); the folder's scan compares stats, cheaply.
                 if isinstance(event, (FileModifiedEvent, FileCreatedEvent)) and is_image_name(name):
                     self._writing[path] = now  # a sidecar is read as it is: a half-written one is read again
                 elif isinstance(event, FileClosedEvent) or n == 0:

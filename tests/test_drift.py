@@ -168,6 +168,38 @@ def test_changes_made_while_a_folder_was_unreadable_are_indexed_once_it_is_reada
     check_consistent(daemon.data, pics)
 
 
+@pytest.mark.slow
+def test_a_file_that_failed_for_want_of_permission_is_indexed_once_it_is_readable(
+        tmp_path: Path, model_dir: Path) -> None:
+    """Found by a trial: an image of mode 000 failed with "Permission denied"; `chmod 644` changes no content, size
+    or mtime, so the file stayed failed for good. The daemon runs without root's file capabilities (setpriv)."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for n in range(3):
+        noise(n).save(pics / f"img{n}.png")
+    locked = pics / "locked.png"
+    noise(9).save(locked)
+    locked.chmod(0o000)
+    daemon = Served(tmp_path, model_dir, [pics])
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv (util-linux) is needed to run the daemon without root's file capabilities")
+        daemon.command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *daemon.command]
+    daemon.start()
+    try:
+        wait_for(lambda: daemon.idle() and len(daemon.listed()) == 3 and daemon.get("/failures"), timeout=60,
+                 what="indexing, and the locked file's failure")
+        [failure] = daemon.get("/failures")
+        assert failure["path"] == str(locked) and "Permission denied" in failure["reason"], failure
+        locked.chmod(0o644)
+        wait_for(lambda: daemon.idle() and len(daemon.listed()) == 4, timeout=60, what="the file to be indexed")
+        assert not daemon.get("/failures")
+    finally:
+        locked.chmod(0o644)
+        daemon.stop()
+    check_consistent(daemon.data, pics)
+
+
 def _as_root_write(folder: Path, name: str, seed: int) -> None:
     """Write into a folder of mode 000: the test runs as root (or as the owner, after a brief chmod)."""
     if os.geteuid() != 0:

@@ -24,7 +24,8 @@ class Diff:
     changed: list[tuple[ImageRow, FileStat]] = field(default_factory=list)
     unchanged: list[ImageRow] = field(default_factory=list)
     stale: list[ImageRow] = field(default_factory=list)  # unchanged on disk, but pending or made by other models
-    failed: list[ImageRow] = field(default_factory=list)  # failed before and unchanged since: not retried
+    # failed before and unchanged since: not retried (unless it failed for want of permission and may be read now)
+    failed: list[ImageRow] = field(default_factory=list)
     moved: list[tuple[ImageRow, FileStat]] = field(default_factory=list)
     removed: list[ImageRow] = field(default_factory=list)
     sidecar: list[ImageRow] = field(default_factory=list)  # the image is unchanged, its sidecar is not
@@ -81,6 +82,8 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
                 diff.changed.append((row, st))
             elif not row.same_file(st):
                 diff.unchanged.append(row)  # pixdex wrote the image's XMP itself; the writer records its stat
+            elif row.state == "failed" and _readable_again(row):
+                diff.changed.append((row, st))  # a chmod changes no content, size or mtime: it is tried again
             elif row.state == "failed":
                 diff.failed.append(row)
             elif not row.current_for(model_ids):
@@ -95,6 +98,12 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
     gone = [row for row in known.values() if not below_any(row.path, unreadable)]
     find_moves(diff, gone, catalog.queued_among([r.id for r in gone]) if gone else set())
     return diff
+
+
+def _readable_again(row: ImageRow) -> bool:
+    """A file that failed because it could not be read (permissions) and can be now."""
+    denied = row.reason is not None and ("Permission denied" in row.reason or "not permitted" in row.reason)
+    return denied and os.access(row.path, os.R_OK)
 
 
 def _owes_sidecar(row: ImageRow) -> bool:
