@@ -33,7 +33,7 @@ from pixdex.indexer.paths import display_path
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
+SCHEMA_VERSION = 7  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
 # tantivy keeps dates as i64 nanoseconds: 1677-09-21 … 2262-04-11. Dates outside are dropped.
 DATE_MIN, DATE_MAX = datetime(1678, 1, 1), datetime(2262, 1, 1)
 
@@ -171,6 +171,17 @@ def folded_line(text: str) -> str:
     return " ".join("".join(_LINE.analyze(nfc(text))).split())
 
 
+_NAME_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z0-9])|(?<=[a-z0-9])-(?=[a-z])")
+
+
+def lines_of(value: str) -> list[str]:
+    """A camera's or lens's folded line, and the same without the hyphens its model name has beside a letter, as
+    people type it (`X-T3` is found as `xt3`, `EF-S` as `efs`; `24-70` keeps its hyphen)."""
+    line = folded_line(value)
+    compact = _NAME_HYPHEN.sub("", line)
+    return [line] if compact == line else [line, compact]
+
+
 def line_pattern(value: str) -> str:
     """The regular expression a folded line matches when it holds `value` as people type it: each word in order,
     a word starting where one starts — a number also inside a word (`50mm` in `ef50mm`), and not inside a longer
@@ -262,12 +273,14 @@ class FullText:
         out.add_text("ocr", nfc(doc.ocr))
         out.add_text("metadata", nfc(doc.metadata))
         out.add_text("camera", doc.camera)
-        out.add_text("camera_line", folded_line(doc.camera))
+        for line in lines_of(doc.camera):
+            out.add_text("camera_line", line)
         out.add_text("cjk", nfc(" ".join([path.name, *doc.tags, doc.description, doc.ocr, doc.metadata])))
         date = in_date_range(doc.date)
         if date is not None:
             out.add_date("date", date)
-        out.add_text("lens", folded_line(doc.lens))
+        for line in lines_of(doc.lens):
+            out.add_text("lens", line)
         out.add_text("orientation", orientation_of(doc.numbers.get("w"), doc.numbers.get("h")))
         for name, value in doc.numbers.items():
             out.add_integer(name, value)
