@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-from pixdex.daemon.core_api import CALLS
+from pixdex.daemon.core_api import CALLS, Core
 from pixdex.daemon.core_process import CLOSE, SIGNALS
 from pixdex.daemon.indexing_core import IndexingCore
 from pixdex.daemon.logs import setup_logging
@@ -70,7 +70,7 @@ class CoreHost:
         self._send_lock = threading.Lock()
         self.daemon = Daemon(config, PipeBus(self.send), holder)
         self.daemon.on_collections = lambda collections: self.send(("collections", collections))
-        self.core = IndexingCore(self.daemon)
+        self.core: Core = IndexingCore(self.daemon)
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock, contextlib.suppress(OSError, ValueError):  # the parent gone: PR_SET_PDEATHSIG ends us

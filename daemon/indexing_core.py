@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 from numpy.typing import NDArray
 
-from pixdex.daemon.core_api import Unavailable, Watch
+from pixdex.daemon.core_api import Core, Unavailable, Watch
 from pixdex.daemon.runtime import Daemon
 from pixdex.indexer import thumbnails
 from pixdex.indexer.errors import ModelError
@@ -21,7 +21,9 @@ from pixdex.indexer.prepare import DecodeSpec, prepare_query_image
 from pixdex.indexer.settings import Config
 
 
-class IndexingCore:
+class IndexingCore(Core):
+    """Declared a `Core`: a method renamed or retyped here (or there) is a type error where it is made."""
+
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
