@@ -75,7 +75,17 @@ def swap_in(layout: Layout, built: Layout, aside: Path) -> None:
 
 
 def finish_swap(layout: Layout) -> bool:
-    """Finish a swap that a crash cut short (or do the one `swap_in` wrote down); True if there was one."""
+    """Finish a swap that a crash cut short (or do the one `swap_in` wrote down), then remove what builds that
+    were cut short left (``rebuild-*.partial/``: the lock is held, so none is being built); True if there was a
+    swap to finish."""
+    finished = _finish_swap(layout)
+    for stale in layout.root.glob("rebuild-*.partial"):
+        log.info("rebuild: removing %s, left by a rebuild that was cut short", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    return finished
+
+
+def _finish_swap(layout: Layout) -> bool:
     marker = layout.root / MARKER
     try:
         plan = json.loads(marker.read_text())

@@ -318,3 +318,14 @@ def test_ids_travel_with_the_sidecars(library: Env, tmp_path: Path, capsys: pyte
     assert status == 0, err
     assert _ids(library) == ids
     check_consistent(library.data, library.pics)
+
+
+def test_what_a_killed_rebuild_left_is_removed_at_the_next_open(library: Env,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a trial: a rebuild killed while building left its `rebuild-*.partial/` (a whole catalog and
+    indexes) until the next rebuild. The next run that opens the data directory removes it."""
+    stale = library.data / "rebuild-20261203-101010.partial"
+    (stale / "fulltext").mkdir(parents=True)
+    (stale / "catalog.sqlite3").write_bytes(b"half a catalog")
+    library.index_json(capsys)
+    assert not stale.exists()

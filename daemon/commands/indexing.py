@@ -128,13 +128,10 @@ def cmd_rebuild(args: argparse.Namespace, config: Config) -> int:
     layout = config.layout
     lock = lock_data_dir(layout.root, layout.lock)  # held throughout: no daemon or index run starts meanwhile
     try:
-        rebuild.finish_swap(layout)
+        rebuild.finish_swap(layout)  # and removes what a rebuild cut short left
         old = rebuild.previous(layout)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         built = Layout(layout.root / f"rebuild-{stamp}.partial")
-        shutil.rmtree(built.root, ignore_errors=True)
-        for stale in layout.root.glob("rebuild-*.partial"):  # left by a rebuild that was cut short
-            shutil.rmtree(stale, ignore_errors=True)
         building = dataclasses.replace(config, paths=dataclasses.replace(
             config.paths, data_dir=str(built.root), model_dir=str(config.model_dir)))
         if old.collections:
