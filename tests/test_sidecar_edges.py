@@ -188,14 +188,32 @@ def test_a_raw_beside_an_adopted_sidecar_hands_the_keywords_over(tmp_path: Path,
     assert raws["Xmp.xmp.Rating"] == "4" and raws["Xmp.dc.description"] == {'lang="x-default"': "Our garden, 1998"}
 
 
-def test_a_sidecar_pixdex_never_wrote_for_the_jpeg_is_not_taken_from(tmp_path: Path) -> None:
+def test_a_raws_own_sidecar_lends_its_keywords_to_the_jpeg_and_stays_untouched(tmp_path: Path,
+                                                                               exiftool: str) -> None:
+    """Found by a trial: with IMG.CR2, IMG.jpg and Lightroom's IMG.xmp (for the RAW, all along), the JPEG's new
+    sidecar had none of the person's keywords, and pixdex does not index RAW files: "Grandma" found nothing.
+    Now the JPEG's new sidecar starts with them (a copy); IMG.xmp stays byte for byte."""
     jpeg = tmp_path / "IMG_11.jpg"
     solid((1, 2, 3)).save(jpeg)
     (tmp_path / "IMG_11.CR2").write_bytes(b"raw")
-    (tmp_path / "IMG_11.xmp").write_text(PERSON_SIDECAR)  # Lightroom's, for the RAW, all along
+    (tmp_path / "IMG_11.xmp").write_text(PERSON_SIDECAR)
     state = write_tags(jpeg, ["cat"], "pixdex", "m")
-    assert [p["name"] for p in state.person] == []
+    assert {p["name"] for p in state.person} == {"Grandma", "dog"}
+    assert state.path == bytes(tmp_path / "IMG_11.jpg.xmp")
+    for program, keywords in keywords_as_programs_see(exiftool, tmp_path / "IMG_11.jpg.xmp").items():
+        assert {"Grandma", "dog", "cat"} <= {leaf(k) for k in keywords}, program
     assert (tmp_path / "IMG_11.xmp").read_text() == PERSON_SIDECAR
+
+
+def test_a_person_sidecar_of_another_image_with_the_stem_lends_nothing(tmp_path: Path) -> None:
+    """Only a RAW's: IMG.png beside IMG.jpg share no keywords through an IMG.xmp pixdex never wrote."""
+    jpeg = tmp_path / "IMG_12.jpg"
+    solid((1, 2, 3)).save(jpeg)
+    solid((3, 2, 1)).save(tmp_path / "IMG_12.png")
+    (tmp_path / "IMG_12.xmp").write_text(PERSON_SIDECAR)
+    state = write_tags(jpeg, ["cat"], "pixdex", "m")
+    assert state.path == bytes(tmp_path / "IMG_12.jpg.xmp") and state.person == []
+    assert (tmp_path / "IMG_12.xmp").read_text() == PERSON_SIDECAR
 
 
 def test_a_raw_arriving_is_noticed_by_the_scanner(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

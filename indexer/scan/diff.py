@@ -90,7 +90,8 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
                 diff.stale.append(row)
             else:
                 diff.unchanged.append(row)
-                side_changed = st.side != row.side and st.path not in writing and own.get(st.path) != st.side
+                not_own = st.path not in own or own[st.path] != st.side  # (a sidecar gone is None in both)
+                side_changed = st.side != row.side and st.path not in writing and not_own
                 owes = sidecars_written and st.side is None and row.side is None and _owes_sidecar(row)
                 if side_changed or owes:
                     diff.sidecar.append(row)

@@ -8,7 +8,8 @@ used ``IMG.xmp`` while it was alone gets its own ``IMG.JPG.xmp`` once ``IMG.CR2`
 starts with the person's keywords (and rejections) from ``IMG.xmp``, which keeps them (`adopted`), and
 pixdex's own keywords and record then leave ``IMG.xmp`` (`merge.release`: they were made for the JPEG). Which
 ``IMG.xmp`` was the JPEG's: one with pixdex's record in it whose embedding, when it has one, was made from
-this very JPEG.
+this very JPEG. A person's ``IMG.xmp`` for the RAW (pixdex never wrote in it) lends a copy of its keywords
+to a JPEG beside the RAW that has no sidecar yet, and is left as it is.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pixdex.indexer.sidecars.keys import (
     TITLE,
 )
 from pixdex.indexer.sidecars.keywords import escape_level, person_paths, rejected_now
-from pixdex.indexer.sidecars.naming import folder_names, siblings, sidecar_name_of, stem_sidecar_name
+from pixdex.indexer.sidecars.naming import folder_names, is_raw_name, siblings, sidecar_name_of, stem_sidecar_name
 from pixdex.indexer.sidecars.read import read_sidecar
 
 SEEDED = {  # a new sidecar's fields taken from the image's reconciled metadata
@@ -86,7 +87,11 @@ def adopted(image: Path, digest: str | None, parent: str, xmp: dict[str, Any],
             seeded: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
     """For a new sidecar of `image` (whose first packet holds `xmp`, with `seeded` set on top): the ``IMG.xmp``
     the image used before another file took it, and `seeded` with the person's keywords and rejections from
-    it added. (None, `seeded`) when there is no such sidecar."""
+    it added. (None, `seeded`) when there is no such sidecar.
+
+    A RAW+JPEG pair's ``IMG.xmp`` that a person's program wrote for the RAW (pixdex does not index RAW files)
+    lends its keywords too, so the shot is found by them through its JPEG: they are copied into the JPEG's new
+    sidecar, and ``IMG.xmp`` is left as it is (None is returned for it: nothing to release)."""
     names = folder_names(os.fsencode(image.parent))
     found = siblings(names)
     name = stem_sidecar_name(os.fsencode(image.name), names, found)
@@ -98,8 +103,11 @@ def adopted(image: Path, digest: str | None, parent: str, xmp: dict[str, Any],
     except SidecarError:
         return None, seeded
     made_for = str(before.get(EMBEDDING_OF) or "")
-    if not (before.get(MODEL) or before.get(MACHINE)) or (made_for and digest and made_for != digest):
-        return None, seeded  # pixdex never wrote it for an image, or wrote it for another content
+    pixdex_wrote = bool(before.get(MODEL) or before.get(MACHINE))
+    if not pixdex_wrote and not _beside_its_raw(image, names):
+        return None, seeded  # pixdex never wrote it for an image, and it is no RAW's
+    if pixdex_wrote and made_for and digest and made_for != digest:
+        return None, seeded  # pixdex wrote it for another content
     paths = person_paths(before, parent)
     subject = as_list(seeded[SUBJECT] if SUBJECT in seeded else xmp.get(SUBJECT))
     carried = {
@@ -108,4 +116,10 @@ def adopted(image: Path, digest: str | None, parent: str, xmp: dict[str, Any],
                                           *("|".join(escape_level(level) for level in p) for p in paths)])),
         REJECTED: list(dict.fromkeys([*as_list(xmp.get(REJECTED)), *rejected_now(before, parent)])),
     }
-    return path, {**seeded, **carried}
+    return (path if pixdex_wrote else None), {**seeded, **carried}
+
+
+def _beside_its_raw(image: Path, names: set[bytes]) -> bool:
+    """Whether a RAW file with the image's stem (any case) is in its folder."""
+    stem = os.path.splitext(os.fsencode(image.name))[0].lower()
+    return any(is_raw_name(name) and os.path.splitext(name)[0].lower() == stem for name in names)
