@@ -269,7 +269,9 @@ class Indexer:
             time.sleep(poll)
         if self.pipeline.fatal is not None:
             raise self.pipeline.fatal
-        self.phashes.drain()  # rows indexed before pixdex hashed images (or whose sidecar spared the decode)
+        hashed = self.phashes.drain()  # rows indexed before pixdex hashed images (or whose sidecar spared the decode)
+        with self.stats.lock:
+            self.stats.hashed += hashed
 
     def close(self) -> None:
         self._close_opened()
