@@ -6,7 +6,8 @@ parameter; every request is counted for /metrics), then `guard` (header values m
 must be a loopback name — DNS rebinding; writes must not come from another origin; TCP needs a
 bearer token, the Unix socket the same uid as ours).
 Handlers live in `routes_status`, `routes_search`, `routes_items`, `routes_curation`, `routes_duplicates`,
-`routes_library` and `webpage`, on what `http_api` shares; they validate, then run blocking work on a small thread pool so the loop keeps answering.
+`routes_library` and `webpage`, on what `http_api` shares; they validate, then run blocking work on a small
+thread pool so the loop keeps answering.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from aiohttp import web
 
 from pixdex.daemon import (
+    routes_curation,
     routes_duplicates,
     routes_items,
     routes_library,
@@ -206,6 +208,7 @@ def create_app(ctx: Context) -> web.Application:
     limit = int(ctx.config.server.max_upload_mb * 1024 * 1024) + 64 * 1024
     app = web.Application(middlewares=[in_progress, errors, guard], client_max_size=limit)
     app[CONTEXT] = ctx
-    for routes in (routes_status, routes_search, routes_items, routes_duplicates, routes_library, webpage):
+    for routes in (routes_status, routes_search, routes_items, routes_curation, routes_duplicates,
+                   routes_library, webpage):
         routes.add_routes(app)
     return app

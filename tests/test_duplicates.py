@@ -15,7 +15,6 @@ import pytest
 from photos import planted_copies, scene
 
 from pixdex.query.duplicates import candidate_pairs
-from pixdex.query.keeper import choose
 
 PLANTED, OTHERS = 12, 24
 

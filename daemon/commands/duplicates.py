@@ -66,7 +66,8 @@ def print_groups(data: dict[str, Any], as_json: bool) -> int:
             print(f"group {n}: keep #{group['keeper']} — {group['why']}")
             for item in group["items"]:
                 mark = "*" if item["id"] == group["keeper"] else " "
-                print(f"  {mark} {item['width']}×{item['height']}  {item['size'] // 1024:6d} KB  {printable(item['path'])}")
+                size = f"{item['width']}×{item['height']}  {item['size'] // 1024:6d} KB"
+                print(f"  {mark} {size}  {printable(item['path'])}")
         for n, group in enumerate(data.get("similar", []), 1):
             print(f"similar shots {n}:")
             for item in group["items"]:
