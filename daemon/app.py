@@ -6,8 +6,8 @@ parameter; every request is counted for /metrics), then `guard` (header values m
 must be a loopback name — DNS rebinding; writes must not come from another origin; TCP needs a
 bearer token, the Unix socket the same uid as ours).
 Handlers live in `routes_status`, `routes_search`, `routes_items`, `routes_curation`, `routes_duplicates`,
-`routes_library` and `webpage`, on what `http_api` shares; they validate, then run blocking work on a small
-thread pool so the loop keeps answering.
+`routes_timeline`, `routes_library` and `webpage`, on what `http_api` shares; they validate, then run blocking
+work on a small thread pool so the loop keeps answering.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pixdex.daemon import (
     routes_library,
     routes_search,
     routes_status,
+    routes_timeline,
     webpage,
 )
 from pixdex.daemon.core_api import Unavailable
@@ -209,6 +210,6 @@ def create_app(ctx: Context) -> web.Application:
     app = web.Application(middlewares=[in_progress, errors, guard], client_max_size=limit)
     app[CONTEXT] = ctx
     for routes in (routes_status, routes_search, routes_items, routes_curation, routes_duplicates,
-                   routes_library, webpage):
+                   routes_timeline, routes_library, webpage):
         routes.add_routes(app)
     return app
