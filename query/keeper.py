@@ -1,6 +1,6 @@
 """Which copy of a photo to keep (`choose`), and why: the most pixels, then the original format (a camera's RAW,
 HEIC or JPEG before a PNG or WebP made from it), then the oldest file, then the one a person rated or gave
-keywords; the path breaks what ties remain, so the choice is stable."""
+keywords; then the shorter name (a copy's gets " copy", " (2)"…) and the path, so the choice is stable."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ class Copy:
         rated = self.row.fact_dict.get("rating") not in (None, 0)
         return rated or any(t.get("category") == "person" for t in self.row.tag_list)
 
-    def key(self) -> tuple[int, int, int, int, bytes]:
-        return (-self.pixels, self.format_rank, self.row.mtime_ns, 0 if self.curated else 1, self.row.path)
+    def key(self) -> tuple[int, int, int, int, int, bytes]:
+        name = os.path.basename(self.row.path)  # a copy's name is usually the longer ("IMG_1 copy", "IMG_1 (2)")
+        return (-self.pixels, self.format_rank, self.row.mtime_ns, 0 if self.curated else 1, len(name), self.row.path)
 
 
 def choose(rows: list[ImageRow]) -> tuple[ImageRow, str]:
@@ -56,4 +57,4 @@ def choose(rows: list[ImageRow]) -> tuple[ImageRow, str]:
         return best.row, f"the oldest file ({when}), the others came later"
     if best.curated and not all(c.curated for c in rest):
         return best.row, "you rated it or gave it keywords"
-    return best.row, "all alike: the first by path"
+    return best.row, "all alike: the shortest name"

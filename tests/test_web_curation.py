@@ -105,7 +105,7 @@ def test_a_selection_is_rated_at_once(site: Served, chromium: object) -> None:
 
 
 def test_the_timeline_has_month_headings_and_jumps_to_a_year(site: Served, chromium: object) -> None:
-    page, errors = open_page(site, chromium, "/?view=timeline")
+    page, errors = open_page(site, chromium, "/?view=timeline", viewport=(700, 360))  # low: the page must scroll
     try:
         page.wait_for_selector(".month")  # type: ignore[attr-defined]
         headings = page.eval_on_selector_all(".month h2", "h => h.map(x => x.textContent)")  # type: ignore[attr-defined]
