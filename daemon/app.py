@@ -205,11 +205,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.request(route, request.method, status, time.perf_counter() - start)
 
 
+ROUTES = (routes_status, routes_search, routes_items, routes_curation, routes_duplicates, routes_timeline,
+          routes_library, webpage)  # each module's `add_routes` (daemon/openapi.json documents them all)
+
+
 def create_app(ctx: Context) -> web.Application:
     limit = int(ctx.config.server.max_upload_mb * 1024 * 1024) + 64 * 1024
     app = web.Application(middlewares=[in_progress, errors, guard], client_max_size=limit)
     app[CONTEXT] = ctx
-    for routes in (routes_status, routes_search, routes_items, routes_curation, routes_duplicates,
-                   routes_timeline, routes_library, webpage):
+    for routes in ROUTES:
         routes.add_routes(app)
     return app
