@@ -15,20 +15,21 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from pixdex.indexer.catalog.phashes import HASH_BYTES
 from pixdex.indexer.decode import decode_image
 from pixdex.indexer.digest import content_hash
 from pixdex.indexer.files import read_regular
 
-SHORT_BYTES, LONG_BYTES = 8, 32
-HASH_BYTES = SHORT_BYTES + LONG_BYTES
 DECODE_SIDE = 64  # the hash looks at 32×32 pixels: a draft decode this small is plenty
 
 
 def perceptual_hash(image: Image.Image) -> bytes:
     """The 64-bit and the 256-bit DCT hashes of `image` (any mode), as 8 + 32 bytes."""
     grey = image.convert("L")  # once, for both
-    return b"".join(bytes(np.packbits(np.asarray(imagehash.phash(grey, hash_size=size).hash, dtype=np.uint8).ravel()))
+    packed = b"".join(bytes(np.packbits(np.asarray(imagehash.phash(grey, hash_size=size).hash, dtype=np.uint8).ravel()))
                     for size in (8, 16))
+    assert len(packed) == HASH_BYTES
+    return packed
 
 
 def phash_file(path: bytes, max_pixels: int) -> tuple[str, bytes]:
@@ -37,8 +38,3 @@ def phash_file(path: bytes, max_pixels: int) -> tuple[str, bytes]:
     data, _st = read_regular(path)
     decoded = decode_image(data, os.fsdecode(path), DECODE_SIDE, max_pixels)
     return content_hash(data), perceptual_hash(decoded.image)
-
-
-def distance(a: bytes, b: bytes) -> int:
-    """How many bits two 256-bit hashes (the long part of two stored hashes) differ in."""
-    return (int.from_bytes(a[-LONG_BYTES:], "big") ^ int.from_bytes(b[-LONG_BYTES:], "big")).bit_count()

@@ -25,9 +25,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.phashes import LONG_BYTES, SHORT_BYTES, distance
 from pixdex.indexer.catalog.rows import ImageRow
 from pixdex.indexer.paths import display_path
-from pixdex.indexer.phash import LONG_BYTES, SHORT_BYTES, distance
 from pixdex.indexer.settings import Config
 from pixdex.query.keeper import choose
 from pixdex.query.parse import QueryError, parse_query

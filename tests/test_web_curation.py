@@ -47,7 +47,8 @@ def _stamp(year: int, month: int) -> int:
     return int(datetime(year, month, 15, 12, tzinfo=UTC).timestamp())
 
 
-def open_page(site: Served, chromium: object, next_url: str, viewport: tuple[int, int] = (1280, 900)) -> tuple[object, list[str]]:
+def open_page(site: Served, chromium: object, next_url: str, viewport: tuple[int, int] = (1280, 900),
+              ) -> tuple[object, list[str]]:
     page = chromium.new_page(viewport={"width": viewport[0], "height": viewport[1]})  # type: ignore[attr-defined]
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -133,7 +134,8 @@ def test_on_a_phone_the_detail_image_and_tags_stay_inside_the_dialog(site: Serve
         image = page.eval_on_selector("#detail-image", "i => i.getBoundingClientRect().toJSON()")  # type: ignore[attr-defined]
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
         assert box["x"] <= image["x"] and image["x"] + image["width"] <= box["x"] + box["width"], (image, box)
-        for tag in page.eval_on_selector_all("#detail-tags .tag, #detail-rating button", "t => t.map(x => x.getBoundingClientRect().toJSON())"):  # type: ignore[attr-defined]
+        boxes = "t => t.map(x => x.getBoundingClientRect().toJSON())"
+        for tag in page.eval_on_selector_all("#detail-tags .tag, #detail-rating button", boxes):  # type: ignore[attr-defined]
             assert box["x"] <= tag["x"] and tag["x"] + tag["width"] <= box["x"] + box["width"], (tag, box)
         assert page.eval_on_selector("#detail", "d => d.scrollWidth <= d.clientWidth")  # type: ignore[attr-defined]
         page.click("#detail-rating [data-rating='5']")  # type: ignore[attr-defined]

@@ -12,6 +12,14 @@ from collections.abc import Iterable
 
 from pixdex.indexer.catalog.queries import in_chunks
 
+SHORT_BYTES, LONG_BYTES = 8, 32  # a stored hash: the 64-bit one, then the 256-bit one (`indexer.phash`)
+HASH_BYTES = SHORT_BYTES + LONG_BYTES
+
+
+def distance(a: bytes, b: bytes) -> int:
+    """How many bits two stored hashes differ in, on their 256-bit part."""
+    return (int.from_bytes(a[-LONG_BYTES:], "big") ^ int.from_bytes(b[-LONG_BYTES:], "big")).bit_count()
+
 
 class Phashes:
     """Perceptual hashes (mixed into `Catalog`); the writes are the writer's only."""

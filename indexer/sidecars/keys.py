@@ -30,7 +30,7 @@ SUBJECT, HIERARCHICAL, TAGS_LIST = "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject
 LAST_KEYWORDS, DESCRIPTION, METADATA_DATE = "Xmp.MicrosoftPhoto.LastKeywordXMP", "Xmp.dc.description", \
     "Xmp.xmp.MetadataDate"
 TITLE, CREATOR, RATING = "Xmp.dc.title", "Xmp.dc.creator", "Xmp.xmp.Rating"
-LABEL = "Xmp.xmp.Label"  # a colour label, as Lightroom, darktable and digiKam write it (Red, Yellow, Green, Blue, Purple)
+LABEL = "Xmp.xmp.Label"  # a colour label as Lightroom, darktable and digiKam write it (Red, Yellow, Green…)
 OURS, MACHINE, REJECTED = "Xmp.pixdex.Tags", "Xmp.pixdex.Machine", "Xmp.pixdex.Rejected"
 PERSON = "Xmp.pixdex.Person"  # the person's keyword paths as pixdex last wrote them to all three fields
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
