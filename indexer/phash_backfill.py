@@ -43,8 +43,16 @@ class PhashBackfill:
 
     def drain(self) -> int:
         """Hash every row that lacks a hash now (`pixdex index`); returns how many were stored."""
+        reader = Catalog(self.catalog, read_only=True)
+        try:
+            batches = reader.unhashed_count() // BATCH + 2  # never more: a row that keeps failing is not looped on
+        finally:
+            reader.close()
         total = 0
-        while (done := self.batch()) > 0:
+        for _ in range(batches):
+            done = self.batch()
+            if not done:
+                break
             total += done
         return total
 
