@@ -113,3 +113,27 @@ def test_candidate_pairs_compare_every_pair_across_tiles(monkeypatch: pytest.Mon
     brute = {(a, b) for a, b in itertools.combinations(range(50), 2)
              if bin(int(hashes[a]) ^ int(hashes[b])).count("1") <= 3}
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == brute and {(2, 40), (3, 5)} <= brute
+
+
+def test_a_real_models_embeddings_confirm_each_pair_and_similar_shots_need_one(env, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pixdex.indexer.catalog import Catalog
+    from pixdex.query.duplicates import Limits, find
+
+    planted_copies(scene(1), env.pics, "one")
+    scene(50).save(env.pics / "two.jpg")
+    env.index_json(capsys)
+    status, out, err = env.cli("duplicates", "--json", "--similar", capsys=capsys)
+    assert status == 0 and json.loads(out)["similar"] == [] and "similar shots need a real CLIP model" in err
+    catalog = Catalog(env.data / "catalog.sqlite3", read_only=True)
+    try:
+        live = catalog.live_model()
+        assert live is not None
+        assert [len(g["items"]) for g in find(catalog, None, Limits(), None)["groups"]] == [5]
+        # Embeddings that refute every pair (a cosine above 1 is never reached): only the byte-identical copy stays.
+        refuted = find(catalog, None, Limits(cosine=1.01), live)["groups"]
+        assert [sorted(Path(i["path"]).name for i in g["items"]) for g in refuted] == [["one copy.jpg", "one.jpg"]]
+        shots = find(catalog, None, Limits(similar=-1.0), live, similar=True)["similar"]
+        # Any two alike: the copies left out, the keeper stands for its group beside the other photo.
+        assert [sorted(Path(i["path"]).name for i in g["items"]) for g in shots] == [["one.jpg", "two.jpg"]]
+    finally:
+        catalog.close()
