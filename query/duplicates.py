@@ -49,9 +49,10 @@ class Limits:
 
     @property
     def short_bits(self) -> int:
-        """The candidates' limit on the 64-bit hash: a quarter of the long one's, plus slack (a 3% crop moves up to
-        ~12 of 64 bits; two random hashes are within 18 bits once in ~4,000 pairs)."""
-        return min(64, self.bits // 4 + 2)
+        """The candidates' limit on the 64-bit hash: a quarter of the long one's plus slack, at most 20 (a 5% crop
+        moves up to ~12 of 64 bits; two random hashes are within 18 bits once in ~4,000 pairs, within 20 once in
+        ~600: past that, a large library's candidates would not fit in memory)."""
+        return min(20, self.bits // 4 + 2)
 
 
 def candidate_pairs(short: NDArray[np.uint64], limit: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
