@@ -5,8 +5,9 @@ Middlewares, outermost first: `in_progress` (marks the connection busy for the c
 parameter; every request is counted for /metrics), then `guard` (header values must be text; Host
 must be a loopback name — DNS rebinding; writes must not come from another origin; TCP needs a
 bearer token, the Unix socket the same uid as ours).
-Handlers live in `routes_status`, `routes_search`, `routes_items`, `routes_library` and `webpage`, on what
-`http_api` shares; they validate, then run blocking work on a small thread pool so the loop keeps answering.
+Handlers live in `routes_status`, `routes_search`, `routes_items`, `routes_curation`, `routes_duplicates`,
+`routes_timeline`, `routes_library` and `webpage`, on what `http_api` shares; they validate, then run blocking
+work on a small thread pool so the loop keeps answering.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ import time
 from aiohttp import web
 
 from pixdex.daemon import (
+    routes_curation,
+    routes_duplicates,
     routes_items,
     routes_library,
     routes_search,
     routes_status,
+    routes_timeline,
     webpage,
 )
 from pixdex.daemon.core_api import Unavailable
@@ -201,10 +205,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.request(route, request.method, status, time.perf_counter() - start)
 
 
+ROUTES = (routes_status, routes_search, routes_items, routes_curation, routes_duplicates, routes_timeline,
+          routes_library, webpage)  # each module's `add_routes` (daemon/openapi.json documents them all)
+
+
 def create_app(ctx: Context) -> web.Application:
     limit = int(ctx.config.server.max_upload_mb * 1024 * 1024) + 64 * 1024
     app = web.Application(middlewares=[in_progress, errors, guard], client_max_size=limit)
     app[CONTEXT] = ctx
-    for routes in (routes_status, routes_search, routes_items, routes_library, webpage):
+    for routes in ROUTES:
         routes.add_routes(app)
     return app

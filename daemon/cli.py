@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pixdex.daemon.commands import access, indexing, library, models, searching
+from pixdex.daemon.commands import access, duplicates, indexing, library, models, searching
 from pixdex.daemon.commands.connect import EXIT_OK, EXIT_USAGE
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.settings import Config, load_config, load_config_leniently
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="config file (default: $XDG_CONFIG_HOME/pixdex/config.toml)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for family in (searching, indexing, library, access, models):
+    for family in (searching, duplicates, indexing, library, access, models):
         family.add_parsers(sub)
     return parser
 
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Commands that only read, or ask the daemon: a setting the file gets wrong is left at its default, with a
 # warning, so they keep working beside a daemon that refused the file and kept its last good config.
-LENIENT = {"search", "similar", "status", "failures", "pause", "resume", "open", "token", "dbus"}
+LENIENT = {"search", "similar", "duplicates", "status", "failures", "pause", "resume", "open", "token", "dbus"}
 
 
 def _load_config(args: argparse.Namespace) -> Config:

@@ -2,7 +2,8 @@
 process asks of the indexing process.
 
     Library  status · failures · watches · pause · reindex · watch_add · watch_remove
-    Core     state · pause · reindex · watch_add · watch_remove · reload · edit_item · embed_upload · thumbnail
+    Core     state · pause · reindex · watch_add · watch_remove · reload · edit_item · edit_items · trash_item ·
+             embed_upload · thumbnail
 
 Each command is written once, against `Library`, which has two implementations:
 
@@ -95,8 +96,21 @@ class Core(Protocol):
         """A new config (SIGHUP): folders added or removed take effect; other changes reopen the core."""
         ...
 
-    def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None) -> None:
-        """A person's edit: into the sidecar first, then the catalog reads what it says (no model runs)."""
+    def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None,
+                  rating: int | None = None, label: str | None = None) -> None:
+        """A person's edit: into the sidecar first, then the catalog reads what it says (no model runs). `rating`
+        (0–5) → xmp:Rating, `label` → xmp:Label ("": removed); None leaves a field as it is."""
+        ...
+
+    def edit_items(self, ids: list[int], add: list[str], remove: list[str], rating: int | None,
+                   label: str | None) -> list[dict[str, Any]]:
+        """The same edit of many items, each sidecar written as `edit_item` writes it; each item's outcome
+        (`{"id", "ok"}`, with `error` when it failed)."""
+        ...
+
+    def trash_item(self, image_id: int) -> dict[str, Any]:
+        """Move the item's file and its sidecar to the freedesktop trash (never a hard delete) and out of the
+        indexes; what was moved. Raises TrashError when it cannot be."""
         ...
 
     def embed_upload(self, data: bytes, name: str, model: tuple[str, Any] | None) -> NDArray[Any]:
@@ -111,4 +125,4 @@ class Core(Protocol):
 # The pipe's method table: a call crosses it as the name of one of these, checked against this table.
 CALLS: dict[str, Callable[..., Any]] = {method.__name__: method for method in (
     Core.pause, Core.reindex, Core.watch_add, Core.watch_remove, Core.state, Core.reload, Core.edit_item,
-    Core.embed_upload, Core.thumbnail)}
+    Core.edit_items, Core.trash_item, Core.embed_upload, Core.thumbnail)}

@@ -173,8 +173,16 @@ class CoreProcess:
     def reload(self, config: Config) -> dict[str, Any]:
         return self.ask(Core.reload, config).result()
 
-    def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None) -> None:
-        self.ask(Core.edit_item, image_id, add, remove, description).result()
+    def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None,
+                  rating: int | None = None, label: str | None = None) -> None:
+        self.ask(Core.edit_item, image_id, add, remove, description, rating, label).result()
+
+    def edit_items(self, ids: list[int], add: list[str], remove: list[str], rating: int | None,
+                   label: str | None) -> list[dict[str, Any]]:
+        return self.ask(Core.edit_items, ids, add, remove, rating, label).result()
+
+    def trash_item(self, image_id: int) -> dict[str, Any]:
+        return self.ask(Core.trash_item, image_id).result()
 
     def embed_upload(self, data: bytes, name: str, model: tuple[str, Any] | None) -> NDArray[Any]:
         return self.ask(Core.embed_upload, data, name, model).result()

@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 from numpy.typing import NDArray
 
+from pixdex.daemon import curation
 from pixdex.daemon.core_api import Core, Unavailable, Watch
 from pixdex.daemon.runtime import Daemon
 from pixdex.indexer import thumbnails
@@ -42,8 +43,16 @@ class IndexingCore(Core):
     def reload(self, config: Config) -> dict[str, Any]:
         return self.daemon.reload(config)
 
-    def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None) -> None:
-        self.daemon.edit_item(image_id, add, remove, description)
+    def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None,
+                  rating: int | None = None, label: str | None = None) -> None:
+        self.daemon.edit_item(image_id, add, remove, description, rating, label)
+
+    def edit_items(self, ids: list[int], add: list[str], remove: list[str], rating: int | None,
+                   label: str | None) -> list[dict[str, Any]]:
+        return curation.edit_items(self.daemon, ids, add, remove, rating, label)
+
+    def trash_item(self, image_id: int) -> dict[str, Any]:
+        return curation.trash_item(self.daemon, image_id)
 
     def state(self, queued: int = 0, workers: bool = False) -> dict[str, Any]:
         """For /health, /status, /metrics and the STATUS lines: mode, progress, watchers, memory."""

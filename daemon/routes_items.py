@@ -1,4 +1,5 @@
-"""The item routes: GET and PATCH /items/{id}, GET /file/{id}, GET /thumbnail/{id}. No handler serves a file
+"""The item routes: GET and PATCH /items/{id} (keywords, description, rating, label), GET /file/{id},
+GET /thumbnail/{id}. No handler serves a file
 outside the watched folders: an item's path is opened without following a final symlink, and the opened
 file's real path must lie in a collection the caller may see."""
 
@@ -100,29 +101,47 @@ async def item(request: web.Request) -> web.Response:
 
 
 async def edit_item(request: web.Request) -> web.Response:
-    """Add or remove keywords, set the description: written to the sidecar, then to the indexes."""
+    """Add or remove keywords, set the description, the rating or the colour label: written to the sidecar, then to
+    the indexes."""
     ctx = ctx_of(request)
     image_id = item_id(request)
     await ctx.run(visible_row, request, image_id)
     body = await json_body(request)
-    unknown = set(body) - {"add_tags", "remove_tags", "description"}
+    unknown = set(body) - {"add_tags", "remove_tags", "description", "rating", "label"}
     if unknown:
-        raise bad(sorted(unknown)[0], "unknown field; allowed: add_tags, remove_tags, description")
-    add = _tag_list(body.get("add_tags", []), "add_tags")
-    remove = _tag_list(body.get("remove_tags", []), "remove_tags")
+        raise bad(sorted(unknown)[0], "unknown field; allowed: add_tags, remove_tags, description, rating, label")
+    add, remove, rating, label = edit_fields(body)
     description = body.get("description")
     if description is not None and (not isinstance(description, str) or len(description) > 10_000
                                     or any(ord(c) < 32 and c not in "\n\t" for c in description)):
         raise bad("description", "description must be text of at most 10000 characters")
-    if not add and not remove and description is None:
-        raise bad("add_tags", "nothing to change: give add_tags, remove_tags or description")
+    if not add and not remove and description is None and rating is None and label is None:
+        raise bad("add_tags", "nothing to change: give add_tags, remove_tags, description, rating or label")
 
     try:
-        await asyncio.wrap_future(ctx.core.ask(Core.edit_item, image_id, add, remove, description))
+        await asyncio.wrap_future(ctx.core.ask(Core.edit_item, image_id, add, remove, description, rating, label))
     except SidecarError as exc:
         raise ApiError(409, f"the sidecar was not changed: {exc}", "id") from None
     row = await ctx.run(visible_row, request, image_id)
     return as_json(item_json(row))
+
+
+LABELS = ("Red", "Yellow", "Green", "Blue", "Purple")  # Lightroom's, darktable's and digiKam's colour labels
+
+
+def edit_fields(body: dict[str, Any]) -> tuple[list[str], list[str], int | None, str | None]:
+    """The keywords to add and remove, the rating and the label an edit's body asks for (checked)."""
+    add = _tag_list(body.get("add_tags", []), "add_tags")
+    remove = _tag_list(body.get("remove_tags", []), "remove_tags")
+    rating = body.get("rating")
+    if rating is not None and (type(rating) is not int or not 0 <= rating <= 5):
+        raise bad("rating", f"rating = {str(rating)[:20]} is not a rating; use 0 (none) to 5 stars (a rejection, -1, "
+                            "is not taken)")
+    label = body.get("label")
+    if label is not None and label not in ("", *LABELS):
+        raise bad("label", f"label = {str(label)[:20]!r} is not a colour label; use one of {', '.join(LABELS)}, or "
+                           '"" to remove it')
+    return add, remove, rating, label
 
 
 def _tag_list(value: Any, name: str) -> list[str]:
@@ -142,7 +161,7 @@ def item_json(row: ImageRow) -> dict[str, Any]:
             "tagger_model": row.tagger_model, "sidecar_error": row.sidecar_error,
             "waiting_for_models": row.waits_for_models, "rejected": row.rejected_list,
             "facts": {k: v for k, v in facts.items() if k != "description"}, "description": facts.get("description"),
-            "llm": row.llm_dict}
+            "rating": facts.get("rating"), "llm": row.llm_dict}
 
 
 async def original(request: web.Request) -> web.StreamResponse:

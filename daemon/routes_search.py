@@ -55,12 +55,12 @@ async def search(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     q = text_param(request, "q", ctx.config.server.max_query_chars)
     k = int_param(request, "k", ctx.config.search.k, 1, MAX_K)
-    cwd = _cwd(request)
+    cwd = cwd_of(request)
     results = await ctx.run(ctx.service.search, q, k, cwd, scope(request))
     return as_json(results_json(results, request.query.get("raw") == "1"))
 
 
-def _cwd(request: web.Request) -> Path | None:
+def cwd_of(request: web.Request) -> Path | None:
     """The caller's folder, for relative `folder:` filters (the CLI sends it)."""
     raw = request.query.get("cwd")
     if raw is None:

@@ -104,7 +104,7 @@ class Daemon:
 
     def _open_indexer(self) -> None:
         self._done.clear()  # the core's counters start again: the rate is over this core's work only
-        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True,
+        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True, backfill=True,
                           paused=bool(self._catalog_meta("paused")), vanish_grace=VANISH_GRACE)
         self._failed_models = None if indexer.info.has_models else _model_files(self.config)
         indexer.pipeline.listener = self._pipeline_event
@@ -289,7 +289,8 @@ class Daemon:
         self.bus.publish("watch", removed=collection.name, path=display_path(collection.path))
         return {**collection.as_dict(), "forgotten": forgotten}
 
-    def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None) -> None:
+    def edit_item(self, image_id: int, add: list[str], remove: list[str], description: str | None,
+                  rating: int | None = None, label: str | None = None) -> None:
         """A person's edit: the sidecar first (in a worker), then the catalog re-reads what it says — tags and
         searchable text — without decoding or inference. Raises SidecarError when it cannot be written."""
         indexer = self._core()
@@ -304,7 +305,8 @@ class Daemon:
             if not os.path.lexists(row.path):
                 raise Unavailable(f"{display_path(row.path)} has just moved or gone; try again in a moment")
             side = indexer.decode_pool.schedule(edit_sidecar, (row.path, add, remove, description,
-                                                               indexer.pipeline.sidecar_spec()), timeout=60).result()
+                                                               indexer.pipeline.sidecar_spec(), rating, label),
+                                                timeout=60).result()
         indexer.pipeline.remember_own(row.path, side)
         done = indexer.writer.sidecar_read(image_id, side)
         indexer.writer.flush()

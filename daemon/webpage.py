@@ -23,7 +23,8 @@ from pixdex.daemon.http_api import ApiError, Context, bad, ctx_of, json_body
 from pixdex.daemon.sessions import COOKIE, SESSION_SECONDS, TICKET_SECONDS, Grant
 
 WEB = Path(__file__).with_name("web")
-ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "icon.svg": "image/svg+xml"}
+ASSETS = {"app.js": "text/javascript", "curate.js": "text/javascript", "duplicates.js": "text/javascript",
+          "timeline.js": "text/javascript", "app.css": "text/css", "icon.svg": "image/svg+xml"}
 LAN_TICKET_SECONDS = 600.0
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "

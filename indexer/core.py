@@ -27,6 +27,7 @@ from pixdex.indexer.errors import ModelError, PixdexError
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.inference import ModelInfo, describe, model_spec
 from pixdex.indexer.paths import display_path
+from pixdex.indexer.phash_backfill import PhashBackfill
 from pixdex.indexer.pipeline import Pipeline
 from pixdex.indexer.pools import make_pool, stop_pool
 from pixdex.indexer.prepare import prepare_for_llm
@@ -62,16 +63,19 @@ class Indexer:
 
     def __init__(self, config: Config, reduced_ok: bool = False, holder: int | None = None,
                  describe: bool = False, paused: bool = False, vanish_grace: float = 0.0,
-                 ids: Mapping[bytes, int] | None = None) -> None:
+                 ids: Mapping[bytes, int] | None = None, backfill: bool = False) -> None:
         """`paused`: start with nothing fed (the daemon's remembered pause); `vanish_grace`: how long a file
         that vanished while queued waits for the scanner to find where it went (the daemon's watcher does);
-        `ids`: the id a new file at a path takes, when it is free (a rebuild keeps the old catalog's)."""
+        `ids`: the id a new file at a path takes, when it is free (a rebuild keeps the old catalog's); `backfill`:
+        hash the images indexed before pixdex hashed them in a thread of their own (the daemon's; `drain` does
+        it otherwise)."""
         self.config = config
         self._ids = ids or {}
         self._paused = paused
         self._vanish_grace = vanish_grace
         self.describer: Any = None  # [describe]: only the daemon runs it (`describe`)
         self._describe = describe
+        self._backfill = backfill
         self.reduced_ok = reduced_ok
         self.library: list[Path] = list(config.folders)  # every folder indexed: links into them are not followed
         self.layout = config.layout
@@ -112,6 +116,12 @@ class Indexer:
             self.pipeline.paused.set()  # before the feed starts: nothing queued slips through
         self.pipeline.start()
         self._opened.append(self._stop_pipeline)
+        self.phashes = PhashBackfill(self.layout.catalog, self.decode_pool, self.writer.submit,
+                                     self.config.decode.max_pixels,
+                                     busy=lambda: self.pipeline.paused.is_set() or not self.pipeline.idle())
+        if self._backfill:
+            self.phashes.start()
+            self._opened.append(self.phashes.stop)
         if self._describe and self.config.describe.enabled:
             self._start_describer()
         reader = Catalog(self.layout.catalog, read_only=True)
@@ -260,6 +270,9 @@ class Indexer:
             time.sleep(poll)
         if self.pipeline.fatal is not None:
             raise self.pipeline.fatal
+        hashed = self.phashes.drain()  # rows indexed before pixdex hashed images (or whose sidecar spared the decode)
+        with self.stats.lock:
+            self.stats.hashed += hashed
 
     def close(self) -> None:
         self._close_opened()

@@ -1,7 +1,7 @@
 """What the decode pool runs for one image (`prepare`): read, hash, decode, preprocess, the image's own metadata —
 or, when its sidecar carries what the models would make of this content, a probe of its header instead.
-Also the decodes of an uploaded query image (`prepare_query_image`) and of an image for the vision LLM
-(`prepare_for_llm`).
+The perceptual hash (`phash`) is computed here, from the decoded image. Also the decodes of an uploaded query
+image (`prepare_query_image`) and of an image for the vision LLM (`prepare_for_llm`).
 
 The indexing process imports this module to name the jobs it schedules; the modules that read metadata with
 pyexiv2 (`metadata.image`, `sidecars.carried`) are imported inside the jobs, in the worker, so that process
@@ -26,6 +26,7 @@ from pixdex.indexer.decode import ExifFacts, decode_image, probe_image
 from pixdex.indexer.digest import content_hash
 from pixdex.indexer.errors import ReadError
 from pixdex.indexer.files import MAX_BYTES, read_regular
+from pixdex.indexer.phash import perceptual_hash
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess, wd14_preprocess
 
 
@@ -71,6 +72,7 @@ class Prepared:
     from_sidecar: bool = False  # `machine_tags` (and `embedding`, if any) were taken from the sidecar
     models: tuple[str | None, str | None] = (None, None)  # the models that made them (CLIP, keywords)
     sidecar_id: int | None = None  # the catalog id its sidecar carries (pixdex:Id): a rebuild's is kept
+    phash: bytes | None = None  # the perceptual hash of the decoded pixels (None: not decoded, see phash_backfill)
     warnings: str = ""  # what the libraries printed while reading it
 
 
@@ -104,6 +106,7 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
         return item
     decoded = decode_image(data, os.fsdecode(path), spec.min_side, spec.max_pixels)
     item.width, item.height, item.exif = decoded.width, decoded.height, decoded.exif
+    item.phash = perceptual_hash(decoded.image)  # from the pixels already decoded: no second decode
     if spec.clip is not None:
         item.clip_input = clip_preprocess(decoded.image, spec.clip)
     if spec.clip is not None and spec.tagger_size:

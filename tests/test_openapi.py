@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from pixdex.daemon import routes_items, routes_library, routes_search, routes_status, webpage
+from pixdex.daemon import routes_status
+from pixdex.daemon.app import ROUTES
 
 DOCUMENT = Path(routes_status.__file__).with_name("openapi.json")
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -25,7 +26,7 @@ def spec() -> dict[str, Any]:
 
 def registered() -> set[tuple[str, str]]:
     app = web.Application()
-    for routes in (routes_status, routes_search, routes_items, routes_library, webpage):
+    for routes in ROUTES:
         routes.add_routes(app)
     found = set()
     for route in app.router.routes():

@@ -20,7 +20,7 @@ def summary_dict(report: Any, stats: Any) -> dict[str, Any]:
         "new": report.new, "changed": report.changed - stats.touched, "unchanged": report.unchanged + stats.touched,
         "moved": report.moved, "removed": report.removed, "failed": stats.failed + report.failed_before,
         "decoded": stats.decoded, "embedded": stats.embedded, "tagged": stats.tagged,
-        "inference_calls": stats.inference_calls,
+        "inference_calls": stats.inference_calls, "hashed": stats.hashed,
         "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
         "sidecars_read": stats.sidecars_read, "from_sidecars": stats.from_sidecars,
         "resumed": report.resumed, "sidecar_failures": stats.sidecar_failures + len(report.sidecar_errors),

@@ -1,5 +1,6 @@
 // pixdex's web page: search, a virtualised grid of thumbnails, a detail view that edits the sidecar,
-// live indexing progress from the event stream. Every value from the daemon is set as text, never as
+// live indexing progress from the event stream; the views beside the results (timeline.js, duplicates.js) and
+// the selection of many images (curate.js) are in their own files. Every value from the daemon is set as text, never as
 // markup (the page's Content-Security-Policy allows no inline script either).
 "use strict";
 
@@ -8,7 +9,8 @@ const OVERSCAN = 3;      // rows drawn above and below the visible ones
 const PAGE_K = 500;      // results asked for per search
 
 const $ = (id) => document.getElementById(id);
-const state = { hits: [], columns: 1, query: "", similar: [], current: null, paused: false };
+const state = { hits: [], columns: 1, query: "", similar: [], current: null, paused: false, view: "results",
+                selecting: false, selected: new Set() };
 
 // Item ids are 63-bit integers: more than a JavaScript number holds exactly (2^53). Whole numbers of 16
 // digits or more, outside strings, become strings before JSON.parse sees them.
@@ -139,7 +141,8 @@ function cell(index) {
   const image = el("img", { src: `/thumbnail/${hit.id}?size=256&v=${hit.mtime_ns}`, alt: basename(hit.path), loading: "lazy",
                             decoding: "async" });
   node.append(image, el("span", { class: "name" }, basename(hit.path)));
-  node.addEventListener("click", () => openDetail(hit.id));
+  if (state.selected.has(String(hit.id))) node.classList.add("selected");
+  node.addEventListener("click", () => (state.selecting ? toggleSelected(hit.id, node) : openDetail(hit.id)));
   return node;
 }
 
@@ -191,6 +194,7 @@ function fillDetail(item) {
     li.append(remove);
     return li;
   }));
+  drawStars($("detail-rating"), item.rating, (rating) => edit({ rating }));
   const llm = item.llm || {};
   $("description").value = item.description || llm.description || "";
   $("detail-text").textContent = llm.text || "";
@@ -212,6 +216,23 @@ async function edit(change) {
   } catch (error) {
     $("edit-status").textContent = error.message;
   }
+}
+
+// Views: the results grid, the timeline, the duplicates ------------------------------------------------
+const VIEWS = { results: "grid", timeline: "timeline-view", duplicates: "duplicates-view" };
+
+function setView(view, push = true) {
+  state.view = VIEWS[view] ? view : "results";
+  for (const [name, id] of Object.entries(VIEWS)) $(id).hidden = name !== state.view;
+  for (const button of $("views").querySelectorAll("[data-view]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.view === state.view));
+  }
+  if (push) history.replaceState(null, "", state.view === "results" ? (state.query ? `/?q=${encodeURIComponent(state.query)}` : "/")
+    : `/?view=${state.view}`);
+  $("scroller").scrollTop = 0;
+  if (state.view === "timeline") showTimeline();
+  else if (state.view === "duplicates") showDuplicates();
+  else layout();
 }
 
 // Live progress ---------------------------------------------------------------------------------------
@@ -274,7 +295,15 @@ async function phone() {
 
 // Start -------------------------------------------------------------------------------------------------
 function start() {
-  $("search").addEventListener("submit", (event) => { event.preventDefault(); search($("q").value); });
+  $("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (state.view !== "results") setView("results");
+    search($("q").value);
+  });
+  for (const button of $("views").querySelectorAll("[data-view]")) {
+    button.addEventListener("click", () => setView(button.dataset.view));
+  }
+  startCuration();
   $("add-tag").addEventListener("submit", (event) => {
     event.preventDefault();
     const name = $("new-tag").value.trim();
@@ -289,7 +318,9 @@ function start() {
   $("scroller").addEventListener("scroll", () => requestAnimationFrame(draw), { passive: true });
   new ResizeObserver(() => layout()).observe($("scroller"));
   const params = new URLSearchParams(location.search);
-  if (params.get("similar")) {
+  if (params.get("view")) {
+    setView(params.get("view"), false);
+  } else if (params.get("similar")) {
     similar(params.get("similar").split(",").filter((id) => /^[0-9]+$/.test(id)), false);
   } else {
     $("q").value = params.get("q") || "";

@@ -13,7 +13,7 @@ The schema is versioned in ``PRAGMA user_version`` and upgraded step by step (`s
 Only the writer (`indexer.writer`) calls the mutating methods; readers open it read-only.
 
 `Catalog` is one connection; its methods live with what they touch: `queries` (reads), `writes` (mutations),
-`embeddings` (stored vectors and the live model); `rows` holds the values they return.
+`embeddings` (stored vectors and the live model), `phashes` (perceptual hashes); `rows` holds the values they return.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import sqlite3
 from pathlib import Path
 
 from pixdex.indexer.catalog.embeddings import Embeddings
+from pixdex.indexer.catalog.phashes import Phashes
 from pixdex.indexer.catalog.queries import Queries
 from pixdex.indexer.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from pixdex.indexer.catalog.writes import Writes
 from pixdex.indexer.errors import CatalogError
 
 
-class Catalog(Queries, Embeddings, Writes):
+class Catalog(Queries, Embeddings, Phashes, Writes):
     """One connection to the catalog: read-only for readers, read-write (WAL) for the writer."""
 
     def __init__(self, path: Path, read_only: bool = False) -> None:

@@ -54,6 +54,14 @@ class Queries:
                 f"SELECT id, path FROM images WHERE id IN ({marks})", chunk))
         return out
 
+    def by_date(self, limit: int) -> list[tuple[int, bytes, str | None, int]]:
+        """(id, path, taken, mtime_ns) of up to `limit` indexed images, newest first: by the date taken, else the
+        file's time (the timeline)."""
+        return [(int(i), bytes(p), t, int(m)) for i, p, t, m in self.db.execute(
+            "SELECT id, path, taken, mtime_ns FROM images WHERE state = 'done' "
+            "ORDER BY coalesce(substr(taken, 1, 19), strftime('%Y-%m-%dT%H:%M:%S', mtime_ns / 1e9, 'unixepoch')) DESC, "
+            "id LIMIT ?", (limit,))]
+
     def by_path(self, path: bytes) -> ImageRow | None:
         rows = self._rows("WHERE path = ?", (path,))
         return rows[0] if rows else None

@@ -89,5 +89,11 @@ MIGRATIONS: list[str] = [
     CREATE TABLE sidecar_drops (path BLOB PRIMARY KEY, since REAL NOT NULL);
     CREATE TABLE folder_errors (path BLOB PRIMARY KEY, reason TEXT NOT NULL, since REAL NOT NULL);
     """,
+    # 8: perceptual hashes (`phashes`): the DCT hash of each image's decoded pixels, for finding copies and near-copies
+    # (`pixdex duplicates`). `of` is the content hash it was computed from (a row whose content changed has none
+    # until the new content is decoded); an empty `phash` marks content that could not be decoded for it.
+    """
+    CREATE TABLE phashes (image_id INTEGER PRIMARY KEY, of TEXT NOT NULL, phash BLOB NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

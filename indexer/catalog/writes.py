@@ -44,7 +44,8 @@ class Writes:
 
     def rekey(self, old: int, new: int) -> None:
         """A row never indexed takes another id (the one its sidecar carries)."""
-        for table, column in (("images", "id"), ("queue", "image_id"), ("embeddings", "image_id")):
+        for table, column in (("images", "id"), ("queue", "image_id"), ("embeddings", "image_id"),
+                              ("phashes", "image_id")):
             self.db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (new, old))
 
     def set_file(self, image_id: int, st: FileStat, digest: str | None, gen: int) -> None:
@@ -93,6 +94,7 @@ class Writes:
         pairs = [(i,) for i in ids]
         self.db.executemany("DELETE FROM images WHERE id = ?", pairs)
         self.db.executemany("DELETE FROM embeddings WHERE image_id = ?", pairs)
+        self.db.executemany("DELETE FROM phashes WHERE image_id = ?", pairs)
         self.db.executemany("DELETE FROM queue WHERE image_id = ?", pairs)
         self.db.executemany("INSERT INTO tombstones (image_id, gen) VALUES (?, ?)", [(i, gen) for (i,) in pairs])
 

@@ -30,6 +30,7 @@ SUBJECT, HIERARCHICAL, TAGS_LIST = "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject
 LAST_KEYWORDS, DESCRIPTION, METADATA_DATE = "Xmp.MicrosoftPhoto.LastKeywordXMP", "Xmp.dc.description", \
     "Xmp.xmp.MetadataDate"
 TITLE, CREATOR, RATING = "Xmp.dc.title", "Xmp.dc.creator", "Xmp.xmp.Rating"
+LABEL = "Xmp.xmp.Label"  # a colour label as Lightroom, darktable and digiKam write it (Red, Yellow, Green…)
 OURS, MACHINE, REJECTED = "Xmp.pixdex.Tags", "Xmp.pixdex.Machine", "Xmp.pixdex.Rejected"
 PERSON = "Xmp.pixdex.Person"  # the person's keyword paths as pixdex last wrote them to all three fields
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
@@ -59,7 +60,7 @@ def key_of(uri: str, fallback_prefix: str | None = None) -> str:
 
 URIS = {key: uri_of(key) for key in (  # the RDF predicates behind pyexiv2's keys, for the graph check
     SUBJECT, DESCRIPTION, TITLE, CREATOR, HIERARCHICAL, TAGS_LIST, LAST_KEYWORDS, METADATA_DATE, RATING,
-    "Xmp.photoshop.Headline", "Xmp.photoshop.City", "Xmp.photoshop.State", "Xmp.photoshop.Country",
+    LABEL, "Xmp.photoshop.Headline", "Xmp.photoshop.City", "Xmp.photoshop.State", "Xmp.photoshop.Country",
     "Xmp.iptc.Location")}
 
 OWN_KEYS = frozenset({SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON, MODEL, DESCRIBED,

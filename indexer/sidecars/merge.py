@@ -26,9 +26,11 @@ from pixdex.indexer.sidecars.keys import (
     EMBEDDING_MODEL,
     EMBEDDING_OF,
     IMAGE_ID,
+    LABEL,
     MACHINE,
     METADATA_DATE,
     MODEL,
+    RATING,
     RECORD,
     TEXT,
 )
@@ -77,10 +79,11 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str, naming:
 
 
 def edit_person(image: Path, add: list[str], remove: list[str], description: str | None, parent: str,
-                naming: str = "image.ext.xmp") -> SidecarState:
+                naming: str = "image.ext.xmp", rating: int | None = None, label: str | None = None) -> SidecarState:
     """A person's edit through pixdex (PATCH /items): keywords added as their own (in all three fields),
-    keywords removed from every field — a machine keyword removed is rejected for good — and the
-    description set (None: unchanged; "": emptied). Everything else in the sidecar is kept."""
+    keywords removed from every field — a machine keyword removed is rejected for good — the
+    description set (None: unchanged; "": emptied), the rating (xmp:Rating 0–5; None: unchanged) and the colour
+    label (xmp:Label; None: unchanged, "": removed). Everything else in the sidecar is kept."""
     def plan(xmp: dict[str, Any]) -> tuple[KeywordPlan, dict[str, Any]]:
         machine = [t for t in as_list(xmp.get(MACHINE)) if t not in add]
         keywords = plan_keywords(xmp, machine, parent, extra_person=add, remove=remove)
@@ -88,6 +91,10 @@ def edit_person(image: Path, add: list[str], remove: list[str], description: str
         if description is not None:
             values[DESCRIPTION] = {'lang="x-default"': description} if description else None
             values[DESCRIBED] = None  # the person's now
+        if rating is not None:
+            values[RATING] = str(rating)
+        if label is not None:
+            values[LABEL] = label or None
         return keywords, values
 
     return rewrite(image, parent, naming, plan, create=True)

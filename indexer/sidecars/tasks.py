@@ -125,7 +125,7 @@ def carry_sidecar(move: Move, spec: SidecarSpec) -> SidecarState:
 
 
 def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: str | None,
-                 spec: SidecarSpec) -> SidecarState:
+                 spec: SidecarSpec, rating: int | None = None, label: str | None = None) -> SidecarState:
     """A person's edit (PATCH /items), in a worker: pyexiv2 never runs in the serving process. Raises
     SidecarError when the sidecar cannot be written (the edit is then not made)."""
     from pixdex.indexer.sidecars.merge import edit_person  # late: in the worker only
@@ -133,7 +133,7 @@ def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: st
     image = Path(os.fsdecode(path))
     try:
         with Captured():
-            return edit_person(image, add, remove, description, spec.parent, spec.naming)
+            return edit_person(image, add, remove, description, spec.parent, spec.naming, rating, label)
     except OSError as exc:
         raise SidecarError(image, f"cannot write sidecar: {exc.strerror or exc}") from None
 

@@ -17,6 +17,7 @@ class Stats:
     sidecars_read: int = 0  # only the sidecar changed: re-read, no decode, no model
     from_sidecars: int = 0  # embedding and keywords taken from the image's sidecar: no decode, no model
     failed: int = 0
+    hashed: int = 0  # perceptual hashes filled in for images indexed before (`phash_backfill`): no model
     failures: list[tuple[str, str]] = field(default_factory=list)
     sidecar_failures: int = 0
     sidecar_errors: list[str] = field(default_factory=list)

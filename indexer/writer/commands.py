@@ -45,6 +45,7 @@ class Indexed:
     # The models that made `embedding` and `tags` (CLIP, keywords); None: the writer's (the configured ones).
     models: tuple[str | None, str | None] | None = None
     sidecar_id: int | None = None  # the id its sidecar carries: a new row takes it when it is free
+    phash: bytes | None = None  # the perceptual hash of the decoded pixels (None: not decoded this time)
 
 
 class Commands:
@@ -113,6 +114,8 @@ class Commands:
                     before = catalog.get(image_id)
                 if not _content_changed(catalog, image_id, item.stat, item.digest, gen):
                     continue
+                if item.phash is not None:
+                    catalog.set_phash(image_id, item.digest, item.phash)
                 row = catalog.get(image_id)
                 machine = item.tags
                 if row is not None and before is not None and row.described and before.hash == item.digest:

@@ -1,0 +1,139 @@
+"""Copies and near-copies: 12 planted groups (the photo, an exact copy, a half-size copy, a quality-40 re-encode, a
+3%-cropped PNG) among 24 other photos, half of them in the same colours as a planted one — every planted pair is
+found, no two different photos are grouped; the keeper is the original, with its reason; the hashes of a library
+indexed before pixdex hashed images are filled in without re-embedding."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from photos import planted_copies, scene
+
+from pixdex.query.duplicates import candidate_pairs
+
+PLANTED, OTHERS = 12, 24
+
+
+def plant(folder: Path) -> dict[str, int]:
+    """The library: path → which photo it is (planted groups 0–11, other photos 100 and up)."""
+    which: dict[str, int] = {}
+    for g in range(PLANTED):
+        for path in planted_copies(scene(g, palette=g // 2), folder, f"planted{g:02d}"):
+            which[str(path)] = g
+    for n in range(OTHERS):
+        seed = 100 + n
+        path = folder / f"other{seed}.jpg"
+        # Half of them in the colours of a planted photo: alike colours, different photos.
+        scene(seed, palette=n // 2 if n % 2 else None).save(path, quality=90)
+        which[str(path)] = seed
+    return which
+
+
+def check_groups(found: dict[str, object], which: dict[str, int]) -> None:
+    groups = found["groups"]
+    assert isinstance(groups, list)
+    for group in groups:
+        photos = {which[item["path"]] for item in group["items"]}
+        assert len(photos) == 1, f"different photos grouped: {[i['path'] for i in group['items']]}"
+        assert group["keeper"] in {item["id"] for item in group["items"]} and group["why"]
+    grouped = {item["path"]: n for n, g in enumerate(groups) for item in g["items"]}
+    for g in range(PLANTED):
+        members = [p for p, w in which.items() if w == g]
+        missing = [p for p in members if p not in grouped]
+        assert not missing, f"planted copies not found: {missing}"
+        assert len({grouped[p] for p in members}) == 1, f"planted group {g} split"
+    assert not [p for p, w in which.items() if w >= 100 and p in grouped]
+    assert len(groups) == PLANTED
+
+
+def test_every_planted_copy_is_found_and_no_two_photos_are_grouped(env, capsys) -> None:  # type: ignore[no-untyped-def]
+    which = plant(env.pics)
+    report = env.index_json(capsys)
+    assert report["hashed"] == 0  # each hashed by its decode, none left for the backfill to decode again
+    status, out, err = env.cli("duplicates", "--json", capsys=capsys)
+    assert status == 0, err
+    found = json.loads(out)
+    check_groups(found, which)
+    for group in found["groups"]:
+        keeper = next(i for i in group["items"] if i["id"] == group["keeper"])
+        assert keeper["path"].endswith(".jpg") and keeper["width"] == 640, group  # not the half, not the PNG
+        assert "-half" not in keeper["path"] and "-crop" not in keeper["path"]
+
+
+def test_filters_narrow_the_groups_and_words_are_refused(env, capsys) -> None:  # type: ignore[no-untyped-def]
+    (env.pics / "a").mkdir()
+    (env.pics / "b").mkdir()
+    planted_copies(scene(1), env.pics / "a", "one")
+    planted_copies(scene(2), env.pics / "b", "two")
+    env.index_json(capsys)
+    status, out, err = env.cli("duplicates", "--json", f"folder:{env.pics / 'a'}", capsys=capsys)
+    assert status == 0, err
+    groups = json.loads(out)["groups"]
+    assert len(groups) == 1 and all("/a/" in i["path"] for i in groups[0]["items"])
+    status, _out, err = env.cli("duplicates", "sunset", capsys=capsys)
+    assert status == 2 and "filters only" in err and "sunset" in err
+    status, _out, err = env.cli("duplicates", "--threshold", "200", capsys=capsys)
+    assert status == 2 and "--threshold 200" in err
+
+
+def test_a_library_indexed_before_hashes_is_hashed_without_re_embedding(env, capsys) -> None:  # type: ignore[no-untyped-def]
+    which = plant(env.pics)
+    env.index_json(capsys)
+    catalog = env.data / "catalog.sqlite3"
+    with sqlite3.connect(catalog) as db:
+        db.execute("DELETE FROM phashes")  # as a library indexed before pixdex hashed images
+        embedded = db.execute("SELECT image_id, vector FROM embeddings ORDER BY image_id").fetchall()
+    status, out, err = env.cli("duplicates", "--json", capsys=capsys)
+    assert status == 0 and f"{len(which)} image(s) are not hashed yet" in err
+    # Byte-identical copies are found by their content hash alone, the near-copies need their hashes.
+    assert sorted(len(g["items"]) for g in json.loads(out)["groups"]) == [2] * PLANTED
+    report = env.index_json(capsys)
+    assert (report["hashed"], report["decoded"], report["embedded"]) == (len(which), 0, 0)  # no model ran
+    with sqlite3.connect(catalog) as db:
+        assert db.execute("SELECT count(*) FROM phashes").fetchone()[0] == len(which)
+        assert db.execute("SELECT image_id, vector FROM embeddings ORDER BY image_id").fetchall() == embedded
+    status, out, err = env.cli("duplicates", "--json", capsys=capsys)
+    check_groups(json.loads(out), which)
+
+
+def test_candidate_pairs_compare_every_pair_across_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pixdex.query.duplicates as duplicates
+
+    monkeypatch.setattr(duplicates, "TILE", 7)
+    rng = np.random.default_rng(3)
+    hashes = rng.integers(0, 2**63, 50, dtype=np.int64).view(np.uint64)
+    hashes[40] = hashes[2] ^ np.uint64(0b1011)  # 3 bits apart, in other tiles
+    hashes[5] = hashes[3] ^ np.uint64(0b110)  # 2 bits apart, in one tile
+    i, j = candidate_pairs(hashes, 3)
+    brute = {(a, b) for a, b in itertools.combinations(range(50), 2)
+             if bin(int(hashes[a]) ^ int(hashes[b])).count("1") <= 3}
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == brute and {(2, 40), (3, 5)} <= brute
+
+
+def test_a_real_models_embeddings_confirm_each_pair_and_similar_shots_need_one(env, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pixdex.indexer.catalog import Catalog
+    from pixdex.query.duplicates import Limits, find
+
+    planted_copies(scene(1), env.pics, "one")
+    scene(50).save(env.pics / "two.jpg")
+    env.index_json(capsys)
+    status, out, err = env.cli("duplicates", "--json", "--similar", capsys=capsys)
+    assert status == 0 and json.loads(out)["similar"] == [] and "similar shots need a real CLIP model" in err
+    catalog = Catalog(env.data / "catalog.sqlite3", read_only=True)
+    try:
+        live = catalog.live_model()
+        assert live is not None
+        assert [len(g["items"]) for g in find(catalog, None, Limits(), None)["groups"]] == [5]
+        # Embeddings that refute every pair (a cosine above 1 is never reached): only the byte-identical copy stays.
+        refuted = find(catalog, None, Limits(cosine=1.01), live)["groups"]
+        assert [sorted(Path(i["path"]).name for i in g["items"]) for g in refuted] == [["one copy.jpg", "one.jpg"]]
+        shots = find(catalog, None, Limits(similar=-1.0), live, similar=True)["similar"]
+        # Any two alike: the copies left out, the keeper stands for its group beside the other photo.
+        assert [sorted(Path(i["path"]).name for i in g["items"]) for g in shots] == [["one.jpg", "two.jpg"]]
+    finally:
+        catalog.close()
