@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.data import DataContext
+from ray.data import ActorPoolStrategy, DataContext
 
 from pixdex.indexer.distributed.actor import ActorSpec, EmbedActor
 from pixdex.indexer.distributed.bundle import ModelBundle, pack
@@ -39,6 +39,8 @@ from pixdex.indexer.sidecars.tasks import SidecarSpec
 
 log = logging.getLogger(__name__)
 
+TASK_RETRIES = 5  # times a decode or sidecar task lost with its node (or its worker process) is run again
+
 
 @dataclass
 class JobReport:
@@ -53,11 +55,12 @@ class JobReport:
     paths: list[bytes] = field(default_factory=list)  # every row's path, as it came back (duplicates kept)
 
     def as_dict(self) -> dict[str, Any]:
-        s, done = self.settings, self.indexed + len(self.failures)
+        s, done = self.settings, self.indexed + self.skipped + len(self.failures)
         return {"images": self.images, "indexed": self.indexed, "skipped": self.skipped,
                 "failed": len(self.failures), "failures": self.failures, "nodes": self.nodes,
                 "seconds": round(self.seconds, 2),
                 "images_per_second": round(done / self.seconds, 2) if self.seconds else 0,
+                "rows": len(self.paths), "duplicates": len(self.paths) - len(set(self.paths)),
                 "actors": s.actors, "batch_size": s.batch_size, "gpus": s.gpus, "folder_errors": self.folder_errors}
 
 
@@ -129,15 +132,18 @@ def _dataset(config: Config, paths: list[bytes], info: ModelInfo, bundle: ModelB
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the CLI shows one bar of rows done / total
     context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-run INFO lines; its warnings stay
     blocks = max(1, min(len(paths) // s.batch_size, 10_000))
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": decode}, batch_size=s.batch_size, batch_format="numpy",
-                        num_cpus=1)
+    # The CPU stages' tasks are retried when their node is lost (never for a file: they return its failure). Their
+    # remote arguments differ from the actors', so Ray Data keeps decoding in tasks of its own instead of fusing it
+    # into the model actors, where it would run one image at a time beside the model.
+    tasks = {"num_cpus": 1, "max_retries": TASK_RETRIES, "batch_size": s.batch_size, "batch_format": "numpy"}
+    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": decode}, **tasks)
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"bundle": [ray.put(bundle)], "spec": actor},
-                        batch_size=s.batch_size, batch_format="numpy", concurrency=s.actors, num_cpus=1,
-                        num_gpus=s.gpus or None)
-    return ds.map_batches(write_batch, fn_kwargs={"spec": sidecar, "clip_id": info.clip_id}, batch_size=s.batch_size,
-                          batch_format="numpy", num_cpus=1)
+                        batch_size=s.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=s.actors),
+                        num_cpus=1, num_gpus=s.gpus or None)
+    return ds.map_batches(write_batch, fn_kwargs={"spec": sidecar, "clip_id": info.clip_id}, **tasks)
 
 
 def _collect(ds: Any, report: JobReport, tick: Callable[[], None] | None) -> None:
