@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -82,7 +83,10 @@ def cmd_index_ray(args: argparse.Namespace, config: Config, roots: list[Path],
         return lambda: bars[0].update()
 
     try:
-        report = run_job(config, roots, settings, lambda line: print(line, file=sys.stderr), progress)
+        # Ray prints what the workers log on the driver's stdout: onto stderr with the rest of the job's lines, so
+        # stdout carries the summary alone (`--json`).
+        with contextlib.redirect_stdout(sys.stderr):
+            report = run_job(config, roots, settings, lambda line: print(line, file=sys.stderr), progress)
     except KeyboardInterrupt:
         print("pixdex: interrupted; the sidecars written so far stay, and the next `pixdex index --ray` skips "
               "their images", file=sys.stderr)
