@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -89,13 +90,17 @@ def run(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict[st
 
 
 def swap_node_mid_job(cluster: tuple[Any, Any, Path]) -> str:
-    """Once the job is mid-way (the marked image's decode is held), take the second node away, add a new one, and
-    let the decode go on (in the test's main thread: Ray starts nodes from there only). The new node's id."""
+    """Once the job is mid-way (the marked image's decode is held), kill the worker process running that decode
+    task (lost as with its node, wherever Ray placed it), take the second node away with what runs there, add a
+    new one, and let the decode go on (in the test's main thread: Ray starts nodes from there only). The new
+    node's id."""
     started, worker, holds = cluster
+    held = holds / "held-decode"
     deadline = time.monotonic() + 240
-    while not (holds / "held-decode").exists():
+    while not (held.exists() and held.read_text()):
         assert time.monotonic() < deadline, "the marked image was never held: the job did not get there"
         time.sleep(0.05)
+    os.kill(int(held.read_text()), signal.SIGKILL)
     started.remove_node(worker)
     added = started.add_node(num_cpus=1)
     started.wait_for_nodes()
@@ -209,3 +214,24 @@ def test_ray_options_need_ray() -> None:
     with pytest.raises(PixdexError, match="--ray-actors needs --ray"):
         wants_ray(parser.parse_args(["/photos", "--ray-actors", "2"]))
     assert not wants_ray(parser.parse_args(["/photos"]))
+
+
+def test_a_bundle_lands_once_per_node_under_its_digest(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from pixdex.indexer.distributed.bundle import materialise, pack
+
+    clip = tmp_path / "models" / "clip" / "some-clip"
+    (clip / "visual").mkdir(parents=True)
+    (clip / "visual" / "model.onnx").write_bytes(b"graph")
+    (clip / "config.json").write_text("{}")
+    vocabulary = tmp_path / "cache" / "some-clip-1234.npy"
+    vocabulary.parent.mkdir()
+    vocabulary.write_bytes(b"matrix")
+    bundle = pack(clip, None, vocabulary)
+    root = tmp_path / "node"
+    first = materialise(bundle, root)
+    assert (first / "clip" / "some-clip" / "visual" / "model.onnx").read_bytes() == b"graph"
+    assert (first / "vocabulary" / "some-clip-1234.npy").read_bytes() == b"matrix"
+    assert materialise(bundle, root) == first and [p.name for p in root.iterdir()] == [first.name]  # no partials
+    (clip / "visual" / "model.onnx").write_bytes(b"another graph")
+    assert pack(clip, None, vocabulary).digest != bundle.digest  # other files, another folder
