@@ -10,7 +10,7 @@ Each command is written once, against `Library`, which has two implementations:
 - `DaemonLibrary` (`daemon/remote.py`) when a daemon answers: its HTTP API over the Unix socket, whose routes
   ask the `Core` (`routes_library`, `routes_status`);
 - `OfflineLibrary` (`daemon/offline.py`) when none does: the same answers read from, and small changes
-  written to, the data directory under its lock. The reads (`offline.stored_status`, `offline.failures`)
+  written to, the data directory under its lock. The reads (`stored.stored_status`, `stored.failures`)
   are the ones the daemon's routes answer with too.
 
 `Core` has two: `IndexingCore` (`daemon/indexing_core.py`), the real one in the indexing process, and

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from pixdex.daemon.core_api import CALLS, Core, Unavailable, Watch
 from pixdex.daemon.events import EventBus
-from pixdex.daemon.model_pull import model_fix
+from pixdex.daemon.stored import model_fix
 from pixdex.indexer.collections import Collection
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.settings import Config

@@ -23,14 +23,6 @@ log = logging.getLogger(__name__)
 RETRY = 600.0  # seconds between pulls that failed
 
 
-def model_fix(config: Config) -> str:
-    """What a person runs (or does) to give pixdex its models: status and the log say it in reduced mode."""
-    return (f"`pixdex models pull {config.models.clip}` (from the Hugging Face hub; `pixdex models list` shows the "
-            f"choices), or put the model's files into {config.model_dir}: Immich's ONNX exports, `pixdex models "
-            "export ARCH --pretrained WEIGHTS` (the export extra), or `pixdex models standin` (the export extra "
-            "too) to try pixdex with meaningless stand-ins")
-
-
 class ModelPull:
     def __init__(self, config: Config, bus: Bus, landed: Callable[[], None]) -> None:
         self.config = config

@@ -26,8 +26,8 @@ from pixdex.daemon.http_api import (
     scope,
 )
 from pixdex.daemon.metrics import CONTENT_TYPE
-from pixdex.daemon.offline import failures as stored_failures
-from pixdex.daemon.offline import stored_status
+from pixdex.daemon.stored import failures as stored_failures
+from pixdex.daemon.stored import stored_status
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.describe import describer_id
 

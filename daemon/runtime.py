@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 
 from pixdex.daemon.core_api import Unavailable
 from pixdex.daemon.events import Bus
-from pixdex.daemon.model_pull import ModelPull, model_fix
-from pixdex.daemon.offline import CLIP_FILES
+from pixdex.daemon.model_pull import ModelPull
 from pixdex.daemon.progress import progress_of
+from pixdex.daemon.stored import CLIP_FILES, model_fix
 from pixdex.daemon.watcher import Watcher
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.collections import (

@@ -141,7 +141,7 @@ class Describer:
                 self._stop.wait(30)
 
     async def _run(self) -> None:
-        from ollama import AsyncClient
+        from ollama import AsyncClient  # late: ollama (httpx, pydantic) loads only with [describe] on
 
         self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
         client = AsyncClient(host=self.host, timeout=self.settings.timeout)
@@ -205,8 +205,8 @@ class Describer:
 
     async def _check(self, client: Any) -> None:
         """Ollama answers and has the model; Unreachable says what to do otherwise."""
-        import httpx
-        from ollama import ResponseError
+        import httpx  # late: as in `_run`
+        from ollama import ResponseError  # late: as in `_run`
 
         if self.state not in ("starting", "waiting"):
             return
@@ -225,8 +225,8 @@ class Describer:
                               f"{str(exc).splitlines()[0] if str(exc) else ''}); is it a recent Ollama?") from None
 
     async def _describe(self, client: Any, row: Any) -> None:
-        import httpx
-        from ollama import ResponseError
+        import httpx  # late: as in `_run`
+        from ollama import ResponseError  # late: as in `_run`
 
         loop = asyncio.get_running_loop()
         try:

@@ -5,7 +5,7 @@
 - `PIXDEX_TEST_HOLD=STAGE:TEXT[,STAGE:TEXT…]` and `PIXDEX_TEST_HOLD_DIR=DIR`: indexing stops at STAGE
   (`decode`, `infer`, `sidecar`, `commit`; `register`: the scanner between reading the catalog and
   registering what it found; `drop`: between a deletion's commit and the removal of its sidecars) for a file
-  whose name contains TEXT, says so by creating `DIR/held-STAGE`,
+  whose name contains TEXT, says so by creating `DIR/held-STAGE` (holding the process id),
   and goes on once `DIR/release-STAGE` exists (or after a minute). A test moves or changes the file in
   between, at exactly that moment of the file's way through.
 """
@@ -41,8 +41,8 @@ def hold(stage: str, paths: Iterable[bytes]) -> None:
     held, release = os.path.join(folder, f"held-{stage}"), os.path.join(folder, f"release-{stage}")
     if os.path.exists(release):
         return  # held once already: the test let it go
-    with open(held, "w"):
-        pass
+    with open(held, "w") as marker:
+        marker.write(str(os.getpid()))  # the process that holds: a test may kill it there
     deadline = time.monotonic() + HOLD_LIMIT
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.02)

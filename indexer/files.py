@@ -133,7 +133,7 @@ def remove_stale_temps(directory: bytes, names: list[bytes]) -> int:
 
 def _alive(pid: int) -> bool:
     """Whether `pid` runs (a zombie — killed, not yet reaped — does not)."""
-    import psutil
+    import psutil  # late: the command line's client path reads this module and needs no psutil
 
     try:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)

@@ -137,7 +137,7 @@ def reporting_tqdm(report: Report, expected: int = 0) -> type:
     events). huggingface_hub gives it the bytes of the whole snapshot; older releases only the file count.
     The snapshot's byte total grows as each file's download starts, so `expected` (the files' sizes from
     the hub's listing) is the total from the first report on."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # late: huggingface_hub's bar class loads with a pull only
 
     bars: dict[int, tuple[int, int]] = {}  # the byte bars (received, written): the further one is told
 
@@ -163,7 +163,7 @@ def reporting_tqdm(report: Report, expected: int = 0) -> type:
 def one_log_line_each() -> None:
     """huggingface_hub gives its loggers a stderr handler of their own and lets them propagate too: each of its
     warnings (a retry) reached the log twice. Only pixdex's handler stays."""
-    from huggingface_hub.utils import logging as hub_logging
+    from huggingface_hub.utils import logging as hub_logging  # late: as in `pull`
 
     hub_logging.get_logger().handlers.clear()  # its root logger: `huggingface_hub`
     hub_logging.enable_propagation()
@@ -172,9 +172,11 @@ def one_log_line_each() -> None:
 def _expected_bytes(model: Known, revision: str | None) -> int:
     """The bytes `pull` will fetch, from the hub's file listing; 0 when it cannot be told (offline, an
     unreachable hub: the download then says why)."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils._paths import filter_repo_objects  # public in huggingface_hub.utils, not re-exported
+    from huggingface_hub import HfApi, constants  # late: as in `pull`
+    from huggingface_hub.hf_api import RepoFile  # late: as in `pull`
+
+    # late, as in `pull`; public in huggingface_hub.utils, not re-exported there
+    from huggingface_hub.utils._paths import filter_repo_objects
 
     one_log_line_each()
     if constants.HF_HUB_OFFLINE:
@@ -192,15 +194,16 @@ def pull(model: Known, model_dir: Path, revision: str | None = None, progress: b
     """Download `model` into <model_dir>/<kind>/<name>, checked; returns that folder. Raises ModelError
     with the reason and what to do (offline, unreachable hub, missing repo or file, bad checksum).
     `progress`: a bar on the terminal, none, or a function told how far it is."""
+    # late: huggingface_hub (and its HTTP stack) loads in a process that pulls a model, not in every command
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (
+    from huggingface_hub.errors import (  # late: as above
         EntryNotFoundError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-    from huggingface_hub.utils.tqdm import disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils.tqdm import disable_progress_bars, enable_progress_bars  # late: as above
 
     one_log_line_each()
     final = folder(model_dir, model)

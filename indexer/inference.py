@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 from numpy.typing import NDArray
 
-from pixdex.indexer.cliptags import ClipTagger
+from pixdex.indexer.cliptags import ClipTagger, cache_path
 from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import ClipTransform
 from pixdex.indexer.sections import DEFAULT_RUNTIME, ClipTagSettings, Runtime, TaggerSettings
@@ -120,6 +120,16 @@ def describe(spec: ModelSpec) -> ModelInfo:
     ids = [t.id for t in (tagger, models.vocab) if t is not None]
     return ModelInfo(clip.id, clip.dim, clip.transform, "+".join(ids) or None,
                      tagger.image_size if tagger else None)
+
+
+def vocabulary_cache(spec: ModelSpec) -> Path | None:
+    """The file of the CLIP vocabulary's text embeddings for `spec`, computed now when absent; None without
+    vocabulary tags. A cluster's model workers get this file rather than each embedding the vocabulary."""
+    vocab = _loaded(spec).vocab
+    if vocab is None:
+        return None
+    vocab.matrix  # noqa: B018 - computes and caches the matrix when it is not cached yet
+    return cache_path(vocab.cache_dir, vocab.clip.id, vocab.concepts, list(vocab.settings.templates))
 
 
 def infer(spec: ModelSpec, clip_batch: NDArray[np.float32], tag_batch: NDArray[np.float32] | None) -> Inferred:

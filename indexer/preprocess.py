@@ -10,13 +10,11 @@ from the model's ``visual/preprocess_cfg.json`` (open_clip's ``model.visual.prep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-
-if TYPE_CHECKING:  # Pillow is imported where pixels are touched: the query process may never need it
-    from PIL import Image
+from PIL import Image
 
 RESAMPLING = ("bicubic", "bilinear", "nearest", "lanczos")  # PIL.Image.Resampling members, lower-cased
 RESIZE_MODES = ("shortest", "squash")
@@ -73,8 +71,6 @@ def normalize(pixels: NDArray[np.uint8], mean: tuple[float, ...], std: tuple[flo
 
 def clip_preprocess(image: Image.Image, t: ClipTransform) -> NDArray[np.float32]:
     """An RGB image → a (3, size, size) float32 array, as open_clip's transform makes it."""
-    from PIL import Image
-
     resample = Image.Resampling[t.interpolation.upper()]
     if t.resize_mode == "squash":
         image = image.resize((t.size, t.size), resample=resample)
@@ -85,8 +81,6 @@ def clip_preprocess(image: Image.Image, t: ClipTransform) -> NDArray[np.float32]
 
 
 def pad_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    from PIL import Image
-
     w, h = image.size
     side = max(w, h)
     if w == h:
@@ -98,8 +92,6 @@ def pad_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 255))
 
 def wd14_preprocess(image: Image.Image, size: int) -> NDArray[np.float32]:
     """An RGB image → a (size, size, 3) float32 BGR array in 0–255, as WD14 taggers expect."""
-    from PIL import Image
-
     square = pad_square(image)
     if square.size != (size, size):
         square = square.resize((size, size), resample=Image.Resampling.BICUBIC)

@@ -20,14 +20,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pixdex.indexer.cliptags import cache_path, load_matrix, vocabulary
 from pixdex.indexer.collections import Collection, all_collections, find
+from pixdex.indexer.decode import decode_image
+from pixdex.indexer.embedder import ClipModel
 from pixdex.indexer.errors import ModelError, ReadError
+from pixdex.indexer.files import read_regular
+from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config, runtime
 from pixdex.query.fuse import Fused, rrf
 from pixdex.query.parse import Filters, QueryError, parse_query
 from pixdex.query.reader import Reader, TextSnapshot
 from pixdex.query.text import matching_ids, newest, text_hits
+from pixdex.query.vector import combine, mean_embedding, query_embedding, segment_embeddings
 
 MAX_K = 10_000
 
@@ -119,9 +125,6 @@ class SearchService:
             if failed is not None and time.monotonic() - failed[1] <= 5.0:
                 self._clip_error = failed[0]
                 return None
-            from pixdex.indexer.embedder import ClipModel
-            from pixdex.indexer.modelcache import ModelCache
-
             try:
                 model = ClipModel(self.config.model_dir / "clip" / name, self.config.models.query_threads,
                                   ModelCache(self.config.models.idle_ttl), runtime(self.config))
@@ -186,7 +189,6 @@ class SearchService:
             notes.append(f"text results only: the CLIP model {self.config.models.clip} is not loaded; "
                          "`pixdex status` says why and how to install it")
         else:
-            from pixdex.query.vector import combine, query_embedding, segment_embeddings
 
             segments = segment_embeddings(clip, query) if query.has_text else None
             wanted = query_embedding(clip, query, segments) if segments is not None else None
@@ -226,7 +228,6 @@ class SearchService:
         return tuple(dict.fromkeys(found))
 
     def _vocabulary(self, clip: Any) -> tuple[list[str], NDArray[np.float32]] | None:
-        from pixdex.indexer.cliptags import cache_path, load_matrix, vocabulary
 
         key = (clip.id, self.config.clip_tags)
         if self._vocab_key != key:
@@ -262,7 +263,6 @@ class SearchService:
         vectors, own_ids = self._image_vectors(clip, space, images)
         if text is None:
             return Results(" ".join(display_path(p) for p in images), [], [self._nothing_note()])
-        from pixdex.query.vector import mean_embedding
 
         found = self._vector_side(space, text, mean_embedding(vectors), filters, exclude=own_ids,
                                   count=max(k, self.config.search.candidates))
@@ -299,8 +299,6 @@ class SearchService:
     def _image_vectors(self, clip: Any, space: tuple[str, int], images: list[Path]
                        ) -> tuple[NDArray[np.float32], set[int]]:
         """Each image's vector: an indexed one's from the index (no model needed), another's from the model."""
-        from pixdex.indexer.decode import decode_image
-        from pixdex.indexer.files import read_regular
 
         rows, own = [], set()
         catalog = self.reader.catalog() if self.reader.exists() else None

@@ -56,7 +56,7 @@ def vector_side(env: Env, query: str) -> dict[int, tuple[int, float]]:
 
 def test_searches_use_the_old_vectors_until_the_new_model_has_embedded_every_image(
         env: Env, two_models: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pixdex.daemon.offline import stored_status as status
+    from pixdex.daemon.stored import stored_status as status
     from pixdex.indexer.settings import load_config
 
     make_library(env.pics)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pixdex.daemon.commands import distributed
 from pixdex.daemon.commands.connect import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -30,6 +31,7 @@ def add_parsers(sub: Any) -> None:
     index = sub.add_parser("index", help="index folders (default: the configured ones)")
     index.add_argument("dirs", nargs="*", type=Path, metavar="DIR")
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
+    distributed.add_arguments(index)
 
     rebuild = sub.add_parser("rebuild", help="rebuild the catalog and both indexes from the images and their sidecars "
                                             "(no model runs for an image whose sidecar carries its embedding)")
@@ -43,8 +45,11 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_index(args: argparse.Namespace, config: Config) -> int:
+    ray = distributed.wants_ray(args)
     roots = [Path(os.path.abspath(d)) for d in args.dirs] or config.folders
     _check_roots(roots)
+    if ray:
+        return distributed.cmd_index_ray(args, config, roots, index_folders)
     client = daemon_client(config)
     if client is not None:
         pid = client.get("/health")["pid"]

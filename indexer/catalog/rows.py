@@ -133,12 +133,12 @@ COLUMNS = ", ".join(f"images.{name}" for name in ImageRow.__dataclass_fields__)
 
 
 def vector_blob(vector: NDArray[np.float32]) -> bytes:
-    import numpy as np
+    import numpy as np  # late: the command line's client path reads rows and stays without numpy
 
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
 def blob_vector(blob: bytes) -> NDArray[np.float32]:
-    import numpy as np
+    import numpy as np  # late: the command line's client path reads rows and stays without numpy
 
     return np.frombuffer(blob, dtype=np.float32)

@@ -1,0 +1,237 @@
+"""`pixdex index --ray`: the library embedded and tagged as a Ray Data job on a real two-node cluster
+(`ray.cluster_utils.Cluster`, as Ray's own tests simulate several nodes), with the stand-in models, compared with
+the local pipeline; a node taken away and replaced mid-job; a re-run that redoes nothing; the catalog filled
+from the sidecars with no model call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import PIXDEX, Env, gradient, noise
+
+from pixdex.daemon import cli
+from pixdex.daemon.commands.distributed import wants_ray
+from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.faults import HOLD_DIR_ENV, HOLD_ENV
+
+SWAP = "swap-node-here"  # the decode of this image waits while the test swaps a node
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, Path]]:
+    """A head and a second node, 1 CPU each. Their workers inherit the hold (`faults.hold`) set here."""
+    pytest.importorskip("ray")  # the `ray` extra (in dev)
+    from ray.cluster_utils import Cluster
+
+    holds = tmp_path_factory.mktemp("ray-holds")
+    patch = pytest.MonkeyPatch()
+    patch.setenv(HOLD_ENV, f"decode:{SWAP}")
+    patch.setenv(HOLD_DIR_ENV, str(holds))
+    try:
+        started = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        worker = started.add_node(num_cpus=1)
+        started.wait_for_nodes()
+    finally:
+        patch.undo()
+    yield started, worker, holds
+    started.shutdown()
+
+
+def write_library(root: Path, count: int) -> list[Path]:
+    paths = []
+    for n in range(count):
+        path = root / f"roll{n % 4}" / (f"img_{n:03d}-{SWAP}.jpg" if n == count // 3 else f"img_{n:03d}.jpg")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (gradient(n) if n % 2 else noise(n)).save(path)
+        paths.append(path)
+    return paths
+
+
+def configure(model_dir: Path, folder: Path, data: Path) -> Path:
+    """A config with the vocabulary tags on (the stand-in's words: the bundle ships the vocabulary cache)."""
+    config = data / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"[library]\nfolders = {json.dumps([str(folder)])}\n"
+                      f"[paths]\nmodel_dir = {json.dumps(str(model_dir))}\ndata_dir = {json.dumps(str(data / 'db'))}\n"
+                      '[models]\nclip = "pixdex-standin-clip"\ntagger = "pixdex-standin-tagger"\nbatch_size = 4\n')
+    return config
+
+
+def sidecar(image: Path) -> dict[str, Any]:
+    from pixdex.indexer.sidecars.read import read_sidecar
+
+    return read_sidecar(image.with_name(image.name + ".xmp"))
+
+
+def embedding(xmp: dict[str, Any]) -> Any:
+    from pixdex.indexer.sidecars.embedding import read_embedding
+    from pixdex.indexer.sidecars.keys import EMBEDDING_MODEL, EMBEDDING_OF
+
+    return read_embedding(xmp, str(xmp[EMBEDDING_MODEL]), str(xmp[EMBEDDING_OF]))
+
+
+def run(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    capsys.readouterr()
+    status = cli.main(["--config", str(config), "index", "--json", *args])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    return dict(json.loads(out))
+
+
+def swap_node_mid_job(cluster: tuple[Any, Any, Path]) -> str:
+    """Once the job is mid-way (the marked image's decode is held), kill the worker process running that decode
+    task (lost as with its node, wherever Ray placed it), take the second node away with what runs there, add a
+    new one, and let the decode go on (in the test's main thread: Ray starts nodes from there only). The new
+    node's id."""
+    started, worker, holds = cluster
+    held = holds / "held-decode"
+    deadline = time.monotonic() + 240
+    while not (held.exists() and held.read_text()):
+        assert time.monotonic() < deadline, "the marked image was never held: the job did not get there"
+        time.sleep(0.05)
+    os.kill(int(held.read_text()), signal.SIGKILL)
+    started.remove_node(worker)
+    added = started.add_node(num_cpus=1)
+    started.wait_for_nodes()
+    (holds / "release-decode").touch()
+    return str(added.node_id)
+
+
+@pytest.mark.slow
+def test_ray_job_matches_the_local_pipeline_survives_a_node_swap_and_fills_the_catalog(
+        env: Env, model_dir: Path, cluster: tuple[Any, Any, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    from pixdex.indexer.sidecars.keys import MACHINE, SUBJECT
+    from pixdex.indexer.sidecars.merge import edit_person
+
+    library = env.root / "library"
+    images = write_library(library, 200)
+    (library / "roll0" / "broken.jpg").write_bytes(b"not an image" * 20)
+    edit_person(images[7], ["Grandma"], [], None, "pixdex")  # a person's keyword, in a sidecar before the job
+    reference = env.root / "reference"
+    shutil.copytree(library, reference)
+    local = run(configure(model_dir, reference, env.root / "local"), capsys, str(reference))
+    assert local["embedded"] == 200
+
+    config = configure(model_dir, library, env.root / "ray")
+    # As a person runs it: the `pixdex` command, in its own process, a driver joining the cluster.
+    job_process = subprocess.Popen([str(PIXDEX), "--config", str(config), "index", "--ray", cluster[0].address,
+                                    str(library), "--json"], env=env.environ, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+    try:
+        added = swap_node_mid_job(cluster)
+        out, err = job_process.communicate(timeout=600)
+    finally:
+        job_process.kill()
+    assert job_process.returncode == 0, err
+    result = json.loads(out)
+    job, catalog = result["ray"], result["catalog"]
+
+    assert (job["images"], job["rows"], job["duplicates"]) == (201, 201, 0)
+    assert (job["indexed"], job["skipped"], job["failed"]) == (200, 0, 1)
+    assert job["failures"][0][0].endswith("broken.jpg") and "Pillow" in job["failures"][0][1]
+    assert len(job["nodes"]) >= 2, job["nodes"]
+    assert any(added[:8] in label for label in job["nodes"]), (added, job["nodes"])  # the new node took work
+    for image in images:
+        mine, theirs = sidecar(image), sidecar(reference / image.relative_to(library))
+        cosine = float(np.dot(embedding(mine), embedding(theirs)))
+        assert cosine >= 0.9999, (image, cosine)
+        assert mine[MACHINE] == theirs[MACHINE] and mine[MACHINE], image
+        assert len(set(mine[SUBJECT])) == len(mine[SUBJECT]), image  # nothing merged twice by a retried write
+    assert "Grandma" in sidecar(images[7])[SUBJECT]
+
+    assert (catalog["new"], catalog["failed"]) == (201, 1)
+    assert (catalog["from_sidecars"], catalog["inference_calls"], catalog["decoded"]) == (200, 0, 0)
+    capsys.readouterr()
+    assert cli.main(["--config", str(config), "failures", "--json"]) == 0
+    assert [Path(f["path"]).name for f in json.loads(capsys.readouterr().out)] == ["broken.jpg"]
+    assert cli.main(["--config", str(config), "similar", str(images[3]), "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert hits and all(Path(h["path"]).is_relative_to(library) for h in hits)
+
+    # A re-run (a killed driver, or new files) redoes only what changed: the sidecars of the rest hold the current
+    # model's embedding for their current content.
+    before = {image: image.with_name(image.name + ".xmp").read_bytes() for image in images}
+    noise(999).save(images[11])
+    again = run(config, capsys, "--ray", cluster[0].address, str(library))["ray"]
+    assert (again["indexed"], again["skipped"], again["failed"]) == (1, 199, 1)
+    changed = [i for i in images if i.with_name(i.name + ".xmp").read_bytes() != before[i]]
+    assert changed == [images[11]]
+
+
+@pytest.mark.slow
+def test_a_node_that_cannot_read_the_library_stops_the_job_before_it_starts(
+        cluster: tuple[Any, Any, Path], tmp_path: Path) -> None:
+    import ray
+
+    from pixdex.indexer.distributed.cluster import check_readable, connect, nodes
+
+    seen = tmp_path / "seen.jpg"
+    noise(1).save(seen)
+    connect(cluster[0].address)
+    try:
+        check_readable([os.fsencode(seen)], nodes())
+        with pytest.raises(PixdexError, match=r"^node .* cannot read .*unseen\.jpg .*same path") as caught:
+            check_readable([os.fsencode(seen), os.fsencode(tmp_path / "unseen.jpg")], nodes())
+        assert "\n" not in str(caught.value)
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize(("argv", "address", "dirs"), [
+    (["--ray", "/photos"], "auto", ["/photos"]),
+    (["--ray", "head:6379", "/photos"], "head:6379", ["/photos"]),
+    (["--ray", "ray://head:10001", "/a", "/b"], "ray://head:10001", ["/a", "/b"]),
+    (["/photos", "--ray"], "auto", ["/photos"]),
+])
+def test_ray_takes_an_address_or_leaves_the_folder_alone(argv: list[str], address: str, dirs: list[str]) -> None:
+    from pixdex.daemon.commands.distributed import add_arguments
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dirs", nargs="*", type=Path)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    assert wants_ray(args)
+    assert (args.ray, [str(d) for d in args.dirs]) == (address, dirs)
+
+
+def test_ray_options_need_ray() -> None:
+    from pixdex.daemon.commands.distributed import add_arguments
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dirs", nargs="*", type=Path)
+    add_arguments(parser)
+    with pytest.raises(PixdexError, match="--ray-actors needs --ray"):
+        wants_ray(parser.parse_args(["/photos", "--ray-actors", "2"]))
+    assert not wants_ray(parser.parse_args(["/photos"]))
+
+
+def test_a_bundle_lands_once_per_node_under_its_digest(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from pixdex.indexer.distributed.bundle import materialise, pack
+
+    clip = tmp_path / "models" / "clip" / "some-clip"
+    (clip / "visual").mkdir(parents=True)
+    (clip / "visual" / "model.onnx").write_bytes(b"graph")
+    (clip / "config.json").write_text("{}")
+    vocabulary = tmp_path / "cache" / "some-clip-1234.npy"
+    vocabulary.parent.mkdir()
+    vocabulary.write_bytes(b"matrix")
+    bundle = pack(clip, None, vocabulary)
+    root = tmp_path / "node"
+    first = materialise(bundle, root)
+    assert (first / "clip" / "some-clip" / "visual" / "model.onnx").read_bytes() == b"graph"
+    assert (first / "vocabulary" / "some-clip-1234.npy").read_bytes() == b"matrix"
+    assert materialise(bundle, root) == first and [p.name for p in root.iterdir()] == [first.name]  # no partials
+    (clip / "visual" / "model.onnx").write_bytes(b"another graph")
+    assert pack(clip, None, vocabulary).digest != bundle.digest  # other files, another folder
