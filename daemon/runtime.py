@@ -396,7 +396,7 @@ class Daemon:
 
 def _core_settings(config: Config) -> tuple[Any, ...]:
     """The settings whose change needs the core reopened (folders, watching and serving do not)."""
-    return (config.paths, config.models, config.tagger, config.clip_tags, config.describe, config.decode,
+    return (config.paths, config.models, config.tagger, config.clip_tags, config.describe, config.ocr, config.decode,
             config.pipeline, config.sidecar, config.index)
 
 
