@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-KINDS = ("describe", "queued", "stage", "indexed", "failed", "removed", "progress", "paused", "resumed", "config",
+KINDS = ("describe", "ocr", "queued", "stage", "indexed", "failed", "removed", "progress", "paused", "resumed", "config",
          "models", "watch", "reset")
 
 

@@ -104,7 +104,7 @@ class Daemon:
 
     def _open_indexer(self) -> None:
         self._done.clear()  # the core's counters start again: the rate is over this core's work only
-        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True,
+        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True, read_text=True,
                           paused=bool(self._catalog_meta("paused")), vanish_grace=VANISH_GRACE)
         self._failed_models = None if indexer.info.has_models else _model_files(self.config)
         indexer.pipeline.listener = self._pipeline_event

@@ -4,8 +4,8 @@ GeoNames' cities of 1000+ people with their state and country in its wheel; LGPL
 `place_at` gives the city, state (province, region), country and ISO country code. The library's nearest point is
 nearest in degrees, not kilometres, and GeoNames lists every suburb: a photo taken in central Tokyo would be
 "Ginza", one in central Reykjavík "Kópavogur". So a city of `BIG` people within `NEAR_BIG_KM` wins over the
-nearest place (measured on a sphere); elsewhere the nearest place it is. What pixdex makes of a place beside the person's own
-location fields (`Place.merged`): the person's value of a field wins, GeoNames fills the others.
+nearest place (measured on a sphere); elsewhere the nearest place it is. Beside the person's own location
+fields (`Place.merged`), the person's value of a field wins and GeoNames fills the others.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def place_at(lat: float | None, lon: float | None) -> Place:
     if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
         return Place()
     if not _GEOCODER:
-        import reverse_geocode  # late: scipy's k-d tree and the GeoNames table load where places are needed
+        import reverse_geocode  # type: ignore[import-untyped]  # late: scipy's k-d tree and the GeoNames table load where places are needed
 
         _GEOCODER.append(reverse_geocode)
     found = _GEOCODER[0].get((lat, lon))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,6 @@ from pixdex.indexer.errors import ReadError
 from pixdex.indexer.files import read_regular
 from pixdex.indexer.sections import OcrSettings
 
-MODELS = "PP-OCRv6-small"
 TOO_SMALL = 8  # pixels: no line of text fits in fewer
 
 
@@ -57,12 +55,6 @@ class TextRead:
     digest: str  # the content hash of the bytes read
     cpu_ms: float  # CPU time this process spent on it (decode included)
     looked: bool  # whether the full pass ran (the small look found a line)
-
-
-def reader_id(settings: OcrSettings) -> str:
-    """What made an image's text: a different one reads every image again."""
-    return (f"rapidocr-{version('rapidocr')}/{MODELS}@{settings.max_side}/{settings.min_confidence:g}/"
-            f"{settings.gate_side}/{settings.max_lines}")
 
 
 _ENGINES: dict[tuple[int, int], Any] = {}  # one per process and (max_side, max_lines): the sessions load once
