@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from rendered import page, screenshot, sign
 from served import Served, wait_for
 
