@@ -156,9 +156,13 @@ class Indexer:
         self.ocr = OcrStage(self.config.ocr, self.config.decode.max_pixels, self.layout.catalog, self.ocr_pool,
                             write=self.sidecars.ocr, record=self.writer.text_read,
                             busy=lambda: not self.pipeline.idle(), paused=self.pipeline.paused.is_set,
-                            listener=lambda kind, data: self.pipeline.listener and self.pipeline.listener(kind, data))
+                            listener=self._tell)
         self.ocr.start()
         self._opened.append(self.ocr.stop)
+
+    def _tell(self, kind: str, data: dict[str, Any]) -> None:
+        if self.pipeline.listener is not None:
+            self.pipeline.listener(kind, data)
 
     def _describe_models(self) -> ModelInfo:
         from pebble import ProcessExpired

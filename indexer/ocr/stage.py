@@ -114,7 +114,7 @@ class OcrStage:
                 self.record(row.id, self.id, {}, str(exc), None, None).result()
                 self._tell({"id": row.id, "path": display_path(row.path), "error": str(exc)})
                 return
-            side = outcome(self.write(row.path, read.text), row.path) if read.text else None
+            side = outcome(self.write(row.path, read.text), row.path)  # none made for no text; old text removed
             self.record(row.id, self.id, {"text": read.text, "lines": read.lines}, None, side, read.digest).result()
             self.done += 1
             self.cpu_ms += read.cpu_ms

@@ -181,7 +181,8 @@ def describe_sidecar(path: bytes, machine: list[str], rejected: list[str], spec:
 
 def ocr_sidecar(path: bytes, text: str, spec: SidecarSpec) -> SidecarState:
     """The OCR model's reading into the sidecar (`pixdex:TextOCR`, and `pixdex:Text` with the vision LLM's): an
-    image without text gets no new sidecar for it."""
+    image without text gets no new sidecar for it, and an existing one loses the text of the image's old
+    content."""
     from pixdex.indexer.sidecars.merge import write_tags  # late: in the worker only
     from pixdex.indexer.sidecars.read import read_state  # late: in the worker only
 
