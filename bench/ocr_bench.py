@@ -1,14 +1,15 @@
 """What reading text in images costs and how well it reads (`[ocr]`, RapidOCR's PP-OCRv6 small models).
 
-    .venv/bin/pip install levenshtein    # the edit distance for the character error rate (bench only)
+    .venv/bin/pip install levenshtein scikit-image    # edit distance for the error rate; sample photos (bench only)
     nice .venv/bin/python bench/ocr_bench.py [--quick] [--json out.json]
 
 - accuracy: the character error rate (edit distance / reference length, case kept, spaces collapsed) of lines
   of random dictionary words rendered with Pillow on a page, by font size and by rotation (DejaVu Sans and
   Liberation Serif, seeded);
 - cost: CPU milliseconds per image (this process; onnxruntime on one thread, as the OCR worker runs it; the
-  decode included) for photos without text (4000 × 3000 JPEG), screenshots (1280 × 800, 1920 × 1080) and
-  document pages (A4 at 150 dpi), at the default settings and at other `max_side`s;
+  decode included) for photos without text (scikit-image's sample photos, which ship in its wheel —
+  `pip install scikit-image` — scaled to 4000 px JPEGs; graded noise without it), screenshots (1280 × 800,
+  1920 × 1080) and document pages (A4 at 150 dpi), at the default settings and at other `max_side`s;
 - indexing: the time `Indexer.scan` + `drain` takes on a small library with the OCR stage on and off (it waits
   for an idle pipeline and runs at SCHED_IDLE, so it should cost indexing nothing but the sidecar writes).
 """
@@ -56,7 +57,7 @@ def accuracy(spec: OcrSpec, quick: bool, tmp: Path) -> dict[str, Any]:
     words = vocabulary(rng)
     sizes = (12, 16, 20, 28, 40) if quick else (10, 12, 14, 16, 20, 28, 40, 56)
     turns = (0, 3, 8, 90) if quick else (0, 2, 5, 8, 15, 30, 90, 180)
-    pages = 1 if quick else 3
+    pages = 1 if quick else 2
 
     def measure(size: int, turn: float) -> float:
         errors, total = 0.0, 0
@@ -84,17 +85,40 @@ def photo(seed: int, size: tuple[int, int] = (4000, 3000)) -> Image.Image:
     return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
 
 
+PHOTOS = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "motorcycle_left.png",
+          "retina.jpg", "rocket.jpg", "grass.png", "gravel.png", "brick.png", "moon.png", "horse.png", "coins.png")
+
+
+def real_photos(tmp: Path) -> list[Path]:
+    """scikit-image's sample photos (they ship in its wheel), as 4000-pixel JPEGs like a camera's; synthetic
+    ones (graded noise) without it."""
+    try:
+        import skimage
+    except ImportError:
+        paths = []
+        for i in range(8):
+            paths.append(tmp / f"photo-{i}.jpg")
+            photo(i).save(paths[-1], quality=90)
+        return paths
+    data = Path(skimage.__file__).parent / "data"
+    paths = []
+    for name in PHOTOS:
+        image = Image.open(data / name).convert("RGB")
+        scale = 4000 / max(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+        paths.append(tmp / f"{Path(name).stem}.jpg")
+        image.save(paths[-1], quality=90)
+    return paths
+
+
 def cost(settings: OcrSettings, quick: bool, tmp: Path) -> dict[str, Any]:
     spec = OcrSpec.of(settings, 150_000_000)
     rng = random.Random(7)
     words = vocabulary(rng)
-    n = 3 if quick else 6
-    sets: dict[str, list[Path]] = {"photo without text (4000×3000 JPEG)": [], "screenshot 1280×800": [],
-                                   "screenshot 1920×1080": [], "page A4 150 dpi": []}
+    n = 2 if quick else 4
+    sets: dict[str, list[Path]] = {"photo without text (4000 px JPEG)": real_photos(tmp), "screenshot 1280×800": [],
+                                   "screenshot 1920×1080": [], "page A4 150 dpi (1240×1754)": []}
     for i in range(n):
-        path = tmp / f"photo-{i}.jpg"
-        photo(i).save(path, quality=90)
-        sets["photo without text (4000×3000 JPEG)"].append(path)
         lines = [" ".join(rng.choice(words) for _ in range(6)) for _ in range(12)]
         path = tmp / f"shot-{i}.png"
         screenshot(lines).save(path)
@@ -103,15 +127,18 @@ def cost(settings: OcrSettings, quick: bool, tmp: Path) -> dict[str, Any]:
         screenshot(lines).resize((1920, 1080)).save(path)
         sets["screenshot 1920×1080"].append(path)
         path = tmp / f"page-{i}.png"
-        page(lines, size=24).resize((1240, 1754)).save(path)
-        sets["page A4 150 dpi"].append(path)
-    read_text(str(sets["page A4 150 dpi"][0]).encode(), spec)  # the sessions load once per worker: not counted
+        page(lines + lines, size=24).resize((1240, 1754)).save(path)
+        sets["page A4 150 dpi (1240×1754)"].append(path)
+    read_text(str(sets["screenshot 1280×800"][0]).encode(), spec)  # the sessions load once per worker: not counted
     out: dict[str, Any] = {}
     for name, paths in sets.items():
         results = [read_text(str(p).encode(), spec) for p in paths]
         out[name] = {"cpu_ms_median": float(np.median([r.cpu_ms for r in results])),
                      "cpu_ms_max": max(r.cpu_ms for r in results),
-                     "full_pass": sum(r.looked for r in results), "images": len(results)}
+                     "full_pass": sum(r.looked for r in results), "images": len(results),
+                     "with_text": sum(bool(r.text) for r in results)}
+        if name.startswith("photo"):
+            out[name]["each"] = {p.stem: [r.cpu_ms, r.looked, r.text[:40]] for p, r in zip(paths, results, strict=True)}
     return out
 
 

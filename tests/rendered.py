@@ -19,8 +19,10 @@ def font(size: int, which: int = 0) -> ImageFont.FreeTypeFont:
 
 
 def page(lines: list[str], size: int = 28, rotate: float = 0.0, which: int = 0) -> Image.Image:
-    """A white A4-shaped page (1000 × 1400) with `lines` of text at `size` px, turned `rotate` degrees."""
-    image = Image.new("RGB", (1000, 1400), (250, 250, 247))
+    """A white A4-shaped page (1000 × 1400, wider when a line needs it) with `lines` of text at `size` px, turned
+    `rotate` degrees."""
+    width = max([1000, *(int(font(size, which).getlength(line)) + 160 for line in lines)])
+    image = Image.new("RGB", (width, max(1400, int(width * 1.4))), (250, 250, 247))
     draw = ImageDraw.Draw(image)
     for n, line in enumerate(lines):
         draw.text((80, 100 + n * int(size * 1.8)), line, fill=(20, 20, 20), font=font(size, which))

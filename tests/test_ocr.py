@@ -49,6 +49,11 @@ def test_hostile_images_never_crash(tmp_path: Path) -> None:
         read_text(str(tmp_path / "broken.png").encode(), SPEC)
 
 
+def test_small_print_on_a_page_is_read(tmp_path: Path) -> None:
+    """Text too small for the cheap look on a 320-pixel copy: a page-like image gets the full pass anyway."""
+    assert "small print matters" in read(tmp_path, page(["the small print matters", "clause seven"], size=16)).lower()
+
+
 def test_both_sources_of_text_are_kept_in_the_sidecar(tmp_path: Path) -> None:
     image = tmp_path / "a.png"
     Image.new("RGB", (64, 48)).save(image)

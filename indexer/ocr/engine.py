@@ -5,7 +5,8 @@ worker process.
 Most photos hold no text, and a full detection pass at 1280 px costs most of a second of CPU. So the
 detector looks first at a copy `gate_side` pixels on its long side (about 40 ms); only when it finds a line
 does it run again on the copy at `max_side`, and the recogniser then reads just the boxes it found (at most
-`max_lines`). Lines the recogniser is less sure of than `min_confidence` are left out.
+`max_lines`). Small print vanishes from that copy, so an image that is mostly one flat colour — a page, a
+screenshot, a slide (`page_like`: a photo's grain spreads its tones) — skips the look and gets the full pass. Lines the recogniser is less sure of than `min_confidence` are left out.
 
 The recognition model reads Chinese (simplified and traditional), Japanese, English and the Latin-script
 languages PaddleOCR lists for PP-OCRv6 in one model: there is no language to choose.
@@ -29,6 +30,7 @@ from pixdex.indexer.files import read_regular
 from pixdex.indexer.sections import OcrSettings
 
 TOO_SMALL = 8  # pixels: no line of text fits in fewer
+FLAT_SHARE = 0.3  # of the pixels within ±2 grey levels of the commonest: a page or a screen (`page_like`)
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,22 @@ def read_lines(image: Image.Image, spec: OcrSpec) -> tuple[list[str], bool]:
     ocr = engine(spec.max_side, spec.max_lines)
     small = image.copy()
     small.thumbnail((spec.gate_side, spec.gate_side), Image.Resampling.BILINEAR)
-    found = ocr(_bgr(small), use_det=True, use_cls=False, use_rec=False)
-    if found.boxes is None or len(found.boxes) == 0:
-        return [], False
+    if not page_like(small):
+        found = ocr(_bgr(small), use_det=True, use_cls=False, use_rec=False)
+        if found.boxes is None or len(found.boxes) == 0:
+            return [], False
     result = ocr(_bgr(image), use_det=True, use_cls=True, use_rec=True, text_score=spec.min_confidence)
     texts = result.txts or ()
     return [" ".join(str(t).split()) for t in texts if str(t).strip()], True
+
+
+def page_like(small: Image.Image) -> bool:
+    """Whether most of the image is one flat colour, as pages, screenshots and slides are (a photo's grain spreads
+    its tones): their small print vanishes from the small copy, so they always get the full pass."""
+    gray = np.asarray(small.convert("L"))
+    counts = np.bincount(gray.ravel(), minlength=256)
+    peak = int(counts.argmax())
+    return bool(counts[max(0, peak - 2):peak + 3].sum() >= FLAT_SHARE * gray.size)
 
 
 def _bgr(image: Image.Image) -> np.ndarray[Any, Any]:
