@@ -6,7 +6,8 @@ Most photos hold no text, and a full detection pass at 1280 px costs most of a s
 detector looks first at a copy `gate_side` pixels on its long side (about 40 ms); only when it finds a line
 does it run again on the copy at `max_side`, and the recogniser then reads just the boxes it found (at most
 `max_lines`). Small print vanishes from that copy, so an image that is mostly one flat colour — a page, a
-screenshot, a slide (`page_like`: a photo's grain spreads its tones) — skips the look and gets the full pass. Lines the recogniser is less sure of than `min_confidence` are left out.
+screenshot, a slide (`page_like`: a photo's grain spreads its tones) — skips the look and gets the full pass.
+Lines the recogniser is less sure of than `min_confidence` are left out.
 
 The recognition model reads Chinese (simplified and traditional), Japanese, English and the Latin-script
 languages PaddleOCR lists for PP-OCRv6 in one model: there is no language to choose.
