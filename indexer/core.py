@@ -283,6 +283,22 @@ class Indexer:
         if self.pipeline.fatal is not None:
             raise self.pipeline.fatal
 
+    def drain_text(self, progress: Callable[[int], None] | None = None, poll: float = 0.5) -> int:
+        """Wait until the OCR stage has read every indexed image (`read_text`); returns how many it read.
+        `progress` is told how many wait."""
+        if self.ocr is None:
+            return 0
+        reader = Catalog(self.layout.catalog, read_only=True)
+        try:
+            while (pending := reader.ocr_counts(self.ocr.id)["pending"]) > 0:
+                if progress:
+                    progress(pending)
+                time.sleep(poll)
+        finally:
+            reader.close()
+        self.writer.flush()
+        return int(self.ocr.done)
+
     def close(self) -> None:
         self._close_opened()
 

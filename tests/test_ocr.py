@@ -4,10 +4,11 @@ again. The real model (RapidOCR's PP-OCRv6, shipped in its wheel), in this proce
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from conftest import Env
+from conftest import OCR_OFF, Env
 from PIL import Image
 from rendered import page
 
@@ -113,3 +114,13 @@ def test_a_reindex_reads_the_text_again(env: Env) -> None:
         assert again is not None and again.ocr_by is None and again.ocr_text == "HELLO"  # searchable until read
         assert catalog.ocr_counts("reader-1")["pending"] == 1
         catalog.close()
+
+
+def test_pixdex_index_reads_the_text_before_it_ends(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    env.config.write_text(env.config.read_text().replace(OCR_OFF, "[ocr]\nenabled = true\n"))
+    page(["Boarding pass", "Gate 42 to Lisbon"], size=36).save(env.pics / "pass.png")
+    Image.new("RGB", (300, 200), (90, 140, 60)).save(env.pics / "field.png")
+    env.index_json(capsys)
+    status, out, _err = env.cli("search", "text:lisbon", "--json", capsys=capsys)
+    assert status == 0 and [Path(h["path"]).name for h in json.loads(out)["hits"]] == ["pass.png"]
+    assert "Lisbon" in (env.pics / "pass.png.xmp").read_text()
