@@ -5,8 +5,9 @@ worker process.
 Most photos hold no text, and a full detection pass at 1280 px costs most of a second of CPU. So the
 detector looks first at a copy `gate_side` pixels on its long side (about 40 ms); only when it finds a line
 does it run again on the copy at `max_side`, and the recogniser then reads just the boxes it found (at most
-`max_lines`). Small print vanishes from that copy, so an image that is mostly one flat colour — a page, a
-screenshot, a slide (`page_like`: a photo's grain spreads its tones) — skips the look and gets the full pass.
+`max_lines`). Small print vanishes from that copy: a page (nearly all one flat colour) skips the look and gets
+the full pass, and an image with large flat areas — a screenshot, a slide — is looked at on a copy half as large
+again (`has_text`).
 Lines the recogniser is less sure of than `min_confidence` are left out.
 
 The recognition model reads Chinese (simplified and traditional), Japanese, English and the Latin-script
@@ -31,7 +32,7 @@ from pixdex.indexer.files import read_regular
 from pixdex.indexer.sections import OcrSettings
 
 TOO_SMALL = 8  # pixels: no line of text fits in fewer
-FLAT_SHARE = 0.3  # of the pixels within ±2 grey levels of the commonest: a page or a screen (`page_like`)
+PAGE, FLAT = 0.9, 0.3  # `flat_share` of a page (always read), of an image with large flat areas (a larger look)
 
 
 @dataclass(frozen=True)
@@ -85,37 +86,50 @@ def read_text(path: bytes, spec: OcrSpec) -> TextRead:
         data, _st = read_regular(path)
     except OSError as exc:
         raise ReadError(name, f"cannot read: {exc.strerror or exc}") from None
+    digest = content_hash(data)
+    with Captured():  # a JPEG decodes at a fraction of its size (draft) for the look: most end there
+        small = decode_image(data, name, spec.gate_side * 3 // 2, spec.max_pixels).image
+    if min(small.size) < TOO_SMALL:
+        return TextRead("", 0, digest, _ms(start), looked=False)
+    if not has_text(small, spec):
+        return TextRead("", 0, digest, _ms(start), looked=False)
     with Captured():
         image = decode_image(data, name, spec.max_side, spec.max_pixels).image
-        image.thumbnail((spec.max_side, spec.max_side), Image.Resampling.BILINEAR)
-    digest = content_hash(data)
-    if min(image.size) < TOO_SMALL:
-        return TextRead("", 0, digest, _ms(start), looked=False)
-    lines, looked = read_lines(image, spec)
-    return TextRead("\n".join(lines), len(lines), digest, _ms(start), looked)
+    image.thumbnail((spec.max_side, spec.max_side), Image.Resampling.BILINEAR)
+    lines = read_lines(image, spec)
+    return TextRead("\n".join(lines), len(lines), digest, _ms(start), looked=True)
 
 
-def read_lines(image: Image.Image, spec: OcrSpec) -> tuple[list[str], bool]:
-    """The lines read in an RGB image at most `max_side` on its long side, and whether the full pass ran."""
-    ocr = engine(spec.max_side, spec.max_lines)
+def has_text(image: Image.Image, spec: OcrSpec) -> bool:
+    """The cheap look: does the detector find a line on a small copy? A page (`flat_share` at least `PAGE`) is
+    taken to have text; an image with large flat areas (a screenshot, a slide, a photo with a plain background)
+    is looked at on a copy half as large again, where a screenshot's small print still shows."""
     small = image.copy()
     small.thumbnail((spec.gate_side, spec.gate_side), Image.Resampling.BILINEAR)
-    if not page_like(small):
-        found = ocr(_bgr(small), use_det=True, use_cls=False, use_rec=False)
-        if found.boxes is None or len(found.boxes) == 0:
-            return [], False
-    result = ocr(_bgr(image), use_det=True, use_cls=True, use_rec=True, text_score=spec.min_confidence)
-    texts = result.txts or ()
-    return [" ".join(str(t).split()) for t in texts if str(t).strip()], True
+    flat = flat_share(small)
+    if flat >= PAGE:
+        return True
+    if flat >= FLAT:
+        small = image.copy()
+        small.thumbnail((spec.gate_side * 3 // 2, spec.gate_side * 3 // 2), Image.Resampling.BILINEAR)
+    found = engine(spec.max_side, spec.max_lines)(_bgr(small), use_det=True, use_cls=False, use_rec=False)
+    return found.boxes is not None and len(found.boxes) > 0
 
 
-def page_like(small: Image.Image) -> bool:
-    """Whether most of the image is one flat colour, as pages, screenshots and slides are (a photo's grain spreads
-    its tones): their small print vanishes from the small copy, so they always get the full pass."""
-    gray = np.asarray(small.convert("L"))
+def read_lines(image: Image.Image, spec: OcrSpec) -> list[str]:
+    """The lines read in an RGB image at most `max_side` on its long side: detection, direction, recognition."""
+    result = engine(spec.max_side, spec.max_lines)(_bgr(image), use_det=True, use_cls=True, use_rec=True,
+                                                   text_score=spec.min_confidence)
+    return [" ".join(str(t).split()) for t in result.txts or () if str(t).strip()]
+
+
+def flat_share(image: Image.Image) -> float:
+    """The share of the pixels within ±2 grey levels of the commonest: pages are nearly all paper, screenshots
+    mostly background; a photo's grain spreads its tones."""
+    gray = np.asarray(image.convert("L"))
     counts = np.bincount(gray.ravel(), minlength=256)
     peak = int(counts.argmax())
-    return bool(counts[max(0, peak - 2):peak + 3].sum() >= FLAT_SHARE * gray.size)
+    return float(counts[max(0, peak - 2):peak + 3].sum() / gray.size)
 
 
 def _bgr(image: Image.Image) -> np.ndarray[Any, Any]:
