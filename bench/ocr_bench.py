@@ -162,8 +162,9 @@ def indexing(quick: bool, tmp: Path) -> dict[str, Any]:
             screenshot([" ".join(rng.choice(words) for _ in range(5))]).save(pics / f"s{i}.png")
         else:
             photo(i, (2000, 1500)).save(pics / f"p{i}.jpg", quality=88)
-    out: dict[str, Any] = {"indexing_s_ocr_off": [], "indexing_s_ocr_on": []}
-    for run, on in enumerate((False, True, True, False)):  # alternated: the page cache and the machine's load
+    out: dict[str, Any] = {"indexing_s_ocr_off": [], "indexing_s_ocr_on": [], "open_s_ocr_off": [],
+                           "open_s_ocr_on": []}
+    for run, on in enumerate((False, True, True, False, False, True)):  # alternated: page cache, machine load
         data = tmp / f"data-{run}"
         config_path = tmp / f"config-{run}.toml"
         config_path.write_text(
@@ -173,6 +174,8 @@ def indexing(quick: bool, tmp: Path) -> dict[str, Any]:
         config = load_config(config_path, environ={})
         start = time.perf_counter()
         with Indexer(config, read_text=on) as indexer:
+            out["open_s_ocr_" + ("on" if on else "off")].append(round(time.perf_counter() - start, 2))
+            start = time.perf_counter()
             indexer.scan([pics])
             indexer.drain()
             out["indexing_s_ocr_" + ("on" if on else "off")].append(round(time.perf_counter() - start, 2))
