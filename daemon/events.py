@@ -18,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-KINDS = ("describe", "queued", "stage", "indexed", "failed", "removed", "progress", "paused", "resumed", "config",
-         "models", "watch", "reset")
+KINDS = ("describe", "ocr", "queued", "stage", "indexed", "failed", "removed", "progress", "paused", "resumed",
+         "config", "models", "watch", "reset")
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class IndexingCore(Core):
             "last_scan": daemon.last_scan, "progress": daemon.progress(queued), "pull": daemon.pull.state,
             "describe": indexer.describer.status() if indexer is not None and indexer.describer is not None
             else {"enabled": False},
+            "ocr": indexer.ocr.status() if indexer is not None and indexer.ocr is not None else {"enabled": False},
             "watch": {root.path: root.as_dict() for root in daemon.watcher.roots.values()},
             "rss": psutil.Process().memory_info().rss,
         }

@@ -160,8 +160,10 @@ def item_json(row: ImageRow) -> dict[str, Any]:
             "camera": row.camera, "tags": row.tag_list, "metadata": row.metadata, "clip_model": row.clip_model,
             "tagger_model": row.tagger_model, "sidecar_error": row.sidecar_error,
             "waiting_for_models": row.waits_for_models, "rejected": row.rejected_list,
-            "facts": {k: v for k, v in facts.items() if k != "description"}, "description": facts.get("description"),
-            "rating": facts.get("rating"), "llm": row.llm_dict}
+            "facts": {k: v for k, v in facts.items() if k not in ("description", "place", "geo")},
+            "description": facts.get("description"), "rating": facts.get("rating"), "llm": row.llm_dict,
+            "place": facts.get("place") or None, "place_from_gps": facts.get("geo") or None,
+            "text": {"ocr": row.ocr_text, "read_by": row.ocr_by, "error": row.ocr_error}}
 
 
 async def original(request: web.Request) -> web.StreamResponse:

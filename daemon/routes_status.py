@@ -30,6 +30,7 @@ from pixdex.daemon.stored import failures as stored_failures
 from pixdex.daemon.stored import stored_status
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.describe import describer_id
+from pixdex.indexer.ocr.identity import reader_id
 
 
 def add_routes(app: web.Application) -> None:
@@ -107,6 +108,13 @@ def live_status(ctx: Context) -> dict[str, Any]:
         catalog = Catalog(ctx.config.layout.catalog, read_only=True)
         try:
             info["describe"] |= catalog.describe_counts(describer_id(ctx.config.describe))
+        finally:
+            catalog.close()
+    info["ocr"] = state.get("ocr", {"enabled": False})
+    if ctx.config.ocr.enabled:
+        catalog = Catalog(ctx.config.layout.catalog, read_only=True)
+        try:
+            info["ocr"] |= catalog.ocr_counts(reader_id(ctx.config.ocr))
         finally:
             catalog.close()
     info["watch"] = list(state["watch"].values())

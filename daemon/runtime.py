@@ -105,7 +105,7 @@ class Daemon:
     def _open_indexer(self) -> None:
         self._done.clear()  # the core's counters start again: the rate is over this core's work only
         indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True, backfill=True,
-                          paused=bool(self._catalog_meta("paused")), vanish_grace=VANISH_GRACE)
+                          read_text=True, paused=bool(self._catalog_meta("paused")), vanish_grace=VANISH_GRACE)
         self._failed_models = None if indexer.info.has_models else _model_files(self.config)
         indexer.pipeline.listener = self._pipeline_event
         self.indexer = indexer
@@ -398,7 +398,7 @@ class Daemon:
 
 def _core_settings(config: Config) -> tuple[Any, ...]:
     """The settings whose change needs the core reopened (folders, watching and serving do not)."""
-    return (config.paths, config.models, config.tagger, config.clip_tags, config.describe, config.decode,
+    return (config.paths, config.models, config.tagger, config.clip_tags, config.describe, config.ocr, config.decode,
             config.pipeline, config.sidecar, config.index)
 
 

@@ -10,6 +10,7 @@ empty; `close` stops the pipeline, commits what is finished and saves the vector
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -26,6 +27,7 @@ from pixdex.indexer.catalog.rows import ASKED
 from pixdex.indexer.errors import ModelError, PixdexError
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.inference import ModelInfo, describe, model_spec
+from pixdex.indexer.ocr.stage import OcrStage
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.phash_backfill import PhashBackfill
 from pixdex.indexer.pipeline import Pipeline
@@ -63,12 +65,12 @@ class Indexer:
 
     def __init__(self, config: Config, reduced_ok: bool = False, holder: int | None = None,
                  describe: bool = False, paused: bool = False, vanish_grace: float = 0.0,
-                 ids: Mapping[bytes, int] | None = None, backfill: bool = False) -> None:
+                 ids: Mapping[bytes, int] | None = None, backfill: bool = False, read_text: bool = False) -> None:
         """`paused`: start with nothing fed (the daemon's remembered pause); `vanish_grace`: how long a file
         that vanished while queued waits for the scanner to find where it went (the daemon's watcher does);
         `ids`: the id a new file at a path takes, when it is free (a rebuild keeps the old catalog's); `backfill`:
         hash the images indexed before pixdex hashed them in a thread of their own (the daemon's; `drain` does
-        it otherwise)."""
+        it otherwise); `read_text`: run the OCR stage (`[ocr] enabled`), as the daemon does."""
         self.config = config
         self._ids = ids or {}
         self._paused = paused
@@ -76,6 +78,8 @@ class Indexer:
         self.describer: Any = None  # [describe]: only the daemon runs it (`describe`)
         self._describe = describe
         self._backfill = backfill
+        self.ocr: Any = None  # [ocr]: the OCR stage, when `read_text`
+        self._read_text = read_text and config.ocr.enabled
         self.reduced_ok = reduced_ok
         self.library: list[Path] = list(config.folders)  # every folder indexed: links into them are not followed
         self.layout = config.layout
@@ -96,6 +100,9 @@ class Indexer:
         self._opened.append(lambda: stop_pool(self.infer_pool))
         self.decode_pool = make_pool(self.config.decode.workers, self.config.pipeline)
         self._opened.append(lambda: stop_pool(self.decode_pool))
+        if self._read_text:  # background work: the lowest CPU priority there is
+            self.ocr_pool = make_pool(1, dataclasses.replace(self.config.pipeline, nice=19, idle_cpu=True))
+            self._opened.append(lambda: stop_pool(self.ocr_pool))
         self.info = self._describe_models()
         catalog = Catalog(self.layout.catalog)
         self._opened.append(catalog.close)
@@ -124,6 +131,8 @@ class Indexer:
             self._opened.append(self.phashes.stop)
         if self._describe and self.config.describe.enabled:
             self._start_describer()
+        if self._read_text:
+            self._start_ocr()
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
             left = reader.sidecar_drops()  # by a crash between a deletion's commit and its sidecars' removal
@@ -152,6 +161,18 @@ class Indexer:
             environ=self.config.environ)
         self.describer.start()
         self._opened.append(self.describer.stop)
+
+    def _start_ocr(self) -> None:
+        self.ocr = OcrStage(self.config.ocr, self.config.decode.max_pixels, self.layout.catalog, self.ocr_pool,
+                            write=self.sidecars.ocr, record=self.writer.text_read,
+                            busy=lambda: not self.pipeline.idle(), paused=self.pipeline.paused.is_set,
+                            listener=self._tell)
+        self.ocr.start()
+        self._opened.append(self.ocr.stop)
+
+    def _tell(self, kind: str, data: dict[str, Any]) -> None:
+        if self.pipeline.listener is not None:
+            self.pipeline.listener(kind, data)
 
     def _describe_models(self) -> ModelInfo:
         from pebble import ProcessExpired
@@ -242,6 +263,7 @@ class Indexer:
         finally:
             reader.close()
         queued = self.writer.enqueue(sorted(ids), ASKED, "asked for")
+        self.writer.read_text_again(sorted(ids))
         self.writer.flush()
         queued.result()
         self.pipeline.wake()
@@ -273,6 +295,22 @@ class Indexer:
         hashed = self.phashes.drain()  # rows indexed before pixdex hashed images (or whose sidecar spared the decode)
         with self.stats.lock:
             self.stats.hashed += hashed
+
+    def drain_text(self, progress: Callable[[int], None] | None = None, poll: float = 0.5) -> int:
+        """Wait until the OCR stage has read every indexed image (`read_text`); returns how many it read.
+        `progress` is told how many wait."""
+        if self.ocr is None:
+            return 0
+        reader = Catalog(self.layout.catalog, read_only=True)
+        try:
+            while (pending := reader.ocr_counts(self.ocr.id)["pending"]) > 0:
+                if progress:
+                    progress(pending)
+                time.sleep(poll)
+        finally:
+            reader.close()
+        self.writer.flush()
+        return int(self.ocr.done)
 
     def close(self) -> None:
         self._close_opened()

@@ -33,12 +33,12 @@ from pixdex.indexer.paths import display_path
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
+SCHEMA_VERSION = 8  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
 # tantivy keeps dates as i64 nanoseconds: 1677-09-21 … 2262-04-11. Dates outside are dropped.
 DATE_MIN, DATE_MAX = datetime(1678, 1, 1), datetime(2262, 1, 1)
 
 FOLDED = "folded"  # the tokenizer of the word fields, registered on every open
-TEXT_FIELDS = ("name", "folder", "tags", "description", "ocr", "metadata", "camera")
+TEXT_FIELDS = ("name", "folder", "tags", "description", "ocr", "metadata", "camera", "place")
 BOOSTS = {"tags": 2.0, "name": 1.5, "description": 1.2}
 CJK = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 EXT_ALIASES = {"jpeg": "jpg", "jpe": "jpg", "tif": "tiff", "heif": "heic"}
@@ -84,8 +84,9 @@ class TextDoc:
     path: str  # for display; the catalog holds the exact bytes
     tags: list[str] = field(default_factory=list)
     description: str = ""
-    ocr: str = ""
+    ocr: str = ""  # the text read in the image: the OCR model's, then the vision LLM's
     metadata: str = ""
+    place: str = ""  # city, state, country, country code: the person's and GeoNames' (`place:`)
     lens: str = ""
     numbers: dict[str, int] = field(default_factory=dict)  # rating, iso, w, h
     lat: float | None = None
@@ -105,12 +106,23 @@ def doc_of_row(row: ImageRow) -> TextDoc:
     facts = row.fact_dict
     numbers = {"w": row.width, "h": row.height, "rating": facts.get("rating"), "iso": facts.get("iso")}
     llm = row.llm_dict
+    read = "\n".join(t for t in (row.ocr_text, str(llm.get("text") or "")) if t)
     return TextDoc(id=row.id, path=display_path(row.path), tags=[str(t["name"]) for t in row.tag_list],
-                   description=str(llm.get("description") or ""), ocr=str(llm.get("text") or ""),
+                   description=str(llm.get("description") or ""), ocr=read, place=_place_words(facts),
                    metadata=row.metadata, camera=row.camera or "", date=taken or mtime_date(row.mtime_ns),
                    lens=str(facts.get("lens") or ""),
                    numbers={k: int(v) for k, v in numbers.items() if isinstance(v, int | float | str)},
                    lat=_float(facts.get("lat")), lon=_float(facts.get("lon")))
+
+
+def _place_words(facts: dict[str, object]) -> str:
+    """The place an image shows (the person's, GeoNames' where they have none) and GeoNames' own, once each."""
+    words: list[str] = []
+    for key in ("place", "geo"):
+        found = facts.get(key)
+        if isinstance(found, dict):
+            words += [str(v) for v in found.values() if v]
+    return " ; ".join(dict.fromkeys(words))
 
 
 def _float(value: object) -> float | None:
@@ -272,10 +284,11 @@ class FullText:
         out.add_text("description", nfc(doc.description))
         out.add_text("ocr", nfc(doc.ocr))
         out.add_text("metadata", nfc(doc.metadata))
+        out.add_text("place", nfc(doc.place))
         out.add_text("camera", doc.camera)
         for line in lines_of(doc.camera):
             out.add_text("camera_line", line)
-        out.add_text("cjk", nfc(" ".join([path.name, *doc.tags, doc.description, doc.ocr, doc.metadata])))
+        out.add_text("cjk", nfc(" ".join([path.name, *doc.tags, doc.description, doc.ocr, doc.metadata, doc.place])))
         date = in_date_range(doc.date)
         if date is not None:
             out.add_date("date", date)
@@ -324,10 +337,49 @@ class FullText:
 
 
 def text_query(index: tantivy.Index, text: str) -> tantivy.Query:
-    text = plain_words(text)
-    fields = list(TEXT_FIELDS) + (["cjk"] if CJK.search(text) else [])
-    query, _errors = index.parse_query_lenient(text, fields, field_boosts=BOOSTS)
-    return query
+    """The words and "phrases" over every word field; words of `FUZZY_MIN` letters or more also find the text
+    read in images one typo away (OCR misreads: "buixotic" for "quixotic"), ranked below exact matches."""
+    words = plain_words(text)
+    fields = list(TEXT_FIELDS) + (["cjk"] if CJK.search(words) else [])
+    query, _errors = index.parse_query_lenient(words, fields, field_boosts=BOOSTS)
+    single = re.sub(r'"[^"]*"', " ", words).split()
+    fuzzy = [t for w in single for t in fold_words(w) if len(t) >= FUZZY_MIN]
+    if not fuzzy:
+        return query
+    typos = tantivy.Query.boolean_query([(tantivy.Occur.Should, q) for q in fuzzy_terms(index.schema, "ocr", fuzzy)])
+    return tantivy.Query.boolean_query([(tantivy.Occur.Should, query),
+                                        (tantivy.Occur.Should, tantivy.Query.boost_query(typos, FUZZY_BOOST))])
+
+
+FUZZY_MIN = 5  # letters: shorter words are too often one edit from another word
+FUZZY_BOOST = 0.3  # a fuzzy match scores a constant; this keeps it below any exact match's BM25 plus it
+
+
+def fold_words(text: str) -> list[str]:
+    """The words of `text` as the word fields index them (lower case, ASCII-folded)."""
+    return [t for t in _FOLDING.analyze(nfc(text)) if t]
+
+
+def fuzzy_terms(schema: tantivy.Schema, field: str, tokens: list[str]) -> list[tantivy.Query]:
+    """Each token within one edit (a transposition counts one) in `field`."""
+    return [tantivy.Query.fuzzy_term_query(schema, field, t, distance=1, transposition_cost_one=True) for t in tokens]
+
+
+def field_words_query(schema: tantivy.Schema, field: str, value: str, fuzzy: bool = False) -> tantivy.Query:
+    """A filter on one word field: `value`'s words in a row (a phrase); with `fuzzy`, each word of `FUZZY_MIN`
+    letters or more may be one edit away, in any order."""
+    tokens = fold_words(value)
+    if not tokens:
+        return tantivy.Query.boolean_query([(tantivy.Occur.MustNot, tantivy.Query.all_query())])
+    words: list[str | tuple[int, str]] = list(tokens)
+    exact = tantivy.Query.term_query(schema, field, tokens[0]) if len(tokens) == 1 else \
+        tantivy.Query.phrase_query(schema, field, words)
+    if not fuzzy:
+        return exact
+    each = [tantivy.Query.fuzzy_term_query(schema, field, t, distance=1) if len(t) >= FUZZY_MIN
+            else tantivy.Query.term_query(schema, field, t) for t in tokens]
+    loose = tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for q in each])
+    return tantivy.Query.boolean_query([(tantivy.Occur.Should, exact), (tantivy.Occur.Should, loose)])
 
 
 NOT_A_WORD = re.compile(r"[^\w\s]|_")  # the tokenizers split there too: nothing a word could match is lost

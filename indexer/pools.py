@@ -4,7 +4,9 @@ inside (so it holds outside systemd too).
 - the decode pool (`decode.workers` processes) runs `prepare.prepare` — read, hash, decode, preprocess,
   embedded metadata — and the sidecar jobs (`sidecars.tasks`), so neither pyexiv2 nor Pillow ever runs in
   the process that serves queries;
-- the inference worker (one process) owns the model sessions (`inference`), cached with an idle TTL.
+- the inference worker (one process) owns the model sessions (`inference`), cached with an idle TTL;
+- the OCR worker (one process, `[ocr]`, in the daemon and `pixdex index`) reads the text in images
+  (`ocr.engine`) at nice 19 and SCHED_IDLE: it only takes CPU nothing else wants.
 
 pebble replaces a worker that dies (a decoder segfault) and fails only the task it held, with
 `ProcessExpired`; a task that runs past its timeout is killed the same way. The caller turns those into

@@ -117,6 +117,21 @@ class DescribeSettings:
 
 
 @dataclass(frozen=True)
+class OcrSettings:
+    enabled: bool = setting(True, "Read the text in each image with the OCR model that ships with rapidocr (PP-OCRv6, "
+                                  "offline), in the background after the image is searchable.")
+    max_side: int = setting(1280, "Text is read on a copy at most this many pixels on its long side (the cost grows "
+                                  "with it; small print needs more).", min=320, max=4096)
+    min_confidence: float = setting(0.6, "Lines the model is less sure of (0 to 1) are left out.", min=0.0, max=1.0)
+    gate_side: int = setting(320, "Text is first looked for on a copy this size; an image where none is found costs "
+                                  "no more.", min=160, max=1024)
+    max_lines: int = setting(200, "At most this many lines are read per image (the largest ones first).",
+                             min=1, max=5000)
+    timeout: float = setting(120.0, "Seconds one image may take before it is recorded as unread.", min=1.0,
+                             max=3600.0)
+
+
+@dataclass(frozen=True)
 class DecodeSettings:
     max_pixels: int = setting(150_000_000, "Images with more pixels are refused as decompression bombs.",
                               min=1_000_000)

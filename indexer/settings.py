@@ -27,6 +27,7 @@ from pixdex.indexer.sections import (
     IndexSettings,
     LibrarySettings,
     ModelSettings,
+    OcrSettings,
     PathSettings,
     PipelineSettings,
     Runtime,
@@ -54,6 +55,7 @@ class Config:
     tagger: TaggerSettings = field(default_factory=TaggerSettings)
     clip_tags: ClipTagSettings = field(default_factory=ClipTagSettings)
     describe: DescribeSettings = field(default_factory=DescribeSettings)
+    ocr: OcrSettings = field(default_factory=OcrSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)

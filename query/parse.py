@@ -2,12 +2,14 @@
 
     beach + sunset - people tag:dog -tag:cat folder:~/Pictures ext:png after:2020-01-01
     before:2021 camera:canon "golden hour" in:holidays rating:>=3 iso:>=1600 lens:50mm w:>3000
-    orientation:portrait near:48.85,2.35,5 near:48.8,2.2,48.9,2.4
+    orientation:portrait near:48.85,2.35,5 near:48.8,2.2,48.9,2.4 text:receipt place:"cape town"
 
 ``in:NAME`` narrows to a collection (a named watched folder); the service resolves names to folders.
 Numbers (``rating:``, ``iso:``, ``w:``, ``h:``) take N, >=N, >N, <=N, <N or N..M. ``near:LAT,LON,KM``
 is the square KM north, south, east and west of the point (not a circle: corners reach 1.4 × KM);
 ``near:S,W,N,E`` a box. ``orientation:`` is landscape, portrait or square, as the image is displayed.
+``text:`` searches only the text read in the images (a word of 5+ letters also one typo away: OCR misreads);
+``place:`` only their place (city, state, country, country code: the person's and GeoNames').
 
 Filters restrict both the vector side and the text side. ``after:`` is inclusive from the start
 of its day (or month, or year); ``before:`` is exclusive from the start of its period.
@@ -28,7 +30,7 @@ from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.fulltext import nfc, normalize_ext, normalize_tag
 
 FILTER_KEYS = ("tag", "folder", "in", "ext", "after", "before", "camera", "lens", "rating", "iso", "w", "h",
-               "orientation", "near")
+               "orientation", "near", "text", "place")
 NUMBER_KEYS = ("rating", "iso", "w", "h")
 ORIENTATIONS = ("landscape", "portrait", "square")
 NUMBER = re.compile(r"^(?:(?P<op>>=|<=|>|<|=)?(?P<n>-?\d+)|(?P<lo>-?\d+)\.\.(?P<hi>-?\d+))$")
@@ -66,6 +68,10 @@ class Filters:
     orientations: tuple[str, ...] = ()
     not_orientations: tuple[str, ...] = ()
     boxes: tuple[tuple[float, float, float, float], ...] = ()  # south, west, north, east (degrees)
+    texts: tuple[str, ...] = ()  # text:WORDS, in the text read in the image
+    not_texts: tuple[str, ...] = ()
+    places: tuple[str, ...] = ()  # place:NAME
+    not_places: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -153,11 +159,12 @@ def _add_filter(token: str, filters: dict[str, list[Any]], dates: dict[str, date
             raise QueryError(f"{token!r}: orientation is one of {', '.join(ORIENTATIONS)}")
         filters[("not_" if negated else "") + "orientations"].append(value.lower())
         return
-    normalizers: dict[str, Callable[[str], str]] = {"tag": normalize_tag, "ext": normalize_ext, "camera": str.lower,
-                                                   "lens": str.lower, "in": str, "folder": lambda v: _folder(v, cwd)}
+    normalizers: dict[str, Callable[[str], str]] = {
+        "tag": normalize_tag, "ext": normalize_ext, "camera": str.lower, "lens": str.lower, "in": str, "text": nfc,
+        "place": nfc, "folder": lambda v: _folder(v, cwd)}
     normal = normalizers[key](value)
     plural = {"tag": "tags", "folder": "folders", "ext": "exts", "camera": "cameras", "lens": "lenses",
-              "in": "collections"}[key]
+              "in": "collections", "text": "texts", "place": "places"}[key]
     if negated and key in ("camera", "lens"):
         raise QueryError(f"{token!r}: a {key} filter cannot be negated")
     filters[("not_" if negated else "") + plural].append(normal)
@@ -210,7 +217,8 @@ def _box(token: str, value: str) -> tuple[float, float, float, float]:
 
 _EXAMPLES = {"tag": "dog", "folder": "~/Pictures/2020", "in": "holidays", "ext": "png", "after": "2020-01-01",
              "before": "2021-06", "camera": "canon", "lens": "50mm", "rating": ">=3", "iso": ">=1600", "w": ">3000",
-             "h": "<=1080", "orientation": "portrait", "near": "48.85,2.35,5"}
+             "h": "<=1080", "orientation": "portrait", "near": "48.85,2.35,5", "text": "receipt",
+             "place": "paris"}
 
 
 def _folder(value: str, cwd: Path) -> str:

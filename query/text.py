@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import tantivy
 
-from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, line_pattern, normalize_tag, text_query
+from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, field_words_query, line_pattern, normalize_tag, text_query
 from pixdex.query.parse import Filters
 from pixdex.query.reader import TextSnapshot
 
@@ -74,6 +74,10 @@ def filter_query(schema: tantivy.Schema, filters: Filters) -> tantivy.Query | No
         must.append(any_of("orientation", filters.orientations))
     must_not += [tantivy.Query.term_query(schema, "orientation", o) for o in filters.not_orientations]
     must += [_box(schema, *box) for box in filters.boxes]
+    must += [field_words_query(schema, "ocr", t, fuzzy=True) for t in filters.texts]
+    must_not += [field_words_query(schema, "ocr", t) for t in filters.not_texts]
+    must += [field_words_query(schema, "place", p) for p in filters.places]
+    must_not += [field_words_query(schema, "place", p) for p in filters.not_places]
     if not must and not must_not:
         return None
     if not must:

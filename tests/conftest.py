@@ -98,10 +98,12 @@ def write_config(path: Path, model_dir: Path, folders: list[Path], extra: str = 
         '[models]\nclip = "pixdex-standin-clip"\ntagger = "pixdex-standin-tagger"\nbatch_size = 4\n'
         # The stand-in CLIP's vocabulary tags are random words: off, so they do not match other tests' queries
         # (tests/test_cliptags.py turns them on).
-        + CLIP_TAGS_OFF + extra)
+        + CLIP_TAGS_OFF + ("" if "[ocr]" in extra else OCR_OFF) + extra)
 
 
 CLIP_TAGS_OFF = "[clip_tags]\nenabled = false\n"
+# Reading text in images is on by default; tests leave it off unless their extra settings have an [ocr] section.
+OCR_OFF = "[ocr]\nenabled = false\n"
 
 
 @pytest.fixture()

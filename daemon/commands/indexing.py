@@ -82,7 +82,7 @@ def index_folders(config: Config, roots: list[Path], progress: bool, rebuild: An
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as Ctrl-C does: finished work is committed
 
-    with Indexer(config, reduced_ok=True, ids=rebuild.ids if rebuild else None) as indexer:
+    with Indexer(config, reduced_ok=True, ids=rebuild.ids if rebuild else None, read_text=rebuild is None) as indexer:
         start = indexer.stats.committed
         try:
             report = indexer.scan(roots)
@@ -92,6 +92,7 @@ def index_folders(config: Config, roots: list[Path], progress: bool, rebuild: An
                 indexer.drain(lambda s: bar.update(s.committed + s.failed + s.touched - bar.n))
             finally:
                 bar.close()
+            _read_text(indexer, progress)
         except KeyboardInterrupt:
             indexer.close()  # commits what is finished
             if rebuild is not None:
@@ -103,6 +104,24 @@ def index_folders(config: Config, roots: list[Path], progress: bool, rebuild: An
         summary = summary_dict(report, indexer.stats)
         summary["models"] = "" if indexer.info.has_models else indexer.info.missing
         return summary
+
+
+def _read_text(indexer: Any, progress: bool) -> None:
+    """[ocr]: every image is searchable now; its text is read before the command ends (Ctrl-C: at the next run)."""
+    from tqdm import tqdm
+
+    if indexer.ocr is None:
+        return
+    bar = tqdm(unit="img", disable=not (progress and os.isatty(2)), leave=False, desc="reading text in images")
+
+    def waiting(pending: int) -> None:
+        bar.total = max(bar.total or 0, pending + bar.n)
+        bar.update(max(0, bar.total - pending - bar.n))
+
+    try:
+        indexer.drain_text(waiting)
+    finally:
+        bar.close()
 
 
 def _check_roots(roots: list[Path]) -> None:

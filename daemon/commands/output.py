@@ -136,6 +136,12 @@ def _print_live(info: dict[str, Any]) -> None:
         print(f"descriptions ({describe['model']} at {describe['host']}): {describe['state']}{why}; "
               f"{describe.get('described', 0)} described, {describe.get('pending', 0)} pending, "
               f"{describe.get('failed', 0)} failed")
+    ocr = info.get("ocr") or {}
+    if "pending" in ocr:
+        cost = f", {ocr['cpu_ms_per_image']:g} ms CPU per image" if ocr.get("cpu_ms_per_image") else ""
+        print(f"text in images (OCR): {ocr.get('state', 'not running')}; {ocr.get('read', 0)} read "
+              f"({ocr.get('with_text', 0)} with text), {ocr.get('pending', 0)} pending, {ocr.get('failed', 0)} failed"
+              f"{cost}")
     progress = info["progress"]
     eta = f", about {progress['eta_seconds']} s left" if progress["eta_seconds"] is not None else ""
     print(f"progress: {progress['rate']} files/s{eta}; {progress['committed']} committed, "

@@ -197,9 +197,13 @@ function fillDetail(item) {
   drawStars($("detail-rating"), item.rating, (rating) => edit({ rating }));
   const llm = item.llm || {};
   $("description").value = item.description || llm.description || "";
-  $("detail-text").textContent = llm.text || "";
-  $("detail-text-block").hidden = !llm.text;
-  const facts = { taken: item.taken, camera: item.camera, size: item.width ? `${item.width} × ${item.height}` : null,
+  const read = [(item.text || {}).ocr, llm.text].filter(Boolean).join("\n");
+  $("detail-text").textContent = read;
+  $("detail-text-block").hidden = !read;
+  const where = item.place || {};
+  const place = [where.city, where.state, where.country].filter(Boolean).join(", ");
+  const facts = { place: place || null, taken: item.taken, camera: item.camera,
+                  size: item.width ? `${item.width} × ${item.height}` : null,
                   bytes: item.size, ...item.facts, state: item.state, model: item.clip_model };
   $("detail-facts").replaceChildren(...Object.entries(facts).filter(([, v]) => v !== null && v !== undefined && v !== "")
     .flatMap(([key, value]) => [el("dt", {}, key), el("dd", {}, String(value))]));

@@ -110,6 +110,22 @@ class Queries:
             (describer, describer, describer)).fetchone()
         return {"pending": int(pending or 0), "failed": int(failed or 0), "described": int(done or 0)}
 
+    def ocr_next(self, reader: str, limit: int = 1, skip: Iterable[int] = ()) -> list[ImageRow]:
+        """Indexed images whose text `reader` has not read yet (nor failed to), oldest first."""
+        skip = set(skip)
+        rows = self._rows("WHERE state = 'done' AND (ocr_by IS NULL OR ocr_by != ?) ORDER BY id LIMIT ?",
+                          (reader, limit + len(skip)))
+        return [r for r in rows if r.id not in skip][:limit]
+
+    def ocr_counts(self, reader: str) -> dict[str, int]:
+        pending, failed, done, with_text = self.db.execute(
+            "SELECT sum(ocr_by IS NULL OR ocr_by != ?), sum(ocr_by = ? AND ocr_error IS NOT NULL), "
+            "sum(ocr_by = ? AND ocr_error IS NULL), sum(ocr_by = ? AND ocr_error IS NULL AND ocr != '{}' "
+            "AND json_extract(ocr, '$.lines') > 0) FROM images WHERE state = 'done'",
+            (reader, reader, reader, reader)).fetchone()
+        return {"pending": int(pending or 0), "failed": int(failed or 0), "read": int(done or 0),
+                "with_text": int(with_text or 0)}
+
     def queue_counts(self) -> dict[str, int]:
         found = dict(self.db.execute("SELECT priority, count(*) FROM queue GROUP BY priority").fetchall())
         return {name: int(found.get(p, 0)) for p, name in PRIORITY_NAMES.items()}

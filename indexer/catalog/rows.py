@@ -76,6 +76,13 @@ class ImageRow:
     described: str | None = None  # the describer id ([describe] model + prompt) of `llm`
     llm: str = "{}"  # the vision LLM's answer: description, keywords, text
     describe_error: str | None = None
+    ocr: str = "{}"  # the OCR model's reading: text (lines), lines
+    ocr_by: str | None = None  # the reader id ([ocr] settings + model) that made `ocr`
+    ocr_error: str | None = None
+
+    @property
+    def ocr_text(self) -> str:
+        return str(json.loads(self.ocr).get("text") or "")
 
     @property
     def llm_dict(self) -> dict[str, Any]:

@@ -95,5 +95,13 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE phashes (image_id INTEGER PRIMARY KEY, of TEXT NOT NULL, phash BLOB NOT NULL);
     """,
+    # 9: the text an OCR model read in the image ([ocr]): `ocr` holds it (`text`, `lines`), `ocr_by` the reader
+    # id that made it (NULL: not read yet, or the content changed since, or a reindex asked for it again),
+    # `ocr_error` why an image could not be read (not tried again until it changes or the reader does).
+    """
+    ALTER TABLE images ADD COLUMN ocr TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE images ADD COLUMN ocr_by TEXT;
+    ALTER TABLE images ADD COLUMN ocr_error TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

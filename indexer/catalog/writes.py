@@ -128,6 +128,15 @@ class Writes:
                         (describer, json.dumps(llm, ensure_ascii=False), error, json.dumps(tags), gen, time.time(),
                          image_id))
 
+    def set_ocr(self, image_id: int, reader: str | None, ocr: dict[str, Any], error: str | None, gen: int) -> None:
+        """The text `reader` read in an image (or why it could not); a None reader: to be read again."""
+        self.db.execute("UPDATE images SET ocr = ?, ocr_by = ?, ocr_error = ?, gen = ?, updated = ? WHERE id = ?",
+                        (json.dumps(ocr, ensure_ascii=False), reader, error, gen, time.time(), image_id))
+
+    def forget_ocr(self, ids: Iterable[int]) -> None:
+        """Read these images' text again (their current text stays searchable until then)."""
+        self.db.executemany("UPDATE images SET ocr_by = NULL, ocr_error = NULL WHERE id = ?", [(i,) for i in ids])
+
     def set_meta(self, key: str, value: int) -> None:
         self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (key, value))

@@ -28,6 +28,7 @@ XMP_FIRST = {  # field → (XMP key, IPTC key)
     "sublocation": ("Xmp.iptc.Location", "Iptc.Application2.SubLocation"),
     "state": ("Xmp.photoshop.State", "Iptc.Application2.ProvinceState"),
     "country": ("Xmp.photoshop.Country", "Iptc.Application2.CountryName"),
+    "country_code": ("Xmp.iptc.CountryCode", "Iptc.Application2.CountryCode"),
 }
 
 
@@ -45,6 +46,7 @@ class Embedded:
     sublocation: str = ""
     state: str = ""
     country: str = ""
+    country_code: str = ""  # ISO 3166 (Iptc4xmpCore:CountryCode)
     created: str = ""  # ISO date from XMP/IPTC (photoshop:DateCreated, xmp:CreateDate, IPTC DateCreated)
     lat: float | None = None  # degrees, north positive: EXIF GPS, else XMP's
     lon: float | None = None  # degrees, east positive
@@ -53,7 +55,7 @@ class Embedded:
     def text(self) -> str:
         """Everything a text search should find, once each."""
         parts = [*self.keywords, self.title, self.headline, self.description, *self.creator,
-                 self.sublocation, self.city, self.state, self.country]
+                 self.sublocation, self.city, self.state, self.country, self.country_code]
         return " ".join(dict.fromkeys(p.strip() for p in parts if p and p.strip()))
 
     def as_dict(self) -> dict[str, Any]:

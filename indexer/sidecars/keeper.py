@@ -31,9 +31,11 @@ from pixdex.indexer.sidecars.tasks import (
     Embedding,
     Move,
     SidecarSpec,
+    Whereabouts,
     carry_sidecar,
     describe_sidecar,
     drop_sidecar,
+    ocr_sidecar,
     sync_sidecar,
 )
 
@@ -92,8 +94,9 @@ class SidecarKeeper:
             self._writing.update(paths)
 
     def merge(self, path: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec,
-              embedding: Embedding | None, image_id: int) -> Future[SidecarState]:
-        return self._pool.schedule(sync_sidecar, (path, tags, rejected, spec, embedding, image_id), timeout=TIMEOUT)
+              embedding: Embedding | None, image_id: int, where: Whereabouts | None = None) -> Future[SidecarState]:
+        return self._pool.schedule(sync_sidecar, (path, tags, rejected, spec, embedding, image_id, where),
+                                   timeout=TIMEOUT)
 
     def merged(self, path: bytes) -> None:
         with self._lock:
@@ -153,13 +156,18 @@ class SidecarKeeper:
             except Exception as exc:  # noqa: BLE001 - any failure leaves a sidecar behind, which is harmless
                 log.debug("sidecar of a deleted image not removed: %s", exc)
 
-    # The describer's
+    # The describer's and the OCR stage's
     def describe(self, path: bytes, machine: list[str], rejected: list[str], description: str,
                  text: str) -> Future[SidecarState]:
         """A description's results into the image's sidecar, in the decode pool; remembered as pixdex's own."""
-        future = self._pool.schedule(describe_sidecar, (path, machine, rejected, self.spec(), description, text),
-                                     timeout=TIMEOUT)
+        return self._remembered(path, self._pool.schedule(
+            describe_sidecar, (path, machine, rejected, self.spec(), description, text), timeout=TIMEOUT))
 
+    def ocr(self, path: bytes, text: str) -> Future[SidecarState]:
+        """The OCR model's reading into the image's sidecar, in the decode pool; remembered as pixdex's own."""
+        return self._remembered(path, self._pool.schedule(ocr_sidecar, (path, text, self.spec()), timeout=TIMEOUT))
+
+    def _remembered(self, path: bytes, future: Future[SidecarState]) -> Future[SidecarState]:
         def written(done: Future[SidecarState]) -> None:
             if done.exception() is None:
                 self.remember(path, done.result())

@@ -34,7 +34,13 @@ LABEL = "Xmp.xmp.Label"  # a colour label as Lightroom, darktable and digiKam wr
 OURS, MACHINE, REJECTED = "Xmp.pixdex.Tags", "Xmp.pixdex.Machine", "Xmp.pixdex.Rejected"
 PERSON = "Xmp.pixdex.Person"  # the person's keyword paths as pixdex last wrote them to all three fields
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
-TEXT = "Xmp.pixdex.Text"  # the text a vision LLM read in the image
+TEXT = "Xmp.pixdex.Text"  # the text read in the image: the OCR model's lines, then the vision LLM's reading
+TEXT_OCR, TEXT_LLM = "Xmp.pixdex.TextOCR", "Xmp.pixdex.TextLLM"  # each source's own, so neither overwrites the other
+# The standard location fields, and what pixdex wrote into each from GPS (a value that differs is the person's).
+LOCATION = {"city": "Xmp.photoshop.City", "state": "Xmp.photoshop.State", "country": "Xmp.photoshop.Country",
+            "country_code": "Xmp.iptc.CountryCode"}
+LOCATION_OURS = {"city": "Xmp.pixdex.City", "state": "Xmp.pixdex.State", "country": "Xmp.pixdex.Country",
+                 "country_code": "Xmp.pixdex.CountryCode"}
 EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF = "Xmp.pixdex.Embedding", "Xmp.pixdex.EmbeddingModel", "Xmp.pixdex.EmbeddingOf"
 IMAGE_ID = "Xmp.pixdex.Id"  # the image's catalog id: a rebuild, or another machine, gives it the same one
 GPS_LATITUDE, GPS_LONGITUDE = "Xmp.exif.GPSLatitude", "Xmp.exif.GPSLongitude"
@@ -61,9 +67,10 @@ def key_of(uri: str, fallback_prefix: str | None = None) -> str:
 URIS = {key: uri_of(key) for key in (  # the RDF predicates behind pyexiv2's keys, for the graph check
     SUBJECT, DESCRIPTION, TITLE, CREATOR, HIERARCHICAL, TAGS_LIST, LAST_KEYWORDS, METADATA_DATE, RATING,
     LABEL, "Xmp.photoshop.Headline", "Xmp.photoshop.City", "Xmp.photoshop.State", "Xmp.photoshop.Country",
-    "Xmp.iptc.Location")}
+    "Xmp.iptc.Location", "Xmp.iptc.CountryCode")}
 
 OWN_KEYS = frozenset({SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON, MODEL, DESCRIBED,
-                      METADATA_DATE, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID})
+                      METADATA_DATE, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID, TEXT, TEXT_OCR, TEXT_LLM,
+                      *LOCATION_OURS.values()})
 # pixdex's, per image
 RECORD = (OURS, MACHINE, REJECTED, PERSON, MODEL, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID)

@@ -17,7 +17,9 @@ from typing import Any
 
 from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.files import ChangedMeanwhile, Refused, owned_target, replace_owned, seen
+from pixdex.indexer.metadata.gps import xmp_gps
 from pixdex.indexer.metadata.reconcile import as_list, lang_alt
+from pixdex.indexer.places import Place, place_at
 from pixdex.indexer.sidecars.embedding import encode_embedding
 from pixdex.indexer.sidecars.keys import (
     DESCRIBED,
@@ -33,8 +35,11 @@ from pixdex.indexer.sidecars.keys import (
     RATING,
     RECORD,
     TEXT,
+    TEXT_LLM,
+    TEXT_OCR,
 )
 from pixdex.indexer.sidecars.keywords import KeywordPlan, plan_keywords
+from pixdex.indexer.sidecars.location import location_values
 from pixdex.indexer.sidecars.naming import sidecar_path
 from pixdex.indexer.sidecars.read import read_props, state_of
 from pixdex.indexer.sidecars.seed import adopted, seed
@@ -46,19 +51,25 @@ _before_replace: Callable[[Path], None] | None = None  # tests: play a concurren
 Planner = Callable[[dict[str, Any]], tuple[KeywordPlan, dict[str, Any]]]  # → keywords, other values (None: delete)
 
 
-def write_tags(image: Path, tags: list[str], parent: str, model_id: str, naming: str = "image.ext.xmp",
+def write_tags(image: Path, tags: list[str] | None, parent: str, model_id: str, naming: str = "image.ext.xmp",
                description: str | None = None, rejected: Iterable[str] = (),
                embedding: tuple[str, str, Any] | None = None, text: str | None = None,
-               image_id: int | None = None) -> SidecarState:
+               image_id: int | None = None, ocr_text: str | None = None,
+               position: tuple[float, float] | None = None, own_place: Place | None = None) -> SidecarState:
     """Merge pixdex's machine keywords (and its description and the text read in the image, if any) into
     the image's sidecar. Returns
     what the sidecar says now. Raises SidecarError when it cannot be read or faithfully rewritten.
     `embedding`: (CLIP model id, the image content's hash, vector), stored so the photo carries it;
-    `image_id`: its catalog id (`pixdex:Id`), which a rebuild or another machine gives it again."""
+    `image_id`: its catalog id (`pixdex:Id`), which a rebuild or another machine gives it again;
+    `tags` None: the machine keywords the sidecar holds stay as they are;
+    `text`, `ocr_text`: what the vision LLM and the OCR model read (None: that source's text is unchanged);
+    `own_place`: the image's own location fields — with it, the place of `position` (the image's GPS, else the
+    sidecar's) fills the location fields the person has in neither (`location`)."""
     also_rejected = list(rejected)
 
     def plan(xmp: dict[str, Any]) -> tuple[KeywordPlan, dict[str, Any]]:
-        keywords = plan_keywords(xmp, tags, parent, also_rejected=also_rejected)
+        machine = tags if tags is not None else as_list(xmp.get(MACHINE))
+        keywords = plan_keywords(xmp, machine, parent, also_rejected=also_rejected)
         values: dict[str, Any] = {MODEL: model_id}
         if image_id is not None:
             values[IMAGE_ID] = str(image_id)
@@ -71,11 +82,26 @@ def write_tags(image: Path, tags: list[str], parent: str, model_id: str, naming:
             if not current or current == ours:
                 values[DESCRIPTION] = {'lang="x-default"': description} if description else None
                 values[DESCRIBED] = description or None
-        if text is not None:
-            values[TEXT] = text or None
+        if text is not None or ocr_text is not None:
+            values.update(text_values(xmp, text, ocr_text))
+        if own_place is not None:
+            lat, lon = position or xmp_gps(xmp)
+            values.update(location_values(xmp, place_at(lat, lon), own_place))
         return keywords, values
 
-    return rewrite(image, parent, naming, plan, create=bool(tags) or bool(description) or embedding is not None)
+    return rewrite(image, parent, naming, plan, create=bool(tags) or bool(description) or embedding is not None
+                   or bool(ocr_text) or bool(text))
+
+
+def text_values(xmp: dict[str, Any], llm: str | None, ocr: str | None) -> dict[str, Any]:
+    """pixdex:Text as the OCR model's lines, then the vision LLM's reading, each source kept in its own property
+    (None: that source's is unchanged). A sidecar from before both were kept has the LLM's in pixdex:Text."""
+    legacy = str(xmp.get(TEXT) or "") if TEXT_OCR not in xmp and TEXT_LLM not in xmp else ""
+    llm = llm if llm is not None else str(xmp.get(TEXT_LLM) or legacy)
+    ocr = ocr if ocr is not None else str(xmp.get(TEXT_OCR) or "")
+    both = [t.strip() for t in (ocr, llm) if t.strip()]
+    return {TEXT_OCR: ocr.strip() or None, TEXT_LLM: llm.strip() or None,
+            TEXT: "\n".join(dict.fromkeys(both)) or None}
 
 
 def edit_person(image: Path, add: list[str], remove: list[str], description: str | None, parent: str,

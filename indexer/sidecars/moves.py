@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.files import atomic_write
-from pixdex.indexer.sidecars.keys import OWN_KEYS
+from pixdex.indexer.sidecars.keys import LOCATION, LOCATION_OURS, OWN_KEYS
 from pixdex.indexer.sidecars.keywords import person_paths, rejected_now
 from pixdex.indexer.sidecars.naming import moved_sidecar_path, sidecar_path
 from pixdex.indexer.sidecars.read import read_sidecar
@@ -25,7 +25,8 @@ def only_ours(path: Path, parent: str) -> bool:
         xmp = read_sidecar(path)
     except SidecarError:
         return False
-    return all(k.split("[")[0] in OWN_KEYS for k in xmp) and not person_paths(xmp, parent) \
+    ours = {LOCATION[f] for f in LOCATION if xmp.get(LOCATION[f]) and xmp.get(LOCATION[f]) == xmp.get(LOCATION_OURS[f])}
+    return all(k.split("[")[0] in OWN_KEYS or k in ours for k in xmp) and not person_paths(xmp, parent) \
         and not rejected_now(xmp, parent)
 
 

@@ -19,6 +19,7 @@ from pixdex.indexer.metadata.gps import xmp_gps
 from pixdex.indexer.metadata.reconcile import Embedded, reconcile
 from pixdex.indexer.sidecars.graph import NotRdf, props_of_graph
 from pixdex.indexer.sidecars.keywords import person_paths, rejected_now
+from pixdex.indexer.sidecars.location import person_location
 from pixdex.indexer.sidecars.naming import sidecar_path
 from pixdex.indexer.sidecars.state import SidecarState, sidecar_version
 
@@ -53,7 +54,7 @@ def state_of(path: Path, xmp: dict[str, Any], parent: str, error: str | None = N
     return SidecarState(os.fsencode(path), sidecar_version(path), True,
                         [{"name": p[-1], **({"path": "|".join(p)} if len(p) > 1 else {})} for p in person],
                         rejected_now(xmp, parent), text, error, facts.rating, facts.description,
-                        digest=_digest(path, data), lat=lat, lon=lon)
+                        digest=_digest(path, data), lat=lat, lon=lon, location=person_location(xmp).as_dict())
 
 
 def _digest(path: Path, data: bytes | None) -> str | None:

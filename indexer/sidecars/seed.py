@@ -43,7 +43,7 @@ from pixdex.indexer.sidecars.read import read_sidecar
 SEEDED = {  # a new sidecar's fields taken from the image's reconciled metadata
     "title": TITLE, "description": DESCRIPTION, "creator": CREATOR, "rating": "Xmp.xmp.Rating",
     "headline": "Xmp.photoshop.Headline", "city": "Xmp.photoshop.City", "state": "Xmp.photoshop.State",
-    "country": "Xmp.photoshop.Country", "sublocation": "Xmp.iptc.Location",
+    "country": "Xmp.photoshop.Country", "sublocation": "Xmp.iptc.Location", "country_code": "Xmp.iptc.CountryCode",
 }
 
 

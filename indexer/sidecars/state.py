@@ -30,6 +30,8 @@ class SidecarState:
     digest: str | None = None  # BLAKE2b of the sidecar's bytes as read (or written)
     lat: float | None = None  # the sidecar's XMP GPS position (a geotagging tool's), degrees
     lon: float | None = None
+    location: dict[str, str] = field(default_factory=dict)  # the person's own location fields (`location`)
+    place: dict[str, str] | None = None  # GeoNames' place of the image's position; None: not looked up
 
 
 def sidecar_version(path: bytes | str | os.PathLike[str]) -> str | None:

@@ -48,26 +48,51 @@ class Move:
     image_id: int | None = None
 
 
+@dataclass(frozen=True)
+class Whereabouts:
+    """Where the image itself says it was taken: its GPS position and its own location fields (`Place` values)."""
+
+    lat: float | None = None
+    lon: float | None = None
+    own: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 def sync_sidecar(path: bytes, tags: list[str], rejected: list[str], spec: SidecarSpec,
-                 embedding: Embedding | None = None, image_id: int | None = None) -> SidecarState:
+                 embedding: Embedding | None = None, image_id: int | None = None,
+                 where: Whereabouts | None = None) -> SidecarState:
     """Merge pixdex's keywords (and the embedding and the image's id, when given) into the image's sidecar
-    (when `spec.write`) and say what it holds now. Never raises for the file: one that cannot be written is
-    still read."""
+    (when `spec.write`) and say what it holds now. With `where`, the place of the image's position (else the
+    sidecar's) fills the location fields the person has none of, and the state says which place it is. Never
+    raises for the file: one that cannot be written is still read."""
+    from pixdex.indexer.places import Place  # late: in the worker only
     from pixdex.indexer.sidecars.merge import write_tags  # late: in the worker only
     from pixdex.indexer.sidecars.read import read_state  # late: in the worker only
 
     image = Path(os.fsdecode(path))
     faults.hold("sidecar", [path])
+    position = (where.lat, where.lon) if where is not None and where.lat is not None and where.lon is not None \
+        else None
+    own = Place.of(where.own) if where is not None else None
     with Captured():
         if not spec.write:
-            return read_state(image, spec.parent, spec.naming)
+            return _placed(read_state(image, spec.parent, spec.naming), where)
 
         def write() -> SidecarState:
             state = write_tags(image, tags, spec.parent, spec.model_id, spec.naming, rejected=rejected,
-                               embedding=embedding, image_id=image_id)
+                               embedding=embedding, image_id=image_id, position=position, own_place=own)
             return _into_image(image, state, tags, rejected, spec, embedding) if spec.embedded else state
 
-        return _written_or_read(image, spec, write)
+        return _placed(_written_or_read(image, spec, write), where)
+
+
+def _placed(state: SidecarState, where: Whereabouts | None) -> SidecarState:
+    """The state with the GeoNames place of the image's position, else of the sidecar's (when `where` is given)."""
+    from pixdex.indexer.places import place_at  # late: in the worker only
+
+    if where is None:
+        return state
+    lat, lon = (where.lat, where.lon) if where.lat is not None and where.lon is not None else (state.lat, state.lon)
+    return dataclasses.replace(state, place=place_at(lat, lon).as_dict())
 
 
 def _written_or_read(image: Path, spec: SidecarSpec, write: Callable[[], SidecarState]) -> SidecarState:
@@ -152,6 +177,21 @@ def describe_sidecar(path: bytes, machine: list[str], rejected: list[str], spec:
         return _written_or_read(image, spec, lambda: write_tags(
             image, machine, spec.parent, spec.model_id, spec.naming, description=description, rejected=rejected,
             text=text))
+
+
+def ocr_sidecar(path: bytes, text: str, spec: SidecarSpec) -> SidecarState:
+    """The OCR model's reading into the sidecar (`pixdex:TextOCR`, and `pixdex:Text` with the vision LLM's): an
+    image without text gets no new sidecar for it, and an existing one loses the text of the image's old
+    content."""
+    from pixdex.indexer.sidecars.merge import write_tags  # late: in the worker only
+    from pixdex.indexer.sidecars.read import read_state  # late: in the worker only
+
+    image = Path(os.fsdecode(path))
+    with Captured():
+        if not spec.write:
+            return read_state(image, spec.parent, spec.naming)
+        return _written_or_read(image, spec, lambda: write_tags(
+            image, None, spec.parent, spec.model_id, spec.naming, ocr_text=text))
 
 
 def drop_sidecar(path: bytes, spec: SidecarSpec) -> bool:

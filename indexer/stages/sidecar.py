@@ -4,13 +4,15 @@ is written at its new path when its entry comes round again."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 from pixdex.indexer.catalog.rows import CHANGED
 from pixdex.indexer.paths import display_path
+from pixdex.indexer.places import FIELDS
 from pixdex.indexer.sidecars.keeper import outcome
-from pixdex.indexer.sidecars.tasks import Embedding, SidecarSpec
+from pixdex.indexer.sidecars.tasks import Embedding, SidecarSpec, Whereabouts
 from pixdex.indexer.stages.flow import Flow, Inbox, send_stop
 from pixdex.indexer.stages.work import STOP, Work
 
@@ -40,7 +42,7 @@ class Sidecar(Flow):
         done = [w for w in done if not w.moved]
         self.sidecars.merging(w.entry.row.path for w in done)
         futures = [self.sidecars.merge(w.entry.row.path, *self._tags_of(w), self.sidecar_spec(w), self._embedding_of(w),
-                                       self._id_of(w)) for w in done]
+                                       self._id_of(w), whereabouts(w)) for w in done]
         for work, future in zip(done, futures, strict=True):
             try:
                 self._await_done(future)
@@ -103,6 +105,16 @@ class Sidecar(Flow):
             names += [str(t["name"]) for t in row.machine_tags
                       if t.get("source") == "llm" and str(t["name"]).casefold() not in have]
         return names, row.rejected_list
+
+
+def whereabouts(work: Work) -> Whereabouts:
+    """The image's own GPS position and location fields: as just read, or the row's for known content."""
+    fresh = work.prepared is not None and not work.prepared.same_content
+    embedded = work.prepared.embedded if fresh and work.prepared is not None else json.loads(work.entry.row.embedded)
+    lat, lon = embedded.get("lat"), embedded.get("lon")
+    return Whereabouts(float(lat) if isinstance(lat, (int, float)) else None,
+                       float(lon) if isinstance(lon, (int, float)) else None,
+                       {f: str(embedded[f]) for f in FIELDS if embedded.get(f)})
 
 
 def gone(path: bytes) -> bool:

@@ -122,8 +122,10 @@ class Commands:
                     machine = machine + llm_tags(row.llm_dict, machine)  # same content: its description stands
                 elif row is not None and row.described:
                     catalog.set_described(image_id, None, {}, None, row.tag_list, gen)  # describe again
+                if row is not None and before is not None and before.hash != item.digest and row.ocr_by:
+                    catalog.set_ocr(image_id, None, {}, None, gen)  # new content: its text is read again
                 tags, text, rejected, shown = effective(machine, item.embedded, item.side,
-                                                         row.rejected_list if row else [])
+                                                         row.rejected_list if row else [], _geo(row))
                 # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
                 taken = item.taken.isoformat() if item.taken else item.embedded.get("created") or None
                 models = item.models or self.models
@@ -196,6 +198,22 @@ class Commands:
                 _record_sidecar(catalog, image_id, side, gen)
         return self.submit(run)
 
+    def text_read(self, image_id: int, reader: str, ocr: dict[str, Any], error: str | None,
+                  side: SidecarState | None, digest: str | None) -> Future[Any]:
+        """The text the OCR model read in an image (or why it could not); then what the sidecar says now."""
+        def run(catalog: Catalog, gen: int) -> None:
+            row = catalog.get(image_id)
+            if row is None or row.state != "done" or (digest is not None and row.hash != digest):
+                return  # gone, or changed while it was read: it is read again
+            catalog.set_ocr(image_id, reader, ocr, error, gen)
+            if side is not None:
+                _record_sidecar(catalog, image_id, side, gen)
+        return self.submit(run)
+
+    def read_text_again(self, ids: list[int]) -> Future[Any]:
+        """A reindex: the text of these images is read again."""
+        return self.submit(lambda catalog, gen: catalog.forget_ocr(ids))
+
     def sidecars_dropped(self, paths: list[bytes]) -> Future[Any]:
         return self.submit(lambda catalog, gen: catalog.forget_sidecar_drops(paths))
 
@@ -234,9 +252,16 @@ def _record_sidecar(catalog: Catalog, image_id: int, side: SidecarState, gen: in
     row = catalog.get(image_id)
     if row is None or row.state != "done":
         return
-    tags, text, rejected, shown = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list)
+    tags, text, rejected, shown = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list,
+                                            _geo(row))
     catalog.set_sidecar(image_id, tags, text, side.signature, rejected, side.error,
                         _with_shown(row.fact_dict, shown), gen, side.digest)
+
+
+def _geo(row: ImageRow | None) -> dict[str, str] | None:
+    """The GeoNames place the row has (kept when a sidecar job did not look it up)."""
+    found = row.fact_dict.get("geo") if row is not None else None
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else None
 
 
 def llm_tags(llm: dict[str, Any], have: list[dict[str, object]]) -> list[dict[str, object]]:
