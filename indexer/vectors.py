@@ -350,12 +350,16 @@ class VectorView:
         base = self.base
         if base is None or len(base) == 0:
             return []
+        share = 1.0
         if allowed is not None:
-            candidates = sorted(i for i in allowed if i not in self.stale and base.contains(i))
-            if len(candidates) <= self.exact_limit:
-                return self._exact(base, query, count, candidates)
-        # Shadowed entries are spread at random over the file: over-fetch by their share, widen if short.
-        fetch = min(len(base), int(count * len(base) / max(1, len(base) - len(self.shadowed))) + 16)
+            if len(allowed) <= self.exact_limit:
+                keys = np.array(sorted(allowed - self.stale), dtype=np.uint64)
+                present = keys[np.asarray(base.contains(keys), dtype=bool)] if len(keys) else keys
+                return self._exact(base, query, count, [int(k) for k in present])
+            share = len(allowed) / len(base)
+        # Shadowed entries are spread at random over the file: over-fetch by their share (and the filter's),
+        # widen if short.
+        fetch = min(len(base), int(count * len(base) / max(1, len(base) - len(self.shadowed)) / share) + 16)
         exact = len(base) <= self.exact_limit  # a brute-force pass is ~2 ms at 50k and misses nothing
         while True:
             matches = base.search(query, min(fetch, len(base)), exact=exact)
@@ -393,7 +397,7 @@ class VectorView:
     def _exact(base: Index, query: NDArray[np.float32], count: int, ids: list[int]) -> list[tuple[int, float]]:
         if not ids:
             return []
-        vectors: Any = base.get(np.array(ids, dtype=np.uint64))
+        vectors: Any = base.get(np.array(ids, dtype=np.uint64), dtype=np.float32)
         scores = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1) @ query.astype(np.float32)
         order = np.argsort(-scores, kind="stable")[:count]
         return [(ids[i], float(scores[i])) for i in order]

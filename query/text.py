@@ -111,7 +111,7 @@ def text_hits(text: TextSnapshot, words: str, filters: Filters, count: int, rela
     return _ids(text, query, count)
 
 
-NARROW = 10_000  # a filter that lets at most this many ids through is listed (an exact vector search over them)
+NARROW = 5_000  # a filter that lets at most this many ids through is listed (an exact vector search over them)
 
 
 def matching_ids(text: TextSnapshot, filters: Filters) -> set[int] | None:
