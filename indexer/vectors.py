@@ -397,7 +397,7 @@ class VectorView:
     def _exact(base: Index, query: NDArray[np.float32], count: int, ids: list[int]) -> list[tuple[int, float]]:
         if not ids:
             return []
-        vectors: Any = base.get(np.array(ids, dtype=np.uint64), dtype=np.float32)
+        vectors: Any = base.get(np.array(ids, dtype=np.uint64), dtype="f32")
         scores = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1) @ query.astype(np.float32)
         order = np.argsort(-scores, kind="stable")[:count]
         return [(ids[i], float(scores[i])) for i in order]

@@ -38,3 +38,21 @@ def test_a_pool_with_no_idle_limit_keeps_its_workers() -> None:
     finally:
         pool.stop()
         pool.join(timeout=10)
+
+
+def test_asking_for_status_does_not_start_a_model_worker_that_exited_idle() -> None:
+    """/status and /metrics (scraped every few seconds) ask the model worker what it holds: once it exited
+    for idleness they must not start it again, or it would never stay gone."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from pixdex.daemon.indexing_core import IndexingCore
+
+    class Gone:
+        alive = False
+
+        def schedule(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the status started the model worker again")
+
+    core = IndexingCore(SimpleNamespace(indexer=SimpleNamespace(infer_pool=Gone(), spec=None)))  # type: ignore[arg-type]
+    assert core._workers()["loaded"] == []
