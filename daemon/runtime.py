@@ -12,6 +12,7 @@ queued as backfill.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -42,6 +43,7 @@ from pixdex.indexer.collections import (
     removable,
 )
 from pixdex.indexer.core import Indexer, ScanReport
+from pixdex.indexer.modelcache import return_freed_memory
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 from pixdex.indexer.sidecars.tasks import edit_sidecar
@@ -76,6 +78,7 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self._next_reconcile = 0.0
         self._next_check = 0.0
+        self._quiet = False  # the pipeline was quiet at the scanner's last step
         self._done: deque[tuple[float, int]] = deque(maxlen=600)  # (time, files finished) for the rate
         self.last_scan: dict[str, Any] = {}
         self.scanning = ""
@@ -201,7 +204,12 @@ class Daemon:
         each step), else until the next check or reconcile is due — no wake-ups when there is nothing to do."""
         indexer = self.indexer
         if indexer is None or not indexer.pipeline.quiet():
+            self._quiet = False
             return TICK
+        if not self._quiet:  # a burst of work just ended: give back what its threads freed (glibc keeps it)
+            self._quiet = True
+            gc.collect()
+            return_freed_memory()
         due = min(self._next_check, self._next_reconcile if self.config.watch.reconcile else math.inf)
         return max(0.0, min(IDLE_SLEEP, due - time.monotonic()))
 
