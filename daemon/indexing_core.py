@@ -69,9 +69,11 @@ class IndexingCore(Core):
             "ocr": indexer.ocr.status() if indexer is not None and indexer.ocr is not None else {"enabled": False},
             "watch": {root.path: root.as_dict() for root in daemon.watcher.roots.values()},
             "rss": psutil.Process().memory_info().rss,
+            "quiet": indexer is not None and indexer.pipeline.quiet(),
         }
         if workers:
             state["workers"] = self._workers()
+            state["pss"] = processes_pss(state["workers"].get("pid"))
         return state
 
     def _workers(self) -> dict[str, Any]:
@@ -79,6 +81,8 @@ class IndexingCore(Core):
         indexer = self.daemon.indexer
         if indexer is None:
             return {}
+        if not getattr(indexer.infer_pool, "alive", True):  # exited while idle: asking would start it again
+            return {"pid": None, "rss": 0, "loaded": [], "providers": [], "exited_idle": True}
         try:
             return dict(indexer.infer_pool.schedule(worker_state, (indexer.spec,)).result(timeout=2.0))
         except Exception:  # noqa: BLE001 - busy or restarting: status must not wait for it
@@ -107,3 +111,28 @@ class IndexingCore(Core):
         made: str = indexer.decode_pool.schedule(thumbnails.make_thumbnail, (real, dest, pixels, max_pixels),
                                                  timeout=60).result()
         return made
+
+
+def processes_pss(model_worker: int | None) -> dict[str, int]:
+    """Proportional memory (PSS: shared pages split between their users, so the figures add up) of this
+    process and each of its children, by role; a process that ended meanwhile is left out."""
+    out: dict[str, int] = {}
+    me = psutil.Process()
+    decoders = 0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            pss = int(proc.memory_full_info().pss)
+            line = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        if proc.pid == me.pid:
+            name = "indexing process"
+        elif proc.pid == model_worker:
+            name = "model worker"
+        elif "resource_tracker" in line:
+            name = "resource tracker"
+        else:
+            decoders += 1
+            name = f"worker {decoders}"
+        out[name] = pss
+    return out

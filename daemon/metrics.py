@@ -69,6 +69,13 @@ class _Live(Collector):
         for name, value in live["rss"].items():
             rss.add_metric([name], value)
         yield rss
+        pss = GaugeMetricFamily("pixdex_process_pss_bytes", "Proportional memory (PSS) per pixdex process",
+                                labels=["process"])
+        for name, value in live["pss"].items():
+            pss.add_metric([name], value)
+        yield pss
+        yield GaugeMetricFamily("pixdex_idle", "1 while nothing is queued or in flight and no model is loaded",
+                                value=int(live["idle"]))
         watch = GaugeMetricFamily("pixdex_watch_polling", "1 for a watched folder that is polled or degraded",
                                   labels=["folder", "mode"])
         for root in live["roots"]:

@@ -122,6 +122,9 @@ def live_status(ctx: Context) -> dict[str, Any]:
     info["collections"] = [c.as_dict() for c in daemon.collections]
     info["loaded_models"] = {"indexing": workers.get("loaded", []), "query": query_models, "rss": rss,
                              "providers": workers.get("providers", [])}
+    pss = {"serving process": int(psutil.Process().memory_full_info().pss), **state.get("pss", {})}
+    idle = bool(state.get("quiet")) and not queued and not workers.get("loaded") and not query_models
+    info["memory"] = {"pss": pss, "total_pss": sum(pss.values()), "idle": idle}
     return info
 
 

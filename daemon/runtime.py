@@ -12,7 +12,9 @@ queued as backfill.
 
 from __future__ import annotations
 
+import gc
 import logging
+import math
 import os
 import queue
 import random
@@ -41,6 +43,7 @@ from pixdex.indexer.collections import (
     removable,
 )
 from pixdex.indexer.core import Indexer, ScanReport
+from pixdex.indexer.modelcache import return_freed_memory
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 from pixdex.indexer.sidecars.tasks import edit_sidecar
@@ -48,7 +51,8 @@ from pixdex.indexer.sidecars.tasks import edit_sidecar
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TICK = 0.2  # the scanner thread's longest sleep
+TICK = 0.2  # the scanner thread's longest sleep while the pipeline has work (it samples the rate)
+IDLE_SLEEP = 60.0  # its longest sleep while nothing is queued or in flight: file events and jobs wake it
 CHECK_EVERY = 5.0  # seconds between looks for models and for watched folders that came back
 VANISH_GRACE = 30.0  # seconds a file that left its path while queued waits for the watcher to say where it went
 
@@ -74,6 +78,7 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self._next_reconcile = 0.0
         self._next_check = 0.0
+        self._quiet = False  # the pipeline was quiet at the scanner's last step
         self._done: deque[tuple[float, int]] = deque(maxlen=600)  # (time, files finished) for the rate
         self.last_scan: dict[str, Any] = {}
         self.scanning = ""
@@ -95,6 +100,7 @@ class Daemon:
     def close(self) -> None:
         """Stop watching and scanning, then let the core commit what is finished and save its indexes."""
         self._stop.set()
+        self.watcher.poke()
         self.watcher.stop()
         if self._thread is not None:
             self._thread.join(timeout=60)
@@ -131,6 +137,7 @@ class Daemon:
         """Run `run` on the scanner thread, after what it is doing: two diffs never race."""
         future: Future[T] = Future()
         self._jobs.put(Job(run, future))
+        self.watcher.poke()
         return future
 
     def reindex(self, paths: list[Path]) -> int:
@@ -181,7 +188,7 @@ class Daemon:
         if job is not None:
             self._do(job)
             return
-        dirty = self.watcher.take(TICK)
+        dirty = self.watcher.take(self._sleep())
         if dirty:
             self._scan(sorted(dirty.deep | dirty.shallow), sorted(dirty.shallow), "changed")
         now = time.monotonic()
@@ -191,6 +198,20 @@ class Daemon:
             self._next_check = now + CHECK_EVERY
             self._check()
         self._done.append((time.monotonic(), self._finished()))
+
+    def _sleep(self) -> float:
+        """How long the scanner may wait for file events: TICK while indexing (the progress rate is sampled
+        each step), else until the next check or reconcile is due — no wake-ups when there is nothing to do."""
+        indexer = self.indexer
+        if indexer is None or not indexer.pipeline.quiet():
+            self._quiet = False
+            return TICK
+        if not self._quiet:  # a burst of work just ended: give back what its threads freed (glibc keeps it)
+            self._quiet = True
+            gc.collect()
+            return_freed_memory()
+        due = min(self._next_check, self._next_reconcile if self.config.watch.reconcile else math.inf)
+        return max(0.0, min(IDLE_SLEEP, due - time.monotonic()))
 
     def _do(self, job: Job) -> None:
         try:
@@ -355,6 +376,7 @@ class Daemon:
 
     def _look_now(self) -> None:
         self._next_check = 0.0  # the models landed: reopen at the next step, not in 5 s
+        self.watcher.poke()
 
     def _readable_again(self) -> list[bytes]:
         """Folders a scan could not read (chmod 000, a permission lost) that can be listed now: what changed in

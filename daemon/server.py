@@ -301,4 +301,5 @@ def _metrics_snapshot(ctx: Context | None) -> dict[str, Any]:
             "failed": info["progress"]["failed"], "paused": info["daemon"]["paused"],
             "reduced": info["daemon"]["mode"] == "reduced",
             "loaded_models": info["loaded_models"]["indexing"] + info["loaded_models"]["query"],
-            "rss": info["loaded_models"]["rss"], "roots": info["watch"], "connections": info["connections"]}
+            "rss": info["loaded_models"]["rss"], "roots": info["watch"], "connections": info["connections"],
+            "pss": info["memory"]["pss"], "idle": info["memory"]["idle"]}

@@ -96,6 +96,7 @@ class Watcher(FileSystemEventHandler):
         self._first = 0.0
         self._last = 0.0
         self._lock = threading.Condition()
+        self._poked = False
         # watch/check (the scanner thread) and stop (closing, another thread) change the observers under
         # this one; once stopped, nothing starts an observer again.
         self._roots_lock = threading.Lock()
@@ -269,9 +270,17 @@ class Watcher(FileSystemEventHandler):
                     if ready:
                         return ready
                 wait = deadline - now
-                if wait <= 0:
+                if wait <= 0 or self._poked:
+                    self._poked = False
                     return None
-                self._lock.wait(min(wait, max(0.02, self.settings.debounce / 2)))
+                # Nothing dirty: sleep until an event (or `poke`) notifies; else look again as the debounce ends.
+                self._lock.wait(min(wait, max(0.02, self.settings.debounce / 2)) if self._dirty else wait)
+
+    def poke(self) -> None:
+        """End a `take` now (the scanner has a job)."""
+        with self._lock:
+            self._poked = True
+            self._lock.notify_all()
 
     def _ready(self, now: float) -> Dirty | None:
         settle = self.settings.settle

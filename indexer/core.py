@@ -31,7 +31,7 @@ from pixdex.indexer.ocr.stage import OcrStage
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.phash_backfill import PhashBackfill
 from pixdex.indexer.pipeline import Pipeline
-from pixdex.indexer.pools import make_pool, stop_pool
+from pixdex.indexer.pools import IdlePool, make_pool, stop_pool
 from pixdex.indexer.prepare import prepare_for_llm
 from pixdex.indexer.rebuild import finish_swap
 from pixdex.indexer.scan.diff import diff_tree
@@ -96,9 +96,12 @@ class Indexer:
         self.spec = model_spec(self.config)
         # Both pools before any other thread starts: while a pool starts, Ctrl-C is ignored in this process,
         # and a thread of ours not blocking it (the writer's) would take it and lose it (make_pool).
-        self.infer_pool = make_pool(1, self.config.pipeline)
+        settings = self.config.pipeline
+        self.infer_pool = IdlePool(lambda: make_pool(1, settings), settings.workers_idle)
+        self.infer_pool.start()
         self._opened.append(lambda: stop_pool(self.infer_pool))
-        self.decode_pool = make_pool(self.config.decode.workers, self.config.pipeline)
+        self.decode_pool = IdlePool(lambda: make_pool(self.config.decode.workers, settings), settings.workers_idle)
+        self.decode_pool.start()
         self._opened.append(lambda: stop_pool(self.decode_pool))
         if self._read_text:  # background work: the lowest CPU priority there is
             self.ocr_pool = make_pool(1, dataclasses.replace(self.config.pipeline, nice=19, idle_cpu=True))

@@ -6,8 +6,9 @@
 one module each in `indexer/stages/`, combined here (`Pipeline.stages` is the list).
 
 Each stage is a thread; stages are joined by bounded queues, so a slow model holds decoding back
-(back-pressure) and a single new file goes through at once (a partial batch waits `batch_wait`
-seconds at most). A queue entry stays in the catalog until the writer commits its result, so a
+(back-pressure) and a single new file goes through at once: a partial batch waits `batch_wait` seconds
+at most, and not at all when nothing else is on its way; the writer commits at once when everything in
+flight waits for it. A queue entry stays in the catalog until the writer commits its result, so a
 crash at any moment leaves it queued and it is redone; ids in flight are not fed twice.
 
 A file that cannot be read or decoded — or that kills its worker process — is recorded as failed
@@ -55,6 +56,9 @@ class Pipeline(Feed, Decode, Batch, Infer, Sidecar, Write):
         self.fatal = None
         self.inflight = set()
         self._inflight_lock = threading.Lock()
+        self._upstream = 0
+        self._starved = False  # the feed's last look found nothing it could feed
+        self._at_writer = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.paused = threading.Event()  # set: nothing new is fed (what is in flight finishes)
@@ -66,6 +70,7 @@ class Pipeline(Feed, Decode, Batch, Infer, Sidecar, Write):
         self.sidecars = sidecars
         self.parking = Parking()  # files that vanished on the way (`Indexer` sets their grace and the library)
         self._rekeyed = {}
+        writer.after_commit = self.wake  # queued work, room in the flight: the feed looks again
 
     def stages(self) -> list[Stage]:
         return [self.feed, self.decode, self.batch, self.infer, self.sidecar, self.write]
@@ -100,6 +105,12 @@ class Pipeline(Feed, Decode, Batch, Infer, Sidecar, Write):
                 return True
         with self._queue_lock:
             return self.fatal is not None or not self._queue_db.queued(1)
+
+    def quiet(self) -> bool:
+        """Nothing in flight and the feed found nothing to feed when it last looked (no catalog query: the
+        scanner asks this every time it goes to sleep)."""
+        with self._inflight_lock:
+            return not self.inflight and self._starved
 
     def _guard(self, stage: Stage, inbox: Inbox, outbox: Inbox) -> None:
         try:

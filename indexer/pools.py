@@ -11,6 +11,10 @@ inside (so it holds outside systemd too).
 pebble replaces a worker that dies (a decoder segfault) and fails only the task it held, with
 `ProcessExpired`; a task that runs past its timeout is killed the same way. The caller turns those into
 the file's failure.
+
+An `IdlePool` stops its workers (and pebble's threads, which poll ten times a second) once no task ran for
+`pipeline.workers_idle` seconds, and starts them again for the next task: an idle daemon holds no worker
+processes. The restart (a spawned interpreter and its imports) goes into that next task's time.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing import resource_tracker
 from typing import Any, Protocol, TypeVar
@@ -37,7 +42,7 @@ T = TypeVar("T")
 class Pool(Protocol):
     """What pixdex asks of a worker pool (pebble's `ProcessPool`; tests give a stand-in)."""
 
-    def schedule(self, function: Callable[..., T], args: Iterable[Any] = ..., kwargs: Mapping[str, Any] = ...,
+    def schedule(self, function: Callable[..., T], args: tuple[Any, ...] = ..., *,
                  timeout: float | None = ...) -> Future[T]: ...
 
     def stop(self) -> None: ...
@@ -108,3 +113,84 @@ def exit_reason(exitcode: int | None) -> str:
         except ValueError:
             pass
     return f"exit code {exitcode}"
+
+
+class IdlePool:
+    """A `Pool` made on first use by `make` and stopped after `idle` seconds without a task (0: kept)."""
+
+    def __init__(self, make: Callable[[], Pool], idle: float) -> None:
+        self._make = make
+        self.idle = idle
+        self._pool: Pool | None = None
+        self._running = 0  # tasks scheduled and not finished
+        self._last = time.monotonic()
+        self._changed = threading.Condition()
+        self._closed = False
+        self.starts = 0
+        self._reaper: threading.Thread | None = None
+        self._stopped: Pool | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._pool is not None
+
+    def start(self) -> None:
+        """Start the workers now (before other threads exist: see `make_pool`)."""
+        with self._changed:
+            self._ensure()
+
+    def schedule(self, function: Callable[..., T], args: tuple[Any, ...] = (),
+                 timeout: float | None = None) -> Future[T]:
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the pool is stopped")
+            pool = self._ensure()
+            self._running += 1
+            future = pool.schedule(function, args, timeout=timeout)
+        future.add_done_callback(self._finished)
+        return future
+
+    def stop(self) -> None:
+        with self._changed:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            self._changed.notify_all()
+        if pool is not None:
+            pool.stop()
+            self._stopped = pool
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._stopped is not None:
+            self._stopped.join(timeout=timeout)
+
+    def _ensure(self) -> Pool:
+        if self._pool is None:
+            self._pool = self._make()
+            self.starts += 1
+            self._last = time.monotonic()
+            self._changed.notify_all()
+            if self.idle > 0 and self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="pixdex-pool-idle", daemon=True)
+                self._reaper.start()
+        return self._pool
+
+    def _finished(self, _future: Future[Any]) -> None:
+        with self._changed:
+            self._running -= 1
+            self._last = time.monotonic()
+            self._changed.notify_all()
+
+    def _reap(self) -> None:
+        """Sleeps while there is no pool or a task runs; stops the pool once it sat idle for `idle` seconds."""
+        with self._changed:
+            while not self._closed:
+                if self._pool is None or self._running:
+                    self._changed.wait()
+                    continue
+                left = self._last + self.idle - time.monotonic()
+                if left > 0:
+                    self._changed.wait(left)
+                    continue
+                pool, self._pool = self._pool, None
+                log.debug("worker pool idle for %.0f s: its processes exit", self.idle)
+                stop_pool(pool)  # under the lock: a task scheduled meanwhile waits for the next pool

@@ -151,6 +151,9 @@ class PipelineSettings:
     commit_items: int = setting(256, "Commit after this many changed images.", min=1, max=100_000)
     commit_seconds: float = setting(0.5, "Commit at the latest this many seconds after the first change.",
                                     min=0.01, max=600.0)
+    workers_idle: float = setting(60.0, "Seconds without work after which the worker processes (decoding, the "
+                                  "models) exit; the next work starts them again (0: they stay).", min=0.0,
+                                  max=86400.0)
     nice: int = setting(10, "CPU niceness of the worker processes, at least (0 keeps it); `pixdex serve` also adds it "
                             "to its indexing process, so queries go first.", min=0, max=19)
     idle_io: bool = setting(True, "Give the worker processes the idle I/O scheduling class.")

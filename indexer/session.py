@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,16 @@ def choose_providers(asked: tuple[str, ...] | list[str]) -> list[str]:
     return [p for p in chosen if p != "CPUExecutionProvider"] + ["CPUExecutionProvider"]
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """A graph's first input as plain data. ONNX Runtime's own `NodeArg` keeps its whole session (weights,
+    arenas) alive for as long as it is referenced, so it must never outlive a `with cache.use(...)`."""
+
+    name: str
+    type: str
+    shape: tuple[int | str | None, ...]
+
+
 class OnnxSession:
     """One ONNX graph, loaded on first use."""
 
@@ -63,7 +74,7 @@ class OnnxSession:
         self.key = (str(path), threads)
         self.calls = 0
         self.items = 0
-        self._input: Any = None
+        self._input: InputSpec | None = None
 
     def _load(self) -> ort.InferenceSession:
         options = ort.SessionOptions()
@@ -88,10 +99,12 @@ class OnnxSession:
         return session
 
     @property
-    def input(self) -> Any:
+    def input(self) -> InputSpec:
         if self._input is None:
             with self.cache.use(self.key, self._load) as session:
-                self._input = session.get_inputs()[0]
+                first = session.get_inputs()[0]
+                self._input = InputSpec(str(first.name), str(first.type), tuple(first.shape))
+                del first  # a NodeArg holds the session: see InputSpec
         return self._input
 
     def run(self, array: NDArray[Any]) -> NDArray[np.float32]:
@@ -99,7 +112,7 @@ class OnnxSession:
         with self.cache.use(self.key, self._load) as session:
             self.calls += 1
             self.items += int(array.shape[0])
-            first = session.get_inputs()[0]
+            first = self.input
             if first.type == "tensor(float16)" and array.dtype == np.float32:
                 array = array.astype(np.float16)  # an fp16 export: its input is half precision too
             try:

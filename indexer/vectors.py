@@ -25,7 +25,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from pixdex.indexer.sections import IndexSettings
 log = logging.getLogger(__name__)
 
 METRIC = "cos"
+OVERFETCH = 1.5  # a wide filter's candidates: this many times what its share says it takes to find `count`
 EXACT_LIMIT = 50_000  # searches over at most this many vectors (or filtered candidates) are exact
 ADD_CHUNK = 10_000
 
@@ -210,6 +212,15 @@ class VectorIndex:
         self.last_save = time.monotonic()
 
 
+@dataclass(frozen=True)
+class Admit:
+    """A filter that lets many ids through, as the vector side sees it: its estimated share of the library and
+    a check of candidate ids (returns those it lets through)."""
+
+    share: float
+    check: Callable[[list[int]], set[int]]
+
+
 class VectorView:
     """A reader's vectors: the saved file (memory-mapped) plus the catalog's newer embeddings."""
 
@@ -307,22 +318,29 @@ class VectorView:
         assert self.base is not None
         return np.asarray(self.base.get(np.uint64(image_id)), dtype=np.float32).reshape(-1)
 
-    def search(self, query: NDArray[np.float32], count: int, allowed: set[int] | None = None,
+    def search(self, query: NDArray[np.float32], count: int, allowed: set[int] | Admit | None = None,
                ) -> list[tuple[int, float]]:
-        """The `count` nearest ids with cosine similarity, restricted to `allowed` when given."""
+        """The `count` nearest ids with cosine similarity, restricted to `allowed` when given: a set of ids (a
+        narrow filter: an exact search over them), or an `Admit` (a wide one: the graph's nearest, over-fetched
+        by the filter's share, checked)."""
         if count <= 0:
             return []
-        hits = self._search_base(query, count, allowed) + self._search_delta(query, count, allowed)
+        if isinstance(allowed, Admit):
+            hits = self._search_admitted(query, count, allowed)
+        else:
+            hits = self._search_base(query, count, allowed)
+        hits += self._search_delta(query, count, allowed)
         hits.sort(key=lambda h: -h[1])
         return hits[:count]
 
-    def _search_delta(self, query: NDArray[np.float32], count: int, allowed: set[int] | None,
+    def _search_delta(self, query: NDArray[np.float32], count: int, allowed: set[int] | Admit | None,
                       ) -> list[tuple[int, float]]:
         if self._delta_matrix is None:
             return []
         scores = self._delta_matrix @ query.astype(np.float32)
         if allowed is not None:
-            keep = np.fromiter((i in allowed for i in self._delta_ids), dtype=bool, count=len(self._delta_ids))
+            admitted = allowed.check(self._delta_ids) if isinstance(allowed, Admit) else allowed
+            keep = np.fromiter((i in admitted for i in self._delta_ids), dtype=bool, count=len(self._delta_ids))
             scores = np.where(keep, scores, -np.inf)
         order = np.argsort(-scores, kind="stable")[:count]
         return [(self._delta_ids[n], float(scores[n])) for n in order if np.isfinite(scores[n])]
@@ -332,12 +350,16 @@ class VectorView:
         base = self.base
         if base is None or len(base) == 0:
             return []
+        share = 1.0
         if allowed is not None:
-            candidates = sorted(i for i in allowed if i not in self.stale and base.contains(i))
-            if len(candidates) <= self.exact_limit:
-                return self._exact(base, query, count, candidates)
-        # Shadowed entries are spread at random over the file: over-fetch by their share, widen if short.
-        fetch = min(len(base), int(count * len(base) / max(1, len(base) - len(self.shadowed))) + 16)
+            if len(allowed) <= self.exact_limit:
+                keys = np.array(sorted(allowed - self.stale), dtype=np.uint64)
+                present = keys[np.asarray(base.contains(keys), dtype=bool)] if len(keys) else keys
+                return self._exact(base, query, count, [int(k) for k in present])
+            share = len(allowed) / len(base)
+        # Shadowed entries are spread at random over the file: over-fetch by their share (and the filter's),
+        # widen if short.
+        fetch = min(len(base), int(count * len(base) / max(1, len(base) - len(self.shadowed)) / share) + 16)
         exact = len(base) <= self.exact_limit  # a brute-force pass is ~2 ms at 50k and misses nothing
         while True:
             matches = base.search(query, min(fetch, len(base)), exact=exact)
@@ -349,11 +371,33 @@ class VectorView:
                 exact = True
             fetch *= 4
 
+    def _search_admitted(self, query: NDArray[np.float32], count: int, admit: Admit) -> list[tuple[int, float]]:
+        """A wide filter: the graph's nearest `count / share` (and more while short), then the filter's check
+        on those candidates alone — never a list of every id it lets through."""
+        base = self.base
+        if base is None or len(base) == 0:
+            return []
+        size = len(base)
+        live = max(1, size - len(self.shadowed)) / size
+        fetch = min(size, int(count / max(admit.share * live, 1e-6) * OVERFETCH) + 16)
+        exact = size <= self.exact_limit
+        while True:
+            matches = base.search(query, min(fetch, size), exact=exact)
+            found = [(int(k), 1.0 - float(d)) for k, d in zip(matches.keys, matches.distances, strict=True)
+                     if int(k) not in self.stale]
+            admitted = admit.check([k for k, _ in found])
+            hits = [h for h in found if h[0] in admitted]
+            if len(hits) >= count or exact:
+                return hits[:count]
+            if fetch >= size:
+                exact = True
+            fetch *= 4
+
     @staticmethod
     def _exact(base: Index, query: NDArray[np.float32], count: int, ids: list[int]) -> list[tuple[int, float]]:
         if not ids:
             return []
-        vectors: Any = base.get(np.array(ids, dtype=np.uint64))
+        vectors: Any = base.get(np.array(ids, dtype=np.uint64), dtype="f32")
         scores = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1) @ query.astype(np.float32)
         order = np.argsort(-scores, kind="stable")[:count]
         return [(ids[i], float(scores[i])) for i in order]

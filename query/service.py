@@ -32,10 +32,11 @@ from pixdex.indexer.settings import Config, runtime
 from pixdex.query.fuse import Fused, rrf
 from pixdex.query.parse import Filters, QueryError, parse_query
 from pixdex.query.reader import Reader, TextSnapshot
-from pixdex.query.text import matching_ids, newest, text_hits
+from pixdex.query.text import newest, restriction, text_hits
 from pixdex.query.vector import combine, mean_embedding, query_embedding, segment_embeddings
 
 MAX_K = 10_000
+HIT_MARGIN = 8  # rows read beyond k at once: a few candidates may have left the catalog since they were indexed
 
 
 @dataclass(frozen=True)
@@ -281,8 +282,8 @@ class SearchService:
     def _vector_side(self, space: tuple[str, int], text: TextSnapshot, embedding: NDArray[np.float32], filters: Filters,
                      exclude: set[int] | None = None, notes: list[str] | None = None, count: int = 0,
                      ) -> list[tuple[int, float]]:
-        allowed = matching_ids(text, filters)
-        if allowed is not None and exclude:
+        allowed = restriction(text, filters)
+        if isinstance(allowed, set) and exclude:
             allowed -= exclude
         wanted = count or self.config.search.candidates
         count = wanted + len(exclude or ())
@@ -328,9 +329,17 @@ class SearchService:
         return self._hits(fused, k)
 
     def _hits(self, fused: list[Fused], k: int | None = None) -> list[Hit]:
-        rows = self.reader.catalog().get_many(f.id for f in fused)
+        """The catalog's rows of the first `k` fused ids it still vouches for: read a few more than `k` at a time
+        (not every candidate's)."""
+        catalog = self.reader.catalog()
+        step = len(fused) if k is None else k + HIT_MARGIN
+        rows: dict[int, Any] = {}
+        read = 0
         hits = []
-        for f in fused:
+        for n, f in enumerate(fused):
+            if n >= read:
+                rows.update(catalog.get_many(x.id for x in fused[read:read + step]))
+                read += step
             row = rows.get(f.id)
             if row is None or row.state != "done":
                 continue  # an index entry the catalog no longer vouches for

@@ -1,6 +1,6 @@
 """The text side: BM25 over the tantivy index, and filters as tantivy queries.
 
-The same filter query restricts the text side (as a MUST clause) and, through `matching_ids`,
+The same filter query restricts the text side (as a MUST clause) and, through `restriction`,
 the vector side, so a filter never lets a hit in on one side that the other would refuse.
 Every function searches one `TextSnapshot` (one searcher per query).
 """
@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import tantivy
 
 from pixdex.indexer.fulltext import DATE_MAX, DATE_MIN, field_words_query, line_pattern, normalize_tag, text_query
+from pixdex.indexer.vectors import Admit
 from pixdex.query.parse import Filters
 from pixdex.query.reader import TextSnapshot
 
@@ -115,12 +116,36 @@ def text_hits(text: TextSnapshot, words: str, filters: Filters, count: int, rela
     return _ids(text, query, count)
 
 
+NARROW = 5_000  # a filter that lets at most this many ids through is listed (an exact vector search over them)
+
+
 def matching_ids(text: TextSnapshot, filters: Filters) -> set[int] | None:
     """Every id the filters let through, or None when there are no filters."""
     restrict = filter_query(text.schema, filters)
     if restrict is None:
         return None
     return {i for i, _ in _ids(text, restrict, max(1, text.searcher.num_docs))}
+
+
+def restriction(text: TextSnapshot, filters: Filters, narrow: int = NARROW) -> set[int] | Admit | None:
+    """What the filters mean to the vector side, by how many ids they let through (tantivy counts them without
+    listing them): a narrow filter's ids; a wide one's share of the library and a check of candidate ids."""
+    restrict = filter_query(text.schema, filters)
+    if restrict is None:
+        return None
+    matched = int(getattr(text.searcher.search(restrict, 1, count=True), "count", 0) or 0)  # missing from the stubs
+    if matched <= narrow:
+        return {i for i, _ in _ids(text, restrict, max(1, matched))}
+    total = max(1, text.searcher.num_docs)
+
+    def check(ids: list[int]) -> set[int]:
+        if not ids:
+            return set()
+        among = tantivy.Query.term_set_query(text.schema, "id", ids)
+        query = tantivy.Query.boolean_query([(Occur.Must, restrict), (Occur.Must, among)])
+        return {i for i, _ in _ids(text, query, len(ids))}
+
+    return Admit(matched / total, check)
 
 
 def newest(text: TextSnapshot, filters: Filters, count: int) -> list[tuple[int, float]]:

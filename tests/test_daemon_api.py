@@ -285,6 +285,10 @@ def test_metrics_and_openapi(served: Served) -> None:
     body = text.decode()  # type: ignore[union-attr]
     assert 'pixdex_queue{priority="asked"}' in body and "pixdex_http_requests_total" in body
     assert "pixdex_process_rss_bytes" in body
+    assert 'pixdex_process_pss_bytes{process="serving process"}' in body
+    assert 'pixdex_process_pss_bytes{process="indexing process"}' in body and "pixdex_idle" in body
+    memory = served.get("/status")["memory"]
+    assert {"serving process", "indexing process"} <= set(memory["pss"]) and memory["total_pss"] > 0
     spec = served.get("/openapi.json")
     assert spec["openapi"].startswith("3.")
     assert os.getuid() >= 0

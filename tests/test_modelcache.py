@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -77,3 +79,49 @@ def test_onnxruntime_errors_become_inference_errors(model_dir: Path) -> None:
     wrong = np.zeros((1, 3, 7, 7), dtype=np.float32)  # the wrong input size: ORT's own exception type
     with pytest.raises(InferenceError, match="inference failed"):
         clip.embed_images(wrong)
+
+
+_UNLOAD_PROBE = """
+import sys, time
+from pathlib import Path
+import numpy as np, psutil
+from pixdex.indexer.modelcache import ModelCache
+from pixdex.indexer.session import OnnxSession
+
+def uss():
+    return psutil.Process().memory_full_info().uss
+cache = ModelCache(ttl=0.01)
+session = OnnxSession(Path(sys.argv[1]), threads=1, cache=cache)
+before = uss()
+session.run(np.zeros((1, 4096), np.float32))
+session.input  # what the model classes read (image size, input dtype) must not keep the session alive
+loaded = uss()
+deadline = time.monotonic() + 30
+while cache.loaded():  # the sweeper thread unloads it
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+time.sleep(0.2)  # the sweep's malloc_trim
+print(before, loaded, uss())
+"""
+
+
+def test_an_unloaded_session_gives_its_memory_back(tmp_path: Path) -> None:
+    """A 64 MiB graph: once the cache drops it, the process's own memory (USS) falls back to within a
+    quarter of what loading it took. Run in a fresh process so that nothing else moves the figure."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4096])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4096])],
+                              [numpy_helper.from_array(weights, "w")])
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    del weights, graph
+    probe = subprocess.run([sys.executable, "-c", _UNLOAD_PROBE, str(path)], capture_output=True, text=True,
+                           timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    before, loaded, after = map(int, probe.stdout.split())
+    assert loaded - before > 48 << 20, (before, loaded, after)
+    assert after - before < (loaded - before) / 4, f"kept {(after - before) >> 20} of {(loaded - before) >> 20} MiB"

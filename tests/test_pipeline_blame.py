@@ -56,6 +56,8 @@ def pipeline(pool: RulePool) -> Pipeline:
     p.infer_pool = pool
     p.stats = Stats()
     p._stopping = threading.Event()
+    p._inflight_lock = threading.Lock()
+    p._upstream = p._at_writer = 0
     return p
 
 
@@ -92,6 +94,7 @@ def test_a_stage_stopped_while_it_holds_work_passes_stop_on(stage: str) -> None:
     outbox: Any = __import__("queue").Queue(maxsize=4)
     inbox.put(works(2, set()) if stage != "batch" else works(1, set())[0])
     if stage == "batch":
+        p._upstream = 2  # another file on its way: the batch stage holds the first for it
         threading.Timer(0.01, p._stopping.set).start()  # while it waits out batch_wait with one image held
     else:
         p._stopping.set()

@@ -217,3 +217,37 @@ def test_a_trickle_of_files_is_committed_within_a_second(env: Env, capsys: pytes
         assert indexer.stats.committed == 2
     # Reported, not asserted (timings belong to bench/): one file's scan → searchable.
     print(f"single file scan→commit: {latency:.2f} s")
+
+
+@pytest.mark.parametrize("narrow", [10_000, 10], ids=["narrow: exact over its ids", "wide: over-fetch and check"])
+def test_a_filter_narrow_or_wide_gives_the_exact_filtered_neighbours(tmp_path: Path, narrow: int) -> None:
+    """The vector side takes a filter by its size: a few ids are listed and searched exactly, many are checked
+    on the graph's candidates (`restriction`). Both return the true nearest of the filtered set, and the wide
+    path still finds them when the walk alone (no exact fallback) has to."""
+    from pixdex.indexer.vectors import Admit
+    from pixdex.query.parse import Filters
+    from pixdex.query.text import restriction
+
+    writer, ids, vectors = synthetic_library(tmp_path, 400)
+    writer.close()
+    layout = Layout(tmp_path)
+    reader = Reader(layout, SETTINGS)
+    text = reader.text()
+    assert text is not None
+    odd = {r.id for r in reader.catalog().under(b"/lib/odd")}
+    allowed = restriction(text, Filters(folders=("/lib/odd",)), narrow=narrow)
+    assert isinstance(allowed, Admit) == (narrow < len(odd))
+    if isinstance(allowed, Admit):
+        assert abs(allowed.share - 0.5) < 0.01 and allowed.check(ids[:20]) == odd & set(ids[:20])
+    else:
+        assert allowed == odd
+    view = VectorView(layout, "m", 16, SETTINGS)
+    view.refresh(reader.catalog(), reader.catalog().generation())
+    for query in unit(np.random.default_rng(3), 5):
+        expected = exact_top(vectors, ids, query, 10, odd)
+        assert [i for i, _ in view.search(query, 10, allowed)] == expected
+        view.exact_limit = 0  # the graph walk itself
+        walked = [i for i, _ in view.search(query, 10, allowed)]
+        view.exact_limit = 50_000
+        assert set(walked) <= odd and len(walked) == 10 and len(set(walked) & set(expected)) >= 8  # approximate
+    reader.close()

@@ -155,6 +155,11 @@ def _print_live(info: dict[str, Any]) -> None:
     memory = ", ".join(f"{name} {rss / 2**20:.0f} MiB" for name, rss in models["rss"].items())
     providers = ", ".join(models.get("providers") or []) or "not loaded yet"
     print(f"loaded models: {loaded}; memory: {memory}; running on: {providers}")
+    held = info.get("memory")
+    if held:
+        each = ", ".join(f"{name} {pss / 2**20:.0f}" for name, pss in held["pss"].items())
+        print(f"memory (PSS): {held['total_pss'] / 2**20:.0f} MiB in {len(held['pss'])} processes ({each})"
+              + ("; idle" if held["idle"] else ""))
     for root in info["watch"]:
         print(f"watch: {printable(root['path'])}: {root['mode']} ({root['why']})")
 

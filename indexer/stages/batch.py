@@ -1,5 +1,5 @@
-"""Stage three: group images for the model — flush on `models.batch_size`, or once the first has waited
-`pipeline.batch_wait` (a single new file goes through at once)."""
+"""Stage three: group images for the model — flush on `models.batch_size`, once the first has waited
+`pipeline.batch_wait`, or at once when nothing else was fed that could join it (a single new file)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,15 @@ class Batch(Flow):
                 item = None
             if item is STOP:
                 break
+            alone = False
             if item is not None:
                 if not current:
                     deadline = time.monotonic() + wait
                 current.append(item)
-            if current and (len(current) >= size or time.monotonic() >= deadline):
+                with self._inflight_lock:
+                    self._upstream -= 1
+                    alone = self._upstream <= 0 and inbox.empty()
+            if current and (len(current) >= size or alone or time.monotonic() >= deadline):
                 if not self._put(outbox, current):
                     current = []  # stopping: what it held stays queued in the catalog
                     break

@@ -56,6 +56,9 @@ class Flow:
     paused: threading.Event
     listener: Callable[[str, dict[str, Any]], None] | None  # the daemon's event stream
     _inflight_lock: threading.Lock
+    _upstream: int  # entries fed but not yet at the batch stage (under `_inflight_lock`)
+    _starved: bool  # the feed's last look found nothing to feed
+    _at_writer: int  # entries handed to the writer, not yet committed (under `_inflight_lock`)
     _wake: threading.Event
     _stopping: threading.Event
     _window: int
@@ -105,9 +108,10 @@ class Flow:
         except BaseException:  # noqa: BLE001 - the caller reads the outcome
             pass
 
-    def _release(self, works: list[Work]) -> None:
+    def _release(self, works: list[Work], at_writer: int = 0) -> None:
         with self._inflight_lock:
             self.inflight.difference_update(w.entry.row.id for w in works)
+            self._at_writer -= at_writer
 
     def _stage_done(self, stage: str, works: list[Work]) -> None:
         if self.listener is not None and works:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pixdex.indexer.paths import display_path
 
 log = logging.getLogger(__name__)
+UNMOUNTED_LOOK = 5.0  # seconds between looks for the folder of a parked file whose library folder is gone
 
 
 class Parking:
@@ -44,6 +45,15 @@ class Parking:
                 if image_id in found and found[image_id] == path:
                     self._second_try.add(image_id)
             return waiting
+
+    def next_look(self) -> float | None:
+        """Seconds until a parked entry's grace ends (None: nothing parked). One whose folder is gone is looked
+        at again every `UNMOUNTED_LOOK` seconds."""
+        with self._lock:
+            if not self._parked:
+                return None
+            now = time.monotonic()
+            return max(0.05, min(min(until for _, until in self._parked.values()) - now, UNMOUNTED_LOOK))
 
     def park(self, image_id: int, path: bytes) -> bool:
         """Keep the entry of a file that vanished from `path` (or moved after it was read) queued for a while,

@@ -64,7 +64,13 @@ class Write(Flow):
                 stored.add_done_callback(self._note_rekeyed)  # before `_when_all`'s: `_tell` names the new ids
                 futures.append(stored)
             self.stats.current = display_path(batch[-1].entry.row.path) if batch else ""
-            when_all(futures, partial(self._committed, batch, len(indexed)))
+            handed = len(batch) if futures else 0
+            with self._inflight_lock:
+                self._at_writer += handed
+                drained = self._at_writer >= len(self.inflight) and inbox.empty()
+            when_all(futures, partial(self._committed, batch, len(indexed), handed))
+            if futures and drained:  # everything in flight waits for this commit: do not wait commit_seconds
+                self.writer.commit_soon()
 
     def _note_rekeyed(self, future: Future[Any]) -> None:
         if future.exception() is None and future.result():
@@ -95,7 +101,7 @@ class Write(Flow):
                 self.stats.failed += 1
                 self.stats.failures.append((display_path(work.entry.row.path), work.error or ""))
 
-    def _committed(self, batch: list[Work], stored: int, ok: bool) -> None:
+    def _committed(self, batch: list[Work], stored: int, handed: int, ok: bool) -> None:
         if ok:
             with self.stats.lock:
                 self.stats.committed += stored
@@ -103,7 +109,7 @@ class Write(Flow):
         else:  # the catalog refuses writes (disk full, …): stop rather than redo the same work forever
             self.fatal = self.fatal or PixdexError(f"{self.writer.catalog.path}: cannot commit results; see the log")
             self._stopping.set()
-        self._release(batch)
+        self._release(batch, handed)
         self._wake.set()
 
 

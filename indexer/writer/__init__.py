@@ -54,6 +54,7 @@ class Writer(Commands):
         self.commits = 0
         self._commands: queue.Queue[tuple[Command | None, Future[Any]]] = queue.Queue()
         self._published = threading.Condition()
+        self.after_commit: Callable[[], None] | None = None  # told after every commit (the feed wakes on it)
         self.generation = catalog.generation()
         adopt_old_vectors(catalog, vectors, models[0])
         adopt_sidecars(catalog, models)
@@ -75,6 +76,11 @@ class Writer(Commands):
         future: Future[Any] = Future()
         self._commands.put((None, future))
         return int(future.result())
+
+    def commit_soon(self) -> None:
+        """Commit what is pending now instead of after `commit_seconds`, without waiting for it: nothing else
+        is on its way (the pipeline drained), so waiting would only delay it."""
+        self._commands.put((None, Future()))
 
     def close(self) -> None:
         """Commit what is pending, save the vector index, stop the thread."""
@@ -140,6 +146,8 @@ class Writer(Commands):
         self._catch_up()
         for (_, future), result in zip(group, results, strict=True):
             future.set_result(result)
+        if self.after_commit is not None:
+            self.after_commit()
 
     def _transaction(self, commands: list[Command]) -> list[Any]:
         db = self.catalog.db
