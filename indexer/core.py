@@ -19,12 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from pixdex.indexer import faults
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.catalog.rows import ASKED
-from pixdex.indexer.errors import ModelError, PixdexError
+from pixdex.indexer.errors import ModelError, ModelMissing, PixdexError
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.inference import ModelInfo, describe, model_spec
 from pixdex.indexer.ocr.stage import OcrStage
@@ -61,9 +61,11 @@ class ScanReport:
 
 class Indexer:
     """With `reduced_ok`, models that cannot load do not stop it: it runs in reduced mode (`info.missing`
-    says why), indexing names, folders and each file's own metadata; those images wait for models."""
+    says why), indexing names, folders and each file's own metadata; those images wait for models. With
+    `reduced_ok="missing"` only models whose files are not there do (one that is there but fails to load stops it:
+    the person asked for it and must hear why)."""
 
-    def __init__(self, config: Config, reduced_ok: bool = False, holder: int | None = None,
+    def __init__(self, config: Config, reduced_ok: bool | Literal["missing"] = False, holder: int | None = None,
                  describe: bool = False, paused: bool = False, vanish_grace: float = 0.0,
                  ids: Mapping[bytes, int] | None = None, backfill: bool = False, read_text: bool = False) -> None:
         """`paused`: start with nothing fed (the daemon's remembered pause); `vanish_grace`: how long a file
@@ -189,7 +191,7 @@ class Indexer:
                                  "\"extended\", other graphs may need another onnxruntime") from None
             return info
         except ModelError as exc:
-            if not self.reduced_ok:
+            if self.reduced_ok is False or (self.reduced_ok == "missing" and not isinstance(exc, ModelMissing)):
                 raise
             return ModelInfo.reduced(str(exc))
 

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
-from pixdex.indexer.errors import ModelError
+from pixdex.indexer.errors import ModelError, ModelMissing
 from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess
 from pixdex.indexer.sections import Runtime
@@ -52,7 +52,7 @@ def read_json(path: Path) -> dict[str, Any]:
 def check_files(directory: Path, names: tuple[str, ...], kind: str) -> None:
     missing = [n for n in names if not (directory / n).is_file()]
     if missing:
-        raise ModelError(
+        raise ModelMissing(
             f"{kind} model {directory.name!r} is incomplete or absent in {directory}: missing "
             f"{', '.join(missing)}. Put a model there (Immich's layout), set models.{kind} in the config, "
             "or run `pixdex models standin` (with the export extra) for small stand-ins that give meaningless results.")

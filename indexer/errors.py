@@ -35,6 +35,10 @@ class ModelError(PixdexError):
     """A model that is missing, incomplete or cannot be loaded: stops work, blames no file."""
 
 
+class ModelMissing(ModelError):
+    """A model whose files are not there (or not all): what reduced mode usually stands in for."""
+
+
 class InferenceError(PixdexError):
     """A model that loaded but failed on a batch (ONNX Runtime's own exceptions become this)."""
 
