@@ -7,7 +7,6 @@ from typing import Any
 
 from pixdex.daemon.core_api import Unavailable
 from pixdex.daemon.runtime import Daemon
-from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.trash import trash_image
@@ -33,13 +32,7 @@ def trash_item(daemon: Daemon, image_id: int) -> dict[str, Any]:
     indexer = daemon.indexer
     if indexer is None:
         raise Unavailable("the indexing core is reopening; try again in a moment")
-    catalog = Catalog(daemon.config.layout.catalog, read_only=True)
-    try:
-        row = catalog.get(image_id)
-    finally:
-        catalog.close()
-    if row is None:
-        raise Unavailable(f"item {image_id} is gone")
+    row = daemon.row(image_id)
     with indexer.pipeline.sidecar_io:  # no sidecar write to it meanwhile, no carry of it along a move
         moved = trash_image(row.path, indexer.pipeline.sidecar_spec().naming)
     done = indexer.writer.register([], [], [], [], [row])  # the sidecar went along: nothing to drop

@@ -35,6 +35,7 @@ from pixdex.daemon.progress import progress_of
 from pixdex.daemon.stored import CLIP_FILES, model_fix
 from pixdex.daemon.watcher import Watcher
 from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.rows import ImageRow
 from pixdex.indexer.collections import (
     Collection,
     CollectionError,
@@ -170,6 +171,17 @@ class Daemon:
         if self.indexer is None:
             raise Unavailable("the indexing core is reopening; try again in a moment")
         return self.indexer
+
+    def row(self, image_id: int) -> ImageRow:
+        """The item's catalog row as committed; Unavailable when it is gone."""
+        catalog = Catalog(self.config.layout.catalog, read_only=True)
+        try:
+            row = catalog.get(image_id)
+        finally:
+            catalog.close()
+        if row is None:
+            raise Unavailable(f"item {image_id} is gone")
+        return row
 
     # The scanner thread -----------------------------------------------------------------------
     def _run(self) -> None:
@@ -315,13 +327,7 @@ class Daemon:
         """A person's edit: the sidecar first (in a worker), then the catalog re-reads what it says — tags and
         searchable text — without decoding or inference. Raises SidecarError when it cannot be written."""
         indexer = self._core()
-        catalog = Catalog(self.config.layout.catalog, read_only=True)
-        try:
-            row = catalog.get(image_id)
-        finally:
-            catalog.close()
-        if row is None:
-            raise Unavailable(f"item {image_id} is gone")
+        row = self.row(image_id)
         with indexer.pipeline.sidecar_io:  # not while the scanner carries this image's sidecar to a new path
             if not os.path.lexists(row.path):
                 raise Unavailable(f"{display_path(row.path)} has just moved or gone; try again in a moment")

@@ -139,10 +139,7 @@ def test_changes_made_while_a_folder_was_unreadable_are_indexed_once_it_is_reada
     for n in range(4):
         noise(n).save(album / f"old{n}.png")
     daemon = Served(tmp_path, model_dir, [pics])
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("setpriv (util-linux) is needed to run the daemon without root's file capabilities")
-        daemon.command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *daemon.command]
+    without_root_capabilities(daemon)
     daemon.start()
     try:
         wait_for(lambda: daemon.idle() and len(daemon.listed()) == 4, timeout=60, what="indexing")
@@ -181,10 +178,7 @@ def test_a_file_that_failed_for_want_of_permission_is_indexed_once_it_is_readabl
     noise(9).save(locked)
     locked.chmod(0o000)
     daemon = Served(tmp_path, model_dir, [pics])
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("setpriv (util-linux) is needed to run the daemon without root's file capabilities")
-        daemon.command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *daemon.command]
+    without_root_capabilities(daemon)
     daemon.start()
     try:
         wait_for(lambda: daemon.idle() and len(daemon.listed()) == 3 and daemon.get("/failures"), timeout=60,
@@ -198,6 +192,14 @@ def test_a_file_that_failed_for_want_of_permission_is_indexed_once_it_is_readabl
         locked.chmod(0o644)
         daemon.stop()
     check_consistent(daemon.data, pics)
+
+
+def without_root_capabilities(daemon: Served) -> None:
+    """Root reads and writes whatever the modes say: run the daemon without those capabilities, as a person's is."""
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv (util-linux) is needed to run the daemon without root's file capabilities")
+        daemon.command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *daemon.command]
 
 
 def _as_root_write(folder: Path, name: str, seed: int) -> None:
