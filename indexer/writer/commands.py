@@ -88,9 +88,9 @@ class Commands:
             for row, _st in changed:  # one in flight read the old content: it must leave this queued
                 catalog.enqueue(row.id, CHANGED, "content changed", again=True)
             for row in stale:  # as the row is now: one a worker finished since the scan read it is current
-                now = catalog.get(row.id)
-                if now is not None and not now.current_for(self.models):
-                    catalog.enqueue(row.id, BACKFILL if now.state == "done" else CHANGED, _stale_reason(now))
+                current = catalog.get(row.id)
+                if current is not None and not current.current_for(self.models):
+                    catalog.enqueue(row.id, BACKFILL if current.state == "done" else CHANGED, _stale_reason(current))
             for row in sidecar:  # re-read the sidecar only: the content is known, no decode, no model
                 catalog.enqueue(row.id, CHANGED, "sidecar changed", again=True)  # one in flight read the old one
         return self.submit(run)
