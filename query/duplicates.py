@@ -133,7 +133,7 @@ def find(catalog: Catalog, allowed: set[int] | None, limits: Limits, real_model:
     pairs += _same_content(catalog, allowed)
     groups = _groups(catalog, pairs, dict(zip(ids, (h for _, h in stored), strict=True)))
     notes = []
-    unhashed = catalog.unhashed_count()
+    unhashed = catalog.unhashed_count(allowed)  # of what the caller asked about (and may see) only
     if unhashed:
         notes.append(f"{unhashed} image(s) are not hashed yet (indexed before pixdex hashed images; the daemon or "
                      "`pixdex index` hashes them): they are left out")
