@@ -25,7 +25,7 @@ from pixdex.indexer.phash import perceptual_hash
 from pixdex.query.duplicates import Limits, candidate_pairs, components, long_distances
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from photos import scene
+from photos import scene  # the tests' generated photos (after the path above)
 
 
 def main() -> None:

@@ -111,3 +111,20 @@ def test_an_item_goes_to_the_trash_with_its_sidecar_and_comes_back_with_its_id(s
     back = wait_for(lambda: served.listed().get(str(image)), timeout=60, what="the restored image")
     assert back == image_id
     assert "restore me" in [t["name"] for t in served.get(f"/items/{image_id}")["tags"]]
+
+
+def test_the_daemon_hashes_a_library_indexed_before_hashes(served: Served) -> None:
+    import sqlite3
+
+    served.stop()
+    with sqlite3.connect(served.data / "catalog.sqlite3") as db:
+        db.execute("DELETE FROM phashes")  # as a library indexed before pixdex hashed images
+        embedded = db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    served.start()
+    found = wait_for(lambda: (lambda d: d if not d["notes"] else None)(served.get("/duplicates")), timeout=120,
+                     what="every image hashed again by the daemon's backfill")
+    which = {p: w for p, w in served.which.items() if Path(p).exists()}  # type: ignore[attr-defined]
+    check_groups(found, which)
+    with sqlite3.connect(served.data / "catalog.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == embedded  # nothing re-embedded
+    assert served.status()["progress"]["committed"] == 0  # nor indexed again

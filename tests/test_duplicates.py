@@ -15,6 +15,7 @@ import pytest
 from photos import planted_copies, scene
 
 from pixdex.query.duplicates import candidate_pairs
+from pixdex.query.keeper import choose
 
 PLANTED, OTHERS = 12, 24
 
@@ -137,3 +138,21 @@ def test_a_real_models_embeddings_confirm_each_pair_and_similar_shots_need_one(e
         assert [sorted(Path(i["path"]).name for i in g["items"]) for g in shots] == [["one.jpg", "two.jpg"]]
     finally:
         catalog.close()
+
+
+def test_the_keeper_is_the_largest_then_the_original_format_then_the_oldest_then_the_curated() -> None:
+    from pixdex.indexer.catalog.rows import ImageRow
+
+    def row(image_id: int, name: str, size: tuple[int, int], mtime: int, facts: str = "{}") -> ImageRow:
+        return ImageRow(image_id, f"/p/{name}".encode(), 1, image_id, 1000, mtime, "h", "done", None, None, None,
+                        size[0], size[1], None, None, "[]", "", None, 0.0, 0.0, 1, facts=facts)
+
+    big, half = row(1, "b.png", (640, 480), 9), row(2, "a.jpg", (320, 240), 1)
+    assert choose([half, big]) == (big, "the most pixels (640×480)")
+    jpeg, png = row(3, "x.jpg", (640, 480), 9), row(4, "x.png", (640, 480), 1)
+    assert choose([png, jpeg]) == (jpeg, "the original format (JPG), the others were converted")
+    old, new = row(5, "copy of y.jpg", (640, 480), 10**18), row(6, "y.jpg", (640, 480), 2 * 10**18)
+    assert choose([new, old])[0] == old and choose([new, old])[1].startswith("the oldest file (2001-09-09)")
+    rated, plain = row(7, "rated z.jpg", (640, 480), 5, '{"rating": 3}'), row(8, "z.jpg", (640, 480), 5)
+    assert choose([plain, rated]) == (rated, "you rated it or gave it keywords")
+    assert choose([row(9, "w (2).jpg", (1, 1), 5), row(10, "w.jpg", (1, 1), 5)])[0].id == 10  # the shorter name

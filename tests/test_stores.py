@@ -246,7 +246,7 @@ def test_a_data_directory_from_the_foundation_is_upgraded_without_reembedding(en
     db = sqlite3.connect(data / "catalog.sqlite3")  # back to what pixdex 0.1's index left
     db.executescript("DROP TABLE queue; DROP TABLE embeddings; DROP TABLE tombstones; DROP TABLE meta; "
                      "DROP TABLE collections; DROP TABLE live; "
-                     "DROP TABLE sidecar_drops; DROP TABLE folder_errors; "
+                     "DROP TABLE sidecar_drops; DROP TABLE folder_errors; DROP TABLE phashes; "
                      "DROP INDEX images_gen; ALTER TABLE images DROP COLUMN gen; ALTER TABLE images DROP COLUMN side; "
                      "ALTER TABLE images DROP COLUMN rejected; ALTER TABLE images DROP COLUMN embedded; "
                      "ALTER TABLE images DROP COLUMN facts; ALTER TABLE images DROP COLUMN side_hash; "
@@ -260,6 +260,7 @@ def test_a_data_directory_from_the_foundation_is_upgraded_without_reembedding(en
     (data / "fulltext" / "pixdex.json").unlink()
     summary = env.index_json(capsys)  # type: ignore[attr-defined]
     assert (summary["embedded"], summary["decoded"], summary["unchanged"]) == (0, 0, 9)
+    assert summary["hashed"] == 9  # perceptual hashes filled in, without a model
     _, after, _ = env.cli("search", "tram", "--json", capsys=capsys)  # type: ignore[attr-defined]
     assert json.loads(after)["hits"] == json.loads(before)["hits"]
     from consistency import check_consistent

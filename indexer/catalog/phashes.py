@@ -51,7 +51,11 @@ class Phashes:
             "(SELECT 1 FROM phashes p WHERE p.image_id = i.id AND p.of = i.hash) AND NOT EXISTS "
             "(SELECT 1 FROM queue q WHERE q.image_id = i.id) LIMIT ?", (limit,))]
 
-    def unhashed_count(self) -> int:
-        return int(self.db.execute(
-            "SELECT count(*) FROM images i WHERE i.state = 'done' AND i.hash IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM phashes p WHERE p.image_id = i.id AND p.of = i.hash)").fetchone()[0])
+    def unhashed_count(self, ids: Iterable[int] | None = None) -> int:
+        """How many done rows (of those in `ids`, when given) have no perceptual hash for their content yet."""
+        sql = ("SELECT i.id FROM images i WHERE i.state = 'done' AND i.hash IS NOT NULL AND NOT EXISTS "
+               "(SELECT 1 FROM phashes p WHERE p.image_id = i.id AND p.of = i.hash)")
+        if ids is None:
+            return int(self.db.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0])
+        return sum(len(self.db.execute(f"{sql} AND i.id IN ({marks})", chunk).fetchall())
+                   for chunk, marks in in_chunks(ids))
