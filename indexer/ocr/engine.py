@@ -32,6 +32,7 @@ from pixdex.indexer.files import read_regular
 from pixdex.indexer.sections import OcrSettings
 
 TOO_SMALL = 8  # pixels: no line of text fits in fewer
+UNSURE = 0.9  # a reading's mean score below this: the image turned half a turn is read too (`read_lines`)
 PAGE, FLAT = 0.9, 0.3  # `flat_share` of a page (always read), of an image with large flat areas (a larger look)
 
 
@@ -117,10 +118,24 @@ def has_text(image: Image.Image, spec: OcrSpec) -> bool:
 
 
 def read_lines(image: Image.Image, spec: OcrSpec) -> list[str]:
-    """The lines read in an RGB image at most `max_side` on its long side: detection, direction, recognition."""
+    """The lines read in an RGB image at most `max_side` on its long side: detection, direction, recognition.
+    A reading the recogniser is unsure of (mean score below `UNSURE`) may be of a page upside down, or turned a
+    quarter the way RapidOCR turns tall lines wrongly: the image turned half a turn is read too, and the reading
+    with the higher total score is kept."""
+    lines, scores = _pass(image, spec)
+    if lines and sum(scores) / len(scores) < UNSURE:
+        turned, turned_scores = _pass(image.rotate(180), spec)
+        if sum(turned_scores) > sum(scores):
+            lines = turned
+    return lines
+
+
+def _pass(image: Image.Image, spec: OcrSpec) -> tuple[list[str], list[float]]:
     result = engine(spec.max_side, spec.max_lines)(_bgr(image), use_det=True, use_cls=True, use_rec=True,
                                                    text_score=spec.min_confidence)
-    return [" ".join(str(t).split()) for t in result.txts or () if str(t).strip()]
+    read = [(" ".join(str(t).split()), float(c)) for t, c in zip(result.txts or (), result.scores or (), strict=False)
+            if str(t).strip()]
+    return [t for t, _ in read], [c for _, c in read]
 
 
 def flat_share(image: Image.Image) -> float:
