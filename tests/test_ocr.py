@@ -57,6 +57,12 @@ def test_small_print_on_a_page_is_read(tmp_path: Path) -> None:
     assert "small print matters" in read(tmp_path, page(lines, size=16)).lower()
 
 
+def test_an_upside_down_page_is_read_the_right_way_up(tmp_path: Path) -> None:
+    lines = ["Walking Studying Zebra dumplings short", "bright dumplings stuffed Sneakers foam",
+             "porch cave foliage beetle ear"]
+    assert read(tmp_path, page(lines, size=28, rotate=180)).splitlines() == lines
+
+
 def test_both_sources_of_text_are_kept_in_the_sidecar(tmp_path: Path) -> None:
     image = tmp_path / "a.png"
     Image.new("RGB", (64, 48)).save(image)
