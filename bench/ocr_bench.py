@@ -192,6 +192,7 @@ def main() -> None:
     parser.add_argument("--skip-indexing", action="store_true")
     parser.add_argument("--only-indexing", action="store_true")
     parser.add_argument("--only-accuracy", action="store_true")
+    parser.add_argument("--sides", type=int, nargs="*", help="the max_side values to cost (default 960 1280 1600)")
     args = parser.parse_args()
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pixdex-ocr-bench-") as name:
@@ -199,7 +200,8 @@ def main() -> None:
         if not args.only_indexing:
             result["accuracy"] = accuracy(OcrSpec.of(OcrSettings(), 150_000_000), args.quick, tmp)
             print(json.dumps(result["accuracy"], indent=1), flush=True)
-        sides = () if args.only_indexing or args.only_accuracy else (960, 1280) if args.quick else (960, 1280, 1600)
+        sides = () if args.only_indexing or args.only_accuracy else \
+            args.sides or ((960, 1280) if args.quick else (960, 1280, 1600))
         for side in sides:
             result[f"cost_max_side_{side}"] = cost(OcrSettings(max_side=side), args.quick, tmp)
             print(side, json.dumps(result[f"cost_max_side_{side}"], indent=1), flush=True)
