@@ -192,12 +192,13 @@ def main() -> None:
     parser.add_argument("--skip-indexing", action="store_true")
     parser.add_argument("--only-indexing", action="store_true")
     parser.add_argument("--only-accuracy", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--sides", type=int, nargs="*", help="the max_side values to cost (default 960 1280 1600)")
     args = parser.parse_args()
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pixdex-ocr-bench-") as name:
         tmp = Path(name)
-        if not args.only_indexing:
+        if not args.only_indexing and not args.skip_accuracy:
             result["accuracy"] = accuracy(OcrSpec.of(OcrSettings(), 150_000_000), args.quick, tmp)
             print(json.dumps(result["accuracy"], indent=1), flush=True)
         sides = () if args.only_indexing or args.only_accuracy else \
