@@ -1,6 +1,6 @@
 """What reading text in images costs and how well it reads (`[ocr]`, RapidOCR's PP-OCRv6 small models).
 
-    .venv/bin/pip install levenshtein scikit-image    # edit distance for the error rate; sample photos (bench only)
+    .venv/bin/pip install -e '.[bench]'    # levenshtein (the error rate), scikit-image (its sample photos)
     nice .venv/bin/python bench/ocr_bench.py [--quick] [--json out.json]
 
 - accuracy: the character error rate (edit distance / reference length, case kept, spaces collapsed; the lines
