@@ -5,6 +5,7 @@ again. The real model (RapidOCR's PP-OCRv6, shipped in its wheel), in this proce
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,12 @@ def test_small_print_on_a_page_is_read(tmp_path: Path) -> None:
     """Text too small for the cheap look on a 320-pixel copy: a page-like image gets the full pass anyway."""
     lines = ["the small print matters", *(f"clause {n} of the tenancy agreement holds" for n in range(2, 7))]
     assert "small print matters" in read(tmp_path, page(lines, size=16)).lower()
+
+
+def test_an_upside_down_page_is_read_the_right_way_up(tmp_path: Path) -> None:
+    lines = ["Walking Studying Zebra dumplings short", "bright dumplings stuffed Sneakers foam",
+             "porch cave foliage beetle ear"]
+    assert read(tmp_path, page(lines, size=28, rotate=180)).splitlines() == lines
 
 
 def test_both_sources_of_text_are_kept_in_the_sidecar(tmp_path: Path) -> None:
@@ -124,3 +131,34 @@ def test_pixdex_index_reads_the_text_before_it_ends(env: Env, capsys: pytest.Cap
     status, out, _err = env.cli("search", "text:lisbon", "--json", capsys=capsys)
     assert status == 0 and [Path(h["path"]).name for h in json.loads(out)["hits"]] == ["pass.png"]
     assert "Lisbon" in (env.pics / "pass.png.xmp").read_text()
+
+
+def test_stopping_mid_read_blames_no_image(tmp_path: Path) -> None:
+    """A daemon stopping while an image's text is being read: the read is cancelled and nothing is recorded (the
+    image is read at the next start), rather than the image being marked unreadable for good."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from pixdex.indexer.ocr.stage import OcrStage
+
+    pending: Future[object] = Future()
+    recorded: list[object] = []
+
+    class Pool:
+        def schedule(self, *args: object, **kwargs: object) -> Future[object]:
+            return pending
+
+        def stop(self) -> None: ...
+
+        def join(self, timeout: float | None = None) -> None: ...
+
+    stage = OcrStage(OcrSettings(), 1_000_000, tmp_path / "none.sqlite3", Pool(), write=lambda *a: pending,
+                     record=lambda *a: recorded.append(a), busy=lambda: False, paused=lambda: False)
+    stage._next = lambda skip: [SimpleNamespace(id=1, path=b"/x.png")]  # type: ignore[method-assign]
+    stage.start()
+    deadline = time.monotonic() + 10
+    while stage.state != "reading" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stage.state == "reading"
+    stage.stop()
+    assert not stage._thread.is_alive() and recorded == [] and stage.failed == 0

@@ -7,6 +7,7 @@ sidecars hold the standard location fields, and a person's own city is neither r
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +87,10 @@ def test_text_and_places_are_searchable_and_in_the_sidecars(tmp_path: Path, mode
     daemon = Served(tmp_path, model_dir, [pics], extra="[ocr]\nenabled = true\n").start()
     images = len(list(pics.glob("*.jpg")) + list(pics.glob("*.png")))
     wait_for(lambda: ocr_done(daemon, images), timeout=240, what="the text of every image read")
+
+    shown = subprocess.run([*daemon.command, "--config", str(daemon.config), "status"], env=daemon.environ,
+                           capture_output=True, text=True, timeout=60).stdout
+    assert re.search(rf"text in images \(OCR\): \w+; {images} read \(\d+ with text\), 0 pending", shown), shown
 
     found = {word: first_hit(daemon, word.lower()) for word in WORDS}
     right = [w for w, name in found.items() if name == WORDS[w]]

@@ -32,6 +32,7 @@ from pixdex.indexer.files import read_regular
 from pixdex.indexer.sections import OcrSettings
 
 TOO_SMALL = 8  # pixels: no line of text fits in fewer
+UNSURE = 0.9  # a reading's mean score below this: the image turned half a turn is read too (`read_lines`)
 PAGE, FLAT = 0.9, 0.3  # `flat_share` of a page (always read), of an image with large flat areas (a larger look)
 
 
@@ -91,22 +92,24 @@ def read_text(path: bytes, spec: OcrSpec) -> TextRead:
         small = decode_image(data, name, spec.gate_side * 3 // 2, spec.max_pixels).image
     if min(small.size) < TOO_SMALL:
         return TextRead("", 0, digest, _ms(start), looked=False)
-    if not has_text(small, spec):
+    look = small.copy()
+    look.thumbnail((spec.gate_side, spec.gate_side), Image.Resampling.BILINEAR)
+    flat = flat_share(look)
+    if not has_text(small, flat, spec):
         return TextRead("", 0, digest, _ms(start), looked=False)
     with Captured():
         image = decode_image(data, name, spec.max_side, spec.max_pixels).image
     image.thumbnail((spec.max_side, spec.max_side), Image.Resampling.BILINEAR)
-    lines = read_lines(image, spec)
+    lines = read_lines(image, spec, turn=flat >= FLAT)
     return TextRead("\n".join(lines), len(lines), digest, _ms(start), looked=True)
 
 
-def has_text(image: Image.Image, spec: OcrSpec) -> bool:
-    """The cheap look: does the detector find a line on a small copy? A page (`flat_share` at least `PAGE`) is
-    taken to have text; an image with large flat areas (a screenshot, a slide, a photo with a plain background)
-    is looked at on a copy half as large again, where a screenshot's small print still shows."""
+def has_text(image: Image.Image, flat: float, spec: OcrSpec) -> bool:
+    """The cheap look: does the detector find a line on a small copy? A page (`flat`, its `flat_share`, at least
+    `PAGE`) is taken to have text; an image with large flat areas (a screenshot, a slide, a photo with a plain
+    background) is looked at on a copy half as large again, where a screenshot's small print still shows."""
     small = image.copy()
     small.thumbnail((spec.gate_side, spec.gate_side), Image.Resampling.BILINEAR)
-    flat = flat_share(small)
     if flat >= PAGE:
         return True
     if flat >= FLAT:
@@ -116,11 +119,25 @@ def has_text(image: Image.Image, spec: OcrSpec) -> bool:
     return found.boxes is not None and len(found.boxes) > 0
 
 
-def read_lines(image: Image.Image, spec: OcrSpec) -> list[str]:
-    """The lines read in an RGB image at most `max_side` on its long side: detection, direction, recognition."""
+def read_lines(image: Image.Image, spec: OcrSpec, turn: bool = True) -> list[str]:
+    """The lines read in an RGB image at most `max_side` on its long side: detection, direction, recognition.
+    With `turn` (pages, screenshots: scans come upside down, photos rarely), a reading the recogniser is unsure
+    of (mean score below `UNSURE`) may be of a page upside down, or turned a quarter the way RapidOCR turns tall
+    lines wrongly: the image turned half a turn is read too, and the reading with the higher total score is kept."""
+    lines, scores = _pass(image, spec)
+    if turn and lines and sum(scores) / len(scores) < UNSURE:
+        turned, turned_scores = _pass(image.rotate(180), spec)
+        if sum(turned_scores) > sum(scores):
+            lines = turned
+    return lines
+
+
+def _pass(image: Image.Image, spec: OcrSpec) -> tuple[list[str], list[float]]:
     result = engine(spec.max_side, spec.max_lines)(_bgr(image), use_det=True, use_cls=True, use_rec=True,
                                                    text_score=spec.min_confidence)
-    return [" ".join(str(t).split()) for t in result.txts or () if str(t).strip()]
+    read = [(" ".join(str(t).split()), float(c)) for t, c in zip(result.txts or (), result.scores or (), strict=False)
+            if str(t).strip()]
+    return [t for t, _ in read], [c for _, c in read]
 
 
 def flat_share(image: Image.Image) -> float:

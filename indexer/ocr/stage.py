@@ -59,14 +59,18 @@ class OcrStage:
         self.failed = 0
         self.cpu_ms = 0.0
         self._stop = threading.Event()
+        self._future: Future[TextRead] | None = None  # the read in the worker
         self._thread = threading.Thread(target=self._main, name="pixdex-ocr", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop after the image in hand (its text is read at the next start)."""
+        """Stop now: the image in hand is dropped (its text is read at the next start)."""
         self._stop.set()
+        future = self._future
+        if future is not None:
+            future.cancel()  # pebble ends the worker's task
         self._thread.join(timeout=30)
 
     def status(self) -> dict[str, Any]:
@@ -109,6 +113,8 @@ class OcrStage:
             try:
                 read = self._text_of(row.path)
             except PixdexError as exc:
+                if self._stop.is_set():
+                    return  # cut short by stop(): not the image's fault
                 self.failed += 1
                 log.warning("%s: text not read: %s", display_path(row.path), exc)
                 self.record(row.id, self.id, {}, str(exc), None, None).result()
@@ -124,7 +130,7 @@ class OcrStage:
 
     def _text_of(self, path: bytes) -> TextRead:
         """The worker's reading; PixdexError with the reason when the image cannot be read."""
-        future = self.pool.schedule(read_text, (path, self.spec), timeout=self.settings.timeout)
+        self._future = future = self.pool.schedule(read_text, (path, self.spec), timeout=self.settings.timeout)
         try:
             return future.result()
         except ReadError as exc:
@@ -136,6 +142,8 @@ class OcrStage:
                 from None
         except Exception as exc:  # noqa: BLE001 - one image's failure (the model's, on odd input); the stage goes on
             raise PixdexError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            self._future = None
 
     def _tell(self, data: dict[str, Any]) -> None:
         if self.listener is not None:
