@@ -235,3 +235,12 @@ def test_a_bundle_lands_once_per_node_under_its_digest(tmp_path: Path) -> None:
     assert materialise(bundle, root) == first and [p.name for p in root.iterdir()] == [first.name]  # no partials
     (clip / "visual" / "model.onnx").write_bytes(b"another graph")
     assert pack(clip, None, vocabulary).digest != bundle.digest  # other files, another folder
+
+
+def test_an_address_where_no_cluster_listens_is_one_line_at_once(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray")
+    start = time.monotonic()
+    status, out, err = env.cli("index", "--ray", "127.0.0.1:1", str(env.pics), capsys=capsys)
+    assert status == 2 and out == ""
+    assert err.startswith("pixdex: error: --ray 127.0.0.1:1: cannot reach a Ray cluster there") and err.count("\n") == 1
+    assert time.monotonic() - start < 60  # ray.init alone keeps trying for minutes
