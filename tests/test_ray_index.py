@@ -6,6 +6,7 @@ from the sidecars with no model call."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -244,3 +245,24 @@ def test_an_address_where_no_cluster_listens_is_one_line_at_once(env: Env, capsy
     assert status == 2 and out == ""
     assert err.startswith("pixdex: error: --ray 127.0.0.1:1: cannot reach a Ray cluster there") and err.count("\n") == 1
     assert time.monotonic() - start < 60  # ray.init alone keeps trying for minutes
+
+
+def test_defaults_leave_each_node_a_cpu_for_decoding_and_gpus_get_cuda_first() -> None:
+    pytest.importorskip("ray")
+    from pixdex.indexer.distributed.actor import ActorSpec
+    from pixdex.indexer.distributed.cluster import JobSettings, Node, resolve
+    from pixdex.indexer.sections import ClipTagSettings, Runtime, TaggerSettings
+
+    def nodes(count: int, cpus: float, gpus: float = 0) -> list[Node]:
+        return [Node(f"{n:056x}", "10.0.0.1", cpus, gpus) for n in range(count)]
+
+    assert resolve(JobSettings(), nodes(2, 1), 16) == JobSettings(None, 0.0, 16, 1)  # the test cluster's shape
+    assert resolve(JobSettings(), nodes(10, 16), 16).actors == 10
+    assert resolve(JobSettings(gpus=1), nodes(2, 8, 2), 16).actors == 4
+    assert resolve(JobSettings(actors=3, batch_size=64), nodes(1, 2), 16) == JobSettings(None, 0.0, 64, 3)
+    with pytest.raises(PixdexError, match=r"--ray-gpus 1: the cluster has 0 GPU\(s\)"):
+        resolve(JobSettings(gpus=1), nodes(2, 8), 16)
+    spec = ActorSpec(TaggerSettings(), ClipTagSettings(), 0, 60.0, Runtime(), 224, None)
+    assert spec.with_gpu().runtime.providers == ("cpu",)
+    gpu = dataclasses.replace(spec, gpus=1.0).with_gpu()
+    assert gpu.runtime.providers == ("cuda", "cpu") and gpu.with_gpu() == gpu
