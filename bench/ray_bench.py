@@ -31,6 +31,7 @@ from index_bench import REPO, export_random_clip, index_once, machine, make_phot
 # Projection assumptions (stated in the output): a CPU node of 16 cores, a GPU node with one T4-class GPU.
 CPU_NODE_CORES = 16
 GPU_IMAGES_PER_S = 1500.0  # ViT-B-32 image tower, onnxruntime CUDA EP, fp16, batch 64 on a T4 (published figures)
+UNLOADED_PER_CORE = 6.0  # whole pipeline, ViT-B-32, images/s per core: pixdex's ~12 images/s on 2 idle cores
 DECODE_MS_12MP = 42.0  # draft-mode JPEG decode + resize of a 12 MP photo on one core (LIBRARY-NOTES.md, Pillow)
 
 
@@ -91,7 +92,7 @@ def main() -> None:
     width, height = Image.open(next((work / "local").iterdir())).size
 
     per_core = ray_rate / (os.cpu_count() or 1)
-    cpu_node = per_core * CPU_NODE_CORES
+    cpu_node = UNLOADED_PER_CORE * CPU_NODE_CORES
     gpu_node = min(GPU_IMAGES_PER_S, CPU_NODE_CORES * 1000 / DECODE_MS_12MP)
     lines = [
         f"## `pixdex index --ray` against the local pipeline ({report.indexed} generated {width}×{height} JPEGs)",
@@ -119,8 +120,10 @@ def main() -> None:
         "",
         "### Projection to 10 nodes (paper figures, not measured)",
         "",
-        f"Assumptions: the job scales with cores (measured here: {per_core:.1f} images/s per core for the whole "
-        f"pipeline); a CPU node has {CPU_NODE_CORES} cores → **{cpu_node:.0f} images/s per CPU node**. A GPU node "
+        f"Assumptions: the job scales with cores at {UNLOADED_PER_CORE:g} images/s per core for the whole pipeline "
+        f"with ViT-B-32 (pixdex's ~12 images/s on these two cores when they are idle; this run, sharing them, "
+        f"measured {per_core:.1f}); a CPU node has {CPU_NODE_CORES} cores → **{cpu_node:.0f} images/s per CPU "
+        "node**. A GPU node "
         f"(one T4-class GPU, onnxruntime's CUDA provider, fp16) embeds ViT-B-32 at ~{GPU_IMAGES_PER_S:.0f} images/s "
         f"(published onnxruntime/TensorRT figures, an assumption), so its {CPU_NODE_CORES} cores decoding 12 MP JPEGs "
         f"at {DECODE_MS_12MP:.0f} ms each bound it → **{gpu_node:.0f} images/s per GPU node**. Shared storage must "
