@@ -90,7 +90,7 @@ def run(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict[st
     return dict(json.loads(out))
 
 
-def swap_node_mid_job(cluster: tuple[Any, Any, Path]) -> str:
+def swap_node_mid_job(cluster: tuple[Any, Any, Path], job: subprocess.Popen[str]) -> str:
     """Once the job is mid-way (the marked image's decode is held), kill the worker process running that decode
     task (lost as with its node, wherever Ray placed it), take the second node away with what runs there, add a
     new one, and let the decode go on (in the test's main thread: Ray starts nodes from there only). The new
@@ -100,6 +100,8 @@ def swap_node_mid_job(cluster: tuple[Any, Any, Path]) -> str:
     deadline = time.monotonic() + 240
     while not (held.exists() and held.read_text()):
         assert time.monotonic() < deadline, "the marked image was never held: the job did not get there"
+        if job.poll() is not None:
+            pytest.fail(f"the job ended (status {job.returncode}) before the swap: {job.communicate()[1][-3000:]}")
         time.sleep(0.05)
     os.kill(int(held.read_text()), signal.SIGKILL)
     started.remove_node(worker)
@@ -130,7 +132,7 @@ def test_ray_job_matches_the_local_pipeline_survives_a_node_swap_and_fills_the_c
                                     str(library), "--json"], env=env.environ, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
     try:
-        added = swap_node_mid_job(cluster)
+        added = swap_node_mid_job(cluster, job_process)
         out, err = job_process.communicate(timeout=600)
     finally:
         job_process.kill()
