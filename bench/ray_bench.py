@@ -31,6 +31,7 @@ from index_bench import REPO, export_random_clip, index_once, machine, make_phot
 # Projection assumptions (stated in the output): a CPU node of 16 cores, a GPU node with one T4-class GPU.
 CPU_NODE_CORES = 16
 GPU_IMAGES_PER_S = 1500.0  # ViT-B-32 image tower, onnxruntime CUDA EP, fp16, batch 64 on a T4 (published figures)
+UNLOADED_PER_CORE = 6.0  # whole pipeline, ViT-B-32, images/s per core: pixdex's ~12 images/s on 2 idle cores
 DECODE_MS_12MP = 42.0  # draft-mode JPEG decode + resize of a 12 MP photo on one core (LIBRARY-NOTES.md, Pillow)
 
 
@@ -67,7 +68,10 @@ def main() -> None:
     def config(name: str) -> object:
         return config_from_dict({"paths": {"data_dir": str(work / f"data-{name}"), "model_dir": str(models)},
                                  "library": {"folders": [str(work / name)]},
-                                 "models": {"clip": clip, "tagger": export.STANDIN_TAGGER}}, dict(os.environ))
+                                 "models": {"clip": clip, "tagger": export.STANDIN_TAGGER},
+                                 # Off in both runs: the first would otherwise embed the vocabulary (once per
+                                 # model, minutes for a ViT-B-32 text tower) inside its timing.
+                                 "clip_tags": {"enabled": False}}, dict(os.environ))
 
     local = index_once(config("local"), work / "local")
     local_rate = local["stats"].embedded / float(local["wall"])  # type: ignore[attr-defined, arg-type]
@@ -88,7 +92,7 @@ def main() -> None:
     width, height = Image.open(next((work / "local").iterdir())).size
 
     per_core = ray_rate / (os.cpu_count() or 1)
-    cpu_node = per_core * CPU_NODE_CORES
+    cpu_node = UNLOADED_PER_CORE * CPU_NODE_CORES
     gpu_node = min(GPU_IMAGES_PER_S, CPU_NODE_CORES * 1000 / DECODE_MS_12MP)
     lines = [
         f"## `pixdex index --ray` against the local pipeline ({report.indexed} generated {width}×{height} JPEGs)",
@@ -97,7 +101,7 @@ def main() -> None:
         f"- Command: `.venv/bin/python bench/ray_bench.py --images {args.images} --side {args.side}"
         + (f" --clip-arch {args.clip_arch}`" if args.clip_arch else "`") + f" ({time.strftime('%Y-%m-%d')})",
         f"- CLIP image tower: {clip + ' (random weights, real size)' if args.clip_arch else 'stand-in (tiny, 64 px)'}; "
-        "tagger: stand-in (tiny). Ray: a local instance on the same cores, defaults "
+        "tagger: stand-in (tiny); vocabulary tags off in both runs. Ray: a local instance on the same cores, defaults "
         f"(--ray-actors {report.settings.actors}, --ray-batch-size {report.settings.batch_size}).",
         "",
         "| path | seconds | images/s | ratio to local |",
@@ -109,15 +113,17 @@ def main() -> None:
         f"{ray_wall_rate / local_rate:.2f} |",
         f"| catalog filled from the sidecars afterwards | {fill:.1f} | {report.indexed / fill:.1f} | — |",
         "",
-        f"Ray's own start-up here: `ray.init()` of a local instance {startup:.1f} s, "
-        f"`ray.shutdown()` {shutdown:.1f} s. "
+        f"Ray's own start-up here: `ray.init()` of a local instance {startup:.1f} s, `ray.shutdown()` "
+        f"{shutdown:.1f} s. "
         f"The fill took {filled['from_sidecars']} embeddings from sidecars with {filled['inference_calls']} model "
         f"call(s) and {filled['decoded']} decode(s): it reads and hashes each file, it does not decode it.",
         "",
         "### Projection to 10 nodes (paper figures, not measured)",
         "",
-        f"Assumptions: the job scales with cores (measured here: {per_core:.1f} images/s per core for the whole "
-        f"pipeline); a CPU node has {CPU_NODE_CORES} cores → **{cpu_node:.0f} images/s per CPU node**. A GPU node "
+        f"Assumptions: the job scales with cores at {UNLOADED_PER_CORE:g} images/s per core for the whole pipeline "
+        f"with ViT-B-32 (pixdex's ~12 images/s on these two cores when they are idle; this run, sharing them, "
+        f"measured {per_core:.1f}); a CPU node has {CPU_NODE_CORES} cores → **{cpu_node:.0f} images/s per CPU "
+        "node**. A GPU node "
         f"(one T4-class GPU, onnxruntime's CUDA provider, fp16) embeds ViT-B-32 at ~{GPU_IMAGES_PER_S:.0f} images/s "
         f"(published onnxruntime/TensorRT figures, an assumption), so its {CPU_NODE_CORES} cores decoding 12 MP JPEGs "
         f"at {DECODE_MS_12MP:.0f} ms each bound it → **{gpu_node:.0f} images/s per GPU node**. Shared storage must "

@@ -6,6 +6,7 @@ from the sidecars with no model call."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -89,7 +90,7 @@ def run(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict[st
     return dict(json.loads(out))
 
 
-def swap_node_mid_job(cluster: tuple[Any, Any, Path]) -> str:
+def swap_node_mid_job(cluster: tuple[Any, Any, Path], job: subprocess.Popen[str]) -> str:
     """Once the job is mid-way (the marked image's decode is held), kill the worker process running that decode
     task (lost as with its node, wherever Ray placed it), take the second node away with what runs there, add a
     new one, and let the decode go on (in the test's main thread: Ray starts nodes from there only). The new
@@ -99,6 +100,8 @@ def swap_node_mid_job(cluster: tuple[Any, Any, Path]) -> str:
     deadline = time.monotonic() + 240
     while not (held.exists() and held.read_text()):
         assert time.monotonic() < deadline, "the marked image was never held: the job did not get there"
+        if job.poll() is not None:
+            pytest.fail(f"the job ended (status {job.returncode}) before the swap: {job.communicate()[1][-3000:]}")
         time.sleep(0.05)
     os.kill(int(held.read_text()), signal.SIGKILL)
     started.remove_node(worker)
@@ -129,7 +132,7 @@ def test_ray_job_matches_the_local_pipeline_survives_a_node_swap_and_fills_the_c
                                     str(library), "--json"], env=env.environ, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
     try:
-        added = swap_node_mid_job(cluster)
+        added = swap_node_mid_job(cluster, job_process)
         out, err = job_process.communicate(timeout=600)
     finally:
         job_process.kill()
@@ -235,3 +238,33 @@ def test_a_bundle_lands_once_per_node_under_its_digest(tmp_path: Path) -> None:
     assert materialise(bundle, root) == first and [p.name for p in root.iterdir()] == [first.name]  # no partials
     (clip / "visual" / "model.onnx").write_bytes(b"another graph")
     assert pack(clip, None, vocabulary).digest != bundle.digest  # other files, another folder
+
+
+def test_an_address_where_no_cluster_listens_is_one_line_at_once(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray")
+    start = time.monotonic()
+    status, out, err = env.cli("index", "--ray", "127.0.0.1:1", str(env.pics), capsys=capsys)
+    assert status == 2 and out == ""
+    assert err.startswith("pixdex: error: --ray 127.0.0.1:1: cannot reach a Ray cluster there") and err.count("\n") == 1
+    assert time.monotonic() - start < 60  # ray.init alone keeps trying for minutes
+
+
+def test_defaults_leave_each_node_a_cpu_for_decoding_and_gpus_get_cuda_first() -> None:
+    pytest.importorskip("ray")
+    from pixdex.indexer.distributed.actor import ActorSpec
+    from pixdex.indexer.distributed.cluster import JobSettings, Node, resolve
+    from pixdex.indexer.sections import ClipTagSettings, Runtime, TaggerSettings
+
+    def nodes(count: int, cpus: float, gpus: float = 0) -> list[Node]:
+        return [Node(f"{n:056x}", "10.0.0.1", cpus, gpus) for n in range(count)]
+
+    assert resolve(JobSettings(), nodes(2, 1), 16) == JobSettings(None, 0.0, 16, 1)  # the test cluster's shape
+    assert resolve(JobSettings(), nodes(10, 16), 16).actors == 10
+    assert resolve(JobSettings(gpus=1), nodes(2, 8, 2), 16).actors == 4
+    assert resolve(JobSettings(actors=3, batch_size=64), nodes(1, 2), 16) == JobSettings(None, 0.0, 64, 3)
+    with pytest.raises(PixdexError, match=r"--ray-gpus 1: the cluster has 0 GPU\(s\)"):
+        resolve(JobSettings(gpus=1), nodes(2, 8), 16)
+    spec = ActorSpec(TaggerSettings(), ClipTagSettings(), 0, 60.0, Runtime(), 224, None)
+    assert spec.with_gpu().runtime.providers == ("cpu",)
+    gpu = dataclasses.replace(spec, gpus=1.0).with_gpu()
+    assert gpu.runtime.providers == ("cuda", "cpu") and gpu.with_gpu() == gpu

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
@@ -16,6 +17,7 @@ from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.paths import display_path
 
 PROBED = 3  # files each node must read before the job starts
+REACH_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,27 @@ def connect(address: str | None) -> None:
     """Join the cluster at `address` (see `JobSettings.address`). Raises PixdexError with one line when it
     cannot."""
     target = None if address in (None, "auto") else address
+    reach(target or os.environ.get("RAY_ADDRESS") or "local")
     try:
         ray.init(address=target, logging_level=logging.WARNING, configure_logging=True, log_to_driver=True,
                  ignore_reinit_error=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local instance"
         raise PixdexError(f"--ray {where}: cannot join the Ray cluster: {str(exc).splitlines()[0]}") from None
+
+
+def reach(address: str) -> None:
+    """A `host:port` (or `ray://host:port`) address answers on TCP within `REACH_SECONDS`, or PixdexError says so
+    — `ray.init` itself keeps trying an address where nothing listens for minutes."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_SECONDS).close()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise PixdexError(f"--ray {address}: cannot reach a Ray cluster there ({why}); start one with "
+                          "`ray start --head` and pass the address it prints") from None
 
 
 def nodes(alive_only: bool = True) -> list[Node]:

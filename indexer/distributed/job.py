@@ -96,10 +96,10 @@ def run_job(config: Config, roots: list[Path], settings: JobSettings, announce: 
     """Walk `roots`, run the job on the cluster at `settings.address`, return what each image became. `announce`
     gets the settings line before the work starts; `progress(total)` returns the callback called per row."""
     check_config(config)
-    paths, folder_errors = library_files(config, roots)
-    info, bundle = load_models(config)
     connect(settings.address)
     try:
+        paths, folder_errors = library_files(config, roots)
+        info, bundle = load_models(config)
         live = nodes()
         resolved = resolve(settings, live, config.models.batch_size)
         check_readable(paths, live)
