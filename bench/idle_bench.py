@@ -175,6 +175,7 @@ def main() -> None:
         t0 = time.perf_counter()
         request(daemon.socket, "/search", q="beach sunset", k=20)
         result["second_query_ms"] = (time.perf_counter() - t0) * 1000
+        result["fresh_after_idle"] = freshness(daemon, pics / "d000", 1)  # the workers exited: they start again
         result["problems"] = daemon.problems()[:20]
         daemon.stop()
     finally:
