@@ -101,8 +101,8 @@ def snapshot(top: int) -> dict[int, dict[str, Any]]:
     return out
 
 
-def freshness(daemon: Daemon, folder: Path, count: int) -> dict[str, Any]:
-    rng = np.random.default_rng(11)
+def freshness(daemon: Daemon, folder: Path, count: int, seed: int = 11) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
     letters = np.array(list("bcdfghjklmnpqrstvwxz"))
     seen = []
     for _ in range(count):
@@ -175,6 +175,7 @@ def main() -> None:
         t0 = time.perf_counter()
         request(daemon.socket, "/search", q="beach sunset", k=20)
         result["second_query_ms"] = (time.perf_counter() - t0) * 1000
+        result["fresh_after_idle"] = freshness(daemon, pics / "d000", 1, seed=12)  # the workers start again
         result["problems"] = daemon.problems()[:20]
         daemon.stop()
     finally:

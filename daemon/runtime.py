@@ -46,6 +46,7 @@ from pixdex.indexer.collections import (
 from pixdex.indexer.core import Indexer, ScanReport
 from pixdex.indexer.modelcache import return_freed_memory
 from pixdex.indexer.paths import display_path
+from pixdex.indexer.pools import IdlePool
 from pixdex.indexer.settings import Config
 from pixdex.indexer.sidecars.tasks import edit_sidecar
 
@@ -88,6 +89,7 @@ class Daemon:
         self._failed_models: tuple[tuple[str, int, int], ...] | None = None  # files that did not load
         self.watcher = Watcher(config.watch, config.library.skip_dirs, config.library.exclude,
                                [os.fsencode(os.path.realpath(config.data_dir))], self._lost_events)
+        self.watcher.on_activity = self._warm_up
 
     # Lifecycle --------------------------------------------------------------------------------
     def open(self) -> None:
@@ -224,6 +226,16 @@ class Daemon:
             return_freed_memory()
         due = min(self._next_check, self._next_reconcile if self.config.watch.reconcile else math.inf)
         return max(0.0, min(IDLE_SLEEP, due - time.monotonic()))
+
+    def _warm_up(self) -> None:
+        """Files are changing: start the worker processes that exited while idle now, during the debounce, not
+        when the first file reaches them (their start-up is seconds of that file's freshness)."""
+        indexer = self.indexer
+        if indexer is None:
+            return
+        pools = [p for p in (indexer.decode_pool, indexer.infer_pool) if isinstance(p, IdlePool) and not p.alive]
+        for pool in pools:
+            threading.Thread(target=pool.start, name="pixdex-warm-up", daemon=True).start()
 
     def _do(self, job: Job) -> None:
         try:

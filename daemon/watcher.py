@@ -97,6 +97,7 @@ class Watcher(FileSystemEventHandler):
         self._last = 0.0
         self._lock = threading.Condition()
         self._poked = False
+        self.on_activity: Callable[[], None] | None = None  # told of a burst's first event (watchdog's thread)
         # watch/check (the scanner thread) and stop (closing, another thread) change the observers under
         # this one; once stopped, nothing starts an observer again.
         self._roots_lock = threading.Lock()
@@ -239,11 +240,14 @@ class Watcher(FileSystemEventHandler):
                 group = set(ends).union(*(self._moves.get(e, set()) for e in ends))
                 for folder in group:
                     self._moves[folder] = group
+            first = touched and not self._first
             if touched:
                 self.events += 1
                 self._first = self._first or now
                 self._last = now
                 self._lock.notify_all()
+        if first and self.on_activity is not None:
+            self.on_activity()  # the first event of a burst: get ready while the debounce runs
 
     def _ignored(self, path: bytes, is_dir: bool) -> bool:
         if any(path.startswith(i) or path + b"/" == i for i in self.ignore):

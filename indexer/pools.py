@@ -137,7 +137,8 @@ class IdlePool:
     def start(self) -> None:
         """Start the workers now (before other threads exist: see `make_pool`)."""
         with self._changed:
-            self._ensure()
+            if not self._closed:
+                self._ensure()
 
     def schedule(self, function: Callable[..., T], args: tuple[Any, ...] = (),
                  timeout: float | None = None) -> Future[T]:

@@ -127,14 +127,14 @@ def matching_ids(text: TextSnapshot, filters: Filters) -> set[int] | None:
     return {i for i, _ in _ids(text, restrict, max(1, text.searcher.num_docs))}
 
 
-def restriction(text: TextSnapshot, filters: Filters, narrow: int = NARROW) -> set[int] | Admit | None:
+def restriction(text: TextSnapshot, filters: Filters, narrow: int | None = None) -> set[int] | Admit | None:
     """What the filters mean to the vector side, by how many ids they let through (tantivy counts them without
     listing them): a narrow filter's ids; a wide one's share of the library and a check of candidate ids."""
     restrict = filter_query(text.schema, filters)
     if restrict is None:
         return None
     matched = int(getattr(text.searcher.search(restrict, 1, count=True), "count", 0) or 0)  # missing from the stubs
-    if matched <= narrow:
+    if matched <= (NARROW if narrow is None else narrow):
         return {i for i, _ in _ids(text, restrict, max(1, matched))}
     total = max(1, text.searcher.num_docs)
 

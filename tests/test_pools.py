@@ -56,3 +56,45 @@ def test_asking_for_status_does_not_start_a_model_worker_that_exited_idle() -> N
 
     core = IndexingCore(SimpleNamespace(indexer=SimpleNamespace(infer_pool=Gone(), spec=None)))  # type: ignore[arg-type]
     assert core._workers()["loaded"] == []
+
+
+def test_the_first_file_event_of_a_burst_starts_workers_that_exited_idle() -> None:
+    """Their start-up (seconds: a spawned interpreter, its imports) runs during the debounce, not after it."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from watchdog.events import FileCreatedEvent
+
+    from pixdex.daemon.runtime import Daemon
+    from pixdex.daemon.watcher import Watcher
+    from pixdex.indexer.sections import WatchSettings
+
+    made: list[str] = []
+
+    class Fake:
+        def schedule(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("not used")
+
+        def stop(self) -> None:
+            pass
+
+        def join(self, timeout: float | None = None) -> None:
+            pass
+
+    def make(name: str) -> Any:
+        made.append(name)
+        return Fake()
+
+    daemon = object.__new__(Daemon)
+    daemon.indexer = SimpleNamespace(decode_pool=IdlePool(lambda: make("decode"), 60),  # type: ignore[assignment]
+                                     infer_pool=IdlePool(lambda: make("model"), 60))
+    watcher = Watcher(WatchSettings(), [], [], [], lambda why: None)
+    watcher.on_activity = daemon._warm_up
+    watcher.on_any_event(FileCreatedEvent("/pics/new.jpg"))
+    deadline = time.monotonic() + 10
+    while sorted(made) != ["decode", "model"]:
+        assert time.monotonic() < deadline, made
+        time.sleep(0.01)
+    watcher.on_any_event(FileCreatedEvent("/pics/other.jpg"))  # the same burst: nothing more
+    time.sleep(0.1)
+    assert sorted(made) == ["decode", "model"]
