@@ -8,6 +8,7 @@ not exist yet, but for a change a person asks for. The serving process never loa
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,9 @@ from pixdex.indexer.collections import all_collections, plan_add, removable
 from pixdex.indexer.settings import Config
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
     from pixdex.query.service import SearchService
 
 def open_search(config: Config) -> SearchService:
@@ -25,7 +29,14 @@ def open_search(config: Config) -> SearchService:
     from pixdex.query.reader import Reader
     from pixdex.query.service import SearchService
 
-    return SearchService(config, Reader(config.layout, config.index))
+    return SearchService(config, Reader(config.layout, config.index), partial(_embed_file, config))
+
+
+def _embed_file(config: Config, clip: Any, path: Path) -> NDArray[np.float32]:
+    # Late: Pillow loads only when the query is an image file that is not indexed.
+    from pixdex.query.image_query import embed_file
+
+    return embed_file(config, clip, path)
 
 
 # Without a daemon: small writes under the data directory's lock ---------------------------------

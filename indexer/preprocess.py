@@ -10,11 +10,13 @@ from the model's ``visual/preprocess_cfg.json`` (open_clip's ``model.visual.prep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+
+if TYPE_CHECKING:  # Pillow is imported where pixels are touched: the query process may never need it
+    from PIL import Image  # late: the query text tower needs no Pillow (`pixdex search` stays without it)
 
 RESAMPLING = ("bicubic", "bilinear", "nearest", "lanczos")  # PIL.Image.Resampling members, lower-cased
 RESIZE_MODES = ("shortest", "squash")
@@ -71,6 +73,8 @@ def normalize(pixels: NDArray[np.uint8], mean: tuple[float, ...], std: tuple[flo
 
 def clip_preprocess(image: Image.Image, t: ClipTransform) -> NDArray[np.float32]:
     """An RGB image → a (3, size, size) float32 array, as open_clip's transform makes it."""
+    from PIL import Image  # late: the query text tower needs no Pillow (`pixdex search` stays without it)
+
     resample = Image.Resampling[t.interpolation.upper()]
     if t.resize_mode == "squash":
         image = image.resize((t.size, t.size), resample=resample)
@@ -81,6 +85,8 @@ def clip_preprocess(image: Image.Image, t: ClipTransform) -> NDArray[np.float32]
 
 
 def pad_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    from PIL import Image  # late: the query text tower needs no Pillow (`pixdex search` stays without it)
+
     w, h = image.size
     side = max(w, h)
     if w == h:
@@ -92,6 +98,8 @@ def pad_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 255))
 
 def wd14_preprocess(image: Image.Image, size: int) -> NDArray[np.float32]:
     """An RGB image → a (size, size, 3) float32 BGR array in 0–255, as WD14 taggers expect."""
+    from PIL import Image  # late: the query text tower needs no Pillow (`pixdex search` stays without it)
+
     square = pad_square(image)
     if square.size != (size, size):
         square = square.resize((size, size), resample=Image.Resampling.BICUBIC)

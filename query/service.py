@@ -13,6 +13,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,8 @@ from numpy.typing import NDArray
 
 from pixdex.indexer.cliptags import cache_path, load_matrix, vocabulary
 from pixdex.indexer.collections import Collection, all_collections, find
-from pixdex.indexer.decode import decode_image
 from pixdex.indexer.embedder import ClipModel
 from pixdex.indexer.errors import ModelError, ReadError
-from pixdex.indexer.files import read_regular
 from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config, runtime
@@ -73,9 +72,13 @@ def check_k(k: int) -> int:
 
 
 class SearchService:
-    def __init__(self, config: Config, reader: Reader) -> None:
+    def __init__(self, config: Config, reader: Reader,
+                 embed_file: Callable[[Any, Path], NDArray[np.float32]] | None = None) -> None:
+        """`embed_file(clip, path)`: how a query image that is not indexed is embedded (the command line's
+        `query.image_query.embed_file`; the daemon has none: it decodes nothing in the serving process)."""
         self.config = config
         self.reader = reader
+        self._embed_file = embed_file
         self._models: dict[str, Any] = {}  # CLIP models by folder name: the live one, the configured one
         self._errors: dict[str, tuple[str, float]] = {}  # why one could not load, and when
         self._clip_error: str | None = None
@@ -315,12 +318,9 @@ class SearchService:
                         continue
             if clip is None:
                 raise ModelError(f"{display_path(path)} is not indexed, and {self.no_clip_message()}")
-            try:
-                data, _ = read_regular(os.fsencode(path), self.config.decode.max_megabytes << 20)
-            except OSError as exc:
-                raise ReadError(path, f"cannot read query image: {exc.strerror or exc}") from exc
-            decoded = decode_image(data, str(path), clip.image_size, self.config.decode.max_pixels)
-            rows.append(clip.embed_images(clip.preprocess(decoded.image)[None])[0])
+            if self._embed_file is None:
+                raise ReadError(path, "is not indexed; upload it to search by it (POST /search with an image)")
+            rows.append(self._embed_file(clip, path))
         return np.stack(rows), own
 
     def _fuse(self, vector: list[tuple[int, float]], text: list[tuple[int, float]], k: int) -> list[Hit]:

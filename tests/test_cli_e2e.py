@@ -57,11 +57,13 @@ def test_run_is_the_main_job_index_then_one_shot_search(env: Env) -> None:
 
 
 def test_missing_models_explain_what_to_do(tmp_path: Path, env: Env) -> None:
+    """Without model files `pixdex index` indexes what it can (reduced mode, as the daemon and rebuild do) and
+    says how to get the models; it no longer stops."""
     config = tmp_path / "other.toml"
     write_config(config, tmp_path / "no-models", [env.pics])
     proc = subprocess.run([str(PIXDEX), "--config", str(config), "index"], env=env.environ, capture_output=True,
                           text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 0, proc.stderr
     assert "pixdex models standin" in proc.stderr and "Traceback" not in proc.stderr
 
 
