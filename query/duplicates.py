@@ -133,7 +133,7 @@ def find(catalog: Catalog, allowed: set[int] | None, limits: Limits, real_model:
         i, j = i[alike], j[alike]
     pairs = [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
     pairs += _same_content(catalog, allowed)
-    groups = _groups(catalog, pairs, dict(zip(ids, (h for _, h in stored), strict=True)))
+    groups = _groups(catalog, pairs, dict(zip(ids, (h for _, h in stored), strict=True)), limits.bits)
     notes = []
     if unhashed:
         notes.append(f"{unhashed} image(s) are not hashed yet (indexed before pixdex hashed images; the daemon or "
@@ -161,7 +161,8 @@ def _same_content(catalog: Catalog, allowed: set[int] | None) -> list[tuple[int,
     return [(ids[0], other) for ids in by_hash.values() for other in ids[1:]]
 
 
-def _groups(catalog: Catalog, pairs: list[tuple[int, int]], hashes: dict[int, bytes]) -> list[dict[str, Any]]:
+def _groups(catalog: Catalog, pairs: list[tuple[int, int]], hashes: dict[int, bytes],
+            bits: int) -> list[dict[str, Any]]:
     index = {image_id: n for n, image_id in enumerate(dict.fromkeys(x for pair in pairs for x in pair))}
     ids = list(index)
     a = np.array([index[x] for x, _ in pairs], dtype=np.intp)
@@ -169,13 +170,29 @@ def _groups(catalog: Catalog, pairs: list[tuple[int, int]], hashes: dict[int, by
     out: list[dict[str, Any]] = []
     for members in components(len(ids), a, b):
         rows = [r for r in (catalog.get(ids[m]) for m in members) if r is not None]
-        if len(rows) < 2:
-            continue
-        keeper, why = choose(rows)
-        rows.sort(key=lambda r: (r.id != keeper.id, r.path))
-        out.append({"items": [_item(r, hashes, keeper) for r in rows], "keeper": keeper.id, "why": why})
+        for keeper, why, near in _around_keepers(rows, hashes, bits):
+            near.sort(key=lambda r: (r.id != keeper.id, r.path))
+            out.append({"items": [_item(r, hashes, keeper) for r in near], "keeper": keeper.id, "why": why})
     out.sort(key=lambda g: g["items"][0]["path"])
     return out
+
+
+def _around_keepers(rows: list[ImageRow], hashes: dict[int, bytes],
+                    bits: int) -> list[tuple[ImageRow, str, list[ImageRow]]]:
+    """A chain of close pairs (A near B near C …) can join images that are not alike at all (found by a trial: six
+    different text pages, 90 bits apart at the ends). So a group is its keeper and the images within `bits` of the
+    keeper itself (or of its very content); the rest form groups of their own, around their own keepers."""
+    groups = []
+    pending = rows
+    while len(pending) >= 2:
+        keeper, why = choose(pending)
+        mine = hashes.get(keeper.id)
+        near = [r for r in pending if r.id == keeper.id or (r.hash is not None and r.hash == keeper.hash)
+                or (mine is not None and (theirs := hashes.get(r.id)) is not None and distance(mine, theirs) <= bits)]
+        if len(near) >= 2:
+            groups.append((keeper, why, near))
+        pending = [r for r in pending if r not in near]
+    return groups
 
 
 def _item(row: ImageRow, hashes: dict[int, bytes], keeper: ImageRow) -> dict[str, Any]:

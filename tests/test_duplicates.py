@@ -156,3 +156,27 @@ def test_the_keeper_is_the_largest_then_the_original_format_then_the_oldest_then
     rated, plain = row(7, "rated z.jpg", (640, 480), 5, '{"rating": 3}'), row(8, "z.jpg", (640, 480), 5)
     assert choose([plain, rated]) == (rated, "you rated it or gave it keywords")
     assert choose([row(9, "w (2).jpg", (1, 1), 5), row(10, "w.jpg", (1, 1), 5)])[0].id == 10  # the shorter name
+
+
+def test_a_chain_of_close_pairs_never_groups_images_far_from_their_keeper(env, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Found by a trial: six different text pages, each close to the next, became one group (the ends 90 bits
+    apart) — and "keep this one, trash the others" would have trashed five different pages. Four images whose
+    256-bit hashes step 40 bits at a time (the ends 120 apart): every group holds only images within the limit of
+    its keeper."""
+    for n in range(4):
+        scene(300 + n).save(env.pics / f"page{n}.jpg", quality=90)
+    env.index_json(capsys)
+    db = sqlite3.connect(env.data / "catalog.sqlite3")
+    ids = [i for (i,) in db.execute("SELECT id FROM images ORDER BY path")]
+    base = 0
+    for step, image_id in enumerate(ids):
+        long = base ^ ((1 << (40 * step)) - 1)  # the first 40 × step bits flipped: 40 between neighbours
+        db.execute("UPDATE phashes SET phash = ? WHERE image_id = ?", (bytes(8) + long.to_bytes(32, "big"), image_id))
+    db.commit()
+    db.close()
+    status, out, err = env.cli("duplicates", "--json", capsys=capsys)
+    assert status in (0, 1), err
+    groups = json.loads(out)["groups"] if status == 0 else []
+    assert groups, "the close pairs are duplicates of their keeper"
+    for group in groups:
+        assert all(item["distance"] <= 64 for item in group["items"]), group
