@@ -182,6 +182,9 @@ def test_a_raw_beside_an_adopted_sidecar_hands_the_keywords_over(tmp_path: Path,
         assert {"Grandma", "dog", "cat"} <= {leaf(k) for k in keywords}, program
         assert "bird" not in {leaf(k) for k in keywords}, program
     assert state.rejected == ["bird"]  # the person's rejection came along too
+    # And what the person set beside the keywords (found by a trial: a rating was lost when a same-named file came)
+    ours = read_sidecar(own)
+    assert ours["Xmp.xmp.Rating"] == "4" and ours["Xmp.dc.description"] == {'lang="x-default"': "Our garden, 1998"}
     raws = read_sidecar(shared)
     assert "Grandma" in raws["Xmp.dc.subject"] and "People|Grandma" in raws["Xmp.lr.hierarchicalSubject"]
     assert not any(k.startswith("Xmp.pixdex.") for k in raws) and "cat" not in raws["Xmp.dc.subject"]

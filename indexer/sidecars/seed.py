@@ -28,6 +28,7 @@ from pixdex.indexer.sidecars.keys import (
     DESCRIPTION,
     EMBEDDING_OF,
     HIERARCHICAL,
+    LABEL,
     LANG_ALT_KEYS,
     MACHINE,
     MODEL,
@@ -45,6 +46,11 @@ SEEDED = {  # a new sidecar's fields taken from the image's reconciled metadata
     "headline": "Xmp.photoshop.Headline", "city": "Xmp.photoshop.City", "state": "Xmp.photoshop.State",
     "country": "Xmp.photoshop.Country", "sublocation": "Xmp.iptc.Location", "country_code": "Xmp.iptc.CountryCode",
 }
+
+
+# What a person sets on an image beside its keywords, carried with them into the image's own new sidecar (the places
+# are left out: pixdex's own are recorded apart and made again from the GPS).
+PERSONS_FIELDS = (TITLE, DESCRIPTION, CREATOR, "Xmp.xmp.Rating", LABEL, "Xmp.photoshop.Headline")
 
 
 def seed(image: Path) -> tuple[bytes, dict[str, Any], str | None]:
@@ -116,6 +122,9 @@ def adopted(image: Path, digest: str | None, parent: str, xmp: dict[str, Any],
                                           *("|".join(escape_level(level) for level in p) for p in paths)])),
         REJECTED: list(dict.fromkeys([*as_list(xmp.get(REJECTED)), *rejected_now(before, parent)])),
     }
+    if pixdex_wrote:  # it was this image's own sidecar: what the person set there comes along (a rating, a label…)
+        carried |= {key: before[key] for key in PERSONS_FIELDS
+                    if key in before and key not in seeded and key not in xmp}
     return (path if pixdex_wrote else None), {**seeded, **carried}
 
 
