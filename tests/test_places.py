@@ -56,3 +56,22 @@ def test_the_images_own_location_keeps_the_sidecar_field_empty(tmp_path: Path) -
     assert location(sidecar) == {"city": "Paris", "state": "Île-de-France", "code": "FR"}  # no Country: theirs
     write_tags(image, ["dog"], "pixdex", "m", position=None, own_place=Place())  # the position was removed
     assert location(sidecar) == {}  # pixdex's values go with it; nothing else was there
+
+
+def test_a_location_field_the_person_deleted_stays_deleted(tmp_path: Path) -> None:
+    """Found by a trial: `exiftool -XMP-photoshop:Country= a.jpg.xmp`, then a reindex, and "Japan" was back. As with
+    a machine keyword the person removed, pixdex does not fill it again; a value the person types later is theirs."""
+    image, sidecar = tmp_path / "a.jpg", tmp_path / "a.jpg.xmp"
+    Image.new("RGB", (64, 48)).save(image)
+    write_tags(image, ["dog"], "pixdex", "m", position=TOKYO, own_place=Place())
+    assert location(sidecar)["country"] == "Japan"
+    text = sidecar.read_text()
+    sidecar.write_text(text.replace('photoshop:Country="Japan"', ""))
+    assert "photoshop:Country" not in sidecar.read_text()
+    write_tags(image, ["dog"], "pixdex", "m", position=TOKYO, own_place=Place())
+    write_tags(image, ["dog"], "pixdex", "m", position=TOKYO, own_place=Place())
+    assert "country" not in location(sidecar) and location(sidecar)["city"] == "Tokyo"
+    typed = '<rdf:Description photoshop:Country="Nippon" '  # the person types one later
+    sidecar.write_text(sidecar.read_text().replace("<rdf:Description ", typed, 1))
+    write_tags(image, ["dog"], "pixdex", "m", position=TOKYO, own_place=Place())
+    assert location(sidecar)["country"] == "Nippon"

@@ -4,7 +4,8 @@ none, in the sidecar or in the image.
 
 pixdex records each value it wrote (`pixdex:City`, …). A field whose value differs from that record is the
 person's: kept, never written over, and pixdex forgets its record (a later edit wins). A field still holding
-pixdex's value follows the GPS when that moves.
+pixdex's value follows the GPS when that moves. A field the person deleted stays deleted: its record becomes
+`REMOVED`, and pixdex fills it no more (as a machine keyword the person removed is not added again).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from pixdex.indexer.metadata.reconcile import lang_alt
 from pixdex.indexer.places import FIELDS, Place
 from pixdex.indexer.sidecars.keys import LOCATION, LOCATION_OURS
 
+REMOVED = "(removed by the person)"  # pixdex's record of a field the person deleted
+
 
 def person_location(xmp: dict[str, Any]) -> Place:
     """The location fields of a sidecar that the person wrote (those not holding what pixdex wrote)."""
     values = {}
     for name in FIELDS:
         value, ours = lang_alt(xmp.get(LOCATION[name])), lang_alt(xmp.get(LOCATION_OURS[name]))
-        if value and value != ours:
+        if value and value != ours and not (ours == REMOVED and value == REMOVED):
             values[name] = value
     return Place.of(values)
 
@@ -33,6 +36,11 @@ def location_values(xmp: dict[str, Any], found: Place, own: Place) -> dict[str, 
     values: dict[str, Any] = {}
     for name in FIELDS:
         ours = lang_alt(xmp.get(LOCATION_OURS[name]))
+        if ours == REMOVED and not getattr(theirs, name):
+            continue  # the person deleted what pixdex wrote: it stays deleted
+        if ours and not lang_alt(xmp.get(LOCATION[name])) and not getattr(own, name):
+            values[LOCATION_OURS[name]] = REMOVED  # deleted since pixdex wrote it
+            continue
         if getattr(theirs, name):
             if ours:
                 values[LOCATION_OURS[name]] = None  # the person's value now: pixdex's record goes
