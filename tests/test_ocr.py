@@ -162,3 +162,11 @@ def test_stopping_mid_read_blames_no_image(tmp_path: Path) -> None:
     assert stage.state == "reading"
     stage.stop()
     assert not stage._thread.is_alive() and recorded == [] and stage.failed == 0
+
+
+def test_a_lone_latin_letter_or_digit_is_texture_not_text() -> None:
+    """Found by a trial: plain photos got "1", "i" or "C" as their text, which then matched queries."""
+    from pixdex.indexer.ocr.engine import worth_keeping
+
+    assert not any(worth_keeping(t) for t in ("1", "i", "C", " . ", "-", "", "|"))
+    assert all(worth_keeping(t) for t in ("id", "42", "A4", "出", "Zürich", "x 1"))

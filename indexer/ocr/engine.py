@@ -136,8 +136,16 @@ def _pass(image: Image.Image, spec: OcrSpec) -> tuple[list[str], list[float]]:
     result = engine(spec.max_side, spec.max_lines)(_bgr(image), use_det=True, use_cls=True, use_rec=True,
                                                    text_score=spec.min_confidence)
     read = [(" ".join(str(t).split()), float(c)) for t, c in zip(result.txts or (), result.scores or (), strict=False)
-            if str(t).strip()]
+            if worth_keeping(str(t))]
     return [t for t, _ in read], [c for _, c in read]
+
+
+def worth_keeping(line: str) -> bool:
+    """A line is kept when it holds two letters or digits, or one of a script written a word a character (CJK): a
+    lone "1", "i" or "C" is what the detector makes of a photo's texture (found by a trial: plain photos got
+    them, and then matched queries by them)."""
+    signs = [ch for ch in line if ch.isalnum()]
+    return len(signs) >= 2 or any(not ch.isascii() for ch in signs)
 
 
 def flat_share(image: Image.Image) -> float:
