@@ -251,7 +251,8 @@ def test_a_data_directory_from_the_foundation_is_upgraded_without_reembedding(en
                      "ALTER TABLE images DROP COLUMN rejected; ALTER TABLE images DROP COLUMN embedded; "
                      "ALTER TABLE images DROP COLUMN facts; ALTER TABLE images DROP COLUMN side_hash; "
                      "ALTER TABLE images DROP COLUMN described; ALTER TABLE images DROP COLUMN llm; "
-                     "ALTER TABLE images DROP COLUMN describe_error; "
+                     "ALTER TABLE images DROP COLUMN describe_error; ALTER TABLE images DROP COLUMN ocr; "
+                     "ALTER TABLE images DROP COLUMN ocr_by; ALTER TABLE images DROP COLUMN ocr_error; "
                      "PRAGMA user_version = 1;")
     db.close()
     manifest = json.loads((data / "vectors" / "vectors.json").read_text())
