@@ -143,9 +143,7 @@ def test_an_image_moved_over_another_takes_that_ones_sidecar(served: Served, exi
     moved_id = item_by_name(served, "old_tram.bmp")["id"]
     os.replace(source, pics / "garden" / "green_leaves.bmp")  # another name: no clash of formats
     os.replace(pics / "garden" / "green_leaves.bmp", target)
-    # Seen taking more than 30 s twice in whole-suite runs (never alone, nor with the modules before it): the wait
-    # is longer while that is looked into (the closing note of 2026-12-03 says so).
-    wait_for(lambda: served.idle() and item_by_name(served, "green_leaves.png")["id"] == moved_id, timeout=75,
+    wait_for(lambda: served.idle() and item_by_name(served, "green_leaves.png")["id"] == moved_id, timeout=30,
              what="the move over the other image")
     wait_for(lambda: tag_hits(served, "leafkw") == {"green_leaves.png"}, timeout=20, what="the sidecar it landed on")
     assert tag_hits(served, "tramkw") == set()

@@ -210,3 +210,25 @@ def test_a_file_in_flight_when_its_whole_folder_is_unmounted_waits_for_it(
         indexer.drain()
         assert indexer.stats.failed == 0, indexer.stats.failures
     check_consistent(env.data, env.pics)
+
+
+@pytest.mark.parametrize("over", [False, True])
+def test_a_move_whose_two_ends_are_seen_by_two_scans_keeps_its_id(env: Env, over: bool) -> None:
+    """The watcher's scanner can scan the folder a file arrived in before the folder it left (a scan was
+    running as the file crossed over): the arrival keeps the row's id, onto a free name or over another image,
+    and the later scan of the folder it left removes nothing."""
+    for n, name in enumerate(["a/tram.jpg", "b/leaves.jpg"]):
+        (env.pics / name).parent.mkdir(parents=True, exist_ok=True)
+        noise(n).save(env.pics / name)
+    _index_once(_config(env), env.pics)
+    before = _ids(env)
+    target = env.pics / "b" / ("leaves.jpg" if over else "tram.jpg")
+    os.replace(env.pics / "a" / "tram.jpg", target)
+    with Indexer(_config(env)) as indexer:
+        first = indexer.scan([env.pics / "b"], shallow=[os.fsencode(env.pics / "b")])  # the arrival's end alone
+        second = indexer.scan([env.pics / "a"], shallow=[os.fsencode(env.pics / "a")])  # then the end it left
+        indexer.drain()
+        assert (first.moved, first.new, second.removed) == (1, 0, 0), (first, second)
+    check_consistent(env.data, env.pics)
+    kept = {} if over else {"leaves.jpg": before["leaves.jpg"]}
+    assert _ids(env) == {target.name: before["tram.jpg"]} | kept

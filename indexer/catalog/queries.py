@@ -62,6 +62,13 @@ class Queries:
             "ORDER BY coalesce(substr(taken, 1, 19), strftime('%Y-%m-%dT%H:%M:%S', mtime_ns / 1e9, 'unixepoch')) DESC, "
             "id LIMIT ?", (limit,))]
 
+    def with_inodes(self, inodes: Iterable[int]) -> list[ImageRow]:
+        """The rows recorded with any of these inode numbers (on any device)."""
+        out: list[ImageRow] = []
+        for chunk, marks in in_chunks(set(inodes)):
+            out += self._rows(f"WHERE ino IN ({marks})", chunk)
+        return out
+
     def by_path(self, path: bytes) -> ImageRow | None:
         rows = self._rows("WHERE path = ?", (path,))
         return rows[0] if rows else None

@@ -103,5 +103,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE images ADD COLUMN ocr_by TEXT;
     ALTER TABLE images ADD COLUMN ocr_error TEXT;
     """,
+    # 10: rows by inode, for a move whose two ends are seen by different scans (`scan.moves`).
+    """
+    CREATE INDEX images_inode ON images(ino);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -97,8 +97,30 @@ def diff_tree(catalog: Catalog, roots: list[bytes], skip: list[str], follow_syml
                     diff.sidecar.append(row)
     unreadable = [path for path, _ in diff.errors]
     gone = [row for row in known.values() if not below_any(row.path, unreadable)]
-    find_moves(diff, gone, catalog.queued_among([r.id for r in gone]) if gone else set())
+    elsewhere = _left_elsewhere(catalog, diff, seen | set(known))
+    find_moves(diff, gone, catalog.queued_among([r.id for r in gone]) if gone else set(), elsewhere)
     return diff
+
+
+def _left_elsewhere(catalog: Catalog, diff: Diff, scanned: Set[bytes]) -> list[ImageRow]:
+    """Rows outside this scan whose file arrived in it: same inode, size and mtime, and no longer at the row's
+    path. A move's two ends can be seen by two scans (the watcher's scan of one folder ran while the file
+    crossed into it); the arrival keeps the row's id instead of becoming a new image beside a deleted one."""
+    arrivals = [*diff.new, *(st for row, st in diff.changed if (row.dev, row.ino) != (st.dev, st.ino))]
+    if not arrivals:
+        return []
+    keys = {(st.dev, st.ino, st.size, st.mtime_ns) for st in arrivals}
+    return [row for row in catalog.with_inodes(st.ino for st in arrivals)
+            if row.path not in scanned and (row.dev, row.ino, row.size, row.mtime_ns) in keys
+            and not _holds(row.path, row.dev, row.ino)]
+
+
+def _holds(path: bytes, dev: int, ino: int) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
 
 
 def _readable_again(row: ImageRow) -> bool:

@@ -4,7 +4,7 @@ file keeps its catalog id and needs no inference; and which indexed paths now ho
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from typing import TYPE_CHECKING
 
 from pixdex.indexer.catalog.rows import FileStat, ImageRow
@@ -14,15 +14,17 @@ if TYPE_CHECKING:
     from pixdex.indexer.scan.diff import Diff
 
 
-def find_moves(diff: Diff, gone: list[ImageRow], queued: Set[int] = frozenset()) -> None:
+def find_moves(diff: Diff, gone: list[ImageRow], queued: Set[int] = frozenset(),
+               elsewhere: Sequence[ImageRow] = ()) -> None:
     """Find known rows among the files that arrived: new paths, and indexed paths that now hold another
     file (`mv a.jpg b.jpg` over an indexed b.jpg). A gone row is matched by inode, else by content; a row
     whose path now holds another file, by inode. A gone row that is `queued` (its file changed, or is
     being indexed, since the catalog recorded its stat) is matched by its inode alone: changed, then moved.
     A row that arrives on an indexed path takes it over: the row that was there is removed, unless it moved
-    elsewhere too (then its path holds a new file)."""
+    elsewhere too (then its path holds a new file). Rows `elsewhere` (outside this scan, their file no longer at
+    their path) are matched by inode too, and stay when nothing here matches them."""
     replaced = [(row, st) for row, st in diff.changed if (row.dev, row.ino) != (st.dev, st.ino)]
-    candidates = {r.id: r for r in [*gone, *(row for row, _ in replaced)]}
+    candidates = {r.id: r for r in [*elsewhere, *gone, *(row for row, _ in replaced)]}
     by_inode = {(r.dev, r.ino, r.size, r.mtime_ns): r.id for r in candidates.values()}
     by_bare_inode = {(r.dev, r.ino): r.id for r in gone if r.id in queued}
     sizes = {r.size for r in gone if r.hash}
