@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import http.client
 import json
 import os
 import platform
@@ -50,6 +49,8 @@ from typing import Any
 import numpy as np
 import psutil
 from PIL import Image
+
+from pixdex.daemon.client import UnixConnection
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
@@ -173,21 +174,10 @@ class disturbed:
 # Talking to the daemon --------------------------------------------------------------------------------------
 
 
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float = 60) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
-
-
 def request(sock: Path, route: str, timeout: float = 60, **params: Any) -> tuple[int, Any]:
     """One GET on a new connection (as `pixdex.daemon.client` makes them); (status, parsed JSON)."""
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-    connection = UnixHTTP(sock, timeout)
+    connection = UnixConnection(str(sock), timeout)
     try:
         connection.request("GET", route + (f"?{query}" if query else ""), headers={"Host": "localhost"})
         response = connection.getresponse()
@@ -318,7 +308,7 @@ class Events:
     """`GET /events` (Server-Sent Events) read on a thread: (monotonic time, kind, data) as each arrives."""
 
     def __init__(self, sock: Path) -> None:
-        self.connection = UnixHTTP(sock, timeout=None)  # type: ignore[arg-type]
+        self.connection = UnixConnection(str(sock), timeout=None)
         self.connection.request("GET", "/events", headers={"Host": "localhost"})
         self.response = self.connection.getresponse()
         self.seen: list[tuple[float, str, dict[str, Any]]] = []

@@ -30,8 +30,10 @@ class DaemonError(PixdexError):
         self.body = body
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over the daemon's Unix socket (the tests' and benchmarks' raw requests use it too)."""
+
+    def __init__(self, path: str, timeout: float | None = 60.0) -> None:
         super().__init__("localhost", timeout=timeout)
         self.path = path
 
@@ -88,7 +90,7 @@ class Client:
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers["Content-Type"] = content_type
-        connection = _UnixConnection(str(self.socket_path), self.timeout)
+        connection = UnixConnection(str(self.socket_path), self.timeout)
         try:
             connection.request(method, path + (f"?{query}" if query else ""), body=data, headers=headers)
             response = connection.getresponse()

@@ -104,7 +104,7 @@ def offline_watch_remove(config: Config, key: str) -> dict[str, Any]:
         Indexer,  # late: the indexing core loads for this one change only
     )
 
-    with Indexer(config, reduced_ok=True) as indexer:  # its images leave the index now, as the daemon does
+    with Indexer(config, reduced="if unloadable") as indexer:  # its images leave the index now, as the daemon does
         removed["forgotten"] = indexer.forget([Path(removed["path"])])
     return removed
 

@@ -32,7 +32,7 @@ from pixdex.daemon.core_api import Unavailable
 from pixdex.daemon.events import Bus
 from pixdex.daemon.model_pull import ModelPull
 from pixdex.daemon.progress import progress_of
-from pixdex.daemon.stored import CLIP_FILES, model_fix
+from pixdex.daemon.stored import model_fix
 from pixdex.daemon.watcher import Watcher
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.catalog.rows import ImageRow
@@ -44,6 +44,7 @@ from pixdex.indexer.collections import (
     removable,
 )
 from pixdex.indexer.core import Indexer, ScanReport
+from pixdex.indexer.layout import CLIP_FILES
 from pixdex.indexer.modelcache import return_freed_memory
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.pools import IdlePool
@@ -113,7 +114,7 @@ class Daemon:
 
     def _open_indexer(self) -> None:
         self._done.clear()  # the core's counters start again: the rate is over this core's work only
-        indexer = Indexer(self.config, reduced_ok=True, holder=self.holder, describe=True, backfill=True,
+        indexer = Indexer(self.config, reduced="if unloadable", holder=self.holder, describe=True, backfill=True,
                           read_text=True, paused=bool(self._catalog_meta("paused")), vanish_grace=VANISH_GRACE)
         self._failed_models = None if indexer.info.has_models else _model_files(self.config)
         indexer.pipeline.listener = self._pipeline_event

@@ -9,12 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.layout import CLIP_FILES, STANDIN_MARKER, TAGGER_FILES
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config, default_config_path
-
-CLIP_FILES = ("config.json", "visual/model.onnx", "visual/preprocess_cfg.json", "textual/model.onnx",
-              "textual/tokenizer.json")  # as pixdex.indexer.embedder.CLIP_FILES, without importing onnxruntime
-TAGGER_FILES = ("model.onnx", "selected_tags.csv")
 
 
 def _model_state(directory: Path, marker_files: tuple[str, ...]) -> str:
@@ -23,7 +20,7 @@ def _model_state(directory: Path, marker_files: tuple[str, ...]) -> str:
     missing = [f for f in marker_files if not (directory / f).is_file()]
     if missing:
         return f"incomplete ({directory}: missing {', '.join(missing)})"
-    return "stand-in (meaningless results)" if (directory / "STANDIN.txt").exists() else "installed"
+    return "stand-in (meaningless results)" if (directory / STANDIN_MARKER).exists() else "installed"
 
 
 def _size(paths: list[Path]) -> int:

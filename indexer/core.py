@@ -42,6 +42,7 @@ from pixdex.indexer.vectors import VectorIndex
 from pixdex.indexer.writer import Writer
 
 log = logging.getLogger(__name__)
+Reduced = Literal["never", "if missing", "if unloadable"]  # see `Indexer`
 
 
 @dataclass
@@ -60,12 +61,12 @@ class ScanReport:
 
 
 class Indexer:
-    """With `reduced_ok`, models that cannot load do not stop it: it runs in reduced mode (`info.missing`
-    says why), indexing names, folders and each file's own metadata; those images wait for models. With
-    `reduced_ok="missing"` only models whose files are not there do (one that is there but fails to load stops it:
-    the person asked for it and must hear why)."""
+    """`reduced` says when models that cannot load leave it in reduced mode (`info.missing` says why), indexing
+    names, folders and each file's own metadata while those images wait for models: "never" (the error stops it),
+    "if missing" (only models whose files are not there; one that is there but fails to load stops it: the person
+    asked for it and must hear why) or "if unloadable" (any model error: the daemon keeps serving)."""
 
-    def __init__(self, config: Config, reduced_ok: bool | Literal["missing"] = False, holder: int | None = None,
+    def __init__(self, config: Config, reduced: Reduced = "never", holder: int | None = None,
                  describe: bool = False, paused: bool = False, vanish_grace: float = 0.0,
                  ids: Mapping[bytes, int] | None = None, backfill: bool = False, read_text: bool = False) -> None:
         """`paused`: start with nothing fed (the daemon's remembered pause); `vanish_grace`: how long a file
@@ -82,7 +83,7 @@ class Indexer:
         self._backfill = backfill
         self.ocr: Any = None  # [ocr]: the OCR stage, when `read_text`
         self._read_text = read_text and config.ocr.enabled
-        self.reduced_ok = reduced_ok
+        self.reduced = reduced
         self.library: list[Path] = list(config.folders)  # every folder indexed: links into them are not followed
         self.layout = config.layout
         self._lock = lock_data_dir(self.layout.root, self.layout.lock, holder)
@@ -191,7 +192,7 @@ class Indexer:
                                  "\"extended\", other graphs may need another onnxruntime") from None
             return info
         except ModelError as exc:
-            if self.reduced_ok is False or (self.reduced_ok == "missing" and not isinstance(exc, ModelMissing)):
+            if self.reduced == "never" or (self.reduced == "if missing" and not isinstance(exc, ModelMissing)):
                 raise
             return ModelInfo.reduced(str(exc))
 

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
 from pixdex.indexer.errors import ModelError, ModelMissing
+from pixdex.indexer.layout import CLIP_FILES, STANDIN_MARKER
 from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import ClipTransform, clip_preprocess
 from pixdex.indexer.sections import Runtime
@@ -34,9 +35,6 @@ from pixdex.indexer.session import OnnxSession, fingerprint
 if TYPE_CHECKING:
     from PIL import Image
 
-CLIP_FILES = ("config.json", "visual/model.onnx", "visual/preprocess_cfg.json",
-              "textual/model.onnx", "textual/tokenizer.json")
-STANDIN_MARKER = "STANDIN.txt"
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from pixdex.indexer.embedder import STANDIN_MARKER
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.files import staged_dir
+from pixdex.indexer.layout import STANDIN_MARKER
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ then linked (or copied, across file systems) into a staging folder beside
 
 Checked: each file against the hub's own id for it — the sha256 for LFS files, the git blob sha1 for
 the others — which `huggingface_hub` records as the cached blob's name but does not verify (it checks
-sizes only); then the layout pixdex loads (`embedder.CLIP_FILES`, `tagger.TAGGER_FILES`). A
+sizes only); then the layout pixdex loads (`layout.CLIP_FILES`, `layout.TAGGER_FILES`). A
 `pixdex-model.json` in the folder records where it came from: repo, commit, files with their sizes and
 checksums, licence, when.
 

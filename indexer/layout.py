@@ -13,6 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The files a model directory must hold (`pixdex models` and `status` check them without loading onnxruntime).
+CLIP_FILES = ("config.json", "visual/model.onnx", "visual/preprocess_cfg.json",
+              "textual/model.onnx", "textual/tokenizer.json")
+TAGGER_FILES = ("model.onnx", "selected_tags.csv")
+STANDIN_MARKER = "STANDIN.txt"  # written beside a stand-in model's files: its results mean nothing
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -19,14 +19,14 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pixdex.indexer.embedder import STANDIN_MARKER, check_files
+from pixdex.indexer.embedder import check_files
 from pixdex.indexer.errors import ModelError
+from pixdex.indexer.layout import STANDIN_MARKER, TAGGER_FILES
 from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.preprocess import wd14_preprocess
 from pixdex.indexer.sections import Runtime, TaggerSettings
 from pixdex.indexer.session import OnnxSession, fingerprint
 
-TAGGER_FILES = ("model.onnx", "selected_tags.csv")
 GENERAL, CHARACTER, RATING = 0, 4, 9
 
 

@@ -28,6 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.catalog.phashes import LONG_BYTES, SHORT_BYTES, distance
 from pixdex.indexer.catalog.rows import ImageRow
+from pixdex.indexer.layout import STANDIN_MARKER
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config
 from pixdex.query.keeper import choose
@@ -236,7 +237,6 @@ def ids_of(groups: Iterable[dict[str, Any]]) -> list[list[int]]:
     return [[item["id"] for item in g["items"]] for g in groups]
 
 
-STANDIN_MARKER = "STANDIN.txt"  # as pixdex.indexer.embedder's (which imports onnxruntime)
 
 
 def duplicates(service: SearchService, raw_filters: str = "", limits: Limits | None = None, similar: bool = False,

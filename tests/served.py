@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from conftest import PIXDEX, write_config
 
-from pixdex.daemon.client import Client, DaemonError
+from pixdex.daemon.client import Client, DaemonError, UnixConnection
 
 
 def free_port() -> int:
@@ -158,7 +158,7 @@ class Served:
         if tcp:
             connection: http.client.HTTPConnection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         else:
-            connection = _Unix(str(self.socket_path))
+            connection = UnixConnection(str(self.socket_path))
         try:
             connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
             for key, value in (headers or {}).items():
@@ -179,17 +179,6 @@ class Served:
     def token(self) -> str:
         tokens = json.loads((self.root / "state" / "pixdex" / "tokens.json").read_text())
         return str(tokens["tokens"][0]["token"])
-
-
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=60)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(60)
-        self.sock.connect(self.unix_path)
 
 
 async def sse_events(response: Any) -> Any:

@@ -38,7 +38,7 @@ def _library(pics: Path) -> None:
 
 
 def _index_once(config: Config, pics: Path) -> None:
-    with Indexer(config, reduced_ok=True) as indexer:
+    with Indexer(config, reduced="if unloadable") as indexer:
         indexer.scan([pics])
         indexer.drain()
 

@@ -24,7 +24,7 @@ def _config(env: Env, model_dir: Path | None = None):  # type: ignore[no-untyped
 
 
 def _index(config, roots: list[Path]) -> Indexer:  # type: ignore[no-untyped-def]
-    indexer = Indexer(config, reduced_ok=True)
+    indexer = Indexer(config, reduced="if unloadable")
     indexer.scan(roots)
     indexer.drain()
     return indexer
@@ -53,11 +53,11 @@ def test_without_models_names_and_metadata_are_searchable_then_models_embed_them
     assert len(note) < 150 and "pixdex status" in note, note
 
     # A second reduced run finds nothing to do: the waiting images are as indexed as they can be.
-    with Indexer(reduced, reduced_ok=True) as indexer:
+    with Indexer(reduced, reduced="if unloadable") as indexer:
         report = indexer.scan([env.pics])
         assert report.queued == 0 and report.unchanged == 9
 
-    with Indexer(_config(env), reduced_ok=True) as indexer:
+    with Indexer(_config(env), reduced="if unloadable") as indexer:
         assert indexer.info.has_models
         report = indexer.scan([env.pics])
         assert report.queued == 9 and report.new == 0
@@ -67,13 +67,13 @@ def test_without_models_names_and_metadata_are_searchable_then_models_embed_them
     assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 9
 
     # Models gone again: embedded images keep their vectors and tags; nothing is queued.
-    with Indexer(reduced, reduced_ok=True) as indexer:
+    with Indexer(reduced, reduced="if unloadable") as indexer:
         assert indexer.scan([env.pics]).queued == 0
     assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 9
     catalog.close()
 
 
-def test_without_reduced_ok_a_missing_model_stops_with_its_path(env: Env, tmp_path: Path) -> None:
+def test_never_reduced_a_missing_model_stops_with_its_path(env: Env, tmp_path: Path) -> None:
     from pixdex.indexer.errors import ModelError
 
     with pytest.raises(ModelError, match="no-models"):

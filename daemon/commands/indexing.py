@@ -83,7 +83,7 @@ def index_folders(config: Config, roots: list[Path], progress: bool, rebuild: An
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as Ctrl-C does: finished work is committed
 
     ids = rebuild.ids if rebuild else None
-    with Indexer(config, reduced_ok="missing", ids=ids, read_text=rebuild is None) as indexer:
+    with Indexer(config, reduced="if missing", ids=ids, read_text=rebuild is None) as indexer:
         start = indexer.stats.committed
         try:
             report = indexer.scan(roots)
