@@ -17,6 +17,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import threading
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +64,9 @@ def normalize_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
     return unit
 
 
+QUERY_CACHE = 256  # query texts whose embeddings a model keeps (2 KB each at 512 dimensions)
+
+
 def clean_text(text: str) -> str:
     """open_clip's basic_clean + whitespace_clean (lower-casing is the tokenizer's normaliser's job)."""
     text = html.unescape(html.unescape(text))
@@ -84,6 +89,8 @@ class ClipModel:
         self.visual = OnnxSession(directory / "visual" / "model.onnx", threads, cache, runtime)
         self.textual = OnnxSession(directory / "textual" / "model.onnx", threads, cache, runtime)
         self.standin = (directory / STANDIN_MARKER).exists()
+        self._queries: OrderedDict[str, NDArray[np.float32]] = OrderedDict()  # recent query texts' embeddings
+        self._queries_lock = threading.Lock()
 
     @cached_property
     def id(self) -> str:
@@ -101,6 +108,22 @@ class ClipModel:
 
     def embed_texts(self, texts: list[str]) -> NDArray[np.float32]:
         return normalize_rows(self.textual.run(self.tokenize(texts)))
+
+    def embed_query_texts(self, texts: list[str]) -> NDArray[np.float32]:
+        """`embed_texts` for a search's segments, the last `QUERY_CACHE` texts remembered: a query typed again
+        (the web page's search as you type, a desktop search, a repeated command) costs no text-tower run."""
+        with self._queries_lock:
+            known = {t: self._queries[t] for t in texts if t in self._queries}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, self.embed_texts(missing), strict=True))
+        with self._queries_lock:
+            for text in dict.fromkeys(texts):
+                self._queries[text] = known[text]
+                self._queries.move_to_end(text)
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return np.stack([known[t] for t in texts])
 
     @cached_property
     def tokenizer(self) -> Tokenizer:

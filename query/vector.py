@@ -15,7 +15,7 @@ from pixdex.query.parse import Query
 
 def segment_embeddings(clip: ClipModel, query: Query) -> NDArray[np.float32]:
     """One row per segment, positive ones first: one text-tower call for the whole query."""
-    return clip.embed_texts(list(query.positive) + list(query.negative))
+    return clip.embed_query_texts(list(query.positive) + list(query.negative))
 
 
 def query_embedding(clip: ClipModel, query: Query, embedded: NDArray[np.float32] | None = None) -> NDArray[np.float32]:

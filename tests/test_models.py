@@ -13,6 +13,7 @@ import pytest
 from conftest import Env, gradient, noise
 from PIL import Image
 
+from pixdex.indexer import embedder
 from pixdex.indexer.embedder import ClipModel
 from pixdex.indexer.errors import ModelError
 from pixdex.indexer.export import STANDIN_CLIP, STANDIN_CLIP_CONFIG, import_open_clip
@@ -101,6 +102,25 @@ def test_inference_calls_are_counted(clip: ClipModel) -> None:
     before = (clip.visual.calls, clip.visual.items)
     clip.embed_images(np.zeros((3, 3, 64, 64), np.float32))
     assert (clip.visual.calls, clip.visual.items) == (before[0] + 1, before[1] + 3)
+
+
+def test_a_query_text_typed_again_costs_no_text_tower_run(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = ClipModel(model_dir / "clip" / STANDIN_CLIP)
+    monkeypatch.setattr(embedder, "QUERY_CACHE", 3)
+    first = clip.embed_query_texts(["a dog", "a cat"])
+    assert clip.textual.calls == 1 and np.allclose(first, clip.embed_texts(["a dog", "a cat"]), atol=1e-6)
+    calls = clip.textual.calls
+    again = clip.embed_query_texts(["a cat", "a dog", "a cat"])  # any order, repeats: rows as asked
+    assert clip.textual.calls == calls and np.array_equal(again, first[[1, 0, 1]])
+    items = clip.textual.items
+    clip.embed_query_texts(["a dog", "a bird"])  # only the new text runs
+    assert (clip.textual.calls, clip.textual.items) == (calls + 1, items + 1)
+    clip.embed_query_texts(["a fish", "a tree"])  # three kept: the least recently asked go ("a cat", then "a dog")
+    calls = clip.textual.calls
+    clip.embed_query_texts(["a bird", "a fish", "a tree"])
+    assert clip.textual.calls == calls
+    clip.embed_query_texts(["a dog"])
+    assert clip.textual.calls == calls + 1
 
 
 def test_tagger_layout_thresholds_and_exclude(model_dir: Path) -> None:
