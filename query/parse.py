@@ -48,6 +48,10 @@ class QueryError(PixdexError, ValueError):
     """A query that cannot be run, with what to write instead."""
 
 
+def nothing_to_look_for(raw: str) -> str:
+    return f"{raw!r}: nothing to look for; type words, \"a phrase\" or a filter such as tag:dog"
+
+
 @dataclass(frozen=True)
 class Filters:
     tags: tuple[str, ...] = ()

@@ -29,7 +29,7 @@ from pixdex.indexer.modelcache import ModelCache
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config, runtime
 from pixdex.query.fuse import Fused, rrf
-from pixdex.query.parse import Filters, QueryError, parse_query
+from pixdex.query.parse import Filters, QueryError, nothing_to_look_for, parse_query
 from pixdex.query.reader import Reader, TextSnapshot
 from pixdex.query.text import newest, restriction, text_hits
 from pixdex.query.vector import combine, mean_embedding, query_embedding, segment_embeddings
@@ -174,7 +174,7 @@ class SearchService:
         k = check_k(self.config.search.k if k is None else k)
         query = parse_query(raw, cwd)
         if not query.has_text and not images and query.filters.empty:
-            raise QueryError(f"{raw!r}: nothing to look for; type words, \"a phrase\" or a filter such as tag:dog")
+            raise QueryError(nothing_to_look_for(raw))
         query = dataclasses.replace(query, filters=self.resolve(query.filters, scope))
         notes = query.notes
         text = self.reader.text() if self.reader.exists() else None

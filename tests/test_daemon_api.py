@@ -385,6 +385,9 @@ def test_odd_requests_get_a_clear_400_naming_what_is_wrong(served: Served, tmp_p
     out = subprocess.run([str(PIXDEX), "--config", str(served.config), "search", "a" * 10_000], env=served.environ,
                          capture_output=True, text=True)
     assert out.returncode == 2 and "at most 2000 are allowed (server.max_query_chars)" in out.stderr
+    out = subprocess.run([str(PIXDEX), "--config", str(served.config), "search", " "], env=served.environ,
+                         capture_output=True, text=True)  # said as without a daemon, not as the HTTP parameter
+    assert out.returncode == 2 and "' ': nothing to look for; type words" in out.stderr and " q " not in out.stderr
 
 
 def test_reload_command_reaches_the_daemon(served: Served) -> None:

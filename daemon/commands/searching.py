@@ -47,9 +47,11 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     args.query = as_text(args.query)  # `pixdex search $'caf\xe9'`: the words as the index holds such names
     client = daemon_client(config)
     if client is not None:
-        if len(args.query) > config.server.max_query_chars:
-            from pixdex.query.parse import QueryError
+        from pixdex.query.parse import QueryError, nothing_to_look_for
 
+        if not args.query.strip():
+            raise QueryError(nothing_to_look_for(args.query))
+        if len(args.query) > config.server.max_query_chars:
             raise QueryError(f"the query is {len(args.query)} characters long; at most "
                              f"{config.server.max_query_chars} are allowed (server.max_query_chars)")
         data = client.get("/search", q=args.query, k=args.k, cwd=os.getcwd(), raw="1" if args.null else None)
