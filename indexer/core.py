@@ -330,10 +330,20 @@ class Indexer:
                 log.exception("error while closing the indexer")
 
 
+def _make_private(root: Path) -> None:
+    """A data directory others may read (made by an older pixdex, or by hand) becomes the owner's alone."""
+    st = root.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(root, st.st_mode & 0o700 | 0o700)
+        log.info("%s: the data directory was readable by others; it is the owner's alone now (0700)", root)
+
+
 def lock_data_dir(root: Path, lock: Path, holder: int | None = None) -> IO[str]:
     """One writer per data directory: an flock held for the writer's life, with the holder's pid in it
-    (`holder`: the process a person would stop — `pixdex serve` for its indexing process)."""
-    root.mkdir(parents=True, exist_ok=True)
+    (`holder`: the process a person would stop — `pixdex serve` for its indexing process). The data directory is
+    private (0700): the catalog holds every path, keyword, description and text read from the person's images."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_private(root)
     handle = open(lock, "a+")  # noqa: SIM115 - held until the indexer closes
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

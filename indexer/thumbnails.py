@@ -222,7 +222,7 @@ def _write(image: Image.Image, icc_profile: bytes | None, dest: str) -> str:
     alpha = image.mode in ("RGBA", "LA")
     final = os.path.splitext(dest)[0] + (".png" if alpha else ".jpg")
     directory = os.path.dirname(final) or "."
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)  # thumbnails of private photos: the owner's alone
     fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -294,3 +294,22 @@ def test_a_file_moved_over_an_indexed_one_keeps_its_id_and_ends_the_other(tmp_pa
     after = {r.fspath.name: r.id for r in writer.catalog.under(os.fsencode(pics))}
     assert after == {"p0.png": ids["p1.png"], "p2.png": ids["p3.png"], "p3.png": ids["p2.png"]}
     writer.close()
+
+
+def test_the_data_directory_and_the_thumbnail_cache_are_the_owners_alone(tmp_path: Path) -> None:
+    """The catalog holds every path, keyword and text read from the person's images (found by a trial: 0644
+    in a 0755 directory, readable by every user of the machine)."""
+    from pixdex.indexer.core import lock_data_dir
+    from pixdex.indexer.thumbnails import make_thumbnail, own_cache_path
+
+    fresh, old = tmp_path / "fresh" / "pixdex", tmp_path / "old"
+    old.mkdir(mode=0o755)
+    old.chmod(0o755)  # as an older pixdex left it
+    for root in (fresh, old):
+        lock_data_dir(root, root / "index.lock").close()
+        assert root.stat().st_mode & 0o777 == 0o700, root
+    image = tmp_path / "a.png"
+    noise(1).save(image)
+    dest = own_cache_path(tmp_path / "cache", 1, image.stat().st_mtime_ns, "256")
+    made = Path(make_thumbnail(bytes(image), str(dest), 256, 10**8))
+    assert made.parent.stat().st_mode & 0o777 == 0o700
