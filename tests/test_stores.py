@@ -247,7 +247,7 @@ def test_a_data_directory_from_the_foundation_is_upgraded_without_reembedding(en
     db.executescript("DROP TABLE queue; DROP TABLE embeddings; DROP TABLE tombstones; DROP TABLE meta; "
                      "DROP TABLE collections; DROP TABLE live; "
                      "DROP TABLE sidecar_drops; DROP TABLE folder_errors; DROP TABLE phashes; "
-                     "DROP INDEX images_gen; ALTER TABLE images DROP COLUMN gen; ALTER TABLE images DROP COLUMN side; "
+                     "DROP INDEX images_gen; DROP INDEX images_inode; ALTER TABLE images DROP COLUMN gen; ALTER TABLE images DROP COLUMN side; "
                      "ALTER TABLE images DROP COLUMN rejected; ALTER TABLE images DROP COLUMN embedded; "
                      "ALTER TABLE images DROP COLUMN facts; ALTER TABLE images DROP COLUMN side_hash; "
                      "ALTER TABLE images DROP COLUMN described; ALTER TABLE images DROP COLUMN llm; "
