@@ -271,6 +271,11 @@ def test_reindex_and_watch_add_remove_through_the_cli(served: Served, tmp_path: 
     out = cli("watch", "remove", "pics")
     assert out.returncode == 2 and "library.folders" in out.stderr  # the config file's, not ours to remove
     assert cli("reindex", str(extra)).stdout.startswith("1 image(s) queued")
+    os.mkfifo(extra / "fifo.jpg")  # in a watched folder, but no image: said, not "0 image(s) queued" and success
+    out = cli("reindex", str(extra / "fifo.jpg"))
+    assert out.returncode == 2 and out.stderr.strip().endswith("fifo.jpg: no indexed image there (pixdex indexes "
+                                                               "regular image files; `pixdex failures` lists those it "
+                                                               "could not read)"), out
     out = cli("watch", "remove", "trip")
     assert out.returncode == 0, out.stderr
     assert not served.get("/search", q="added later", k=10)["hits"] or all(

@@ -21,6 +21,7 @@ from pixdex.daemon.commands.connect import (
 from pixdex.daemon.commands.output import notifying, print_status, printable
 from pixdex.daemon.openpage import notify
 from pixdex.indexer.errors import PixdexError
+from pixdex.indexer.paths import display_path
 from pixdex.indexer.settings import Config, describe_settings
 
 
@@ -111,6 +112,9 @@ def _reindex(args: argparse.Namespace, config: Config) -> int:
             raise PixdexError(f"{path}: no such file or folder")
     library = library_for(config)
     count = library.reindex(paths)
+    if count == 0 and paths:
+        raise PixdexError(f"{', '.join(display_path(p) for p in paths)}: no indexed image there (pixdex indexes "
+                          "regular image files; `pixdex failures` lists those it could not read)")
     if not library.live:
         print(f"{count} image(s) queued; no daemon runs: `pixdex serve` or `pixdex index` will index them")
         return EXIT_OK
