@@ -233,6 +233,14 @@ class Commands:
         """A person's edit through pixdex was written to the sidecar: index what it says now."""
         return self.submit(lambda catalog, gen: _record_sidecar(catalog, image_id, side, gen))
 
+    def sidecars_read(self, sides: list[tuple[int, SidecarState]]) -> Future[Any]:
+        """The same for many items edited at once (`PATCH /items`): one command, so one transaction and one
+        text-index commit hold them all."""
+        def run(catalog: Catalog, gen: int) -> None:
+            for image_id, side in sides:
+                _record_sidecar(catalog, image_id, side, gen)
+        return self.submit(run)
+
     def fail(self, image_id: int, seq: int, st: FileStat | None, digest: str | None, reason: str,
              tried: bytes | None = None) -> Future[Any]:
         """Record a file's failure. `tried` is the path that was found missing: when the catalog has moved
