@@ -51,15 +51,16 @@ def edit_items(daemon: Daemon, ids: list[int], add: list[str], remove: list[str]
                 edit_sidecar, (row.path, add, remove, None, spec, rating, label), timeout=60)
         for image_id, job in jobs.items():
             try:
-                written.append((rows[image_id], job.result()))
+                side = job.result()
             except PixdexError as exc:  # SidecarError: this one's sidecar stays as it was
                 failed[image_id] = f"the sidecar was not changed: {exc}"
             except ProcessExpired as exc:
                 failed[image_id] = f"the sidecar process died on it ({exit_reason(exc.exitcode)})"
             except FutureTimeout:
                 failed[image_id] = "writing its sidecar took longer than 60 s"
-    for row, side in written:
-        indexer.pipeline.remember_own(row.path, side)
+            else:  # at once: a scan meanwhile does not take pixdex's write for a person's edit
+                indexer.pipeline.remember_own(rows[image_id].path, side)
+                written.append((rows[image_id], side))
     if written:
         done = indexer.writer.sidecars_read([(row.id, side) for row, side in written])
         indexer.writer.flush()
