@@ -1,7 +1,7 @@
 """The web page's curation in Debian's headless Chromium through Playwright, on the real daemon: a duplicates review
 ("keep this one, trash the others", confirmed), a bulk rating of a selection (read back from the sidecars), the
-timeline (month headings, a jump to a year), the colour label in the detail view, and the phone layout at 390×844 (the detail image inside its dialog,
-the tags inside too, a two-row header). Screenshots go to tests/artifacts/."""
+timeline (month headings, a jump to a year), the colour label in the detail view, and the phone layout at 390×844
+(the detail image inside its dialog, the tags inside too, a two-row header). Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
