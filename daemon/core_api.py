@@ -104,8 +104,8 @@ class Core(Protocol):
 
     def edit_items(self, ids: list[int], add: list[str], remove: list[str], rating: int | None,
                    label: str | None) -> list[dict[str, Any]]:
-        """The same edit of many items, each sidecar written as `edit_item` writes it; each item's outcome
-        (`{"id", "ok"}`, with `error` when it failed)."""
+        """The same edit of many items, each sidecar written as `edit_item` writes it, the catalog and the text index
+        changed in one commit; each item's outcome (`{"id", "ok"}`, with `error` when it failed)."""
         ...
 
     def trash_item(self, image_id: int) -> dict[str, Any]:

@@ -29,7 +29,7 @@ async def edit_items(request: web.Request) -> web.Response:
     if unknown:
         raise bad(sorted(unknown)[0], "unknown field; allowed: ids, add_tags, remove_tags, rating, label")
     ids = _ids(body.get("ids"))
-    add, remove, rating, label = edit_fields(body)
+    add, remove, rating, label = edit_fields(body, ctx.config.sidecar.tag_parent)
     if not add and not remove and rating is None and label is None:
         raise bad("add_tags", "nothing to change: give add_tags, remove_tags, rating or label")
     visible, results = await ctx.run(_visible, request, ids)

@@ -32,6 +32,7 @@ from pixdex.indexer import thumbnails
 from pixdex.indexer.catalog.rows import ImageRow
 from pixdex.indexer.errors import ReadError, SidecarError
 from pixdex.indexer.paths import display_path
+from pixdex.indexer.sidecars.keys import LABELS
 
 
 def add_routes(app: web.Application) -> None:
@@ -110,7 +111,7 @@ async def edit_item(request: web.Request) -> web.Response:
     unknown = set(body) - {"add_tags", "remove_tags", "description", "rating", "label"}
     if unknown:
         raise bad(sorted(unknown)[0], "unknown field; allowed: add_tags, remove_tags, description, rating, label")
-    add, remove, rating, label = edit_fields(body)
+    add, remove, rating, label = edit_fields(body, ctx.config.sidecar.tag_parent)
     description = body.get("description")
     if description is not None and (not isinstance(description, str) or len(description) > 10_000
                                     or any(ord(c) < 32 and c not in "\n\t" for c in description)):
@@ -126,13 +127,11 @@ async def edit_item(request: web.Request) -> web.Response:
     return as_json(item_json(row))
 
 
-LABELS = ("Red", "Yellow", "Green", "Blue", "Purple")  # Lightroom's, darktable's and digiKam's colour labels
-
-
-def edit_fields(body: dict[str, Any]) -> tuple[list[str], list[str], int | None, str | None]:
-    """The keywords to add and remove, the rating and the label an edit's body asks for (checked)."""
-    add = _tag_list(body.get("add_tags", []), "add_tags")
-    remove = _tag_list(body.get("remove_tags", []), "remove_tags")
+def edit_fields(body: dict[str, Any], parent: str) -> tuple[list[str], list[str], int | None, str | None]:
+    """The keywords to add and remove, the rating and the label an edit's body asks for (checked). `parent`: the
+    parent of pixdex's own keywords (`[sidecar] tag_parent`), which a person's keyword may not claim."""
+    add = _tag_list(body.get("add_tags", []), "add_tags", parent)
+    remove = _tag_list(body.get("remove_tags", []), "remove_tags", parent)
     rating = body.get("rating")
     if rating is not None and (type(rating) is not int or not 0 <= rating <= 5):
         raise bad("rating", f"rating = {str(rating)[:20]} is not a rating; use 0 (none) to 5 stars (a rejection, -1, "
@@ -144,13 +143,24 @@ def edit_fields(body: dict[str, Any]) -> tuple[list[str], list[str], int | None,
     return add, remove, rating, label
 
 
-def _tag_list(value: Any, name: str) -> list[str]:
+def _tag_list(value: Any, name: str, parent: str) -> list[str]:
     if not isinstance(value, list) or len(value) > 200:
         raise bad(name, f"{name} must be a list of at most 200 keywords")
     for tag in value:
         if not isinstance(tag, str) or not tag.strip() or len(tag) > 200 or any(ord(c) < 32 for c in tag):
             raise bad(name, f"{name}: {str(tag)[:40]!r} is not a keyword (1–200 printable characters)")
+        if tag.split("|")[0].strip().casefold() == parent.strip().casefold():
+            raise bad(name, _reserved(name, tag, parent))
     return list(dict.fromkeys(t.strip() for t in value))
+
+
+def _reserved(name: str, tag: str, parent: str) -> str:
+    """Why a keyword in pixdex's own namespace (`parent|…`, or the parent itself) is refused, and what to write."""
+    if "|" not in tag:
+        return f"{name}: {tag[:60]!r} is the parent of pixdex's own keywords ({parent}|…); choose another keyword"
+    leaf = tag.split("|")[-1].strip()
+    return (f"{name}: {tag[:60]!r} is in pixdex's own keywords ({parent}|…), which only pixdex writes; name the "
+            f"keyword alone ({leaf!r})" + (" or under another parent" if name == "add_tags" else ""))
 
 
 def item_json(row: ImageRow) -> dict[str, Any]:
@@ -161,7 +171,8 @@ def item_json(row: ImageRow) -> dict[str, Any]:
             "tagger_model": row.tagger_model, "sidecar_error": row.sidecar_error,
             "waiting_for_models": row.waits_for_models, "rejected": row.rejected_list,
             "facts": {k: v for k, v in facts.items() if k not in ("description", "place", "geo")},
-            "description": facts.get("description"), "rating": facts.get("rating"), "llm": row.llm_dict,
+            "description": facts.get("description"), "rating": facts.get("rating"), "label": facts.get("label"),
+            "llm": row.llm_dict,
             "place": facts.get("place") or None, "place_from_gps": facts.get("geo") or None,
             "text": {"ocr": row.ocr_text, "read_by": row.ocr_by, "error": row.ocr_error}}
 

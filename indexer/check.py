@@ -252,11 +252,15 @@ def _orphans(config: Config, folders: list[bytes], catalog: Catalog) -> Iterator
 
 def orphan_sidecars(config: Config, folders: list[bytes]) -> list[bytes]:
     """Every sidecar in the watched folders that belongs to no file there (no `IMG.jpg` for `IMG.jpg.xmp`, no
-    file of stem `IMG` for `IMG.xmp`) and holds nothing but pixdex's own keywords and bookkeeping."""
+    file of stem `IMG` for `IMG.xmp`) nor to one in the trash (restored alone, it waits for its image), and holds
+    nothing but pixdex's own keywords and bookkeeping."""
     from pathlib import Path
 
     from pixdex.indexer.sidecars.moves import only_ours
+    from pixdex.indexer.trash import trashed
 
+    binned = {(os.path.dirname(p), os.path.basename(p).lower()) for p in trashed(folders)}
+    binned |= {(d, os.path.splitext(n)[0]) for d, n in binned}
     found = []
     for root in folders:
         for directory, dirs, files in os.walk(root):
@@ -267,7 +271,7 @@ def orphan_sidecars(config: Config, folders: list[bytes]) -> list[bytes]:
                 if not name.lower().endswith(b".xmp"):
                     continue
                 image = name[:-4].lower()
-                if image in others or image in stems:
+                if image in others or image in stems or (directory, image) in binned:
                     continue
                 path = os.path.join(directory, name)
                 if only_ours(Path(os.fsdecode(path)), config.sidecar.tag_parent):

@@ -33,7 +33,7 @@ from pixdex.indexer.paths import display_path
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
+SCHEMA_VERSION = 11  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
 # tantivy keeps dates as i64 nanoseconds: 1677-09-21 … 2262-04-11. Dates outside are dropped.
 DATE_MIN, DATE_MAX = datetime(1678, 1, 1), datetime(2262, 1, 1)
 
@@ -88,6 +88,7 @@ class TextDoc:
     metadata: str = ""
     place: str = ""  # city, state, country, country code: the person's and GeoNames' (`place:`)
     lens: str = ""
+    label: str = ""  # the colour label (xmp:Label), for `label:`
     numbers: dict[str, int] = field(default_factory=dict)  # rating, iso, w, h
     lat: float | None = None
     lon: float | None = None
@@ -110,7 +111,7 @@ def doc_of_row(row: ImageRow) -> TextDoc:
     return TextDoc(id=row.id, path=display_path(row.path), tags=[str(t["name"]) for t in row.tag_list],
                    description=str(llm.get("description") or ""), ocr=read, place=_place_words(facts),
                    metadata=row.metadata, camera=row.camera or "", date=taken or mtime_date(row.mtime_ns),
-                   lens=str(facts.get("lens") or ""),
+                   lens=str(facts.get("lens") or ""), label=str(facts.get("label") or ""),
                    numbers={k: int(v) for k, v in numbers.items() if isinstance(v, int | float | str)},
                    lat=_float(facts.get("lat")), lon=_float(facts.get("lon")))
 
@@ -153,6 +154,7 @@ def _schema() -> tantivy.Schema:
     builder.add_text_field("lens", tokenizer_name="raw", index_option="basic")
     builder.add_text_field("camera_line", tokenizer_name="raw", index_option="basic")
     builder.add_text_field("orientation", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("label", tokenizer_name="raw", index_option="basic")
     for name in NUMBER_FIELDS:
         builder.add_integer_field(name, indexed=True, fast=True)
     builder.add_float_field("lat", indexed=True, fast=True)
@@ -295,6 +297,8 @@ class FullText:
         for line in lines_of(doc.lens):
             out.add_text("lens", line)
         out.add_text("orientation", orientation_of(doc.numbers.get("w"), doc.numbers.get("h")))
+        if doc.label:
+            out.add_text("label", folded_line(doc.label))
         for name, value in doc.numbers.items():
             out.add_integer(name, value)
         if doc.lat is not None and doc.lon is not None:

@@ -54,6 +54,8 @@ class DecodeSpec:
     from_sidecar: FromSidecar | None = None
     dim: int = 0  # the CLIP embedding's dimension
     max_bytes: int = MAX_BYTES  # larger files are not read
+    # Known content whose sidecar changed: the id that sidecar carries for this content (`Prepared.sidecar_id`).
+    sidecar_id_of: str | None = None  # the sidecar naming
 
 
 @dataclass
@@ -101,6 +103,10 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
     item = Prepared(FileStat.of(path, st), content_hash(data))
     if item.digest == spec.known_hash:
         item.same_content = True
+        if spec.sidecar_id_of is not None:
+            from pixdex.indexer.sidecars.carried import carried_id  # late: pyexiv2, in the worker only
+
+            item.sidecar_id = carried_id(path, item.digest, spec.sidecar_id_of)
         return item
     if spec.from_sidecar is not None and _from_sidecar(item, data, path, spec):
         return item

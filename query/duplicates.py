@@ -201,7 +201,7 @@ def _item(row: ImageRow, hashes: dict[int, bytes], keeper: ImageRow) -> dict[str
     return {"id": row.id, "path": display_path(row.path), "width": row.width, "height": row.height, "size": row.size,
             "taken": row.taken, "mtime_ns": row.mtime_ns,
             "format": os.path.splitext(os.fsdecode(row.path))[1].lstrip(".").upper(),
-            "rating": row.fact_dict.get("rating"),
+            "rating": row.fact_dict.get("rating"), "label": row.fact_dict.get("label"),
             "distance": distance(mine, theirs) if mine and theirs else None}
 
 

@@ -1,13 +1,14 @@
 """Query strings → `Query`: free text, "exact phrases", +/- arithmetic and filters.
 
     beach + sunset - people tag:dog -tag:cat folder:~/Pictures ext:png after:2020-01-01
-    before:2021 camera:canon "golden hour" in:holidays rating:>=3 iso:>=1600 lens:50mm w:>3000
+    before:2021 camera:canon "golden hour" in:holidays rating:>=3 label:red iso:>=1600 lens:50mm w:>3000
     orientation:portrait near:48.85,2.35,5 near:48.8,2.2,48.9,2.4 text:receipt place:"cape town"
 
 ``in:NAME`` narrows to a collection (a named watched folder); the service resolves names to folders.
 Numbers (``rating:``, ``iso:``, ``w:``, ``h:``) take N, >=N, >N, <=N, <N or N..M. ``near:LAT,LON,KM``
 is the square KM north, south, east and west of the point (not a circle: corners reach 1.4 × KM);
 ``near:S,W,N,E`` a box. ``orientation:`` is landscape, portrait or square, as the image is displayed.
+``label:`` is the colour label (xmp:Label): red, yellow, green, blue or purple.
 ``text:`` searches only the text read in the images (a word of 5+ letters also one typo away: OCR misreads);
 ``place:`` only their place (city, state, country, country code: the person's and GeoNames').
 
@@ -28,11 +29,13 @@ from typing import Any
 
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.fulltext import nfc, normalize_ext, normalize_tag
+from pixdex.indexer.sidecars.keys import LABELS
 
-FILTER_KEYS = ("tag", "folder", "in", "ext", "after", "before", "camera", "lens", "rating", "iso", "w", "h",
-               "orientation", "near", "text", "place")
+FILTER_KEYS = ("tag", "folder", "in", "ext", "after", "before", "camera", "lens", "rating", "label", "iso", "w",
+               "h", "orientation", "near", "text", "place")
 NUMBER_KEYS = ("rating", "iso", "w", "h")
 ORIENTATIONS = ("landscape", "portrait", "square")
+COLOURS = tuple(label.lower() for label in LABELS)
 NUMBER = re.compile(r"^(?:(?P<op>>=|<=|>|<|=)?(?P<n>-?\d+)|(?P<lo>-?\d+)\.\.(?P<hi>-?\d+))$")
 TOKEN = re.compile(
     r'(?P<filter>-?(?:' + "|".join(FILTER_KEYS) + r'):(?:"[^"]*"|\S*))'
@@ -71,6 +74,8 @@ class Filters:
     not_numbers: tuple[tuple[str, int | None, int | None], ...] = ()
     orientations: tuple[str, ...] = ()
     not_orientations: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()  # label:red, the colour label (any of them)
+    not_labels: tuple[str, ...] = ()
     boxes: tuple[tuple[float, float, float, float], ...] = ()  # south, west, north, east (degrees)
     texts: tuple[str, ...] = ()  # text:WORDS, in the text read in the image
     not_texts: tuple[str, ...] = ()
@@ -163,6 +168,11 @@ def _add_filter(token: str, filters: dict[str, list[Any]], dates: dict[str, date
             raise QueryError(f"{token!r}: orientation is one of {', '.join(ORIENTATIONS)}")
         filters[("not_" if negated else "") + "orientations"].append(value.lower())
         return
+    if key == "label":
+        if value.lower() not in COLOURS:
+            raise QueryError(f"{token!r}: label is a colour label: {', '.join(COLOURS)}")
+        filters[("not_" if negated else "") + "labels"].append(value.lower())
+        return
     normalizers: dict[str, Callable[[str], str]] = {
         "tag": normalize_tag, "ext": normalize_ext, "camera": str.lower, "lens": str.lower, "in": str, "text": nfc,
         "place": nfc, "folder": lambda v: _folder(v, cwd)}
@@ -220,8 +230,8 @@ def _box(token: str, value: str) -> tuple[float, float, float, float]:
 
 
 _EXAMPLES = {"tag": "dog", "folder": "~/Pictures/2020", "in": "holidays", "ext": "png", "after": "2020-01-01",
-             "before": "2021-06", "camera": "canon", "lens": "50mm", "rating": ">=3", "iso": ">=1600", "w": ">3000",
-             "h": "<=1080", "orientation": "portrait", "near": "48.85,2.35,5", "text": "receipt",
+             "before": "2021-06", "camera": "canon", "lens": "50mm", "rating": ">=3", "label": "red", "iso": ">=1600",
+             "w": ">3000", "h": "<=1080", "orientation": "portrait", "near": "48.85,2.35,5", "text": "receipt",
              "place": "paris"}
 
 

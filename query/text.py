@@ -74,6 +74,9 @@ def filter_query(schema: tantivy.Schema, filters: Filters) -> tantivy.Query | No
     if filters.orientations:
         must.append(any_of("orientation", filters.orientations))
     must_not += [tantivy.Query.term_query(schema, "orientation", o) for o in filters.not_orientations]
+    if filters.labels:
+        must.append(any_of("label", filters.labels))
+    must_not += [tantivy.Query.term_query(schema, "label", label) for label in filters.not_labels]
     must += [_box(schema, *box) for box in filters.boxes]
     must += [field_words_query(schema, "ocr", t, fuzzy=True) for t in filters.texts]
     must_not += [field_words_query(schema, "ocr", t) for t in filters.not_texts]

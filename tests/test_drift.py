@@ -106,6 +106,33 @@ def test_check_fix_removes_only_orphaned_sidecars_pixdex_alone_wrote(env: Env,
     assert not ours.exists() and theirs.exists() and (env.pics / "IMG_9.xmp").exists()
 
 
+def test_a_sidecar_whose_image_is_in_the_trash_is_no_orphan(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """An image in the freedesktop trash (send2trash, as `POST /items/{id}/trash` moves it) whose sidecar came back
+    alone: the image may follow, so `check --fix` keeps its sidecar (its id, keywords, embedding); once the image is
+    gone from the trash too, the sidecar is an orphan like any other."""
+    import sys
+
+    paths = _library(env)
+    env.index_json(capsys)
+    image, side = paths[0], Path(str(paths[0]) + ".xmp")
+    kept = side.read_bytes()
+    # In a process of its own: send2trash reads $XDG_DATA_HOME once, when it is first imported.
+    subprocess.run([sys.executable, "-c", "import sys; from send2trash import send2trash; "
+                    "[send2trash(p) for p in sys.argv[1:]]", str(side), str(image)], env=env.environ, check=True)
+    env.index_json(capsys)  # the image's deletion registered (its sidecar was in the trash: nothing to remove)
+    trash = env.root / "data" / "Trash"  # $XDG_DATA_HOME/Trash: the same filesystem as the pictures
+    assert (trash / "files" / image.name).is_file()
+    shutil.move(trash / "files" / side.name, side)  # the file manager's "Restore" of the sidecar alone
+    (trash / "info" / f"{side.name}.trashinfo").unlink()
+    env.index_json(capsys)
+    assert _check(env, capsys, "--fix") == (0, [])
+    assert side.read_bytes() == kept
+    (trash / "files" / image.name).unlink()  # the trash emptied: nothing will come back for it
+    (trash / "info" / f"{image.name}.trashinfo").unlink()
+    status, found = _check(env, capsys)
+    assert status == 1 and [Path(str(f["path"])).name for f in found] == [side.name]
+
+
 def test_check_notices_keywords_and_hashes_changed_behind_its_back(env: Env,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     paths = _library(env)

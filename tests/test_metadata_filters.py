@@ -71,7 +71,7 @@ def test_each_filter_keeps_what_it_should(library: Env, capsys: pytest.CaptureFi
     ("near:1,2", "near:LAT,LON,KM"), ("orientation:diagonal", "orientation is one of"),
     ("-lens:50mm", "cannot be negated"),
     ("w:99999999999999999999999", "at most 15 digits"), ("photo iso:>1234567890123456", "at most 15 digits"),
-    ("near:0,0,100000", "at most 20000 km"),
+    ("near:0,0,100000", "at most 20000 km"), ("label:pink", "label is a colour label"),
 ])
 def test_bad_filters_say_what_to_write(env: Env, capsys: pytest.CaptureFixture[str], query: str, message: str) -> None:
     status, _out, err = env.cli("search", query, capsys=capsys)
@@ -89,6 +89,35 @@ def test_a_rating_set_in_the_sidecar_wins(library: Env, capsys: pytest.CaptureFi
     summary = library.index_json(capsys)
     assert summary["decoded"] == 0, summary  # a sidecar change: no decode
     assert paths(search(library, capsys, "photo rating:5", k=50)) == {"Canon.jpg"}
+
+
+def test_a_colour_label_from_a_sidecar_or_the_image_is_searchable(library: Env, capsys: pytest.CaptureFixture[str],
+                                                                  exiftool: str) -> None:
+    """xmp:Label as Lightroom, darktable or digiKam writes it — into a sidecar, or into the image's own XMP — is the
+    item's `label` and found with `label:`, any case; `-label:` leaves it out."""
+    side = library.pics / "Canon.jpg.xmp"
+    if not side.exists():
+        subprocess.run([exiftool, "-o", str(side), "-XMP-xmp:Label=Red", str(library.pics / "Canon.jpg")],
+                       check=True, capture_output=True)
+    else:
+        subprocess.run([exiftool, "-overwrite_original", "-XMP-xmp:Label=Red", str(side)], check=True,
+                       capture_output=True)
+    labelled = library.pics / "labelled.png"  # new to the index: its own XMP speaks for it
+    solid((200, 20, 30), size=(300, 200)).save(labelled)
+    subprocess.run([exiftool, "-overwrite_original", "-XMP-xmp:Label=Blue", str(labelled)], check=True,
+                   capture_output=True)
+    library.index_json(capsys)
+    everything = paths(search(library, capsys, "photo", k=50))
+    assert paths(search(library, capsys, "photo label:red", k=50)) == {"Canon.jpg"}
+    assert paths(search(library, capsys, "label:RED", k=50)) == {"Canon.jpg"}  # filters alone list the matches
+    assert paths(search(library, capsys, "photo label:blue", k=50)) == {"labelled.png"}
+    assert paths(search(library, capsys, "photo label:red label:blue", k=50)) == {"Canon.jpg", "labelled.png"}
+    assert paths(search(library, capsys, "photo -label:red", k=50)) == everything - {"Canon.jpg"}
+    rows = {Path(p).name: r for p, r in catalog_rows(library).items()}
+    import json
+
+    assert json.loads(str(rows["Canon.jpg"]["facts"]))["label"] == "Red"
+    assert json.loads(str(rows["labelled.png"]["facts"]))["label"] == "Blue"
 
 
 def test_near_wraps_across_the_antimeridian(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

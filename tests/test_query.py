@@ -23,6 +23,13 @@ def test_filters_phrases_and_words() -> None:
     assert f.after == datetime(2020, 1, 1) and f.before == datetime(2021, 1, 1)
 
 
+def test_label_filters() -> None:
+    f = parse_query("beach label:Red label:blue -label:GREEN").filters
+    assert f.labels == ("red", "blue") and f.not_labels == ("green",)
+    with pytest.raises(QueryError, match="label is a colour label: red, yellow, green, blue, purple"):
+        parse_query("label:pink")
+
+
 def test_relative_folder_is_resolved_against_cwd() -> None:
     assert parse_query("folder:pics/../holiday", cwd=Path("/home/a")).filters.folders == ("/home/a/holiday",)
 

@@ -1,7 +1,7 @@
 """The web page's curation in Debian's headless Chromium through Playwright, on the real daemon: a duplicates review
 ("keep this one, trash the others", confirmed), a bulk rating of a selection (read back from the sidecars), the
-timeline (month headings, a jump to a year) and the phone layout at 390×844 (the detail image inside its dialog,
-the tags inside too, a two-row header). Screenshots go to tests/artifacts/."""
+timeline (month headings, a jump to a year), the colour label in the detail view, and the phone layout at 390×844
+(the detail image inside its dialog, the tags inside too, a two-row header). Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -105,6 +105,33 @@ def test_a_selection_is_rated_at_once(site: Served, chromium: object) -> None:
         page.close()  # type: ignore[attr-defined]
 
 
+def test_the_detail_view_shows_and_sets_the_colour_label(site: Served, chromium: object) -> None:
+    image = site.folders[0] / "photo4.jpg"
+    image_id = site.listed()[str(image)]
+    site.client.request("PATCH", f"/items/{image_id}", body={"label": "Blue"})  # as another program would have set it
+    page, errors = open_page(site, chromium, "/?q=photo4")
+    try:
+        page.wait_for_selector(".cell")  # type: ignore[attr-defined]
+        page.click(".cell[title$='/photo4.jpg']")  # type: ignore[attr-defined]
+        page.wait_for_selector("#detail[open] #detail-label [data-label='Blue'][aria-pressed='true']")  # type: ignore[attr-defined]
+        assert page.eval_on_selector_all("#detail-label [aria-pressed='true']", "b => b.length") == 1  # type: ignore[attr-defined]
+        page.click("#detail-label [data-label='Green']")  # type: ignore[attr-defined]
+        page.wait_for_selector("#detail-label [data-label='Green'][aria-pressed='true']")  # type: ignore[attr-defined]
+        assert page.text_content("#edit-status") == "saved to the sidecar"  # type: ignore[attr-defined]
+        with pyexiv2.Image(str(image.with_name(image.name + ".xmp"))) as side:
+            assert side.read_xmp()["Xmp.xmp.Label"] == "Green"
+        assert [h["id"] for h in site.get("/search", q="label:green", k=50)["hits"]] == [image_id]
+        page.screenshot(path=str(artifacts() / "web-label.png"))  # type: ignore[attr-defined]
+        page.click("#detail-label [data-label='Green']")  # type: ignore[attr-defined]  # the same one again: removed
+        page.wait_for_function("() => !document.querySelector('#detail-label [aria-pressed=\"true\"]')")  # type: ignore[attr-defined]
+        wait_for(lambda: site.get(f"/items/{image_id}")["label"] is None, what="the label removed")
+        with pyexiv2.Image(str(image.with_name(image.name + ".xmp"))) as side:
+            assert "Xmp.xmp.Label" not in side.read_xmp()
+        assert not errors, errors
+    finally:
+        page.close()  # type: ignore[attr-defined]
+
+
 def test_the_timeline_has_month_headings_and_jumps_to_a_year(site: Served, chromium: object) -> None:
     page, errors = open_page(site, chromium, "/?view=timeline", viewport=(700, 360))  # low: the page must scroll
     try:
@@ -135,7 +162,7 @@ def test_on_a_phone_the_detail_image_and_tags_stay_inside_the_dialog(site: Serve
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
         assert box["x"] <= image["x"] and image["x"] + image["width"] <= box["x"] + box["width"], (image, box)
         boxes = "t => t.map(x => x.getBoundingClientRect().toJSON())"
-        for tag in page.eval_on_selector_all("#detail-tags .tag, #detail-rating button", boxes):  # type: ignore[attr-defined]
+        for tag in page.eval_on_selector_all("#detail-tags .tag, #detail-rating button, #detail-label button", boxes):  # type: ignore[attr-defined]
             assert box["x"] <= tag["x"] and tag["x"] + tag["width"] <= box["x"] + box["width"], (tag, box)
         assert page.eval_on_selector("#detail", "d => d.scrollWidth <= d.clientWidth")  # type: ignore[attr-defined]
         page.click("#detail-rating [data-rating='5']")  # type: ignore[attr-defined]

@@ -195,6 +195,7 @@ function fillDetail(item) {
     return li;
   }));
   drawStars($("detail-rating"), item.rating, (rating) => edit({ rating }));
+  drawLabels($("detail-label"), item.label, (label) => edit({ label }));
   const llm = item.llm || {};
   $("description").value = item.description || llm.description || "";
   const read = [(item.text || {}).ocr, llm.text].filter(Boolean).join("\n");

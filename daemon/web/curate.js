@@ -14,6 +14,18 @@ function drawStars(container, value, onPick) {
   container.replaceChildren(...buttons);
 }
 
+// The colour labels Lightroom, darktable and digiKam share (xmp:Label); the current one again removes it.
+const LABELS = ["Red", "Yellow", "Green", "Blue", "Purple"];
+
+function drawLabels(container, value, onPick) {
+  container.replaceChildren(...LABELS.map((label) => {
+    const swatch = el("button", { type: "button", class: `label label-${label.toLowerCase()}`, "data-label": label,
+                                  "aria-label": label, title: label, "aria-pressed": String(label === value) });
+    swatch.addEventListener("click", () => onPick(label === value ? "" : label));
+    return swatch;
+  }));
+}
+
 function startCuration() {
   $("select").addEventListener("click", () => setSelecting(!state.selecting));
   $("bulk-clear").addEventListener("click", () => { state.selected.clear(); redrawSelection(); });

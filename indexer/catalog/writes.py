@@ -48,6 +48,13 @@ class Writes:
                               ("phashes", "image_id")):
             self.db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (new, old))
 
+    def take_id(self, old: int, new: int, gen: int) -> None:
+        """An indexed row takes another (free) id, the one its sidecar carries: the old id's documents leave the
+        indexes (a tombstone) and the row's come in under the new one (stamped with `gen`)."""
+        self.rekey(old, new)
+        self.db.execute("INSERT INTO tombstones (image_id, gen) VALUES (?, ?)", (old, gen))
+        self.db.execute("UPDATE images SET gen = ? WHERE id = ?", (gen, new))
+
     def set_file(self, image_id: int, st: FileStat, digest: str | None, gen: int) -> None:
         self.db.execute("UPDATE images SET path = ?, dev = ?, ino = ?, size = ?, mtime_ns = ?, hash = ?, "
                         "updated = ?, gen = ? WHERE id = ?",

@@ -17,7 +17,8 @@ def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: 
               rejected: Sequence[str] = (), geo: dict[str, str] | None = None
               ) -> tuple[list[dict[str, object]], str, list[str], dict[str, Any]]:
     """The keywords (`tag:`) and the person's text an image is indexed with, its rejected keywords, and
-    its rating and description as shown (`{"rating": …, "description": …}`, None when it has none), with
+    its rating, description and colour label as shown (`{"rating": …, "description": …, "label": …}`, None when it
+    has none), with
     its position (`lat`, `lon`) when its metadata has one: the image's own GPS (EXIF, else XMP), else the
     sidecar's (a geotagging tool's); and its place (`place`: the person's location fields, GeoNames' where they
     have none; `geo`: GeoNames' place of the position — the sidecar job's, else `geo`, what the row had).
@@ -30,14 +31,14 @@ def effective(machine: list[dict[str, object]], embedded: dict[str, Any], side: 
     if side is not None and side.readable:
         person = [{"name": p["name"], "confidence": 1.0, "category": "person", "source": "sidecar",
                    **({"path": p["path"]} if "path" in p else {})} for p in side.person]
-        text, rating, description = side.text, side.rating, side.description
+        text, rating, description, label = side.text, side.rating, side.description, side.label
     else:
         person = [{"name": k, "confidence": 1.0, "category": "person", "source": "image"} for k in facts.keywords]
-        text, rating, description = facts.text(), facts.rating, facts.description
+        text, rating, description, label = facts.text(), facts.rating, facts.description, facts.label
     theirs = {str(p["name"]).casefold() for p in person}
     kept = [t for t in machine if t.get("category") != "person" and str(t["name"]) not in rejected
             and str(t["name"]).casefold() not in theirs]
-    shown = {"rating": rating, "description": description or None}
+    shown = {"rating": rating, "description": description or None, "label": label or None}
     return kept + person, text, rejected, shown | position(facts, side) | places(facts, side, geo)
 
 

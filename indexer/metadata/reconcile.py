@@ -51,6 +51,7 @@ class Embedded:
     lat: float | None = None  # degrees, north positive: EXIF GPS, else XMP's
     lon: float | None = None  # degrees, east positive
     warnings: list[str] = field(default_factory=list)  # what could not be read as written (image_metadata)
+    label: str = ""  # xmp:Label, the colour label (Red, Yellow, Green, Blue, Purple: Lightroom, darktable, digiKam)
 
     def text(self) -> str:
         """Everything a text search should find, once each."""
@@ -104,6 +105,7 @@ def reconcile(xmp: dict[str, Any], iptc: dict[str, Any], exif: dict[str, Any], i
         lat, lon = xmp_gps(xmp)
     return Embedded(keywords=list(dict.fromkeys(keywords)), description=description, creator=creator,
                     rating=_rating(xmp.get("Xmp.xmp.Rating") or exif.get("Exif.Image.Rating")), created=created,
+                    label=lang_alt(xmp.get("Xmp.xmp.Label"))[:40],
                     lat=lat, lon=lon, **values)
 
 

@@ -17,7 +17,7 @@ from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.metadata.reconcile import as_list
 from pixdex.indexer.prepare import FromSidecar
 from pixdex.indexer.sidecars.embedding import read_embedding
-from pixdex.indexer.sidecars.keys import EMBEDDING_MODEL, IMAGE_ID, MACHINE, MODEL, REJECTED
+from pixdex.indexer.sidecars.keys import EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID, MACHINE, MODEL, REJECTED
 from pixdex.indexer.sidecars.naming import sidecar_path
 from pixdex.indexer.sidecars.read import read_sidecar
 
@@ -38,8 +38,7 @@ def carried(path: bytes, digest: str, wanted: FromSidecar, dim: int) -> Carried 
         xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path)), wanted.naming))
     except SidecarError:
         return None
-    stored_id = str(xmp.get(IMAGE_ID) or "")
-    image_id = int(stored_id) if stored_id.isdigit() and 0 < int(stored_id) < 2**63 else None
+    image_id = _stored_id(xmp)
     stored_clip, stored_keywords = str(xmp.get(EMBEDDING_MODEL) or ""), str(xmp.get(MODEL) or "")
     clip_id = wanted.clip_id
     if wanted.by_name:
@@ -53,3 +52,18 @@ def carried(path: bytes, digest: str, wanted: FromSidecar, dim: int) -> Carried 
         usable = vector is not None and stored_keywords == wanted.keyword_model and len(vector) == dim
     models = (clip_id, stored_keywords if stored_keywords != clip_id else None) if vector is not None else (None, None)
     return Carried(image_id, vector, machine, models, usable)
+
+
+def carried_id(path: bytes, digest: str, naming: str) -> int | None:
+    """The id the sidecar of the image at `path` carries when it describes this very content (its embedding is of
+    `digest`): an indexed image whose own sidecar came back (restored from the trash after the image) takes it."""
+    try:
+        xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path)), naming))
+    except SidecarError:
+        return None
+    return _stored_id(xmp) if str(xmp.get(EMBEDDING_OF) or "") == digest else None
+
+
+def _stored_id(xmp: dict[str, object]) -> int | None:
+    stored = str(xmp.get(IMAGE_ID) or "")
+    return int(stored) if stored.isdigit() and 0 < int(stored) < 2**63 else None

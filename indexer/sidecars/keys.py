@@ -31,6 +31,7 @@ LAST_KEYWORDS, DESCRIPTION, METADATA_DATE = "Xmp.MicrosoftPhoto.LastKeywordXMP",
     "Xmp.xmp.MetadataDate"
 TITLE, CREATOR, RATING = "Xmp.dc.title", "Xmp.dc.creator", "Xmp.xmp.Rating"
 LABEL = "Xmp.xmp.Label"  # a colour label as Lightroom, darktable and digiKam write it (Red, Yellow, Green…)
+LABELS = ("Red", "Yellow", "Green", "Blue", "Purple")  # Lightroom's, darktable's and digiKam's colour labels
 OURS, MACHINE, REJECTED = "Xmp.pixdex.Tags", "Xmp.pixdex.Machine", "Xmp.pixdex.Rejected"
 PERSON = "Xmp.pixdex.Person"  # the person's keyword paths as pixdex last wrote them to all three fields
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"

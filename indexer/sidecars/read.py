@@ -54,7 +54,8 @@ def state_of(path: Path, xmp: dict[str, Any], parent: str, error: str | None = N
     return SidecarState(os.fsencode(path), sidecar_version(path), True,
                         [{"name": p[-1], **({"path": "|".join(p)} if len(p) > 1 else {})} for p in person],
                         rejected_now(xmp, parent), text, error, facts.rating, facts.description,
-                        digest=_digest(path, data), lat=lat, lon=lon, location=person_location(xmp).as_dict())
+                        label=facts.label, digest=_digest(path, data), lat=lat, lon=lon,
+                        location=person_location(xmp).as_dict())
 
 
 def _digest(path: Path, data: bytes | None) -> str | None:

@@ -32,6 +32,7 @@ class SidecarState:
     lon: float | None = None
     location: dict[str, str] = field(default_factory=dict)  # the person's own location fields (`location`)
     place: dict[str, str] | None = None  # GeoNames' place of the image's position; None: not looked up
+    label: str = ""  # xmp:Label, the colour label
 
 
 def sidecar_version(path: bytes | str | os.PathLike[str]) -> str | None:

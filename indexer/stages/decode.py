@@ -35,7 +35,8 @@ class Decode(Flow):
             if item is not None:
                 spec = DecodeSpec(self.info.min_side, self.config.decode.max_pixels, self.info.transform,
                                   self.info.tagger_size, self._known_hash(item.entry), self._from_sidecar(item.entry),
-                                  self.info.dim, self.config.decode.max_megabytes << 20)
+                                  self.info.dim, self.config.decode.max_megabytes << 20,
+                                  self.config.sidecar.naming if item.entry.reason == "sidecar changed" else None)
                 pending.append((item, self.decode_pool.schedule(prepare, (item.entry.row.path, spec), timeout=timeout)))
                 self.stats.at["decode"] = display_path(item.entry.row.path)
             if pending and (item is None or len(pending) >= self._window or pending[0][1].done()):

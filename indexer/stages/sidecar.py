@@ -54,10 +54,13 @@ class Sidecar(Flow):
         return done
 
     def _id_of(self, work: Work) -> int:
-        """The id the sidecar records: a new row's sidecar keeps the id it carries when that is free (the writer
-        gives the row that id as it commits: `Writer._takes_sidecar_id`)."""
-        row, wanted = work.entry.row, work.prepared.sidecar_id if work.prepared else None
-        if wanted is None or row.state != "pending" or row.hash is not None:
+        """The id the sidecar records: a new row's sidecar keeps the id it carries when that is free, and so does
+        an indexed image's own sidecar come back for the same content (restored from the trash after the image):
+        the writer gives the row that id as it commits (`Commands._takes_sidecar_id`, `Commands.touch`)."""
+        row, prepared = work.entry.row, work.prepared
+        wanted = prepared.sidecar_id if prepared else None
+        fresh = row.state == "pending" and row.hash is None
+        if wanted is None or wanted == row.id or not (fresh or (prepared is not None and prepared.same_content)):
             return row.id
         with self._queue_lock:
             return row.id if self._queue_db.paths([wanted]) else wanted

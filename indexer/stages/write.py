@@ -44,8 +44,10 @@ class Write(Flow):
                     failed.add_done_callback(partial(self._count_failure, work=work))
                     futures.append(failed)
                 elif prepared is not None and prepared.same_content:
-                    futures.append(self.writer.touch(entry.row.id, entry.seq, prepared.stat, prepared.digest,
-                                                     work.side))
+                    touched = self.writer.touch(entry.row.id, entry.seq, prepared.stat, prepared.digest, work.side,
+                                                prepared.sidecar_id)
+                    touched.add_done_callback(self._note_rekeyed)
+                    futures.append(touched)
                     with self.stats.lock:
                         if entry.reason == "sidecar changed":
                             self.stats.sidecars_read += 1

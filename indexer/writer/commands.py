@@ -149,8 +149,9 @@ class Commands:
         if wanted is None or wanted == row.id or row.state != "pending" or row.hash is not None \
                 or row.path in self._ids:
             return False
-        return catalog.db.execute("SELECT 1 FROM images WHERE id = ? UNION ALL SELECT 1 FROM tombstones WHERE "
-                                  "image_id = ?", (wanted, wanted)).fetchone() is None
+        # A deleted id is free (its tombstone takes the old documents out of the indexes before the row's go in):
+        # an image restored from the trash with its sidecar soon after takes its id back.
+        return catalog.get(wanted) is None
 
     def _vectors_for(self, catalog: Catalog, model: str | None, embedding: NDArray[np.float32] | None) -> bool:
         """Whether `item`'s embedding is kept. With models, it is theirs. Without (reduced mode), one taken from
@@ -172,13 +173,21 @@ class Commands:
         return True
 
     def touch(self, image_id: int, seq: int, st: FileStat, digest: str, side: SidecarState | None = None,
-              ) -> Future[Any]:
+              sidecar_id: int | None = None) -> Future[Any]:
         """A file whose content did not change (a new mtime, or only its sidecar changed): the catalog learns
-        the new stat and what the sidecar says now; no decode, no model."""
-        def run(catalog: Catalog, gen: int) -> None:
+        the new stat and what the sidecar says now; no decode, no model. `sidecar_id`: the id a sidecar that came
+        back carries for this very content (an image restored from the trash before its sidecar got a new id):
+        the row takes it back when it is free. Returns {old id: new id} when it did."""
+        def run(catalog: Catalog, gen: int) -> dict[int, int]:
             catalog.dequeue(image_id, seq)
-            if _content_changed(catalog, image_id, st, digest, gen) and side is not None:
-                _record_sidecar(catalog, image_id, side, gen)
+            now, row = image_id, catalog.get(image_id)
+            if row is not None and row.hash == digest and sidecar_id and sidecar_id != image_id \
+                    and catalog.get(sidecar_id) is None:
+                catalog.take_id(image_id, sidecar_id, gen)
+                now = sidecar_id
+            if _content_changed(catalog, now, st, digest, gen) and side is not None:
+                _record_sidecar(catalog, now, side, gen)
+            return {image_id: now} if now != image_id else {}
         return self.submit(run)
 
     def described(self, image_id: int, describer: str, llm: dict[str, Any], error: str | None,
@@ -223,6 +232,14 @@ class Commands:
     def sidecar_read(self, image_id: int, side: SidecarState) -> Future[Any]:
         """A person's edit through pixdex was written to the sidecar: index what it says now."""
         return self.submit(lambda catalog, gen: _record_sidecar(catalog, image_id, side, gen))
+
+    def sidecars_read(self, sides: list[tuple[int, SidecarState]]) -> Future[Any]:
+        """The same for many items edited at once (`PATCH /items`): one command, so one transaction and one
+        text-index commit hold them all."""
+        def run(catalog: Catalog, gen: int) -> None:
+            for image_id, side in sides:
+                _record_sidecar(catalog, image_id, side, gen)
+        return self.submit(run)
 
     def fail(self, image_id: int, seq: int, st: FileStat | None, digest: str | None, reason: str,
              tried: bytes | None = None) -> Future[Any]:
