@@ -80,13 +80,14 @@ class Writes:
     def insert_many(self, stats: list[FileStat], gen: int, wanted: list[int | None]) -> list[int]:
         """`insert` for many files at once: each under its `wanted` id when that is free, else a new one."""
         asked = [w for w in wanted if w is not None and 1 <= w <= INT64_MAX]
-        taken = self._existing(asked)
+        fresh = [secrets.randbits(63) or 1 for _ in wanted]
+        taken = self._existing(asked + fresh)  # a new id is checked like `new_id`'s, all in one go
         ids: list[int] = []
-        for want in wanted:
+        for want, spare in zip(wanted, fresh, strict=True):
             if want is None or not 1 <= want <= INT64_MAX or want in taken:
-                want = secrets.randbits(63) or 1
-                while want in taken or self._existing([want]):
-                    want = secrets.randbits(63) or 1
+                want = spare
+                while want in taken:
+                    want = self.new_id()
             taken.add(want)
             ids.append(want)
         now = time.time()
