@@ -94,8 +94,8 @@ class Writes:
         self.db.executemany(
             "INSERT INTO images (id, path, dev, ino, size, mtime_ns, hash, state, created, updated, gen) "
             "VALUES (?, ?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?)",
-            [(i, st.path, st.dev, st.ino, st.size, st.mtime_ns, now, now, gen)
-             for i, st in zip(ids, stats, strict=True)])
+            sorted((i, st.path, st.dev, st.ino, st.size, st.mtime_ns, now, now, gen)
+                   for i, st in zip(ids, stats, strict=True)))
         return ids
 
     def _existing(self, ids: list[int]) -> set[int]:
@@ -137,6 +137,11 @@ class Writes:
         """`mark_done` for many rows at once (a statement each, over all of them). With `stat`, `digests` and
         `gen` each row also takes the file's stat and content hash (`set_file`) in the same statement."""
         now = time.time()
+        if len({d.image_id for d in done}) == len(done):  # in the rows' order: each B-tree page is visited once
+            order = sorted(range(len(done)), key=lambda n: done[n].image_id)
+            done = [done[n] for n in order]
+            stat = [stat[n] for n in order] if stat is not None else None
+            digests = [digests[n] for n in order] if digests is not None else None
         if stat is None:
             self.db.executemany(f"UPDATE images SET {_DONE} WHERE id = ?",
                                 [(*_done_values(d, now), d.image_id) for d in done])
