@@ -1,14 +1,21 @@
-"""Hybrid queries over a large synthetic library, per filter kind, encoder excluded.
+"""A large synthetic library through the real writer, then every figure of issue 19's table, encoder excluded.
 
-    nice .venv/bin/python bench/scale_bench.py build --items 100000 --root /tmp/scale
+    nice .venv/bin/python bench/scale_bench.py build --items 1000000 --root /tmp/scale [--no-vectors]
     nice .venv/bin/python bench/scale_bench.py query --root /tmp/scale [--queries 200]
+    nice .venv/bin/python bench/scale_bench.py restart --root /tmp/scale
+    nice .venv/bin/python bench/scale_bench.py recall [--size 100000] [--queries 100]
 
-`build` feeds `--items` synthetic items (512-d random unit vectors, Zipf tags and captions: core_bench's
-`synth_batch`) through the real `Writer` (core_bench's `Library`, 20,000 a commit) and reports the rate and the
-bytes per item of each store. `query` runs what `SearchService.search` runs after the text tower — the vector
-side under the filters (`_vector_side`), the text side (`text_hits`), RRF and the hits' catalog rows
-(`_fuse`) — for words alone and words with each kind of filter, and prints p50/p99 per kind. Run `query` with
-another checkout on PYTHONPATH to compare code over the same library. One JSON object on stdout.
+`build` feeds `--items` synthetic items (512-d random unit vectors, Zipf tags and captions, a rating, a position for
+30%: core_bench's `synth_batch`) through the real `Writer` (core_bench's `Library`: register, then `store` of
+20,000 at a time — the bulk path `pixdex rebuild` and the fill after `pixdex index --ray` take) and reports the rate
+(wall and CPU; the vector index's HNSW inserts apart from the catalog and the text index), the WAL's largest size
+during the build and the bytes per item of each store, projected to 10M. `query` runs what `SearchService.search`
+runs after the text tower — the vector side under the filters, the text side, RRF and the hits' catalog rows — for
+words alone and words with each kind of filter (p50/p99, wall and this thread's CPU), the 20 hits' lookup alone, and
+the recall@10 of the library's graph. `restart` times a fresh process from its start to its first answer. `recall`
+builds usearch indexes of uniform and of clustered vectors and measures recall@10 against exact search for
+expansion, connectivity and f16/f32. Run `query` with another checkout on PYTHONPATH to compare code over the same
+library. One JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import core_bench
-from core_bench import SEED, Library, dir_size, query_words, synth_batch, timed, unit_vectors, vocabulary
+from core_bench import SEED, Library, dir_size, percentiles, query_words, synth_batch, unit_vectors, vocabulary
 
 MODEL = "bench-random-512"
 NDIM = 512
@@ -108,6 +115,20 @@ def build(root: Path, items: int, vectors: bool = True) -> dict[str, Any]:
             "projected_10M_GB": {k: v * 10_000_000 / 1e9 for k, v in per_item.items()}}
 
 
+def timed_both(fn: Any, inputs: list[Any], warmup: int = 10) -> dict[str, float]:
+    """`timed`'s wall-clock percentiles, and the same of this thread's CPU time (what a query costs, whatever else
+    the machine runs: on a shared machine the wall figure waits for a core)."""
+    for value in inputs[:warmup]:
+        fn(value)
+    wall, cpu = [], []
+    for value in inputs:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        fn(value)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
+    return percentiles(wall) | {f"cpu_{k}": v for k, v in percentiles(cpu).items() if k in ("p50", "p99")}
+
+
 def tag_shares(items: int, vocab: list[str]) -> Counter[str]:
     """How many items carry each tag (counted on a sample of the same generator)."""
     sample = min(items, 20_000)
@@ -161,7 +182,7 @@ def query(root: Path, queries: int) -> dict[str, Any]:
             return len(service._fuse(found, said, 20))
 
         hits = [one(n) for n in range(3)]
-        out[name] = {**timed(one, list(range(queries))), "hits": hits}
+        out[name] = {**timed_both(one, list(range(queries))), "hits": hits}
         print(f"{name}: {json.dumps(out[name])}", file=sys.stderr)
     # The 20 hits' catalog rows alone, after fusing the plain-words candidates (what `_hits` reads).
     text = reader.text()
@@ -170,7 +191,7 @@ def query(root: Path, queries: int) -> dict[str, Any]:
     for n in range(queries):
         found = service._vector_side(space, text, vectors[n], Filters(), count=candidates)
         fused.append(rrf(found, text_hits(text, words[n], Filters(), candidates)))
-    out["hits_lookup (20 rows of ~400 fused)"] = timed(lambda f: service._hits(f, 20), fused)
+    out["hits_lookup (20 rows of ~400 fused)"] = timed_both(lambda f: service._hits(f, 20), fused)
     out["recall@10 of the library's own vectors"] = recall_on_view(reader, vectors[:100])
     return out
 
@@ -273,7 +294,7 @@ def restart(root: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=("build", "query", "recall", "first", "restart"))
-    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--root", type=Path, help="the data directory (every subcommand but `recall`)")
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--no-vectors", action="store_true", help="`build` without the vector index (catalog and "
