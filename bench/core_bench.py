@@ -55,6 +55,7 @@ NDIM = 512
 CHUNK = 20_000
 DELTAS = (1000, 2000, 5000)  # committed-but-unsaved vectors a reader searches exactly beside the saved file
 SEED = 7
+CITIES = ((48.85, 2.35), (38.72, -9.14), (35.68, 139.69), (-33.92, 18.42), (40.71, -74.0))
 CAMERAS = ("Canon EOS R6", "Nikon Z6", "Sony ILCE-7M3", "Fujifilm X-T4", "Google Pixel 7", "Apple iPhone 14 Pro")
 
 
@@ -98,6 +99,10 @@ def synth_batch(seed: int, start: int, count: int, ndim: int,
             "camera": CAMERAS[i % len(CAMERAS)],
             "tags": [{"name": t, "confidence": 0.5, "category": "general"} for t in dict.fromkeys(w[:8])],
             "metadata": " ".join(w[8:]),
+            "rating": i % 6,  # rating:
+            # near: 30% carry a position, around one of five places (a few km of spread)
+            "position": (CITIES[i % 5][0] + (i % 97) / 1000, CITIES[i % 5][1] + (i % 89) / 1000) if i % 10 < 3
+            else None,
         })
     return items, unit_vectors(rng, count, ndim)
 
@@ -250,13 +255,25 @@ def old_python() -> Path:
 # 1 and 2 (after). The current design, driven through its Writer and Reader ----------------------------------
 
 
+def _embedded(b: dict[str, Any]) -> dict[str, Any]:
+    """An item's own metadata: its caption, rating and position (as an image's reconciled XMP/EXIF)."""
+    out: dict[str, Any] = {"description": b["metadata"]}
+    if b.get("rating") is not None:
+        out["rating"] = b["rating"]
+    if b.get("position") is not None:
+        out["lat"], out["lon"] = b["position"]
+    return out
+
+
 class Library:
     """A data directory fed through the real `Writer` (register → store → flush, as the pipeline does)."""
 
-    def __init__(self, root: Path, model_id: str, ndim: int, index_settings: Any) -> None:
+    def __init__(self, root: Path, model_id: str, ndim: int, index_settings: Any, vectors: bool = True) -> None:
+        """Without `vectors`, the writer keeps no vector index (the embeddings are still stored in the catalog)."""
         from pixdex.indexer.catalog import Catalog
         from pixdex.indexer.layout import Layout
 
+        self.with_vectors = vectors
         self.layout = Layout(root)
         self.model_id, self.ndim = model_id, ndim
         self.vocab = vocabulary()
@@ -272,7 +289,7 @@ class Library:
 
         t0 = time.perf_counter()
         self.catalog = Catalog(self.layout.catalog)
-        vectors = VectorIndex(self.layout, self.model_id, self.ndim, index_settings)
+        vectors = VectorIndex(self.layout, self.model_id, self.ndim, index_settings) if self.with_vectors else None
         self.writer = Writer(self.catalog, FullText(self.layout), vectors, PipelineSettings(), (self.model_id, None))
         return time.perf_counter() - t0
 
@@ -300,7 +317,7 @@ class Library:
 
         return [Indexed(image_id=i, seq=s, stat=FileStat(b["path"], 2049, b["ino"], b["size"], b["mtime_ns"]),
                         digest=b["digest"], width=4000, height=3000, taken=b["taken"], camera=b["camera"],
-                        tags=b["tags"], embedding=v, embedded={"description": b["metadata"]})
+                        tags=b["tags"], embedding=v, embedded=_embedded(b))
                 for (i, s), b, v in zip(keys, batch, vectors, strict=False)]
 
     def store(self, items: list[Any]) -> int:

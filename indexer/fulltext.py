@@ -14,6 +14,7 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -33,6 +34,7 @@ from pixdex.indexer.paths import display_path
 
 log = logging.getLogger(__name__)
 
+DELETE_CHUNK = 10_000  # ids per delete query
 SCHEMA_VERSION = 11  # bump whenever _schema() or document() changes: the index is rebuilt from the catalog
 # tantivy keeps dates as i64 nanoseconds: 1677-09-21 … 2262-04-11. Dates outside are dropped.
 DATE_MIN, DATE_MAX = datetime(1678, 1, 1), datetime(2262, 1, 1)
@@ -49,6 +51,7 @@ def normalize_ext(ext: str) -> str:
     return EXT_ALIASES.get(ext, ext)
 
 
+@functools.lru_cache(maxsize=65_536)  # the same keywords come back on image after image
 def normalize_tag(tag: str) -> str:
     return " ".join(nfc(tag).replace("_", " ").lower().split())
 
@@ -62,6 +65,21 @@ def words_of_name(name: str) -> str:
     """File and folder names as words: ``IMG_2041-beachDay.jpg`` → ``IMG 2041 beach Day jpg``."""
     spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name)
     return " ".join(re.split(r"[\W_]+", spaced)).strip()
+
+
+@functools.lru_cache(maxsize=4096)  # a library's folders, each met image after image
+def _folder_fields(folder: str) -> tuple[str, tuple[str, ...]]:
+    """The `folder` field's words and the `folders` values (the folder and every one above it) of a file in
+    `folder`."""
+    path = PurePosixPath(folder or ".")
+    parents = (str(path), *(str(p) for p in path.parents)) if folder else (".",)
+    return nfc(" ".join(words_of_name(p) for p in path.parts[1:])), parents
+
+
+def _suffix(name: str) -> str:
+    """`PurePosixPath(name).suffix`, without the object."""
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
 
 
 def in_date_range(value: datetime | None) -> datetime | None:
@@ -188,12 +206,13 @@ def folded_line(text: str) -> str:
 _NAME_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z0-9])|(?<=[a-z0-9])-(?=[a-z])")
 
 
-def lines_of(value: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # cameras and lenses: a few per library
+def lines_of(value: str) -> tuple[str, ...]:
     """A camera's or lens's folded line, and the same without the hyphens its model name has beside a letter, as
     people type it (`X-T3` is found as `xt3`, `EF-S` as `efs`; `24-70` keeps its hyphen)."""
     line = folded_line(value)
     compact = _NAME_HYPHEN.sub("", line)
-    return [line] if compact == line else [line, compact]
+    return (line,) if compact == line else (line, compact)
 
 
 def line_pattern(value: str) -> str:
@@ -271,15 +290,17 @@ class FullText:
         return self._writer
 
     def document(self, doc: TextDoc) -> tantivy.Document:
-        path = PurePosixPath(doc.path)
+        name = doc.path.rpartition("/")[2]
+        folder_words, parents = _folder_fields(doc.path[:len(doc.path) - len(name)].rstrip("/") or
+                                               ("/" if doc.path.startswith("/") else ""))
         out = tantivy.Document()
         out.add_unsigned("id", doc.id)
         out.add_text("path", doc.path)
-        out.add_text("name", nfc(words_of_name(path.name)))
-        out.add_text("folder", nfc(" ".join(words_of_name(p) for p in path.parent.parts[1:])))
-        for parent in path.parents:
-            out.add_text("folders", str(parent))
-        out.add_text("ext", normalize_ext(path.suffix))
+        out.add_text("name", nfc(words_of_name(name)))
+        out.add_text("folder", folder_words)
+        for parent in parents:
+            out.add_text("folders", parent)
+        out.add_text("ext", normalize_ext(_suffix(name)))
         out.add_text("tags", nfc(" ; ".join(doc.tags)))
         for tag in doc.tags:
             out.add_text("tag", normalize_tag(tag))
@@ -290,7 +311,7 @@ class FullText:
         out.add_text("camera", doc.camera)
         for line in lines_of(doc.camera):
             out.add_text("camera_line", line)
-        out.add_text("cjk", nfc(" ".join([path.name, *doc.tags, doc.description, doc.ocr, doc.metadata, doc.place])))
+        out.add_text("cjk", nfc(" ".join([name, *doc.tags, doc.description, doc.ocr, doc.metadata, doc.place])))
         date = in_date_range(doc.date)
         if date is not None:
             out.add_date("date", date)
@@ -299,26 +320,24 @@ class FullText:
         out.add_text("orientation", orientation_of(doc.numbers.get("w"), doc.numbers.get("h")))
         if doc.label:
             out.add_text("label", folded_line(doc.label))
-        for name, value in doc.numbers.items():
-            out.add_integer(name, value)
+        for key, value in doc.numbers.items():
+            out.add_integer(key, value)
         if doc.lat is not None and doc.lon is not None:
             out.add_float("lat", doc.lat)
             out.add_float("lon", doc.lon)
         return out
 
-    def _delete(self, image_id: int) -> None:
-        # delete_documents_by_term("id", n) silently deletes nothing on an unsigned field (tantivy-py
-        # 0.27 builds a signed term); a term query on the same field does match.
-        self.writer.delete_documents_by_query(tantivy.Query.term_query(self.schema, "id", image_id))
-
     def upsert(self, docs: list[TextDoc]) -> None:
+        self.remove([doc.id for doc in docs])
         for doc in docs:
-            self._delete(doc.id)
             self.writer.add_document(self.document(doc))
 
     def remove(self, ids: list[int]) -> None:
-        for image_id in ids:
-            self._delete(image_id)
+        # One delete for all of them (a term-set query on the id: delete_documents_by_term silently deletes
+        # nothing on an unsigned field in tantivy-py 0.27). Documents added after it in this commit stay.
+        for start in range(0, len(ids), DELETE_CHUNK):
+            self.writer.delete_documents_by_query(
+                tantivy.Query.term_set_query(self.schema, "id", ids[start:start + DELETE_CHUNK]))
 
     def clear(self) -> None:
         self.writer.delete_all_documents()

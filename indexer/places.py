@@ -11,7 +11,7 @@ fields (`Place.merged`), the person's value of a field wins and GeoNames fills t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 FIELDS = ("city", "state", "country", "country_code")
@@ -33,18 +33,20 @@ class Place:
 
     @property
     def empty(self) -> bool:
-        return not any(asdict(self).values())
+        return not any(self.values())
+
+    def values(self) -> tuple[str, str, str, str]:
+        return self.city, self.state, self.country, self.country_code  # FIELDS, without asdict's deep copy
 
     def as_dict(self) -> dict[str, str]:
-        return {k: v for k, v in asdict(self).items() if v}
+        return {k: v for k, v in zip(FIELDS, self.values(), strict=True) if v}
 
     def words(self) -> list[str]:
-        return [v for v in asdict(self).values() if v]
+        return [v for v in self.values() if v]
 
     def merged(self, found: Place) -> Place:
         """This place (the person's) with `found`'s values where it has none."""
-        mine, theirs = asdict(self), asdict(found)
-        return Place(**{f: mine[f] or theirs[f] for f in FIELDS})
+        return Place(*(mine or theirs for mine, theirs in zip(self.values(), found.values(), strict=True)))
 
 
 _GEOCODER: list[Any] = []  # the module, loaded once per process (its k-d tree takes a moment)

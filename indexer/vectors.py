@@ -141,9 +141,12 @@ class VectorIndex:
             self.unsaved += len(ids)
 
     def remove(self, ids: Iterable[int]) -> None:
-        present = [i for i in ids if self.index.contains(i)]
-        if present:
-            self.index.remove(np.array(present, dtype=np.uint64))
+        keys = np.fromiter(ids, dtype=np.uint64)
+        if not len(keys) or not len(self.index):
+            return
+        present = keys[np.asarray(self.index.contains(keys), dtype=bool).reshape(-1)]
+        if len(present):
+            self.index.remove(present)
             self.unsaved += len(present)
 
     def top_up(self, catalog: Catalog) -> int:
@@ -170,12 +173,12 @@ class VectorIndex:
                 self.add(batch_ids, np.stack(batch))
                 touched += len(batch_ids)
         else:
-            rows, gone = catalog.changed_since(self.generation)
-            fresh = dict(catalog.embeddings(self.model_id, ids=[r.id for r in rows]))
-            self.remove([*gone, *(r.id for r in rows if r.id not in fresh)])
+            changed, gone = catalog.changed_ids_since(self.generation)
+            fresh = dict(catalog.embeddings(self.model_id, since=self.generation))
+            self.remove([*gone, *(i for i in changed if i not in fresh)])
             if fresh:
                 self.add(list(fresh), np.stack(list(fresh.values())))
-            touched = len(rows) + len(gone)
+            touched = len(changed) + len(gone)
         self.generation = target
         return touched
 

@@ -18,19 +18,26 @@ Only the writer (`indexer.writer`) calls the mutating methods; readers open it r
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 from pixdex.indexer.catalog.embeddings import Embeddings
 from pixdex.indexer.catalog.phashes import Phashes
 from pixdex.indexer.catalog.queries import Queries
+from pixdex.indexer.catalog.rows import f32_to_f16
 from pixdex.indexer.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from pixdex.indexer.catalog.writes import Writes
 from pixdex.indexer.errors import CatalogError
 
+WAL_LIMIT = 64 << 20  # bytes of WAL after which a commit checkpoints and truncates it (`Catalog.trim_wal`)
+WAL_WAIT_MS = 200  # how long that checkpoint waits for readers to finish their read
+
 
 class Catalog(Queries, Embeddings, Phashes, Writes):
     """One connection to the catalog: read-only for readers, read-write (WAL) for the writer."""
+
+    wal_limit = WAL_LIMIT
 
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
@@ -43,6 +50,7 @@ class Catalog(Queries, Embeddings, Phashes, Writes):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")  # a WAL reset leaves it this size
             self.db.execute("PRAGMA synchronous = NORMAL")
             self.db.execute("PRAGMA busy_timeout = 10000")
             self._migrate()
@@ -58,9 +66,28 @@ class Catalog(Queries, Embeddings, Phashes, Writes):
         if version < SCHEMA_VERSION and self.read_only:
             raise CatalogError(f"{self.path}: catalog schema {version} is older than this pixdex "
                                f"({SCHEMA_VERSION}); run `pixdex index` once to upgrade it")
+        if version < SCHEMA_VERSION:
+            self.db.create_function("pixdex_f16", 1, f32_to_f16, deterministic=True)  # migration 10
         for number in range(version, SCHEMA_VERSION):
             self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; "
                                   "COMMIT;")
+
+    def trim_wal(self) -> bool:
+        """Checkpoint the WAL into the catalog and truncate it once it holds more than `wal_limit` bytes (the
+        writer asks after every commit), so it does not grow with a large build; True when it was truncated.
+        Readers in the middle of a read are waited for a moment at most: if they hold it, the next commit tries."""
+        try:
+            size = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            return False
+        if size <= self.wal_limit:
+            return False
+        self.db.execute(f"PRAGMA busy_timeout = {WAL_WAIT_MS}")
+        try:
+            busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 10000")
+        return not busy
 
     def close(self) -> None:
         self.db.close()

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from pixdex.indexer.catalog.queries import in_chunks
-from pixdex.indexer.catalog.rows import blob_vector, vector_blob
+from pixdex.indexer.catalog.rows import BLOB_BYTES, blob_vector, vector_blob
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,7 +43,7 @@ class Embeddings:
     def embedding_dim(self, model: str) -> int | None:
         """The dimension of `model`'s stored embeddings (None: it has none)."""
         found = self.db.execute("SELECT length(vector) FROM embeddings WHERE model = ? LIMIT 1", (model,)).fetchone()
-        return int(found[0]) // 4 if found else None
+        return int(found[0]) // BLOB_BYTES if found else None
 
     def live_model(self) -> str | None:
         """The CLIP model whose vectors searches use (None before any model embedded anything)."""

@@ -172,6 +172,12 @@ class Queries:
         gone = [int(i) for (i,) in self.db.execute("SELECT image_id FROM tombstones WHERE gen > ?", (generation,))]
         return rows, gone
 
+    def changed_ids_since(self, generation: int) -> tuple[list[int], list[int]]:
+        """`changed_since`'s ids only (what the vector index needs of them)."""
+        ids = [int(i) for (i,) in self.db.execute("SELECT id FROM images WHERE gen > ?", (generation,))]
+        gone = [int(i) for (i,) in self.db.execute("SELECT image_id FROM tombstones WHERE gen > ?", (generation,))]
+        return ids, gone
+
     def collections(self) -> list[tuple[str, bytes]]:
         """Folders added with `pixdex watch add`, as (name, real path)."""
         return [(str(n), bytes(p)) for n, p in self.db.execute("SELECT name, path FROM collections ORDER BY name")]

@@ -140,12 +140,23 @@ COLUMNS = ", ".join(f"images.{name}" for name in ImageRow.__dataclass_fields__)
 
 
 def vector_blob(vector: NDArray[np.float32]) -> bytes:
+    """A vector as the catalog stores it: half precision (catalog schema 10)."""
     import numpy as np  # late: the command line's client path reads rows and stays without numpy
 
-    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+    return np.ascontiguousarray(vector, dtype="<f2").tobytes()
 
 
 def blob_vector(blob: bytes) -> NDArray[np.float32]:
     import numpy as np  # late: the command line's client path reads rows and stays without numpy
 
-    return np.frombuffer(blob, dtype=np.float32)
+    return np.frombuffer(blob, dtype="<f2").astype(np.float32)
+
+
+BLOB_BYTES = 2  # per dimension
+
+
+def f32_to_f16(blob: bytes) -> bytes:
+    """A float32 vector stored before catalog schema 10, as it is stored now."""
+    import numpy as np  # late: only a migration calls it
+
+    return vector_blob(np.frombuffer(blob, dtype="<f4"))

@@ -103,7 +103,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE images ADD COLUMN ocr_by TEXT;
     ALTER TABLE images ADD COLUMN ocr_error TEXT;
     """,
-    # 10: rows by inode, for a move whose two ends are seen by different scans (`scan.moves`).
+    # 10: embeddings at half precision (IEEE f16, little-endian): half the bytes of float32, and the same search
+    # results (docs/BENCHMARKS.md; the vector file and the sidecars already hold f16). `pixdex_f16` is the
+    # conversion `Catalog` registers on its connection for this step (`rows.f32_to_f16`).
+    """
+    UPDATE embeddings SET vector = pixdex_f16(vector);
+    """,
+    # 11: rows by inode, for a move whose two ends are seen by different scans (`scan.moves`).
     """
     CREATE INDEX images_inode ON images(ino);
     """,

@@ -9,6 +9,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pixdex.indexer.catalog.rows import INT64_MAX, FileStat, vector_blob
@@ -16,6 +17,40 @@ from pixdex.indexer.catalog.rows import INT64_MAX, FileStat, vector_blob
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
+
+
+@dataclass
+class Done:
+    """What `mark_done` records of one indexed image."""
+
+    image_id: int
+    clip_model: str | None
+    tagger_model: str | None
+    width: int
+    height: int
+    taken: str | None
+    camera: str | None
+    tags: list[dict[str, object]]
+    metadata: str
+    sidecar_error: str | None
+    embedding: NDArray[np.float32] | None
+    side: str | None = None
+    rejected: list[str] = field(default_factory=list)
+    embedded: dict[str, object] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)
+    side_hash: str | None = None
+    same_content: bool = False
+
+
+_DONE = ("state = 'done', reason = NULL, clip_model = ?, tagger_model = ?, width = ?, height = ?, taken = ?, "
+         "camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ?, side = ?, rejected = ?, embedded = ?, "
+         "facts = ?, side_hash = ?")
+
+
+def _done_values(d: Done, now: float) -> tuple[object, ...]:
+    return (d.clip_model, d.tagger_model, d.width, d.height, d.taken, d.camera, json.dumps(d.tags), d.metadata,
+            d.sidecar_error, now, d.side, json.dumps(d.rejected), json.dumps(d.embedded), json.dumps(d.facts),
+            d.side_hash)
 
 
 class Writes:
@@ -41,6 +76,38 @@ class Writes:
             "VALUES (?, ?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?)",
             (image_id, st.path, st.dev, st.ino, st.size, st.mtime_ns, now, now, gen))
         return image_id
+
+    def insert_many(self, stats: list[FileStat], gen: int, wanted: list[int | None]) -> list[int]:
+        """`insert` for many files at once: each under its `wanted` id when that is free, else a new one."""
+        asked = [w for w in wanted if w is not None and 1 <= w <= INT64_MAX]
+        fresh = [secrets.randbits(63) or 1 for _ in wanted]
+        taken = self._existing(asked + fresh)  # a new id is checked like `new_id`'s, all in one go
+        ids: list[int] = []
+        for want, spare in zip(wanted, fresh, strict=True):
+            if want is None or not 1 <= want <= INT64_MAX or want in taken:
+                want = spare
+                while want in taken:
+                    want = self.new_id()
+            taken.add(want)
+            ids.append(want)
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO images (id, path, dev, ino, size, mtime_ns, hash, state, created, updated, gen) "
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, 'pending', ?, ?, ?)",
+            sorted((i, st.path, st.dev, st.ino, st.size, st.mtime_ns, now, now, gen)
+                   for i, st in zip(ids, stats, strict=True)))
+        return ids
+
+    def _existing(self, ids: list[int]) -> set[int]:
+        """Those of `ids` that a row or a tombstone has."""
+        found: set[int] = set()
+        for start in range(0, len(ids), 400):
+            chunk = ids[start:start + 400]
+            marks = ",".join("?" * len(chunk))
+            found.update(int(i) for (i,) in self.db.execute(
+                f"SELECT id FROM images WHERE id IN ({marks}) UNION SELECT image_id FROM tombstones WHERE image_id "
+                f"IN ({marks})", (*chunk, *chunk)))
+        return found
 
     def rekey(self, old: int, new: int) -> None:
         """A row never indexed takes another id (the one its sidecar carries)."""
@@ -68,20 +135,39 @@ class Writes:
                   side_hash: str | None = None, same_content: bool = False) -> None:
         """Record an indexed image; without an embedding (no models) it waits for models (clip_model NULL).
         With `same_content` (re-embedded by a new model), the live model's vector of it stays."""
-        self.db.execute(
-            "UPDATE images SET state = 'done', reason = NULL, clip_model = ?, tagger_model = ?, width = ?, "
-            "height = ?, taken = ?, camera = ?, tags = ?, metadata = ?, sidecar_error = ?, updated = ?, side = ?, "
-            "rejected = ?, embedded = ?, facts = ?, side_hash = ? WHERE id = ?",
-            (clip_model, tagger_model, width, height, taken, camera, json.dumps(tags), metadata, sidecar_error,
-             time.time(), side, json.dumps(rejected or []), json.dumps(embedded or {}), json.dumps(facts or {}),
-             side_hash, image_id))
-        if embedding is None or clip_model is None:
-            self.db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
-            return
-        if not same_content:  # another model's vector of the old content describes nothing any more
-            self.db.execute("DELETE FROM embeddings WHERE image_id = ? AND model != ?", (image_id, clip_model))
-        self.db.execute("INSERT OR REPLACE INTO embeddings (image_id, model, vector) VALUES (?, ?, ?)",
-                        (image_id, clip_model, vector_blob(embedding)))
+        self.mark_done_many([Done(image_id, clip_model, tagger_model, width, height, taken, camera, tags, metadata,
+                                  sidecar_error, embedding, side, rejected or [], embedded or {}, facts or {},
+                                  side_hash, same_content)])
+
+    def mark_done_many(self, done: list[Done], stat: list[FileStat | None] | None = None,
+                       digests: list[str | None] | None = None, gen: int | None = None) -> None:
+        """`mark_done` for many rows at once (a statement each, over all of them). With `stat`, `digests` and
+        `gen` each row also takes the file's stat and content hash (`set_file`) in the same statement."""
+        now = time.time()
+        if len({d.image_id for d in done}) == len(done):  # in the rows' order: each B-tree page is visited once
+            order = sorted(range(len(done)), key=lambda n: done[n].image_id)
+            done = [done[n] for n in order]
+            stat = [stat[n] for n in order] if stat is not None else None
+            digests = [digests[n] for n in order] if digests is not None else None
+        if stat is None:
+            self.db.executemany(f"UPDATE images SET {_DONE} WHERE id = ?",
+                                [(*_done_values(d, now), d.image_id) for d in done])
+        else:
+            assert digests is not None and gen is not None
+            self.db.executemany(
+                f"UPDATE images SET path = ?, dev = ?, ino = ?, size = ?, mtime_ns = ?, hash = ?, gen = ?, {_DONE} "
+                "WHERE id = ?",
+                [(st.path, st.dev, st.ino, st.size, st.mtime_ns, digest, gen, *_done_values(d, now), d.image_id)
+                 for d, st, digest in zip(done, stat, digests, strict=True) if st is not None])
+        kept = [d for d in done if d.embedding is not None and d.clip_model is not None]
+        self.db.executemany("DELETE FROM embeddings WHERE image_id = ?",
+                            [(d.image_id,) for d in done if d.embedding is None or d.clip_model is None])
+        # Another model's vector of the old content describes nothing any more.
+        self.db.executemany("DELETE FROM embeddings WHERE image_id = ? AND model != ?",
+                            [(d.image_id, d.clip_model) for d in kept if not d.same_content])
+        self.db.executemany("INSERT OR REPLACE INTO embeddings (image_id, model, vector) VALUES (?, ?, ?)",
+                            [(d.image_id, d.clip_model, vector_blob(d.embedding)) for d in kept
+                             if d.embedding is not None])
 
     def mark_failed(self, image_id: int, reason: str) -> None:
         self.db.execute("UPDATE images SET state = 'failed', reason = ?, updated = ? WHERE id = ?",
@@ -117,6 +203,18 @@ class Writes:
             "seq = CASE WHEN ? THEN excluded.seq ELSE seq END, "
             "reason = CASE WHEN ? THEN excluded.reason ELSE reason END",
             (image_id, priority, reason, time.time(), again, again and reason != "sidecar changed"))
+
+    def enqueue_many(self, ids: list[int], priority: int, reason: str) -> None:
+        """`enqueue` (not `again`) for many ids at once, each with the next seq."""
+        if not ids:
+            return
+        seq = self.db.execute("SELECT value FROM meta WHERE key = 'queue_seq'").fetchone()[0]
+        self.db.execute("UPDATE meta SET value = value + ? WHERE key = 'queue_seq'", (len(ids),))
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO queue (image_id, priority, reason, seq, enqueued) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (image_id) DO UPDATE SET priority = min(priority, excluded.priority)",
+            [(image_id, priority, reason, seq + n, now) for n, image_id in enumerate(ids, 1)])
 
     def requeue(self, image_id: int) -> None:
         """Give a queued entry a new seq: a worker holding the old one leaves it queued when it commits."""

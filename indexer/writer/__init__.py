@@ -144,6 +144,7 @@ class Writer(Commands):
             group[0][1].set_exception(exc)
             return
         self._catch_up()
+        self.catalog.trim_wal()
         for (_, future), result in zip(group, results, strict=True):
             future.set_result(result)
         if self.after_commit is not None:

@@ -21,6 +21,7 @@ from pixdex.indexer.catalog.rows import BACKFILL, CHANGED, FileStat, ImageRow
 from pixdex.indexer.metadata.effective import effective
 from pixdex.indexer.sidecars.state import SidecarState
 from pixdex.indexer.vectors import VectorIndex
+from pixdex.indexer.writer.bulk import geo_of, store_many, with_shown
 
 Command = Callable[[Catalog, int], Any]  # runs inside the transaction, given the new generation
 
@@ -83,8 +84,8 @@ class Commands:
                     catalog.enqueue(row.id, CHANGED, "moved, not indexed by the current models")
                 elif (now.hash, now.size, now.mtime_ns) != (row.hash, row.size, row.mtime_ns):
                     catalog.enqueue(row.id, CHANGED, "moved while being indexed")
-            for st in new:
-                catalog.enqueue(catalog.insert(st, gen, self._ids.get(st.path)), CHANGED, "new file")
+            catalog.enqueue_many(catalog.insert_many(new, gen, [self._ids.get(st.path) for st in new]), CHANGED,
+                                 "new file")
             for row, _st in changed:  # one in flight read the old content: it must leave this queued
                 catalog.enqueue(row.id, CHANGED, "content changed", again=True)
             for row in stale:  # as the row is now: one a worker finished since the scan read it is current
@@ -102,45 +103,56 @@ class Commands:
         return self.submit(run)
 
     def store(self, items: list[Indexed]) -> Future[Any]:
+        """What the pipeline made of these images; the result: the rows that took their sidecar's id (old → new).
+        Stored together (`bulk.store_many`), as `_store_one` stores each."""
         def run(catalog: Catalog, gen: int) -> dict[int, int]:
-            rekeyed: dict[int, int] = {}  # the result: rows that took their sidecar's id (old → new)
+            return store_many(self, catalog, gen, items, self._store_one)
+        return self.submit(run)
+
+    def store_each(self, items: list[Indexed]) -> Future[Any]:
+        """`store`, one image after the other (what `store_many` must agree with)."""
+        def run(catalog: Catalog, gen: int) -> dict[int, int]:
+            rekeyed: dict[int, int] = {}
             for item in items:
-                catalog.dequeue(item.image_id, item.seq)
-                image_id = item.image_id
-                before = catalog.get(image_id)  # the content it had: a description is for that content
-                if before is not None and item.sidecar_id and self._takes_sidecar_id(catalog, before, item.sidecar_id):
-                    catalog.rekey(image_id, item.sidecar_id)
-                    rekeyed[image_id] = image_id = item.sidecar_id
-                    before = catalog.get(image_id)
-                if not _content_changed(catalog, image_id, item.stat, item.digest, gen):
-                    continue
-                if item.phash is not None:
-                    catalog.set_phash(image_id, item.digest, item.phash)
-                row = catalog.get(image_id)
-                machine = item.tags
-                if row is not None and before is not None and row.described and before.hash == item.digest:
-                    machine = machine + llm_tags(row.llm_dict, machine)  # same content: its description stands
-                elif row is not None and row.described:
-                    catalog.set_described(image_id, None, {}, None, row.tag_list, gen)  # describe again
-                if row is not None and before is not None and before.hash != item.digest and row.ocr_by:
-                    catalog.set_ocr(image_id, None, {}, None, gen)  # new content: its text is read again
-                tags, text, rejected, shown = effective(machine, item.embedded, item.side,
-                                                         row.rejected_list if row else [], _geo(row))
-                # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
-                taken = item.taken.isoformat() if item.taken else item.embedded.get("created") or None
-                models = item.models or self.models
-                embedding = item.embedding if self._vectors_for(catalog, models[0], item.embedding) else None
-                catalog.mark_done(
-                    image_id, clip_model=models[0] if embedding is not None else None,
-                    tagger_model=models[1] if embedding is not None else None, width=item.width,
-                    height=item.height, taken=taken, camera=item.camera,
-                    tags=tags, metadata=text, sidecar_error=item.side.error if item.side else None,
-                    embedding=embedding, side=item.side.signature if item.side else None, rejected=rejected,
-                    embedded=item.embedded, facts=_with_shown(item.facts, shown),
-                    side_hash=item.side.digest if item.side else None,
-                    same_content=before is not None and before.hash == item.digest)
+                self._store_one(catalog, gen, item, rekeyed)
             return rekeyed
         return self.submit(run)
+
+    def _store_one(self, catalog: Catalog, gen: int, item: Indexed, rekeyed: dict[int, int]) -> None:
+        catalog.dequeue(item.image_id, item.seq)
+        image_id = item.image_id
+        before = catalog.get(image_id)  # the content it had: a description is for that content
+        if before is not None and item.sidecar_id and self._takes_sidecar_id(catalog, before, item.sidecar_id):
+            catalog.rekey(image_id, item.sidecar_id)
+            rekeyed[image_id] = image_id = item.sidecar_id
+            before = catalog.get(image_id)
+        if not _content_changed(catalog, image_id, item.stat, item.digest, gen):
+            return
+        if item.phash is not None:
+            catalog.set_phash(image_id, item.digest, item.phash)
+        row = catalog.get(image_id)
+        machine = item.tags
+        if row is not None and before is not None and row.described and before.hash == item.digest:
+            machine = machine + llm_tags(row.llm_dict, machine)  # same content: its description stands
+        elif row is not None and row.described:
+            catalog.set_described(image_id, None, {}, None, row.tag_list, gen)  # describe again
+        if row is not None and before is not None and before.hash != item.digest and row.ocr_by:
+            catalog.set_ocr(image_id, None, {}, None, gen)  # new content: its text is read again
+        tags, text, rejected, shown = effective(machine, item.embedded, item.side,
+                                                 row.rejected_list if row else [], geo_of(row))
+        # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
+        taken = item.taken.isoformat() if item.taken else item.embedded.get("created") or None
+        models = item.models or self.models
+        embedding = item.embedding if self._vectors_for(catalog, models[0], item.embedding) else None
+        catalog.mark_done(
+            image_id, clip_model=models[0] if embedding is not None else None,
+            tagger_model=models[1] if embedding is not None else None, width=item.width,
+            height=item.height, taken=taken, camera=item.camera,
+            tags=tags, metadata=text, sidecar_error=item.side.error if item.side else None,
+            embedding=embedding, side=item.side.signature if item.side else None, rejected=rejected,
+            embedded=item.embedded, facts=with_shown(item.facts, shown),
+            side_hash=item.side.digest if item.side else None,
+            same_content=before is not None and before.hash == item.digest)
 
     def _takes_sidecar_id(self, catalog: Catalog, row: ImageRow, wanted: int | None) -> bool:
         """A row registered just now (never indexed) takes the id its sidecar carries, when that is free and no
@@ -270,15 +282,9 @@ def _record_sidecar(catalog: Catalog, image_id: int, side: SidecarState, gen: in
     if row is None or row.state != "done":
         return
     tags, text, rejected, shown = effective(row.machine_tags, json.loads(row.embedded), side, row.rejected_list,
-                                            _geo(row))
+                                            geo_of(row))
     catalog.set_sidecar(image_id, tags, text, side.signature, rejected, side.error,
-                        _with_shown(row.fact_dict, shown), gen, side.digest)
-
-
-def _geo(row: ImageRow | None) -> dict[str, str] | None:
-    """The GeoNames place the row has (kept when a sidecar job did not look it up)."""
-    found = row.fact_dict.get("geo") if row is not None else None
-    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else None
+                        with_shown(row.fact_dict, shown), gen, side.digest)
 
 
 def llm_tags(llm: dict[str, Any], have: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -290,12 +296,6 @@ def llm_tags(llm: dict[str, Any], have: list[dict[str, object]]) -> list[dict[st
             seen.add(keyword.strip().casefold())
             out.append({"name": keyword.strip(), "confidence": 1.0, "category": "general", "source": "llm"})
     return out
-
-
-def _with_shown(facts: dict[str, Any], shown: dict[str, Any]) -> dict[str, Any]:
-    """The EXIF facts plus the rating (a filter) and description (for the web page) the image shows now."""
-    out = {k: v for k, v in facts.items() if k not in shown}
-    return out | {k: v for k, v in shown.items() if v is not None}
 
 
 def _content_changed(catalog: Catalog, image_id: int, st: FileStat, digest: str | None, gen: int) -> bool:
