@@ -6,7 +6,7 @@ in Python over rows read in a few queries, then written with one statement per k
 An image takes this path unless its row is described by the LLM or has text read in content that is now replaced
 (each reads and writes the row again): those are stored one by one, first, exactly as before. Nothing
 here depends on order among the others: each touches its own row only (a row that takes its sidecar's id takes an
-id no other row or tombstone has). A batch that names an id twice, or whose sidecars ask for an id another image of
+id no other row has). A batch that names an id twice, or whose sidecars ask for an id another image of
 the batch has, is stored one by one.
 """
 
@@ -93,9 +93,9 @@ def _wanted_ids(commands: Commands, catalog: Catalog, items: list[Indexed],
         return None
     used: set[int] = set()
     for chunk, marks in in_chunks(wanted_ids):
-        used.update(int(i) for (i,) in catalog.db.execute(
-            f"SELECT id FROM images WHERE id IN ({marks}) UNION SELECT image_id FROM tombstones WHERE image_id IN "
-            f"({marks})", (*chunk, *chunk)))
+        # A deleted id is free, as one by one (`Commands._takes_sidecar_id`): its tombstone takes the old
+        # documents out of the indexes before the row's go in.
+        used.update(int(i) for (i,) in catalog.db.execute(f"SELECT id FROM images WHERE id IN ({marks})", chunk))
     return {old: new for old, new in asked.items() if new not in used}
 
 
