@@ -57,7 +57,7 @@ def accuracy(spec: OcrSpec, quick: bool, tmp: Path) -> dict[str, Any]:
     rng = random.Random(20)
     words = vocabulary(rng)
     sizes = (12, 16, 20, 28, 40) if quick else (10, 12, 14, 16, 20, 28, 40, 56)
-    turns = (0, 3, 8, 90) if quick else (0, 2, 5, 8, 15, 30, 90, 180)
+    turns = (0, 3, 8, 90, 270) if quick else (0, 2, 5, 8, 15, 30, 90, 180, 270)
     pages = 1 if quick else 2
 
     def measure(size: int, turn: float) -> float:

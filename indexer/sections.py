@@ -123,6 +123,8 @@ class OcrSettings:
     max_side: int = setting(1280, "Text is read on a copy at most this many pixels on its long side (the cost grows "
                                   "with it; small print needs more).", min=320, max=4096)
     min_confidence: float = setting(0.6, "Lines the model is less sure of (0 to 1) are left out.", min=0.0, max=1.0)
+    detect_side: int = setting(960, "Lines are found on a copy at most this size (at most max_side), then read on the "
+                                    "max_side copy: detection costs about the square of it.", min=320, max=4096)
     gate_side: int = setting(320, "Text is first looked for on a copy this size; an image where none is found costs "
                                   "no more.", min=160, max=1024)
     max_lines: int = setting(200, "At most this many lines are read per image (the largest ones first).",

@@ -44,7 +44,8 @@ class OcrStage:
     writer's `text_read`; `busy()` says the pipeline has work (the stage waits), `paused()` the pause."""
 
     def __init__(self, settings: OcrSettings, max_pixels: int, catalog_path: Path, pool: Pool,
-                 write: Callable[[bytes, str], Future[SidecarState]], record: Callable[..., Future[Any]],
+                 write: Callable[[bytes, str, tuple[str, str]], Future[SidecarState]],
+                 record: Callable[..., Future[Any]],
                  busy: Callable[[], bool], paused: Callable[[], bool],
                  listener: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.settings = settings
@@ -120,7 +121,8 @@ class OcrStage:
                 self.record(row.id, self.id, {}, str(exc), None, None).result()
                 self._tell({"id": row.id, "path": display_path(row.path), "error": str(exc)})
                 return
-            side = outcome(self.write(row.path, read.text), row.path)  # none made for no text; old text removed
+            # No sidecar is made for no text; an old text is removed. The reader and the content go with it.
+            side = outcome(self.write(row.path, read.text, (self.id, read.digest)), row.path)
             self.record(row.id, self.id, {"text": read.text, "lines": read.lines}, None, side, read.digest).result()
             self.done += 1
             self.cpu_ms += read.cpu_ms

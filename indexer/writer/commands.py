@@ -46,6 +46,7 @@ class Indexed:
     models: tuple[str | None, str | None] | None = None
     sidecar_id: int | None = None  # the id its sidecar carries: a new row takes it when it is free
     phash: bytes | None = None  # the perceptual hash of the decoded pixels (None: not decoded this time)
+    ocr: tuple[str, str] | None = None  # (reader, text) the sidecar carries for this content: no OCR model call
 
 
 class Commands:
@@ -124,6 +125,10 @@ class Commands:
                     catalog.set_described(image_id, None, {}, None, row.tag_list, gen)  # describe again
                 if row is not None and before is not None and before.hash != item.digest and row.ocr_by:
                     catalog.set_ocr(image_id, None, {}, None, gen)  # new content: its text is read again
+                    row = catalog.get(image_id)
+                if item.ocr is not None and row is not None and row.ocr_by is None:  # read before: its sidecar
+                    reader, read = item.ocr
+                    catalog.set_ocr(image_id, reader, {"text": read, "lines": len(read.splitlines())}, None, gen)
                 tags, text, rejected, shown = effective(machine, item.embedded, item.side,
                                                          row.rejected_list if row else [], _geo(row))
                 # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
