@@ -10,6 +10,10 @@
   decode included) for photos without text (scikit-image's sample photos, which ship in its wheel —
   `pip install scikit-image` — scaled to 4000 px JPEGs; graded noise without it), screenshots (1280 × 800,
   1920 × 1080) and document pages (A4 at 150 dpi), at the default settings and at other `max_side`s;
+- acceptance: the words of the end-to-end acceptance library (tests/test_ocr_places.py: a page, a screenshot,
+  signs on photos, a page turned a quarter) found in the text read from their image;
+- `--engine FILE`: the same measures with another version of `indexer/ocr/engine.py` (before and after a change:
+  `git show REV:indexer/ocr/engine.py > /tmp/engine_before.py`), loaded in its place;
 - indexing: the time `Indexer.scan` + `drain` takes on a small library (stand-in models) with the OCR stage on
   and off, alternated (it waits for an idle pipeline and runs at SCHED_IDLE, so it should cost indexing next
   to nothing).
@@ -18,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import sys
@@ -78,6 +83,26 @@ def accuracy(spec: OcrSpec, quick: bool, tmp: Path) -> dict[str, Any]:
     by_size = {size: measure(size, 0) for size in sizes}
     by_turn = {turn: measure(28, turn) for turn in turns}
     return {"by_font_px": by_size, "by_rotation_deg_at_28px": by_turn}
+
+
+def acceptance(spec: OcrSpec, tmp: Path) -> dict[str, Any]:
+    """The acceptance library's rendered words (each in one image) found in that image's reading (case aside)."""
+    from test_ocr_places import WORDS, library
+
+    pics = library(tmp / "acceptance")
+    read = {name: read_text(str(pics / name).encode(), spec).text.casefold() for name in set(WORDS.values())}
+    missed = sorted(w for w, name in WORDS.items() if w.casefold() not in read[name])
+    return {"words": len(WORDS), "found": len(WORDS) - len(missed), "missed": missed}
+
+
+def use_engine(path: Path) -> None:
+    """Measure with the engine module at `path` in place of the current one."""
+    global OcrSpec, read_text
+    spec = importlib.util.spec_from_file_location("engine_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    OcrSpec, read_text = module.OcrSpec, module.read_text
 
 
 def photo(seed: int, size: tuple[int, int] = (4000, 3000)) -> Image.Image:
@@ -193,14 +218,19 @@ def main() -> None:
     parser.add_argument("--only-indexing", action="store_true")
     parser.add_argument("--only-accuracy", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--engine", type=Path, help="measure this copy of indexer/ocr/engine.py instead")
     parser.add_argument("--sides", type=int, nargs="*", help="the max_side values to cost (default 960 1280 1600)")
     args = parser.parse_args()
     result: dict[str, Any] = {}
+    if args.engine:
+        use_engine(args.engine)
     with tempfile.TemporaryDirectory(prefix="pixdex-ocr-bench-") as name:
         tmp = Path(name)
         if not args.only_indexing and not args.skip_accuracy:
             result["accuracy"] = accuracy(OcrSpec.of(OcrSettings(), 150_000_000), args.quick, tmp)
             print(json.dumps(result["accuracy"], indent=1), flush=True)
+            result["acceptance"] = acceptance(OcrSpec.of(OcrSettings(), 150_000_000), tmp)
+            print(json.dumps(result["acceptance"]), flush=True)
         sides = () if args.only_indexing or args.only_accuracy else \
             args.sides or ((960, 1280) if args.quick else (960, 1280, 1600))
         for side in sides:
