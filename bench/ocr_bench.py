@@ -89,6 +89,7 @@ def acceptance(spec: OcrSpec, tmp: Path) -> dict[str, Any]:
     """The acceptance library's rendered words (each in one image) found in that image's reading (case aside)."""
     from test_ocr_places import WORDS, library
 
+    (tmp / "acceptance").mkdir()
     pics = library(tmp / "acceptance")
     read = {name: read_text(str(pics / name).encode(), spec).text.casefold() for name in set(WORDS.values())}
     missed = sorted(w for w, name in WORDS.items() if w.casefold() not in read[name])
@@ -101,6 +102,7 @@ def use_engine(path: Path) -> None:
     spec = importlib.util.spec_from_file_location("engine_under_test", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     OcrSpec, read_text = module.OcrSpec, module.read_text
 

@@ -131,6 +131,9 @@ class OcrSettings:
                              min=1, max=5000)
     timeout: float = setting(120.0, "Seconds one image may take before it is recorded as unread.", min=1.0,
                              max=3600.0)
+    clip_gate: float = setting(0.0, "Images whose CLIP similarity (cosine) to \"text, document, screenshot, sign\" is "
+                                    "below this are not read; 0: off. The scale depends on the CLIP model; never "
+                                    "applied with a stand-in model.", min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)

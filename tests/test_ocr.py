@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import OCR_OFF, Env
 from PIL import Image
-from rendered import page
+from rendered import page, screenshot
 
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.core import Indexer
@@ -184,6 +184,50 @@ def test_a_rebuild_takes_the_text_from_the_sidecars_with_no_model_call(env: Env,
     env.index_json(capsys)
     assert found() == ["pass.png"]
     assert read_by_the_model() == 0
+
+
+def test_the_clip_gate_follows_the_similarity_and_the_threshold(env: Env) -> None:
+    """[ocr] clip_gate: an image less similar than the threshold to "text, document, screenshot, sign" is recorded
+    as read, with no text and its similarity, without the OCR model; one above it is read. With the stand-in CLIP
+    (random weights) the similarities mean nothing, so the daemon leaves the gate off, and this test puts the
+    threshold between the two images' similarities itself: it proves the code path, not the gate's value."""
+    from pixdex.indexer.ocr.gate import ClipGate, gate_vector
+    from pixdex.indexer.ocr.stage import OcrStage
+    from pixdex.indexer.pools import make_pool, stop_pool
+
+    env.config.write_text(env.config.read_text().replace(OCR_OFF, "[ocr]\nenabled = true\nclip_gate = 0.3\n"))
+    page(["Boarding pass", "Gate 42 to Lisbon"], size=36).save(env.pics / "pass.png")
+    screenshot(["Ticket to Madrid", "Coach 7 seat 12"], size=28).save(env.pics / "ticket.png")
+    config = load_config(env.config, env.environ)
+    with Indexer(config, read_text=True) as indexer:
+        assert indexer.ocr is not None and indexer.ocr.gate is None  # a stand-in CLIP model: the gate stays off
+    with Indexer(config) as indexer:
+        indexer.scan([env.pics])
+        indexer.drain()
+        found = indexer.infer_pool.schedule(gate_vector, (indexer.spec,)).result()
+        assert found.standin
+        catalog = Catalog(indexer.layout.catalog, read_only=True)
+        ids = {r.path.decode().rsplit("/", 1)[1]: r.id for r in catalog.under_paths([env.pics])}
+        similarity = {i: ClipGate(found.vector, 0).passes(v)[1] for i, v in catalog.embeddings(found.clip_id)}
+        low, high = sorted(ids, key=lambda name: similarity[ids[name]])
+        assert similarity[ids[low]] != similarity[ids[high]]
+        threshold = (similarity[ids[low]] + similarity[ids[high]]) / 2
+        pool = make_pool(1, config.pipeline)
+        stage = OcrStage(config.ocr, config.decode.max_pixels, indexer.layout.catalog, pool,
+                         write=indexer.sidecars.ocr, record=indexer.writer.text_read, busy=lambda: False,
+                         paused=lambda: False, gate=(ClipGate(found.vector, threshold), found.clip_id))
+        stage.start()
+        deadline = time.monotonic() + 120
+        while catalog.ocr_counts(stage.id)["pending"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stage.stop()
+        stop_pool(pool)
+        assert (stage.done, stage.gated, stage.failed) == (1, 1, 0)
+        gated, read = catalog.get(ids[low]), catalog.get(ids[high])
+        assert gated is not None and read is not None
+        assert gated.ocr_text == "" and json.loads(gated.ocr)["clip_gate"] == similarity[ids[low]]
+        assert ("Lisbon" if high == "pass.png" else "Madrid") in read.ocr_text
+        catalog.close()
 
 
 def test_stopping_mid_read_blames_no_image(tmp_path: Path) -> None:
