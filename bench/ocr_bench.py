@@ -12,6 +12,8 @@
   1920 × 1080) and document pages (A4 at 150 dpi), at the default settings and at other `max_side`s;
 - acceptance: the words of the end-to-end acceptance library (tests/test_ocr_places.py: a page, a screenshot,
   signs on photos, a page turned a quarter) found in the text read from their image;
+- `--breakdown`: where a text-heavy image's CPU time goes — detection, the direction classifier, recognition (per
+  line) — and the recogniser's cost per line at batch sizes 1, 6 and 16 (the current engine only);
 - `--engine FILE`: the same measures with another version of `indexer/ocr/engine.py` (before and after a change:
   `git show REV:indexer/ocr/engine.py > /tmp/engine_before.py`), loaded in its place;
 - indexing: the time `Indexer.scan` + `drain` takes on a small library (stand-in models) with the OCR stage on
@@ -94,6 +96,38 @@ def acceptance(spec: OcrSpec, tmp: Path) -> dict[str, Any]:
     read = {name: read_text(str(pics / name).encode(), spec).text.casefold() for name in set(WORDS.values())}
     missed = sorted(w for w, name in WORDS.items() if w.casefold() not in read[name])
     return {"words": len(WORDS), "found": len(WORDS) - len(missed), "missed": missed}
+
+
+def breakdown(spec: OcrSpec) -> dict[str, Any]:
+    """CPU ms of each step of a full pass on a screenshot and a page (after a warm-up pass each)."""
+    from pixdex.indexer.ocr.engine import _bgr, engine
+
+    rng = random.Random(7)
+    words = vocabulary(rng)
+    lines = [" ".join(rng.choice(words) for _ in range(6)) for _ in range(12)]
+    ocr = engine(spec)
+    out: dict[str, Any] = {}
+    for name, image in (("screenshot 1280×800", screenshot(lines)),
+                        ("page A4 150 dpi", page(lines + lines, size=24).resize((1240, 1754)))):
+        image.thumbnail((spec.max_side, spec.max_side))
+        img, record = ocr.preprocess_img(_bgr(image))
+        ocr.recognize_txt(ocr.detect_and_crop(img, dict(record))[0])  # warm-up
+        steps: dict[str, float] = {}
+        start = time.process_time()
+        crops, _found = ocr.detect_and_crop(img, dict(record))
+        steps["detection"] = time.process_time() - start
+        start = time.process_time()
+        ocr.cls_and_rotate(crops)
+        steps["classifier"] = time.process_time() - start
+        for batch in (1, 6, 16):
+            ocr.text_rec.rec_batch_num = batch
+            start = time.process_time()
+            ocr.recognize_txt(crops)
+            steps[f"recognition, batch {batch}"] = time.process_time() - start
+        ocr.text_rec.rec_batch_num = 6
+        out[name] = {"lines": len(crops), **{k: round(v * 1000) for k, v in steps.items()},
+                     "recognition ms per line (batch 6)": round(steps["recognition, batch 6"] * 1000 / len(crops), 1)}
+    return out
 
 
 def use_engine(path: Path) -> None:
@@ -220,12 +254,17 @@ def main() -> None:
     parser.add_argument("--only-indexing", action="store_true")
     parser.add_argument("--only-accuracy", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="only where the time goes (detection, ...)")
     parser.add_argument("--engine", type=Path, help="measure this copy of indexer/ocr/engine.py instead")
     parser.add_argument("--sides", type=int, nargs="*", help="the max_side values to cost (default 960 1280 1600)")
     args = parser.parse_args()
     result: dict[str, Any] = {}
     if args.engine:
         use_engine(args.engine)
+    if args.breakdown:
+        result["breakdown"] = breakdown(OcrSpec.of(OcrSettings(), 150_000_000))
+        print(json.dumps(result["breakdown"], indent=1, ensure_ascii=False), flush=True)
+        args.only_accuracy = args.skip_accuracy = True  # nothing else
     with tempfile.TemporaryDirectory(prefix="pixdex-ocr-bench-") as name:
         tmp = Path(name)
         if not args.only_indexing and not args.skip_accuracy:
