@@ -6,8 +6,8 @@ Most photos hold no text, and a full detection pass at 1280 px costs most of a s
 detector looks first at a copy `gate_side` pixels on its long side (about 40 ms); only when it finds a line
 does it run again — on a photo, on a copy at `detect_side` (the lines it finds are cut from the copy at
 `max_side`, where print is sharper); on a page or a screenshot, where print is small, at `max_side` — and the
-recogniser then reads just the boxes it found (at most `max_lines`, six to a
-batch). Small print vanishes from the look's copy: a page (nearly all one flat colour) skips the look and gets
+recogniser then reads just the boxes it found (at most `max_lines`, one at a time: a batch pads each line to
+its widest). Small print vanishes from the look's copy: a page (nearly all one flat colour) skips the look and gets
 the full pass, and an image with large flat areas — a screenshot, a slide — is looked at on a copy half as large
 again (`has_text`). Where the time goes (measured, docs/BENCHMARKS.md): the recogniser, about 2 ms of CPU per
 character read; detection is a quarter to a third of a text-heavy image's cost.
@@ -39,7 +39,10 @@ from pixdex.indexer.files import read_regular
 from pixdex.indexer.sections import OcrSettings
 
 TOO_SMALL = 8  # pixels: no line of text fits in fewer
-REC_BATCH = 6  # lines per recogniser run: on one thread a larger batch saves nothing (measured), padding costs
+# Lines per recogniser run: one. A batch pads every line to its widest, and on one thread batching saves nothing
+# (measured, `bench/ocr_bench.py --breakdown`: a screenshot's 16 lines cost 1.0 s of CPU one at a time, 1.4 s six
+# to a batch — RapidOCR's default — and 2.5 s sixteen).
+REC_BATCH = 1
 PAGE, FLAT = 0.9, 0.3  # `flat_share` of a page (always read), of an image with large flat areas (a larger look)
 
 
