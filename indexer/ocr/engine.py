@@ -9,7 +9,7 @@ does it run again — on a photo, on a copy at `detect_side` (the lines it finds
 recogniser then reads just the boxes it found (at most `max_lines`, one at a time: a batch pads each line to
 its widest). Small print vanishes from the look's copy: a page (nearly all one flat colour) skips the look and gets
 the full pass, and an image with large flat areas — a screenshot, a slide — is looked at on a copy half as large
-again (`has_text`). Where the time goes (measured, docs/BENCHMARKS.md): the recogniser, about 2 ms of CPU per
+again (`has_text`). Where the time goes (measured, docs/BENCHMARKS.md): the recogniser, about 1.5 ms of CPU per
 character read; detection is a quarter to a third of a text-heavy image's cost.
 
 Which way up: the text-direction classifier votes on every line found (`upside_down`); when most say the page
