@@ -186,6 +186,7 @@ def test_a_rebuild_takes_the_text_from_the_sidecars_with_no_model_call(env: Env,
     assert read_by_the_model() == 0
 
 
+@pytest.mark.slow
 def test_the_clip_gate_follows_the_similarity_and_the_threshold(env: Env) -> None:
     """[ocr] clip_gate: an image less similar than the threshold to "text, document, screenshot, sign" is recorded
     as read, with no text and its similarity, without the OCR model; one above it is read. With the stand-in CLIP
