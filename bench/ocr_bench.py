@@ -10,6 +10,12 @@
   decode included) for photos without text (scikit-image's sample photos, which ship in its wheel —
   `pip install scikit-image` — scaled to 4000 px JPEGs; graded noise without it), screenshots (1280 × 800,
   1920 × 1080) and document pages (A4 at 150 dpi), at the default settings and at other `max_side`s;
+- acceptance: the words of the end-to-end acceptance library (tests/test_ocr_places.py: a page, a screenshot,
+  signs on photos, a page turned a quarter) found in the text read from their image;
+- `--breakdown`: where a text-heavy image's CPU time goes — detection, the direction classifier, recognition (per
+  line) — and the recogniser's cost per line at batch sizes 1, 6 and 16 (the current engine only);
+- `--engine FILE`: the same measures with another version of `indexer/ocr/engine.py` (before and after a change:
+  `git show REV:indexer/ocr/engine.py > /tmp/engine_before.py`), loaded in its place;
 - indexing: the time `Indexer.scan` + `drain` takes on a small library (stand-in models) with the OCR stage on
   and off, alternated (it waits for an idle pipeline and runs at SCHED_IDLE, so it should cost indexing next
   to nothing).
@@ -18,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import sys
@@ -57,7 +64,7 @@ def accuracy(spec: OcrSpec, quick: bool, tmp: Path) -> dict[str, Any]:
     rng = random.Random(20)
     words = vocabulary(rng)
     sizes = (12, 16, 20, 28, 40) if quick else (10, 12, 14, 16, 20, 28, 40, 56)
-    turns = (0, 3, 8, 90) if quick else (0, 2, 5, 8, 15, 30, 90, 180)
+    turns = (0, 3, 8, 90, 270) if quick else (0, 2, 5, 8, 15, 30, 90, 180, 270)
     pages = 1 if quick else 2
 
     def measure(size: int, turn: float) -> float:
@@ -78,6 +85,60 @@ def accuracy(spec: OcrSpec, quick: bool, tmp: Path) -> dict[str, Any]:
     by_size = {size: measure(size, 0) for size in sizes}
     by_turn = {turn: measure(28, turn) for turn in turns}
     return {"by_font_px": by_size, "by_rotation_deg_at_28px": by_turn}
+
+
+def acceptance(spec: OcrSpec, tmp: Path) -> dict[str, Any]:
+    """The acceptance library's rendered words (each in one image) found in that image's reading (case aside)."""
+    from test_ocr_places import WORDS, library
+
+    (tmp / "acceptance").mkdir()
+    pics = library(tmp / "acceptance")
+    read = {name: read_text(str(pics / name).encode(), spec).text.casefold() for name in set(WORDS.values())}
+    missed = sorted(w for w, name in WORDS.items() if w.casefold() not in read[name])
+    return {"words": len(WORDS), "found": len(WORDS) - len(missed), "missed": missed}
+
+
+def breakdown(spec: OcrSpec) -> dict[str, Any]:
+    """CPU ms of each step of a full pass on a screenshot and a page (after a warm-up pass each)."""
+    from pixdex.indexer.ocr.engine import REC_BATCH, _bgr, engine
+
+    rng = random.Random(7)
+    words = vocabulary(rng)
+    lines = [" ".join(rng.choice(words) for _ in range(6)) for _ in range(12)]
+    ocr = engine(spec)
+    out: dict[str, Any] = {}
+    for name, image in (("screenshot 1280×800", screenshot(lines)),
+                        ("page A4 150 dpi", page(lines + lines, size=24).resize((1240, 1754)))):
+        image.thumbnail((spec.max_side, spec.max_side))
+        img, record = ocr.preprocess_img(_bgr(image))
+        ocr.recognize_txt(ocr.detect_and_crop(img, dict(record))[0])  # warm-up
+        steps: dict[str, float] = {}
+        start = time.process_time()
+        crops, _found = ocr.detect_and_crop(img, dict(record))
+        steps["detection"] = time.process_time() - start
+        start = time.process_time()
+        ocr.cls_and_rotate(crops)
+        steps["classifier"] = time.process_time() - start
+        for batch in (1, 6, 16):
+            ocr.text_rec.rec_batch_num = batch
+            start = time.process_time()
+            ocr.recognize_txt(crops)
+            steps[f"recognition, batch {batch}"] = time.process_time() - start
+        ocr.text_rec.rec_batch_num = REC_BATCH
+        out[name] = {"lines": len(crops), **{k: round(v * 1000) for k, v in steps.items()},
+                     "recognition ms per line (batch 1)": round(steps["recognition, batch 1"] * 1000 / len(crops), 1)}
+    return out
+
+
+def use_engine(path: Path) -> None:
+    """Measure with the engine module at `path` in place of the current one."""
+    global OcrSpec, read_text
+    spec = importlib.util.spec_from_file_location("engine_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    OcrSpec, read_text = module.OcrSpec, module.read_text
 
 
 def photo(seed: int, size: tuple[int, int] = (4000, 3000)) -> Image.Image:
@@ -193,14 +254,24 @@ def main() -> None:
     parser.add_argument("--only-indexing", action="store_true")
     parser.add_argument("--only-accuracy", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="only where the time goes (detection, ...)")
+    parser.add_argument("--engine", type=Path, help="measure this copy of indexer/ocr/engine.py instead")
     parser.add_argument("--sides", type=int, nargs="*", help="the max_side values to cost (default 960 1280 1600)")
     args = parser.parse_args()
     result: dict[str, Any] = {}
+    if args.engine:
+        use_engine(args.engine)
+    if args.breakdown:
+        result["breakdown"] = breakdown(OcrSpec.of(OcrSettings(), 150_000_000))
+        print(json.dumps(result["breakdown"], indent=1, ensure_ascii=False), flush=True)
+        args.only_accuracy = args.skip_accuracy = True  # nothing else
     with tempfile.TemporaryDirectory(prefix="pixdex-ocr-bench-") as name:
         tmp = Path(name)
         if not args.only_indexing and not args.skip_accuracy:
             result["accuracy"] = accuracy(OcrSpec.of(OcrSettings(), 150_000_000), args.quick, tmp)
             print(json.dumps(result["accuracy"], indent=1), flush=True)
+            result["acceptance"] = acceptance(OcrSpec.of(OcrSettings(), 150_000_000), tmp)
+            print(json.dumps(result["acceptance"]), flush=True)
         sides = () if args.only_indexing or args.only_accuracy else \
             args.sides or ((960, 1280) if args.quick else (960, 1280, 1600))
         for side in sides:

@@ -27,6 +27,7 @@ from pixdex.indexer.catalog.rows import ASKED
 from pixdex.indexer.errors import ModelError, ModelMissing, PixdexError
 from pixdex.indexer.fulltext import FullText
 from pixdex.indexer.inference import ModelInfo, describe, model_spec
+from pixdex.indexer.ocr.gate import ClipGate, GateVector, gate_vector
 from pixdex.indexer.ocr.stage import OcrStage
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.phash_backfill import PhashBackfill
@@ -172,9 +173,21 @@ class Indexer:
         self.ocr = OcrStage(self.config.ocr, self.config.decode.max_pixels, self.layout.catalog, self.ocr_pool,
                             write=self.sidecars.ocr, record=self.writer.text_read,
                             busy=lambda: not self.pipeline.idle(), paused=self.pipeline.paused.is_set,
-                            listener=self._tell)
+                            listener=self._tell, gate=self._ocr_gate())
         self.ocr.start()
         self._opened.append(self.ocr.stop)
+
+    def _ocr_gate(self) -> tuple[ClipGate, str] | None:
+        """`[ocr] clip_gate`, when set and the CLIP model is real (a stand-in's similarities mean nothing)."""
+        threshold = self.config.ocr.clip_gate
+        if not threshold or not self.info.has_models:
+            return None
+        found: GateVector = self.infer_pool.schedule(gate_vector, (self.spec,)).result()
+        if found.standin:
+            log.warning("[ocr] clip_gate is off: the CLIP model %s is a stand-in (its similarities mean nothing)",
+                        found.clip_id)
+            return None
+        return ClipGate(found.vector, threshold), found.clip_id
 
     def _tell(self, kind: str, data: dict[str, Any]) -> None:
         if self.pipeline.listener is not None:

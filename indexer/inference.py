@@ -111,6 +111,11 @@ def _loaded(spec: ModelSpec) -> _Loaded:
     return _models[key]
 
 
+def loaded_clip(spec: ModelSpec) -> ClipModel:
+    """This worker's CLIP model for `spec` (for the OCR stage's gate, `ocr.gate.gate_vector`)."""
+    return _loaded(spec).clip
+
+
 def describe(spec: ModelSpec) -> ModelInfo:
     """Check that the models load, and say what the decoders must produce for them. The tagger id names
     both taggers (WD14 and the CLIP vocabulary): a change of either tags the images again."""

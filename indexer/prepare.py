@@ -74,6 +74,7 @@ class Prepared:
     from_sidecar: bool = False  # `machine_tags` (and `embedding`, if any) were taken from the sidecar
     models: tuple[str | None, str | None] = (None, None)  # the models that made them (CLIP, keywords)
     sidecar_id: int | None = None  # the catalog id its sidecar carries (pixdex:Id): a rebuild's is kept
+    ocr: tuple[str, str] | None = None  # (reader, text) its sidecar carries for this content (pixdex:TextOCR)
     phash: bytes | None = None  # the perceptual hash of the decoded pixels (None: not decoded, see phash_backfill)
     warnings: str = ""  # what the libraries printed while reading it
 
@@ -125,7 +126,8 @@ def _prepare(path: bytes, spec: DecodeSpec) -> Prepared:
 
 def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) -> bool:
     """Fill `item` from the image's sidecar when it carries what the models would make of this content: the
-    image is then only probed (header, EXIF, metadata), never decoded. The id it carries is taken either way."""
+    image is then only probed (header, EXIF, metadata), never decoded. The id and the OCR model's reading it
+    carries are taken either way."""
     from pixdex.indexer.metadata.image import embedded_metadata  # late: pyexiv2, in the worker only
     from pixdex.indexer.sidecars.carried import carried  # late: pyexiv2 and rdflib, in the worker only
 
@@ -133,7 +135,7 @@ def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) ->
     found = carried(path, item.digest, spec.from_sidecar, spec.dim)
     if found is None:
         return False
-    item.sidecar_id = found.image_id
+    item.sidecar_id, item.ocr = found.image_id, found.ocr
     if not found.usable:
         return False
     item.width, item.height, item.exif = probe_image(data, os.fsdecode(path), spec.max_pixels)

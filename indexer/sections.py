@@ -123,12 +123,17 @@ class OcrSettings:
     max_side: int = setting(1280, "Text is read on a copy at most this many pixels on its long side (the cost grows "
                                   "with it; small print needs more).", min=320, max=4096)
     min_confidence: float = setting(0.6, "Lines the model is less sure of (0 to 1) are left out.", min=0.0, max=1.0)
+    detect_side: int = setting(960, "Lines are found on a copy at most this size (at most max_side), then read on the "
+                                    "max_side copy: detection costs about the square of it.", min=320, max=4096)
     gate_side: int = setting(320, "Text is first looked for on a copy this size; an image where none is found costs "
                                   "no more.", min=160, max=1024)
     max_lines: int = setting(200, "At most this many lines are read per image (the largest ones first).",
                              min=1, max=5000)
     timeout: float = setting(120.0, "Seconds one image may take before it is recorded as unread.", min=1.0,
                              max=3600.0)
+    clip_gate: float = setting(0.0, "Images whose CLIP similarity (cosine) to \"text, document, screenshot, sign\" is "
+                                    "below this are not read; 0: off. The scale depends on the CLIP model; never "
+                                    "applied with a stand-in model.", min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)

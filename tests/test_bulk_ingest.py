@@ -61,7 +61,8 @@ def stat(n: int, version: int = 0) -> FileStat:
 def item(image_id: int, seq: int, n: int, rng: np.random.Generator, version: int = 0,
          sidecar_id: int | None = None, models: tuple[str, str] | None = None) -> Indexed:
     """One image's results: model tags, its own metadata (keywords, rating, a place, GPS for some), a sidecar for
-    some (with a person's keywords and a rejection), a perceptual hash for some."""
+    some (with a person's keywords and a rejection), a perceptual hash for some, for some the text an OCR model read
+    in this content before (a rebuild takes it from the sidecar)."""
     words = [WORDS[(n + k) % len(WORDS)] for k in range(3)]
     side = None
     if n % 3 == 0:
@@ -79,7 +80,8 @@ def item(image_id: int, seq: int, n: int, rng: np.random.Generator, version: int
                    tags=[{"name": w, "confidence": 0.5, "category": "general"} for w in words],
                    embedding=unit(rng) if n % 11 else None, embedded=embedded, side=side,
                    facts={"iso": 100 * (1 + n % 8)}, sidecar_id=sidecar_id,
-                   phash=bytes([n % 256]) * 40 if n % 2 else None, models=models)
+                   phash=bytes([n % 256]) * 40 if n % 2 else None, models=models,
+                   ocr=("ocr@1", f"read before {words[0]}" if n % 2 else "") if n % 5 in (1, 2) else None)
 
 
 def build(root: Path, bulk: bool) -> Writer:

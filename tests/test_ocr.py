@@ -5,13 +5,14 @@ again. The real model (RapidOCR's PP-OCRv6, shipped in its wheel), in this proce
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 from conftest import OCR_OFF, Env
 from PIL import Image
-from rendered import page
+from rendered import page, screenshot
 
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.core import Indexer
@@ -19,9 +20,10 @@ from pixdex.indexer.errors import ReadError
 from pixdex.indexer.fulltext import FullText, TextDoc
 from pixdex.indexer.layout import Layout
 from pixdex.indexer.ocr.engine import OcrSpec, read_text
+from pixdex.indexer.ocr.identity import reader_id
 from pixdex.indexer.sections import OcrSettings
 from pixdex.indexer.settings import load_config
-from pixdex.indexer.sidecars.keys import TEXT, TEXT_LLM, TEXT_OCR
+from pixdex.indexer.sidecars.keys import TEXT, TEXT_LLM, TEXT_OCR, TEXT_OCR_BY, TEXT_OCR_OF
 from pixdex.indexer.sidecars.merge import text_values, write_tags
 from pixdex.indexer.sidecars.read import read_sidecar
 from pixdex.query.parse import parse_query
@@ -61,6 +63,15 @@ def test_an_upside_down_page_is_read_the_right_way_up(tmp_path: Path) -> None:
     lines = ["Walking Studying Zebra dumplings short", "bright dumplings stuffed Sneakers foam",
              "porch cave foliage beetle ear"]
     assert read(tmp_path, page(lines, size=28, rotate=180)).splitlines() == lines
+
+
+@pytest.mark.parametrize("turn", [90, 270])
+def test_a_page_turned_a_quarter_either_way_reads_as_upright(tmp_path: Path, turn: int) -> None:
+    """A scan turned a quarter to the left or to the right: every line read, right way up and in order (RapidOCR
+    turns tall lines one way only; the classifier's vote over all lines turns them the rest of the way)."""
+    lines = ["Walking Studying Zebra dumplings short", "bright dumplings stuffed Sneakers foam",
+             "porch cave foliage beetle ear"]
+    assert read(tmp_path, page(lines, size=28, rotate=turn)).splitlines() == lines
 
 
 def test_both_sources_of_text_are_kept_in_the_sidecar(tmp_path: Path) -> None:
@@ -131,6 +142,93 @@ def test_pixdex_index_reads_the_text_before_it_ends(env: Env, capsys: pytest.Cap
     status, out, _err = env.cli("search", "text:lisbon", "--json", capsys=capsys)
     assert status == 0 and [Path(h["path"]).name for h in json.loads(out)["hits"]] == ["pass.png"]
     assert "Lisbon" in (env.pics / "pass.png.xmp").read_text()
+
+
+@pytest.mark.slow
+def test_a_rebuild_takes_the_text_from_the_sidecars_with_no_model_call(env: Env, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The text read in an image travels in its sidecar with the reader and the content it read: `pixdex rebuild`
+    and a fresh data directory without models (reduced mode) make it searchable again, and the OCR stage then
+    finds nothing to read — the model is never called."""
+    env.config.write_text(env.config.read_text().replace(OCR_OFF, "[ocr]\nenabled = true\n"))
+    page(["Boarding pass", "Gate 42 to Lisbon"], size=36).save(env.pics / "pass.png")
+    Image.new("RGB", (300, 200), (90, 140, 60)).save(env.pics / "field.png")
+    env.index_json(capsys)
+    config = load_config(env.config, env.environ)
+    xmp = read_sidecar(env.pics / "pass.png.xmp")
+    assert "Lisbon" in xmp[TEXT_OCR] and xmp[TEXT_OCR_BY] == reader_id(config.ocr) and xmp[TEXT_OCR_OF]
+
+    def found() -> list[str]:
+        status, out, _err = env.cli("search", "text:lisbon", "--json", capsys=capsys)
+        assert status == 0
+        return [Path(h["path"]).name for h in json.loads(out)["hits"]]
+
+    def read_by_the_model() -> int:
+        with Indexer(load_config(env.config, env.environ), read_text=True, reduced_ok="missing") as indexer:
+            assert indexer.ocr is not None
+            return indexer.drain_text()
+
+    status, _out, err = env.cli("rebuild", "--json", capsys=capsys)
+    assert status == 0, err
+    assert found() == ["pass.png"]  # at once: the rebuild read no text (it never runs the OCR model)
+    catalog = Catalog(config.layout.catalog, read_only=True)
+    assert catalog.ocr_counts(reader_id(config.ocr))["pending"] == 0
+    catalog.close()
+    assert read_by_the_model() == 0
+
+    # Another machine, no models yet (reduced mode): the same, from the sidecars alone.
+    (tmp_path / "no-models").mkdir()
+    no_models = json.dumps(str(tmp_path / "no-models"))
+    env.config.write_text(env.config.read_text().replace(json.dumps(str(config.model_dir)), no_models))
+    shutil.rmtree(config.layout.root)
+    env.index_json(capsys)
+    assert found() == ["pass.png"]
+    assert read_by_the_model() == 0
+
+
+@pytest.mark.slow
+def test_the_clip_gate_follows_the_similarity_and_the_threshold(env: Env) -> None:
+    """[ocr] clip_gate: an image less similar than the threshold to "text, document, screenshot, sign" is recorded
+    as read, with no text and its similarity, without the OCR model; one above it is read. With the stand-in CLIP
+    (random weights) the similarities mean nothing, so the daemon leaves the gate off, and this test puts the
+    threshold between the two images' similarities itself: it proves the code path, not the gate's value."""
+    from pixdex.indexer.ocr.gate import ClipGate, gate_vector
+    from pixdex.indexer.ocr.stage import OcrStage
+    from pixdex.indexer.pools import make_pool, stop_pool
+
+    env.config.write_text(env.config.read_text().replace(OCR_OFF, "[ocr]\nenabled = true\nclip_gate = 0.3\n"))
+    page(["Boarding pass", "Gate 42 to Lisbon"], size=36).save(env.pics / "pass.png")
+    screenshot(["Ticket to Madrid", "Coach 7 seat 12"], size=28).save(env.pics / "ticket.png")
+    config = load_config(env.config, env.environ)
+    with Indexer(config, read_text=True) as indexer:
+        assert indexer.ocr is not None and indexer.ocr.gate is None  # a stand-in CLIP model: the gate stays off
+    with Indexer(config) as indexer:
+        indexer.scan([env.pics])
+        indexer.drain()
+        found = indexer.infer_pool.schedule(gate_vector, (indexer.spec,)).result()
+        assert found.standin
+        catalog = Catalog(indexer.layout.catalog, read_only=True)
+        ids = {r.path.decode().rsplit("/", 1)[1]: r.id for r in catalog.under_paths([env.pics])}
+        similarity = {i: ClipGate(found.vector, 0).passes(v)[1] for i, v in catalog.embeddings(found.clip_id)}
+        low, high = sorted(ids, key=lambda name: similarity[ids[name]])
+        assert similarity[ids[low]] != similarity[ids[high]]
+        threshold = (similarity[ids[low]] + similarity[ids[high]]) / 2
+        pool = make_pool(1, config.pipeline)
+        stage = OcrStage(config.ocr, config.decode.max_pixels, indexer.layout.catalog, pool,
+                         write=indexer.sidecars.ocr, record=indexer.writer.text_read, busy=lambda: False,
+                         paused=lambda: False, gate=(ClipGate(found.vector, threshold), found.clip_id))
+        stage.start()
+        deadline = time.monotonic() + 120
+        while catalog.ocr_counts(stage.id)["pending"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stage.stop()
+        stop_pool(pool)
+        assert (stage.done, stage.gated, stage.failed) == (1, 1, 0)
+        gated, read = catalog.get(ids[low]), catalog.get(ids[high])
+        assert gated is not None and read is not None
+        assert gated.ocr_text == "" and json.loads(gated.ocr)["clip_gate"] == similarity[ids[low]]
+        assert ("Lisbon" if high == "pass.png" else "Madrid") in read.ocr_text
+        catalog.close()
 
 
 def test_stopping_mid_read_blames_no_image(tmp_path: Path) -> None:

@@ -4,10 +4,17 @@ worker process.
 
 Most photos hold no text, and a full detection pass at 1280 px costs most of a second of CPU. So the
 detector looks first at a copy `gate_side` pixels on its long side (about 40 ms); only when it finds a line
-does it run again on the copy at `max_side`, and the recogniser then reads just the boxes it found (at most
-`max_lines`). Small print vanishes from that copy: a page (nearly all one flat colour) skips the look and gets
+does it run again — on a photo, on a copy at `detect_side` (the lines it finds are cut from the copy at
+`max_side`, where print is sharper); on a page or a screenshot, where print is small, at `max_side` — and the
+recogniser then reads just the boxes it found (at most `max_lines`, one at a time: a batch pads each line to
+its widest). Small print vanishes from the look's copy: a page (nearly all one flat colour) skips the look and gets
 the full pass, and an image with large flat areas — a screenshot, a slide — is looked at on a copy half as large
-again (`has_text`).
+again (`has_text`). Where the time goes (measured, docs/BENCHMARKS.md): the recogniser, about 1.5 ms of CPU per
+character read; detection is a quarter to a third of a text-heavy image's cost.
+
+Which way up: the text-direction classifier votes on every line found (`upside_down`); when most say the page
+is upside down, every line is turned half a turn. RapidOCR turns a tall line a quarter turn one way, so a page
+turned a quarter either way becomes upright or upside down, and the vote settles which.
 Lines the recogniser is less sure of than `min_confidence` are left out.
 
 The recognition model reads Chinese (simplified and traditional), Japanese, English and the Latin-script
@@ -32,7 +39,10 @@ from pixdex.indexer.files import read_regular
 from pixdex.indexer.sections import OcrSettings
 
 TOO_SMALL = 8  # pixels: no line of text fits in fewer
-UNSURE = 0.9  # a reading's mean score below this: the image turned half a turn is read too (`read_lines`)
+# Lines per recogniser run: one. A batch pads every line to its widest, and on one thread batching saves nothing
+# (measured, `bench/ocr_bench.py --breakdown`: a screenshot's 16 lines cost 1.0 s of CPU one at a time, 1.4 s six
+# to a batch — RapidOCR's default — and 2.5 s sixteen).
+REC_BATCH = 1
 PAGE, FLAT = 0.9, 0.3  # `flat_share` of a page (always read), of an image with large flat areas (a larger look)
 
 
@@ -45,10 +55,12 @@ class OcrSpec:
     gate_side: int
     max_lines: int
     max_pixels: int
+    detect_side: int = 960
 
     @classmethod
     def of(cls, settings: OcrSettings, max_pixels: int) -> OcrSpec:
-        return cls(settings.max_side, settings.min_confidence, settings.gate_side, settings.max_lines, max_pixels)
+        return cls(settings.max_side, settings.min_confidence, settings.gate_side, settings.max_lines, max_pixels,
+                   min(settings.detect_side, settings.max_side))
 
 
 @dataclass(frozen=True)
@@ -62,18 +74,20 @@ class TextRead:
     looked: bool  # whether the full pass ran (the small look found a line)
 
 
-_ENGINES: dict[tuple[int, int], Any] = {}  # one per process and (max_side, max_lines): the sessions load once
+_ENGINES: dict[tuple[int, int], Any] = {}  # one per process and spec: the sessions load once
 
 
-def engine(max_side: int, max_lines: int) -> Any:
-    """RapidOCR with its shipped models, one onnxruntime thread (it runs at background priority), quiet."""
-    key = (max_side, max_lines)
+def engine(spec: OcrSpec) -> Any:
+    """RapidOCR with its shipped models, quiet, its sessions on one onnxruntime thread each: the worker runs at
+    background priority on one core, and with one thread there is no pool to spin."""
+    key = (spec.max_side, spec.max_lines)
     if key not in _ENGINES:
         from rapidocr import RapidOCR  # late: opencv and the sessions load in the OCR worker only
 
         _ENGINES[key] = RapidOCR(params={
-            "Global.log_level": "critical", "Global.max_side_len": max(max_side, 64),
-            "Det.limit_side_len": max_side, "Det.limit_type": "max", "Det.max_candidates": max_lines,
+            "Global.log_level": "critical", "Global.max_side_len": max(spec.max_side, 64),
+            "Det.limit_side_len": spec.max_side, "Det.limit_type": "max", "Det.max_candidates": spec.max_lines,
+            "Rec.rec_batch_num": REC_BATCH,
             "EngineConfig.onnxruntime.intra_op_num_threads": 1, "EngineConfig.onnxruntime.inter_op_num_threads": 1})
     return _ENGINES[key]
 
@@ -100,7 +114,7 @@ def read_text(path: bytes, spec: OcrSpec) -> TextRead:
     with Captured():
         image = decode_image(data, name, spec.max_side, spec.max_pixels).image
     image.thumbnail((spec.max_side, spec.max_side), Image.Resampling.BILINEAR)
-    lines = read_lines(image, spec, turn=flat >= FLAT)
+    lines = read_lines(image, spec, spec.max_side if flat >= FLAT else spec.detect_side)
     return TextRead("\n".join(lines), len(lines), digest, _ms(start), looked=True)
 
 
@@ -115,29 +129,51 @@ def has_text(image: Image.Image, flat: float, spec: OcrSpec) -> bool:
     if flat >= FLAT:
         small = image.copy()
         small.thumbnail((spec.gate_side * 3 // 2, spec.gate_side * 3 // 2), Image.Resampling.BILINEAR)
-    found = engine(spec.max_side, spec.max_lines)(_bgr(small), use_det=True, use_cls=False, use_rec=False)
+    found = engine(spec)(_bgr(small), use_det=True, use_cls=False, use_rec=False)
     return found.boxes is not None and len(found.boxes) > 0
 
 
-def read_lines(image: Image.Image, spec: OcrSpec, turn: bool = True) -> list[str]:
-    """The lines read in an RGB image at most `max_side` on its long side: detection, direction, recognition.
-    With `turn` (pages, screenshots: scans come upside down, photos rarely), a reading the recogniser is unsure
-    of (mean score below `UNSURE`) may be of a page upside down, or turned a quarter the way RapidOCR turns tall
-    lines wrongly: the image turned half a turn is read too, and the reading with the higher total score is kept."""
-    lines, scores = _pass(image, spec)
-    if turn and lines and sum(scores) / len(scores) < UNSURE:
-        turned, turned_scores = _pass(image.rotate(180), spec)
-        if sum(turned_scores) > sum(scores):
-            lines = turned
-    return lines
+def read_lines(image: Image.Image, spec: OcrSpec, detect_side: int | None = None) -> list[str]:
+    """The lines read in an RGB image at most `max_side` on its long side, in reading order: detection (on a copy
+    at most `detect_side`, `max_side` without it), the lines cut out, turned the way the classifier's vote says
+    (`upside_down`), recognised; those read with less than `min_confidence` or not `worth_keeping` left out."""
+    from rapidocr.main import RapidOCRError
+
+    ocr = engine(spec)
+    ocr._load_det_model().limit_side_len = detect_side or spec.max_side  # the detector's copy, this call's
+    img, record = ocr.preprocess_img(_bgr(image))
+    try:
+        crops, found = ocr.detect_and_crop(img, record)
+    except RapidOCRError:  # no line found
+        return []
+    turn = upside_down(ocr, crops)
+    if turn:
+        crops = [np.ascontiguousarray(np.rot90(crop, 2)) for crop in crops]
+    crops = [crops[i] for i in reading_order(np.asarray(found.boxes, dtype=np.float32), turn)]
+    read = ocr.recognize_txt(crops)
+    return [line for text, score in zip(read.txts or (), read.scores or (), strict=False)
+            if float(score) >= spec.min_confidence and worth_keeping(line := " ".join(str(text).split()))]
 
 
-def _pass(image: Image.Image, spec: OcrSpec) -> tuple[list[str], list[float]]:
-    result = engine(spec.max_side, spec.max_lines)(_bgr(image), use_det=True, use_cls=True, use_rec=True,
-                                                   text_score=spec.min_confidence)
-    read = [(" ".join(str(t).split()), float(c)) for t, c in zip(result.txts or (), result.scores or (), strict=False)
-            if worth_keeping(str(t))]
-    return [t for t, _ in read], [c for _, c in read]
+def upside_down(ocr: Any, crops: list[np.ndarray[Any, Any]]) -> bool:
+    """Whether the text-direction classifier, over all the lines cut out, says half a turn more than upright
+    (each vote weighed by its confidence). One vote for the image, not one per line: the classifier errs on a
+    line in ten or so (more on small print), and an image's lines are nearly always the same way up."""
+    _turned, found = ocr.cls_and_rotate(crops)
+    return sum(float(score) * (1 if "180" in str(label) else -1) for label, score in found.cls_res) > 0
+
+
+def reading_order(boxes: np.ndarray[Any, Any], turned: bool) -> list[int]:
+    """The order to read the lines in, from their boxes (four corners each, as the detector sorted them: top to
+    bottom, left to right) and the vote: as they are on an upright page, the other way round on one upside down;
+    a page of tall lines (turned a quarter; RapidOCR turns each tall line a quarter turn to the left) from the
+    right when its lines came out upright, else from the left."""
+    wide = np.linalg.norm(boxes[:, 1] - boxes[:, 0], axis=1)
+    high = np.linalg.norm(boxes[:, 3] - boxes[:, 0], axis=1)
+    if np.count_nonzero(high >= wide * 1.5) * 2 <= len(boxes):
+        return list(range(len(boxes)))[::-1 if turned else 1]
+    x = boxes.mean(axis=1)[:, 0]
+    return [int(i) for i in np.argsort(x if turned else -x, kind="stable")]
 
 
 def worth_keeping(line: str) -> bool:

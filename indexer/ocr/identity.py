@@ -13,4 +13,5 @@ MODELS = "PP-OCRv6-small"
 def reader_id(settings: OcrSettings) -> str:
     """A different one reads every image again."""
     return (f"rapidocr-{version('rapidocr')}/{MODELS}@{settings.max_side}/{settings.min_confidence:g}/"
-            f"{settings.gate_side}/{settings.max_lines}")
+            f"{settings.gate_side}/{settings.max_lines}/det{min(settings.detect_side, settings.max_side)}/vote"
+            + (f"/clip{settings.clip_gate:g}" if settings.clip_gate else ""))

@@ -6,6 +6,10 @@ the pipeline has nothing to do (an image is searchable by everything else first)
   decode pool: the text into the sidecar (`pixdex:TextOCR`, `pixdex:Text`)
   writer:      `text_read`: the text joins the text index (its own field, `text:`)
 
+With `[ocr] clip_gate` (and a real CLIP model), an image whose stored CLIP embedding is less similar than that
+to "text, document, screenshot, sign" (`gate.ClipGate`) is recorded as read, with no text and its similarity,
+without a call to the OCR model.
+
 An image that cannot be read (undecodable, a worker that died on it, past `[ocr] timeout`) is recorded with
 the reason and not tried again until it changes, a reindex asks for it, or the reader (model or settings)
 changes.
@@ -27,6 +31,7 @@ from pebble import ProcessExpired
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.errors import PixdexError, ReadError
 from pixdex.indexer.ocr.engine import OcrSpec, TextRead, read_text
+from pixdex.indexer.ocr.gate import ClipGate
 from pixdex.indexer.ocr.identity import reader_id
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.pools import Pool, exit_reason
@@ -44,15 +49,19 @@ class OcrStage:
     writer's `text_read`; `busy()` says the pipeline has work (the stage waits), `paused()` the pause."""
 
     def __init__(self, settings: OcrSettings, max_pixels: int, catalog_path: Path, pool: Pool,
-                 write: Callable[[bytes, str], Future[SidecarState]], record: Callable[..., Future[Any]],
+                 write: Callable[[bytes, str, tuple[str, str]], Future[SidecarState]],
+                 record: Callable[..., Future[Any]],
                  busy: Callable[[], bool], paused: Callable[[], bool],
-                 listener: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 listener: Callable[[str, dict[str, Any]], None] | None = None,
+                 gate: tuple[ClipGate, str] | None = None) -> None:
         self.settings = settings
         self.spec = OcrSpec.of(settings, max_pixels)
         self.id = reader_id(settings)
         self.catalog_path = catalog_path
         self.pool, self.write, self.record, self.busy, self.paused = pool, write, record, busy, paused
         self.listener = listener
+        self.gate = gate  # the gate and the CLIP model whose stored embeddings it compares
+        self.gated = 0
         self.state = "starting"
         self.current = ""
         self.done = 0
@@ -75,7 +84,7 @@ class OcrStage:
 
     def status(self) -> dict[str, Any]:
         return {"enabled": True, "reader": self.id, "state": self.state, "current": self.current,
-                "read": self.done, "failed": self.failed,
+                "read": self.done, "failed": self.failed, "skipped_by_clip_gate": self.gated,
                 "cpu_ms_per_image": round(self.cpu_ms / self.done, 1) if self.done else None}
 
     def _main(self) -> None:
@@ -110,6 +119,8 @@ class OcrStage:
     def _read(self, row: Any) -> None:
         self.state, self.current = "reading", display_path(row.path)
         try:
+            if self._gated(row):
+                return
             try:
                 read = self._text_of(row.path)
             except PixdexError as exc:
@@ -120,13 +131,32 @@ class OcrStage:
                 self.record(row.id, self.id, {}, str(exc), None, None).result()
                 self._tell({"id": row.id, "path": display_path(row.path), "error": str(exc)})
                 return
-            side = outcome(self.write(row.path, read.text), row.path)  # none made for no text; old text removed
+            # No sidecar is made for no text; an old text is removed. The reader and the content go with it.
+            side = outcome(self.write(row.path, read.text, (self.id, read.digest)), row.path)
             self.record(row.id, self.id, {"text": read.text, "lines": read.lines}, None, side, read.digest).result()
             self.done += 1
             self.cpu_ms += read.cpu_ms
             self._tell({"id": row.id, "path": display_path(row.path), "lines": read.lines})
         finally:
             self.current = ""
+
+    def _gated(self, row: Any) -> bool:
+        """Whether the CLIP gate keeps `row` from the OCR model: then it is recorded as read, with no text."""
+        if self.gate is None:
+            return False
+        gate, clip_id = self.gate
+        catalog = Catalog(self.catalog_path, read_only=True)
+        try:
+            found = [vector for _id, vector in catalog.embeddings(clip_id, ids=[row.id])]
+        finally:
+            catalog.close()
+        passes, similarity = gate.passes(found[0] if found else None)
+        if passes:
+            return False
+        self.gated += 1
+        self.record(row.id, self.id, {"text": "", "lines": 0, "clip_gate": similarity}, None, None, row.hash).result()
+        self._tell({"id": row.id, "path": display_path(row.path), "lines": 0, "clip_gate": similarity})
+        return True
 
     def _text_of(self, path: bytes) -> TextRead:
         """The worker's reading; PixdexError with the reason when the image cannot be read."""

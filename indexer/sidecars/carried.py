@@ -1,7 +1,9 @@
 """What an image's sidecar carries for the models: its catalog id, the embedding and the machine keywords. A
 decode worker takes them instead of decoding the image and running the models when they were made by the
 configured models from this very content (`Carried.usable`) — or, without models (reduced mode), whatever
-keywords and embedding of the configured CLIP model (any export of it) it holds for this content.
+keywords and embedding of the configured CLIP model (any export of it) it holds for this content. The text the
+OCR model read in this very content is taken either way (with the reader that read it: when that is not the
+configured one, the OCR stage reads the image again; until then the text stays searchable).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,7 +20,17 @@ from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.metadata.reconcile import as_list
 from pixdex.indexer.prepare import FromSidecar
 from pixdex.indexer.sidecars.embedding import read_embedding
-from pixdex.indexer.sidecars.keys import EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID, MACHINE, MODEL, REJECTED
+from pixdex.indexer.sidecars.keys import (
+    EMBEDDING_MODEL,
+    EMBEDDING_OF,
+    IMAGE_ID,
+    MACHINE,
+    MODEL,
+    REJECTED,
+    TEXT_OCR,
+    TEXT_OCR_BY,
+    TEXT_OCR_OF,
+)
 from pixdex.indexer.sidecars.naming import sidecar_path
 from pixdex.indexer.sidecars.read import read_sidecar
 
@@ -29,6 +42,7 @@ class Carried:
     machine: list[str]  # the machine keywords, minus those a person rejected
     models: tuple[str | None, str | None]  # the models that made them (CLIP, keywords)
     usable: bool  # taken instead of a decode and the models
+    ocr: tuple[str, str] | None = None  # (the reader, the text it read) for this content: no OCR model call
 
 
 def carried(path: bytes, digest: str, wanted: FromSidecar, dim: int) -> Carried | None:
@@ -51,7 +65,7 @@ def carried(path: bytes, digest: str, wanted: FromSidecar, dim: int) -> Carried 
     else:
         usable = vector is not None and stored_keywords == wanted.keyword_model and len(vector) == dim
     models = (clip_id, stored_keywords if stored_keywords != clip_id else None) if vector is not None else (None, None)
-    return Carried(image_id, vector, machine, models, usable)
+    return Carried(image_id, vector, machine, models, usable, ocr_of(xmp, digest))
 
 
 def carried_id(path: bytes, digest: str, naming: str) -> int | None:
@@ -67,3 +81,11 @@ def carried_id(path: bytes, digest: str, naming: str) -> int | None:
 def _stored_id(xmp: dict[str, object]) -> int | None:
     stored = str(xmp.get(IMAGE_ID) or "")
     return int(stored) if stored.isdigit() and 0 < int(stored) < 2**63 else None
+
+
+def ocr_of(xmp: dict[str, Any], digest: str) -> tuple[str, str] | None:
+    """The OCR reader and the text it read, when the sidecar says it read this very content (`digest`)."""
+    reader = str(xmp.get(TEXT_OCR_BY) or "")
+    if not reader or str(xmp.get(TEXT_OCR_OF) or "") != digest:
+        return None
+    return reader, str(xmp.get(TEXT_OCR) or "")

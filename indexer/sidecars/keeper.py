@@ -163,9 +163,11 @@ class SidecarKeeper:
         return self._remembered(path, self._pool.schedule(
             describe_sidecar, (path, machine, rejected, self.spec(), description, text), timeout=TIMEOUT))
 
-    def ocr(self, path: bytes, text: str) -> Future[SidecarState]:
-        """The OCR model's reading into the image's sidecar, in the decode pool; remembered as pixdex's own."""
-        return self._remembered(path, self._pool.schedule(ocr_sidecar, (path, text, self.spec()), timeout=TIMEOUT))
+    def ocr(self, path: bytes, text: str, read_by: tuple[str, str]) -> Future[SidecarState]:
+        """The OCR model's reading (by `read_by`: the reader, the content hash read) into the image's sidecar, in
+        the decode pool; remembered as pixdex's own."""
+        return self._remembered(path, self._pool.schedule(ocr_sidecar, (path, text, self.spec(), read_by),
+                                                          timeout=TIMEOUT))
 
     def _remembered(self, path: bytes, future: Future[SidecarState]) -> Future[SidecarState]:
         def written(done: Future[SidecarState]) -> None:

@@ -37,6 +37,9 @@ PERSON = "Xmp.pixdex.Person"  # the person's keyword paths as pixdex last wrote 
 DESCRIBED, MODEL = "Xmp.pixdex.Description", "Xmp.pixdex.Model"
 TEXT = "Xmp.pixdex.Text"  # the text read in the image: the OCR model's lines, then the vision LLM's reading
 TEXT_OCR, TEXT_LLM = "Xmp.pixdex.TextOCR", "Xmp.pixdex.TextLLM"  # each source's own, so neither overwrites the other
+# The OCR reader (model and settings) that read pixdex:TextOCR, and the content hash it read it from: a rebuild,
+# or another machine, takes the text from the sidecar instead of reading the image again.
+TEXT_OCR_BY, TEXT_OCR_OF = "Xmp.pixdex.TextOCRBy", "Xmp.pixdex.TextOCROf"
 # The standard location fields, and what pixdex wrote into each from GPS (a value that differs is the person's).
 LOCATION = {"city": "Xmp.photoshop.City", "state": "Xmp.photoshop.State", "country": "Xmp.photoshop.Country",
             "country_code": "Xmp.iptc.CountryCode"}
@@ -72,6 +75,7 @@ URIS = {key: uri_of(key) for key in (  # the RDF predicates behind pyexiv2's key
 
 OWN_KEYS = frozenset({SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON, MODEL, DESCRIBED,
                       METADATA_DATE, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID, TEXT, TEXT_OCR, TEXT_LLM,
+                      TEXT_OCR_BY, TEXT_OCR_OF,
                       *LOCATION_OURS.values()})
 # pixdex's, per image
 RECORD = (OURS, MACHINE, REJECTED, PERSON, MODEL, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID)

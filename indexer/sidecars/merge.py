@@ -37,6 +37,8 @@ from pixdex.indexer.sidecars.keys import (
     TEXT,
     TEXT_LLM,
     TEXT_OCR,
+    TEXT_OCR_BY,
+    TEXT_OCR_OF,
 )
 from pixdex.indexer.sidecars.keywords import KeywordPlan, plan_keywords
 from pixdex.indexer.sidecars.location import location_values
@@ -55,7 +57,8 @@ def write_tags(image: Path, tags: list[str] | None, parent: str, model_id: str, 
                description: str | None = None, rejected: Iterable[str] = (),
                embedding: tuple[str, str, Any] | None = None, text: str | None = None,
                image_id: int | None = None, ocr_text: str | None = None,
-               position: tuple[float, float] | None = None, own_place: Place | None = None) -> SidecarState:
+               position: tuple[float, float] | None = None, own_place: Place | None = None,
+               ocr_by: tuple[str, str] | None = None) -> SidecarState:
     """Merge pixdex's machine keywords (and its description and the text read in the image, if any) into
     the image's sidecar. Returns
     what the sidecar says now. Raises SidecarError when it cannot be read or faithfully rewritten.
@@ -63,6 +66,7 @@ def write_tags(image: Path, tags: list[str] | None, parent: str, model_id: str, 
     `image_id`: its catalog id (`pixdex:Id`), which a rebuild or another machine gives it again;
     `tags` None: the machine keywords the sidecar holds stay as they are;
     `text`, `ocr_text`: what the vision LLM and the OCR model read (None: that source's text is unchanged);
+    `ocr_by`: the OCR reader and the content hash it read `ocr_text` from (a rebuild takes the text back);
     `own_place`: the image's own location fields — with it, the place of `position` (the image's GPS, else the
     sidecar's) fills the location fields the person has in neither (`location`)."""
     also_rejected = list(rejected)
@@ -84,6 +88,8 @@ def write_tags(image: Path, tags: list[str] | None, parent: str, model_id: str, 
                 values[DESCRIBED] = description or None
         if text is not None or ocr_text is not None:
             values.update(text_values(xmp, text, ocr_text))
+        if ocr_text is not None and ocr_by is not None:
+            values[TEXT_OCR_BY], values[TEXT_OCR_OF] = ocr_by
         if own_place is not None:
             lat, lon = position or xmp_gps(xmp)
             values.update(location_values(xmp, place_at(lat, lon), own_place))

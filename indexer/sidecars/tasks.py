@@ -179,10 +179,10 @@ def describe_sidecar(path: bytes, machine: list[str], rejected: list[str], spec:
             text=text))
 
 
-def ocr_sidecar(path: bytes, text: str, spec: SidecarSpec) -> SidecarState:
-    """The OCR model's reading into the sidecar (`pixdex:TextOCR`, and `pixdex:Text` with the vision LLM's): an
-    image without text gets no new sidecar for it, and an existing one loses the text of the image's old
-    content."""
+def ocr_sidecar(path: bytes, text: str, spec: SidecarSpec, read_by: tuple[str, str] | None = None) -> SidecarState:
+    """The OCR model's reading into the sidecar (`pixdex:TextOCR`, and `pixdex:Text` with the vision LLM's), with
+    `read_by` (the reader and the content hash it read: `pixdex:TextOCRBy`, `pixdex:TextOCROf`): an image without
+    text gets no new sidecar for it, and an existing one loses the text of the image's old content."""
     from pixdex.indexer.sidecars.merge import write_tags  # late: in the worker only
     from pixdex.indexer.sidecars.read import read_state  # late: in the worker only
 
@@ -191,7 +191,7 @@ def ocr_sidecar(path: bytes, text: str, spec: SidecarSpec) -> SidecarState:
         if not spec.write:
             return read_state(image, spec.parent, spec.naming)
         return _written_or_read(image, spec, lambda: write_tags(
-            image, None, spec.parent, spec.model_id, spec.naming, ocr_text=text))
+            image, None, spec.parent, spec.model_id, spec.naming, ocr_text=text, ocr_by=read_by))
 
 
 def drop_sidecar(path: bytes, spec: SidecarSpec) -> bool:

@@ -21,7 +21,7 @@ from pixdex.indexer.catalog.rows import BACKFILL, CHANGED, FileStat, ImageRow
 from pixdex.indexer.metadata.effective import effective
 from pixdex.indexer.sidecars.state import SidecarState
 from pixdex.indexer.vectors import VectorIndex
-from pixdex.indexer.writer.bulk import geo_of, store_many, with_shown
+from pixdex.indexer.writer.bulk import geo_of, ocr_reading, store_many, with_shown
 
 Command = Callable[[Catalog, int], Any]  # runs inside the transaction, given the new generation
 
@@ -47,6 +47,7 @@ class Indexed:
     models: tuple[str | None, str | None] | None = None
     sidecar_id: int | None = None  # the id its sidecar carries: a new row takes it when it is free
     phash: bytes | None = None  # the perceptual hash of the decoded pixels (None: not decoded this time)
+    ocr: tuple[str, str] | None = None  # (reader, text) the sidecar carries for this content: no OCR model call
 
 
 class Commands:
@@ -138,6 +139,10 @@ class Commands:
             catalog.set_described(image_id, None, {}, None, row.tag_list, gen)  # describe again
         if row is not None and before is not None and before.hash != item.digest and row.ocr_by:
             catalog.set_ocr(image_id, None, {}, None, gen)  # new content: its text is read again
+            row = catalog.get(image_id)
+        if item.ocr is not None and row is not None and row.ocr_by is None:  # read before: its sidecar says so
+            reader, read = item.ocr
+            catalog.set_ocr(image_id, reader, ocr_reading(read), None, gen)
         tags, text, rejected, shown = effective(machine, item.embedded, item.side,
                                                  row.rejected_list if row else [], geo_of(row))
         # The capture date: EXIF (original → digitized → modified), then XMP/IPTC's creation date.
