@@ -164,7 +164,7 @@ def test_a_rebuild_takes_the_text_from_the_sidecars_with_no_model_call(env: Env,
         return [Path(h["path"]).name for h in json.loads(out)["hits"]]
 
     def read_by_the_model() -> int:
-        with Indexer(load_config(env.config, env.environ), read_text=True, reduced_ok="missing") as indexer:
+        with Indexer(load_config(env.config, env.environ), read_text=True, reduced="if missing") as indexer:
             assert indexer.ocr is not None
             return indexer.drain_text()
 
