@@ -39,7 +39,7 @@ from pixdex.indexer.sidecars.tasks import SidecarSpec
 
 log = logging.getLogger(__name__)
 
-TASK_RETRIES = 5  # times a decode or sidecar task lost with its node (or its worker process) is run again
+BATCH_CPUS = 0.5  # of a decode or sidecar batch task, which waits on its files' own tasks (a CPU each)
 
 
 @dataclass
@@ -135,10 +135,12 @@ def _dataset(config: Config, paths: list[bytes], info: ModelInfo, bundle: ModelB
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-run INFO lines; its warnings stay
     blocks = max(1, min(len(paths) // s.batch_size, 10_000))
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
-    # The CPU stages' tasks are retried when their node is lost (never for a file: they return its failure). Their
-    # remote arguments differ from the actors', so Ray Data keeps decoding in tasks of its own instead of fusing it
-    # into the model actors, where it would run one image at a time beside the model.
-    tasks = {"num_cpus": 1, "max_retries": TASK_RETRIES, "batch_size": s.batch_size, "batch_format": "numpy"}
+    # The CPU stages' batch tasks keep Ray Data's retries: a lost node's batches run again elsewhere. A file never
+    # fails them: its decode and its sidecar write run in a task of their own (`tasks.one_task_each`, a CPU each),
+    # which returns its failure; the batch task hands them out and gathers them, blocked meanwhile (Ray lends its CPU
+    # to them), hence its fraction of a CPU. That also keeps Ray Data from fusing decoding into the model actors
+    # (it fuses stages whose resources are equal), where the actor would wait on every decode.
+    tasks = {"num_cpus": BATCH_CPUS, "batch_size": s.batch_size, "batch_format": "numpy"}
     ds = ds.map_batches(decode_batch, fn_kwargs={"spec": decode}, **tasks)
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"bundle": [ray.put(bundle)], "spec": actor},
                         batch_size=s.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=s.actors),
