@@ -215,6 +215,50 @@ def test_a_file_that_crashes_its_decoder_is_its_failure_and_the_rest_is_indexed(
 
 
 @pytest.mark.slow
+def test_beside_a_daemon_a_folder_it_does_not_watch_becomes_a_collection_once_the_job_is_done(
+        tmp_path: Path, model_dir: Path, cluster: tuple[Any, Any, Path]) -> None:
+    """The daemon owns the catalog: the job's folder is added to its watched folders after the job (not before:
+    it would embed the images itself meanwhile), and it takes the sidecars up with no model call."""
+    from served import Served, wait_for
+
+    pics, archive = tmp_path / "pics", tmp_path / "archive"
+    pics.mkdir()
+    noise(1).save(pics / "first.jpg")
+    (archive / "scans").mkdir(parents=True)
+    for n in range(5):
+        gradient(n).save(archive / "scans" / f"scan_{n}.jpg")
+    daemon = Served(tmp_path / "home", model_dir, [pics]).start()
+    try:
+        wait_for(lambda: len(daemon.listed()) == 1, what="the watched folder indexed")
+        before = daemon.status()["progress"]["inference_calls"]
+        job = subprocess.run([str(PIXDEX), "--config", str(daemon.config), "index", "--ray", cluster[0].address,
+                              str(archive), "--json"], env=daemon.environ, capture_output=True, text=True,
+                             timeout=280)
+        assert job.returncode == 0, job.stderr[-3000:]
+        result = json.loads(job.stdout)
+        assert (result["ray"]["indexed"], result["catalog"]) == (5, None)
+        assert [(w["name"], w["path"]) for w in result["watching"]] == [("archive", str(archive))]
+        watches = {w["name"]: w["path"] for w in daemon.get("/watches")}
+        assert watches["archive"] == str(archive)
+        found = wait_for(lambda: len(daemon.listed(archive)) == 5 and daemon.listed(archive),
+                         timeout=120, what="the archive taken up from its sidecars")
+        assert sorted(Path(p).name for p in found) == [f"scan_{n}.jpg" for n in range(5)]
+        progress = daemon.status()["progress"]
+        assert progress["inference_calls"] == before and progress["from_sidecars"] >= 5
+        hits = daemon.get("/search", q="in:archive", k=50)["hits"]
+        assert len(hits) == 5
+
+        # A folder the daemon watches already is left as it is.
+        again = subprocess.run([str(PIXDEX), "--config", str(daemon.config), "index", "--ray", cluster[0].address,
+                                str(archive / "scans"), "--json"], env=daemon.environ, capture_output=True,
+                               text=True, timeout=280)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert json.loads(again.stdout)["watching"] == []
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.slow
 def test_a_node_that_cannot_read_the_library_stops_the_job_before_it_starts(
         cluster: tuple[Any, Any, Path], tmp_path: Path) -> None:
     import ray

@@ -1,14 +1,16 @@
 """`pixdex index --ray`: the library embedded and tagged as one Ray Data job, its results in the sidecars.
 
     paths (pixdex's scan walk, on the driver)
-      → decode_batch     CPU tasks       prepare: read, hash, decode, preprocess; `skipped` when the sidecar is current
+      → decode_batch     CPU tasks       prepare: read, hash, decode, preprocess (a task per file); `skipped` when
+                                         the sidecar is current
       → EmbedActor       actor pool      inference.infer: CLIP image tower, tagger, vocabulary tags
-      → write_batch      CPU tasks       sync_sidecar: keywords, embedding, content hash, model id
+      → write_batch      CPU tasks       sync_sidecar: keywords, embedding, content hash, model id (a task per file)
       → rows (path, status, reason, nodes) back to the driver
 
 Ray Data streams the blocks between the stages with back-pressure, retries the tasks of a lost node and restarts
-lost actors. The models reach the actors through the object store (`bundle`). The catalog is not touched here:
-the caller fills it from the sidecars afterwards, with no model call (`daemon/commands/distributed.py`).
+lost actors; a file that crashes its decoder is that file's failure (`tasks.one_task_each`). The models reach the
+actors through the object store (`bundle`). The catalog is not touched here: the caller fills it from the sidecars
+afterwards, with no model call (`daemon/commands/distributed.py`).
 """
 
 from __future__ import annotations
