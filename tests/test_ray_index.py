@@ -124,6 +124,7 @@ def swap_node_mid_job(cluster: tuple[Any, Any, Path], job: subprocess.Popen[str]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a local run and a Ray job over 200 images, on two shared cores
 def test_ray_job_matches_the_local_pipeline_survives_a_node_swap_and_fills_the_catalog(
         env: Env, model_dir: Path, cluster: tuple[Any, Any, Path], capsys: pytest.CaptureFixture[str]) -> None:
     from pixdex.indexer.sidecars.keys import MACHINE, SUBJECT
@@ -206,12 +207,35 @@ def test_a_file_that_crashes_its_decoder_is_its_failure_and_the_rest_is_indexed(
     for _, reason in job["failures"]:
         assert reason.startswith("the decoder process died on this file each of the 3 times it ran"), reason
     assert all(sidecar(library / f"ok_{n}.jpg") for n in range(6))
+    manifest_agrees_with_the_sidecars(job)
     assert (result["catalog"]["from_sidecars"], result["catalog"]["failed"]) == (6, 2)
     capsys.readouterr()
     assert cli.main(["--config", str(env.root / "crash" / "config.toml"), "failures", "--json"]) == 0
     failures = json.loads(capsys.readouterr().out)
     assert sorted(Path(f["path"]).name for f in failures) == sorted(p.name for p in crashing)
     assert all("died" in f["reason"] for f in failures), failures
+
+
+def manifest_agrees_with_the_sidecars(job: dict[str, Any]) -> None:
+    """The job's Parquet manifest holds what its sidecars hold: embedding, content hash, model, machine keywords;
+    and its failures, as the summary and the log say them."""
+    from pixdex.indexer.distributed.manifest import read_manifest
+    from pixdex.indexer.sidecars.keys import EMBEDDING_MODEL, EMBEDDING_OF, MACHINE
+
+    rows = {os.fsdecode(r["path"]): r for r in read_manifest(Path(job["manifest"]))}
+    assert len(rows) == job["rows"]
+    for path, row in rows.items():
+        if row["status"] == "failed":
+            assert row["embedding"] is None and [path, row["reason"]] in job["failures"]
+            continue
+        assert row["status"] == "indexed", row
+        xmp = sidecar(Path(path))
+        assert (row["clip_model"], row["digest"]) == (xmp[EMBEDDING_MODEL], xmp[EMBEDDING_OF])
+        # The sidecar stores the embedding as float16 (sidecars/embedding.py); the manifest as the model gave it.
+        assert np.allclose(row["embedding"], embedding(xmp), atol=1e-3), path
+        assert row["tags"] and sorted(row["tags"]) == sorted(xmp[MACHINE]), (row["tags"], xmp[MACHINE])
+    log = Path(job["log"]).read_text()
+    assert all(f"failed: {path}: {reason}" in log for path, reason in job["failures"])
 
 
 @pytest.mark.slow

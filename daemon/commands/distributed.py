@@ -146,3 +146,5 @@ def _print_job(job: dict[str, Any]) -> None:
         print(f"  … and {len(job['failures']) - 20} more: see `pixdex failures`", file=sys.stderr)
     for path, reason in job["folder_errors"]:
         print(f"  skipped folder: {path}: {reason}", file=sys.stderr)
+    if job["log"]:
+        print(f"  the job's log and its Parquet manifest: {printable(str(Path(job['log']).parent))}", file=sys.stderr)

@@ -12,7 +12,7 @@ A batch is a dict of columns (Ray's "numpy" format). Every row leaves each stage
 way), `indexed`, `skipped` or `failed` with its `reason` — so a bad file is a row, never a stopped job.
 
 A file's decode and its sidecar write each run in a Ray task of their own (`one_task_each`), on the batch task's
-node when it has room: a file that crashes its decoder (a segfault in a C library, not a Python exception) kills
+node: a file that crashes its decoder (a segfault in a C library, not a Python exception) kills
 that task's worker process alone. Ray runs the task again `SOLO_RETRIES` times (a node lost meanwhile costs a
 retry, not the file), then the file is `failed` with the reason, and its batch goes on — as the local pipeline
 blames the file whose decode pool worker died. The batch tasks themselves keep Ray Data's retries (a lost node's
@@ -52,16 +52,18 @@ class Died:
 
 
 def one_task_each(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], what: str) -> list[Any]:
-    """`fn(*call)` for each call, each in a Ray task of its own (this node first; elsewhere when it has no room),
-    all in flight at once; `Died` for a call whose worker process died `SOLO_RETRIES + 1` times. `what` names the
-    process in the reason ("decoder", "sidecar writer")."""
-    task = ray.remote(num_cpus=1, max_retries=SOLO_RETRIES, retry_exceptions=False)(fn)
+    """`fn(*call)` for each call, each in a Ray task of its own on this node (elsewhere if it is gone), one after
+    the other; `Died` for a call whose worker process died `SOLO_RETRIES + 1` times. `what` names the process in
+    the reason ("decoder", "sidecar writer").
+
+    The task asks for no CPU: it runs in its batch task's stead, which holds the CPU (Ray Data counts the batch
+    tasks against the cluster) and waits meanwhile — one file at a time, as the batch task would have decoded it."""
+    task = ray.remote(num_cpus=0, max_retries=SOLO_RETRIES, retry_exceptions=False)(fn)
     here = NodeAffinitySchedulingStrategy(node_id(), soft=True)
-    refs = [task.options(scheduling_strategy=here, name=f"pixdex {what}").remote(*call) for call in calls]
     out: list[Any] = []
-    for ref in refs:
+    for call in calls:
         try:
-            out.append(ray.get(ref))
+            out.append(ray.get(task.options(scheduling_strategy=here, name=f"pixdex {what}").remote(*call)))
         except ray.exceptions.RayError as exc:  # the worker died (a crash, its memory, its node): every try
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             out.append(Died(f"the {what} process died on this file each of the {SOLO_RETRIES + 1} times it ran "
@@ -130,7 +132,10 @@ def write_batch(batch: Batch, spec: SidecarSpec, clip_id: str) -> Batch:
         nodes[n].append(node)
     return {"path": column([bytes(p) for p in batch["path"]]), "status": column([str(s) for s in status]),
             "reason": column([str(r) for r in reason]),
-            "nodes": column([",".join(dict.fromkeys(n for n in ns if n)) for ns in nodes])}
+            "nodes": column([",".join(dict.fromkeys(n for n in ns if n)) for ns in nodes]),
+            "digest": column([str(d) for d in batch["digest"]]),  # and what was written, for the manifest
+            "embedding": column([bytes(e) for e in batch["embedding"]]),
+            "tags": column([str(t) for t in batch["tags"]])}
 
 
 def _write_one(path: bytes, tags: list[str], spec: SidecarSpec, embedding: tuple[str, str, Any]) -> str | None:
