@@ -64,11 +64,17 @@ def one_task_each(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], what
     for call in calls:
         try:
             out.append(ray.get(task.options(scheduling_strategy=here, name=f"pixdex {what}").remote(*call)))
+        except ray.exceptions.RayTaskError as exc:  # an exception `fn` let through (never retried)
+            out.append(Died(f"unexpected error in the {what}: {_first_line(exc.cause or exc)}"))
         except ray.exceptions.RayError as exc:  # the worker died (a crash, its memory, its node): every try
-            why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             out.append(Died(f"the {what} process died on this file each of the {SOLO_RETRIES + 1} times it ran "
-                            f"({type(exc).__name__}{': ' + why if why else ''})"))
+                            f"({type(exc).__name__}: {_first_line(exc)})"))
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def node_id() -> str:
