@@ -6,6 +6,7 @@ from the sidecars with no model call."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,27 +25,37 @@ from conftest import PIXDEX, Env, gradient, noise
 from pixdex.daemon import cli
 from pixdex.daemon.commands.distributed import wants_ray
 from pixdex.indexer.errors import PixdexError
-from pixdex.indexer.faults import HOLD_DIR_ENV, HOLD_ENV
+from pixdex.indexer.faults import CRASH_ENV, HOLD_DIR_ENV, HOLD_ENV
 
 SWAP = "swap-node-here"  # the decode of this image waits while the test swaps a node
+CRASH = "crash-decoder-here"  # the decode of this image kills its worker process (SIGSEGV), wherever it runs
+
+
+@contextlib.contextmanager
+def faults(holds: Path) -> Iterator[None]:
+    """The hold (`faults.hold`) and the crash (`faults.crash_on`) for the nodes started meanwhile: their workers
+    inherit the environment."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv(HOLD_ENV, f"decode:{SWAP}")
+    patch.setenv(HOLD_DIR_ENV, str(holds))
+    patch.setenv(CRASH_ENV, CRASH)
+    try:
+        yield
+    finally:
+        patch.undo()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, Path]]:
-    """A head and a second node, 1 CPU each. Their workers inherit the hold (`faults.hold`) set here."""
+    """A head and a second node, 1 CPU each, with the faults set (`faults`)."""
     pytest.importorskip("ray")  # the `ray` extra (in dev)
     from ray.cluster_utils import Cluster
 
     holds = tmp_path_factory.mktemp("ray-holds")
-    patch = pytest.MonkeyPatch()
-    patch.setenv(HOLD_ENV, f"decode:{SWAP}")
-    patch.setenv(HOLD_DIR_ENV, str(holds))
-    try:
+    with faults(holds):
         started = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
         worker = started.add_node(num_cpus=1)
         started.wait_for_nodes()
-    finally:
-        patch.undo()
     yield started, worker, holds
     started.shutdown()
 
@@ -105,13 +116,15 @@ def swap_node_mid_job(cluster: tuple[Any, Any, Path], job: subprocess.Popen[str]
         time.sleep(0.05)
     os.kill(int(held.read_text()), signal.SIGKILL)
     started.remove_node(worker)
-    added = started.add_node(num_cpus=1)
+    with faults(holds):
+        added = started.add_node(num_cpus=1)
     started.wait_for_nodes()
     (holds / "release-decode").touch()
     return str(added.node_id)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a local run and a Ray job over 200 images, on two shared cores
 def test_ray_job_matches_the_local_pipeline_survives_a_node_swap_and_fills_the_catalog(
         env: Env, model_dir: Path, cluster: tuple[Any, Any, Path], capsys: pytest.CaptureFixture[str]) -> None:
     from pixdex.indexer.sidecars.keys import MACHINE, SUBJECT
@@ -170,6 +183,103 @@ def test_ray_job_matches_the_local_pipeline_survives_a_node_swap_and_fills_the_c
     assert (again["indexed"], again["skipped"], again["failed"]) == (1, 199, 1)
     changed = [i for i in images if i.with_name(i.name + ".xmp").read_bytes() != before[i]]
     assert changed == [images[11]]
+
+
+@pytest.mark.slow
+def test_a_file_that_crashes_its_decoder_is_its_failure_and_the_rest_is_indexed(
+        env: Env, model_dir: Path, cluster: tuple[Any, Any, Path], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segfault in a decoder kills a Ray worker process, not a Python exception: the file's own task is run
+    again, then the file is blamed and its batch (and the job) go on."""
+    library = env.root / "crashing"
+    library.mkdir()
+    for n in range(6):
+        gradient(n).save(library / f"ok_{n}.jpg")
+    crashing = [library / f"a-{CRASH}.jpg", library / f"b-{CRASH}.jpg"]
+    for n, path in enumerate(crashing):
+        noise(n).save(path)
+    monkeypatch.setenv(CRASH_ENV, CRASH)  # the same file crashes this machine's decoders too, in the fill
+    result = run(configure(model_dir, library, env.root / "crash"), capsys, "--ray", cluster[0].address,
+                 str(library))
+    job = result["ray"]
+    assert (job["indexed"], job["failed"], job["rows"]) == (6, 2, 8)
+    assert sorted(Path(path).name for path, _ in job["failures"]) == sorted(p.name for p in crashing)
+    for _, reason in job["failures"]:
+        assert reason.startswith("the decoder process died on this file each of the 3 times it ran"), reason
+    assert all(sidecar(library / f"ok_{n}.jpg") for n in range(6))
+    manifest_agrees_with_the_sidecars(job)
+    assert (result["catalog"]["from_sidecars"], result["catalog"]["failed"]) == (6, 2)
+    capsys.readouterr()
+    assert cli.main(["--config", str(env.root / "crash" / "config.toml"), "failures", "--json"]) == 0
+    failures = json.loads(capsys.readouterr().out)
+    assert sorted(Path(f["path"]).name for f in failures) == sorted(p.name for p in crashing)
+    assert all("died" in f["reason"] for f in failures), failures
+
+
+def manifest_agrees_with_the_sidecars(job: dict[str, Any]) -> None:
+    """The job's Parquet manifest holds what its sidecars hold: embedding, content hash, model, machine keywords;
+    and its failures, as the summary and the log say them."""
+    from pixdex.indexer.distributed.manifest import read_manifest
+    from pixdex.indexer.sidecars.keys import EMBEDDING_MODEL, EMBEDDING_OF, MACHINE
+
+    rows = {os.fsdecode(r["path"]): r for r in read_manifest(Path(job["manifest"]))}
+    assert len(rows) == job["rows"]
+    for path, row in rows.items():
+        if row["status"] == "failed":
+            assert row["embedding"] is None and [path, row["reason"]] in job["failures"]
+            continue
+        assert row["status"] == "indexed", row
+        xmp = sidecar(Path(path))
+        assert (row["clip_model"], row["digest"]) == (xmp[EMBEDDING_MODEL], xmp[EMBEDDING_OF])
+        # The sidecar stores the embedding as float16 (sidecars/embedding.py); the manifest as the model gave it.
+        assert np.allclose(row["embedding"], embedding(xmp), atol=1e-3), path
+        assert row["tags"] and sorted(row["tags"]) == sorted(xmp[MACHINE]), (row["tags"], xmp[MACHINE])
+    log = Path(job["log"]).read_text()
+    assert all(f"failed: {path}: {reason}" in log for path, reason in job["failures"])
+
+
+@pytest.mark.slow
+def test_beside_a_daemon_a_folder_it_does_not_watch_becomes_a_collection_once_the_job_is_done(
+        tmp_path: Path, model_dir: Path, cluster: tuple[Any, Any, Path]) -> None:
+    """The daemon owns the catalog: the job's folder is added to its watched folders after the job (not before:
+    it would embed the images itself meanwhile), and it takes the sidecars up with no model call."""
+    from served import Served, wait_for
+
+    pics, archive = tmp_path / "pics", tmp_path / "archive"
+    pics.mkdir()
+    noise(1).save(pics / "first.jpg")
+    (archive / "scans").mkdir(parents=True)
+    for n in range(5):
+        gradient(n).save(archive / "scans" / f"scan_{n}.jpg")
+    daemon = Served(tmp_path / "home", model_dir, [pics]).start()
+    try:
+        wait_for(lambda: len(daemon.listed()) == 1, what="the watched folder indexed")
+        before = daemon.status()["progress"]["inference_calls"]
+        job = subprocess.run([str(PIXDEX), "--config", str(daemon.config), "index", "--ray", cluster[0].address,
+                              str(archive), "--json"], env=daemon.environ, capture_output=True, text=True,
+                             timeout=280)
+        assert job.returncode == 0, job.stderr[-3000:]
+        result = json.loads(job.stdout)
+        assert (result["ray"]["indexed"], result["catalog"]) == (5, None)
+        assert [(w["name"], w["path"]) for w in result["watching"]] == [("archive", str(archive))]
+        watches = {w["name"]: w["path"] for w in daemon.get("/watches")}
+        assert watches["archive"] == str(archive)
+        found = wait_for(lambda: len(daemon.listed(archive)) == 5 and daemon.listed(archive),
+                         timeout=120, what="the archive taken up from its sidecars")
+        assert sorted(Path(p).name for p in found) == [f"scan_{n}.jpg" for n in range(5)]
+        progress = daemon.status()["progress"]
+        assert progress["inference_calls"] == before and progress["from_sidecars"] >= 5
+        hits = daemon.get("/search", q="in:archive", k=50)["hits"]
+        assert len(hits) == 5
+
+        # A folder the daemon watches already is left as it is.
+        again = subprocess.run([str(PIXDEX), "--config", str(daemon.config), "index", "--ray", cluster[0].address,
+                                str(archive / "scans"), "--json"], env=daemon.environ, capture_output=True,
+                               text=True, timeout=280)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert json.loads(again.stdout)["watching"] == []
+    finally:
+        daemon.stop()
 
 
 @pytest.mark.slow

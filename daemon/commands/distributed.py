@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pixdex.daemon.commands.connect import EXIT_OK, daemon_client
-from pixdex.daemon.commands.output import summary_line
+from pixdex.daemon.commands.output import printable, summary_line
+from pixdex.daemon.remote import DaemonLibrary
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.settings import Config
 
@@ -64,8 +65,12 @@ def wants_ray(args: argparse.Namespace) -> bool:
 
 def cmd_index_ray(args: argparse.Namespace, config: Config, roots: list[Path],
                   fill: Callable[[Config, list[Path], bool], dict[str, Any]]) -> int:
-    """The job, its summary, then the catalog filled from the sidecars by `fill` (`indexing.index_folders`) —
-    unless a daemon serves this data directory: it takes the sidecars up as it scans its folders."""
+    """The job, its summary, then the catalog filled from the sidecars by `fill` (`indexing.index_folders`), as
+    `pixdex index` fills it — unless a daemon serves this data directory: it takes the sidecars up as it scans its
+    folders, and a folder it does not watch is added to them once the job is done (`watch add`: a collection)."""
+    client = daemon_client(config)
+    library = DaemonLibrary(client) if client is not None else None
+    unwatched = _unwatched(roots, library.watches()) if library is not None else []
     try:
         # Late, deliberately: Ray (~1 s to import, an optional extra) loads only for `--ray`.
         from pixdex.indexer.distributed.cluster import JobSettings
@@ -74,6 +79,9 @@ def cmd_index_ray(args: argparse.Namespace, config: Config, roots: list[Path],
         raise PixdexError(f"--ray needs Ray: pip install 'pixdex[ray]' ({exc})") from None
     from tqdm import tqdm
 
+    for root in unwatched:
+        print(f"{printable(str(root))}: the running daemon does not watch it; it will once the job is done, and "
+              "take the job's sidecars up", file=sys.stderr)
     settings = JobSettings(None if args.ray == "auto" else args.ray, args.ray_gpus or 0.0, args.ray_batch_size,
                            args.ray_actors)
     bars: list[Any] = []
@@ -97,17 +105,34 @@ def cmd_index_ray(args: argparse.Namespace, config: Config, roots: list[Path],
     job = report.as_dict()
     if not args.json:
         _print_job(job)
-    catalog = None
-    if daemon_client(config) is None:
+    catalog, watching = None, []
+    if library is None:
         catalog = fill(config, roots, not args.json)
         if not args.json:
             print(f"catalog filled from the sidecars: {summary_line(catalog)}; {catalog['from_sidecars']} taken "
                   f"from sidecars, {catalog['inference_calls']} model call(s)")
-    elif not args.json:
-        print("the running daemon takes the sidecars up as it scans its folders", file=sys.stderr)
+    else:
+        # Only now: watched before the job, the daemon would have embedded the folder itself meanwhile.
+        watching = [library.watch_add(str(root), None) for root in unwatched]
+        if not args.json:
+            for added in watching:
+                print(f"the daemon now watches {printable(added['path'])} as {added['name']} (query with "
+                      f"in:{added['name']}; `pixdex watch remove {added['name']}` undoes it)", file=sys.stderr)
+            print("the running daemon takes the sidecars up as it scans its folders", file=sys.stderr)
     if args.json:
-        print(json.dumps({"ray": job, "catalog": catalog}, indent=2))
+        print(json.dumps({"ray": job, "catalog": catalog, "watching": watching}, indent=2))
     return EXIT_OK
+
+
+def _unwatched(roots: list[Path], watches: list[dict[str, Any]]) -> list[Path]:
+    """The folders no watched folder holds (nor an earlier one of them): those a running daemon would never scan."""
+    held = [os.path.realpath(w["path"]) for w in watches]
+    out: list[Path] = []
+    for root in roots:
+        real = os.path.realpath(root)
+        if not any(real == h or real.startswith(h.rstrip("/") + "/") for h in [*held, *map(str, out)]):
+            out.append(Path(real))
+    return out
 
 
 def _print_job(job: dict[str, Any]) -> None:
@@ -121,3 +146,5 @@ def _print_job(job: dict[str, Any]) -> None:
         print(f"  … and {len(job['failures']) - 20} more: see `pixdex failures`", file=sys.stderr)
     for path, reason in job["folder_errors"]:
         print(f"  skipped folder: {path}: {reason}", file=sys.stderr)
+    if job["log"]:
+        print(f"  the job's log and its Parquet manifest: {printable(str(Path(job['log']).parent))}", file=sys.stderr)

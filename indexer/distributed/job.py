@@ -1,14 +1,16 @@
 """`pixdex index --ray`: the library embedded and tagged as one Ray Data job, its results in the sidecars.
 
     paths (pixdex's scan walk, on the driver)
-      → decode_batch     CPU tasks       prepare: read, hash, decode, preprocess; `skipped` when the sidecar is current
+      → decode_batch     CPU tasks       prepare: read, hash, decode, preprocess (a task per file); `skipped` when
+                                         the sidecar is current
       → EmbedActor       actor pool      inference.infer: CLIP image tower, tagger, vocabulary tags
-      → write_batch      CPU tasks       sync_sidecar: keywords, embedding, content hash, model id
+      → write_batch      CPU tasks       sync_sidecar: keywords, embedding, content hash, model id (a task per file)
       → rows (path, status, reason, nodes) back to the driver
 
 Ray Data streams the blocks between the stages with back-pressure, retries the tasks of a lost node and restarts
-lost actors. The models reach the actors through the object store (`bundle`). The catalog is not touched here:
-the caller fills it from the sidecars afterwards, with no model call (`daemon/commands/distributed.py`).
+lost actors; a file that crashes its decoder is that file's failure (`tasks.one_task_each`). The models reach the
+actors through the object store (`bundle`). The catalog is not touched here: the caller fills it from the sidecars
+afterwards, with no model call (`daemon/commands/distributed.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ray.data import ActorPoolStrategy, DataContext
 from pixdex.indexer.distributed.actor import ActorSpec, EmbedActor
 from pixdex.indexer.distributed.bundle import ModelBundle, pack
 from pixdex.indexer.distributed.cluster import JobSettings, check_readable, connect, nodes, resolve
+from pixdex.indexer.distributed.manifest import JobFiles, ManifestWriter, write_log
 from pixdex.indexer.distributed.tasks import FAILED, INDEXED, SKIPPED, decode_batch, write_batch
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.inference import ModelInfo, describe, model_spec, vocabulary_cache
@@ -38,8 +41,6 @@ from pixdex.indexer.settings import Config
 from pixdex.indexer.sidecars.tasks import SidecarSpec
 
 log = logging.getLogger(__name__)
-
-TASK_RETRIES = 5  # times a decode or sidecar task lost with its node (or its worker process) is run again
 
 
 @dataclass
@@ -53,6 +54,7 @@ class JobReport:
     seconds: float = 0.0
     folder_errors: list[tuple[str, str]] = field(default_factory=list)
     paths: list[bytes] = field(default_factory=list)  # every row's path, as it came back (duplicates kept)
+    files: JobFiles | None = None  # its log and manifest
 
     def as_dict(self) -> dict[str, Any]:
         s, done = self.settings, self.indexed + self.skipped + len(self.failures)
@@ -61,7 +63,9 @@ class JobReport:
                 "seconds": round(self.seconds, 2),
                 "images_per_second": round(done / self.seconds, 2) if self.seconds else 0,
                 "rows": len(self.paths), "duplicates": len(self.paths) - len(set(self.paths)),
-                "actors": s.actors, "batch_size": s.batch_size, "gpus": s.gpus, "folder_errors": self.folder_errors}
+                "actors": s.actors, "batch_size": s.batch_size, "gpus": s.gpus, "folder_errors": self.folder_errors,
+                "log": str(self.files.log) if self.files else None,
+                "manifest": str(self.files.manifest) if self.files else None}
 
 
 def library_files(config: Config, roots: list[Path]) -> tuple[list[bytes], list[tuple[str, str]]]:
@@ -93,9 +97,16 @@ def check_config(config: Config) -> None:
 
 def run_job(config: Config, roots: list[Path], settings: JobSettings, announce: Callable[[str], None],
             progress: Callable[[int], Callable[[], None]] | None = None) -> JobReport:
-    """Walk `roots`, run the job on the cluster at `settings.address`, return what each image became. `announce`
-    gets the settings line before the work starts; `progress(total)` returns the callback called per row."""
+    """Walk `roots`, run the job on the cluster at `settings.address`, return what each image became, with its log
+    and Parquet manifest under the data directory (`manifest.JobFiles`). `announce` gets the settings line before
+    the work starts; `progress(total)` returns the callback called per row."""
     check_config(config)
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        announce(line)
+
     connect(settings.address)
     try:
         paths, folder_errors = library_files(config, roots)
@@ -103,17 +114,21 @@ def run_job(config: Config, roots: list[Path], settings: JobSettings, announce: 
         live = nodes()
         resolved = resolve(settings, live, config.models.batch_size)
         check_readable(paths, live)
-        announce(f"ray: {len(live)} node(s), {sum(n.cpus for n in live):g} CPU(s), {sum(n.gpus for n in live):g} "
+        files = JobFiles.new(config.layout.root)
+        say(f"ray: {len(live)} node(s), {sum(n.cpus for n in live):g} CPU(s), {sum(n.gpus for n in live):g} "
                  f"GPU(s); {len(paths)} image(s); --ray-actors {resolved.actors} --ray-batch-size "
                  f"{resolved.batch_size} --ray-gpus {resolved.gpus:g} (per actor); models {info.clip_id}"
                  f"{' + ' + info.tagger_id if info.tagger_id else ''} "
                  f"({bundle.size / 1e6:.1f} MB via the object store)")
-        report = JobReport(resolved, images=len(paths), folder_errors=folder_errors)
+        say(f"log and manifest: {files.folder}")
+        report = JobReport(resolved, images=len(paths), folder_errors=folder_errors, files=files)
         start = time.perf_counter()
-        if paths:
-            _collect(_dataset(config, paths, info, bundle, resolved), report, progress(len(paths))
-                     if progress else None)
+        with ManifestWriter(files.manifest, info.clip_id, info.tagger_id or info.clip_id) as manifest:
+            if paths:
+                _collect(_dataset(config, paths, info, bundle, resolved), report, manifest,
+                         progress(len(paths)) if progress else None)
         report.seconds = time.perf_counter() - start
+        write_log(files.log, said, report.as_dict())
         return report
     finally:
         ray.shutdown()
@@ -135,20 +150,23 @@ def _dataset(config: Config, paths: list[bytes], info: ModelInfo, bundle: ModelB
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-run INFO lines; its warnings stay
     blocks = max(1, min(len(paths) // s.batch_size, 10_000))
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
-    # The CPU stages' tasks are retried when their node is lost (never for a file: they return its failure). Their
-    # remote arguments differ from the actors', so Ray Data keeps decoding in tasks of its own instead of fusing it
-    # into the model actors, where it would run one image at a time beside the model.
-    tasks = {"num_cpus": 1, "max_retries": TASK_RETRIES, "batch_size": s.batch_size, "batch_format": "numpy"}
-    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": decode}, **tasks)
+    # The CPU stages' batch tasks keep Ray Data's retries: a lost node's batches run again elsewhere. A file never
+    # fails them: its decode and its sidecar write run in a task of their own (`tasks.one_task_each`), which returns
+    # its failure. `max_calls=0` is Ray's default (a worker runs any number of them); given, it makes the decode
+    # stage's remote arguments differ from the actors', so Ray Data does not fuse decoding into the model actors
+    # (where the actor would wait on every decode) — as it fuses stages whose arguments are equal.
+    tasks = {"num_cpus": 1, "batch_size": s.batch_size, "batch_format": "numpy"}
+    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": decode}, max_calls=0, **tasks)
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"bundle": [ray.put(bundle)], "spec": actor},
                         batch_size=s.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=s.actors),
                         num_cpus=1, num_gpus=s.gpus or None)
     return ds.map_batches(write_batch, fn_kwargs={"spec": sidecar, "clip_id": info.clip_id}, **tasks)
 
 
-def _collect(ds: Any, report: JobReport, tick: Callable[[], None] | None) -> None:
+def _collect(ds: Any, report: JobReport, manifest: ManifestWriter, tick: Callable[[], None] | None) -> None:
     worked: Counter[str] = Counter()
     for row in ds.iter_rows():
+        manifest.add(row)
         path, status = bytes(row["path"]), str(row["status"])
         report.paths.append(path)
         if status == INDEXED:
