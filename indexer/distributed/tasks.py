@@ -11,12 +11,12 @@
 A batch is a dict of columns (Ray's "numpy" format). Every row leaves each stage with a `status` — `embed` (on its
 way), `indexed`, `skipped` or `failed` with its `reason` — so a bad file is a row, never a stopped job.
 
-A file's decode and its sidecar write each run in a Ray task of their own (`one_task_each`), on the batch task's
-node: a file that crashes its decoder (a segfault in a C library, not a Python exception) kills
-that task's worker process alone. Ray runs the task again `SOLO_RETRIES` times (a node lost meanwhile costs a
-retry, not the file), then the file is `failed` with the reason, and its batch goes on — as the local pipeline
-blames the file whose decode pool worker died. The batch tasks themselves keep Ray Data's retries (a lost node's
-batches run again elsewhere).
+A batch's decodes, and its sidecar writes, run in a Ray task of their own on the batch task's node (`one_task_each`):
+a file that crashes its decoder (a segfault in a C library, not a Python exception) kills that task's worker
+process, not the batch task. Then each file of the batch runs in a task of its own: Ray runs a file's task again
+`SOLO_RETRIES` times (a node lost meanwhile costs a retry, not the file), then the file is `failed` with the reason,
+and its batch goes on — as the local pipeline blames the file whose decode pool worker died. The batch tasks
+themselves keep Ray Data's retries (a lost node's batches run again elsewhere).
 """
 
 from __future__ import annotations
@@ -52,14 +52,23 @@ class Died:
 
 
 def one_task_each(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], what: str) -> list[Any]:
-    """`fn(*call)` for each call, each in a Ray task of its own on this node (elsewhere if it is gone), one after
-    the other; `Died` for a call whose worker process died `SOLO_RETRIES + 1` times. `what` names the process in
-    the reason ("decoder", "sidecar writer").
+    """`fn(*call)` for each call: all of them in one Ray task on this node; when that task's worker process dies
+    (or it raises), each call in a task of its own (on this node, elsewhere if it is gone), one after the other, to
+    find the file: `Died` for a call whose worker process died `SOLO_RETRIES + 1` times. `what` names the process in
+    the reason ("decoder", "sidecar writer"). A task per file costs ~35 ms here (docs/BENCHMARKS.md): only a batch
+    with a crash pays it.
 
-    The task asks for no CPU: it runs in its batch task's stead, which holds the CPU (Ray Data counts the batch
+    The tasks ask for no CPU: they run in their batch task's stead, which holds the CPU (Ray Data counts the batch
     tasks against the cluster) and waits meanwhile — one file at a time, as the batch task would have decoded it."""
-    task = ray.remote(num_cpus=0, max_retries=SOLO_RETRIES, retry_exceptions=False)(fn)
     here = NodeAffinitySchedulingStrategy(node_id(), soft=True)
+    whole = ray.remote(num_cpus=0, max_retries=0, retry_exceptions=False)(_each)
+    try:
+        done: list[Any] = ray.get(whole.options(scheduling_strategy=here, name=f"pixdex {what}").remote(fn, calls))
+        return done
+    except ray.exceptions.RayError as exc:  # a file crashed it (or its node went): one task a file finds which
+        log.warning("a %s task for %d files died (%s); running each file in a task of its own", what, len(calls),
+                    _first_line(exc))
+    task = ray.remote(num_cpus=0, max_retries=SOLO_RETRIES, retry_exceptions=False)(fn)
     out: list[Any] = []
     for call in calls:
         try:
@@ -70,6 +79,10 @@ def one_task_each(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], what
             out.append(Died(f"the {what} process died on this file each of the {SOLO_RETRIES + 1} times it ran "
                             f"({type(exc).__name__}: {_first_line(exc)})"))
     return out
+
+
+def _each(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    return [fn(*call) for call in calls]
 
 
 def _first_line(exc: BaseException) -> str:
