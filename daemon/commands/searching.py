@@ -8,7 +8,7 @@ import base64
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pixdex.daemon.client import DaemonError, read_upload
 from pixdex.daemon.commands.connect import EXIT_OK, daemon_client, is_utf8
@@ -47,18 +47,23 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     args.query = as_text(args.query)  # `pixdex search $'caf\xe9'`: the words as the index holds such names
     client = daemon_client(config)
     if client is not None:
-        from pixdex.query.parse import QueryError, nothing_to_look_for
-
-        if not args.query.strip():
-            raise QueryError(nothing_to_look_for(args.query))
-        if len(args.query) > config.server.max_query_chars:
-            raise QueryError(f"the query is {len(args.query)} characters long; at most "
-                             f"{config.server.max_query_chars} are allowed (server.max_query_chars)")
+        if not args.query.strip() or len(args.query) > config.server.max_query_chars:
+            _refuse(args.query, config)
         data = client.get("/search", q=args.query, k=args.k, cwd=os.getcwd(), raw="1" if args.null else None)
         return print_results(data, args)
     from pixdex.daemon.offline import open_search
 
     return print_results(results_dict(open_search(config).search(args.query, args.k), args.null), args)
+
+
+def _refuse(query: str, config: Config) -> NoReturn:
+    """A query the daemon would refuse, said as without a daemon (not as its HTTP parameter `q`)."""
+    from pixdex.query.parse import QueryError, nothing_to_look_for  # late: it imports tantivy
+
+    if not query.strip():
+        raise QueryError(nothing_to_look_for(query))
+    raise QueryError(f"the query is {len(query)} characters long; at most {config.server.max_query_chars} are "
+                     "allowed (server.max_query_chars)")
 
 
 def cmd_similar(args: argparse.Namespace, config: Config) -> int:
