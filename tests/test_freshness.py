@@ -28,6 +28,11 @@ def test_a_lone_file_skips_the_batch_wait_and_the_commit_wait(env: Env, model_di
         indexer.scan([env.pics])
         generation = indexer.writer.generation
         assert indexer.writer.wait_for(generation + 1, timeout=30), "waited out batch_wait or commit_seconds"
+        # The generation is published before the pipeline hears of the commit (its "indexed" event must find the
+        # image searchable): its count follows at once, far within the 60 s waits.
+        deadline = time.monotonic() + 10
+        while indexer.stats.committed == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert indexer.stats.committed == 1
 
 

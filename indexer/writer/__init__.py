@@ -144,9 +144,9 @@ class Writer(Commands):
             group[0][1].set_exception(exc)
             return
         self._catch_up()
-        self.catalog.trim_wal()
         for (_, future), result in zip(group, results, strict=True):
             future.set_result(result)
+        self.catalog.trim_wal()  # after the answers: a checkpoint delays no one waiting for the commit
         if self.after_commit is not None:
             self.after_commit()
 
