@@ -11,7 +11,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from pixdex.indexer.errors import ReadError
@@ -184,6 +184,10 @@ def replace_owned(path: Path, data: bytes, was: tuple[int, int, int, int] | None
     links, and read-only means "do not touch". `was` is `seen()` of the version the new content was
     merged from (None: it did not exist); if the file is not that version any more just before the
     rename, nothing is written and `ChangedMeanwhile` is raised, so the caller merges again.
+
+    Every step after the first look is relative to the folder, opened once: a folder renamed meanwhile (a person
+    moving an album while pixdex writes a sidecar in it) gets the file beside its image, and a failed write never
+    leaves its temp file behind in the folder's new place.
     """
     target = owned_target(path)
     try:
@@ -200,8 +204,19 @@ def replace_owned(path: Path, data: bytes, was: tuple[int, int, int, int] | None
             raise Refused("it is read-only; make it writable (chmod u+w) and pixdex adds its tags within seconds")
     if seen(st) != was:
         raise ChangedMeanwhile
-    temp = temp_name(target.parent)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if st else 0o666)
+    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _replace_in(folder, target, data, st, was)
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _replace_in(folder: int, target: Path, data: bytes, st: os.stat_result | None,
+                was: tuple[int, int, int, int] | None) -> None:
+    """`replace_owned`'s write, every name relative to the `folder` descriptor."""
+    temp, name = temp_name(Path()).name, target.name
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if st else 0o666, dir_fd=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -211,23 +226,23 @@ def replace_owned(path: Path, data: bytes, was: tuple[int, int, int, int] | None
             os.fsync(handle.fileno())
         if st is None:
             try:
-                os.link(temp, target)  # never over a file that appeared meanwhile
+                os.link(temp, name, src_dir_fd=folder, dst_dir_fd=folder)  # never over a file that appeared meanwhile
             except FileExistsError:
                 raise ChangedMeanwhile from None
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=folder)
         else:
-            if seen(_stat_or_none(target)) != was:  # the last look before the rename
+            if seen(_stat_or_none(name, folder)) != was:  # the last look before the rename
                 raise ChangedMeanwhile
-            os.replace(temp, target)
+            os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        with suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=folder)
         raise
-    fsync_dir(target.parent)
 
 
-def _stat_or_none(path: Path) -> os.stat_result | None:
+def _stat_or_none(name: str, folder: int) -> os.stat_result | None:
     try:
-        return os.stat(path)
+        return os.stat(name, dir_fd=folder)
     except FileNotFoundError:
         return None
 

@@ -232,3 +232,30 @@ def test_a_move_whose_two_ends_are_seen_by_two_scans_keeps_its_id(env: Env, over
     check_consistent(env.data, env.pics)
     kept = {} if over else {"leaves.jpg": before["leaves.jpg"]}
     assert _ids(env) == {target.name: before["tram.jpg"]} | kept
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_sidecar_written_as_its_folder_is_renamed_lands_beside_its_image_and_leaves_no_temp(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exists: bool) -> None:
+    """Found in a whole-suite run: a folder renamed between the temp file's write and its rename left the temp
+    file in the folder's new place, and the sidecar unwritten."""
+    from pixdex.indexer import files
+
+    album = tmp_path / "a"
+    album.mkdir()
+    side = album / "held.jpg.xmp"
+    was = None
+    if exists:
+        side.write_bytes(b"old")
+        was = files.seen(os.stat(side))
+    fsync, moved = os.fsync, []
+
+    def fsync_then_rename(fd: int) -> None:  # the temp file is written: the person moves the album now
+        fsync(fd)
+        if not moved:
+            moved.append(album.rename(tmp_path / "renamed"))
+
+    monkeypatch.setattr(files.os, "fsync", fsync_then_rename)
+    files.replace_owned(side, b"new", was)
+    assert moved and sorted(p.name for p in (tmp_path / "renamed").iterdir()) == ["held.jpg.xmp"]
+    assert (tmp_path / "renamed" / "held.jpg.xmp").read_bytes() == b"new"
