@@ -56,7 +56,9 @@ def check_consistent(data: Path, pics: Path) -> dict[bytes, int]:
 
     disk = disk_images(pics)
     assert set(rows) == set(disk), (set(rows) ^ set(disk))
-    assert queued == 0
+    assert queued == 0, db.execute(  # what stayed queued, to find why (seen once in a whole-suite run, 2026-12-03)
+        "SELECT q.image_id, q.priority, q.reason, q.seq, i.path, i.state, i.hash IS NULL "
+        "FROM queue q LEFT JOIN images i ON i.id = q.image_id").fetchall()
     stale = [p for p, (_, state, digest, _, _) in rows.items() if state != "done" or digest != disk[p]]
     assert not stale, f"not indexed with their current content: {stale[:5]}"
     done = {image_id for image_id, *_ in rows.values()}
