@@ -47,7 +47,9 @@ def check_consistent(data: Path, pics: Path) -> dict[bytes, int]:
     """Assert that every store agrees with the disk; returns path → id."""
     db = sqlite3.connect(data / "catalog.sqlite3")
     rows = {r[0]: r[1:] for r in db.execute("SELECT path, id, state, hash, tags, gen FROM images")}
-    queued = db.execute("SELECT count(*) FROM queue").fetchone()[0]
+    # what stayed queued, to find why (seen after a kill -9 trial in a whole-suite run, 2026-12-03)
+    queued = db.execute("SELECT q.image_id, q.priority, q.reason, q.seq, i.path, i.state, i.hash IS NULL "
+                        "FROM queue q LEFT JOIN images i ON i.id = q.image_id").fetchall()
     embedded = {i for (i,) in db.execute("SELECT image_id FROM embeddings")}
     models = {m for (m,) in db.execute("SELECT DISTINCT model FROM embeddings")}
     live = db.execute("SELECT model FROM live WHERE what = 'clip'").fetchone()
@@ -56,9 +58,7 @@ def check_consistent(data: Path, pics: Path) -> dict[bytes, int]:
 
     disk = disk_images(pics)
     assert set(rows) == set(disk), (set(rows) ^ set(disk))
-    assert queued == 0, db.execute(  # what stayed queued, to find why (seen once in a whole-suite run, 2026-12-03)
-        "SELECT q.image_id, q.priority, q.reason, q.seq, i.path, i.state, i.hash IS NULL "
-        "FROM queue q LEFT JOIN images i ON i.id = q.image_id").fetchall()
+    assert queued == [], queued
     stale = [p for p, (_, state, digest, _, _) in rows.items() if state != "done" or digest != disk[p]]
     assert not stale, f"not indexed with their current content: {stale[:5]}"
     done = {image_id for image_id, *_ in rows.values()}
