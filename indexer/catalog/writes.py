@@ -194,15 +194,18 @@ class Writes:
     def enqueue(self, image_id: int, priority: int, reason: str, again: bool = False) -> None:
         """Queue `image_id`. An entry already there keeps the more urgent priority; with `again` it also
         gets a new seq, so a worker holding the old one leaves it queued (the file changed under it), and
-        the new reason (a content change outranks a sidecar change: the full path reads the sidecar too)."""
+        the new reason (a content change outranks a sidecar change: the full path reads the sidecar too). An id
+        with no row (a scan read it before a store gave the row its sidecar's id) queues nothing: an entry no
+        row has would stay queued for ever (found by the kill -9 trials)."""
         self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'queue_seq'")
         self.db.execute(
             "INSERT INTO queue (image_id, priority, reason, seq, enqueued) "
-            "VALUES (?, ?, ?, (SELECT value FROM meta WHERE key = 'queue_seq'), ?) "
+            "SELECT ?, ?, ?, (SELECT value FROM meta WHERE key = 'queue_seq'), ? "
+            "WHERE EXISTS (SELECT 1 FROM images WHERE id = ?) "
             "ON CONFLICT (image_id) DO UPDATE SET priority = min(priority, excluded.priority), "
             "seq = CASE WHEN ? THEN excluded.seq ELSE seq END, "
             "reason = CASE WHEN ? THEN excluded.reason ELSE reason END",
-            (image_id, priority, reason, time.time(), again, again and reason != "sidecar changed"))
+            (image_id, priority, reason, time.time(), image_id, again, again and reason != "sidecar changed"))
 
     def enqueue_many(self, ids: list[int], priority: int, reason: str) -> None:
         """`enqueue` (not `again`) for many ids at once, each with the next seq."""
