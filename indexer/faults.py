@@ -2,6 +2,9 @@
 
 - `PIXDEX_TEST_CRASH_ON=TEXT`: a decode worker that opens a file whose name contains TEXT dies by
   SIGSEGV, as a decoder bug would make it.
+- `PIXDEX_TEST_CRASH_MODEL_ON=TEXT`: a model process (the Ray job's model actor) given a batch with a file whose
+  name contains TEXT dies by SIGSEGV, as a crash in the model runtime or the kernel's OOM killer would end it
+  (with `PIXDEX_TEST_HOLD_DIR`, after a line in `DIR/model-crashes`).
 - `PIXDEX_TEST_HOLD=STAGE:TEXT[,STAGE:TEXT…]` and `PIXDEX_TEST_HOLD_DIR=DIR`: indexing stops at STAGE
   (`decode`, `infer`, `sidecar`, `commit`; `register`: the scanner between reading the catalog and
   registering what it found; `drop`: between a deletion's commit and the removal of its sidecars) for a file
@@ -18,6 +21,7 @@ import time
 from collections.abc import Iterable
 
 CRASH_ENV = "PIXDEX_TEST_CRASH_ON"
+CRASH_MODEL_ENV = "PIXDEX_TEST_CRASH_MODEL_ON"
 HOLD_ENV = "PIXDEX_TEST_HOLD"
 HOLD_DIR_ENV = "PIXDEX_TEST_HOLD_DIR"
 HOLD_LIMIT = 60.0
@@ -26,6 +30,16 @@ HOLD_LIMIT = 60.0
 def crash_on(path: bytes) -> None:
     text = os.environ.get(CRASH_ENV)
     if text and text.encode() in os.path.basename(path):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def crash_model_on(paths: Iterable[bytes]) -> None:
+    text = os.environ.get(CRASH_MODEL_ENV)
+    if text and any(text.encode() in os.path.basename(p) for p in paths):
+        folder = os.environ.get(HOLD_DIR_ENV)
+        if folder:  # a line per death, for the test to count
+            with open(os.path.join(folder, "model-crashes"), "a") as counted:
+                counted.write(f"{os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGSEGV)
 
 

@@ -25,10 +25,11 @@ from conftest import PIXDEX, Env, gradient, noise
 from pixdex.daemon import cli
 from pixdex.daemon.commands.distributed import wants_ray
 from pixdex.indexer.errors import PixdexError
-from pixdex.indexer.faults import CRASH_ENV, HOLD_DIR_ENV, HOLD_ENV
+from pixdex.indexer.faults import CRASH_ENV, CRASH_MODEL_ENV, HOLD_DIR_ENV, HOLD_ENV
 
 SWAP = "swap-node-here"  # the decode of this image waits while the test swaps a node
 CRASH = "crash-decoder-here"  # the decode of this image kills its worker process (SIGSEGV), wherever it runs
+CRASH_MODEL = "crash-model-here"  # a batch with this image kills the model actor that runs it (SIGSEGV)
 
 
 @contextlib.contextmanager
@@ -39,6 +40,7 @@ def faults(holds: Path) -> Iterator[None]:
     patch.setenv(HOLD_ENV, f"decode:{SWAP}")
     patch.setenv(HOLD_DIR_ENV, str(holds))
     patch.setenv(CRASH_ENV, CRASH)
+    patch.setenv(CRASH_MODEL_ENV, CRASH_MODEL)
     try:
         yield
     finally:
@@ -214,6 +216,39 @@ def test_a_file_that_crashes_its_decoder_is_its_failure_and_the_rest_is_indexed(
     failures = json.loads(capsys.readouterr().out)
     assert sorted(Path(f["path"]).name for f in failures) == sorted(p.name for p in crashing)
     assert all("died" in f["reason"] for f in failures), failures
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_batch_that_kills_every_model_actor_stops_the_job_and_a_rerun_goes_on(
+        env: Env, model_dir: Path, cluster: tuple[Any, Any, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Ray restarts a model actor that died and runs its batch again; a batch that kills each actor it reaches
+    stops the job after a bounded number of tries (Ray Data's default retries it for ever), with one line; the
+    sidecars written stay, and a re-run indexes the rest."""
+    library = env.root / "model-crash"
+    library.mkdir()
+    for n in range(7):
+        gradient(n).save(library / f"ok_{n}.jpg")
+    bad = library / f"z-{CRASH_MODEL}.jpg"
+    noise(3).save(bad)
+    config = configure(model_dir, library, env.root / "model-crash-data")
+    capsys.readouterr()
+    status = cli.main(["--config", str(config), "index", "--ray", cluster[0].address, str(library)])
+    out, err = capsys.readouterr()
+    assert status == 2, (out, err)
+    line = err.splitlines()[-1]
+    assert line.startswith("pixdex: error: ray: the job stopped after "), err[-3000:]
+    assert "a model actor died on the same batch each of the 3 times it ran" in line
+    assert "a re-run skips their images" in line and "job.log" in line
+    assert not sidecar(bad)
+    deaths = (cluster[2] / "model-crashes").read_text().split()
+    assert len(deaths) == 3 and len(set(deaths)) == 3, deaths  # three actors, each dead on it
+    written = [p for p in library.glob("ok_*.jpg") if sidecar(p)]
+    bad.rename(library / "z-fine.jpg")  # the same image, no longer a crash for the actors
+    result = run(config, capsys, "--ray", cluster[0].address, str(library))
+    job = result["ray"]
+    assert (job["indexed"], job["skipped"], job["failed"]) == (8 - len(written), len(written), 0), job
+    assert result["catalog"]["from_sidecars"] == 8
 
 
 def manifest_agrees_with_the_sidecars(job: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import ray
 from numpy.typing import NDArray
 
+from pixdex.indexer import faults
 from pixdex.indexer.distributed.bundle import ModelBundle, materialise, node_model_root
 from pixdex.indexer.distributed.tasks import EMBED, FAILED, Batch, column, node_id
 from pixdex.indexer.errors import InferenceError
@@ -62,6 +63,7 @@ class EmbedActor:
     def __call__(self, batch: Batch) -> Batch:
         status, reason = [str(s) for s in batch["status"]], [str(r) for r in batch["reason"]]
         ready = [n for n, s in enumerate(status) if s == EMBED]
+        faults.crash_model_on(bytes(batch["path"][n]) for n in ready)
         embeddings: list[bytes] = [b""] * len(status)
         tags = ["[]"] * len(status)
         for n, result in self._embed(batch, ready).items():

@@ -42,6 +42,13 @@ from pixdex.indexer.sidecars.tasks import SidecarSpec
 
 log = logging.getLogger(__name__)
 
+# How often one batch may end its model actor before the job stops. A model process that dies is restarted (Ray
+# Data's default, as for a lost node), and its batch runs again on the new one; Ray Data's default then retries it
+# without end, and a batch that kills every actor it reaches (a crash in the model runtime, the OOM killer) would
+# hold the job for ever. The model sees fixed-size tensors, not files: such a death is the model's or the machine's,
+# so the job stops, rather than blaming a file.
+MODEL_TRIES = 3
+
 
 @dataclass
 class JobReport:
@@ -125,8 +132,13 @@ def run_job(config: Config, roots: list[Path], settings: JobSettings, announce: 
         start = time.perf_counter()
         with ManifestWriter(files.manifest, info.clip_id, info.tagger_id or info.clip_id) as manifest:
             if paths:
-                _collect(_dataset(config, paths, info, bundle, resolved), report, manifest,
-                         progress(len(paths)) if progress else None)
+                try:
+                    _collect(_dataset(config, paths, info, bundle, resolved), report, manifest,
+                             progress(len(paths)) if progress else None)
+                except ray.exceptions.RayError as exc:
+                    report.seconds = time.perf_counter() - start
+                    write_log(files.log, [*said, f"stopped: {_first_line(exc)}"], report.as_dict())
+                    raise _stopped(exc, report, files) from exc
         report.seconds = time.perf_counter() - start
         write_log(files.log, said, report.as_dict())
         return report
@@ -159,8 +171,25 @@ def _dataset(config: Config, paths: list[bytes], info: ModelInfo, bundle: ModelB
     ds = ds.map_batches(decode_batch, fn_kwargs={"spec": decode}, max_calls=0, **tasks)
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"bundle": [ray.put(bundle)], "spec": actor},
                         batch_size=s.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=s.actors),
-                        num_cpus=1, num_gpus=s.gpus or None)
+                        num_cpus=1, num_gpus=s.gpus or None, max_restarts=-1, max_task_retries=MODEL_TRIES - 1)
     return ds.map_batches(write_batch, fn_kwargs={"spec": sidecar, "clip_id": info.clip_id}, **tasks)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:500]
+
+
+def _stopped(exc: ray.exceptions.RayError, report: JobReport, files: JobFiles) -> PixdexError:
+    done = report.indexed + report.skipped + len(report.failures)
+    chain, at = [], exc  # Ray Data may wrap the actor's error in its own
+    while at is not None and len(chain) < 10:
+        chain.append(at)
+        at = at.__cause__ or at.__context__
+    died = any(isinstance(e, ray.exceptions.ActorDiedError | ray.exceptions.ActorUnavailableError) for e in chain)
+    what = (f"a model actor died on the same batch each of the {MODEL_TRIES} times it ran (a crash in the model "
+            "runtime, or the machine out of memory: see the Ray logs)" if died else f"Ray failed: {_first_line(exc)}")
+    return PixdexError(f"ray: the job stopped after {done} of {report.images} image(s): {what}; the sidecars "
+                       f"written so far stay and a re-run skips their images; the job's log: {files.log}")
 
 
 def _collect(ds: Any, report: JobReport, manifest: ManifestWriter, tick: Callable[[], None] | None) -> None:
