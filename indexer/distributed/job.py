@@ -181,7 +181,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _stopped(exc: ray.exceptions.RayError, report: JobReport, files: JobFiles) -> PixdexError:
     done = report.indexed + report.skipped + len(report.failures)
-    chain, at = [], exc  # Ray Data may wrap the actor's error in its own
+    chain: list[BaseException] = []  # Ray Data may wrap the actor's error in its own
+    at: BaseException | None = exc
     while at is not None and len(chain) < 10:
         chain.append(at)
         at = at.__cause__ or at.__context__
