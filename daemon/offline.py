@@ -84,9 +84,7 @@ def offline_watches(config: Config) -> list[dict[str, str]]:
 
 def offline_watch_add(config: Config, path: Path, name: str | None) -> dict[str, str]:
     def add(catalog: Catalog) -> dict[str, str]:
-        added, inside = plan_add(all_collections(config, catalog), path, name)
-        for c in inside:
-            catalog.remove_collection(c.name)
+        added = plan_add(all_collections(config, catalog), path, name)
         catalog.add_collection(added.name, added.path)
         return added.as_dict()
 
@@ -94,9 +92,12 @@ def offline_watch_add(config: Config, path: Path, name: str | None) -> dict[str,
 
 
 def offline_watch_remove(config: Config, key: str) -> dict[str, Any]:
+    still: list[bytes] = []  # the folders watched after it
+
     def remove(catalog: Catalog) -> dict[str, Any]:
         found = removable(all_collections(config, catalog), key, config.source)
         catalog.remove_collection(found.name)
+        still.extend(c.path for c in all_collections(config, catalog))
         return {**found.as_dict(), "forgotten": 0}
 
     removed = dict(offline_write(config, remove))
@@ -105,7 +106,7 @@ def offline_watch_remove(config: Config, key: str) -> dict[str, Any]:
     )
 
     with Indexer(config, reduced="if unloadable") as indexer:  # its images leave the index now, as the daemon does
-        removed["forgotten"] = indexer.forget([Path(removed["path"])])
+        removed["forgotten"] = indexer.forget([Path(removed["path"])], still)
     return removed
 
 

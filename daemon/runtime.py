@@ -308,15 +308,10 @@ class Daemon:
         self._refresh_roots()
 
     def _watch_add(self, path: Path, name: str | None) -> dict[str, str]:
-        added, inside = plan_add(self.collections, path, name)
+        added = plan_add(self.collections, path, name)
         indexer = self._core()
 
-        def record(catalog: Catalog, gen: int) -> None:
-            for collection in inside:  # folders inside the new one become part of it
-                catalog.remove_collection(collection.name)
-            catalog.add_collection(added.name, added.path)
-
-        done = indexer.writer.submit(record)
+        done = indexer.writer.submit(lambda catalog, gen: catalog.add_collection(added.name, added.path))
         indexer.writer.flush()
         done.result()
         self._refresh_roots()
@@ -356,7 +351,7 @@ class Daemon:
     def _forget(self, roots: set[bytes]) -> int:
         if not roots:
             return 0
-        count = self._core().forget([Path(os.fsdecode(r)) for r in roots])
+        count = self._core().forget([Path(os.fsdecode(r)) for r in roots], [c.path for c in self.collections])
         if count:
             self.bus.publish("removed", count=count, why="no longer watched")
         return count

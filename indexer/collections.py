@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pixdex.indexer.catalog import Catalog
 from pixdex.indexer.errors import PixdexError
-from pixdex.indexer.paths import display_path
+from pixdex.indexer.paths import display_path, system_folder
 from pixdex.indexer.settings import Config
 
 NAME = re.compile(r"^[\w][\w.-]{0,63}$")
@@ -80,12 +80,15 @@ def find(collections: list[Collection], name: str) -> Collection:
     raise CollectionError(f"in:{name}: no such collection; known: {known}")
 
 
-def plan_add(collections: list[Collection], path: Path, name: str | None) -> tuple[Collection, list[Collection]]:
-    """What `watch add` makes of `path`: the new collection, and the added ones inside it that it replaces.
-    Refuses a folder that is missing or already watched, and a name that is invalid or taken."""
+def plan_add(collections: list[Collection], path: Path, name: str | None) -> Collection:
+    """What `watch add` makes of `path`. Collections already inside it stay, with their names (a query's `in:`
+    and a token's scope go on naming them; removing the outer one keeps what they hold). Refuses a folder that is
+    missing, already watched or a system folder, and a name that is invalid or taken."""
     real = os.fsencode(os.path.realpath(path))
     if not os.path.isdir(real):
         raise CollectionError(f"{display_path(real)}: not a folder; give a folder to watch")
+    if (why := system_folder(real)) is not None:
+        raise CollectionError(f"{display_path(real)}: {why}")
     for c in collections:
         if c.path == real or real.startswith(c.path.rstrip(b"/") + b"/"):
             raise CollectionError(f"{display_path(real)}: already watched as part of collection {c.name!r}")
@@ -93,8 +96,7 @@ def plan_add(collections: list[Collection], path: Path, name: str | None) -> tup
     chosen = check_name(name) if name else default_name(real, taken)
     if chosen.lower() in taken:
         raise CollectionError(f"collection name {chosen!r} is taken; choose another with --name")
-    inside = [c for c in collections if c.source == "added" and c.path.startswith(real.rstrip(b"/") + b"/")]
-    return Collection(chosen, real, "added"), inside
+    return Collection(chosen, real, "added")
 
 
 def removable(collections: list[Collection], key: str, config_file: Path | None) -> Collection:

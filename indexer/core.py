@@ -36,6 +36,7 @@ from pixdex.indexer.pools import IdlePool, make_pool, stop_pool
 from pixdex.indexer.prepare import prepare_for_llm
 from pixdex.indexer.rebuild import finish_swap
 from pixdex.indexer.scan.diff import diff_tree
+from pixdex.indexer.scan.walk import below_any
 from pixdex.indexer.settings import Config
 from pixdex.indexer.sidecars.keeper import SidecarKeeper
 from pixdex.indexer.stages.stats import Stats
@@ -288,14 +289,18 @@ class Indexer:
         self.pipeline.wake()
         return len(ids)
 
-    def forget(self, roots: list[Path]) -> int:
-        """Remove what is indexed below folders that are no longer watched (their files stay on disk)."""
+    def forget(self, roots: list[Path], keep: list[bytes]) -> int:
+        """Remove what is indexed below folders that are no longer watched (their files stay on disk), and the
+        unreadable folders noted there — except below `keep`, the folders still watched (real paths): a
+        collection inside a removed one keeps its images."""
         reader = Catalog(self.layout.catalog, read_only=True)
         try:
-            rows = reader.under_paths(roots)
+            rows = [row for row in reader.under_paths(roots) if not below_any(row.path, keep, itself=True)]
         finally:
             reader.close()
+        gone = [os.fsencode(os.path.realpath(r)) for r in roots]
         self.writer.register([], [], [], [], rows)
+        self.writer.submit(lambda catalog, gen: catalog.forget_folder_errors(gone, keep))
         self.writer.flush()
         return len(rows)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.layout import Layout
+from pixdex.indexer.paths import system_folder
 from pixdex.indexer.sections import (
     ClipTagSettings,
     DecodeSettings,
@@ -135,7 +136,11 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    return dataclasses.replace(config_from_dict(raw, environ, source=str(path)), source=path)
+    config = dataclasses.replace(config_from_dict(raw, environ, source=str(path)), source=path)
+    for folder in config.folders:
+        if (why := system_folder(os.fsencode(os.path.realpath(folder)))) is not None:
+            raise ConfigError(f"{path}: library.folders: {folder}: {why}")
+    return config
 
 
 def load_config_leniently(path: Path | None = None, environ: Mapping[str, str] | None = None

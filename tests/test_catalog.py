@@ -55,3 +55,14 @@ def test_ids_are_positive_63_bit_and_unique(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite3")
     ids = {catalog.insert(stat(f"/{i}.jpg".encode()), 1) for i in range(200)}
     assert len(ids) == 200 and all(0 < i < 2**63 for i in ids)
+
+
+def test_a_removed_folder_takes_its_unreadable_folders_along_but_not_those_still_watched(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.db")
+    errors = [(b"/lib/a/x", "permission denied"), (b"/lib/a", "permission denied"), (b"/lib/a/inner/y", "gone"),
+              (b"/lib/ab", "permission denied"), (b"/other/z", "permission denied")]
+    with catalog.transaction():
+        catalog.set_folder_errors([], [], errors)
+        catalog.forget_folder_errors([b"/lib/a"], [b"/lib/a/inner", b"/other"])
+    assert catalog.folder_errors() == [(b"/lib/a/inner/y", "gone"), (b"/lib/ab", "permission denied"),
+                                       (b"/other/z", "permission denied")]

@@ -65,3 +65,20 @@ def test_every_setting_has_a_default_and_help() -> None:
 def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         Config().search.k = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("folder", ["/", "/proc", "/sys/kernel", "/dev", "/run/user"])
+def test_system_folders_are_not_photo_folders(tmp_path: Path, folder: str) -> None:
+    """A trial watched "/": the scan walked /proc and other people's files, and 2,778 pseudo-folders stayed in
+    `status` after the folder was removed."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[library]\nfolders = ["{tmp_path}", "{folder}"]\n')
+    with pytest.raises(ConfigError, match=rf"library.folders: {folder}: .*not a photo folder"):
+        load_config(config)
+
+
+def test_removable_drives_under_run_media_may_be_watched() -> None:
+    from pixdex.indexer.paths import system_folder
+
+    assert system_folder(b"/run/media/ann/CAMERA") is None and system_folder(b"/home/ann/Pictures") is None
+    assert system_folder(b"/run/media") is not None and system_folder(b"/runaway") is None

@@ -284,6 +284,39 @@ def test_reindex_and_watch_add_remove_through_the_cli(served: Served, tmp_path: 
     assert "daemon: running" in status.stdout and "inotify" in status.stdout
 
 
+def test_a_folder_added_around_a_collection_keeps_it_and_removing_it_keeps_what_that_holds(
+        served: Served, tmp_path: Path) -> None:
+    """A trial added a parent folder of a collection, then removed it: the inner collection had been merged into
+    it (its `in:` name and tokens gone), and the removal took its images out of the index."""
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(PIXDEX), "--config", str(served.config), *args], env=served.environ,
+                              capture_output=True, text=True)
+
+    outer = tmp_path / "nest"
+    inner = outer / "inner"
+    inner.mkdir(parents=True)
+    gradient(61).save(inner / "kept_inside.png")
+    noise(62).save(outer / "outside_only.png")
+    assert cli("watch", "add", str(inner), "--name", "innercol").returncode == 0
+    wait_for(lambda: served.get("/search", q="in:innercol", k=10)["hits"], what="the inner collection")
+    kept = served.get("/search", q="in:innercol", k=10)["hits"][0]["id"]
+    out = cli("watch", "add", str(outer), "--name", "outercol")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: len(served.get("/search", q="in:outercol", k=10)["hits"]) == 2, what="the outer collection")
+    names = [w["name"] for w in json.loads(cli("watch", "list", "--json").stdout)]
+    assert {"innercol", "outercol"} <= set(names), names
+    assert [h["id"] for h in served.get("/search", q="in:innercol", k=10)["hits"]] == [kept]
+    out = cli("watch", "remove", "outercol")
+    assert out.returncode == 0, out.stderr
+    hits = served.get("/search", q="in:innercol", k=10)["hits"]
+    assert [h["id"] for h in hits] == [kept], hits  # the same image, the same id, still found
+    assert [Path(p).name for p in served.listed(outer)] == ["kept_inside.png"]
+    for system in ("/", "/proc", "/sys/kernel"):
+        out = cli("watch", "add", system)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out
+        assert "not a photo folder" in out.stderr, out.stderr
+
+
 def test_metrics_and_openapi(served: Served) -> None:
     status, text = served.raw("GET", "/metrics", {"Host": "localhost"})
     assert status == 200

@@ -276,6 +276,15 @@ class Writes:
         self.db.executemany("INSERT INTO folder_errors VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
                             "reason = excluded.reason", [(p, r, time.time()) for p, r in errors])
 
+    def forget_folder_errors(self, roots: list[bytes], keep: list[bytes]) -> None:
+        """The unreadable folders noted at or below `roots` (no longer watched), except those at or below `keep`."""
+        def covered(path: bytes, folders: list[bytes]) -> bool:
+            return any(path == f or path.startswith(f.rstrip(b"/") + b"/") for f in folders)
+
+        gone = [(bytes(p),) for (p,) in self.db.execute("SELECT path FROM folder_errors")
+                if covered(bytes(p), roots) and not covered(bytes(p), keep)]
+        self.db.executemany("DELETE FROM folder_errors WHERE path = ?", gone)
+
     def forget_tombstones(self, upto: int) -> None:
         """Tombstones both indexes have applied are no longer needed."""
         self.db.execute("DELETE FROM tombstones WHERE gen <= ?", (upto,))
