@@ -19,7 +19,7 @@ from pixdex.indexer.errors import PixdexError
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.pools import exit_reason
 from pixdex.indexer.sidecars.state import SidecarState
-from pixdex.indexer.sidecars.tasks import edit_sidecar
+from pixdex.indexer.sidecars.tasks import edit_sidecar, identity
 from pixdex.indexer.trash import trash_image
 
 
@@ -48,7 +48,7 @@ def edit_items(daemon: Daemon, ids: list[int], add: list[str], remove: list[str]
                 failed[image_id] = f"{display_path(row.path)} has just moved or gone; try again in a moment"
                 continue
             jobs[image_id] = indexer.decode_pool.schedule(
-                edit_sidecar, (row.path, add, remove, None, spec, rating, label), timeout=60)
+                edit_sidecar, (row.path, add, remove, None, spec, rating, label, identity(row)), timeout=60)
         for image_id, job in jobs.items():
             try:
                 side = job.result()

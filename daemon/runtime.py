@@ -49,7 +49,7 @@ from pixdex.indexer.modelcache import return_freed_memory
 from pixdex.indexer.paths import display_path
 from pixdex.indexer.pools import IdlePool
 from pixdex.indexer.settings import Config
-from pixdex.indexer.sidecars.tasks import edit_sidecar
+from pixdex.indexer.sidecars.tasks import edit_sidecar, identity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -340,7 +340,8 @@ class Daemon:
             if not os.path.lexists(row.path):
                 raise Unavailable(f"{display_path(row.path)} has just moved or gone; try again in a moment")
             side = indexer.decode_pool.schedule(edit_sidecar, (row.path, add, remove, description,
-                                                               indexer.pipeline.sidecar_spec(), rating, label),
+                                                               indexer.pipeline.sidecar_spec(), rating, label,
+                                                               identity(row)),
                                                 timeout=60).result()
         indexer.pipeline.remember_own(row.path, side)
         done = indexer.writer.sidecar_read(image_id, side)

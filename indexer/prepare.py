@@ -74,6 +74,9 @@ class Prepared:
     from_sidecar: bool = False  # `machine_tags` (and `embedding`, if any) were taken from the sidecar
     models: tuple[str | None, str | None] = (None, None)  # the models that made them (CLIP, keywords)
     sidecar_id: int | None = None  # the catalog id its sidecar carries (pixdex:Id): a rebuild's is kept
+    # `sidecar_id` is the one the sidecar records for this very content (a sidecar that came back: an indexed row
+    # of this content may take it back, `Commands._store_one`).
+    sidecar_id_checked: bool = False
     ocr: tuple[str, str] | None = None  # (reader, text) its sidecar carries for this content (pixdex:TextOCR)
     phash: bytes | None = None  # the perceptual hash of the decoded pixels (None: not decoded, see phash_backfill)
     warnings: str = ""  # what the libraries printed while reading it
@@ -136,6 +139,11 @@ def _from_sidecar(item: Prepared, data: bytes, path: bytes, spec: DecodeSpec) ->
     if found is None:
         return False
     item.sidecar_id, item.ocr = found.image_id, found.ocr
+    if spec.sidecar_id_of is not None and found.image_id is not None:  # the sidecar changed: is it this content's?
+        from pixdex.indexer.sidecars.carried import carried_id  # late: pyexiv2, in the worker only
+
+        item.sidecar_id = carried_id(path, item.digest, spec.sidecar_id_of)
+        item.sidecar_id_checked = item.sidecar_id is not None
     if not found.usable:
         return False
     item.width, item.height, item.exif = probe_image(data, os.fsdecode(path), spec.max_pixels)

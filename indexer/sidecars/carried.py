@@ -24,6 +24,7 @@ from pixdex.indexer.sidecars.keys import (
     EMBEDDING_MODEL,
     EMBEDDING_OF,
     IMAGE_ID,
+    IMAGE_OF,
     MACHINE,
     MODEL,
     REJECTED,
@@ -75,7 +76,7 @@ def carried_id(path: bytes, digest: str, naming: str) -> int | None:
         xmp = read_sidecar(sidecar_path(Path(os.fsdecode(path)), naming))
     except SidecarError:
         return None
-    return _stored_id(xmp) if str(xmp.get(EMBEDDING_OF) or "") == digest else None
+    return _stored_id(xmp) if digest in (str(xmp.get(EMBEDDING_OF) or ""), str(xmp.get(IMAGE_OF) or "")) else None
 
 
 def _stored_id(xmp: dict[str, object]) -> int | None:

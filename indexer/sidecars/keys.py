@@ -47,6 +47,7 @@ LOCATION_OURS = {"city": "Xmp.pixdex.City", "state": "Xmp.pixdex.State", "countr
                  "country_code": "Xmp.pixdex.CountryCode"}
 EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF = "Xmp.pixdex.Embedding", "Xmp.pixdex.EmbeddingModel", "Xmp.pixdex.EmbeddingOf"
 IMAGE_ID = "Xmp.pixdex.Id"  # the image's catalog id: a rebuild, or another machine, gives it the same one
+IMAGE_OF = "Xmp.pixdex.IdOf"  # the content hash the id was written for (a person's edit, with or without models)
 GPS_LATITUDE, GPS_LONGITUDE = "Xmp.exif.GPSLatitude", "Xmp.exif.GPSLongitude"
 
 SEQ_KEYS = frozenset({TAGS_LIST, CREATOR})  # lists written as rdf:Seq (as digiKam and XMP define them); others Bag
@@ -74,8 +75,9 @@ URIS = {key: uri_of(key) for key in (  # the RDF predicates behind pyexiv2's key
     "Xmp.iptc.Location", "Xmp.iptc.CountryCode")}
 
 OWN_KEYS = frozenset({SUBJECT, HIERARCHICAL, TAGS_LIST, OURS, MACHINE, REJECTED, PERSON, MODEL, DESCRIBED,
-                      METADATA_DATE, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID, TEXT, TEXT_OCR, TEXT_LLM,
+                      METADATA_DATE, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID, IMAGE_OF, TEXT, TEXT_OCR,
+                      TEXT_LLM,
                       TEXT_OCR_BY, TEXT_OCR_OF,
                       *LOCATION_OURS.values()})
 # pixdex's, per image
-RECORD = (OURS, MACHINE, REJECTED, PERSON, MODEL, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID)
+RECORD = (OURS, MACHINE, REJECTED, PERSON, MODEL, EMBEDDING, EMBEDDING_MODEL, EMBEDDING_OF, IMAGE_ID, IMAGE_OF)

@@ -28,6 +28,7 @@ from pixdex.indexer.sidecars.keys import (
     EMBEDDING_MODEL,
     EMBEDDING_OF,
     IMAGE_ID,
+    IMAGE_OF,
     LABEL,
     MACHINE,
     METADATA_DATE,
@@ -111,15 +112,20 @@ def text_values(xmp: dict[str, Any], llm: str | None, ocr: str | None) -> dict[s
 
 
 def edit_person(image: Path, add: list[str], remove: list[str], description: str | None, parent: str,
-                naming: str = "image.ext.xmp", rating: int | None = None, label: str | None = None) -> SidecarState:
+                naming: str = "image.ext.xmp", rating: int | None = None, label: str | None = None,
+                identity: tuple[int, str] | None = None) -> SidecarState:
     """A person's edit through pixdex (PATCH /items): keywords added as their own (in all three fields),
     keywords removed from every field — a machine keyword removed is rejected for good — the
     description set (None: unchanged; "": emptied), the rating (xmp:Rating 0–5; None: unchanged) and the colour
-    label (xmp:Label; None: unchanged, "": removed). Everything else in the sidecar is kept."""
+    label (xmp:Label; None: unchanged, "": removed). Everything else in the sidecar is kept. `identity`: the
+    image's catalog id and content hash, written with the edit (`pixdex:Id`, `pixdex:IdOf`) so that a sidecar written
+    without models still gives the image its id back (from the trash, after a rebuild)."""
     def plan(xmp: dict[str, Any]) -> tuple[KeywordPlan, dict[str, Any]]:
         machine = [t for t in as_list(xmp.get(MACHINE)) if t not in add]
         keywords = plan_keywords(xmp, machine, parent, extra_person=add, remove=remove)
         values: dict[str, Any] = {}
+        if identity is not None:
+            values[IMAGE_ID], values[IMAGE_OF] = str(identity[0]), identity[1]
         if description is not None:
             values[DESCRIPTION] = {'lang="x-default"': description} if description else None
             values[DESCRIBED] = None  # the person's now

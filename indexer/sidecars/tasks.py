@@ -18,6 +18,7 @@ from typing import Any
 
 from pixdex.indexer import faults
 from pixdex.indexer.captured import Captured
+from pixdex.indexer.catalog.rows import ImageRow
 from pixdex.indexer.digest import content_hash
 from pixdex.indexer.errors import SidecarError
 from pixdex.indexer.files import read_regular
@@ -149,16 +150,23 @@ def carry_sidecar(move: Move, spec: SidecarSpec) -> SidecarState:
     return sync_sidecar(move.new, move.tags, move.rejected, spec, move.embedding, move.image_id)
 
 
+def identity(row: ImageRow) -> tuple[int, str] | None:
+    """What a person's edit records of the image (`edit_sidecar`): its id and the content hash it was given for."""
+    return (row.id, row.hash) if row.hash else None
+
+
 def edit_sidecar(path: bytes, add: list[str], remove: list[str], description: str | None,
-                 spec: SidecarSpec, rating: int | None = None, label: str | None = None) -> SidecarState:
+                 spec: SidecarSpec, rating: int | None = None, label: str | None = None,
+                 identity: tuple[int, str] | None = None) -> SidecarState:
     """A person's edit (PATCH /items), in a worker: pyexiv2 never runs in the serving process. Raises
-    SidecarError when the sidecar cannot be written (the edit is then not made)."""
+    SidecarError when the sidecar cannot be written (the edit is then not made). `identity`: the image's (id,
+    content hash), recorded with the edit."""
     from pixdex.indexer.sidecars.merge import edit_person  # late: in the worker only
 
     image = Path(os.fsdecode(path))
     try:
         with Captured():
-            return edit_person(image, add, remove, description, spec.parent, spec.naming, rating, label)
+            return edit_person(image, add, remove, description, spec.parent, spec.naming, rating, label, identity)
     except OSError as exc:
         raise SidecarError(image, f"cannot write sidecar: {exc.strerror or exc}") from None
 

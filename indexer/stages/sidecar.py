@@ -60,7 +60,8 @@ class Sidecar(Flow):
         row, prepared = work.entry.row, work.prepared
         wanted = prepared.sidecar_id if prepared else None
         fresh = row.state == "pending" and row.hash is None
-        if wanted is None or wanted == row.id or not (fresh or (prepared is not None and prepared.same_content)):
+        back = prepared is not None and (prepared.same_content or prepared.sidecar_id_checked)
+        if wanted is None or wanted == row.id or not (fresh or back):
             return row.id
         with self._queue_lock:
             return row.id if self._queue_db.paths([wanted]) else wanted

@@ -59,7 +59,8 @@ class Write(Flow):
                                            prepared.exif.camera, work.tags, work.embedding, prepared.embedded,
                                            work.side, prepared.exif.as_dict(),
                                            prepared.models if prepared.from_sidecar else self.info.ids,
-                                           prepared.sidecar_id, prepared.phash, prepared.ocr))
+                                           prepared.sidecar_id, prepared.phash, prepared.ocr,
+                                           prepared.sidecar_id_checked))
             if indexed:
                 faults.hold("commit", [item.stat.path for item in indexed])
                 stored = self.writer.store(indexed)

@@ -36,7 +36,7 @@ def store_many(commands: Commands, catalog: Catalog, gen: int, items: list[Index
     ids = [item.image_id for item in items]
     before = catalog.get_many(ids)
     taking = _wanted_ids(commands, catalog, items, before)
-    if len(set(ids)) != len(ids) or taking is None:
+    if len(set(ids)) != len(ids) or taking is None or any(item.sidecar_id_checked for item in items):
         for item in items:
             one(catalog, gen, item, rekeyed)
         return rekeyed

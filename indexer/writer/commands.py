@@ -48,6 +48,7 @@ class Indexed:
     sidecar_id: int | None = None  # the id its sidecar carries: a new row takes it when it is free
     phash: bytes | None = None  # the perceptual hash of the decoded pixels (None: not decoded this time)
     ocr: tuple[str, str] | None = None  # (reader, text) the sidecar carries for this content: no OCR model call
+    sidecar_id_checked: bool = False  # `sidecar_id` is recorded for this content: an indexed row takes it back too
 
 
 class Commands:
@@ -125,6 +126,13 @@ class Commands:
         before = catalog.get(image_id)  # the content it had: a description is for that content
         if before is not None and item.sidecar_id and self._takes_sidecar_id(catalog, before, item.sidecar_id):
             catalog.rekey(image_id, item.sidecar_id)
+            rekeyed[image_id] = image_id = item.sidecar_id
+            before = catalog.get(image_id)
+        elif before is not None and item.sidecar_id_checked and item.sidecar_id and item.sidecar_id != image_id \
+                and before.hash == item.digest and catalog.get(item.sidecar_id) is None:
+            # Its own sidecar came back for this content (restored from the trash after the image, which was
+            # indexed meanwhile under a new id) — without models, so it was read in full rather than `touch`ed.
+            catalog.take_id(image_id, item.sidecar_id, gen)
             rekeyed[image_id] = image_id = item.sidecar_id
             before = catalog.get(image_id)
         if not _content_changed(catalog, image_id, item.stat, item.digest, gen):
