@@ -260,3 +260,27 @@ def test_detail_tells_a_photo_from_flat_and_smooth_images() -> None:
     dark, foggy = (Image.fromarray((np.asarray(scene(3), dtype=np.float64) * a + b).astype(np.uint8)).convert("L")
                    for a, b in ((0.15, 0), (0.2, 180)))
     assert min(detail(image) for image in (scene(3).convert("L"), dark, foggy)) > MIN_DETAIL + 30
+
+
+def test_migration_12_leaves_the_hashes_from_before_to_be_done_again(tmp_path: Path) -> None:
+    """Hashes stored before their detail was measured count as none (the backfill does them again); content that
+    could not be decoded (an empty hash) is not tried again."""
+    from pixdex.indexer.catalog import Catalog
+
+    path = tmp_path / "catalog.sqlite3"
+    Catalog(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript("ALTER TABLE phashes DROP COLUMN detail; PRAGMA user_version = 11;")  # as schema 11 left it
+    for n in (1, 2):
+        db.execute("INSERT INTO images (id, path, dev, ino, size, mtime_ns, hash, state, created, updated) "
+                   "VALUES (?, ?, 1, ?, 1, 1, ?, 'done', 0, 0)", (n, f"/p/{n}.jpg".encode(), n, f"h{n}"))
+    db.executemany("INSERT INTO phashes VALUES (?, ?, ?)", [(1, "h1", bytes(40)), (2, "h2", b"")])
+    db.close()
+    catalog = Catalog(path)
+    try:
+        assert catalog.db.execute("SELECT image_id, detail FROM phashes ORDER BY image_id").fetchall() == [(1, None),
+                                                                                                          (2, 0)]
+        assert catalog.phashes() == [] and catalog.unhashed_count() == 1
+        assert [(i, p) for i, p, _ in catalog.unhashed(10)] == [(1, b"/p/1.jpg")]
+    finally:
+        catalog.close()
