@@ -1,8 +1,9 @@
-"""Perceptual hashes for images indexed before pixdex hashed them (`PhashBackfill`): a thread beside the pipeline
-that, while the pipeline has nothing to do, takes the catalog's done rows whose content has no hash, decodes
-each in the decode pool at a tiny draft size (`phash.phash_file`: no model, no embedding, no sidecar) and has
-the writer store the hash for the content it was computed from. A file that cannot be decoded gets an empty
-hash, so it is not tried again until its content changes; one that changed meanwhile is left to the pipeline.
+"""Perceptual hashes for images indexed before pixdex hashed them, or before it measured a hash's detail
+(`PhashBackfill`): a thread beside the pipeline that, while the pipeline has nothing to do, takes the catalog's
+done rows whose content has no hash (or one without its detail), decodes each in the decode pool at a tiny draft
+size (`phash.phash_file`: no model, no embedding, no sidecar) and has the writer store the hash for the content it
+was computed from. A file that cannot be decoded gets an empty hash, so it is not tried again until its content
+changes; one that changed meanwhile is left to the pipeline.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.phashes import UNDECODABLE, Phash
 from pixdex.indexer.phash import phash_file
 from pixdex.indexer.pools import Pool
 
@@ -68,13 +70,13 @@ class PhashBackfill:
                 return 0
             jobs = [(image_id, digest, self.pool.schedule(phash_file, (path, self.max_pixels), timeout=60))
                     for image_id, path, digest in rows]
-            results: list[tuple[int, str, str, bytes]] = []
+            results: list[tuple[int, str, str, Phash]] = []
             for image_id, digest, job in jobs:
                 try:
                     now, phash = job.result()
                 except Exception as exc:  # noqa: BLE001 - this file's problem: an empty hash, not tried again
                     log.info("no perceptual hash for item %d: %s", image_id, exc)
-                    now, phash = digest, b""
+                    now, phash = digest, UNDECODABLE
                 results.append((image_id, digest, now, phash))
             stored = self.submit(lambda catalog, gen: _store(catalog, results)).result()
             return int(stored)
@@ -93,7 +95,7 @@ class PhashBackfill:
                 self._stop.wait(IDLE)
 
 
-def _store(catalog: Catalog, results: list[tuple[int, str, str, bytes]]) -> int:
+def _store(catalog: Catalog, results: list[tuple[int, str, str, Phash]]) -> int:
     """Store each hash whose content is still the row's (the file did not change since it was read)."""
     stored = 0
     for image_id, digest, now, phash in results:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from pixdex.indexer import faults
 from pixdex.indexer.captured import Captured
+from pixdex.indexer.catalog.phashes import Phash
 from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.decode import ExifFacts, decode_image, probe_image
 from pixdex.indexer.digest import content_hash
@@ -78,7 +79,7 @@ class Prepared:
     # of this content may take it back, `Commands._store_one`).
     sidecar_id_checked: bool = False
     ocr: tuple[str, str] | None = None  # (reader, text) its sidecar carries for this content (pixdex:TextOCR)
-    phash: bytes | None = None  # the perceptual hash of the decoded pixels (None: not decoded, see phash_backfill)
+    phash: Phash | None = None  # the perceptual hash of the decoded pixels (None: not decoded, see phash_backfill)
     warnings: str = ""  # what the libraries printed while reading it
 
 

@@ -8,6 +8,12 @@ pairs within `short_limit` are confirmed on the 256-bit hash, and, when a real C
 (never a stand-in's), on their cosine. Confirmed pairs are joined into groups (connected components), each with a
 suggested keeper (`keeper.choose`). Two different photos differ in about half the bits: the default limit, a
 quarter, keeps them apart.
+
+That holds for hashes with detail only (`indexer.phash.detail`): a flat image, a smooth gradient or a bare horizon
+gets about the same hash as every other such image, whatever its colours or direction, so two blank frames from
+two cameras would look like copies. An image with less than `Limits.detail` is compared by its content alone: only
+its byte-identical copies are grouped (a flat red JPEG and the same red as PNG are not: nothing in their pixels tells
+one red frame from another).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pixdex.query.text import matching_ids
 LONG_BITS = LONG_BYTES * 8
 DEFAULT_BITS = 64  # of the 256-bit hash: a 3% crop moves up to ~56, two different photos ~100 and more
 MAX_BITS = 128  # past half of the bits, any two photos would be "alike"
+MIN_DETAIL = 128  # of 255 frequencies: a flat image has none, a gradient 8–16, a photo 150–250 (`indexer.phash`)
 TILE = 256  # rows × columns compared at once: 512 KB of xor'ed hashes, in cache (2048 cost a third more CPU)
 
 
@@ -47,6 +54,7 @@ class Limits:
     bits: int = DEFAULT_BITS  # the 256-bit hashes of a pair differ in at most this many bits
     cosine: float = 0.85  # and, with a real CLIP model, their embeddings are at least this alike
     similar: float = 0.92  # "similar shots": CLIP embeddings at least this alike (not a copy)
+    detail: int = MIN_DETAIL  # both hashes carry at least this much detail (below: byte-identical copies only)
 
     @property
     def short_bits(self) -> int:
@@ -122,8 +130,9 @@ def find(catalog: Catalog, allowed: set[int] | None, limits: Limits, real_model:
     # Counted before the hashes are read: a hash stored in between makes the note say too much, never too little.
     unhashed = catalog.unhashed_count(allowed)  # of what the caller asked about (and may see) only
     stored = catalog.phashes(allowed)
-    ids = [i for i, _ in stored]
-    short, long = unpack([h for _, h in stored]) if stored else (np.empty(0, np.uint64), np.empty((0, 4), np.uint64))
+    detailed = [(i, p.bits) for i, p in stored if p.detail >= limits.detail]
+    ids = [i for i, _ in detailed]
+    short, long = unpack([h for _, h in detailed])
     i, j = candidate_pairs(short, limits.short_bits)
     bits = long_distances(long, i, j)
     keep = bits <= limits.bits
@@ -134,12 +143,15 @@ def find(catalog: Catalog, allowed: set[int] | None, limits: Limits, real_model:
         i, j = i[alike], j[alike]
     pairs = [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
     pairs += _same_content(catalog, allowed)
-    groups = _groups(catalog, pairs, dict(zip(ids, (h for _, h in stored), strict=True)), limits.bits)
+    groups = _groups(catalog, pairs, dict(detailed), limits.bits)
     notes = []
     if unhashed:
         notes.append(f"{unhashed} image(s) are not hashed yet (indexed before pixdex hashed images; the daemon or "
                      "`pixdex index` hashes them): they are left out")
-    result: dict[str, Any] = {"groups": groups, "notes": notes, "compared": len(ids)}
+    if len(detailed) < len(stored):
+        notes.append(f"{len(stored) - len(detailed)} image(s) have too little detail to tell apart (flat, a smooth "
+                     "gradient): only their byte-identical copies are grouped")
+    result: dict[str, Any] = {"groups": groups, "notes": notes, "compared": len(stored)}
     if similar:
         result["similar"] = _similar_shots(catalog, real_model, allowed, limits, groups, notes)
     return result

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.phashes import Phash
 from pixdex.indexer.catalog.rows import FileStat
 from pixdex.indexer.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from pixdex.indexer.fulltext import FullText
@@ -80,7 +81,7 @@ def item(image_id: int, seq: int, n: int, rng: np.random.Generator, version: int
                    tags=[{"name": w, "confidence": 0.5, "category": "general"} for w in words],
                    embedding=unit(rng) if n % 11 else None, embedded=embedded, side=side,
                    facts={"iso": 100 * (1 + n % 8)}, sidecar_id=sidecar_id,
-                   phash=bytes([n % 256]) * 40 if n % 2 else None, models=models,
+                   phash=Phash(bytes([n % 256]) * 40, n % 256) if n % 2 else None, models=models,
                    ocr=("ocr@1", f"read before {words[0]}" if n % 2 else "") if n % 5 in (1, 2) else None)
 
 

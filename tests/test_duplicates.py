@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from photos import planted_copies, scene
+from PIL import Image
 
 from pixdex.query.duplicates import candidate_pairs
 from pixdex.query.keeper import choose
@@ -180,3 +181,106 @@ def test_a_chain_of_close_pairs_never_groups_images_far_from_their_keeper(env, c
     assert groups, "the close pairs are duplicates of their keeper"
     for group in groups:
         assert all(item["distance"] <= 64 for item in group["items"]), group
+
+
+CORPUS = Path("/work/shared/corpus/exiftool")
+BLANK_SAMPLES = ("Apple.jpg", "Canon.jpg", "Nikon.jpg", "GPS.jpg")  # 8×8 white frames and a 120×80 black one
+
+
+def plant_featureless(folder: Path) -> dict[str, str]:
+    """Flat colours, gradients (one turned 180°) and the camera samples' blank frames: name → what it shows. Only
+    `red.jpg` and its byte-identical copy are one picture; `red.png` is the same red, converted: nothing in its
+    pixels tells one red frame from another, so it is not grouped."""
+    shows: dict[str, str] = {}
+    for name, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220)), ("white", (255, 255, 255)),
+                         ("black", (0, 0, 0))):
+        Image.new("RGB", (640, 480), colour).save(folder / f"{name}.jpg", quality=90)
+        shows[f"{name}.jpg"] = name
+    (folder / "red copy.jpg").write_bytes((folder / "red.jpg").read_bytes())
+    shows["red copy.jpg"] = "red"
+    Image.open(folder / "red.jpg").save(folder / "red.png")
+    shows["red.png"] = "red, converted"
+    ramp = Image.fromarray(np.tile(np.linspace(0, 255, 640)[None, :, None], (480, 1, 3)).astype(np.uint8))
+    for name, image in (("gradient", ramp), ("gradient turned", ramp.rotate(180)),
+                        ("gradient down", ramp.rotate(90, expand=True))):
+        image.save(folder / f"{name}.jpg", quality=90)
+        shows[f"{name}.jpg"] = name
+    for name in BLANK_SAMPLES:
+        if (CORPUS / name).is_file():  # the exiftool corpus, read in place (it is not the repository's)
+            (folder / name).write_bytes((CORPUS / name).read_bytes())
+            shows[name] = name
+    return shows
+
+
+def test_flat_and_smooth_images_are_never_grouped_while_a_photos_copies_are(env, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Found by a trial: flat red, flat blue, a gradient, that gradient turned 180° and the camera samples' blank
+    frames became one group (their DCT hashes are all but the same). Now only byte-identical files among them are;
+    the copies of a photo (half size, quality 40, PNG, WebP, 3% cropped, exact) are one group still — also after
+    the hashes of a library from before detail was measured are done again, without re-embedding."""
+    shows = plant_featureless(env.pics)
+    photo = scene(7)
+    photo.save(env.pics / "photo.jpg", quality=92)
+    (env.pics / "photo copy.jpg").write_bytes((env.pics / "photo.jpg").read_bytes())
+    photo.resize((320, 240), Image.Resampling.LANCZOS).save(env.pics / "photo-half.jpg", quality=90)
+    photo.save(env.pics / "photo-q40.jpg", quality=40)
+    photo.save(env.pics / "photo.png")
+    photo.save(env.pics / "photo.webp")
+    dx, dy = round(photo.width * 0.03), round(photo.height * 0.03)
+    photo.crop((dx, dy, photo.width - dx, photo.height - dy)).save(env.pics / "photo-crop.jpg", quality=92)
+    photos = sorted(p.name for p in env.pics.glob("photo*"))
+    expected = sorted([photos, ["red copy.jpg", "red.jpg"]])
+    assert len(shows) >= 12
+
+    def check() -> None:
+        status, out, err = env.cli("duplicates", "--json", capsys=capsys)
+        assert status == 0, err
+        groups = sorted(sorted(Path(i["path"]).name for i in g["items"]) for g in json.loads(out)["groups"])
+        assert groups == expected
+        assert f"{len(shows)} image(s) have too little detail" in err
+
+    env.index_json(capsys)
+    check()
+    with sqlite3.connect(env.data / "catalog.sqlite3") as db:  # as hashed before schema 12 measured their detail
+        db.execute("UPDATE phashes SET detail = NULL")
+        embedded = db.execute("SELECT image_id, vector FROM embeddings ORDER BY image_id").fetchall()
+    report = env.index_json(capsys)
+    assert (report["hashed"], report["decoded"], report["embedded"]) == (len(shows) + len(photos), 0, 0)
+    with sqlite3.connect(env.data / "catalog.sqlite3") as db:
+        assert db.execute("SELECT image_id, vector FROM embeddings ORDER BY image_id").fetchall() == embedded
+    check()
+
+
+def test_detail_tells_a_photo_from_flat_and_smooth_images() -> None:
+    from pixdex.indexer.phash import detail
+    from pixdex.query.duplicates import MIN_DETAIL
+
+    ramp = np.tile(np.linspace(0, 255, 640)[None, :], (480, 1)).astype(np.uint8)
+    featureless = [Image.new("L", (640, 480), 128), Image.fromarray(ramp), Image.fromarray(ramp.T.copy())]
+    assert max(detail(image) for image in featureless) < 20
+    dark, foggy = (Image.fromarray((np.asarray(scene(3), dtype=np.float64) * a + b).astype(np.uint8)).convert("L")
+                   for a, b in ((0.15, 0), (0.2, 180)))
+    assert min(detail(image) for image in (scene(3).convert("L"), dark, foggy)) > MIN_DETAIL + 30
+
+
+def test_migration_12_leaves_the_hashes_from_before_to_be_done_again(tmp_path: Path) -> None:
+    """Hashes stored before their detail was measured count as none (the backfill does them again); content that
+    could not be decoded (an empty hash) is not tried again."""
+    from pixdex.indexer.catalog import Catalog
+
+    path = tmp_path / "catalog.sqlite3"
+    Catalog(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript("ALTER TABLE phashes DROP COLUMN detail; PRAGMA user_version = 11;")  # as schema 11 left it
+    for n in (1, 2):
+        db.execute("INSERT INTO images (id, path, dev, ino, size, mtime_ns, hash, state, created, updated) "
+                   "VALUES (?, ?, 1, ?, 1, 1, ?, 'done', 0, 0)", (n, f"/p/{n}.jpg".encode(), n, f"h{n}"))
+    db.executemany("INSERT INTO phashes VALUES (?, ?, ?)", [(1, "h1", bytes(40)), (2, "h2", b"")])
+    db.close()
+    catalog = Catalog(path)
+    try:
+        assert catalog.db.execute("SELECT image_id, detail FROM phashes ORDER BY image_id").fetchall() == [(1, None),
+                                                                                                          (2, 0)]
+        assert catalog.phashes() == [] and catalog.unhashed_count() == 1
+        assert [(i, p) for i, p, _ in catalog.unhashed(10)] == [(1, b"/p/1.jpg")]
+    finally:
+        catalog.close()

@@ -113,5 +113,13 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX images_inode ON images(ino);
     """,
+    # 12: how much detail each perceptual hash carries (`phashes.detail`, `indexer.phash`): a flat or smooth image's
+    # DCT hash is noise, alike for every such image, so `pixdex duplicates` compares only hashes with enough detail.
+    # The hashes from before have none (NULL): the backfill hashes their images again (a draft decode, no model);
+    # content that could not be decoded (an empty hash) is not tried again.
+    """
+    ALTER TABLE phashes ADD COLUMN detail INTEGER;
+    UPDATE phashes SET detail = 0 WHERE length(phash) = 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

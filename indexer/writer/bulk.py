@@ -56,7 +56,7 @@ def store_many(commands: Commands, catalog: Catalog, gen: int, items: list[Index
     done: list[Done] = []
     stats: list[FileStat | None] = []
     digests: list[str | None] = []
-    phashes: list[tuple[int, str, bytes]] = []
+    phashes: list[tuple[int, str, bytes, int]] = []
     readings: list[tuple[int, str, dict[str, Any]]] = []  # text read before, restored from the sidecar
     for item in bulk:
         row = before.get(item.image_id)
@@ -66,13 +66,14 @@ def store_many(commands: Commands, catalog: Catalog, gen: int, items: list[Index
         if image_id != row.id:
             row = dataclasses.replace(row, id=image_id)
         if item.phash is not None:
-            phashes.append((image_id, item.digest, item.phash))
+            phashes.append((image_id, item.digest, item.phash.bits, item.phash.detail))
         if item.ocr is not None and row.ocr_by is None:  # as one by one (a replaced content's text went there)
             readings.append((image_id, item.ocr[0], ocr_reading(item.ocr[1])))
         done.append(_done(commands, catalog, row, item))
         stats.append(FileStat(row.path, item.stat.dev, item.stat.ino, item.stat.size, item.stat.mtime_ns))
         digests.append(item.digest)
-    catalog.db.executemany("INSERT OR REPLACE INTO phashes (image_id, of, phash) VALUES (?, ?, ?)", phashes)
+    catalog.db.executemany("INSERT OR REPLACE INTO phashes (image_id, of, phash, detail) VALUES (?, ?, ?, ?)",
+                           phashes)
     catalog.mark_done_many(done, stats, digests, gen)
     for image_id, reader, reading in readings:
         catalog.set_ocr(image_id, reader, reading, None, gen)

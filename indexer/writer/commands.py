@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pixdex.indexer.catalog import Catalog
+from pixdex.indexer.catalog.phashes import Phash
 from pixdex.indexer.catalog.rows import BACKFILL, CHANGED, FileStat, ImageRow
 from pixdex.indexer.metadata.effective import effective
 from pixdex.indexer.sidecars.state import SidecarState
@@ -46,7 +47,7 @@ class Indexed:
     # The models that made `embedding` and `tags` (CLIP, keywords); None: the writer's (the configured ones).
     models: tuple[str | None, str | None] | None = None
     sidecar_id: int | None = None  # the id its sidecar carries: a new row takes it when it is free
-    phash: bytes | None = None  # the perceptual hash of the decoded pixels (None: not decoded this time)
+    phash: Phash | None = None  # the perceptual hash of the decoded pixels (None: not decoded this time)
     ocr: tuple[str, str] | None = None  # (reader, text) the sidecar carries for this content: no OCR model call
     sidecar_id_checked: bool = False  # `sidecar_id` is recorded for this content: an indexed row takes it back too
 
