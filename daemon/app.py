@@ -195,14 +195,25 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except PixdexError as exc:
         status = 400
         raise ApiError(400, str(exc)) from None
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         status = 499
         raise
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # The client went away mid-request (a body it never finished sending): nobody reads an answer, and
+            # aiohttp drops this one quietly; re-raised, it logged a 35-line traceback.
+            status = 499
+            log.debug("%s %s: the client went away (%s)", request.method, display_path(request.path), exc)
+            raise ApiError(499, "the client went away") from None
         log.exception("%s %s failed", request.method, display_path(request.path))
         raise ApiError(500, "internal error; see the daemon's log") from None
     finally:
         metrics.request(route, request.method, status, time.perf_counter() - start)
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the request's own connection is lost (not a connection the daemon made, to Ollama say)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 ROUTES = (routes_status, routes_search, routes_items, routes_curation, routes_duplicates, routes_timeline,

@@ -85,6 +85,7 @@ class Daemon:
         self._done: deque[tuple[float, int]] = deque(maxlen=600)  # (time, files finished) for the rate
         self.last_scan: dict[str, Any] = {}
         self.scanning = ""
+        self._told_unreadable: set[str] = set()  # folders a scan could not read, logged once each (status lists them)
         self.on_collections: Callable[[list[Collection]], None] | None = None  # told of every change
         self.pull = ModelPull(config, bus, landed=self._look_now)  # the first start's models
         self._failed_models: tuple[tuple[str, int, int], ...] | None = None  # files that did not load
@@ -269,7 +270,9 @@ class Daemon:
             log.info("%s: %d new, %d changed, %d moved, %d removed, %d edited sidecar(s)", why, report.new,
                      report.changed, report.moved, report.removed, report.sidecars)
         for path, reason in report.folder_errors:
-            log.warning("%s: %s", path, reason)
+            if path not in self._told_unreadable:  # once, not at every scan: `pixdex status` lists them all
+                self._told_unreadable.add(path)
+                log.warning("%s: %s", path, reason)
         return report
 
     def _reindex(self, paths: list[Path]) -> int:
@@ -410,6 +413,7 @@ class Daemon:
             except OSError:
                 continue
             again.append(folder)
+            self._told_unreadable.discard(display_path(folder))  # unreadable again later: said again
         return again
 
     def _lost_events(self, why: str) -> None:

@@ -15,10 +15,16 @@ are not image names, so only their final rename counts.
 Events can be lost: past the watch limit inotify silently watches nothing more, and a queue
 overflow is only logged by watchdog. So the limit is checked before watching, the overflow log
 line is caught, and both ask the daemon for a full reconcile.
+
+A folder inotify may not watch (chmod 000, another user's) is left out, silently: the scan reports
+it (`pixdex status`), and looks again once it can be read. watchdog itself keeps such a folder as a
+watch numbered -1 shared by all of them, and warns for each one after the first, the text holding
+the map of every watched folder (a 2 GB log watching "/"); `_Inotify` refuses them instead.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -41,7 +47,9 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify import InotifyEmitter
+from watchdog.observers.inotify_c import InotifyFD, Mask, Watch
 from watchdog.observers.polling import PollingObserver
 
 from pixdex.indexer.paths import display_path
@@ -312,6 +320,44 @@ class Watcher(FileSystemEventHandler):
     def pending(self) -> int:
         with self._lock:
             return len(self._dirty.deep) + len(self._dirty.shallow)
+
+
+class _Inotify(InotifyFD):
+    """watchdog's inotify, refusing a folder it may not watch. watchdog's own takes inotify_add_watch's
+    EACCES as success: the folder becomes a watch numbered -1, which the next such folder finds already
+    there, and warns (RuntimeWarning) with the whole watch group in the text. Refused, a subfolder is
+    skipped (watchdog goes on with the rest) and a root raises (the observer does not start)."""
+
+    def _get_or_create_watch(self, path: bytes, mask: Mask) -> Watch:
+        watch = super()._get_or_create_watch(path, mask)
+        if watch.wd != -1:
+            return watch
+        del self._watch_for_wd[watch.wd]  # never has callbacks: each -1 is refused before one is added
+        raise PermissionError(errno.EACCES, "inotify may not watch this folder", os.fsdecode(path))
+
+
+class InotifyObserver(BaseObserver):
+    """watchdog's InotifyObserver on `_Inotify`."""
+
+    def __init__(self) -> None:
+        self._inotify = _Inotify()
+        self._inotify.start()
+        super().__init__(InotifyEmitter, inotify_fd=self._inotify)
+
+    def on_thread_start(self) -> None:
+        try:
+            super().on_thread_start()  # starts the emitters: a root that cannot be watched raises here
+        except BaseException:
+            self._stop_inotify()
+            raise
+
+    def on_thread_stop(self) -> None:
+        super().on_thread_stop()
+        self._stop_inotify()
+
+    def _stop_inotify(self) -> None:
+        self._inotify.stop()
+        self._inotify.join()
 
 
 class _OverflowCatcher(logging.Handler):

@@ -255,6 +255,28 @@ def test_a_repeated_message_is_held_back_and_counted() -> None:
     assert sum(line.startswith("DEBUG") for line in lines) == 51
 
 
+def test_a_body_the_client_never_sends_ends_its_request_without_a_traceback(served: Served) -> None:
+    """Found by a trial: a PATCH with Content-Length 1000, a few bytes of body, then the connection closed, logged
+    "Error handling request" and a 35-line traceback ending in "ConnectionResetError: Connection lost". The
+    client went away: a debug line at most, over the socket and over TCP; the daemon answers the next request."""
+    start = served.log.stat().st_size
+    item = next(iter(served.listed().values()))
+    token = TOKEN_HEADER.format(served.token())
+    for unix in (True, False):
+        for method, path in (("PATCH", f"/items/{item}"), ("POST", "/watches")):
+            sock = connect(served, unix=unix)
+            sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{'' if unix else token}"
+                         "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"add_ta".encode())
+            time.sleep(0.3)  # the handler is waiting for the rest of the body
+            sock.close()
+    time.sleep(0.5)
+    assert exchange(connect(served), get("/health", extra=token))[0] == 200
+    assert exchange(connect(served, unix=True), get("/health"))[0] == 200
+    tail = log_tail(served, start)
+    assert "Traceback" not in tail and "Error handling request" not in tail, tail[:3000]
+    assert len(tail.splitlines()) <= 4, tail[:3000]
+
+
 # 3. The CLI's reads through the daemon --------------------------------------------------------------------
 def test_similar_on_a_fifo_or_a_link_to_dev_zero_fails_at_once_with_one_line(served: Served, tmp_path: Path) -> None:
     fifo, zero, big, folder = tmp_path / "pipe.jpg", tmp_path / "zero.jpg", tmp_path / "big.jpg", tmp_path / "a folder"
