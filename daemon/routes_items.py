@@ -137,6 +137,8 @@ def edit_fields(body: dict[str, Any], parent: str) -> tuple[list[str], list[str]
         raise bad("rating", f"rating = {str(rating)[:20]} is not a rating; use 0 (none) to 5 stars (a rejection, -1, "
                             "is not taken)")
     label = body.get("label")
+    if isinstance(label, str):  # "red" as the query's label:red writes it: the sidecar gets XMP's "Red"
+        label = next((known for known in LABELS if known.lower() == label.strip().lower()), label)
     if label is not None and label not in ("", *LABELS):
         raise bad("label", f"label = {str(label)[:20]!r} is not a colour label; use one of {', '.join(LABELS)}, or "
                            '"" to remove it')

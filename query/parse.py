@@ -191,14 +191,18 @@ def _number_range(token: str, key: str, value: str) -> tuple[str, int | None, in
         raise QueryError(f"{token!r}: write {key}:N, {key}:>=N, {key}:<N or {key}:N..M (whole numbers)")
     if any(len(match[g].lstrip("-")) > 15 for g in ("n", "lo", "hi") if match[g] is not None):
         raise QueryError(f"{token!r}: {key} takes whole numbers of at most 15 digits")
+    low: int | None
+    high: int | None
     if match["lo"] is not None:
         low, high = int(match["lo"]), int(match["hi"])
         if low > high:
             raise QueryError(f"{token!r}: {low} is above {high}; write {key}:{high}..{low}")
-        return key, low, high
-    n, op = int(match["n"]), match["op"] or "="
-    return {"=": (key, n, n), ">=": (key, n, None), ">": (key, n + 1, None), "<=": (key, None, n),
-            "<": (key, None, n - 1)}[op]
+    else:
+        n, op = int(match["n"]), match["op"] or "="
+        low, high = {"=": (n, n), ">=": (n, None), ">": (n + 1, None), "<=": (None, n), "<": (None, n - 1)}[op]
+    if key == "rating" and ((low is not None and low > 5) or (high is not None and high < -1)):
+        raise QueryError(f"{token!r}: a rating is 0 (none) to 5 stars, or -1 (rejected)")
+    return key, low, high
 
 
 def _box(token: str, value: str) -> tuple[float, float, float, float]:

@@ -63,7 +63,7 @@ def generation(served: Served) -> int:
 def test_the_colour_label_is_in_the_item_and_searchable_at_once(served: Served) -> None:
     image_id = id_of(served, NAMES[0])
     assert served.get(f"/items/{image_id}")["label"] is None
-    item = served.client.request("PATCH", f"/items/{image_id}", body={"label": "Purple"})
+    item = served.client.request("PATCH", f"/items/{image_id}", body={"label": "purple"})  # as label:purple spells it
     assert item["label"] == "Purple" and served.get(f"/items/{image_id}")["label"] == "Purple"
     assert xmp_of(served.folders[0] / NAMES[0])["Xmp.xmp.Label"] == "Purple"
     assert found(served, "label:purple") == {image_id}

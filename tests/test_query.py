@@ -52,10 +52,19 @@ def test_only_filters_has_no_text() -> None:
     ("- people", "nothing to look for"),
     ("tag:", "has no value"),
     ("-after:2020", "cannot be negated"),
+    ("rating:9", r"a rating is 0 \(none\) to 5 stars, or -1 \(rejected\)"),  # a trial: "no results", exit 1
+    ("rating:>5", "a rating is 0"),
+    ("rating:6..9", "a rating is 0"),
+    ("rating:<-1", "a rating is 0"),
 ])
 def test_bad_queries(raw: str, message: str) -> None:
     with pytest.raises(QueryError, match=message):
         parse_query(raw)
+
+
+@pytest.mark.parametrize("raw", ["rating:5", "rating:>=4", "rating:0..9", "rating:-1", "rating:<1"])
+def test_ratings_that_can_match(raw: str) -> None:
+    assert [n[0] for n in parse_query(raw).filters.numbers] == ["rating"]
 
 
 def test_unknown_prefix_is_just_a_word() -> None:
