@@ -103,6 +103,11 @@ def test_many_items_are_edited_in_one_commit_and_the_answer_says_which_failed(se
     assert "read-only" in answer["results"][4]["error"] and answer["results"][5]["error"] == "no item 98765"
     assert (answer["ok"], answer["failed"]) == (4, 2)
     assert found(served, "tag:batch rating:2") == set(ids[:4])
+    one = served.client.request("PATCH", f"/items/{ids[0]}", body={"add_tags": ["Zürich trip"]})
+    assert "Zürich trip" in [t["name"] for t in one["tags"]]
+    for spelled in ('"Zürich trip"', '"zurich trip"', '"ZURICH_trip"'):  # accents, case and underscores aside
+        assert found(served, f"tag:{spelled}") == {ids[0]}, spelled
+    assert found(served, "tag:zurich") == set()  # a keyword, not a word in one
     for name in NAMES[2:6]:
         xmp = xmp_of(served.folders[0] / name)
         assert xmp["Xmp.xmp.Rating"] == "2" and "batch" in str(xmp["Xmp.dc.subject"])
