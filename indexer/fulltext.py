@@ -55,7 +55,8 @@ def normalize_ext(ext: str) -> str:
 def normalize_tag(tag: str) -> str:
     """A keyword as the `tag:` filter matches it: case, spacing, underscores and accents aside (a trial's
     tag:"zurich trip" found nothing tagged "Zürich trip")."""
-    plain = "".join(c for c in unicodedata.normalize("NFKD", tag) if not unicodedata.combining(c))
+    plain = "".join(c for c in unicodedata.normalize("NFD", tag) if not "\u0300" <= c <= "\u036f")  # Latin accents;
+    # not the kana's voicing marks (か is not が)
     return " ".join(nfc(plain).replace("_", " ").lower().split())
 
 
