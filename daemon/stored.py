@@ -36,12 +36,14 @@ def stored_status(config: Config) -> dict[str, Any]:
     unreadable: list[tuple[bytes, str]] = []
     live: str | None = None
     switch: dict[str, Any] | None = None
+    added: list[tuple[str, bytes]] = []  # `watch add`'s folders
     if layout.exists():
         catalog = Catalog(layout.catalog, read_only=True)
         try:
             counts, queue, generation = catalog.counts(), catalog.queue_counts(), catalog.generation()
             waiting, sidecars = catalog.waiting_for_models(), catalog.sidecar_failures()
             unreadable = catalog.folder_errors()
+            added = catalog.collections()
             live = catalog.live_model()
             if live is not None and live.rsplit("@", 1)[0] != config.models.clip:
                 switch = {"from": live.rsplit("@", 1)[0], "to": config.models.clip,
@@ -74,7 +76,9 @@ def stored_status(config: Config) -> dict[str, Any]:
         },
         "paths": {"config": str(config.source) if config.source else
                   f"{default_config_path(config.environ)} (absent: built-in defaults)", "data": str(config.data_dir),
-                  "models": str(config.model_dir), "folders": ", ".join(str(f) for f in config.folders)},
+                  "models": str(config.model_dir),
+                  "folders": ", ".join([*(str(f) for f in config.folders),
+                                        *(f"{display_path(p)} (added as {name})" for name, p in added)])},
     }
 
 

@@ -9,6 +9,7 @@ transparency onto white. `read_exif` pulls the camera and the capture date for t
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -89,6 +90,8 @@ def _opened(data: bytes, path: str, max_pixels: int, failing: str) -> Iterator[I
     """The image opened by Pillow (header only), bombs refused; anything Pillow raises inside becomes the
     file's ReadError with the reason (`failing`: what could not be done)."""
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check (at open) must agree with ours
+    if not data:
+        raise ReadError(path, "an empty file (0 bytes): nothing to index; it is read again once it changes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -100,8 +103,10 @@ def _opened(data: bytes, path: str, max_pixels: int, failing: str) -> Iterator[I
     except UnidentifiedImageError:
         raise ReadError(path, "not an image Pillow can read (unknown or unsupported format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ReadError(path, f"refused as a decompression bomb: {exc} (limit: decode.max_pixels = "
-                              f"{max_pixels:,}; raise it to index this image)") from None
+        size = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's own limit in its text is twice ours
+        many = f"{int(size[1]):,} pixels" if size else "too many pixels"
+        raise ReadError(path, f"refused as a decompression bomb: {many}, above decode.max_pixels = "
+                              f"{max_pixels:,} (raise it to index this image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
         raise ReadError(path, f"{failing}: {exc or type(exc).__name__}") from None
 

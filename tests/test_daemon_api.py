@@ -305,6 +305,7 @@ def test_a_folder_added_around_a_collection_keeps_it_and_removing_it_keeps_what_
     wait_for(lambda: len(served.get("/search", q="in:outercol", k=10)["hits"]) == 2, what="the outer collection")
     names = [w["name"] for w in json.loads(cli("watch", "list", "--json").stdout)]
     assert {"innercol", "outercol"} <= set(names), names
+    assert f"{inner} (added as innercol)" in cli("status").stdout  # status's folders: line names them too
     assert [h["id"] for h in served.get("/search", q="in:innercol", k=10)["hits"]] == [kept]
     out = cli("watch", "remove", "outercol")
     assert out.returncode == 0, out.stderr
