@@ -1,7 +1,9 @@
 """The first start: the configured models pixdex knows, pulled from the Hugging Face hub in the background.
 
 Reduced mode goes on meanwhile; the scanner's next check after they land reopens the core. A failure
-(offline, the hub unreachable) is retried every `RETRY` seconds. What it is doing is `state` (status's
+(offline, the hub unreachable) is retried after `RETRY` seconds, then twice as long each time up to `RETRY_MOST`;
+it is a warning in the log the first time and when its reason changes (an info line otherwise), and the hub
+client's own retry warnings stay out of the log. What it is doing is `state` (status's
 `models_pull`) and `models` events.
 """
 
@@ -20,7 +22,18 @@ from pixdex.indexer.settings import Config
 
 log = logging.getLogger(__name__)
 
-RETRY = 600.0  # seconds between pulls that failed
+RETRY = 600.0  # seconds after the first pull that failed
+RETRY_MOST = 6 * 3600.0
+
+
+def quiet_hub_client() -> None:
+    """The hub client's retries are warnings ("Retrying in 1s [Retry 1/5]", five a try) and its HTTP client logs
+    each request: the one line `ModelPull` logs says what became of the pull."""
+    from huggingface_hub.utils import logging as hub_logging  # late: the hub client loads for a pull only
+
+    hub_logging.set_verbosity_error()  # after its import, which sets the level of its own
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class ModelPull:
@@ -31,6 +44,8 @@ class ModelPull:
         self.state: dict[str, Any] = {}  # state, models, error, next try, progress
         self._thread: threading.Thread | None = None
         self._next = 0.0
+        self._wait = RETRY  # before the next try, once one failed
+        self._said = ""  # the last failure's reason, as warned
 
     def due(self) -> bool:
         return self.config.models.auto_pull and self._thread is None and time.monotonic() >= self._next
@@ -38,7 +53,7 @@ class ModelPull:
     def start(self) -> None:
         """Pull the configured models that are missing, if pixdex knows them."""
         wanted, unknown = self._wanted()
-        self._next = time.monotonic() + RETRY
+        self._next = time.monotonic() + self._wait
         if not wanted:
             if unknown:
                 self.state = {"state": "not possible", "error": f"{', '.join(unknown)}: not a model pixdex can pull; "
@@ -68,16 +83,20 @@ class ModelPull:
     def _run(self, wanted: list[hub.Known], names: list[str]) -> None:
         try:
             for model in wanted:
+                quiet_hub_client()
                 hub.pull(model, self.config.model_dir, progress=self._progress(model.name, names))
                 log.info("pulled %s", model.name)
             self.state = {"state": "pulled", "models": names, "at": time.time()}
             self.bus.publish("models", state="pulled", models=names)
             self.landed()
         except Exception as exc:  # noqa: BLE001 - reported, retried later; reduced mode goes on
-            retry = time.time() + RETRY
-            self.state = {"state": "failed", "models": names, "error": str(exc), "retry_at": retry}
+            wait, self._wait = self._wait, min(self._wait * 2, RETRY_MOST)
+            self._next = time.monotonic() + wait
+            self.state = {"state": "failed", "models": names, "error": str(exc), "retry_at": time.time() + wait}
             self.bus.publish("models", state="failed", models=names, error=str(exc))
-            log.warning("could not pull the models (retrying in %.0f min): %s", RETRY / 60, exc)
+            said = log.warning if str(exc) != self._said else log.info
+            self._said = str(exc)
+            said("could not pull the models (retrying in %.0f min): %s", wait / 60, exc)
         finally:
             self._thread = None
 

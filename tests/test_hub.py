@@ -218,6 +218,10 @@ def test_serve_says_why_a_pull_failed_and_takes_the_models_a_person_pulls(tmp_pa
                  what="the background pull to fail")
         info = daemon.status()["daemon"]
         assert hub.url in info["models_pull"]["error"] and "pixdex models pull ViT-B-32__openai" in info["fix"]
+        # One line says it (a trial's log had the hub client's five retry warnings each time, every 10 minutes).
+        logged = daemon.log.read_text()
+        assert logged.count("could not pull the models (retrying in 10 min)") == 1, logged[-3000:]
+        assert "Retry" not in logged, logged[-3000:]
         shown = daemon_cli(daemon, "status").stdout
         assert "the background pull failed" in shown and "fix: `pixdex models pull ViT-B-32__openai`" in shown
         hub.down = False
