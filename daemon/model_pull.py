@@ -31,7 +31,7 @@ def quiet_hub_client() -> None:
     each request: the one line `ModelPull` logs says what became of the pull."""
     from huggingface_hub.utils import logging as hub_logging  # late: the hub client loads for a pull only
 
-    hub_logging.set_verbosity_error()  # after its import, which sets the level of its own
+    hub_logging.get_logger().setLevel(logging.ERROR)  # after its import, which sets a level of its own
     for name in ("httpx", "httpx2"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
